@@ -1,0 +1,119 @@
+//! Training-throughput benchmarks on synthetic data: an MLP 784-256-128-10 at batch 128 and a
+//! small CNN on 28x28 inputs at batch 64, trained with the same layers, loss and optimiser as
+//! every spec. `bench/torch_reference.py` runs the same two models in PyTorch for comparison.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ml::data::InputShape;
+use crate::ml::model::Network;
+use crate::ml::optim::Optimizer;
+use crate::ml::spec::{Activation, Init, ModelSpec, Optimizer as OptimizerSpec};
+
+/// One benchmark's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub batch: usize,
+    pub threads: usize,
+    /// Median over repeats, and the spread.
+    pub samples_per_sec_median: f64,
+    pub samples_per_sec_min: f64,
+    pub samples_per_sec_max: f64,
+    pub ms_per_step_median: f64,
+    pub repeats: usize,
+    pub steps_per_repeat: usize,
+}
+
+/// The two reference models of the benchmark.
+pub fn reference_models() -> Vec<(&'static str, ModelSpec, InputShape, usize)> {
+    vec![
+        (
+            "mlp 784-256-128-10",
+            ModelSpec::Mlp { hidden: vec![256, 128], activation: Activation::Relu, dropout: 0.0 },
+            InputShape::Tabular { features: 784 },
+            128,
+        ),
+        (
+            "cnn conv16-pool-conv32-pool-linear10 (28x28)",
+            ModelSpec::Cnn {
+                channels: vec![16, 32],
+                kernel: 3,
+                dense: vec![],
+                activation: Activation::Relu,
+                dropout: 0.0,
+            },
+            InputShape::Image { channels: 1, height: 28, width: 28 },
+            64,
+        ),
+    ]
+}
+
+/// Trains `spec` on random inputs and labels: `warmup` untimed steps, then `repeats` timed runs
+/// of `steps` steps each.
+pub fn train_throughput(
+    name: &str,
+    spec: &ModelSpec,
+    input: &InputShape,
+    batch: usize,
+    warmup: usize,
+    repeats: usize,
+    steps: usize,
+) -> Result<BenchResult> {
+    let device = Device::Cpu;
+    let net = Network::build(spec, input, 10, None, Init::KaimingUniform, 7, &device)?;
+    let mut opt = Optimizer::new(
+        &OptimizerSpec::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        net.vars(),
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let normal = Normal::new(0.0f32, 1.0).expect("valid");
+    let n = batch * input.numel();
+    let mut shape = vec![batch];
+    shape.extend(input.dims());
+    // A few distinct batches so that caches do not flatter the figures.
+    let batches: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|b| {
+            let x: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+            let y: Vec<u32> = (0..batch).map(|i| ((i * 7 + b) % 10) as u32).collect();
+            Ok((Tensor::from_vec(x, shape.clone(), &device)?, Tensor::from_vec(y, batch, &device)?))
+        })
+        .collect::<Result<_>>()?;
+    let mut step = |k: usize| -> Result<()> {
+        let (x, y) = &batches[k % batches.len()];
+        let logits = net.forward(x, None)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+        opt.step(&loss.backward()?)?;
+        Ok(())
+    };
+    for k in 0..warmup {
+        step(k)?;
+    }
+    let mut rates = Vec::with_capacity(repeats);
+    for r in 0..repeats {
+        let t0 = Instant::now();
+        for k in 0..steps {
+            step(r * steps + k)?;
+        }
+        rates.push((steps * batch) as f64 / t0.elapsed().as_secs_f64());
+    }
+    rates.sort_by(|a, b| a.total_cmp(b));
+    let median = rates[rates.len() / 2];
+    Ok(BenchResult {
+        name: name.to_string(),
+        batch,
+        threads: candle_core::utils::get_num_threads(),
+        samples_per_sec_median: median,
+        samples_per_sec_min: rates[0],
+        samples_per_sec_max: rates[rates.len() - 1],
+        ms_per_step_median: 1000.0 * batch as f64 / median,
+        repeats,
+        steps_per_repeat: steps,
+    })
+}

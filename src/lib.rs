@@ -1,0 +1,14 @@
+//! Vigil: a keyboard-driven terminal console to train, evaluate, serve, secure and explain
+//! neural-network models. The library holds everything; `main.rs` only parses the command line.
+//!
+//! - [`ml`]: the headless core (specs, data, models, training, metrics); no UI or HTTP.
+//! - [`store`]: the run store on disk, the source of truth for every run.
+//! - [`bench`]: training-throughput benchmarks.
+//! - [`cli`]: the command line and its terminal output.
+//! - [`error`]: the error type and exit codes.
+
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod ml;
+pub mod store;

@@ -1,0 +1,10 @@
+//! The headless core: experiment specs, data loading and preprocessing, networks, optimisers,
+//! the training loop and metrics. Nothing here imports a terminal-UI or HTTP crate; it reports
+//! progress through [`train::TrainObserver`] and writes runs through [`crate::store`].
+
+pub mod data;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod spec;
+pub mod train;

@@ -1,0 +1,353 @@
+//! Networks built from a spec: MLP (and softmax regression), CNN, LSTM/GRU and text classifiers.
+//! A [`Network`] owns its parameters as candle `Var`s, computes logits, and saves and loads
+//! them as safetensors. It knows nothing of training loops, data files or the run store.
+
+pub mod layers;
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use self::layers::{
+    CellKind, Conv, Dense, ParamBuilder, Recurrent, activate, dropout, masked_mean, max_pool2,
+};
+use crate::error::{Error, Result};
+use crate::ml::data::InputShape;
+use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
+
+/// Folded into the experiment's seed for initial weights, so that they do not share a stream
+/// with the split or the shuffles.
+const INIT_SALT: u64 = 0x1417_0000_0000_0007;
+
+#[derive(Debug, Clone)]
+enum Arch {
+    Mlp {
+        layers: Vec<Dense>,
+        act: Activation,
+        dropout: f32,
+    },
+    Cnn {
+        convs: Vec<Conv>,
+        dense: Vec<Dense>,
+        out: Dense,
+        act: Activation,
+        dropout: f32,
+    },
+    Rnn {
+        layers: Vec<Recurrent>,
+        head: Dense,
+        dropout: f32,
+    },
+    Text {
+        embedding: Tensor,
+        encoder: Option<Recurrent>,
+        dense: Vec<Dense>,
+        out: Dense,
+        act: Activation,
+        dropout: f32,
+    },
+}
+
+/// A classifier network and its parameters.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub spec: ModelSpec,
+    pub input: InputShape,
+    pub classes: usize,
+    vars: Vec<(String, Var)>,
+    arch: Arch,
+    device: Device,
+}
+
+fn cell(c: Cell) -> CellKind {
+    match c {
+        Cell::Lstm => CellKind::Lstm,
+        Cell::Gru => CellKind::Gru,
+    }
+}
+
+impl Network {
+    /// Builds a network for inputs of `input` and `classes` outputs, initialised from `seed`.
+    /// Text models also need the vocabulary size.
+    pub fn build(
+        spec: &ModelSpec,
+        input: &InputShape,
+        classes: usize,
+        vocab: Option<usize>,
+        init: Init,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ INIT_SALT);
+        let mut pb = ParamBuilder { vars: Vec::new(), rng: &mut rng, init, device: device.clone() };
+        let mismatch = |what: &str| {
+            Error::Invalid(format!(
+                "a {} model needs {what} input, but the data is {}",
+                spec.kind(),
+                input.describe()
+            ))
+        };
+        let arch = match spec {
+            ModelSpec::LogReg | ModelSpec::Mlp { .. } => {
+                if matches!(input, InputShape::Text { .. }) {
+                    return Err(mismatch("numeric"));
+                }
+                let (hidden, act, drop) = match spec {
+                    ModelSpec::Mlp { hidden, activation, dropout } => (hidden.clone(), *activation, *dropout),
+                    _ => (vec![], Activation::Relu, 0.0),
+                };
+                let mut widths = vec![input.numel()];
+                widths.extend(hidden);
+                widths.push(classes);
+                let layers = widths
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| Dense::new(&mut pb, &format!("layers.{i}"), w[0], w[1]))
+                    .collect::<Result<Vec<_>>>()?;
+                Arch::Mlp { layers, act, dropout: drop }
+            }
+            ModelSpec::Cnn { channels, kernel, dense, activation, dropout } => {
+                let InputShape::Image { channels: c0, height, width } = *input else {
+                    return Err(mismatch("image"));
+                };
+                let (mut c, mut h, mut w) = (c0, height, width);
+                let mut convs = Vec::new();
+                for (i, &out) in channels.iter().enumerate() {
+                    if h < 2 || w < 2 {
+                        return Err(Error::Invalid(format!(
+                            "{} conv+pool blocks shrink a {height}x{width} image below 1x1; use fewer channels entries",
+                            channels.len()
+                        )));
+                    }
+                    convs.push(Conv::new(&mut pb, &format!("convs.{i}"), c, out, *kernel)?);
+                    c = out;
+                    h /= 2;
+                    w /= 2;
+                }
+                let mut widths = vec![c * h * w];
+                widths.extend(dense.iter().copied());
+                let dense_layers = widths
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| Dense::new(&mut pb, &format!("dense.{i}"), w[0], w[1]))
+                    .collect::<Result<Vec<_>>>()?;
+                let out = Dense::new(&mut pb, "out", *widths.last().expect("non-empty"), classes)?;
+                Arch::Cnn { convs, dense: dense_layers, out, act: *activation, dropout: *dropout }
+            }
+            ModelSpec::Rnn { cell: c, hidden, layers, dropout } => {
+                let InputShape::Sequence { features, .. } = *input else {
+                    return Err(mismatch("sequence"));
+                };
+                let mut rnn = Vec::new();
+                for l in 0..*layers {
+                    let inputs = if l == 0 { features } else { *hidden };
+                    rnn.push(Recurrent::new(&mut pb, "rnn", cell(*c), l, inputs, *hidden)?);
+                }
+                let head = Dense::new(&mut pb, "head", *hidden, classes)?;
+                Arch::Rnn { layers: rnn, head, dropout: *dropout }
+            }
+            ModelSpec::Text { embed_dim, encoder, hidden, dropout } => {
+                let InputShape::Text { .. } = input else {
+                    return Err(mismatch("text"));
+                };
+                let vocab =
+                    vocab.ok_or_else(|| Error::Invalid("a text model needs the vocabulary size".into()))?;
+                let embedding = pb.embedding("embedding.weight", vocab, *embed_dim)?;
+                let (enc, width) = match encoder {
+                    TextEncoder::MeanPool => (None, *embed_dim),
+                    TextEncoder::Rnn { cell: c, hidden: h } => {
+                        (Some(Recurrent::new(&mut pb, "encoder", cell(*c), 0, *embed_dim, *h)?), *h)
+                    }
+                };
+                let mut widths = vec![width];
+                widths.extend(hidden.iter().copied());
+                let dense = widths
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, w)| Dense::new(&mut pb, &format!("dense.{i}"), w[0], w[1]))
+                    .collect::<Result<Vec<_>>>()?;
+                let out = Dense::new(&mut pb, "out", *widths.last().expect("non-empty"), classes)?;
+                Arch::Text { embedding, encoder: enc, dense, out, act: Activation::Relu, dropout: *dropout }
+            }
+        };
+        let vars = std::mem::take(&mut pb.vars);
+        Ok(Network { spec: spec.clone(), input: input.clone(), classes, vars, arch, device: device.clone() })
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The parameters, in creation order, with their PyTorch-style names.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Number of trainable values.
+    pub fn parameter_count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Whether the network takes token ids rather than numbers.
+    pub fn takes_tokens(&self) -> bool {
+        matches!(self.arch, Arch::Text { .. })
+    }
+
+    /// Logits `(B, classes)` for a batch. `rng` turns dropout on (training); `None` evaluates.
+    pub fn forward(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Text { .. } => {
+                let emb = self.embed(x)?;
+                let mask = token_mask(x)?;
+                self.forward_embedded(&emb, &mask, rng)
+            }
+            _ => self.forward_dense(x, rng),
+        }
+    }
+
+    /// Token embeddings `(B, L, E)` of a text model; for other models, the input itself.
+    /// Attributions for text are taken with respect to this tensor.
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Text { embedding, .. } => {
+                let (b, l) = x.dims2()?;
+                let e = embedding.dim(1)?;
+                Ok(embedding.index_select(&x.flatten_all()?, 0)?.reshape((b, l, e))?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// A text model's logits from embeddings and the padding mask (1 for real tokens).
+    pub fn forward_embedded(
+        &self,
+        emb: &Tensor,
+        mask: &Tensor,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let Arch::Text { encoder, dense, out, act, dropout: p, .. } = &self.arch else {
+            return self.forward_dense(emb, rng);
+        };
+        let mut h = match encoder {
+            None => masked_mean(emb, mask)?,
+            Some(rnn) => {
+                // Padding comes last, so the state at the last real token is the encoding.
+                let states = rnn.forward(emb)?;
+                let lengths = mask.sum(1)?.clamp(1.0, f64::MAX)?.affine(1.0, -1.0)?.to_dtype(DType::U32)?;
+                let idx = lengths
+                    .unsqueeze(1)?
+                    .unsqueeze(2)?
+                    .broadcast_as((states.dim(0)?, 1, states.dim(2)?))?
+                    .contiguous()?;
+                states.gather(&idx, 1)?.squeeze(1)?
+            }
+        };
+        for layer in dense {
+            h = activate(&layer.forward(&h)?, *act)?;
+            h = dropout(&h, *p, rng.as_deref_mut())?;
+        }
+        out.forward(&h)
+    }
+
+    fn forward_dense(&self, x: &Tensor, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Mlp { layers, act, dropout: p } => {
+                let mut h = x.flatten_from(1)?;
+                let last = layers.len() - 1;
+                for (i, layer) in layers.iter().enumerate() {
+                    h = layer.forward(&h)?;
+                    if i < last {
+                        h = activate(&h, *act)?;
+                        h = dropout(&h, *p, rng.as_deref_mut())?;
+                    }
+                }
+                Ok(h)
+            }
+            Arch::Cnn { convs, dense, out, act, dropout: p } => {
+                let mut h = x.clone();
+                for conv in convs {
+                    h = max_pool2(&activate(&conv.forward(&h)?, *act)?)?;
+                }
+                let mut h = h.flatten_from(1)?;
+                for layer in dense {
+                    h = activate(&layer.forward(&h)?, *act)?;
+                    h = dropout(&h, *p, rng.as_deref_mut())?;
+                }
+                out.forward(&h)
+            }
+            Arch::Rnn { layers, head, dropout: p } => {
+                let mut h = x.clone();
+                for (i, layer) in layers.iter().enumerate() {
+                    h = layer.forward(&h)?;
+                    if i + 1 < layers.len() {
+                        h = dropout(&h, *p, rng.as_deref_mut())?;
+                    }
+                }
+                let t = h.dim(1)?;
+                let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
+                let last = dropout(&last, *p, rng)?;
+                head.forward(&last)
+            }
+            Arch::Text { .. } => Err(Error::Invalid("a text model takes token ids".into())),
+        }
+    }
+
+    /// The parameters as name → tensor, for safetensors.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect()
+    }
+
+    /// Serialises the parameters to safetensors bytes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        tensors_to_bytes(&self.tensors())
+    }
+
+    /// Replaces every parameter with the values in safetensors bytes; `origin` names the file in
+    /// errors. Every parameter must be present with the right shape.
+    pub fn load_safetensors(&self, bytes: &[u8], origin: &str) -> Result<()> {
+        let loaded = candle_core::safetensors::load_buffer(bytes, &self.device).map_err(|e| {
+            Error::Corrupt { path: origin.into(), msg: format!("not a readable safetensors file: {e}") }
+        })?;
+        for (name, var) in &self.vars {
+            let t = loaded.get(name).ok_or_else(|| Error::Corrupt {
+                path: origin.into(),
+                msg: format!("has no tensor {name:?}; was it saved from another model?"),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Corrupt {
+                    path: origin.into(),
+                    msg: format!(
+                        "tensor {name:?} has shape {:?}, the model needs {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// 1.0 for real tokens and 0.0 for padding, `(B, L)` f32.
+pub fn token_mask(ids: &Tensor) -> Result<Tensor> {
+    Ok(ids.ne(crate::ml::data::preprocess::PAD)?.to_dtype(DType::F32)?)
+}
+
+/// Serialises named tensors to safetensors bytes (names sorted, so the bytes are repeatable).
+pub fn tensors_to_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let contiguous: Vec<(String, Tensor)> =
+        sorted.into_iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
+    safetensors::tensor::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), None)
+        .map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
+}
+
+/// Logits to class probabilities.
+pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
+}

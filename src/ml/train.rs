@@ -1,0 +1,700 @@
+//! The training loop. [`train`] runs one experiment to the end on the calling thread (callers put
+//! it on a thread of its own), writing everything to the run's folder and reporting each step and
+//! epoch to a [`TrainObserver`]. It can be paused, resumed and cancelled between steps through a
+//! shared [`TrainControl`], and a run continues from its last checkpoint with `resume`.
+//!
+//! Randomness is drawn from one generator per epoch, seeded from the experiment's seed and the
+//! epoch number, so the same spec and seed give the same metrics, and a resumed run the same
+//! metrics as one that was never interrupted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::{D, DType, Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ml::data::preprocess::{DataReport, Pipeline, Prepared, PreparedData};
+use crate::ml::data::{Features, augment};
+use crate::ml::metrics::Evaluation;
+use crate::ml::model::{Network, tensors_to_bytes};
+use crate::ml::optim::{Optimizer, scheduled_lr};
+use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
+use crate::store::{
+    CheckpointEntry, MetricLine, ResumeState, RunDir, RunStatus, Which, now, sha256_hex, write_atomic,
+};
+
+/// Examples per forward pass when evaluating; large batches amortise per-op overhead.
+const EVAL_BATCH: usize = 512;
+
+/// Shared switches a viewer flips to steer a run between steps.
+#[derive(Debug, Default)]
+pub struct TrainControl {
+    paused: AtomicBool,
+    cancelled: AtomicBool,
+}
+
+impl TrainControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochSummary {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    pub lr: f64,
+    pub improved: bool,
+    pub elapsed_s: f64,
+}
+
+/// What a run reports as it goes: plain data, no handles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TrainEvent {
+    Started {
+        run_id: String,
+        spec: String,
+        epochs: usize,
+        steps_per_epoch: u64,
+        parameters: usize,
+        data: DataReport,
+        resumed_from_epoch: Option<usize>,
+    },
+    Step {
+        epoch: usize,
+        step: u64,
+        step_in_epoch: u64,
+        loss: f64,
+        lr: f64,
+        samples_per_sec: f64,
+    },
+    Epoch(EpochSummary),
+    Checkpoint {
+        epoch: usize,
+        kind: String,
+    },
+    Paused {
+        epoch: usize,
+        step: u64,
+    },
+    Resumed {
+        epoch: usize,
+        step: u64,
+    },
+    EarlyStopped {
+        epoch: usize,
+        best_epoch: usize,
+    },
+    Finished {
+        test: Evaluation,
+        best_epoch: usize,
+        duration_s: f64,
+    },
+    Failed {
+        reason: String,
+    },
+    Cancelled {
+        epoch: usize,
+        step: u64,
+    },
+}
+
+/// Receives a run's events as they happen (a progress bar, a log printer, a channel).
+pub trait TrainObserver: Send {
+    fn on_event(&mut self, event: &TrainEvent);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl TrainObserver for Silent {
+    fn on_event(&mut self, _: &TrainEvent) {}
+}
+
+impl<F: FnMut(&TrainEvent) + Send> TrainObserver for F {
+    fn on_event(&mut self, event: &TrainEvent) {
+        self(event)
+    }
+}
+
+/// How a run ended when it did not fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(Box<Evaluation>),
+    Cancelled,
+}
+
+/// The device for a spec.
+pub fn device_for(spec: DeviceSpec) -> Result<Device> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        DeviceSpec::Cuda(n) => {
+            Device::new_cuda(n).map_err(|e| Error::Invalid(format!("device Cuda({n}) is not available: {e}")))
+        }
+    }
+}
+
+fn epoch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_add(0xE90C))
+}
+
+/// Builds the network for a spec and its fitted pipeline.
+pub fn build_network(spec: &ExperimentSpec, pipeline: &Pipeline, device: &Device) -> Result<Network> {
+    Network::build(
+        &spec.model,
+        &pipeline.input,
+        pipeline.classes.len(),
+        pipeline.vocabulary(),
+        spec.init,
+        spec.seed,
+        device,
+    )
+}
+
+/// Mean cross-entropy and predictions of a network over a split.
+pub fn predict(net: &Network, data: &Prepared) -> Result<(f64, Vec<u32>, Vec<Vec<f32>>)> {
+    let n = data.labels.len();
+    let mut loss_sum = 0.0;
+    let mut preds = Vec::with_capacity(n);
+    let mut probs = Vec::with_capacity(n);
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let x = data.features.batch(chunk, net.device())?;
+        let y = Tensor::from_vec(
+            chunk.iter().map(|&i| data.labels[i]).collect::<Vec<_>>(),
+            chunk.len(),
+            net.device(),
+        )?;
+        let logits = net.forward(&x, None)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;
+        loss_sum += loss * chunk.len() as f64;
+        preds.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+        probs.extend(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?);
+    }
+    Ok((loss_sum / n.max(1) as f64, preds, probs))
+}
+
+/// Evaluates a network on a split.
+pub fn evaluate(net: &Network, data: &Prepared, classes: &[String], split: &str) -> Result<Evaluation> {
+    let (loss, preds, _) = predict(net, data)?;
+    Ok(Evaluation::compute(split, &data.labels, &preds, classes, loss))
+}
+
+/// A trained run loaded back: its spec, preprocessing and network with a checkpoint's weights.
+pub struct Trained {
+    pub spec: ExperimentSpec,
+    pub pipeline: Pipeline,
+    pub network: Network,
+}
+
+/// Loads a run's spec, pipeline and checkpoint (checked against the manifest).
+pub fn load_trained(run: &RunDir, which: Which) -> Result<Trained> {
+    let spec = run.spec()?;
+    let pipeline = run.pipeline()?;
+    let device = device_for(spec.device)?;
+    let network = build_network(&spec, &pipeline, &device)?;
+    let bytes = run.checkpoint_bytes(which)?;
+    network.load_safetensors(&bytes, &run.file(which.file()).display().to_string())?;
+    Ok(Trained { spec, pipeline, network })
+}
+
+fn score(monitor: Monitor, s: &EpochSummary) -> f64 {
+    match monitor {
+        Monitor::ValLoss => s.val_loss,
+        Monitor::ValAccuracy => s.val_accuracy,
+        Monitor::ValMacroF1 => s.val_macro_f1,
+    }
+}
+
+fn better(monitor: Monitor, new: f64, old: Option<f64>, min_delta: f64) -> bool {
+    match old {
+        None => true,
+        Some(old) if monitor.maximise() => new > old + min_delta,
+        Some(old) => new < old - min_delta,
+    }
+}
+
+/// Trains the run in `run` (created by [`crate::store::RunStore::create`]) to the end, or
+/// continues it from its last checkpoint when `resume` is set.
+pub fn train(
+    run: &RunDir,
+    resume: bool,
+    observer: &mut dyn TrainObserver,
+    control: &TrainControl,
+) -> Result<Outcome> {
+    let spec = run.spec()?;
+    let result = Trainer::new(&spec, run, resume).and_then(|mut t| t.run(observer, control));
+    if let Err(e) = &result {
+        // Whatever stopped the run, its folder says so; the checkpoints already written stay.
+        let reason = e.to_string();
+        let _ = run.update_info(|i| {
+            i.status = RunStatus::Failed;
+            i.failure = Some(reason.clone());
+            i.finished = Some(now());
+            i.pid = None;
+        });
+        let _ = run.log("failed", &reason);
+        observer.on_event(&TrainEvent::Failed { reason });
+    }
+    result
+}
+
+struct Trainer<'a> {
+    spec: ExperimentSpec,
+    run: &'a RunDir,
+    data: PreparedData,
+    net: Network,
+    opt: Optimizer,
+    state: ResumeState,
+    steps_per_epoch: u64,
+    batch: usize,
+    resumed: bool,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(spec: &ExperimentSpec, run: &'a RunDir, resume: bool) -> Result<Self> {
+        let device = device_for(spec.device)?;
+        let (data, state) = if resume {
+            let index = run.checkpoints()?;
+            let state = index.resume.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "run {} has no checkpoint to resume from: it never finished an epoch",
+                    run.id
+                ))
+            })?;
+            let pipeline = run.pipeline()?;
+            (PreparedData::build(spec, Some(&pipeline))?, state)
+        } else {
+            let data = PreparedData::build(spec, None)?;
+            run.write_pipeline(&data.pipeline)?;
+            let state = ResumeState {
+                epoch: 0,
+                step: 0,
+                best_score: None,
+                best_epoch: None,
+                es_best: None,
+                bad_epochs: 0,
+                duration_s: 0.0,
+                optimizer_steps: 0,
+            };
+            (data, state)
+        };
+        let net = build_network(spec, &data.pipeline, &device)?;
+        let mut opt = Optimizer::new(&spec.optimizer, net.vars());
+        if resume {
+            let bytes = run.checkpoint_bytes(Which::Last)?;
+            net.load_safetensors(&bytes, &run.file(Which::Last.file()).display().to_string())?;
+            let opt_path = run.file("checkpoints/optimizer.safetensors");
+            let opt_bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+            let tensors = candle_core::safetensors::load_buffer(&opt_bytes, &device)?;
+            opt.load_state(&tensors, state.optimizer_steps)?;
+            run.truncate_metrics(state.step)?;
+        }
+        let n = data.train.labels.len();
+        let batch = spec.batch.size(n).min(n.max(1));
+        let steps_per_epoch = n.div_ceil(batch) as u64;
+        Ok(Trainer {
+            spec: spec.clone(),
+            run,
+            data,
+            net,
+            opt,
+            state,
+            steps_per_epoch,
+            batch,
+            resumed: resume,
+        })
+    }
+
+    fn run(&mut self, observer: &mut dyn TrainObserver, control: &TrainControl) -> Result<Outcome> {
+        let spec = self.spec.clone();
+        let run = self.run;
+        let start_epoch = self.state.epoch;
+        let pid = std::process::id();
+        let started_at = now();
+        run.update_info(|i| {
+            i.status = RunStatus::Running;
+            i.started.get_or_insert(started_at);
+            i.finished = None;
+            i.failure = None;
+            i.pid = Some(pid);
+            i.steps_per_epoch = self.steps_per_epoch;
+            i.epochs = spec.epochs;
+        })?;
+        let report = self.data.report.clone();
+        if self.resumed {
+            run.log(
+                "resumed",
+                format!("resumed from the checkpoint of epoch {} (step {})", start_epoch, self.state.step),
+            )?;
+        } else {
+            run.log(
+                "started",
+                format!(
+                    "training {} ({}, {} parameters) for {} epochs, {} steps per epoch",
+                    spec.name,
+                    spec.model.kind(),
+                    self.net.parameter_count(),
+                    spec.epochs,
+                    self.steps_per_epoch
+                ),
+            )?;
+            let mut msg = format!(
+                "{}: {} examples, {} train / {} validation / {} test",
+                report.origin, report.examples, report.train, report.validation, report.test
+            );
+            if report.dropped_missing > 0 {
+                msg.push_str(&format!("; dropped {} examples with missing values", report.dropped_missing));
+            }
+            if report.imputed_values > 0 {
+                msg.push_str(&format!("; imputed {} missing values", report.imputed_values));
+            }
+            if let Some(v) = report.vocabulary {
+                msg.push_str(&format!("; vocabulary of {v} words"));
+            }
+            run.log("data", msg)?;
+        }
+        observer.on_event(&TrainEvent::Started {
+            run_id: run.id.clone(),
+            spec: spec.name.clone(),
+            epochs: spec.epochs,
+            steps_per_epoch: self.steps_per_epoch,
+            parameters: self.net.parameter_count(),
+            data: report,
+            resumed_from_epoch: self.resumed.then_some(start_epoch),
+        });
+
+        let n_train = self.data.train.labels.len();
+        let device = self.net.device().clone();
+        let classes = self.data.pipeline.classes.clone();
+        let monitor = spec.checkpoint.monitor;
+        let base_lr = spec.optimizer.lr();
+        let mut session_time = 0.0f64;
+        let mut throughput: Option<f64> = None;
+
+        for epoch in start_epoch..spec.epochs {
+            let mut rng = epoch_rng(spec.seed, epoch);
+            let mut order: Vec<usize> = (0..n_train).collect();
+            order.shuffle(&mut rng);
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            for (i, chunk) in order.chunks(self.batch).enumerate() {
+                if control.is_paused() {
+                    run.update_info(|r| r.status = RunStatus::Paused)?;
+                    run.log("paused", format!("paused at epoch {} step {}", epoch + 1, self.state.step))?;
+                    observer.on_event(&TrainEvent::Paused { epoch: epoch + 1, step: self.state.step });
+                    while control.is_paused() && !control.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    if !control.is_cancelled() {
+                        run.update_info(|r| r.status = RunStatus::Running)?;
+                        run.log(
+                            "resumed",
+                            format!("resumed at epoch {} step {}", epoch + 1, self.state.step),
+                        )?;
+                        observer.on_event(&TrainEvent::Resumed { epoch: epoch + 1, step: self.state.step });
+                    }
+                }
+                if control.is_cancelled() {
+                    return self.cancel(observer, epoch, session_time);
+                }
+                let t0 = Instant::now();
+                let lr =
+                    scheduled_lr(base_lr, &spec.schedule, self.state.step, self.steps_per_epoch, spec.epochs);
+                self.opt.set_lr(lr);
+                let x = self.train_batch(chunk, &mut rng, &device)?;
+                let y = Tensor::from_vec(
+                    chunk.iter().map(|&j| self.data.train.labels[j]).collect::<Vec<_>>(),
+                    chunk.len(),
+                    &device,
+                )?;
+                let logits = self.net.forward(&x, Some(&mut rng))?;
+                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                let loss_value = loss.to_scalar::<f32>()? as f64;
+                if !loss_value.is_finite() {
+                    let reason = format!(
+                        "the training loss became {} at epoch {} step {} (learning rate {lr:.3e}); \
+                         the last good checkpoint is kept. Lower the learning rate or check the data's scale",
+                        if loss_value.is_nan() { "NaN" } else { "infinite" },
+                        epoch + 1,
+                        self.state.step + 1
+                    );
+                    let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
+                    return Err(Error::Diverged(reason));
+                }
+                let grads = loss.backward()?;
+                self.opt.step(&grads)?;
+                let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                correct +=
+                    preds.iter().zip(chunk).filter(|(p, j)| **p == self.data.train.labels[**j]).count();
+                seen += chunk.len();
+                loss_sum += loss_value * chunk.len() as f64;
+                self.state.step += 1;
+                let dt = t0.elapsed().as_secs_f64();
+                session_time += dt;
+                let sps = chunk.len() as f64 / dt.max(1e-9);
+                // Smoothed so that the display does not jitter with every step's timing noise.
+                let smoothed = throughput.map_or(sps, |t| 0.9 * t + 0.1 * sps);
+                throughput = Some(smoothed);
+                run.append_metric(&MetricLine::Step {
+                    step: self.state.step,
+                    epoch: epoch + 1,
+                    loss: loss_value,
+                    lr,
+                    samples_per_sec: smoothed,
+                    time: self.state.duration_s + session_time,
+                })?;
+                observer.on_event(&TrainEvent::Step {
+                    epoch: epoch + 1,
+                    step: self.state.step,
+                    step_in_epoch: i as u64 + 1,
+                    loss: loss_value,
+                    lr,
+                    samples_per_sec: smoothed,
+                });
+            }
+
+            let t_eval = Instant::now();
+            let val = evaluate(&self.net, &self.data.validation, &classes, "validation")?;
+            session_time += t_eval.elapsed().as_secs_f64();
+            let mut summary = EpochSummary {
+                epoch: epoch + 1,
+                epochs: spec.epochs,
+                step: self.state.step,
+                train_loss: loss_sum / seen.max(1) as f64,
+                train_accuracy: correct as f64 / seen.max(1) as f64,
+                val_loss: val.loss,
+                val_accuracy: val.accuracy,
+                val_macro_f1: val.macro_f1,
+                lr: self.opt.lr(),
+                improved: false,
+                elapsed_s: self.state.duration_s + session_time,
+            };
+            let s = score(monitor, &summary);
+            if better(monitor, s, self.state.best_score, 0.0) {
+                summary.improved = true;
+                self.state.best_score = Some(s);
+                self.state.best_epoch = Some(epoch + 1);
+                self.save_checkpoint("best", &summary)?;
+                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "best".into() });
+            }
+            // Early stopping watches its own metric, which may differ from the checkpoint's.
+            let stop = match &spec.early_stopping {
+                Some(es) => {
+                    let es_score = score(es.monitor, &summary);
+                    if better(es.monitor, es_score, self.state.es_best, es.min_delta) {
+                        self.state.es_best = Some(es_score);
+                        self.state.bad_epochs = 0;
+                    } else {
+                        self.state.bad_epochs += 1;
+                    }
+                    self.state.bad_epochs >= es.patience.max(1)
+                }
+                None => false,
+            };
+            self.state.epoch = epoch + 1;
+            let last_epoch = epoch + 1 == spec.epochs || stop;
+            if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
+                self.state.duration_s += session_time;
+                session_time = 0.0;
+                self.save_checkpoint("last", &summary)?;
+                self.save_resume_state()?;
+                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "last".into() });
+            }
+            run.append_metric(&MetricLine::Epoch {
+                epoch: epoch + 1,
+                step: self.state.step,
+                train_loss: summary.train_loss,
+                train_accuracy: summary.train_accuracy,
+                val_loss: summary.val_loss,
+                val_accuracy: summary.val_accuracy,
+                val_macro_f1: summary.val_macro_f1,
+                lr: summary.lr,
+                time: summary.elapsed_s,
+            })?;
+            let best_epoch = self.state.best_epoch;
+            let duration = self.state.duration_s + session_time;
+            run.update_info(|r| {
+                r.epoch = epoch + 1;
+                r.step = self.state.step;
+                r.train_loss = Some(summary.train_loss);
+                r.val_loss = Some(summary.val_loss);
+                r.val_accuracy = Some(summary.val_accuracy);
+                r.best_val_accuracy =
+                    Some(r.best_val_accuracy.map_or(summary.val_accuracy, |b| b.max(summary.val_accuracy)));
+                r.best_epoch = best_epoch;
+                r.duration_s = duration;
+                r.samples_per_sec = throughput;
+            })?;
+            observer.on_event(&TrainEvent::Epoch(summary.clone()));
+            if stop {
+                let best = self.state.best_epoch.unwrap_or(epoch + 1);
+                run.log(
+                    "early_stop",
+                    format!(
+                        "stopped early after epoch {}: no improvement for {} epochs (best epoch {best})",
+                        epoch + 1,
+                        self.state.bad_epochs
+                    ),
+                )?;
+                observer.on_event(&TrainEvent::EarlyStopped { epoch: epoch + 1, best_epoch: best });
+                break;
+            }
+        }
+        self.finish(observer)
+    }
+
+    fn train_batch(&self, chunk: &[usize], rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {
+        match (&self.spec.augment, &self.data.train.features, &self.data.zero_fill) {
+            (Some(aug), Features::Dense { values, dims }, Some(fill)) => {
+                let d: usize = dims.iter().product();
+                let mut buf = Vec::with_capacity(chunk.len() * d);
+                for &j in chunk {
+                    buf.extend_from_slice(&values[j * d..(j + 1) * d]);
+                }
+                augment::apply(&mut buf, &self.data.pipeline.input, fill, aug, rng);
+                let mut shape = vec![chunk.len()];
+                shape.extend_from_slice(dims);
+                Ok(Tensor::from_vec(buf, shape, device)?)
+            }
+            _ => self.data.train.features.batch(chunk, device),
+        }
+    }
+
+    fn save_checkpoint(&self, kind: &str, s: &EpochSummary) -> Result<()> {
+        let run = self.run;
+        let file = format!("checkpoints/{kind}.safetensors");
+        let bytes = self.net.to_safetensors()?;
+        write_atomic(&run.file(&file), &bytes)?;
+        if kind == "last" {
+            let opt = tensors_to_bytes(&self.opt.state())?;
+            write_atomic(&run.file("checkpoints/optimizer.safetensors"), &opt)?;
+        }
+        let mut index = run.checkpoints()?;
+        index.entries.retain(|e| e.kind != kind);
+        index.entries.push(CheckpointEntry {
+            kind: kind.to_string(),
+            file: file.clone(),
+            epoch: s.epoch,
+            step: s.step,
+            val_loss: s.val_loss,
+            val_accuracy: s.val_accuracy,
+            val_macro_f1: s.val_macro_f1,
+            sha256: sha256_hex(&bytes),
+            time: now(),
+        });
+        run.write_checkpoints(&index)?;
+        run.log(
+            "checkpoint",
+            format!(
+                "saved {kind} checkpoint at epoch {} (val loss {:.4}, val accuracy {:.2}%)",
+                s.epoch,
+                s.val_loss,
+                100.0 * s.val_accuracy
+            ),
+        )?;
+        run.write_manifest()?;
+        Ok(())
+    }
+
+    fn save_resume_state(&self) -> Result<()> {
+        let mut index = self.run.checkpoints()?;
+        let mut state = self.state.clone();
+        state.optimizer_steps = self.opt.steps;
+        index.resume = Some(state);
+        self.run.write_checkpoints(&index)?;
+        self.run.write_manifest()?;
+        Ok(())
+    }
+
+    fn cancel(
+        &mut self,
+        observer: &mut dyn TrainObserver,
+        epoch: usize,
+        session_time: f64,
+    ) -> Result<Outcome> {
+        let run = self.run;
+        let step = self.state.step;
+        let duration = self.state.duration_s + session_time;
+        run.update_info(|r| {
+            r.status = RunStatus::Cancelled;
+            r.finished = Some(now());
+            r.pid = None;
+            r.duration_s = duration;
+        })?;
+        run.log(
+            "cancelled",
+            format!(
+                "stopped at epoch {} step {step}; `vigil train --resume {}` continues from the checkpoint of epoch {}",
+                epoch + 1,
+                run.id,
+                self.state.epoch
+            ),
+        )?;
+        observer.on_event(&TrainEvent::Cancelled { epoch: epoch + 1, step });
+        Ok(Outcome::Cancelled)
+    }
+
+    fn finish(&mut self, observer: &mut dyn TrainObserver) -> Result<Outcome> {
+        let run = self.run;
+        // The test split is scored once, with the best checkpoint's weights.
+        let best = run.checkpoint_bytes(Which::Best)?;
+        self.net.load_safetensors(&best, &run.file(Which::Best.file()).display().to_string())?;
+        let test = evaluate(&self.net, &self.data.test, &self.data.pipeline.classes, "test")?;
+        crate::store::write_json(&run.file("eval.json"), &test)?;
+        let best_epoch = self.state.best_epoch.unwrap_or(self.state.epoch);
+        let duration = self.state.duration_s;
+        run.update_info(|r| {
+            r.status = RunStatus::Completed;
+            r.finished = Some(now());
+            r.pid = None;
+            r.test_accuracy = Some(test.accuracy);
+            r.test_macro_f1 = Some(test.macro_f1);
+            r.duration_s = duration;
+        })?;
+        run.log(
+            "finished",
+            format!(
+                "finished: test accuracy {:.2}%, macro F1 {:.4} (best epoch {best_epoch}, {:.1} s)",
+                100.0 * test.accuracy,
+                test.macro_f1,
+                duration
+            ),
+        )?;
+        run.write_manifest()?;
+        observer.on_event(&TrainEvent::Finished { test: test.clone(), best_epoch, duration_s: duration });
+        Ok(Outcome::Completed(Box::new(test)))
+    }
+}
+
+/// Accuracy of a tensor of logits against labels (used by tests and benchmarks).
+pub fn accuracy(logits: &Tensor, labels: &[u32]) -> Result<f64> {
+    let preds = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    Ok(preds.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64)
+}

@@ -1,0 +1,598 @@
+//! The run store on disk: `runs/<run-id>/` holds everything about one training run, and is the
+//! source of truth for every view of it, so that a run started by another process shows up and
+//! updates live. Files that are rewritten are written atomically (write a temporary file, then
+//! rename); logs are appended one whole line per write, and readers skip a torn last line.
+//!
+//! ```text
+//! runs/<id>/run.json            status, progress and headline metrics (RunInfo)
+//!          spec.ron             the spec as run (after command-line overrides)
+//!          preprocess.json      the fitted preprocessing (Pipeline)
+//!          metrics.jsonl        one line per step and per epoch (MetricLine)
+//!          events.jsonl         the run's log: started, checkpoint saved, paused, failed (EventLine)
+//!          checkpoints/best.safetensors, last.safetensors, optimizer.safetensors, index.json
+//!          eval.json            the final evaluation on the test split
+//!          manifest.json        SHA-256 of every other file
+//! ```
+
+pub mod atomic;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use self::atomic::{append_line, write_atomic};
+use crate::error::{Error, Result};
+use crate::ml::data::preprocess::Pipeline;
+use crate::ml::metrics::Evaluation;
+use crate::ml::spec::ExperimentSpec;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run may still change.
+    pub fn is_active(&self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running | RunStatus::Paused)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `run.json`: what a table of runs shows, rewritten as the run goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: String,
+    /// The spec's name.
+    pub spec: String,
+    /// The model family (mlp, cnn, lstm, ...).
+    pub model: String,
+    pub status: RunStatus,
+    /// RFC 3339 times.
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub updated: String,
+    /// Completed epochs.
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Completed optimiser steps.
+    pub step: u64,
+    pub steps_per_epoch: u64,
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub best_val_accuracy: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub test_accuracy: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    /// Seconds spent training, pauses excluded.
+    pub duration_s: f64,
+    pub samples_per_sec: Option<f64>,
+    pub failure: Option<String>,
+    /// The process training it, so that a viewer can tell a run whose trainer died.
+    pub pid: Option<u32>,
+    pub seed: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MetricLine {
+    Step {
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        samples_per_sec: f64,
+        /// Seconds of training since the run started.
+        time: f64,
+    },
+    Epoch {
+        epoch: usize,
+        step: u64,
+        train_loss: f64,
+        train_accuracy: f64,
+        val_loss: f64,
+        val_accuracy: f64,
+        val_macro_f1: f64,
+        lr: f64,
+        time: f64,
+    },
+}
+
+impl MetricLine {
+    /// The global step the line belongs to.
+    pub fn step(&self) -> u64 {
+        match self {
+            MetricLine::Step { step, .. } | MetricLine::Epoch { step, .. } => *step,
+        }
+    }
+}
+
+/// One line of `events.jsonl`: the run's log as a person reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub time: String,
+    /// started, data, checkpoint, paused, resumed, early_stop, finished, failed, cancelled.
+    pub kind: String,
+    pub message: String,
+}
+
+/// A saved checkpoint with the metrics it was saved at (`checkpoints/index.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    /// "best" or "last".
+    pub kind: String,
+    pub file: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    pub sha256: String,
+    pub time: String,
+}
+
+/// What `--resume` needs to continue a run exactly where its last checkpoint left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeState {
+    pub epoch: usize,
+    pub step: u64,
+    pub best_score: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Best value of the early-stopping metric, which may differ from the checkpoint's.
+    #[serde(default)]
+    pub es_best: Option<f64>,
+    pub bad_epochs: usize,
+    pub duration_s: f64,
+    pub optimizer_steps: u64,
+}
+
+/// `checkpoints/index.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointIndex {
+    pub entries: Vec<CheckpointEntry>,
+    pub resume: Option<ResumeState>,
+}
+
+/// `manifest.json`: the SHA-256 of every file in the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: BTreeMap<String, String>,
+}
+
+/// Which checkpoint to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Best,
+    Last,
+}
+
+impl Which {
+    pub fn file(&self) -> &'static str {
+        match self {
+            Which::Best => "checkpoints/best.safetensors",
+            Which::Last => "checkpoints/last.safetensors",
+        }
+    }
+}
+
+/// Current time as RFC 3339 (UTC).
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times always format")
+}
+
+/// The folder that holds all runs.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    root: PathBuf,
+}
+
+/// One run's folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl RunStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a new run for a spec: a fresh id, its folder, the spec as run, and a `run.json`
+    /// in the `queued` state.
+    pub fn create(&self, spec: &ExperimentSpec) -> Result<RunDir> {
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for attempt in 0u32.. {
+            let id = format!("{}-{}", spec.name, short_hash(attempt));
+            let path = self.root.join(&id);
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    let run = RunDir { id: id.clone(), path };
+                    std::fs::create_dir_all(run.path.join("checkpoints"))
+                        .map_err(|e| Error::io(&run.path, e))?;
+                    write_atomic(&run.file("spec.ron"), spec.to_ron().as_bytes())?;
+                    let t = now();
+                    run.write_info(&RunInfo {
+                        id,
+                        spec: spec.name.clone(),
+                        model: spec.model.kind().to_string(),
+                        status: RunStatus::Queued,
+                        created: t.clone(),
+                        started: None,
+                        finished: None,
+                        updated: t,
+                        epoch: 0,
+                        epochs: spec.epochs,
+                        step: 0,
+                        steps_per_epoch: 0,
+                        train_loss: None,
+                        val_loss: None,
+                        val_accuracy: None,
+                        best_val_accuracy: None,
+                        best_epoch: None,
+                        test_accuracy: None,
+                        test_macro_f1: None,
+                        duration_s: 0.0,
+                        samples_per_sec: None,
+                        failure: None,
+                        pid: None,
+                        seed: spec.seed,
+                    })?;
+                    return Ok(run);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        unreachable!("the loop returns within 100 attempts")
+    }
+
+    /// Every run in the store with a readable `run.json`, oldest first.
+    pub fn list(&self) -> Vec<RunInfo> {
+        let mut out: Vec<RunInfo> = self.dirs().into_iter().filter_map(|d| d.info().ok()).collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// The run folders (those holding a `run.json`).
+    pub fn dirs(&self) -> Vec<RunDir> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return vec![] };
+        entries
+            .flatten()
+            .filter(|e| e.path().join("run.json").is_file())
+            .filter_map(|e| Some(RunDir { id: e.file_name().to_str()?.to_string(), path: e.path() }))
+            .collect()
+    }
+
+    /// Finds a run by id, unique prefix or unique suffix, or `latest` for the newest.
+    pub fn resolve(&self, query: &str) -> Result<RunDir> {
+        let runs = self.list();
+        if query == "latest" {
+            return runs.last().map(|r| self.dir(&r.id)).ok_or_else(|| {
+                Error::Invalid(format!("the run store {} holds no runs", self.root.display()))
+            });
+        }
+        if let Some(r) = runs.iter().find(|r| r.id == query) {
+            return Ok(self.dir(&r.id));
+        }
+        let matches: Vec<&RunInfo> =
+            runs.iter().filter(|r| r.id.starts_with(query) || r.id.ends_with(query)).collect();
+        match matches.as_slice() {
+            [one] => Ok(self.dir(&one.id)),
+            [] => Err(Error::Invalid(format!(
+                "no run {query:?} in {} (`vigil runs` lists them)",
+                self.root.display()
+            ))),
+            many => Err(Error::Invalid(format!(
+                "{query:?} matches {} runs: {}",
+                many.len(),
+                many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn dir(&self, id: &str) -> RunDir {
+        RunDir { id: id.to_string(), path: self.root.join(id) }
+    }
+}
+
+/// Six hex digits from the clock, the process and an attempt counter: short enough to type,
+/// unique enough for one store.
+fn short_hash(attempt: u32) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(attempt.to_le_bytes());
+    hex::encode(&h.finalize()[..3])
+}
+
+/// SHA-256 of bytes, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads a JSON file.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        msg: format!("line {}, column {}: {e}", e.line(), e.column()),
+    })
+}
+
+/// Writes a JSON file atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).expect("store types always serialise");
+    write_atomic(path, &text)
+}
+
+/// Reads the complete JSON lines of a file from byte `offset`; returns them and the offset
+/// after the last complete line, so that a follower can call again for what comes next.
+/// A torn last line (a writer mid-append, or a crash) is left for the next call.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path, offset: u64) -> Result<(Vec<T>, u64)> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], offset)),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // A file that shrank was rewritten (a resumed run trims it): read it again from the start.
+    let offset = if offset > len { 0 } else { offset };
+    file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|e| Error::io(path, e))?;
+        if n == 0 || !line.ends_with('\n') {
+            break;
+        }
+        pos += n as u64;
+        if let Ok(v) = serde_json::from_str(line.trim_end()) {
+            out.push(v);
+        }
+    }
+    Ok((out, pos))
+}
+
+impl RunDir {
+    /// A file inside the run.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn info(&self) -> Result<RunInfo> {
+        read_json(&self.file("run.json"))
+    }
+
+    pub fn write_info(&self, info: &RunInfo) -> Result<()> {
+        write_json(&self.file("run.json"), info)
+    }
+
+    /// Reads `run.json`, changes it and writes it back.
+    pub fn update_info(&self, f: impl FnOnce(&mut RunInfo)) -> Result<RunInfo> {
+        let mut info = self.info()?;
+        f(&mut info);
+        info.updated = now();
+        self.write_info(&info)?;
+        Ok(info)
+    }
+
+    /// The spec as run.
+    pub fn spec(&self) -> Result<ExperimentSpec> {
+        ExperimentSpec::load(&self.file("spec.ron"))
+    }
+
+    pub fn pipeline(&self) -> Result<Pipeline> {
+        read_json(&self.file("preprocess.json"))
+    }
+
+    pub fn write_pipeline(&self, p: &Pipeline) -> Result<()> {
+        write_json(&self.file("preprocess.json"), p)
+    }
+
+    pub fn append_metric(&self, line: &MetricLine) -> Result<()> {
+        append_line(&self.file("metrics.jsonl"), &serde_json::to_string(line).expect("serialises"))
+    }
+
+    /// Every complete metrics line.
+    pub fn metrics(&self) -> Result<Vec<MetricLine>> {
+        Ok(read_jsonl(&self.file("metrics.jsonl"), 0)?.0)
+    }
+
+    /// Drops metric lines after `step` (a resumed run repeats the steps after its checkpoint).
+    pub fn truncate_metrics(&self, step: u64) -> Result<()> {
+        let kept: Vec<String> = self
+            .metrics()?
+            .into_iter()
+            .filter(|m| m.step() <= step)
+            .map(|m| serde_json::to_string(&m).expect("serialises"))
+            .collect();
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        write_atomic(&self.file("metrics.jsonl"), text.as_bytes())
+    }
+
+    pub fn log(&self, kind: &str, message: impl Into<String>) -> Result<()> {
+        let line = EventLine { time: now(), kind: kind.to_string(), message: message.into() };
+        append_line(&self.file("events.jsonl"), &serde_json::to_string(&line).expect("serialises"))
+    }
+
+    pub fn events(&self) -> Result<Vec<EventLine>> {
+        Ok(read_jsonl(&self.file("events.jsonl"), 0)?.0)
+    }
+
+    pub fn checkpoints(&self) -> Result<CheckpointIndex> {
+        let path = self.file("checkpoints/index.json");
+        if !path.exists() {
+            return Ok(CheckpointIndex::default());
+        }
+        read_json(&path)
+    }
+
+    pub fn write_checkpoints(&self, index: &CheckpointIndex) -> Result<()> {
+        write_json(&self.file("checkpoints/index.json"), index)
+    }
+
+    pub fn evaluation(&self) -> Result<Evaluation> {
+        read_json(&self.file("eval.json"))
+    }
+
+    /// Reads a checkpoint's bytes after checking them against the manifest, so that a file
+    /// changed on disk is refused by name rather than loaded.
+    pub fn checkpoint_bytes(&self, which: Which) -> Result<Vec<u8>> {
+        let rel = which.file();
+        let path = self.file(rel);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Invalid(format!(
+                "run {} has no {} checkpoint yet ({} is missing)",
+                self.id,
+                match which {
+                    Which::Best => "best",
+                    Which::Last => "last",
+                },
+                path.display()
+            )),
+            _ => Error::io(&path, e),
+        })?;
+        // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
+        // an entry that is missing is treated like a changed file.
+        let manifest = self.manifest().map_err(|e| Error::Corrupt {
+            path: self.file("manifest.json"),
+            msg: format!("cannot verify {rel} without the run's manifest: {e}"),
+        })?;
+        let want = manifest.files.get(rel).ok_or_else(|| Error::Corrupt {
+            path: path.clone(),
+            msg: "is not listed in the run's manifest".into(),
+        })?;
+        let got = sha256_hex(&bytes);
+        if &got != want {
+            return Err(Error::Corrupt {
+                path,
+                msg: format!(
+                    "SHA-256 {} does not match the run's manifest ({}): the file was changed after training",
+                    &got[..16],
+                    &want[..16]
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        read_json(&self.file("manifest.json"))
+    }
+
+    /// Hashes every file in the run (but the manifest itself and temporary files) into
+    /// `manifest.json`.
+    pub fn write_manifest(&self) -> Result<Manifest> {
+        let mut files = BTreeMap::new();
+        let mut stack = vec![self.path.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p
+                    .strip_prefix(&self.path)
+                    .expect("walked from the run folder")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if rel == "manifest.json" || rel.ends_with(".tmp") {
+                    continue;
+                }
+                let mut bytes = Vec::new();
+                std::fs::File::open(&p)
+                    .and_then(|mut f| f.read_to_end(&mut bytes))
+                    .map_err(|e| Error::io(&p, e))?;
+                files.insert(rel, sha256_hex(&bytes));
+            }
+        }
+        let manifest = Manifest { files };
+        write_json(&self.file("manifest.json"), &manifest)?;
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_reader_skips_a_torn_last_line_and_follows_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let (lines, offset) = read_jsonl::<serde_json::Value>(&path, 0).unwrap();
+        assert_eq!(lines.len(), 2);
+        // The writer finishes the line: the follower picks it up from where it stopped.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"3}\n").unwrap();
+        let (more, _) = read_jsonl::<serde_json::Value>(&path, offset).unwrap();
+        assert_eq!(more, vec![serde_json::json!({"a": 3})]);
+    }
+
+    #[test]
+    fn resolve_by_prefix_suffix_and_latest_and_explain_ambiguity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::new(dir.path());
+        let spec = crate::ml::spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
+        let a = store.create(&spec).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let b = store.create(&spec).unwrap();
+        assert_eq!(store.resolve(&a.id).unwrap().id, a.id);
+        assert_eq!(store.resolve(&b.id[b.id.len() - 6..]).unwrap().id, b.id);
+        assert_eq!(store.resolve("latest").unwrap().id, b.id);
+        let err = store.resolve("digits-logreg").unwrap_err().to_string();
+        assert!(err.contains("matches 2 runs"), "{err}");
+        let err = store.resolve("zzz").unwrap_err().to_string();
+        assert!(err.contains("vigil runs"), "{err}");
+    }
+}
