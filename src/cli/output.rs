@@ -74,7 +74,7 @@ fn pct(v: Option<f64>) -> String {
 /// The status a viewer should show: a run still marked active whose process has gone is
 /// `interrupted` (it can be resumed).
 pub fn observed_status(r: &RunInfo) -> String {
-    if r.status.is_active() && r.pid.is_some_and(|p| !super::train::process_alive(p)) {
+    if r.status.is_active() && r.pid.is_some_and(|p| !crate::store::process_alive(p)) {
         "interrupted".into()
     } else {
         r.status.to_string()

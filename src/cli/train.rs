@@ -13,7 +13,7 @@ use super::{TrainArgs, invalid, output};
 use crate::error::Result;
 use crate::ml::spec;
 use crate::ml::train::{Outcome, TrainControl, TrainEvent};
-use crate::store::{RunDir, RunStatus, RunStore};
+use crate::store::{RunDir, RunStatus, RunStore, process_alive};
 
 pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Result<()> {
     let (run, resume) = match &args.resume {
@@ -60,12 +60,6 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
         }
     };
     run_with_output(run, resume, args.quiet)
-}
-
-/// Whether a process is alive (Linux: its /proc entry exists). Elsewhere, assume it is, so that
-/// nothing is ever resumed twice.
-pub(crate) fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
 fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {

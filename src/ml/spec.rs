@@ -727,6 +727,12 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
 fn scalar(v: &serde_json::Value) -> String {
     use serde_json::Value;
     match v {
+        // f32 fields (noise, dropout) widen to f64 in JSON: print the short f32 form, 0.02
+        // rather than 0.019999999552965164.
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            if (x as f32) as f64 == x { (x as f32).to_string() } else { x.to_string() }
+        }
         Value::String(s) => s.clone(),
         Value::Null => "none".into(),
         Value::Array(items) => {

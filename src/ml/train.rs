@@ -59,6 +59,39 @@ impl TrainControl {
     }
 }
 
+/// Reads a run's `control` file at most twice a second and applies what it asks to the
+/// [`TrainControl`], so that another process can steer this run.
+struct ControlFile {
+    next_check: Instant,
+    seen: Option<std::time::SystemTime>,
+}
+
+impl ControlFile {
+    fn new(run: &RunDir) -> Self {
+        // A request left from an earlier session of this run is not for this one.
+        let seen = std::fs::metadata(run.file("control")).and_then(|m| m.modified()).ok();
+        ControlFile { next_check: Instant::now(), seen }
+    }
+
+    fn poll(&mut self, run: &RunDir, control: &TrainControl) {
+        if Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check = Instant::now() + Duration::from_millis(500);
+        let modified = std::fs::metadata(run.file("control")).and_then(|m| m.modified()).ok();
+        if modified.is_none() || modified == self.seen {
+            return;
+        }
+        self.seen = modified;
+        match run.read_control() {
+            Some(crate::store::ControlRequest::Pause) => control.pause(),
+            Some(crate::store::ControlRequest::Run) => control.resume(),
+            Some(crate::store::ControlRequest::Stop) => control.cancel(),
+            None => {}
+        }
+    }
+}
+
 /// Metrics of one finished epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochSummary {
@@ -399,18 +432,21 @@ impl<'a> Trainer<'a> {
         let mut session_time = 0.0f64;
         let mut throughput: Option<f64> = None;
 
+        let mut control_file = ControlFile::new(run);
         for epoch in start_epoch..spec.epochs {
             let mut rng = epoch_rng(spec.seed, epoch);
             let mut order: Vec<usize> = (0..n_train).collect();
             order.shuffle(&mut rng);
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
             for (i, chunk) in order.chunks(self.batch).enumerate() {
+                control_file.poll(run, control);
                 if control.is_paused() {
                     run.update_info(|r| r.status = RunStatus::Paused)?;
                     run.log("paused", format!("paused at epoch {} step {}", epoch + 1, self.state.step))?;
                     observer.on_event(&TrainEvent::Paused { epoch: epoch + 1, step: self.state.step });
                     while control.is_paused() && !control.is_cancelled() {
                         std::thread::sleep(Duration::from_millis(50));
+                        control_file.poll(run, control);
                     }
                     if !control.is_cancelled() {
                         run.update_info(|r| r.status = RunStatus::Running)?;
@@ -501,7 +537,7 @@ impl<'a> Trainer<'a> {
                 summary.improved = true;
                 self.state.best_score = Some(s);
                 self.state.best_epoch = Some(epoch + 1);
-                self.save_checkpoint("best", &summary)?;
+                self.save_checkpoint("best", &summary, true)?;
                 observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "best".into() });
             }
             // Early stopping watches its own metric, which may differ from the checkpoint's.
@@ -523,7 +559,7 @@ impl<'a> Trainer<'a> {
             if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
                 self.state.duration_s += session_time;
                 session_time = 0.0;
-                self.save_checkpoint("last", &summary)?;
+                self.save_checkpoint("last", &summary, last_epoch)?;
                 self.save_resume_state()?;
                 observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "last".into() });
             }
@@ -587,7 +623,7 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    fn save_checkpoint(&self, kind: &str, s: &EpochSummary) -> Result<()> {
+    fn save_checkpoint(&self, kind: &str, s: &EpochSummary, announce: bool) -> Result<()> {
         let run = self.run;
         let file = format!("checkpoints/{kind}.safetensors");
         let bytes = self.net.to_safetensors()?;
@@ -610,15 +646,19 @@ impl<'a> Trainer<'a> {
             time: now(),
         });
         run.write_checkpoints(&index)?;
-        run.log(
-            "checkpoint",
-            format!(
-                "saved {kind} checkpoint at epoch {} (val loss {:.4}, val accuracy {:.2}%)",
-                s.epoch,
-                s.val_loss,
-                100.0 * s.val_accuracy
-            ),
-        )?;
+        // Every improvement is worth a line in the log; the rolling "last" checkpoint only at
+        // the end, or it would drown everything else.
+        if announce {
+            run.log(
+                "checkpoint",
+                format!(
+                    "saved {kind} checkpoint at epoch {} (val loss {:.4}, val accuracy {:.2}%)",
+                    s.epoch,
+                    s.val_loss,
+                    100.0 * s.val_accuracy
+                ),
+            )?;
+        }
         run.write_manifest()?;
         Ok(())
     }

@@ -189,6 +189,24 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
+/// A request to a run's trainer, written to the run's `control` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    Pause,
+    Run,
+    Stop,
+}
+
+impl ControlRequest {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ControlRequest::Pause => "pause",
+            ControlRequest::Run => "run",
+            ControlRequest::Stop => "stop",
+        }
+    }
+}
+
 /// Which checkpoint to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
@@ -203,6 +221,12 @@ impl Which {
             Which::Last => "checkpoints/last.safetensors",
         }
     }
+}
+
+/// Whether a process is alive (Linux: its /proc entry exists). Elsewhere, assume it is, so that
+/// nothing is ever resumed twice.
+pub fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
 /// Current time as RFC 3339 (UTC).
@@ -523,6 +547,24 @@ impl RunDir {
         Ok(bytes)
     }
 
+    /// Asks whatever process trains this run to pause, resume or stop, through the run's
+    /// `control` file; the trainer reads it between steps. This is how a console steers a run
+    /// that another process (`vigil train` in another shell, a batch job) is training.
+    pub fn write_control(&self, request: ControlRequest) -> Result<()> {
+        write_atomic(&self.file("control"), request.as_str().as_bytes())
+    }
+
+    /// The last request written to the `control` file, if any.
+    pub fn read_control(&self) -> Option<ControlRequest> {
+        let text = std::fs::read_to_string(self.file("control")).ok()?;
+        match text.trim() {
+            "pause" => Some(ControlRequest::Pause),
+            "run" => Some(ControlRequest::Run),
+            "stop" => Some(ControlRequest::Stop),
+            _ => None,
+        }
+    }
+
     pub fn manifest(&self) -> Result<Manifest> {
         read_json(&self.file("manifest.json"))
     }
@@ -545,7 +587,8 @@ impl RunDir {
                     .expect("walked from the run folder")
                     .to_string_lossy()
                     .replace('\\', "/");
-                if rel == "manifest.json" || rel.ends_with(".tmp") {
+                // The control file is a mailbox, not part of what was trained.
+                if rel == "manifest.json" || rel == "control" || rel.ends_with(".tmp") {
                     continue;
                 }
                 let mut bytes = Vec::new();
