@@ -3,12 +3,16 @@
 //!
 //! - [`ml`]: the headless core (specs, data, models, training, metrics); no UI or HTTP.
 //! - [`store`]: the run store on disk, the source of truth for every run.
+//! - [`engine`]: background work for the console (run queue, store watcher, system sampler).
+//! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`cli`]: the command line and its terminal output.
 //! - [`error`]: the error type and exit codes.
 
 pub mod bench;
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod ml;
 pub mod store;
+pub mod tui;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::ml::data::preprocess::PreparedData;
-use crate::ml::spec::{self, DEFAULT_SPEC};
+use crate::ml::spec;
 use crate::ml::train::{evaluate, load_trained};
 use crate::store::{RunStore, Which};
 
@@ -25,6 +25,15 @@ pub struct Cli {
     /// Folder of experiment specs; its files override the built-in specs of the same name.
     #[arg(long, global = true, env = "VIGIL_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+    /// Console colour theme: dark, light, high-contrast, ansi16, or a .ron file.
+    #[arg(long, env = "VIGIL_THEME")]
+    pub theme: Option<String>,
+    /// Console keymap file laid over the defaults (default: ~/.config/vigil/keymap.ron).
+    #[arg(long)]
+    pub keymap: Option<PathBuf>,
+    /// Runs the console trains at once (default: one per two cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -99,18 +108,24 @@ pub enum SplitArg {
 pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir);
     match cli.command {
-        None => train::train(
-            &store,
-            &cli.models_dir,
-            TrainArgs {
-                spec: Some(DEFAULT_SPEC.into()),
-                epochs: None,
-                seed: None,
-                lr: None,
-                resume: None,
-                quiet: false,
-            },
-        ),
+        None => {
+            if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+                return Err(invalid(
+                    "the console needs a terminal; for scripts use `vigil train`, `vigil runs --json` or `vigil eval`",
+                ));
+            }
+            if cli.jobs == Some(0) {
+                return Err(invalid("--jobs must be at least 1"));
+            }
+            crate::tui::run(crate::tui::ConsoleOptions {
+                runs_dir: cli.runs_dir,
+                models_dir: cli.models_dir,
+                theme: cli.theme,
+                keymap: cli.keymap,
+                concurrency: cli.jobs,
+                start_default: true,
+            })
+        }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),

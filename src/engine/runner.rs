@@ -1,0 +1,297 @@
+//! The run queue: takes [`RunnerCommand`]s from the console, trains runs on blocking threads
+//! (never on the async runtime), at most `concurrency` at a time, and reports [`RunnerEvent`]s.
+//! Progress itself reaches the console through the run store (see [`super::watch`]); this module
+//! only says what started, ended, or could not be done.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::ml::data::preprocess::PreparedData;
+use crate::ml::metrics::Evaluation;
+use crate::ml::spec::ExperimentSpec;
+use crate::ml::train::{Outcome, Silent, TrainControl, evaluate, load_trained, train};
+use crate::store::{ControlRequest, RunDir, RunStatus, RunStore, Which, write_json};
+
+/// What the console asks of the runner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerCommand {
+    /// Create a run for this spec and queue it.
+    Start(Box<ExperimentSpec>),
+    /// Queue a stopped run to continue from its last checkpoint.
+    Resume(String),
+    /// Pause or resume a run between steps (also runs trained by other processes).
+    Pause(String),
+    Unpause(String),
+    /// Stop a run (its last checkpoint is kept), or drop it from the queue.
+    Stop(String),
+    /// Evaluate a checkpoint on the test split.
+    Evaluate(String, Which),
+    /// Remove a finished run's folder.
+    Delete(String),
+    /// Move a finished run's folder to `<runs>/.archive/`.
+    Archive(String),
+    /// Stop every active run (checkpoints kept) and end.
+    StopAll,
+}
+
+/// What the runner reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerEvent {
+    Queued(String),
+    Started(String),
+    Completed(String),
+    Cancelled(String),
+    Failed(String, String),
+    Evaluated(String, Which, Box<Evaluation>),
+    Deleted(String),
+    Archived(String),
+    /// Something asked could not be done; a message for the status line.
+    Refused(String),
+    /// Runs training or queued in this process.
+    Load {
+        active: usize,
+        queued: usize,
+    },
+}
+
+enum Done {
+    Trained(String, Result<Outcome, String>),
+    Evaluated(String, Which, Result<Evaluation, String>),
+}
+
+/// The queue and the runs this process trains.
+pub struct Runner {
+    store: RunStore,
+    concurrency: usize,
+    queue: VecDeque<(RunDir, bool)>,
+    active: HashMap<String, Arc<TrainControl>>,
+    events: mpsc::UnboundedSender<RunnerEvent>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+/// One training run per two cores keeps the machine responsive for everything else.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map(|n| (n.get() / 2).max(1)).unwrap_or(1)
+}
+
+impl Runner {
+    pub fn new(store: RunStore, concurrency: usize, events: mpsc::UnboundedSender<RunnerEvent>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Runner {
+            store,
+            concurrency: concurrency.max(1),
+            queue: VecDeque::new(),
+            active: HashMap::new(),
+            events,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Serves commands until the command channel closes and every run has ended.
+    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<RunnerCommand>) {
+        let mut open = true;
+        loop {
+            if !open && self.active.is_empty() && self.queue.is_empty() {
+                break;
+            }
+            tokio::select! {
+                cmd = commands.recv(), if open => match cmd {
+                    Some(c) => self.handle(c),
+                    None => open = false,
+                },
+                Some(done) = self.done_rx.recv() => self.finished(done),
+            }
+            self.start_queued();
+        }
+    }
+
+    fn emit(&self, e: RunnerEvent) {
+        let _ = self.events.send(e);
+    }
+
+    fn load(&self) {
+        self.emit(RunnerEvent::Load { active: self.active.len(), queued: self.queue.len() });
+    }
+
+    fn handle(&mut self, cmd: RunnerCommand) {
+        match cmd {
+            RunnerCommand::Start(spec) => match self.store.create(&spec) {
+                Ok(run) => {
+                    self.emit(RunnerEvent::Queued(run.id.clone()));
+                    self.queue.push_back((run, false));
+                    self.load();
+                }
+                Err(e) => self.emit(RunnerEvent::Refused(format!("cannot create a run: {e}"))),
+            },
+            RunnerCommand::Resume(id) => match self.store.resolve(&id) {
+                Ok(run) => {
+                    let resumable = run.checkpoints().map(|c| c.resume.is_some()).unwrap_or(false);
+                    let status = run.info().map(|i| i.status);
+                    if !resumable {
+                        self.emit(RunnerEvent::Refused(format!("{id} has no checkpoint to continue from")));
+                    } else if matches!(status, Ok(RunStatus::Completed)) {
+                        self.emit(RunnerEvent::Refused(format!("{id} has completed")));
+                    } else {
+                        let _ = run.update_info(|i| i.status = RunStatus::Queued);
+                        self.emit(RunnerEvent::Queued(run.id.clone()));
+                        self.queue.push_back((run, true));
+                        self.load();
+                    }
+                }
+                Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
+            },
+            RunnerCommand::Pause(id) | RunnerCommand::Unpause(id) | RunnerCommand::Stop(id)
+                if self.queue.iter().any(|(r, _)| r.id == id) =>
+            {
+                // A queued run has no trainer yet: stopping it just takes it off the queue.
+                self.queue.retain(|(r, _)| r.id != id);
+                if let Ok(run) = self.store.resolve(&id) {
+                    let _ = run.update_info(|i| i.status = RunStatus::Cancelled);
+                }
+                self.emit(RunnerEvent::Cancelled(id));
+                self.load();
+            }
+            RunnerCommand::Pause(id) => self.steer(&id, ControlRequest::Pause),
+            RunnerCommand::Unpause(id) => self.steer(&id, ControlRequest::Run),
+            RunnerCommand::Stop(id) => self.steer(&id, ControlRequest::Stop),
+            RunnerCommand::Evaluate(id, which) => match self.store.resolve(&id) {
+                Ok(run) => {
+                    let tx = self.done_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = evaluate_checkpoint(&run, which).map_err(|e| e.to_string());
+                        let _ = tx.send(Done::Evaluated(run.id.clone(), which, result));
+                    });
+                }
+                Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
+            },
+            RunnerCommand::Delete(id) | RunnerCommand::Archive(id) if self.is_busy(&id) => {
+                self.emit(RunnerEvent::Refused(format!("{id} is still active: stop it first")));
+            }
+            RunnerCommand::Delete(id) => match self.store.resolve(&id) {
+                Ok(run) => match std::fs::remove_dir_all(&run.path) {
+                    Ok(()) => self.emit(RunnerEvent::Deleted(id)),
+                    Err(e) => self.emit(RunnerEvent::Refused(format!("cannot delete {id}: {e}"))),
+                },
+                Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
+            },
+            RunnerCommand::Archive(id) => match self.store.resolve(&id) {
+                Ok(run) => {
+                    let archive = self.store.root().join(".archive");
+                    let result = std::fs::create_dir_all(&archive)
+                        .and_then(|_| std::fs::rename(&run.path, archive.join(&run.id)));
+                    match result {
+                        Ok(()) => self.emit(RunnerEvent::Archived(id)),
+                        Err(e) => self.emit(RunnerEvent::Refused(format!("cannot archive {id}: {e}"))),
+                    }
+                }
+                Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
+            },
+            RunnerCommand::StopAll => {
+                for (run, _) in self.queue.drain(..) {
+                    let _ = run.update_info(|i| i.status = RunStatus::Cancelled);
+                }
+                for control in self.active.values() {
+                    control.cancel();
+                }
+                self.load();
+            }
+        }
+    }
+
+    /// Whether a run is queued or trained here, or trained by another live process.
+    fn is_busy(&self, id: &str) -> bool {
+        if self.active.contains_key(id) || self.queue.iter().any(|(r, _)| r.id == id) {
+            return true;
+        }
+        self.store
+            .resolve(id)
+            .and_then(|r| r.info())
+            .map(|i| i.status.is_active() && i.pid.is_some_and(crate::store::process_alive))
+            .unwrap_or(false)
+    }
+
+    /// Pauses, resumes or stops a run: directly when this process trains it, through the run's
+    /// control file when another process does.
+    fn steer(&mut self, id: &str, request: ControlRequest) {
+        if let Some(control) = self.active.get(id) {
+            match request {
+                ControlRequest::Pause => control.pause(),
+                ControlRequest::Run => control.resume(),
+                ControlRequest::Stop => control.cancel(),
+            }
+            return;
+        }
+        match self.store.resolve(id) {
+            Ok(run) => {
+                let info = run.info();
+                let alive = info
+                    .as_ref()
+                    .is_ok_and(|i| i.status.is_active() && i.pid.is_some_and(crate::store::process_alive));
+                if alive {
+                    if let Err(e) = run.write_control(request) {
+                        self.emit(RunnerEvent::Refused(e.to_string()));
+                    }
+                } else if request == ControlRequest::Run {
+                    // A stopped run: "resume" means continue it here from its checkpoint.
+                    self.handle(RunnerCommand::Resume(id.to_string()));
+                } else {
+                    self.emit(RunnerEvent::Refused(format!("{id} is not training")));
+                }
+            }
+            Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
+        }
+    }
+
+    fn start_queued(&mut self) {
+        while self.active.len() < self.concurrency {
+            let Some((run, resume)) = self.queue.pop_front() else { break };
+            let control = TrainControl::new();
+            self.active.insert(run.id.clone(), control.clone());
+            self.emit(RunnerEvent::Started(run.id.clone()));
+            let tx = self.done_tx.clone();
+            // Candle work is CPU-bound for seconds to hours: a blocking thread, never the runtime.
+            tokio::task::spawn_blocking(move || {
+                let result = train(&run, resume, &mut Silent, &control).map_err(|e| e.to_string());
+                let _ = tx.send(Done::Trained(run.id.clone(), result));
+            });
+            self.load();
+        }
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Trained(id, result) => {
+                self.active.remove(&id);
+                self.emit(match result {
+                    Ok(Outcome::Completed(_)) => RunnerEvent::Completed(id),
+                    Ok(Outcome::Cancelled) => RunnerEvent::Cancelled(id),
+                    Err(reason) => RunnerEvent::Failed(id, reason),
+                });
+                self.load();
+            }
+            Done::Evaluated(id, which, Ok(e)) => self.emit(RunnerEvent::Evaluated(id, which, Box::new(e))),
+            Done::Evaluated(id, _, Err(reason)) => {
+                self.emit(RunnerEvent::Refused(format!("evaluation of {id} failed: {reason}")))
+            }
+        }
+    }
+}
+
+/// Scores a checkpoint on the test split and keeps the result as `evals/<which>-test.json`.
+pub fn evaluate_checkpoint(run: &RunDir, which: Which) -> crate::error::Result<Evaluation> {
+    let trained = load_trained(run, which)?;
+    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let e = evaluate(&trained.network, &data.test, &trained.pipeline.classes, "test")?;
+    let dir = run.file("evals");
+    std::fs::create_dir_all(&dir).map_err(|err| crate::error::Error::io(&dir, err))?;
+    let name = match which {
+        Which::Best => "best",
+        Which::Last => "last",
+    };
+    write_json(&dir.join(format!("{name}-test.json")), &e)?;
+    Ok(e)
+}

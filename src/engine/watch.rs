@@ -1,0 +1,261 @@
+//! Follows the run store on disk and reports what changed as plain data. The disk is the source
+//! of truth: runs trained by this console and by any other process (another shell, nohup, a
+//! batch scheduler) look the same. Each file is read from where the last read stopped, and a run
+//! that has finished is looked at less often, so an idle console costs next to nothing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::ml::metrics::Evaluation;
+use crate::ml::spec::ExperimentSpec;
+use crate::store::{CheckpointEntry, EventLine, MetricLine, RunInfo, RunStore, read_jsonl};
+
+/// One training step of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPoint {
+    pub step: u64,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub samples_per_sec: f64,
+    /// Seconds of training since the run started.
+    pub time: f64,
+}
+
+/// One finished epoch of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: usize,
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    pub lr: f64,
+    pub time: f64,
+}
+
+/// What changed in one run since the last report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFeed {
+    pub id: String,
+    /// The current `run.json` (always sent).
+    pub info: RunInfo,
+    /// The spec as run, sent the first time the run is seen.
+    pub spec: Option<Box<ExperimentSpec>>,
+    /// Metrics lines after the previous report; when `reset` is set, the whole series anew.
+    pub steps: Vec<StepPoint>,
+    pub epochs: Vec<EpochPoint>,
+    pub reset: bool,
+    pub events: Vec<EventLine>,
+    /// The checkpoint list, when it changed.
+    pub checkpoints: Option<Vec<CheckpointEntry>>,
+    /// The final test evaluation, when it appeared or changed.
+    pub evaluation: Option<Evaluation>,
+    /// The run says it is active but the process training it is gone (killed, crashed, or its
+    /// machine rebooted): it can be resumed from its last checkpoint.
+    pub interrupted: bool,
+}
+
+/// A change in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreUpdate {
+    Run(Box<RunFeed>),
+    Removed(String),
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    info_mtime: Option<SystemTime>,
+    metrics_offset: u64,
+    events_offset: u64,
+    checkpoints_mtime: Option<SystemTime>,
+    eval_mtime: Option<SystemTime>,
+    sent_params: bool,
+    settled: bool,
+    /// Whether the trainer process was alive at the last look (active runs only).
+    interrupted: bool,
+    pid: Option<u32>,
+    next_check: Option<Instant>,
+}
+
+/// Follows a run store.
+pub struct StoreWatcher {
+    store: RunStore,
+    tracked: HashMap<String, Tracked>,
+    next_listing: Instant,
+}
+
+/// How often finished runs are looked at (active ones are looked at on every poll).
+const SETTLED_EVERY: Duration = Duration::from_secs(2);
+/// How often the folder is listed for new or removed runs.
+const LISTING_EVERY: Duration = Duration::from_secs(1);
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl StoreWatcher {
+    pub fn new(store: RunStore) -> Self {
+        StoreWatcher { store, tracked: HashMap::new(), next_listing: Instant::now() }
+    }
+
+    /// Reads what changed on disk since the last call.
+    pub fn poll(&mut self) -> Vec<StoreUpdate> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        if now >= self.next_listing {
+            self.next_listing = now + LISTING_EVERY;
+            let present: Vec<String> = self.store.dirs().into_iter().map(|d| d.id).collect();
+            let gone: Vec<String> = self.tracked.keys().filter(|id| !present.contains(id)).cloned().collect();
+            for id in gone {
+                self.tracked.remove(&id);
+                out.push(StoreUpdate::Removed(id));
+            }
+            for id in present {
+                self.tracked.entry(id).or_default();
+            }
+        }
+        let ids: Vec<String> = self.tracked.keys().cloned().collect();
+        for id in ids {
+            if let Some(feed) = self.check(&id, now) {
+                out.push(StoreUpdate::Run(Box::new(feed)));
+            }
+        }
+        out
+    }
+
+    fn check(&mut self, id: &str, now: Instant) -> Option<RunFeed> {
+        let dir = self.store.root().join(id);
+        let t = self.tracked.get_mut(id)?;
+        if t.settled && t.next_check.is_some_and(|n| now < n) {
+            return None;
+        }
+        t.next_check = Some(now + SETTLED_EVERY);
+        let info_mtime = mtime(&dir.join("run.json"));
+        let metrics_len = std::fs::metadata(dir.join("metrics.jsonl")).map(|m| m.len()).unwrap_or(0);
+        let events_len = std::fs::metadata(dir.join("events.jsonl")).map(|m| m.len()).unwrap_or(0);
+        let ckpt_mtime = mtime(&dir.join("checkpoints/index.json"));
+        let eval_mtime = mtime(&dir.join("eval.json"));
+        // A trainer that died leaves run.json untouched: look at its process too.
+        let interrupted = t.pid.is_some_and(|p| !crate::store::process_alive(p));
+        let changed = interrupted != t.interrupted
+            || info_mtime != t.info_mtime
+            || metrics_len != t.metrics_offset
+            || events_len != t.events_offset
+            || ckpt_mtime != t.checkpoints_mtime
+            || eval_mtime != t.eval_mtime
+            || !t.sent_params;
+        if !changed {
+            return None;
+        }
+        let run = crate::store::RunDir { id: id.to_string(), path: dir.clone() };
+        // A run.json caught mid-rename or not yet written: try again on the next poll.
+        let info = run.info().ok()?;
+        let reset = metrics_len < t.metrics_offset;
+        let from = if reset { 0 } else { t.metrics_offset };
+        let (lines, metrics_offset) = read_jsonl::<MetricLine>(&dir.join("metrics.jsonl"), from).ok()?;
+        let (events, events_offset) =
+            read_jsonl::<EventLine>(&dir.join("events.jsonl"), t.events_offset).ok()?;
+        let mut steps = Vec::new();
+        let mut epochs = Vec::new();
+        for l in lines {
+            match l {
+                MetricLine::Step { step, epoch, loss, lr, samples_per_sec, time } => {
+                    steps.push(StepPoint { step, epoch, loss, lr, samples_per_sec, time })
+                }
+                MetricLine::Epoch {
+                    epoch,
+                    step,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    val_macro_f1,
+                    lr,
+                    time,
+                } => epochs.push(EpochPoint {
+                    epoch,
+                    step,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    val_macro_f1,
+                    lr,
+                    time,
+                }),
+            }
+        }
+        let checkpoints =
+            if ckpt_mtime != t.checkpoints_mtime { run.checkpoints().ok().map(|c| c.entries) } else { None };
+        let evaluation = if eval_mtime != t.eval_mtime { run.evaluation().ok() } else { None };
+        let spec = if t.sent_params { None } else { run.spec().ok().map(Box::new) };
+        t.sent_params = true;
+        t.info_mtime = info_mtime;
+        t.metrics_offset = metrics_offset;
+        t.events_offset = events_offset;
+        t.checkpoints_mtime = ckpt_mtime;
+        t.eval_mtime = eval_mtime;
+        let interrupted =
+            info.status.is_active() && info.pid.is_some_and(|p| !crate::store::process_alive(p));
+        t.pid = if info.status.is_active() { info.pid } else { None };
+        t.interrupted = interrupted;
+        // An interrupted run changes no more unless someone resumes it: look at it less often.
+        t.settled = !info.status.is_active() || interrupted;
+        Some(RunFeed {
+            id: id.to_string(),
+            info,
+            spec,
+            steps,
+            epochs,
+            reset,
+            events,
+            checkpoints,
+            evaluation,
+            interrupted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::spec;
+
+    #[test]
+    fn reports_new_runs_then_only_changes_then_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::new(dir.path());
+        let mut w = StoreWatcher::new(store.clone());
+        assert!(w.poll().is_empty());
+        let s = spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
+        let run = store.create(&s).unwrap();
+        w.next_listing = Instant::now();
+        let first = w.poll();
+        assert_eq!(first.len(), 1);
+        let StoreUpdate::Run(feed) = &first[0] else { panic!() };
+        assert_eq!(feed.id, run.id);
+        assert_eq!(feed.spec.as_ref().unwrap().name, "digits-logreg");
+        // Nothing changed: nothing reported.
+        assert!(w.poll().is_empty());
+        run.append_metric(&MetricLine::Step {
+            step: 1,
+            epoch: 1,
+            loss: 2.0,
+            lr: 0.1,
+            samples_per_sec: 1.0,
+            time: 0.1,
+        })
+        .unwrap();
+        let second = w.poll();
+        let StoreUpdate::Run(feed) = &second[0] else { panic!() };
+        assert_eq!(feed.steps.len(), 1);
+        assert!(feed.spec.is_none(), "the spec is sent once");
+        std::fs::remove_dir_all(&run.path).unwrap();
+        w.next_listing = Instant::now();
+        assert_eq!(w.poll(), vec![StoreUpdate::Removed(run.id)]);
+    }
+}

@@ -1,0 +1,1152 @@
+//! The console's state and its update function (The Elm Architecture): every input (a key, a
+//! change in the run store, a runner event, a system sample, a tick) is a [`Msg`];
+//! [`App::update`] changes the state and returns [`Effect`]s for the event loop to carry out
+//! (runner commands, exports, quitting). No I/O and no threads here, so every transition is
+//! tested by feeding messages and reading the state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::filter::{Candidate, Filter};
+use super::form::RunForm;
+use super::keymap::{Action, Keymap};
+use super::theme::Theme;
+use crate::engine::runner::{RunnerCommand, RunnerEvent};
+use crate::engine::system::SystemSample;
+use crate::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
+use crate::ml::metrics::Evaluation;
+use crate::ml::spec::ExperimentSpec;
+use crate::store::{CheckpointEntry, EventLine, RunInfo, Which};
+
+/// The screens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Overview,
+    Runs,
+    Detail,
+    Compare,
+    Logs,
+    System,
+}
+
+impl View {
+    pub const ALL: [View; 6] =
+        [View::Overview, View::Runs, View::Detail, View::Compare, View::Logs, View::System];
+    pub fn title(&self) -> &'static str {
+        match self {
+            View::Overview => "Overview",
+            View::Runs => "Runs",
+            View::Detail => "Detail",
+            View::Compare => "Compare",
+            View::Logs => "Logs",
+            View::System => "System",
+        }
+    }
+}
+
+/// Tabs of the run detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailTab {
+    Curves,
+    Evaluation,
+    Params,
+}
+
+/// Which metric the charts show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Loss,
+    Accuracy,
+    LearningRate,
+}
+
+impl Metric {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+            Metric::LearningRate => "learning rate",
+        }
+    }
+}
+
+/// The x axis of the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XAxis {
+    Step,
+    Epoch,
+    Time,
+}
+
+impl XAxis {
+    pub fn label(&self) -> &'static str {
+        match self {
+            XAxis::Step => "step",
+            XAxis::Epoch => "epoch",
+            XAxis::Time => "seconds",
+        }
+    }
+}
+
+/// How the charts are drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartOptions {
+    pub metric: Metric,
+    pub smoothing: bool,
+    /// EMA weight in [0, 0.99].
+    pub weight: f64,
+    pub log_y: bool,
+    pub x_axis: XAxis,
+    /// The x window (zoom and pan); the whole range when `None`.
+    pub window: Option<(f64, f64)>,
+    /// The readout cursor, as a fraction of the window (0..1).
+    pub cursor: Option<f64>,
+}
+
+impl Default for ChartOptions {
+    fn default() -> Self {
+        ChartOptions {
+            metric: Metric::Loss,
+            smoothing: true,
+            weight: 0.6,
+            log_y: false,
+            x_axis: XAxis::Step,
+            window: None,
+            cursor: None,
+        }
+    }
+}
+
+/// The columns the runs table sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Started,
+    Id,
+    Status,
+    Epoch,
+    TrainLoss,
+    BestVal,
+    Duration,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 7] = [
+        SortKey::Started,
+        SortKey::Id,
+        SortKey::Status,
+        SortKey::Epoch,
+        SortKey::TrainLoss,
+        SortKey::BestVal,
+        SortKey::Duration,
+    ];
+    pub fn label(&self) -> &'static str {
+        match self {
+            SortKey::Started => "started",
+            SortKey::Id => "id",
+            SortKey::Status => "status",
+            SortKey::Epoch => "epoch",
+            SortKey::TrainLoss => "train loss",
+            SortKey::BestVal => "best val acc",
+            SortKey::Duration => "duration",
+        }
+    }
+}
+
+/// Everything the console knows about one run, rebuilt from its folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    pub info: RunInfo,
+    pub interrupted: bool,
+    /// The spec as run, and its parameters flattened for tables and filters.
+    pub spec: Option<ExperimentSpec>,
+    pub params: BTreeMap<String, String>,
+    pub steps: Vec<StepPoint>,
+    pub epochs: Vec<EpochPoint>,
+    pub events: Vec<EventLine>,
+    pub checkpoints: Vec<CheckpointEntry>,
+    pub evaluation: Option<Evaluation>,
+    /// Evaluations asked for from the console (`e`), newest last.
+    pub evaluations: Vec<(Which, Evaluation)>,
+}
+
+impl RunState {
+    /// The status to show: `interrupted` for a run whose trainer is gone.
+    pub fn status(&self) -> &'static str {
+        if self.interrupted { "interrupted" } else { self.info.status.as_str() }
+    }
+
+    /// Whether it is queued, running or paused (and its trainer alive).
+    pub fn is_active(&self) -> bool {
+        self.info.status.is_active() && !self.interrupted
+    }
+
+    /// Fraction done, from steps.
+    pub fn progress(&self) -> f64 {
+        let total = self.info.epochs as f64 * self.info.steps_per_epoch.max(1) as f64;
+        if total <= 0.0 { 0.0 } else { (self.info.step as f64 / total).clamp(0.0, 1.0) }
+    }
+
+    /// Seconds left at the pace so far.
+    pub fn eta(&self) -> Option<f64> {
+        let total = self.info.epochs as u64 * self.info.steps_per_epoch;
+        let last = self.steps.last()?;
+        if last.step == 0 || total <= last.step {
+            return None;
+        }
+        Some(last.time / last.step as f64 * (total - last.step) as f64)
+    }
+
+    /// The recent training loss: the mean of the last 20 steps, since one mini-batch's loss
+    /// is too noisy to compare runs by.
+    pub fn last_loss(&self) -> Option<f64> {
+        let recent = &self.steps[self.steps.len().saturating_sub(20)..];
+        if recent.is_empty() {
+            return self.info.train_loss;
+        }
+        Some(recent.iter().map(|s| s.loss).sum::<f64>() / recent.len() as f64)
+    }
+}
+
+/// A question before something that cannot be undone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    Quit { active: usize },
+    Stop(String),
+    Delete(String),
+}
+
+/// What keys do right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    /// Typing a filter after `/` (applied as you type).
+    Filter(String),
+    /// Typing a command after `:`.
+    Command {
+        input: String,
+        completion: usize,
+    },
+    Form(Box<RunForm>),
+    Confirm(Confirm),
+    Help {
+        scroll: u16,
+    },
+}
+
+/// Severity of a status-line message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A message in the status line, shown for a few seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub text: String,
+    pub level: Level,
+    pub at: Instant,
+}
+
+/// What the event loop must do after an update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Runner(RunnerCommand),
+    /// Write the visible chart's series to CSV.
+    ExportCsv,
+    /// Write the visible chart to PNG.
+    ExportPng,
+    /// Leave; `stop_runs` stops active runs first (their checkpoints are kept).
+    Quit {
+        stop_runs: bool,
+    },
+}
+
+/// Everything that can happen to the console.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    Store(StoreUpdate),
+    Runner(RunnerEvent),
+    System(SystemSample),
+    Resize(u16, u16),
+    /// Time passes (messages expire, durations advance).
+    Tick,
+}
+
+/// The console's state.
+pub struct App {
+    pub runs: BTreeMap<String, RunState>,
+    pub view: View,
+    /// The view to return to from Detail and Logs.
+    pub previous: View,
+    pub mode: Mode,
+    /// Index into [`App::visible`].
+    pub cursor: usize,
+    pub marked: BTreeSet<String>,
+    pub sort: SortKey,
+    pub sort_desc: bool,
+    pub filter_text: String,
+    filter: Filter,
+    pub tab: DetailTab,
+    pub chart: ChartOptions,
+    /// Scroll of the logs view from the end (0 follows new lines).
+    pub log_scroll: usize,
+    /// First hyperparameter shown in the detail's parameters tab.
+    pub params_scroll: usize,
+    pub system: Option<SystemSample>,
+    pub system_history: VecDeque<SystemSample>,
+    pub runner_load: (usize, usize),
+    pub status: Option<Status>,
+    pub theme: Theme,
+    pub keymap: Keymap,
+    /// The specs the new-run form offers.
+    pub specs: Vec<ExperimentSpec>,
+    pub size: (u16, u16),
+    pub quit: bool,
+    /// Whether anything changed since the last draw.
+    pub dirty: bool,
+}
+
+const STATUS_FOR: Duration = Duration::from_secs(6);
+
+impl App {
+    pub fn new(theme: Theme, keymap: Keymap, specs: Vec<ExperimentSpec>) -> Self {
+        App {
+            runs: BTreeMap::new(),
+            view: View::Overview,
+            previous: View::Overview,
+            mode: Mode::Normal,
+            cursor: 0,
+            marked: BTreeSet::new(),
+            sort: SortKey::Started,
+            sort_desc: true,
+            filter_text: String::new(),
+            filter: Filter::default(),
+            tab: DetailTab::Curves,
+            chart: ChartOptions::default(),
+            log_scroll: 0,
+            params_scroll: 0,
+            system: None,
+            system_history: VecDeque::new(),
+            runner_load: (0, 0),
+            status: None,
+            theme,
+            keymap,
+            specs,
+            size: (80, 24),
+            quit: false,
+            dirty: true,
+        }
+    }
+
+    /// Runs that pass the filter, in the table's order.
+    pub fn visible(&self) -> Vec<&RunState> {
+        let mut v: Vec<&RunState> = self
+            .runs
+            .values()
+            .filter(|r| {
+                self.filter.is_empty()
+                    || self.filter.matches(&Candidate {
+                        id: &r.info.id,
+                        spec: &r.info.spec,
+                        status: r.status(),
+                        params: &r.params,
+                    })
+            })
+            .collect();
+        let key = |r: &RunState| -> (i64, String) {
+            let f = |x: Option<f64>| (x.unwrap_or(f64::NEG_INFINITY) * 1e6) as i64;
+            match self.sort {
+                SortKey::Started => (0, r.info.created.clone()),
+                SortKey::Id => (0, r.info.id.clone()),
+                SortKey::Status => (0, r.status().to_string()),
+                SortKey::Epoch => (r.info.epoch as i64, String::new()),
+                SortKey::TrainLoss => (f(r.last_loss()), String::new()),
+                SortKey::BestVal => (f(r.info.best_val_accuracy), String::new()),
+                SortKey::Duration => ((r.info.duration_s * 1000.0) as i64, String::new()),
+            }
+        };
+        v.sort_by(|a, b| {
+            let o = key(a).cmp(&key(b)).then_with(|| a.info.id.cmp(&b.info.id));
+            if self.sort_desc { o.reverse() } else { o }
+        });
+        v
+    }
+
+    /// The run under the cursor.
+    pub fn selected(&self) -> Option<&RunState> {
+        let v = self.visible();
+        v.get(self.cursor.min(v.len().saturating_sub(1))).copied()
+    }
+
+    pub fn selected_id(&self) -> Option<String> {
+        self.selected().map(|r| r.info.id.clone())
+    }
+
+    /// Runs that are training, paused or queued.
+    pub fn active(&self) -> Vec<&RunState> {
+        let mut v: Vec<&RunState> = self.runs.values().filter(|r| r.is_active()).collect();
+        v.sort_by(|a, b| a.info.created.cmp(&b.info.created));
+        v
+    }
+
+    /// The runs the compare view overlays: the marked ones, or else the visible ones (at most 8).
+    pub fn compared(&self) -> Vec<&RunState> {
+        if self.marked.is_empty() {
+            self.visible().into_iter().take(8).collect()
+        } else {
+            self.marked.iter().filter_map(|id| self.runs.get(id)).collect()
+        }
+    }
+
+    /// A stable colour slot for a run: its place among all runs by id, so a run keeps its colour
+    /// while others come, go or are re-sorted.
+    pub fn color_slot(&self, id: &str) -> usize {
+        self.runs.keys().position(|k| k == id).unwrap_or(0)
+    }
+
+    pub fn say(&mut self, level: Level, text: impl Into<String>) {
+        self.status = Some(Status { text: text.into(), level, at: Instant::now() });
+        self.dirty = true;
+    }
+
+    /// Applies one message.
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(k) => {
+                self.dirty = true;
+                self.key(k)
+            }
+            Msg::Store(u) => {
+                self.store(u);
+                self.dirty = true;
+                vec![]
+            }
+            Msg::Runner(e) => {
+                self.runner(e);
+                self.dirty = true;
+                vec![]
+            }
+            Msg::System(s) => {
+                if self.system_history.len() >= crate::engine::system::HISTORY {
+                    self.system_history.pop_front();
+                }
+                self.system_history.push_back(s.clone());
+                self.system = Some(s);
+                // Only the overview and system views show the machine.
+                if matches!(self.view, View::Overview | View::System) {
+                    self.dirty = true;
+                }
+                vec![]
+            }
+            Msg::Resize(w, h) => {
+                self.size = (w, h);
+                self.dirty = true;
+                vec![]
+            }
+            Msg::Tick => {
+                if self.status.as_ref().is_some_and(|s| s.at.elapsed() > STATUS_FOR) {
+                    self.status = None;
+                    self.dirty = true;
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn store(&mut self, u: StoreUpdate) {
+        match u {
+            StoreUpdate::Run(feed) => {
+                let RunFeed {
+                    id,
+                    info,
+                    spec,
+                    steps,
+                    epochs,
+                    reset,
+                    events,
+                    checkpoints,
+                    evaluation,
+                    interrupted,
+                } = *feed;
+                let r = self.runs.entry(id).or_insert_with(|| RunState {
+                    info: info.clone(),
+                    interrupted,
+                    spec: None,
+                    params: BTreeMap::new(),
+                    steps: vec![],
+                    epochs: vec![],
+                    events: vec![],
+                    checkpoints: vec![],
+                    evaluation: None,
+                    evaluations: vec![],
+                });
+                r.info = info;
+                r.interrupted = interrupted;
+                if let Some(s) = spec {
+                    r.params = s.params();
+                    r.spec = Some(*s);
+                }
+                if reset {
+                    r.steps.clear();
+                    r.epochs.clear();
+                }
+                r.steps.extend(steps);
+                r.epochs.extend(epochs);
+                r.events.extend(events);
+                if let Some(c) = checkpoints {
+                    r.checkpoints = c;
+                }
+                if evaluation.is_some() {
+                    r.evaluation = evaluation;
+                }
+            }
+            StoreUpdate::Removed(id) => {
+                self.runs.remove(&id);
+                self.marked.remove(&id);
+                self.cursor = self.cursor.min(self.visible().len().saturating_sub(1));
+            }
+        }
+    }
+
+    fn runner(&mut self, e: RunnerEvent) {
+        match e {
+            RunnerEvent::Queued(id) => self.say(Level::Info, format!("queued {id}")),
+            RunnerEvent::Started(id) => self.say(Level::Info, format!("started {id}")),
+            RunnerEvent::Completed(id) => self.say(Level::Info, format!("{id} completed")),
+            RunnerEvent::Cancelled(id) => {
+                self.say(Level::Warn, format!("{id} stopped; its last checkpoint is kept"))
+            }
+            RunnerEvent::Failed(id, reason) => self.say(Level::Error, format!("{id} failed: {reason}")),
+            RunnerEvent::Evaluated(id, which, e) => {
+                let text = format!(
+                    "{id} {} checkpoint on test: accuracy {:.2}%, macro F1 {:.4}",
+                    if which == Which::Best { "best" } else { "last" },
+                    100.0 * e.accuracy,
+                    e.macro_f1
+                );
+                if let Some(r) = self.runs.get_mut(&id) {
+                    r.evaluations.push((which, *e));
+                }
+                self.say(Level::Info, text);
+            }
+            RunnerEvent::Deleted(id) => {
+                self.runs.remove(&id);
+                self.marked.remove(&id);
+                self.say(Level::Info, format!("deleted {id}"));
+            }
+            RunnerEvent::Archived(id) => {
+                self.runs.remove(&id);
+                self.marked.remove(&id);
+                self.say(Level::Info, format!("archived {id} to .archive/"));
+            }
+            RunnerEvent::Refused(text) => self.say(Level::Error, text),
+            RunnerEvent::Load { active, queued } => self.runner_load = (active, queued),
+        }
+        self.cursor = self.cursor.min(self.visible().len().saturating_sub(1));
+    }
+
+    fn key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => {
+                let Some(action) = self.keymap.action(&k) else { return vec![] };
+                self.act(action)
+            }
+            Mode::Help { scroll } => {
+                match self.keymap.action(&k) {
+                    Some(Action::Down) => self.mode = Mode::Help { scroll: scroll.saturating_add(1) },
+                    Some(Action::Up) => self.mode = Mode::Help { scroll: scroll.saturating_sub(1) },
+                    Some(Action::PageDown) => self.mode = Mode::Help { scroll: scroll.saturating_add(10) },
+                    Some(Action::PageUp) => self.mode = Mode::Help { scroll: scroll.saturating_sub(10) },
+                    Some(Action::Quit) if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        return self.act(Action::Quit);
+                    }
+                    _ => {}
+                }
+                vec![]
+            }
+            Mode::Filter(mut text) => {
+                match k.code {
+                    KeyCode::Esc => {
+                        text.clear();
+                        self.set_filter(text);
+                    }
+                    KeyCode::Enter => {}
+                    KeyCode::Backspace => {
+                        text.pop();
+                        self.set_filter(text.clone());
+                        self.mode = Mode::Filter(text);
+                    }
+                    KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        text.push(c);
+                        self.set_filter(text.clone());
+                        self.mode = Mode::Filter(text);
+                    }
+                    _ => self.mode = Mode::Filter(text),
+                }
+                vec![]
+            }
+            Mode::Command { mut input, completion } => match k.code {
+                KeyCode::Esc => vec![],
+                KeyCode::Enter => self.command(input.trim()),
+                KeyCode::Tab => {
+                    let options = completions(&input, self);
+                    if let Some(c) = options.get(completion % options.len().max(1)) {
+                        input = c.clone();
+                    }
+                    self.mode = Mode::Command { input, completion: completion + 1 };
+                    vec![]
+                }
+                KeyCode::Backspace => {
+                    if input.pop().is_some() {
+                        self.mode = Mode::Command { input, completion: 0 };
+                    }
+                    vec![]
+                }
+                KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                    input.push(c);
+                    self.mode = Mode::Command { input, completion: 0 };
+                    vec![]
+                }
+                _ => {
+                    self.mode = Mode::Command { input, completion };
+                    vec![]
+                }
+            },
+            Mode::Form(mut form) => match k.code {
+                KeyCode::Esc => vec![],
+                KeyCode::Enter
+                    if form.focus >= form.fields.len() || k.modifiers.contains(KeyModifiers::CONTROL) =>
+                {
+                    self.submit_form(form)
+                }
+                KeyCode::Enter | KeyCode::Down | KeyCode::Tab => {
+                    form.next();
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                KeyCode::Up | KeyCode::BackTab => {
+                    form.prev();
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                KeyCode::Left if form.focus == 0 => {
+                    form.cycle_spec(false);
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                KeyCode::Right if form.focus == 0 => {
+                    form.cycle_spec(true);
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                KeyCode::Backspace => {
+                    form.backspace();
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                KeyCode::Char('s') if k.modifiers.contains(KeyModifiers::CONTROL) => self.submit_form(form),
+                KeyCode::Char(c) => {
+                    form.type_char(c);
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+                _ => {
+                    self.mode = Mode::Form(form);
+                    vec![]
+                }
+            },
+            Mode::Confirm(c) => {
+                let yes = matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter);
+                match (c, k.code) {
+                    (Confirm::Quit { .. }, KeyCode::Char('s'))
+                    | (Confirm::Quit { .. }, KeyCode::Char('y')) => {
+                        self.quit = true;
+                        vec![Effect::Quit { stop_runs: true }]
+                    }
+                    (Confirm::Stop(id), _) if yes => vec![Effect::Runner(RunnerCommand::Stop(id))],
+                    (Confirm::Delete(id), KeyCode::Char('d')) => {
+                        vec![Effect::Runner(RunnerCommand::Delete(id))]
+                    }
+                    (Confirm::Delete(id), KeyCode::Char('a')) => {
+                        vec![Effect::Runner(RunnerCommand::Archive(id))]
+                    }
+                    _ => vec![],
+                }
+            }
+        }
+    }
+
+    fn set_filter(&mut self, text: String) {
+        self.filter = Filter::parse(&text);
+        self.filter_text = text;
+        self.cursor = 0;
+    }
+
+    fn submit_form(&mut self, mut form: Box<RunForm>) -> Vec<Effect> {
+        match form.submit() {
+            Some(spec) => {
+                let what = match &form.clone_of {
+                    Some(id) => format!("cloning {id}"),
+                    None => format!("starting {}", spec.name),
+                };
+                self.say(Level::Info, what);
+                vec![Effect::Runner(RunnerCommand::Start(Box::new(spec)))]
+            }
+            None => {
+                self.mode = Mode::Form(form);
+                vec![]
+            }
+        }
+    }
+
+    fn move_cursor(&mut self, delta: i64) {
+        let n = self.visible().len();
+        if n == 0 {
+            self.cursor = 0;
+            return;
+        }
+        self.cursor = (self.cursor as i64 + delta).clamp(0, n as i64 - 1) as usize;
+    }
+
+    fn chart_view(&self) -> bool {
+        matches!(self.view, View::Detail | View::Compare | View::Overview)
+    }
+
+    /// Carries out an action in normal mode.
+    pub fn act(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Quit => {
+                // Only runs this console trains stop with it; others train on in their process.
+                let active = self.runner_load.0 + self.runner_load.1;
+                if active > 0 {
+                    self.mode = Mode::Confirm(Confirm::Quit { active });
+                    vec![]
+                } else {
+                    self.quit = true;
+                    vec![Effect::Quit { stop_runs: false }]
+                }
+            }
+            Action::Help => {
+                self.mode = Mode::Help { scroll: 0 };
+                vec![]
+            }
+            Action::Back => {
+                if !self.filter_text.is_empty() {
+                    self.set_filter(String::new());
+                } else if matches!(self.view, View::Detail | View::Logs) {
+                    self.view = self.previous;
+                } else if !self.marked.is_empty() {
+                    self.marked.clear();
+                }
+                vec![]
+            }
+            Action::ShowOverview => self.show(View::Overview),
+            Action::ShowRuns => self.show(View::Runs),
+            Action::ShowDetail | Action::Open => self.show(View::Detail),
+            Action::ShowCompare => self.show(View::Compare),
+            Action::ShowLogs => self.show(View::Logs),
+            Action::ShowSystem => self.show(View::System),
+            Action::Up => {
+                match self.view {
+                    View::Logs => self.log_scroll += 1,
+                    _ => self.move_cursor(-1),
+                }
+                vec![]
+            }
+            Action::Down => {
+                match self.view {
+                    View::Logs => self.log_scroll = self.log_scroll.saturating_sub(1),
+                    _ => self.move_cursor(1),
+                }
+                vec![]
+            }
+            Action::PageUp => {
+                match self.view {
+                    View::Logs => self.log_scroll += 10,
+                    View::Detail if self.tab == DetailTab::Params => {
+                        self.params_scroll = self.params_scroll.saturating_sub(10)
+                    }
+                    _ => self.move_cursor(-10),
+                }
+                vec![]
+            }
+            Action::PageDown => {
+                match self.view {
+                    View::Logs => self.log_scroll = self.log_scroll.saturating_sub(10),
+                    View::Detail if self.tab == DetailTab::Params => {
+                        let n = self.selected().map_or(0, |r| r.params.len());
+                        self.params_scroll = (self.params_scroll + 10).min(n.saturating_sub(1));
+                    }
+                    _ => self.move_cursor(10),
+                }
+                vec![]
+            }
+            Action::Top => {
+                match self.view {
+                    View::Logs => self.log_scroll = usize::MAX / 2,
+                    _ => self.cursor = 0,
+                }
+                vec![]
+            }
+            Action::Bottom => {
+                match self.view {
+                    View::Logs => self.log_scroll = 0,
+                    _ => self.move_cursor(i64::MAX / 2),
+                }
+                vec![]
+            }
+            Action::Left | Action::Right if self.chart_view() && self.view != View::Overview => {
+                let step = if action == Action::Left { -0.02 } else { 0.02 };
+                let c = self.chart.cursor.unwrap_or(if step < 0.0 { 1.0 } else { 0.0 });
+                self.chart.cursor = Some((c + step).clamp(0.0, 1.0));
+                vec![]
+            }
+            Action::Left | Action::Right => vec![],
+            Action::ToggleMark => {
+                if let Some(id) = self.selected_id() {
+                    if !self.marked.remove(&id) {
+                        self.marked.insert(id);
+                    }
+                    self.move_cursor(1);
+                }
+                vec![]
+            }
+            Action::Filter => {
+                self.mode = Mode::Filter(self.filter_text.clone());
+                if !matches!(self.view, View::Runs | View::Compare) {
+                    self.view = View::Runs;
+                }
+                vec![]
+            }
+            Action::Command => {
+                self.mode = Mode::Command { input: String::new(), completion: 0 };
+                vec![]
+            }
+            Action::NewRun => {
+                let preferred = self
+                    .selected()
+                    .map(|r| r.info.spec.clone())
+                    .unwrap_or_else(|| crate::ml::spec::DEFAULT_SPEC.into());
+                match RunForm::new_run(self.specs.clone(), &preferred) {
+                    Some(f) => self.mode = Mode::Form(Box::new(f)),
+                    None => self.say(Level::Error, "no specs found in models/ or built in"),
+                }
+                vec![]
+            }
+            Action::CloneRun => {
+                match self.selected() {
+                    Some(r) => match r.spec.clone() {
+                        Some(spec) => self.mode = Mode::Form(Box::new(RunForm::clone_run(&r.info.id, spec))),
+                        None => self.say(Level::Error, format!("the spec of {} is not readable", r.info.id)),
+                    },
+                    None => self.say(Level::Warn, "no run selected"),
+                }
+                vec![]
+            }
+            Action::PauseResume => match self.selected() {
+                Some(r) => {
+                    let id = r.info.id.clone();
+                    use crate::store::RunStatus;
+                    match (r.info.status, r.interrupted) {
+                        (RunStatus::Running, false) | (RunStatus::Queued, false) => {
+                            self.say(Level::Info, format!("pausing {id}"));
+                            vec![Effect::Runner(RunnerCommand::Pause(id))]
+                        }
+                        (RunStatus::Paused, false) => {
+                            self.say(Level::Info, format!("resuming {id}"));
+                            vec![Effect::Runner(RunnerCommand::Unpause(id))]
+                        }
+                        (RunStatus::Completed, _) => {
+                            self.say(Level::Warn, format!("{id} has completed"));
+                            vec![]
+                        }
+                        _ => {
+                            self.say(Level::Info, format!("continuing {id} from its last checkpoint"));
+                            vec![Effect::Runner(RunnerCommand::Resume(id))]
+                        }
+                    }
+                }
+                None => vec![],
+            },
+            Action::StopRun => {
+                match self.selected() {
+                    Some(r) if r.is_active() => self.mode = Mode::Confirm(Confirm::Stop(r.info.id.clone())),
+                    Some(r) => self.say(Level::Warn, format!("{} is not training", r.info.id)),
+                    None => {}
+                }
+                vec![]
+            }
+            Action::Evaluate => {
+                let Some((id, ready)) = self
+                    .selected()
+                    .map(|r| (r.info.id.clone(), r.checkpoints.iter().any(|c| c.kind == "best")))
+                else {
+                    return vec![];
+                };
+                if ready {
+                    self.say(Level::Info, format!("evaluating {id} on the test split"));
+                    vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Best))]
+                } else {
+                    self.say(Level::Warn, format!("{id} has no checkpoint yet"));
+                    vec![]
+                }
+            }
+            Action::DeleteRun => {
+                match self.selected() {
+                    Some(r) if r.is_active() => {
+                        self.say(Level::Warn, format!("{} is training: stop it first (x)", r.info.id))
+                    }
+                    Some(r) => self.mode = Mode::Confirm(Confirm::Delete(r.info.id.clone())),
+                    None => {}
+                }
+                vec![]
+            }
+            Action::CycleTheme => {
+                let names = Theme::names();
+                let i = names.iter().position(|n| *n == self.theme.name).map_or(0, |i| (i + 1) % names.len());
+                self.set_theme(&names[i]);
+                vec![]
+            }
+            Action::SortNext => {
+                let i = SortKey::ALL.iter().position(|k| *k == self.sort).unwrap_or(0);
+                self.sort = SortKey::ALL[(i + 1) % SortKey::ALL.len()];
+                self.say(Level::Info, format!("sorted by {}", self.sort.label()));
+                vec![]
+            }
+            Action::SortReverse => {
+                self.sort_desc = !self.sort_desc;
+                vec![]
+            }
+            Action::NextTab => {
+                self.tab = match self.tab {
+                    DetailTab::Curves => DetailTab::Evaluation,
+                    DetailTab::Evaluation => DetailTab::Params,
+                    DetailTab::Params => DetailTab::Curves,
+                };
+                if self.view != View::Detail {
+                    self.show(View::Detail);
+                }
+                vec![]
+            }
+            Action::NextMetric => {
+                self.chart.metric = match self.chart.metric {
+                    Metric::Loss => Metric::Accuracy,
+                    Metric::Accuracy => Metric::LearningRate,
+                    Metric::LearningRate => Metric::Loss,
+                };
+                vec![]
+            }
+            Action::ToggleSmoothing => {
+                self.chart.smoothing = !self.chart.smoothing;
+                vec![]
+            }
+            Action::SmoothMore | Action::SmoothLess => {
+                let d = if action == Action::SmoothMore { 0.1 } else { -0.1 };
+                self.chart.weight = ((self.chart.weight + d) * 10.0).round().clamp(0.0, 9.9) / 10.0;
+                self.chart.weight = self.chart.weight.min(0.99);
+                self.chart.smoothing = self.chart.weight > 0.0;
+                self.say(Level::Info, format!("smoothing {:.1}", self.chart.weight));
+                vec![]
+            }
+            Action::ToggleLogScale => {
+                self.chart.log_y = !self.chart.log_y;
+                vec![]
+            }
+            Action::CycleXAxis => {
+                self.chart.x_axis = match self.chart.x_axis {
+                    XAxis::Step => XAxis::Epoch,
+                    XAxis::Epoch => XAxis::Time,
+                    XAxis::Time => XAxis::Step,
+                };
+                self.chart.window = None;
+                vec![]
+            }
+            Action::ZoomIn | Action::ZoomOut | Action::PanLeft | Action::PanRight => {
+                self.zoom(action);
+                vec![]
+            }
+            Action::ResetZoom => {
+                self.chart.window = None;
+                self.chart.cursor = None;
+                vec![]
+            }
+            Action::ExportCsv => vec![Effect::ExportCsv],
+            Action::ExportPng => vec![Effect::ExportPng],
+            Action::Nothing => vec![],
+        }
+    }
+
+    fn show(&mut self, v: View) -> Vec<Effect> {
+        if !matches!(self.view, View::Detail | View::Logs) {
+            self.previous = self.view;
+        }
+        self.view = v;
+        if v == View::Logs {
+            self.log_scroll = 0;
+        }
+        vec![]
+    }
+
+    /// Zooms or pans the x window of the charts, around the cursor when there is one.
+    fn zoom(&mut self, action: Action) {
+        let Some((lo, hi)) = self.full_x_range() else { return };
+        let (wlo, whi) = self.chart.window.unwrap_or((lo, hi));
+        let width = whi - wlo;
+        let (nlo, nhi) = match action {
+            Action::ZoomIn => {
+                let center = wlo + width * self.chart.cursor.unwrap_or(0.5);
+                (center - width / 4.0, center + width / 4.0)
+            }
+            Action::ZoomOut => {
+                let center = (wlo + whi) / 2.0;
+                (center - width, center + width)
+            }
+            Action::PanLeft => (wlo - width / 4.0, whi - width / 4.0),
+            _ => (wlo + width / 4.0, whi + width / 4.0),
+        };
+        // Keep the window inside the data and at least a few points wide.
+        let w = (nhi - nlo).clamp((hi - lo) / 1000.0, hi - lo);
+        let nlo = nlo.clamp(lo, (hi - w).max(lo));
+        self.chart.window = if w >= hi - lo { None } else { Some((nlo, nlo + w)) };
+    }
+
+    /// The x range of the chart currently shown (for zoom).
+    pub fn full_x_range(&self) -> Option<(f64, f64)> {
+        let runs: Vec<&RunState> = match self.view {
+            View::Compare => self.compared(),
+            _ => self.selected().into_iter().collect(),
+        };
+        let mut lo = f64::INFINITY;
+        let mut hi = f64::NEG_INFINITY;
+        for r in runs {
+            for (x, _) in super::views::series_points(r, self.chart.metric, self.chart.x_axis)
+                .into_iter()
+                .flat_map(|s| s.1)
+            {
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+        }
+        (lo < hi).then_some((lo, hi))
+    }
+
+    pub fn set_theme(&mut self, name: &str) {
+        match Theme::find(name, self.theme.depth) {
+            Ok(t) => {
+                self.theme = t;
+                self.say(Level::Info, format!("theme {name}"));
+            }
+            Err(e) => self.say(Level::Error, e.to_string()),
+        }
+    }
+
+    /// Runs a `:` command.
+    fn command(&mut self, line: &str) -> Vec<Effect> {
+        let mut words = line.split_whitespace();
+        let Some(cmd) = words.next() else { return vec![] };
+        let arg = words.collect::<Vec<_>>().join(" ");
+        match cmd {
+            "q" | "quit" => self.act(Action::Quit),
+            "help" => self.act(Action::Help),
+            "overview" => self.act(Action::ShowOverview),
+            "runs" => self.act(Action::ShowRuns),
+            "detail" => self.act(Action::ShowDetail),
+            "compare" => self.act(Action::ShowCompare),
+            "logs" => self.act(Action::ShowLogs),
+            "system" => self.act(Action::ShowSystem),
+            "new" => {
+                let name = if arg.is_empty() { crate::ml::spec::DEFAULT_SPEC.to_string() } else { arg };
+                match RunForm::new_run(self.specs.clone(), &name) {
+                    Some(f) if f.spec().name == name => self.mode = Mode::Form(Box::new(f)),
+                    _ => self.say(Level::Error, format!("no spec named {name:?} (:new <Tab> lists them)")),
+                }
+                vec![]
+            }
+            "clone" => self.act(Action::CloneRun),
+            "pause" | "resume" => self.act(Action::PauseResume),
+            "stop" => self.act(Action::StopRun),
+            "eval" => match (self.selected_id(), arg.as_str()) {
+                (Some(id), "last") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Last))],
+                (Some(id), "" | "best") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Best))],
+                (Some(_), other) => {
+                    self.say(Level::Error, format!("eval takes best or last, not {other:?}"));
+                    vec![]
+                }
+                (None, _) => vec![],
+            },
+            "delete" | "archive" => self.act(Action::DeleteRun),
+            "theme" => {
+                if arg.is_empty() {
+                    self.act(Action::CycleTheme)
+                } else {
+                    self.set_theme(&arg);
+                    vec![]
+                }
+            }
+            "filter" => {
+                self.set_filter(arg);
+                self.view = View::Runs;
+                vec![]
+            }
+            "sort" => {
+                match SortKey::ALL.iter().find(|k| k.label().replace(' ', "") == arg.replace(' ', "")) {
+                    Some(k) => self.sort = *k,
+                    None => self.say(
+                        Level::Error,
+                        format!(
+                            "sort by one of: {}",
+                            SortKey::ALL.iter().map(|k| k.label()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                }
+                vec![]
+            }
+            "export" => match arg.as_str() {
+                "csv" | "" => vec![Effect::ExportCsv],
+                "png" => vec![Effect::ExportPng],
+                other => {
+                    self.say(Level::Error, format!("export csv or png, not {other:?}"));
+                    vec![]
+                }
+            },
+            other => {
+                self.say(Level::Error, format!("unknown command :{other} (Tab completes; ? lists keys)"));
+                vec![]
+            }
+        }
+    }
+}
+
+/// Every `:` command, for completion.
+pub const COMMANDS: &[&str] = &[
+    "overview", "runs", "detail", "compare", "logs", "system", "new", "clone", "pause", "resume", "stop",
+    "eval", "delete", "archive", "theme", "filter", "sort", "export", "help", "quit",
+];
+
+/// Completions of a partial command line.
+pub fn completions(input: &str, app: &App) -> Vec<String> {
+    let parts: Vec<&str> = input.split_whitespace().collect();
+    let trailing_space = input.ends_with(' ');
+    match (parts.as_slice(), trailing_space) {
+        ([], _) => COMMANDS.iter().map(|c| c.to_string()).collect(),
+        ([p], false) => COMMANDS.iter().filter(|c| c.starts_with(p)).map(|c| c.to_string()).collect(),
+        ([cmd], true) | ([cmd, _], false) => {
+            let prefix = if trailing_space { "" } else { parts[1] };
+            let options: Vec<String> = match *cmd {
+                "new" => app.specs.iter().map(|s| s.name.clone()).collect(),
+                "theme" => Theme::names(),
+                "eval" => vec!["best".into(), "last".into()],
+                "export" => vec!["csv".into(), "png".into()],
+                "sort" => SortKey::ALL.iter().map(|k| k.label().replace(' ', "")).collect(),
+                _ => vec![],
+            };
+            options.into_iter().filter(|o| o.starts_with(prefix)).map(|o| format!("{cmd} {o}")).collect()
+        }
+        _ => vec![],
+    }
+}

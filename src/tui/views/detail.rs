@@ -1,0 +1,278 @@
+//! Run detail: the curves (with smoothing, log scale, x axis, zoom and a cursor readout), the
+//! evaluation (confusion matrix as a heatmap, per-class precision/recall/F1) and the
+//! hyperparameters and checkpoints. Wide terminals show the parameters beside the curves.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::{chart_caption, fmt_duration, legend_line, panel, run_chart, status_style};
+use crate::ml::metrics::Evaluation;
+use crate::tui::app::{App, DetailTab, RunState};
+
+/// The characters of the heatmap without colour, from empty to full.
+pub const ASCII_RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let Some(r) = app.selected() else {
+        f.render_widget(
+            Paragraph::new("no run selected: pick one in the runs view (2)").block(panel(app, "Detail")),
+            area,
+        );
+        return;
+    };
+    let [head, tabs, body] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    draw_head(f, app, r, head);
+    draw_tabs(f, app, tabs);
+    match app.tab {
+        DetailTab::Curves => {
+            if body.width >= 130 {
+                let [left, right] =
+                    Layout::horizontal([Constraint::Min(60), Constraint::Length(44)]).areas(body);
+                draw_curves(f, app, r, left);
+                draw_params(f, app, r, right);
+            } else {
+                draw_curves(f, app, r, body);
+            }
+        }
+        DetailTab::Evaluation => draw_evaluation(f, app, r, body),
+        DetailTab::Params => draw_params(f, app, r, body),
+    }
+}
+
+fn draw_head(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    let t = &app.theme;
+    let i = &r.info;
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let line = Line::from(vec![
+        Span::styled(format!(" {} ", i.id), t.accent()),
+        Span::styled(r.status().to_string(), status_style(app, r.status())),
+        Span::raw(format!("  epoch {}/{}  step {}", i.epoch, i.epochs, i.step)),
+        Span::styled("  best val ", t.muted()),
+        Span::raw(pct(i.best_val_accuracy)),
+        Span::styled("  test ", t.muted()),
+        Span::raw(pct(i.test_accuracy)),
+        Span::styled(format!("  {}", fmt_duration(i.duration_s)), t.muted()),
+        Span::styled(i.samples_per_sec.map_or(String::new(), |s| format!("  {s:.0} samples/s")), t.muted()),
+    ]);
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut spans = vec![Span::raw(" ")];
+    for (tab, name) in [
+        (DetailTab::Curves, "Curves"),
+        (DetailTab::Evaluation, "Evaluation"),
+        (DetailTab::Params, "Parameters & checkpoints"),
+    ] {
+        let style = if app.tab == tab { t.selected() } else { t.muted() };
+        spans.push(Span::styled(format!(" {name} "), style));
+        spans.push(Span::raw(" "));
+    }
+    spans.push(Span::styled(
+        format!("({} next)", app.keymap.hint(crate::tui::keymap::Action::NextTab)),
+        t.muted(),
+    ));
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    let block = panel(app, chart_caption(app));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [chart_area, legend_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(inner);
+    let (chart, legend) = run_chart(app, r);
+    let line = legend_line(app, &chart, &legend);
+    f.render_widget(chart, chart_area);
+    f.render_widget(Paragraph::new(line), legend_area);
+}
+
+/// The evaluation shown: the newest asked for with `e`, else the final test evaluation.
+fn evaluation(r: &RunState) -> Option<(&Evaluation, String)> {
+    if let Some((which, e)) = r.evaluations.last() {
+        let w = if *which == crate::store::Which::Best { "best" } else { "last" };
+        return Some((e, format!("{w} checkpoint on {} (evaluated now)", e.split)));
+    }
+    r.evaluation.as_ref().map(|e| (e, format!("best checkpoint on {}", e.split)))
+}
+
+fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    let t = &app.theme;
+    let Some((e, what)) = evaluation(r) else {
+        let msg = if r.is_active() {
+            "the test evaluation appears when training ends; e evaluates a checkpoint now"
+        } else {
+            "no evaluation yet: e evaluates the best checkpoint on the test split"
+        };
+        f.render_widget(Paragraph::new(Span::styled(msg, t.muted())).block(panel(app, "Evaluation")), area);
+        return;
+    };
+    let k = e.classes.len();
+    let label_w = e.classes.iter().map(|c| c.chars().count()).max().unwrap_or(1).min(10) as u16;
+    let cell_w: u16 = if app.theme.colored() { 4 } else { 5 };
+    let matrix_w = (label_w + 1 + cell_w * k as u16 + 2).min(area.width * 2 / 3);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(matrix_w.max(20)), Constraint::Min(30)]).areas(area);
+    // Confusion matrix: rows are true classes, columns predictions, shaded by the row's share.
+    let block = panel(app, "Confusion (true ↓ / predicted →)");
+    let inner = block.inner(left);
+    f.render_widget(block, left);
+    let mut lines = Vec::new();
+    let mut head = vec![Span::raw(" ".repeat(label_w as usize + 1))];
+    for c in &e.classes {
+        let s: String = c.chars().take(cell_w as usize - 1).collect();
+        head.push(Span::styled(format!("{s:>w$}", w = cell_w as usize), t.muted()));
+    }
+    lines.push(Line::from(head));
+    for (i, row) in e.confusion_matrix.iter().enumerate() {
+        let total: u64 = row.iter().sum::<u64>().max(1);
+        let mut spans = vec![Span::styled(
+            format!(
+                "{:>w$} ",
+                e.classes[i].chars().take(label_w as usize).collect::<String>(),
+                w = label_w as usize
+            ),
+            t.muted(),
+        )];
+        for (j, &n) in row.iter().enumerate() {
+            let share = n as f64 / total as f64;
+            if app.theme.colored() {
+                let bg = app.theme.heat(share);
+                let fg = if share > 0.5 { Color::Black } else { app.theme.fg };
+                let mut style = Style::default().bg(bg).fg(fg);
+                if i == j {
+                    style = style.add_modifier(Modifier::BOLD);
+                }
+                spans.push(Span::styled(format!("{n:>w$}", w = cell_w as usize), style));
+            } else {
+                let ramp = ASCII_RAMP
+                    [((share * (ASCII_RAMP.len() - 1) as f64).round() as usize).min(ASCII_RAMP.len() - 1)];
+                let style =
+                    if i == j { Style::default().add_modifier(Modifier::BOLD) } else { Style::default() };
+                spans.push(Span::styled(format!("{ramp}{n:>w$}", w = cell_w as usize - 1), style));
+            }
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(Span::styled(
+        if app.theme.colored() {
+            "shade: share of the true class"
+        } else {
+            "ramp ' .:-=+*#%@': share of the true class"
+        },
+        t.muted(),
+    )));
+    f.render_widget(Paragraph::new(lines), inner);
+
+    let wide = right.width >= 50;
+    let names: [&str; 5] = if wide {
+        ["class", "precision", "recall", "f1", "support"]
+    } else {
+        ["class", "prec", "recall", "f1", "n"]
+    };
+    let header = Row::new(names.map(|h| Cell::from(Span::styled(h, t.muted()))));
+    // Narrow columns show three decimals rather than cutting off the fourth.
+    let num = |v: f64| if wide { format!("{v:.4}") } else { format!("{v:.3}") };
+    let mut rows: Vec<Row> = e
+        .per_class
+        .iter()
+        .map(|c| {
+            let style = if c.f1 < 0.9 { t.warn() } else { t.base() };
+            Row::new(vec![
+                Cell::from(c.class.clone()),
+                Cell::from(num(c.precision)),
+                Cell::from(num(c.recall)),
+                Cell::from(Span::styled(num(c.f1), style)),
+                Cell::from(c.support.to_string()),
+            ])
+        })
+        .collect();
+    rows.push(Row::new(vec![
+        Cell::from(Span::styled("macro", t.accent())),
+        Cell::from(num(e.macro_precision)),
+        Cell::from(num(e.macro_recall)),
+        Cell::from(num(e.macro_f1)),
+        Cell::from(e.samples.to_string()),
+    ]));
+    let title = format!("acc {:.2}% · weighted F1 {:.4} · {what}", 100.0 * e.accuracy, e.weighted_f1);
+    let widths = if wide {
+        [
+            Constraint::Length(10),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(7),
+        ]
+    } else {
+        [
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(4),
+        ]
+    };
+    let table = Table::new(rows, widths).header(header).block(panel(app, title));
+    f.render_widget(table, right);
+}
+
+fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    let t = &app.theme;
+    let n_ckpt = r.checkpoints.len() as u16;
+    let [params_area, ckpt_area] =
+        Layout::vertical([Constraint::Min(4), Constraint::Length((n_ckpt + 3).min(area.height / 2))])
+            .areas(area);
+    // Two columns when there is room, and PgUp/PgDn scroll what does not fit.
+    let items: Vec<Line> = r
+        .params
+        .iter()
+        .map(|(k, v)| Line::from(vec![Span::styled(format!("{k} "), t.muted()), Span::raw(v.clone())]))
+        .collect();
+    let rows = params_area.height.saturating_sub(2) as usize;
+    let columns = if params_area.width >= 110 { 2 } else { 1 };
+    let per_page = (rows * columns).max(1);
+    let scroll = app.params_scroll.min(items.len().saturating_sub(per_page));
+    let shown = &items[scroll..(scroll + per_page).min(items.len())];
+    let title = if items.len() > per_page {
+        format!("Hyperparameters {}-{} of {} (pgup/pgdn)", scroll + 1, scroll + shown.len(), items.len())
+    } else {
+        "Hyperparameters".to_string()
+    };
+    let block = panel(app, title);
+    let inner = block.inner(params_area);
+    f.render_widget(block, params_area);
+    let cols = Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns]).split(inner);
+    for (c, chunk) in shown.chunks(rows.max(1)).enumerate().take(columns) {
+        f.render_widget(Paragraph::new(chunk.to_vec()), cols[c]);
+    }
+    let header = Row::new(
+        ["kind", "epoch", "val loss", "val acc", "sha256"].map(|h| Cell::from(Span::styled(h, t.muted()))),
+    );
+    let rows = r.checkpoints.iter().map(|c| {
+        Row::new(vec![
+            Cell::from(c.kind.clone()),
+            Cell::from(c.epoch.to_string()),
+            Cell::from(format!("{:.4}", c.val_loss)),
+            Cell::from(format!("{:.2}%", 100.0 * c.val_accuracy)),
+            Cell::from(c.sha256.get(..12).unwrap_or("").to_string()),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(5),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Min(6),
+        ],
+    )
+    .header(header)
+    .block(panel(app, "Checkpoints"));
+    f.render_widget(table, ckpt_area);
+}

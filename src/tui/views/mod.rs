@@ -1,0 +1,376 @@
+//! Drawing: one file per screen, plus the frame around them (header with the view tabs, footer
+//! with hints, the status line or the input being typed) and the overlays (help, forms,
+//! confirmations). Views take `&App` and never change it.
+
+mod compare;
+mod detail;
+mod logs;
+mod overlays;
+mod overview;
+mod runs;
+mod system;
+
+use std::borrow::Cow;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::app::{App, Level, Metric, Mode, RunState, View, XAxis};
+use super::keymap::Action;
+use super::widgets::chart::{GLYPHS, LineChart, Series, ema, value_at};
+
+/// The smallest terminal every view is laid out for.
+pub const MIN_SIZE: (u16, u16) = (80, 24);
+
+/// Draws the whole screen.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    f.render_widget(Block::default().style(app.theme.base()), area);
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let msg = vec![
+            Line::from(Span::styled("terminal too small", app.theme.error())),
+            Line::from(format!(
+                "Vigil needs {}x{}; this one is {}x{}.",
+                MIN_SIZE.0, MIN_SIZE.1, area.width, area.height
+            )),
+            Line::from("Enlarge the window, or press q to quit."),
+        ];
+        f.render_widget(Paragraph::new(msg).wrap(ratatui::widgets::Wrap { trim: true }), area);
+        return;
+    }
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    draw_header(f, app, header);
+    match app.view {
+        View::Overview => overview::draw(f, app, body),
+        View::Runs => runs::draw(f, app, body),
+        View::Detail => detail::draw(f, app, body),
+        View::Compare => compare::draw(f, app, body),
+        View::Logs => logs::draw(f, app, body),
+        View::System => system::draw(f, app, body),
+    }
+    draw_footer(f, app, footer);
+    overlays::draw(f, app, body);
+}
+
+fn draw_header(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut spans = vec![Span::styled(" Vigil ", t.accent()), Span::styled("│", t.muted())];
+    let narrow = area.width < 100;
+    for (i, v) in View::ALL.iter().enumerate() {
+        let name = if narrow { &v.title()[..v.title().len().min(4)] } else { v.title() };
+        let text = format!(" {} {name} ", i + 1);
+        let style = if *v == app.view { t.selected() } else { t.muted() };
+        spans.push(Span::styled(text, style));
+    }
+    let active = app.active();
+    let training = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Running).count();
+    let queued = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Queued).count();
+    let paused = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Paused).count();
+    let mut right = format!("{} runs", app.runs.len());
+    if training > 0 {
+        right.push_str(&format!(" · {training} training"));
+    }
+    if paused > 0 {
+        right.push_str(&format!(" · {paused} paused"));
+    }
+    if queued > 0 {
+        right.push_str(&format!(" · {queued} queued"));
+    }
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let room = (area.width as usize).saturating_sub(used + 1);
+    if room > 4 {
+        let right = if right.chars().count() > room { right.chars().take(room).collect() } else { right };
+        spans.push(Span::raw(" ".repeat(room - right.chars().count())));
+        spans.push(Span::styled(right, if training > 0 { t.ok() } else { t.muted() }));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let line = match &app.mode {
+        Mode::Filter(text) => Line::from(vec![
+            Span::styled("/", t.accent()),
+            Span::raw(text.clone()),
+            Span::styled("█", t.accent()),
+            Span::styled("  Enter keeps · Esc clears · status:running spec:NAME key=value", t.muted()),
+        ]),
+        Mode::Command { input, .. } => {
+            let options = super::app::completions(input, app);
+            let mut hint = options.iter().take(6).cloned().collect::<Vec<_>>().join("  ");
+            if options.len() > 6 {
+                hint.push_str("  …");
+            }
+            Line::from(vec![
+                Span::styled(":", t.accent()),
+                Span::raw(input.clone()),
+                Span::styled("█", t.accent()),
+                Span::styled(format!("  Tab: {hint}"), t.muted()),
+            ])
+        }
+        _ => match &app.status {
+            Some(s) => {
+                let style = match s.level {
+                    Level::Info => t.info(),
+                    Level::Warn => t.warn(),
+                    Level::Error => t.error(),
+                };
+                Line::from(Span::styled(s.text.clone(), style))
+            }
+            None => hints(app),
+        },
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+/// The key hints of the current view, built from the keymap so they follow a user's bindings.
+fn hints(app: &App) -> Line<'static> {
+    let k = |a: Action| app.keymap.hint(a);
+    let mut items: Vec<(String, &str)> = vec![(k(Action::Help), "help")];
+    match app.view {
+        View::Overview | View::Runs => {
+            items.extend([
+                (k(Action::Open), "detail"),
+                (k(Action::NewRun), "new"),
+                (k(Action::PauseResume), "pause/resume"),
+                (k(Action::StopRun), "stop"),
+                (k(Action::Filter), "filter"),
+            ]);
+            if app.view == View::Runs {
+                items.extend([(k(Action::ToggleMark), "mark"), (k(Action::SortNext), "sort")]);
+            }
+        }
+        View::Detail | View::Compare => items.extend([
+            (k(Action::NextTab), "next tab"),
+            (k(Action::NextMetric), "metric"),
+            (k(Action::ToggleSmoothing), "smooth"),
+            (k(Action::ToggleLogScale), "log"),
+            (k(Action::CycleXAxis), "x axis"),
+            (format!("{}{}", k(Action::ZoomIn), k(Action::ZoomOut)), "zoom"),
+            (k(Action::ExportCsv), "csv"),
+        ]),
+        View::Logs => items.extend([(k(Action::Up), "scroll"), (k(Action::Bottom), "follow")]),
+        View::System => {}
+    }
+    // Quit and the command line always show; the view's own keys fill the room left.
+    let tail = [(k(Action::Command), "command"), (k(Action::Quit), "quit")];
+    let width =
+        |items: &[(String, &str)]| items.iter().map(|(k, w)| k.chars().count() + w.len() + 3).sum::<usize>();
+    let room = (app.size.0 as usize).saturating_sub(width(&tail));
+    while width(&items) > room && items.len() > 1 {
+        items.pop();
+    }
+    items.extend(tail);
+    let mut spans = Vec::new();
+    for (key, what) in items {
+        spans.push(Span::styled(format!(" {key}"), app.theme.accent()));
+        spans.push(Span::styled(format!(" {what} "), app.theme.muted()));
+    }
+    Line::from(spans)
+}
+
+/// A bordered block with a title in the theme's colours.
+pub(super) fn panel<'a>(app: &App, title: impl Into<String>) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border())
+        .title(Span::styled(format!(" {} ", title.into()), app.theme.accent()))
+}
+
+/// A named series of one run for a metric, and whether it is per step (smoothable).
+pub struct SeriesData {
+    pub name: &'static str,
+    pub points: Vec<(f64, f64)>,
+    pub per_step: bool,
+}
+
+/// The series a run has for a metric, with x in the chosen unit.
+pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    series_of(r, metric, axis).into_iter().map(|s| (s.name, s.points)).collect()
+}
+
+pub fn series_of(r: &RunState, metric: Metric, axis: XAxis) -> Vec<SeriesData> {
+    let spe = r.info.steps_per_epoch.max(1) as f64;
+    let sx = |step: u64, time: f64| match axis {
+        XAxis::Step => step as f64,
+        XAxis::Epoch => step as f64 / spe,
+        XAxis::Time => time,
+    };
+    let per_epoch = |name: &'static str, f: fn(&crate::engine::watch::EpochPoint) -> f64| SeriesData {
+        name,
+        points: r.epochs.iter().map(|e| (sx(e.step, e.time), f(e))).collect(),
+        per_step: false,
+    };
+    match metric {
+        Metric::Loss => vec![
+            SeriesData {
+                name: "train loss",
+                points: r.steps.iter().map(|s| (sx(s.step, s.time), s.loss)).collect(),
+                per_step: true,
+            },
+            per_epoch("val loss", |e| e.val_loss),
+        ],
+        Metric::Accuracy => vec![
+            per_epoch("train acc", |e| e.train_accuracy),
+            per_epoch("val acc", |e| e.val_accuracy),
+            per_epoch("val F1", |e| e.val_macro_f1),
+        ],
+        Metric::LearningRate => {
+            vec![SeriesData {
+                name: "lr",
+                points: r.steps.iter().map(|s| (sx(s.step, s.time), s.lr)).collect(),
+                per_step: false,
+            }]
+        }
+    }
+}
+
+/// The chart of one run (detail and overview): each series in its own colour, per-step series
+/// smoothed over their faint raw line.
+pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ratatui::style::Color, char)>) {
+    let mut series = Vec::new();
+    let mut legend = Vec::new();
+    for (i, s) in series_of(r, app.chart.metric, app.chart.x_axis).into_iter().enumerate() {
+        let color = app.theme.series(i);
+        let glyph = GLYPHS[i % GLYPHS.len()];
+        if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
+            let smooth = ema(&s.points, app.chart.weight);
+            series.push(Series {
+                name: format!("{} (raw)", s.name),
+                points: Cow::Owned(s.points),
+                color,
+                glyph,
+                faint: true,
+            });
+            series.push(Series {
+                name: s.name.to_string(),
+                points: Cow::Owned(smooth),
+                color,
+                glyph,
+                faint: false,
+            });
+        } else {
+            series.push(Series {
+                name: s.name.to_string(),
+                points: Cow::Owned(s.points),
+                color,
+                glyph,
+                faint: false,
+            });
+        }
+        legend.push((s.name.to_string(), color, glyph));
+    }
+    (chart_with(app, series), legend)
+}
+
+/// A chart with the app's options applied.
+pub fn chart_with<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
+    let window = app.chart.window;
+    let extent = window.or_else(|| super::widgets::chart::x_extent(&series));
+    let cursor = match (app.chart.cursor, extent) {
+        (Some(c), Some((lo, hi))) => Some(lo + c * (hi - lo)),
+        _ => None,
+    };
+    LineChart {
+        series,
+        x_window: window,
+        log_y: app.chart.log_y,
+        y_range: None,
+        cursor,
+        colored: app.theme.colored(),
+        axis_style: app.theme.muted(),
+        cursor_style: app.theme.accent(),
+    }
+}
+
+/// The legend line under a chart, with the value of each series at the cursor when there is one.
+pub fn legend_line(
+    app: &App,
+    chart: &LineChart,
+    legend: &[(String, ratatui::style::Color, char)],
+) -> Line<'static> {
+    let mut spans = Vec::new();
+    if let Some(x) = chart.cursor {
+        spans.push(Span::styled(
+            format!("{} {} ", app.chart.x_axis.label(), super::widgets::chart::fmt_num(x)),
+            app.theme.accent(),
+        ));
+    }
+    for (name, color, glyph) in legend {
+        let style = if app.theme.colored() {
+            Style::default().fg(*color)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD)
+        };
+        let mark = if app.theme.colored() { '━' } else { *glyph };
+        spans.push(Span::styled(format!("{mark} "), style));
+        let mut text = name.clone();
+        if let Some(x) = chart.cursor {
+            // The smoothed series carries the name; its value is what the eye follows.
+            if let Some(s) = chart.series.iter().find(|s| s.name == *name) {
+                if let Some((_, v)) = value_at(&s.points, x) {
+                    text.push_str(&format!(" {}", super::widgets::chart::fmt_num(v)));
+                }
+                if let Some(raw) = chart.series.iter().find(|r| r.name == format!("{name} (raw)"))
+                    && let Some((_, v)) = value_at(&raw.points, x)
+                {
+                    text.push_str(&format!(" (raw {})", super::widgets::chart::fmt_num(v)));
+                }
+            }
+        }
+        spans.push(Span::styled(format!("{text}  "), app.theme.base()));
+    }
+    Line::from(spans)
+}
+
+/// The chart options as a short line: metric, smoothing, scale, x axis, zoom.
+pub fn chart_caption(app: &App) -> String {
+    let c = &app.chart;
+    let mut parts = vec![c.metric.label().to_string()];
+    parts.push(if c.smoothing { format!("smoothing {:.1}", c.weight) } else { "raw".into() });
+    if c.log_y {
+        parts.push("log y".into());
+    }
+    parts.push(format!("x: {}", c.x_axis.label()));
+    if let Some((lo, hi)) = c.window {
+        parts.push(format!(
+            "zoom {}–{}",
+            super::widgets::chart::fmt_num(lo),
+            super::widgets::chart::fmt_num(hi)
+        ));
+    }
+    parts.join(" · ")
+}
+
+/// "1m05s", "2h03m".
+pub fn fmt_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The style of a run status.
+pub fn status_style(app: &App, status: &str) -> Style {
+    match status {
+        "running" => app.theme.ok(),
+        "paused" | "queued" => app.theme.warn(),
+        "failed" | "interrupted" => app.theme.error(),
+        "cancelled" => app.theme.muted(),
+        _ => app.theme.base(),
+    }
+}
+
+/// A text progress bar that reads without colour: `[#####.....]`.
+pub fn bar(fraction: f64, width: usize) -> String {
+    let filled = ((fraction.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}

@@ -1,0 +1,103 @@
+//! Overlays drawn over the view: the help (generated from the keymap), the new-run and clone
+//! form, and confirmations.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
+
+use super::panel;
+use crate::tui::app::{App, Confirm, Mode};
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    match &app.mode {
+        Mode::Help { scroll } => {
+            let help = app.keymap.help();
+            let key_w = help.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(8).min(22);
+            let lines: Vec<Line> = help
+                .iter()
+                .map(|(keys, what)| {
+                    Line::from(vec![Span::styled(format!("{keys:>key_w$}  "), t.accent()), Span::raw(*what)])
+                })
+                .collect();
+            let r = centered(area, 76, area.height);
+            f.render_widget(Clear, r);
+            let block = panel(app, "Keys (↑↓ scroll, Esc closes; the keymap is config/keymap.ron)");
+            f.render_widget(Paragraph::new(lines).block(block).scroll((*scroll, 0)).style(t.base()), r);
+        }
+        Mode::Form(form) => {
+            let title = match &form.clone_of {
+                Some(id) => format!("Clone {id}"),
+                None => "New run".to_string(),
+            };
+            let mut lines = Vec::new();
+            let sel = |i: usize| if form.focus == i { t.selected() } else { t.base() };
+            let spec_line = if form.clone_of.is_some() {
+                format!("spec: {}", form.spec().name)
+            } else {
+                format!("spec: ◀ {} ▶  ({} of {})", form.spec().name, form.choice + 1, form.choices.len())
+            };
+            lines.push(Line::from(Span::styled(spec_line, sel(0))));
+            lines.push(Line::from(Span::styled(form.spec().description.clone(), t.muted())));
+            lines.push(Line::from(""));
+            for (i, fld) in form.fields.iter().enumerate() {
+                let cursor = if form.focus == i + 1 { "█" } else { "" };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:>20}: ", fld.label), t.muted()),
+                    Span::styled(format!("{}{cursor}", fld.value), sel(i + 1)),
+                    Span::styled(format!("  {}", fld.hint), t.muted()),
+                ]));
+                if let Some(e) = &fld.error {
+                    lines.push(Line::from(Span::styled(format!("{:>22}{e}", ""), t.error())));
+                }
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                "↑↓ field · ←→ spec · Enter on the last field or ctrl-s starts · Esc cancels",
+                t.muted(),
+            )));
+            let r = centered(area, 78, lines.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines).block(panel(app, title)).style(t.base()).wrap(Wrap { trim: false }),
+                r,
+            );
+        }
+        Mode::Confirm(c) => {
+            let (title, text) = match c {
+                Confirm::Quit { active } => (
+                    "Quit?",
+                    format!(
+                        "{active} run(s) are training or queued here.\ny / s: stop them and quit (checkpoints are kept; \
+                         `vigil train --resume` continues)\nEsc: stay"
+                    ),
+                ),
+                Confirm::Stop(id) => (
+                    "Stop run?",
+                    format!(
+                        "Stop {id}? Its last checkpoint is kept and it can be resumed.\ny: stop   Esc: keep training"
+                    ),
+                ),
+                Confirm::Delete(id) => (
+                    "Delete run?",
+                    format!("{id}\nd: delete its folder for good\na: archive it to .archive/\nEsc: keep it"),
+                ),
+            };
+            let lines: Vec<Line> = text.lines().map(|l| Line::from(l.to_string())).collect();
+            let r = centered(area, 70, lines.len() as u16 + 4);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines).block(panel(app, title)).style(t.base()).wrap(Wrap { trim: false }),
+                r,
+            );
+        }
+        _ => {}
+    }
+}

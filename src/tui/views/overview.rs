@@ -1,0 +1,119 @@
+//! Overview: the runs that are training (progress, loss, ETA), the live loss curve of the
+//! selected run, and a strip with the machine's state and the model service's.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::{bar, chart_caption, fmt_duration, legend_line, panel, run_chart, status_style};
+use crate::tui::app::App;
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let active = app.active();
+    let rows = (active.len().max(1) as u16 + 2).min(area.height / 3).max(3);
+    let [top, middle, strip] =
+        Layout::vertical([Constraint::Length(rows), Constraint::Min(6), Constraint::Length(3)]).areas(area);
+    draw_active(f, app, top);
+    draw_curve(f, app, middle);
+    draw_strip(f, app, strip);
+}
+
+fn draw_active(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let active = app.active();
+    let block = panel(app, format!("Active runs ({})", active.len()));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if active.is_empty() {
+        let recent = app.runs.values().max_by(|a, b| a.info.created.cmp(&b.info.created));
+        let text = match recent {
+            Some(r) => format!(
+                "nothing training · last: {} {} (test acc {})  ·  {} starts a run",
+                r.info.id,
+                r.status(),
+                r.info.test_accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+                app.keymap.hint(crate::tui::keymap::Action::NewRun)
+            ),
+            None => {
+                format!("no runs yet · {} starts one", app.keymap.hint(crate::tui::keymap::Action::NewRun))
+            }
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, t.muted())), inner);
+        return;
+    }
+    let selected = app.selected_id();
+    let id_w = active.iter().map(|r| r.info.id.len()).max().unwrap_or(10).min(24);
+    let bar_w = (inner.width as usize).saturating_sub(id_w + 52).clamp(6, 40);
+    let lines: Vec<Line> = active
+        .iter()
+        .take(inner.height as usize)
+        .map(|r| {
+            let eta = r.eta().map_or("-".into(), fmt_duration);
+            let loss = r.last_loss().map_or("-".into(), |l| format!("{l:.4}"));
+            let sel = selected.as_deref() == Some(r.info.id.as_str());
+            let id_style = if sel { t.selected() } else { t.base() };
+            Line::from(vec![
+                Span::styled(format!("{:<id_w$.id_w$} ", r.info.id), id_style),
+                Span::styled(format!("{:<8} ", r.status()), status_style(app, r.status())),
+                Span::styled(bar(r.progress(), bar_w), t.info()),
+                Span::raw(format!(" {:>3.0}% ", 100.0 * r.progress())),
+                Span::styled(format!("ep {}/{} ", r.info.epoch, r.info.epochs), t.muted()),
+                Span::raw(format!("loss {loss} ")),
+                Span::styled(format!("ETA {eta}"), t.muted()),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_curve(f: &mut Frame, app: &App, area: Rect) {
+    // The selected run, or the newest active one.
+    let run = app.selected().or_else(|| app.active().last().copied());
+    let Some(r) = run else {
+        let block = panel(app, "Loss");
+        f.render_widget(Paragraph::new("no run selected").block(block), area);
+        return;
+    };
+    let block = panel(app, format!("{} · {}", r.info.id, chart_caption(app)));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [chart_area, legend_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(inner);
+    let (chart, legend) = run_chart(app, r);
+    let line = legend_line(app, &chart, &legend);
+    f.render_widget(chart, chart_area);
+    f.render_widget(Paragraph::new(line), legend_area);
+}
+
+fn draw_strip(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let block = panel(app, "System");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let mut spans = Vec::new();
+    match &app.system {
+        Some(s) => {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            // Bars only where there is room for them next to the service's state.
+            let bar_w = if inner.width >= 110 { 10 } else { 0 };
+            spans.push(Span::styled("CPU ", t.accent()));
+            spans.push(Span::raw(format!("{:>3.0}% ", s.cpu_total)));
+            spans.push(Span::styled(bar(s.cpu_total as f64 / 100.0, bar_w), t.info()));
+            spans.push(Span::styled(" MEM ", t.accent()));
+            spans.push(Span::raw(format!("{:.1}/{:.1}G ", gib(s.memory_used), gib(s.memory_total))));
+            spans.push(Span::styled(
+                bar(s.memory_used as f64 / s.memory_total.max(1) as f64, bar_w),
+                t.info(),
+            ));
+            spans.push(Span::styled(" LOAD ", t.accent()));
+            spans.push(Span::raw(format!("{:.2}", s.load[0])));
+            spans.push(Span::styled(" GPU ", t.accent()));
+            spans.push(Span::styled("no GPU found", t.muted()));
+        }
+        None => spans.push(Span::styled("sampling…", t.muted())),
+    }
+    spans.push(Span::styled(" │ service ", t.accent()));
+    spans.push(Span::styled("not running", t.muted()));
+    f.render_widget(Paragraph::new(Line::from(spans)), inner);
+}

@@ -1,0 +1,121 @@
+//! Runs: the table of every run (sortable, filterable, with marks for comparison). Columns drop
+//! from the right as the terminal narrows; the id, status and progress always stay.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+use super::{fmt_duration, panel, status_style};
+use crate::tui::app::{App, SortKey};
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let runs = app.visible();
+    let mut title = format!("Runs ({}", runs.len());
+    if runs.len() != app.runs.len() {
+        title.push_str(&format!(" of {}", app.runs.len()));
+    }
+    title.push(')');
+    if !app.filter_text.is_empty() {
+        title.push_str(&format!(" · filter: {}", app.filter_text));
+    }
+    if !app.marked.is_empty() {
+        title.push_str(&format!(" · {} marked", app.marked.len()));
+    }
+    title.push_str(&format!(" · sort: {} {}", app.sort.label(), if app.sort_desc { "↓" } else { "↑" }));
+    let block = panel(app, title);
+    if runs.is_empty() {
+        let text = if app.runs.is_empty() {
+            "no runs yet: n starts one, or run `vigil train` in another shell".to_string()
+        } else {
+            "no run matches the filter (Esc clears it)".to_string()
+        };
+        f.render_widget(Paragraph::new(Span::styled(text, t.muted())).block(block), area);
+        return;
+    }
+    let wide = area.width >= 120;
+    let mut header = vec!["", "id", "status", "epoch", "train loss", "best val"];
+    let mut widths = vec![
+        Constraint::Length(1),
+        Constraint::Min(18),
+        Constraint::Length(11),
+        Constraint::Length(7),
+        Constraint::Length(10),
+        Constraint::Length(8),
+    ];
+    if wide {
+        header.extend(["spec", "step", "test acc", "started", "duration"]);
+        widths.extend([
+            Constraint::Length(16),
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Length(11),
+            Constraint::Length(8),
+        ]);
+    } else {
+        header.extend(["started", "time"]);
+        widths.extend([Constraint::Length(5), Constraint::Length(6)]);
+    }
+    let sort_col = match app.sort {
+        SortKey::Id => Some(1),
+        SortKey::Status => Some(2),
+        SortKey::Epoch => Some(3),
+        SortKey::TrainLoss => Some(4),
+        SortKey::BestVal => Some(5),
+        SortKey::Started => Some(if wide { 9 } else { 6 }),
+        SortKey::Duration => Some(if wide { 10 } else { 7 }),
+    };
+    let header = Row::new(header.into_iter().enumerate().map(|(i, h)| {
+        let style = if Some(i) == sort_col { t.accent() } else { t.muted() };
+        Cell::from(Span::styled(h, style))
+    }));
+    let rows = runs.iter().map(|r| {
+        let i = &r.info;
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+        let mark = if app.marked.contains(&i.id) { "●" } else { " " };
+        let started = &i.created;
+        let mut cells = vec![
+            Cell::from(Span::styled(mark, t.accent())),
+            Cell::from(i.id.clone()),
+            Cell::from(Span::styled(r.status(), status_style(app, r.status()))),
+            Cell::from(format!("{}/{}", i.epoch, i.epochs)),
+            Cell::from(r.last_loss().map_or("-".into(), |l| format!("{l:.4}"))),
+            Cell::from(pct(i.best_val_accuracy)),
+        ];
+        if wide {
+            cells.extend([
+                Cell::from(i.spec.clone()),
+                Cell::from(i.step.to_string()),
+                Cell::from(pct(i.test_accuracy)),
+                Cell::from(started.get(5..16).unwrap_or("").replace('T', " ")),
+                Cell::from(fmt_duration(i.duration_s)),
+            ]);
+        } else {
+            cells.extend([
+                Cell::from(started.get(11..16).unwrap_or("").to_string()),
+                Cell::from(fmt_duration(i.duration_s)),
+            ]);
+        }
+        Row::new(cells)
+    });
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(t.selected())
+        .column_spacing(1);
+    let mut state = TableState::default().with_selected(Some(app.cursor.min(runs.len() - 1)));
+    f.render_stateful_widget(table, area, &mut state);
+    // When a run failed, say why right under the table's selection; the reason is the first
+    // thing an operator wants.
+    if let Some(r) = app.selected().filter(|r| r.info.failure.is_some()) {
+        let y = area.y + area.height - 1;
+        let text = format!(" failed: {} ", r.info.failure.clone().unwrap_or_default());
+        let width = (area.width as usize).saturating_sub(4);
+        let text: String = text.chars().take(width).collect();
+        f.render_widget(
+            Paragraph::new(Line::from(Span::styled(text, t.error()))),
+            Rect { x: area.x + 2, y, width: area.width - 4, height: 1 },
+        );
+    }
+}

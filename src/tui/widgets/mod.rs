@@ -1,0 +1,3 @@
+//! Widgets the views share.
+
+pub mod chart;

@@ -1,0 +1,275 @@
+//! Fixture state for the console's tests: runs in every state, with curves, events, checkpoints
+//! and an evaluation, built in memory (no files, no threads, no clock).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use vigil::engine::system::SystemSample;
+use vigil::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
+use vigil::ml::metrics::Evaluation;
+use vigil::store::{CheckpointEntry, EventLine, RunInfo, RunStatus};
+use vigil::tui::app::{App, Msg};
+use vigil::tui::keymap::Keymap;
+use vigil::tui::theme::{ColorDepth, Theme};
+
+pub fn info(id: &str, status: RunStatus, epoch: usize, epochs: usize, step: u64) -> RunInfo {
+    RunInfo {
+        id: id.to_string(),
+        spec: id.rsplit_once('-').map_or(id, |(s, _)| s).to_string(),
+        model: "mlp".into(),
+        status,
+        created: format!("2026-11-28T10:{:02}:00Z", id.len() % 60),
+        started: Some("2026-11-28T10:00:01Z".into()),
+        finished: None,
+        updated: "2026-11-28T10:05:00Z".into(),
+        epoch,
+        epochs,
+        step,
+        steps_per_epoch: 37,
+        train_loss: Some(0.2),
+        val_loss: Some(0.1),
+        val_accuracy: Some(0.97),
+        best_val_accuracy: Some(0.9814),
+        best_epoch: Some(epoch.max(1)),
+        test_accuracy: None,
+        test_macro_f1: None,
+        duration_s: 75.0,
+        samples_per_sec: Some(21000.0),
+        failure: None,
+        // Our own pid: alive, so active fixtures are not shown as interrupted.
+        pid: Some(std::process::id()),
+        seed: 42,
+    }
+}
+
+/// A loss curve that falls like a real one, with deterministic wiggle.
+pub fn steps(n: u64) -> Vec<StepPoint> {
+    (1..=n)
+        .map(|s| {
+            let x = s as f64;
+            let loss =
+                2.3 * (-x / (n as f64 / 6.0)).exp() + 0.05 + 0.05 * ((x * 0.7).sin() + (x * 1.3).cos()).abs();
+            StepPoint {
+                step: s,
+                epoch: (s / 37 + 1) as usize,
+                loss,
+                lr: 0.002 * (1.0 - x / n as f64 / 2.0),
+                samples_per_sec: 21000.0,
+                time: x * 0.004,
+            }
+        })
+        .collect()
+}
+
+pub fn epochs(n: usize) -> Vec<EpochPoint> {
+    (1..=n)
+        .map(|e| {
+            let x = e as f64;
+            EpochPoint {
+                epoch: e,
+                step: e as u64 * 37,
+                train_loss: 1.5 / x + 0.1,
+                train_accuracy: 1.0 - 0.4 / x,
+                val_loss: 1.2 / x + 0.08,
+                val_accuracy: 1.0 - 0.3 / x - 0.01,
+                val_macro_f1: 1.0 - 0.32 / x - 0.01,
+                lr: 0.002,
+                time: x * 0.15,
+            }
+        })
+        .collect()
+}
+
+pub fn evaluation() -> Evaluation {
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let mut labels = Vec::new();
+    let mut preds = Vec::new();
+    for c in 0..10u32 {
+        for i in 0..36u32 {
+            labels.push(c);
+            // A few confusions: 8 is read as 1 or 3, 9 as 5.
+            preds.push(match (c, i) {
+                (8, 0) => 1,
+                (8, 1) => 3,
+                (9, 0) | (9, 1) => 5,
+                (3, 0) => 8,
+                _ => c,
+            });
+        }
+    }
+    Evaluation::compute("test", &labels, &preds, &classes, 0.0891)
+}
+
+fn events(id: &str, failed: bool) -> Vec<EventLine> {
+    let mut v = vec![
+        EventLine {
+            time: "2026-11-28T10:00:01Z".into(),
+            kind: "started".into(),
+            message: format!("training {id} (mlp, 50186 parameters) for 40 epochs, 37 steps per epoch"),
+        },
+        EventLine {
+            time: "2026-11-28T10:00:01Z".into(),
+            kind: "data".into(),
+            message: "built-in UCI digits: 1797 examples, 1169 train / 269 validation / 359 test".into(),
+        },
+        EventLine {
+            time: "2026-11-28T10:00:02Z".into(),
+            kind: "checkpoint".into(),
+            message: "saved best checkpoint at epoch 1 (val loss 0.4012, val accuracy 88.10%)".into(),
+        },
+        EventLine {
+            time: "2026-11-28T10:00:03Z".into(),
+            kind: "paused".into(),
+            message: "paused at epoch 3 step 90".into(),
+        },
+        EventLine {
+            time: "2026-11-28T10:00:09Z".into(),
+            kind: "resumed".into(),
+            message: "resumed at epoch 3 step 90".into(),
+        },
+    ];
+    if failed {
+        v.push(EventLine {
+            time: "2026-11-28T10:00:12Z".into(),
+            kind: "failed".into(),
+            message: "the training loss became NaN at epoch 5 step 160 (learning rate 5.000e1); the last good checkpoint is kept".into(),
+        });
+    }
+    v
+}
+
+fn params(lr: &str, hidden: &str) -> BTreeMap<String, String> {
+    [
+        ("batch", "Mini(32)"),
+        ("data.source", "Digits"),
+        ("epochs", "40"),
+        ("init", "KaimingUniform"),
+        ("model", "Mlp"),
+        ("model.activation", "Relu"),
+        ("model.dropout", "0.2"),
+        ("model.hidden", hidden),
+        ("optimizer", "Adam"),
+        ("optimizer.lr", lr),
+        ("seed", "42"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn checkpoints() -> Vec<CheckpointEntry> {
+    vec![
+        CheckpointEntry {
+            kind: "best".into(),
+            file: "checkpoints/best.safetensors".into(),
+            epoch: 14,
+            step: 518,
+            val_loss: 0.0682,
+            val_accuracy: 0.9926,
+            val_macro_f1: 0.9925,
+            sha256: "f6937e374aec11".into(),
+            time: "2026-11-28T10:00:04Z".into(),
+        },
+        CheckpointEntry {
+            kind: "last".into(),
+            file: "checkpoints/last.safetensors".into(),
+            epoch: 40,
+            step: 1480,
+            val_loss: 0.049,
+            val_accuracy: 0.9926,
+            val_macro_f1: 0.9925,
+            sha256: "158d58459a2a22".into(),
+            time: "2026-11-28T10:00:06Z".into(),
+        },
+    ]
+}
+
+fn feed(
+    info: RunInfo,
+    steps: Vec<StepPoint>,
+    epochs: Vec<EpochPoint>,
+    events: Vec<EventLine>,
+    params: BTreeMap<String, String>,
+    eval: Option<Evaluation>,
+) -> Msg {
+    let _ = params;
+    Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
+        id: info.id.clone(),
+        info,
+        spec: None,
+        steps,
+        epochs,
+        reset: false,
+        events,
+        checkpoints: Some(checkpoints()),
+        evaluation: eval,
+        interrupted: false,
+    })))
+}
+
+pub fn theme(depth: ColorDepth) -> Theme {
+    Theme::builtin("dark", depth).unwrap()
+}
+
+/// The console with three runs (training, completed, failed) and a system sample.
+pub fn app_with(depth: ColorDepth) -> App {
+    let specs = vigil::ml::spec::list(std::path::Path::new("models"))
+        .into_iter()
+        .filter_map(|e| e.spec.ok())
+        .collect();
+    let mut app = App::new(theme(depth), Keymap::defaults(), specs);
+    let mut running = info("digits-cnn-a1b2c3", RunStatus::Running, 12, 40, 460);
+    running.model = "cnn".into();
+    app.update(feed(
+        running,
+        steps(460),
+        epochs(12),
+        events("digits-cnn-a1b2c3", false),
+        params("0.003", "[]"),
+        None,
+    ));
+    let mut done = info("digits-mlp-d4e5f6", RunStatus::Completed, 40, 40, 1480);
+    done.test_accuracy = Some(0.9805);
+    app.update(feed(
+        done,
+        steps(1480),
+        epochs(40),
+        events("digits-mlp-d4e5f6", false),
+        params("0.002", "[256, 128]"),
+        Some(evaluation()),
+    ));
+    let mut failed = info("digits-mlp-0f0f0f", RunStatus::Failed, 4, 40, 160);
+    failed.failure = Some("the training loss became NaN at epoch 5 step 160 (learning rate 5.000e1)".into());
+    app.update(feed(
+        failed,
+        steps(160),
+        epochs(4),
+        events("digits-mlp-0f0f0f", true),
+        params("50", "[256, 128]"),
+        None,
+    ));
+    // Parameters come with the spec on the real path; set them directly here.
+    for (id, lr, hidden) in [
+        ("digits-cnn-a1b2c3", "0.003", "[]"),
+        ("digits-mlp-d4e5f6", "0.002", "[256, 128]"),
+        ("digits-mlp-0f0f0f", "50", "[256, 128]"),
+    ] {
+        app.runs.get_mut(id).unwrap().params = params(lr, hidden);
+    }
+    app.update(Msg::System(SystemSample {
+        cpus: vec![97.0, 41.5],
+        cpu_total: 69.2,
+        load: [1.52, 1.1, 0.8],
+        memory_used: 3 << 30,
+        memory_total: 24 << 30,
+        swap_used: 0,
+        swap_total: 0,
+    }));
+    app.dirty = false;
+    app
+}
+
+pub fn app() -> App {
+    app_with(ColorDepth::TrueColor)
+}

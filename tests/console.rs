@@ -1,0 +1,435 @@
+//! The console without a terminal: state transitions fed as messages, and every view rendered
+//! from fixture state into ratatui's TestBackend at 80x24 and 160x48, compared with insta
+//! snapshots, with colours checked on cells (snapshots hold only text).
+
+mod common;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use vigil::engine::runner::{RunnerCommand, RunnerEvent};
+use vigil::engine::watch::StoreUpdate;
+use vigil::store::Which;
+use vigil::tui::app::{App, Confirm, DetailTab, Effect, Metric, Mode, Msg, View, XAxis};
+use vigil::tui::theme::ColorDepth;
+
+fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn ch(app: &mut App, c: char) -> Vec<Effect> {
+    key(app, KeyCode::Char(c))
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        ch(app, c);
+    }
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> Buffer {
+    app.update(Msg::Resize(w, h));
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| vigil::tui::views::draw(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+fn text(buf: &Buffer) -> String {
+    let w = buf.area.width as usize;
+    buf.content()
+        .chunks(w)
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Finds the first cell where `needle` starts.
+fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    let w = buf.area.width;
+    for y in 0..buf.area.height {
+        let row: String = (0..w).map(|x| buf[(x, y)].symbol().chars().next().unwrap_or(' ')).collect();
+        if let Some(i) = row.find(needle) {
+            return Some((row[..i].chars().count() as u16, y));
+        }
+    }
+    None
+}
+
+// ---- state transitions ----------------------------------------------------------------------
+
+#[test]
+fn number_keys_and_commands_switch_views() {
+    let mut app = common::app();
+    for (k, v) in [
+        ('2', View::Runs),
+        ('3', View::Detail),
+        ('4', View::Compare),
+        ('5', View::Logs),
+        ('6', View::System),
+        ('1', View::Overview),
+    ] {
+        ch(&mut app, k);
+        assert_eq!(app.view, v);
+    }
+    ch(&mut app, ':');
+    typed(&mut app, "logs");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Logs);
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn command_line_completes_with_tab() {
+    let mut app = common::app();
+    ch(&mut app, ':');
+    typed(&mut app, "com");
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.mode, Mode::Command { input: "compare".into(), completion: 1 });
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, View::Compare);
+    ch(&mut app, ':');
+    typed(&mut app, "frobnicate");
+    key(&mut app, KeyCode::Enter);
+    assert!(app.status.as_ref().unwrap().text.contains("unknown command :frobnicate"));
+}
+
+#[test]
+fn sorting_newest_first_then_by_best_validation() {
+    let mut app = common::app();
+    let ids = |app: &App| app.visible().iter().map(|r| r.info.id.clone()).collect::<Vec<_>>();
+    // Fixture creation times follow id length: all equal, so ids break the tie (descending).
+    assert_eq!(ids(&app)[0], "digits-mlp-d4e5f6");
+    ch(&mut app, ':');
+    typed(&mut app, "sort epoch");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(ids(&app), vec!["digits-mlp-d4e5f6", "digits-cnn-a1b2c3", "digits-mlp-0f0f0f"]);
+    ch(&mut app, 'O');
+    assert_eq!(ids(&app), vec!["digits-mlp-0f0f0f", "digits-cnn-a1b2c3", "digits-mlp-d4e5f6"]);
+}
+
+#[test]
+fn filter_by_text_status_spec_and_parameters() {
+    let mut app = common::app();
+    let count = |app: &mut App, f: &str| {
+        ch(app, '/');
+        key(app, KeyCode::Esc);
+        ch(app, '/');
+        typed(app, f);
+        key(app, KeyCode::Enter);
+        app.visible().len()
+    };
+    assert_eq!(count(&mut app, "cnn"), 1);
+    assert_eq!(count(&mut app, "status:failed"), 1);
+    assert_eq!(count(&mut app, "spec:digits-mlp"), 2);
+    assert_eq!(count(&mut app, "lr<1"), 2);
+    assert_eq!(count(&mut app, "hidden=[256, 128]"), 0, "a space splits words");
+    assert_eq!(count(&mut app, "lr=50 status:failed"), 1);
+    assert_eq!(app.view, View::Runs);
+    // Esc in normal mode clears the filter.
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.visible().len(), 3);
+}
+
+#[test]
+fn marks_choose_what_compare_overlays() {
+    let mut app = common::app();
+    ch(&mut app, '2');
+    assert_eq!(app.compared().len(), 3, "without marks, compare shows the visible runs");
+    ch(&mut app, ' ');
+    ch(&mut app, ' ');
+    assert_eq!(app.marked.len(), 2);
+    assert_eq!(app.compared().len(), 2);
+    key(&mut app, KeyCode::Esc);
+    assert!(app.marked.is_empty());
+}
+
+#[test]
+fn pause_stop_evaluate_and_delete_ask_the_runner() {
+    let mut app = common::app();
+    ch(&mut app, '2');
+    // Cursor on the completed run (first): pausing says it completed; evaluating asks.
+    assert!(ch(&mut app, 'p').is_empty());
+    assert_eq!(
+        ch(&mut app, 'e'),
+        vec![Effect::Runner(RunnerCommand::Evaluate("digits-mlp-d4e5f6".into(), Which::Best))]
+    );
+    // Down to the failed run: it resumes from its checkpoint, and can be archived.
+    ch(&mut app, 'j');
+    assert_eq!(ch(&mut app, 'p'), vec![Effect::Runner(RunnerCommand::Resume("digits-mlp-0f0f0f".into()))]);
+    ch(&mut app, 'd');
+    assert_eq!(app.mode, Mode::Confirm(Confirm::Delete("digits-mlp-0f0f0f".into())));
+    assert_eq!(ch(&mut app, 'a'), vec![Effect::Runner(RunnerCommand::Archive("digits-mlp-0f0f0f".into()))]);
+    // Down to the running CNN: pause, and stop after confirming.
+    ch(&mut app, 'j');
+    assert_eq!(ch(&mut app, 'p'), vec![Effect::Runner(RunnerCommand::Pause("digits-cnn-a1b2c3".into()))]);
+    assert!(ch(&mut app, 'x').is_empty());
+    assert_eq!(app.mode, Mode::Confirm(Confirm::Stop("digits-cnn-a1b2c3".into())));
+    assert_eq!(ch(&mut app, 'y'), vec![Effect::Runner(RunnerCommand::Stop("digits-cnn-a1b2c3".into()))]);
+    // Deleting a training run is refused.
+    ch(&mut app, 'd');
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.status.as_ref().unwrap().text.contains("stop it first"));
+}
+
+#[test]
+fn quitting_with_runs_active_asks_first() {
+    let mut app = common::app();
+    app.update(Msg::Runner(RunnerEvent::Load { active: 1, queued: 0 }));
+    assert!(ch(&mut app, 'q').is_empty());
+    assert_eq!(app.mode, Mode::Confirm(Confirm::Quit { active: 1 }));
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.quit);
+    ch(&mut app, 'q');
+    assert_eq!(ch(&mut app, 'y'), vec![Effect::Quit { stop_runs: true }]);
+    assert!(app.quit);
+
+    let mut idle = common::app();
+    assert_eq!(ch(&mut idle, 'q'), vec![Effect::Quit { stop_runs: false }]);
+}
+
+#[test]
+fn chart_toggles_zoom_and_cursor() {
+    let mut app = common::app();
+    ch(&mut app, '3');
+    ch(&mut app, 'm');
+    assert_eq!(app.chart.metric, Metric::Accuracy);
+    ch(&mut app, 'm');
+    ch(&mut app, 'm');
+    assert_eq!(app.chart.metric, Metric::Loss);
+    ch(&mut app, 'S');
+    assert!(!app.chart.smoothing);
+    ch(&mut app, 'L');
+    assert!(app.chart.log_y);
+    ch(&mut app, 'X');
+    assert_eq!(app.chart.x_axis, XAxis::Epoch);
+    ch(&mut app, 'X');
+    ch(&mut app, 'X');
+    assert_eq!(app.chart.x_axis, XAxis::Step);
+    // The selected run is the completed one: steps 1..=1480.
+    ch(&mut app, '+');
+    let (lo, hi) = app.chart.window.unwrap();
+    assert!((hi - lo - 739.5).abs() < 1.0, "zoomed to half: {lo}..{hi}");
+    ch(&mut app, ']');
+    let (lo2, _) = app.chart.window.unwrap();
+    assert!(lo2 > lo);
+    key(&mut app, KeyCode::Right);
+    assert!(app.chart.cursor.is_some());
+    ch(&mut app, '0');
+    assert_eq!((app.chart.window, app.chart.cursor), (None, None));
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.tab, DetailTab::Evaluation);
+}
+
+#[test]
+fn new_run_form_validates_then_starts() {
+    let specs: Vec<_> = vigil::ml::spec::list(std::path::Path::new("models"))
+        .into_iter()
+        .filter_map(|e| e.spec.ok())
+        .collect();
+    let mut app =
+        App::new(common::theme(ColorDepth::TrueColor), vigil::tui::keymap::Keymap::defaults(), specs);
+    ch(&mut app, 'n');
+    let Mode::Form(f) = &app.mode else { panic!("no form") };
+    assert_eq!(f.spec().name, "digits-mlp");
+    key(&mut app, KeyCode::Right);
+    let Mode::Form(f) = &app.mode else { panic!() };
+    assert_eq!(f.spec().name, "topics-text", "→ picks the next spec");
+    key(&mut app, KeyCode::Left);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Backspace);
+    key(&mut app, KeyCode::Backspace);
+    typed(&mut app, "0");
+    // ctrl-s submits: epochs 0 is refused and the form stays, saying why.
+    let effects = app.update(Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+    assert!(effects.is_empty());
+    let Mode::Form(f) = &app.mode else { panic!() };
+    assert!(f.fields[0].error.as_deref().unwrap().contains("at least 1"));
+    key(&mut app, KeyCode::Backspace);
+    typed(&mut app, "3");
+    let effects = app.update(Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+    let [Effect::Runner(RunnerCommand::Start(spec))] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!((spec.name.as_str(), spec.epochs), ("digits-mlp", 3));
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn store_updates_append_and_removals_drop_runs() {
+    let mut app = common::app();
+    let before = app.runs["digits-cnn-a1b2c3"].steps.len();
+    let mut feed = match common::app().runs.get("digits-cnn-a1b2c3") {
+        Some(r) => vigil::engine::watch::RunFeed {
+            id: r.info.id.clone(),
+            info: r.info.clone(),
+            spec: None,
+            steps: common::steps(3),
+            epochs: vec![],
+            reset: false,
+            events: vec![],
+            checkpoints: None,
+            evaluation: None,
+            interrupted: false,
+        },
+        None => unreachable!(),
+    };
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(feed.clone()))));
+    assert_eq!(app.runs["digits-cnn-a1b2c3"].steps.len(), before + 3);
+    feed.reset = true;
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(feed.clone()))));
+    assert_eq!(app.runs["digits-cnn-a1b2c3"].steps.len(), 3, "a rewritten metrics file replaces the series");
+    feed.interrupted = true;
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(feed))));
+    assert_eq!(app.runs["digits-cnn-a1b2c3"].status(), "interrupted");
+    assert!(app.marked.is_empty());
+    app.update(Msg::Store(StoreUpdate::Removed("digits-cnn-a1b2c3".into())));
+    assert!(!app.runs.contains_key("digits-cnn-a1b2c3"));
+}
+
+#[test]
+fn runner_events_reach_the_status_line() {
+    let mut app = common::app();
+    app.update(Msg::Runner(RunnerEvent::Failed("digits-mlp-x".into(), "boom".into())));
+    assert_eq!(app.status.as_ref().unwrap().text, "digits-mlp-x failed: boom");
+    app.update(Msg::Runner(RunnerEvent::Evaluated(
+        "digits-mlp-d4e5f6".into(),
+        Which::Last,
+        Box::new(common::evaluation()),
+    )));
+    assert_eq!(app.runs["digits-mlp-d4e5f6"].evaluations.len(), 1);
+}
+
+// ---- snapshots ------------------------------------------------------------------------------
+
+fn snapshot_views(depth: ColorDepth, suffix: &str) {
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        for (key_char, name) in [
+            ('1', "overview"),
+            ('2', "runs"),
+            ('3', "detail"),
+            ('4', "compare"),
+            ('5', "logs"),
+            ('6', "system"),
+        ] {
+            let mut app = common::app_with(depth);
+            ch(&mut app, key_char);
+            let buf = render(&mut app, w, h);
+            insta::assert_snapshot!(format!("{name}_{w}x{h}{suffix}"), text(&buf));
+        }
+    }
+}
+
+#[test]
+fn views_snapshot() {
+    snapshot_views(ColorDepth::TrueColor, "");
+}
+
+#[test]
+fn detail_tabs_and_overlays_snapshot() {
+    for (keys, name) in [
+        ("3\t", "detail_evaluation"),
+        ("3\t\t", "detail_params"),
+        ("?", "help"),
+        ("n", "new_run_form"),
+        ("2jjx", "confirm_stop"),
+    ] {
+        for (w, h) in [(80u16, 24u16), (160, 48)] {
+            let mut app = common::app();
+            for c in keys.chars() {
+                if c == '\t' {
+                    key(&mut app, KeyCode::Tab);
+                } else {
+                    ch(&mut app, c);
+                }
+            }
+            let buf = render(&mut app, w, h);
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(&buf));
+        }
+    }
+}
+
+#[test]
+fn no_color_views_use_glyphs_and_an_ascii_ramp() {
+    let mut app = common::app_with(ColorDepth::None);
+    ch(&mut app, '3');
+    key(&mut app, KeyCode::Tab);
+    let buf = render(&mut app, 80, 24);
+    insta::assert_snapshot!("detail_evaluation_80x24_no_color", text(&buf));
+    // No cell carries a colour.
+    for c in buf.content() {
+        assert_eq!((c.fg, c.bg), (ratatui::style::Color::Reset, ratatui::style::Color::Reset), "{c:?}");
+    }
+    // The diagonal shows the top of the ramp.
+    assert!(text(&buf).contains("@  36"), "{}", text(&buf));
+    let mut app = common::app_with(ColorDepth::None);
+    ch(&mut app, '4');
+    let buf = render(&mut app, 80, 24);
+    let t = text(&buf);
+    // Three overlaid runs, three glyphs.
+    assert!(t.contains('*') && t.contains('+') && t.contains('o'), "{t}");
+}
+
+#[test]
+fn too_small_terminals_get_a_message() {
+    let mut app = common::app();
+    let buf = render(&mut app, 60, 20);
+    let t = text(&buf);
+    assert!(t.contains("terminal too small") && t.contains("80x24") && t.contains("60x20"), "{t}");
+}
+
+#[test]
+fn every_view_renders_at_every_size_without_panic() {
+    for w in [80u16, 81, 99, 100, 119, 120, 130, 200] {
+        for h in [24u16, 25, 30, 48, 60] {
+            for k in ['1', '2', '3', '4', '5', '6', '?', 'n'] {
+                let mut app = common::app();
+                ch(&mut app, k);
+                render(&mut app, w, h);
+                key(&mut app, KeyCode::Esc);
+                key(&mut app, KeyCode::Tab);
+                render(&mut app, w, h);
+            }
+        }
+    }
+}
+
+// ---- colours on cells -----------------------------------------------------------------------
+
+#[test]
+fn statuses_and_heatmap_carry_the_theme_colours() {
+    let mut app = common::app();
+    let theme = app.theme.clone();
+    ch(&mut app, '2');
+    let buf = render(&mut app, 80, 24);
+    let (x, y) = find(&buf, "failed").unwrap();
+    assert_eq!(buf[(x, y)].fg, theme.error);
+    let (x, y) = find(&buf, "running").unwrap();
+    assert_eq!(buf[(x, y)].fg, theme.ok);
+    // The selected row is highlighted.
+    let (x, y) = find(&buf, "digits-mlp-d4e5f6").unwrap();
+    assert_eq!(buf[(x, y)].bg, theme.selection);
+
+    ch(&mut app, '3');
+    key(&mut app, KeyCode::Tab);
+    let buf = render(&mut app, 80, 24);
+    // Row "0" of the matrix: its diagonal cell (36 of 36) has the hottest colour, the next
+    // cell (0) the coolest.
+    let (x, y) = find(&buf, "0   36").unwrap();
+    let diag = buf[(x + 5, y)].bg;
+    assert_eq!(diag, theme.heat(1.0));
+    assert_eq!(buf[(x + 9, y)].bg, theme.heat(0.0));
+}
+
+#[test]
+fn a_16_colour_terminal_gets_only_ansi_colours() {
+    let mut app = common::app_with(ColorDepth::Ansi16);
+    ch(&mut app, '4');
+    let buf = render(&mut app, 160, 48);
+    for c in buf.content() {
+        for col in [c.fg, c.bg] {
+            assert!(
+                !matches!(col, ratatui::style::Color::Rgb(..) | ratatui::style::Color::Indexed(_)),
+                "{col:?}"
+            );
+        }
+    }
+}
