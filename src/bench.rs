@@ -117,3 +117,115 @@ pub fn train_throughput(
         steps_per_repeat: steps,
     })
 }
+
+/// Frame-render figures of the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderResult {
+    pub view: String,
+    pub width: u16,
+    pub height: u16,
+    pub runs: usize,
+    pub points_per_run: usize,
+    pub frames: usize,
+    pub ms_per_frame_median: f64,
+    pub ms_per_frame_max: f64,
+}
+
+/// Renders the compare, detail and overview views at `width`x`height` with `runs` runs of
+/// `points` steps each into an off-screen buffer, and times each frame.
+pub fn render_frames(
+    width: u16,
+    height: u16,
+    runs: usize,
+    points: usize,
+    frames: usize,
+) -> Vec<RenderResult> {
+    use crate::engine::watch::{RunFeed, StepPoint, StoreUpdate};
+    use crate::store::{RunInfo, RunStatus};
+    use crate::tui::app::{App, Msg, View};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    let theme = crate::tui::theme::Theme::builtin("dark", crate::tui::theme::ColorDepth::TrueColor)
+        .expect("the dark theme is built in");
+    let mut app = App::new(theme, crate::tui::keymap::Keymap::defaults(), vec![]);
+    for r in 0..runs {
+        let id = format!("bench-run-{r:02}");
+        let steps: Vec<StepPoint> = (1..=points as u64)
+            .map(|s| {
+                let x = s as f64;
+                let loss = 2.0 * (-x / 2000.0).exp() + 0.1 * ((x * 0.37 + r as f64).sin()).abs();
+                StepPoint {
+                    step: s,
+                    epoch: (s / 100) as usize + 1,
+                    loss,
+                    lr: 1e-3,
+                    samples_per_sec: 1e4,
+                    time: x * 0.01,
+                }
+            })
+            .collect();
+        let info = RunInfo {
+            id: id.clone(),
+            spec: "bench".into(),
+            model: "mlp".into(),
+            status: RunStatus::Completed,
+            created: format!("2026-01-01T00:00:{r:02}Z"),
+            started: None,
+            finished: None,
+            updated: String::new(),
+            epoch: points / 100,
+            epochs: points / 100,
+            step: points as u64,
+            steps_per_epoch: 100,
+            train_loss: None,
+            val_loss: None,
+            val_accuracy: None,
+            best_val_accuracy: Some(0.9),
+            best_epoch: None,
+            test_accuracy: None,
+            test_macro_f1: None,
+            duration_s: 1.0,
+            samples_per_sec: None,
+            failure: None,
+            pid: None,
+            seed: 0,
+        };
+        app.update(Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
+            id,
+            info,
+            spec: None,
+            steps,
+            epochs: vec![],
+            reset: false,
+            events: vec![],
+            checkpoints: None,
+            evaluation: None,
+            interrupted: false,
+        }))));
+    }
+    app.update(Msg::Resize(width, height));
+    let mut out = Vec::new();
+    for view in [View::Compare, View::Detail, View::Overview] {
+        app.view = view;
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("an in-memory terminal");
+        let mut times = Vec::with_capacity(frames);
+        for _ in 0..frames {
+            let t0 = Instant::now();
+            terminal.draw(|f| crate::tui::views::draw(f, &app)).expect("drawing to memory cannot fail");
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        out.push(RenderResult {
+            view: view.title().to_string(),
+            width,
+            height,
+            runs,
+            points_per_run: points,
+            frames,
+            ms_per_frame_median: times[times.len() / 2],
+            ms_per_frame_max: times[times.len() - 1],
+        });
+    }
+    out
+}

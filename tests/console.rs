@@ -433,3 +433,54 @@ fn a_16_colour_terminal_gets_only_ansi_colours() {
         }
     }
 }
+
+#[test]
+fn a_picked_run_stays_selected_while_new_runs_arrive() {
+    let mut app = common::app();
+    ch(&mut app, '2');
+    ch(&mut app, 'j');
+    let picked = app.selected_id().unwrap();
+    // A newer run appears at the top of the table.
+    let mut info = common::info("digits-mlp-ffffff", vigil::store::RunStatus::Running, 1, 40, 10);
+    info.created = "2026-11-28T23:59:00Z".into();
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
+        id: info.id.clone(),
+        info,
+        spec: None,
+        steps: vec![],
+        epochs: vec![],
+        reset: false,
+        events: vec![],
+        checkpoints: None,
+        evaluation: None,
+        interrupted: false,
+    }))));
+    assert_eq!(app.visible()[0].info.id, "digits-mlp-ffffff");
+    assert_eq!(app.selected_id().unwrap(), picked);
+}
+
+#[test]
+fn exports_write_the_visible_series_as_csv_and_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = common::app();
+    ch(&mut app, '3');
+    let csv = vigil::tui::export::csv(&app, dir.path()).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("series,step,loss"));
+    // Full resolution: every step of the raw series, plus the smoothed one and the epochs.
+    let raw = text.lines().filter(|l| l.starts_with("train loss,")).count();
+    let smooth = text.lines().filter(|l| l.starts_with("train loss (smoothed 0.6),")).count();
+    assert_eq!((raw, smooth), (1480, 1480));
+    assert_eq!(text.lines().filter(|l| l.starts_with("val loss,")).count(), 40);
+    let png = vigil::tui::export::png(&app, dir.path()).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height, big-endian, at bytes 16..24.
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1200);
+    assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 700);
+    // A zoomed chart exports only what is in the window.
+    ch(&mut app, '+');
+    let zoomed = std::fs::read_to_string(vigil::tui::export::csv(&app, dir.path()).unwrap()).unwrap();
+    assert!(zoomed.lines().filter(|l| l.starts_with("train loss,")).count() < 800);
+}

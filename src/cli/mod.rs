@@ -72,6 +72,9 @@ pub enum Command {
         /// Timed repeats per model (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Measure the console's frame rendering instead (160x48, 5 runs of 10,000 points).
+        #[arg(long)]
+        ui: bool,
     },
 }
 
@@ -130,7 +133,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
-        Some(Command::Bench { json, repeats }) => bench(json, repeats.max(1)),
+        Some(Command::Bench { json, repeats, ui: true }) => bench_ui(json, repeats.max(1)),
+        Some(Command::Bench { json, repeats, ui: false }) => bench(json, repeats.max(1)),
     }
 }
 
@@ -193,6 +197,28 @@ fn bench(json: bool, repeats: usize) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
         output::print_bench(&results);
+    }
+    Ok(())
+}
+
+fn bench_ui(json: bool, repeats: usize) -> Result<()> {
+    let results = crate::bench::render_frames(160, 48, 5, 10_000, 40 * repeats);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
+    } else {
+        for r in &results {
+            println!(
+                "{:<9} {}x{}  {} runs x {} points  median {:.3} ms/frame  (max {:.3} ms, {} frames)",
+                r.view,
+                r.width,
+                r.height,
+                r.runs,
+                r.points_per_run,
+                r.ms_per_frame_median,
+                r.ms_per_frame_max,
+                r.frames
+            );
+        }
     }
     Ok(())
 }

@@ -286,6 +286,8 @@ pub struct App {
     pub mode: Mode,
     /// Index into [`App::visible`].
     pub cursor: usize,
+    /// Whether the user moved the cursor (then it follows its run, not its row).
+    pub pinned: bool,
     pub marked: BTreeSet<String>,
     pub sort: SortKey,
     pub sort_desc: bool,
@@ -321,6 +323,7 @@ impl App {
             previous: View::Overview,
             mode: Mode::Normal,
             cursor: 0,
+            pinned: false,
             marked: BTreeSet::new(),
             sort: SortKey::Started,
             sort_desc: true,
@@ -422,7 +425,13 @@ impl App {
                 self.key(k)
             }
             Msg::Store(u) => {
+                // Once the user has picked a run, keep the cursor on it while others arrive,
+                // finish or re-sort; until then it stays on the first row (the newest run).
+                let keep = if self.pinned { self.selected_id() } else { None };
                 self.store(u);
+                if let Some(i) = keep.and_then(|id| self.visible().iter().position(|r| r.info.id == id)) {
+                    self.cursor = i;
+                }
                 self.dirty = true;
                 vec![]
             }
@@ -685,6 +694,7 @@ impl App {
         self.filter = Filter::parse(&text);
         self.filter_text = text;
         self.cursor = 0;
+        self.pinned = false;
     }
 
     fn submit_form(&mut self, mut form: Box<RunForm>) -> Vec<Effect> {
@@ -705,6 +715,7 @@ impl App {
     }
 
     fn move_cursor(&mut self, delta: i64) {
+        self.pinned = true;
         let n = self.visible().len();
         if n == 0 {
             self.cursor = 0;

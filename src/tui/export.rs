@@ -68,7 +68,14 @@ fn target(root: &Path, title: &str, ext: &str) -> Result<PathBuf> {
     let dir = root.join("exports");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    Ok(dir.join(format!("{title}-{stamp}.{ext}")))
+    // Two exports in the same second get distinct names rather than overwriting each other.
+    let mut path = dir.join(format!("{title}-{stamp}.{ext}"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{title}-{stamp}-{n}.{ext}"));
+        n += 1;
+    }
+    Ok(path)
 }
 
 /// Writes the visible series as CSV and returns the file.
@@ -158,10 +165,12 @@ pub fn render_png(
                 .draw()
                 .map_err(|e| plot_err(e.to_string()))?;
             for (i, s) in series.iter().enumerate() {
+                // Width 1: plotters joins thick polylines with mitres, which shoot spikes out
+                // of noisy curves whose segments double back.
                 let color = palette[i % palette.len()];
                 let pts = s.points.iter().copied().filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0));
                 chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                    .draw_series(LineSeries::new(pts, color.stroke_width(1)))
                     .map_err(|e| plot_err(e.to_string()))?
                     .label(s.name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));

@@ -66,8 +66,14 @@ pub fn ema(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
             continue;
         }
         last = last * weight + (1.0 - weight) * y;
-        debias *= weight;
-        let v = if debias < 1.0 { last / (1.0 - debias) } else { y };
+        // Once weight^t is negligible the correction is 1: skip the division (a hot loop when
+        // five curves of 10,000 points are redrawn).
+        let v = if debias > 1e-12 {
+            debias *= weight;
+            if debias < 1.0 { last / (1.0 - debias) } else { y }
+        } else {
+            last
+        };
         out.push((x, v));
     }
     out
@@ -187,8 +193,16 @@ impl Widget for LineChart<'_> {
         let (sx, sy) = if self.colored { (2i64, 4i64) } else { (1, 1) };
         let w = plot.width as i64 * sx;
         let h = plot.height as i64 * sy;
-        let to_px = |x: f64| ((x - x0) / (x1 - x0) * (w - 1) as f64).round() as i64;
-        let to_py = |t: f64| ((y1 - t) / (y1 - y0) * (h - 1) as f64).round() as i64;
+        // Rounding by adding a half and truncating: f64::round is a library call in this
+        // loop's hottest line. Values left of the window become -1 (skipped), never 0.
+        let to_px = |x: f64| {
+            let v = (x - x0) / (x1 - x0) * (w - 1) as f64 + 0.5;
+            if v < 0.0 { -1 } else { v as i64 }
+        };
+        let to_py = |t: f64| {
+            let v = (y1 - t) / (y1 - y0) * (h - 1) as f64 + 0.5;
+            if v < 0.0 { -1 } else { v as i64 }
+        };
         // Per cell: braille bits and the style of the series drawn last there.
         let cells = (plot.width as usize) * (plot.height as usize);
         let mut bits = vec![0u8; cells];
