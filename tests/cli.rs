@@ -205,3 +205,33 @@ fn resume_continues_a_cancelled_run_and_refuses_a_completed_one() {
         .stdout(predicate::str::contains("epoch   3/4"))
         .stdout(predicate::str::contains("epoch   1/4").not());
 }
+
+#[test]
+fn sys_json_has_one_entry_per_core_and_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vigil(dir.path()).args(["sys", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(v["cpus"].as_array().unwrap().len(), cores);
+    assert!(v["memory"]["total"].as_u64().unwrap() > 0);
+    assert!(v["swap"].is_object());
+    assert!(v["gpus"].is_array(), "an array, empty without a GPU");
+    assert!(v["processes"].is_array());
+    if v["gpus"].as_array().unwrap().is_empty() {
+        assert!(v["gpu_note"].as_str().unwrap().starts_with("no GPU found"));
+    }
+}
+
+#[test]
+fn sys_follow_prints_one_line_per_sample_and_refuses_bad_periods() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        vigil(dir.path()).args(["sys", "--follow", "--count", "2", "--every", "0.2"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("cpu ")).count(), 2, "{text}");
+    vigil(dir.path())
+        .args(["sys", "--follow", "--every", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not between 0.2 and 3600 seconds"));
+}

@@ -484,3 +484,55 @@ fn exports_write_the_visible_series_as_csv_and_png() {
     let zoomed = std::fs::read_to_string(vigil::tui::export::csv(&app, dir.path()).unwrap()).unwrap();
     assert!(zoomed.lines().filter(|l| l.starts_with("train loss,")).count() < 800);
 }
+
+// ---- system and GPUs (fake telemetry) -------------------------------------------------------
+
+#[test]
+fn gpu_panel_snapshots_with_two_fake_gpus_and_without_a_gpu() {
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        let mut app = common::app();
+        for _ in 0..30 {
+            app.update(Msg::System(common::gpu_sample()));
+        }
+        ch(&mut app, '6');
+        let buf = render(&mut app, w, h);
+        let t = text(&buf);
+        assert!(t.contains("NVIDIA H2") && t.contains("87%") && t.contains("4242"), "{t}");
+        insta::assert_snapshot!(format!("system_gpus_{w}x{h}"), t);
+        ch(&mut app, '1');
+        let buf = render(&mut app, w, h);
+        assert!(text(&buf).contains("0:87% 40/141G"), "the overview strip shows GPU 0");
+
+        let mut app = common::app();
+        let mut s = common::gpu_sample();
+        s.gpus.clear();
+        s.gpu_note = Some("no GPU found (NVML: libnvidia-ml.so.1: cannot open shared object file)".into());
+        app.update(Msg::System(s));
+        ch(&mut app, '6');
+        let buf = render(&mut app, w, h);
+        let t = text(&buf);
+        assert!(t.contains("no GPU found"), "{t}");
+        insta::assert_snapshot!(format!("system_no_gpu_{w}x{h}"), t);
+    }
+}
+
+#[test]
+fn the_sampler_maps_gpu_memory_to_the_runs_of_a_process() {
+    // A real sampler over a store whose running run is this test process, with the fake NVML.
+    let dir = tempfile::tempdir().unwrap();
+    let store = vigil::store::RunStore::new(dir.path());
+    let spec = vigil::ml::spec::resolve("digits-logreg", std::path::Path::new("models")).unwrap().0;
+    let run = store.create(&spec).unwrap();
+    run.update_info(|i| {
+        i.status = vigil::store::RunStatus::Running;
+        i.pid = Some(4242);
+    })
+    .unwrap();
+    let mut sampler =
+        vigil::engine::system::Sampler::with_gpus(Some(store), Some(Box::new(common::FakeGpus)), None);
+    let s = sampler.sample();
+    assert_eq!(s.gpus.len(), 2);
+    assert_eq!(s.gpus[0].processes.len(), 2);
+    // pid 4242 does not exist here, so it has no CPU row; the GPU side still maps it.
+    assert!(s.processes.iter().all(|p| p.pid != 4242));
+}

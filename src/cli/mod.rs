@@ -2,6 +2,7 @@
 //! on a terminal and for scripts (`--json`) elsewhere; all the work happens in the library.
 
 mod output;
+mod sys;
 mod train;
 
 use std::io::IsTerminal;
@@ -34,6 +35,9 @@ pub struct Cli {
     /// Runs the console trains at once (default: one per two cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Seconds between system samples in the console.
+    #[arg(long, default_value_t = 1.0)]
+    pub sample_every: f64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -64,6 +68,21 @@ pub enum Command {
     },
     /// List the experiment specs in the models folder and built in.
     Models,
+    /// Print one sample of CPU, memory, disk, network, GPUs and run processes.
+    Sys {
+        /// Print one JSON object (with `cpus`, `memory`, `swap`, `gpus`, `processes`).
+        #[arg(long)]
+        json: bool,
+        /// Keep sampling, one line (or JSON object) per sample, like vmstat.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between samples with --follow.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+        /// Stop after this many samples with --follow.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -127,12 +146,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 keymap: cli.keymap,
                 concurrency: cli.jobs,
                 start_default: true,
+                sample_every: sample_period(cli.sample_every)?,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
+        Some(Command::Sys { json, follow, every, count }) => {
+            sys::run(&store, json, follow, sample_period(every)?, count)
+        }
         Some(Command::Bench { json, repeats, ui: true }) => bench_ui(json, repeats.max(1)),
         Some(Command::Bench { json, repeats, ui: false }) => bench(json, repeats.max(1)),
     }
@@ -221,6 +244,14 @@ fn bench_ui(json: bool, repeats: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A sampling period from seconds on the command line (at least the sampler's minimum).
+fn sample_period(secs: f64) -> Result<std::time::Duration> {
+    if !(0.2..=3600.0).contains(&secs) {
+        return Err(invalid(format!("a sampling period of {secs} s is not between 0.2 and 3600 seconds")));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Refuses arguments that clap cannot check.

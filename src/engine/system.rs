@@ -1,11 +1,58 @@
-//! The system sampler: CPU (per core and total), load average, memory and swap, sampled on a
-//! fixed period into a bounded history. Only the latest sample matters to a view, so samples are
-//! published on a `watch` channel.
+//! The system sampler: CPU (per core and total), load average, memory and swap, disk and
+//! network throughput, the CPU and memory of each process that trains a run, and NVIDIA GPUs
+//! through NVML (utilisation, memory, temperature, power, clocks, and GPU memory per process,
+//! mapped to the runs those processes train). Samples go out on a `watch` channel, since a view
+//! only needs the latest; the console keeps the history.
+//!
+//! NVML is loaded at run time (`nvml-wrapper`), so the binary runs on machines without an
+//! NVIDIA driver: there the GPU list is empty and `gpu_note` says "no GPU found" and why.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::store::RunStore;
+
+/// One GPU at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GpuSample {
+    pub index: u32,
+    pub name: String,
+    /// Percent of time a kernel ran over the last sample period.
+    pub utilization: u32,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    /// Degrees Celsius.
+    pub temperature: Option<u32>,
+    pub power_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    /// Processes using the GPU and their GPU memory.
+    pub processes: Vec<GpuProcess>,
+}
+
+/// A process's use of one GPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub memory: u64,
+}
+
+/// A process that trains runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProcessSample {
+    pub pid: u32,
+    /// The runs it trains (a console process can train several).
+    pub runs: Vec<String>,
+    /// Percent of one core.
+    pub cpu: f32,
+    /// Resident memory in bytes.
+    pub rss: u64,
+    /// GPU memory over all GPUs, in bytes.
+    pub gpu_memory: u64,
+}
 
 /// One sample of the machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -20,66 +67,282 @@ pub struct SystemSample {
     pub memory_total: u64,
     pub swap_used: u64,
     pub swap_total: u64,
+    /// Bytes per second over the last period, all disks.
+    pub disk_read_bps: f64,
+    pub disk_write_bps: f64,
+    /// Bytes per second over the last period, all interfaces.
+    pub net_rx_bps: f64,
+    pub net_tx_bps: f64,
+    pub gpus: Vec<GpuSample>,
+    /// Why there are no GPUs, when there are none.
+    pub gpu_note: Option<String>,
+    pub processes: Vec<ProcessSample>,
 }
 
-/// How many samples of history the sampler keeps (ten minutes at 1 Hz).
+/// Where GPU readings come from: NVML on a real machine, a fake in tests.
+pub trait GpuSource: Send {
+    fn sample(&mut self) -> Result<Vec<GpuSample>, String>;
+}
+
+/// GPUs read through the NVIDIA Management Library.
+pub struct NvmlGpus(nvml_wrapper::Nvml);
+
+impl NvmlGpus {
+    /// Loads NVML; fails fast (no waiting) where the driver library is absent.
+    pub fn open() -> Result<Self, String> {
+        nvml_wrapper::Nvml::init().map(NvmlGpus).map_err(|e| e.to_string())
+    }
+}
+
+impl GpuSource for NvmlGpus {
+    fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
+        use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+        use nvml_wrapper::enums::device::UsedGpuMemory;
+        let n = self.0.device_count().map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let d = self.0.device_by_index(i).map_err(|e| e.to_string())?;
+            let mem = d.memory_info().ok();
+            let mut processes: Vec<GpuProcess> = d
+                .running_compute_processes()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(d.running_graphics_processes().unwrap_or_default())
+                .map(|p| GpuProcess {
+                    pid: p.pid,
+                    memory: match p.used_gpu_memory {
+                        UsedGpuMemory::Used(b) => b,
+                        UsedGpuMemory::Unavailable => 0,
+                    },
+                })
+                .collect();
+            processes.sort_by_key(|p| p.pid);
+            processes.dedup_by_key(|p| p.pid);
+            out.push(GpuSample {
+                index: i,
+                name: d.name().unwrap_or_else(|_| "NVIDIA GPU".into()),
+                utilization: d.utilization_rates().map(|u| u.gpu).unwrap_or(0),
+                memory_used: mem.as_ref().map_or(0, |m| m.used),
+                memory_total: mem.as_ref().map_or(0, |m| m.total),
+                temperature: d.temperature(TemperatureSensor::Gpu).ok(),
+                // NVML reports milliwatts.
+                power_watts: d.power_usage().ok().map(|mw| mw as f64 / 1000.0),
+                power_limit_watts: d.enforced_power_limit().ok().map(|mw| mw as f64 / 1000.0),
+                sm_clock_mhz: d.clock_info(Clock::SM).ok(),
+                memory_clock_mhz: d.clock_info(Clock::Memory).ok(),
+                processes,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// How many samples of history the console keeps (ten minutes at 1 Hz).
 pub const HISTORY: usize = 600;
 
-/// Reads the machine's state with sysinfo.
+/// How often the run store is read to learn which processes train runs.
+const PID_SCAN: Duration = Duration::from_secs(3);
+
+/// Reads the machine's state.
 pub struct Sampler {
     sys: Option<sysinfo::System>,
-    pub history: VecDeque<SystemSample>,
-}
-
-impl Default for Sampler {
-    fn default() -> Self {
-        Self::new()
-    }
+    disks: Option<sysinfo::Disks>,
+    networks: Option<sysinfo::Networks>,
+    gpus: Option<Box<dyn GpuSource>>,
+    gpu_note: Option<String>,
+    last: Instant,
+    store: Option<RunStore>,
+    run_pids: BTreeMap<u32, Vec<String>>,
+    next_scan: Instant,
 }
 
 impl Sampler {
-    pub fn new() -> Self {
-        let mut sys = sysinfo::System::new().ok();
-        if let Some(s) = sys.as_mut() {
-            // CPU usage is a difference between two readings: take the first one now.
-            s.refresh_cpu_usage();
-        }
-        Sampler { sys, history: VecDeque::with_capacity(HISTORY) }
+    /// A sampler reading NVML when it is there; `store` maps processes to runs.
+    pub fn new(store: Option<RunStore>) -> Self {
+        let (gpus, note): (Option<Box<dyn GpuSource>>, Option<String>) = match NvmlGpus::open() {
+            Ok(n) => (Some(Box::new(n)), None),
+            Err(e) => (None, Some(format!("no GPU found (NVML: {e})"))),
+        };
+        Self::with_gpus(store, gpus, note)
     }
 
-    /// Takes a sample and appends it to the history.
+    /// A sampler with a given GPU source (tests use a fake one).
+    pub fn with_gpus(
+        store: Option<RunStore>,
+        gpus: Option<Box<dyn GpuSource>>,
+        gpu_note: Option<String>,
+    ) -> Self {
+        let mut sys = sysinfo::System::new().ok();
+        if let Some(s) = sys.as_mut() {
+            // Usage is a difference of two readings: take the first one now.
+            s.refresh_cpu_usage();
+        }
+        Sampler {
+            sys,
+            disks: sysinfo::Disks::new_with_refreshed_list().ok(),
+            networks: sysinfo::Networks::new_with_refreshed_list().ok(),
+            gpus,
+            gpu_note,
+            last: Instant::now(),
+            store,
+            run_pids: BTreeMap::new(),
+            next_scan: Instant::now(),
+        }
+    }
+
+    /// Takes a sample.
     pub fn sample(&mut self) -> SystemSample {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        self.last = now;
         let mut out = SystemSample::default();
+        if now >= self.next_scan {
+            self.next_scan = now + PID_SCAN;
+            self.scan_runs();
+        }
+        let pids: Vec<sysinfo::Pid> = self.run_pids.keys().map(|p| sysinfo::Pid::from_u32(*p)).collect();
         if let Some(sys) = self.sys.as_mut() {
             sys.refresh_cpu_usage();
             sys.refresh_memory();
+            if !pids.is_empty() {
+                sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&pids), true);
+            }
             out.cpus = sys.cpus().iter().map(|c| c.usage()).collect();
             out.cpu_total = sys.global_cpu_usage();
             out.memory_used = sys.used_memory();
             out.memory_total = sys.total_memory();
             out.swap_used = sys.used_swap();
             out.swap_total = sys.total_swap();
+            for (pid, runs) in &self.run_pids {
+                if let Some(p) = sys.process(sysinfo::Pid::from_u32(*pid)) {
+                    out.processes.push(ProcessSample {
+                        pid: *pid,
+                        runs: runs.clone(),
+                        cpu: p.cpu_usage(),
+                        rss: p.memory(),
+                        gpu_memory: 0,
+                    });
+                }
+            }
         }
         if let Ok(l) = sysinfo::System::load_average() {
             out.load = [l.one, l.five, l.fifteen];
         }
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
+        if let Some(d) = self.disks.as_mut() {
+            d.refresh(true);
+            let (r, w) = d.iter().fold((0u64, 0u64), |(r, w), d| {
+                let u = d.usage();
+                (r + u.read_bytes, w + u.written_bytes)
+            });
+            out.disk_read_bps = r as f64 / secs;
+            out.disk_write_bps = w as f64 / secs;
         }
-        self.history.push_back(out.clone());
+        if let Some(n) = self.networks.as_mut() {
+            n.refresh(true);
+            let (rx, tx) =
+                n.values().fold((0u64, 0u64), |(rx, tx), n| (rx + n.received(), tx + n.transmitted()));
+            out.net_rx_bps = rx as f64 / secs;
+            out.net_tx_bps = tx as f64 / secs;
+        }
+        match self.gpus.as_mut().map(|g| g.sample()) {
+            Some(Ok(g)) if !g.is_empty() => out.gpus = g,
+            Some(Ok(_)) => out.gpu_note = Some("no GPU found (NVML lists no device)".into()),
+            Some(Err(e)) => out.gpu_note = Some(format!("GPU readings failed: {e}")),
+            None => out.gpu_note = self.gpu_note.clone(),
+        }
+        // GPU memory per process, and processes on a GPU that train runs but were not seen yet.
+        let mut gpu_mem: HashMap<u32, u64> = HashMap::new();
+        for g in &out.gpus {
+            for p in &g.processes {
+                *gpu_mem.entry(p.pid).or_default() += p.memory;
+            }
+        }
+        for p in &mut out.processes {
+            p.gpu_memory = gpu_mem.get(&p.pid).copied().unwrap_or(0);
+        }
         out
+    }
+
+    /// Learns which processes train runs from the active runs' `run.json`.
+    fn scan_runs(&mut self) {
+        let Some(store) = &self.store else { return };
+        let mut map: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for r in store.list() {
+            if let (true, Some(pid)) = (r.status.is_active(), r.pid) {
+                map.entry(pid).or_default().push(r.id);
+            }
+        }
+        self.run_pids = map;
     }
 }
 
-/// Samples every `period` until the receiver side is gone.
-pub async fn run(period: Duration, tx: tokio::sync::watch::Sender<SystemSample>) {
-    let mut sampler = Sampler::new();
+/// Samples every `period` until the receiver side is gone. The first sample comes after one
+/// period, since CPU usage needs two readings.
+pub async fn run(period: Duration, store: Option<RunStore>, tx: tokio::sync::watch::Sender<SystemSample>) {
+    // NVML's first load and the first reading touch the disk: off the async workers.
+    let Ok(mut sampler) = tokio::task::spawn_blocking(move || Sampler::new(store)).await else { return };
     let mut tick = tokio::time::interval(period.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
+    tick.tick().await;
     loop {
         tick.tick().await;
         let s = sampler.sample();
         if tx.send(s).is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TwoGpus;
+    impl GpuSource for TwoGpus {
+        fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
+            Ok(vec![
+                GpuSample {
+                    index: 0,
+                    name: "A".into(),
+                    processes: vec![GpuProcess { pid: std::process::id(), memory: 100 }],
+                    ..Default::default()
+                },
+                GpuSample {
+                    index: 1,
+                    name: "B".into(),
+                    processes: vec![GpuProcess { pid: std::process::id(), memory: 50 }],
+                    ..Default::default()
+                },
+            ])
+        }
+    }
+
+    #[test]
+    fn gpu_memory_of_a_run_process_adds_up_over_gpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::new(dir.path());
+        let spec = crate::ml::spec::resolve("digits-logreg", std::path::Path::new("models")).unwrap().0;
+        let run = store.create(&spec).unwrap();
+        run.update_info(|i| {
+            i.status = crate::store::RunStatus::Running;
+            i.pid = Some(std::process::id());
+        })
+        .unwrap();
+        let mut s = Sampler::with_gpus(Some(store), Some(Box::new(TwoGpus)), None);
+        std::thread::sleep(Duration::from_millis(250));
+        let sample = s.sample();
+        assert_eq!(sample.gpus.len(), 2);
+        assert_eq!(sample.processes.len(), 1);
+        assert_eq!(sample.processes[0].runs, vec![run.id]);
+        assert_eq!(sample.processes[0].gpu_memory, 150);
+        assert!(sample.processes[0].rss > 0);
+        assert!(!sample.cpus.is_empty());
+    }
+
+    #[test]
+    fn no_driver_means_an_empty_gpu_list_and_a_note() {
+        let mut s = Sampler::with_gpus(None, None, Some("no GPU found (NVML: library not found)".into()));
+        let sample = s.sample();
+        assert!(sample.gpus.is_empty());
+        assert!(sample.gpu_note.unwrap().starts_with("no GPU found"));
     }
 }

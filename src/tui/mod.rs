@@ -43,6 +43,8 @@ pub struct ConsoleOptions {
     pub concurrency: Option<usize>,
     /// Start the default experiment when the store is empty.
     pub start_default: bool,
+    /// How often the system is sampled.
+    pub sample_every: Duration,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -110,7 +112,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
     }
     {
         let (sys_tx, mut sys_rx) = tokio::sync::watch::channel(Default::default());
-        tokio::spawn(crate::engine::system::run(Duration::from_secs(1), sys_tx));
+        tokio::spawn(crate::engine::system::run(opts.sample_every, Some(store.clone()), sys_tx));
         let tx = msg_tx.clone();
         tokio::spawn(async move {
             while sys_rx.changed().await.is_ok() {

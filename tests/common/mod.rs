@@ -265,6 +265,8 @@ pub fn app_with(depth: ColorDepth) -> App {
         memory_total: 24 << 30,
         swap_used: 0,
         swap_total: 0,
+        gpu_note: Some("no GPU found (NVML: libnvidia-ml.so.1: cannot open shared object file)".into()),
+        ..Default::default()
     }));
     app.dirty = false;
     app
@@ -272,4 +274,81 @@ pub fn app_with(depth: ColorDepth) -> App {
 
 pub fn app() -> App {
     app_with(ColorDepth::TrueColor)
+}
+
+/// A fake NVML: two GPUs, several processes (one of them trains a fixture run).
+pub struct FakeGpus;
+
+impl vigil::engine::system::GpuSource for FakeGpus {
+    fn sample(&mut self) -> Result<Vec<vigil::engine::system::GpuSample>, String> {
+        use vigil::engine::system::{GpuProcess, GpuSample};
+        Ok(vec![
+            GpuSample {
+                index: 0,
+                name: "NVIDIA H200".into(),
+                utilization: 87,
+                memory_used: 40 << 30,
+                memory_total: 141 << 30,
+                temperature: Some(64),
+                power_watts: Some(512.4),
+                power_limit_watts: Some(700.0),
+                sm_clock_mhz: Some(1980),
+                memory_clock_mhz: Some(2619),
+                processes: vec![
+                    GpuProcess { pid: 4242, memory: 30 << 30 },
+                    GpuProcess { pid: 5151, memory: 10 << 30 },
+                ],
+            },
+            GpuSample {
+                index: 1,
+                name: "NVIDIA H200".into(),
+                utilization: 3,
+                memory_used: 2 << 30,
+                memory_total: 141 << 30,
+                temperature: Some(38),
+                power_watts: Some(88.0),
+                power_limit_watts: Some(700.0),
+                sm_clock_mhz: Some(345),
+                memory_clock_mhz: Some(2619),
+                processes: vec![GpuProcess { pid: 4242, memory: 2 << 30 }],
+            },
+        ])
+    }
+}
+
+/// A system sample with the fake GPUs and run processes, as the sampler makes them.
+pub fn gpu_sample() -> SystemSample {
+    use vigil::engine::system::{GpuSource, ProcessSample};
+    let gpus = FakeGpus.sample().unwrap();
+    SystemSample {
+        cpus: vec![97.0, 41.5, 12.0, 66.0],
+        cpu_total: 54.1,
+        load: [2.5, 2.1, 1.9],
+        memory_used: 9 << 30,
+        memory_total: 64 << 30,
+        swap_used: 0,
+        swap_total: 4 << 30,
+        disk_read_bps: 12.5 * 1048576.0,
+        disk_write_bps: 3.0 * 1048576.0,
+        net_rx_bps: 2048.0,
+        net_tx_bps: 1024.0,
+        gpus,
+        gpu_note: None,
+        processes: vec![
+            ProcessSample {
+                pid: 4242,
+                runs: vec!["digits-cnn-a1b2c3".into()],
+                cpu: 99.0,
+                rss: 900 << 20,
+                gpu_memory: 32 << 30,
+            },
+            ProcessSample {
+                pid: 5151,
+                runs: vec!["digits-mlp-0f0f0f".into(), "waves-gru-777777".into()],
+                cpu: 45.0,
+                rss: 300 << 20,
+                gpu_memory: 10 << 30,
+            },
+        ],
+    }
 }

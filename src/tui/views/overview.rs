@@ -109,7 +109,18 @@ fn draw_strip(f: &mut Frame, app: &App, area: Rect) {
             spans.push(Span::styled(" LOAD ", t.accent()));
             spans.push(Span::raw(format!("{:.2}", s.load[0])));
             spans.push(Span::styled(" GPU ", t.accent()));
-            spans.push(Span::styled("no GPU found", t.muted()));
+            if s.gpus.is_empty() {
+                spans.push(Span::styled("no GPU found", t.muted()));
+            }
+            for g in &s.gpus {
+                spans.push(Span::raw(format!(
+                    "{}:{}% {:.0}/{:.0}G ",
+                    g.index,
+                    g.utilization,
+                    gib(g.memory_used),
+                    gib(g.memory_total)
+                )));
+            }
         }
         None => spans.push(Span::styled("sampling…", t.muted())),
     }

@@ -1,15 +1,38 @@
-//! System: per-core CPU bars, CPU and memory history, load and swap, and the GPU panel.
+//! System: per-core CPU bars, CPU and memory history, each GPU's utilisation, memory,
+//! temperature, power and clocks with their history, and a table of the processes that train
+//! runs (CPU, resident memory, GPU memory). Without a GPU the panel says "no GPU found".
 
 use std::borrow::Cow;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{bar, panel};
+use crate::engine::system::SystemSample;
 use crate::tui::app::App;
 use crate::tui::widgets::chart::{GLYPHS, LineChart, Series};
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+fn size(b: u64) -> String {
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", gib(b))
+    } else {
+        format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn rate(b: f64) -> String {
+    if b >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB/s", b / (1u64 << 20) as f64)
+    } else {
+        format!("{:.0} KiB/s", b / 1024.0)
+    }
+}
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
@@ -20,27 +43,34 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
+    let per_row: u16 = if area.width >= 120 { 4 } else { 2 };
     let cores = s.cpus.len().max(1) as u16;
-    let per_row = if area.width >= 120 { 4 } else { 2 };
-    let core_rows = cores.div_ceil(per_row) + 3;
-    let [cpu_area, hist_area, gpu_area] = Layout::vertical([
-        Constraint::Length(core_rows.min(area.height / 2)),
+    let cpu_h = (cores.div_ceil(per_row) + 4).min(area.height / 3);
+    let gpu_h = if s.gpus.is_empty() { 3 } else { s.gpus.len() as u16 + 2 };
+    let proc_h = (s.processes.len() as u16 + 3).clamp(4, 8);
+    let [cpu_area, hist_area, gpu_area, proc_area] = Layout::vertical([
+        Constraint::Length(cpu_h),
         Constraint::Min(5),
-        Constraint::Length(3),
+        Constraint::Length(gpu_h),
+        Constraint::Length(proc_h),
     ])
     .areas(area);
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let block = panel(
-        app,
-        format!("CPU {:.0}% · load {:.2} {:.2} {:.2}", s.cpu_total, s.load[0], s.load[1], s.load[2]),
-    );
-    let inner = block.inner(cpu_area);
-    f.render_widget(block, cpu_area);
+    draw_cpu(f, app, s, per_row, cpu_area);
+    draw_history(f, app, s, hist_area);
+    draw_gpus(f, app, s, gpu_area);
+    draw_processes(f, app, s, proc_area);
+}
+
+fn draw_cpu(f: &mut Frame, app: &App, s: &SystemSample, per_row: u16, area: Rect) {
+    let t = &app.theme;
+    let title = format!("CPU {:.0}% · load {:.2} {:.2} {:.2}", s.cpu_total, s.load[0], s.load[1], s.load[2]);
+    let block = panel(app, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
     let col_w = (inner.width / per_row).max(20) as usize;
     let bar_w = col_w.saturating_sub(13).max(4);
     let mut lines = Vec::new();
-    for chunk in s.cpus.chunks(per_row as usize).enumerate() {
-        let (row, cpus) = chunk;
+    for (row, cpus) in s.cpus.chunks(per_row as usize).enumerate() {
         let mut spans = Vec::new();
         for (j, c) in cpus.iter().enumerate() {
             let idx = row * per_row as usize + j;
@@ -60,36 +90,29 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Span::styled("swap ", t.muted()),
         Span::raw(format!("{:.1}/{:.1} GiB", gib(s.swap_used), gib(s.swap_total))),
     ]));
+    lines.push(Line::from(vec![
+        Span::styled("disk ", t.muted()),
+        Span::raw(format!("r {} w {}  ", rate(s.disk_read_bps), rate(s.disk_write_bps))),
+        Span::styled("net ", t.muted()),
+        Span::raw(format!("rx {} tx {}", rate(s.net_rx_bps), rate(s.net_tx_bps))),
+    ]));
     f.render_widget(Paragraph::new(lines), inner);
+}
 
-    let history: Vec<(f64, f64)> =
-        app.system_history.iter().enumerate().map(|(i, s)| (i as f64, s.cpu_total as f64)).collect();
-    let memory: Vec<(f64, f64)> = app
-        .system_history
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i as f64, 100.0 * s.memory_used as f64 / s.memory_total.max(1) as f64))
-        .collect();
-    let block = panel(app, format!("History (last {} s): CPU % and memory %", history.len()));
-    let inner = block.inner(hist_area);
-    f.render_widget(block, hist_area);
-    let chart = LineChart {
-        series: vec![
-            Series {
-                name: "cpu".into(),
-                points: Cow::Owned(history),
-                color: t.series(0),
-                glyph: GLYPHS[0],
+fn percent_chart<'a>(app: &App, series: Vec<(String, Vec<(f64, f64)>)>) -> LineChart<'a> {
+    let t = &app.theme;
+    LineChart {
+        series: series
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, points))| Series {
+                name,
+                points: Cow::Owned(points),
+                color: t.series(i),
+                glyph: GLYPHS[i % GLYPHS.len()],
                 faint: false,
-            },
-            Series {
-                name: "mem".into(),
-                points: Cow::Owned(memory),
-                color: t.series(1),
-                glyph: GLYPHS[1],
-                faint: false,
-            },
-        ],
+            })
+            .collect(),
         x_window: None,
         log_y: false,
         y_range: Some((0.0, 100.0)),
@@ -97,10 +120,167 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         colored: t.colored(),
         axis_style: t.muted(),
         cursor_style: t.accent(),
+    }
+}
+
+fn legend(app: &App, names: &[String]) -> Line<'static> {
+    let t = &app.theme;
+    let mut spans = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let style = if t.colored() { ratatui::style::Style::default().fg(t.series(i)) } else { t.accent() };
+        spans.push(Span::styled(
+            format!("{} ", if t.colored() { '━' } else { GLYPHS[i % GLYPHS.len()] }),
+            style,
+        ));
+        spans.push(Span::raw(format!("{n}  ")));
+    }
+    Line::from(spans)
+}
+
+fn draw_history(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
+    let hist = &app.system_history;
+    let series = |name: &str, g: &dyn Fn(&SystemSample) -> f64| -> (String, Vec<(f64, f64)>) {
+        (name.to_string(), hist.iter().enumerate().map(|(i, s)| (i as f64, g(s))).collect())
     };
-    f.render_widget(chart, inner);
-    f.render_widget(
-        Paragraph::new(Span::styled("no GPU found", t.muted())).block(panel(app, "GPU")),
-        gpu_area,
+    let host = vec![
+        series("cpu %", &|s| s.cpu_total as f64),
+        series("memory %", &|s| 100.0 * s.memory_used as f64 / s.memory_total.max(1) as f64),
+    ];
+    // GPU history beside the host's when there are GPUs: utilisation and memory of each.
+    let mut gpu = Vec::new();
+    for g in &s.gpus {
+        let i = g.index;
+        gpu.push(series(&format!("gpu{i} util %"), &move |s: &SystemSample| {
+            s.gpus.iter().find(|x| x.index == i).map_or(0.0, |x| x.utilization as f64)
+        }));
+        gpu.push(series(&format!("gpu{i} mem %"), &move |s: &SystemSample| {
+            s.gpus
+                .iter()
+                .find(|x| x.index == i)
+                .map_or(0.0, |x| 100.0 * x.memory_used as f64 / x.memory_total.max(1) as f64)
+        }));
+    }
+    let areas: Vec<Rect> = if gpu.is_empty() {
+        vec![area]
+    } else {
+        Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).split(area).to_vec()
+    };
+    for (k, (title, data)) in [("Host (last {} s)", host), ("GPUs (last {} s)", gpu)].into_iter().enumerate()
+    {
+        if data.is_empty() || k >= areas.len() {
+            continue;
+        }
+        let block = panel(app, title.replace("{}", &hist.len().to_string()));
+        let inner = block.inner(areas[k]);
+        f.render_widget(block, areas[k]);
+        let [chart_area, legend_area] =
+            Layout::vertical([Constraint::Min(2), Constraint::Length(1)]).areas(inner);
+        let names: Vec<String> = data.iter().map(|(n, _)| n.clone()).collect();
+        f.render_widget(percent_chart(app, data), chart_area);
+        f.render_widget(Paragraph::new(legend(app, &names)), legend_area);
+    }
+}
+
+fn draw_gpus(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
+    let t = &app.theme;
+    if s.gpus.is_empty() {
+        let note = s.gpu_note.as_deref().unwrap_or("no GPU found");
+        // The short form first; the reason (a missing driver library) after it, muted.
+        let (head, why) = note.split_once(" (").map_or((note, ""), |(h, w)| (h, w.trim_end_matches(')')));
+        let line = Line::from(vec![
+            Span::styled(head.to_string(), t.accent()),
+            Span::styled(format!("  {why}"), t.muted()),
+        ]);
+        f.render_widget(Paragraph::new(line).block(panel(app, "GPU")), area);
+        return;
+    }
+    let block = panel(app, format!("GPUs ({})", s.gpus.len()));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let wide = inner.width >= 120;
+    let bar_w = if wide { 12 } else { 6 };
+    let lines: Vec<Line> = s
+        .gpus
+        .iter()
+        .map(|g| {
+            let mem = g.memory_used as f64 / g.memory_total.max(1) as f64;
+            let mut spans = vec![
+                Span::styled(format!("{} ", g.index), t.accent()),
+                Span::raw(format!(
+                    "{:<w$} ",
+                    g.name.chars().take(if wide { 24 } else { 10 }).collect::<String>(),
+                    w = if wide { 24 } else { 10 }
+                )),
+                Span::styled(
+                    bar(g.utilization as f64 / 100.0, bar_w),
+                    if g.utilization > 90 { t.warn() } else { t.info() },
+                ),
+                Span::raw(format!(" {:>3}% ", g.utilization)),
+                Span::styled(bar(mem, bar_w), t.info()),
+                Span::raw(format!(" {:.1}/{:.0}G ", gib(g.memory_used), gib(g.memory_total))),
+                Span::raw(g.temperature.map_or("  -  ".into(), |c| format!("{c:>3}°C "))),
+                Span::raw(match (g.power_watts, g.power_limit_watts) {
+                    (Some(p), Some(l)) => format!("{p:>4.0}/{l:.0}W"),
+                    (Some(p), None) => format!("{p:>4.0}W"),
+                    _ => "   -W".into(),
+                }),
+            ];
+            if wide {
+                spans.push(Span::styled(
+                    format!(
+                        "  sm {} MHz  mem {} MHz  {} procs",
+                        g.sm_clock_mhz.map_or("-".into(), |c| c.to_string()),
+                        g.memory_clock_mhz.map_or("-".into(), |c| c.to_string()),
+                        g.processes.len()
+                    ),
+                    t.muted(),
+                ));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn draw_processes(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
+    let t = &app.theme;
+    let total_gpu: u64 = s.gpus.iter().map(|g| g.memory_used).sum();
+    let header = Row::new(
+        ["pid", "cpu", "memory", "gpu mem", "gpu share", "runs"]
+            .map(|h| Cell::from(Span::styled(h, t.muted()))),
     );
+    let rows = s.processes.iter().map(|p| {
+        let share = if total_gpu > 0 {
+            format!("{:.0}%", 100.0 * p.gpu_memory as f64 / total_gpu as f64)
+        } else {
+            "-".into()
+        };
+        Row::new(vec![
+            Cell::from(p.pid.to_string()),
+            Cell::from(format!("{:.0}%", p.cpu)),
+            Cell::from(size(p.rss)),
+            Cell::from(if p.gpu_memory > 0 { size(p.gpu_memory) } else { "-".into() }),
+            Cell::from(share),
+            Cell::from(p.runs.join(", ")),
+        ])
+    });
+    let title = if s.processes.is_empty() {
+        "Run processes: none training".to_string()
+    } else {
+        format!("Run processes ({})", s.processes.len())
+    };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Length(5),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Min(10),
+        ],
+    )
+    .header(header)
+    .block(panel(app, title));
+    f.render_widget(table, area);
 }
