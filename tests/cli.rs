@@ -235,3 +235,50 @@ fn sys_follow_prints_one_line_per_sample_and_refuses_bad_periods() {
         .code(2)
         .stderr(predicate::str::contains("not between 0.2 and 3600 seconds"));
 }
+
+#[test]
+fn privacy_accountant_prints_opacus_figures_and_refuses_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    vigil(dir.path())
+        .args([
+            "privacy",
+            "epsilon",
+            "--sigma",
+            "1.5",
+            "--sample-rate",
+            "0.04",
+            "--steps",
+            "2250",
+            "--delta",
+            "1e-5",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("ε = 7.329 "));
+    vigil(dir.path())
+        .args([
+            "privacy",
+            "sigma",
+            "--epsilon",
+            "8",
+            "--sample-rate",
+            "0.04",
+            "--epochs",
+            "90",
+            "--delta",
+            "1e-5",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("σ = 1.4160 "));
+    vigil(dir.path())
+        .args(["privacy", "epsilon", "--sigma", "0", "--sample-rate", "0.04", "--steps", "10"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--sigma 0 must be positive"));
+    vigil(dir.path())
+        .args(["privacy", "sigma", "--epsilon", "1", "--sample-rate", "1.5", "--epochs", "1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--sample-rate 1.5 must be in (0, 1]"));
+}

@@ -2,6 +2,7 @@
 //! on a terminal and for scripts (`--json`) elsewhere; all the work happens in the library.
 
 mod output;
+mod privacy;
 mod sys;
 mod train;
 
@@ -83,6 +84,9 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// The DP-SGD privacy accountant: ε for a σ, or σ for an ε.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -153,6 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
+        Some(Command::Privacy(cmd)) => privacy::run(cmd),
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every)?, count)
         }

@@ -6,5 +6,6 @@ pub mod data;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod privacy;
 pub mod spec;
 pub mod train;

@@ -1,0 +1,3 @@
+//! Privacy: the Rényi-DP accountant for DP-SGD (the same analysis as Opacus' `RDPAccountant`).
+
+pub mod accountant;
