@@ -3,6 +3,7 @@
 
 mod output;
 mod privacy;
+mod protect;
 mod sys;
 mod train;
 
@@ -36,6 +37,9 @@ pub struct Cli {
     /// Runs the console trains at once (default: one per two cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Key that opens sealed runs (or VIGIL_SEAL_KEY / VIGIL_SEAL_PASSPHRASE).
+    #[arg(long, global = true, env = "VIGIL_SEAL_KEY_FILE")]
+    pub seal_key_file: Option<PathBuf>,
     /// Seconds between system samples in the console.
     #[arg(long, default_value_t = 1.0)]
     pub sample_every: f64,
@@ -87,6 +91,37 @@ pub enum Command {
     /// The DP-SGD privacy accountant: ε for a σ, or σ for an ε.
     #[command(subcommand)]
     Privacy(privacy::PrivacyCommand),
+    /// Encrypt runs' checkpoints, preprocessing and optimiser state (and the API key file).
+    Seal {
+        /// Runs to seal.
+        runs: Vec<String>,
+        /// Every run in the store.
+        #[arg(long)]
+        all: bool,
+        /// Make a new random key, write it to this file (mode 0600) and seal with it.
+        #[arg(long, value_name = "FILE")]
+        generate_key: Option<PathBuf>,
+    },
+    /// Decrypt sealed runs back to plain files.
+    Unseal {
+        runs: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Sign a run's manifest (the SHA-256 of every file) with an Ed25519 key.
+    Sign {
+        run: String,
+        /// Signing key (default: <runs-dir>/signing.key).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Check a run's files against its signed manifest and the signature.
+    Verify {
+        run: String,
+        /// Accept only this public key (a .pub file).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -133,6 +168,13 @@ pub enum SplitArg {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir);
+    let seal_opts = crate::store::seal::KeyOptions::from_env(cli.seal_key_file.clone());
+    // Every command opens sealed runs when given the key; sealing itself checks it separately.
+    if !matches!(cli.command, Some(Command::Seal { .. })) {
+        if let Some(k) = seal_opts.resolve(store.root(), false)? {
+            crate::store::seal::set_process_key(k);
+        }
+    }
     match cli.command {
         None => {
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
@@ -157,6 +199,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
+        Some(Command::Seal { runs, all, generate_key }) => {
+            protect::seal(&store, seal_opts, &runs, all, generate_key)
+        }
+        Some(Command::Unseal { runs, all }) => protect::unseal(&store, seal_opts, &runs, all),
+        Some(Command::Sign { run, key }) => protect::sign_run(&store, &run, key),
+        Some(Command::Verify { run, public_key }) => protect::verify_run(&store, &run, public_key),
         Some(Command::Privacy(cmd)) => privacy::run(cmd),
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every)?, count)

@@ -24,9 +24,7 @@ use crate::ml::metrics::Evaluation;
 use crate::ml::model::{Network, tensors_to_bytes};
 use crate::ml::optim::{Optimizer, scheduled_lr};
 use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
-use crate::store::{
-    CheckpointEntry, MetricLine, ResumeState, RunDir, RunStatus, Which, now, sha256_hex, write_atomic,
-};
+use crate::store::{CheckpointEntry, MetricLine, ResumeState, RunDir, RunStatus, Which, now, sha256_hex};
 
 /// Examples per forward pass when evaluating; large batches amortise per-op overhead.
 const EVAL_BATCH: usize = 512;
@@ -344,8 +342,7 @@ impl<'a> Trainer<'a> {
         if resume {
             let bytes = run.checkpoint_bytes(Which::Last)?;
             net.load_safetensors(&bytes, &run.file(Which::Last.file()).display().to_string())?;
-            let opt_path = run.file("checkpoints/optimizer.safetensors");
-            let opt_bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+            let opt_bytes = run.read_sensitive("checkpoints/optimizer.safetensors")?;
             let tensors = candle_core::safetensors::load_buffer(&opt_bytes, &device)?;
             opt.load_state(&tensors, state.optimizer_steps)?;
             run.truncate_metrics(state.step)?;
@@ -627,10 +624,10 @@ impl<'a> Trainer<'a> {
         let run = self.run;
         let file = format!("checkpoints/{kind}.safetensors");
         let bytes = self.net.to_safetensors()?;
-        write_atomic(&run.file(&file), &bytes)?;
+        run.write_sensitive(&file, &bytes)?;
         if kind == "last" {
             let opt = tensors_to_bytes(&self.opt.state())?;
-            write_atomic(&run.file("checkpoints/optimizer.safetensors"), &opt)?;
+            run.write_sensitive("checkpoints/optimizer.safetensors", &opt)?;
         }
         let mut index = run.checkpoints()?;
         index.entries.retain(|e| e.kind != kind);

@@ -15,6 +15,8 @@
 //! ```
 
 pub mod atomic;
+pub mod seal;
+pub mod sign;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -450,11 +452,69 @@ impl RunDir {
     }
 
     pub fn pipeline(&self) -> Result<Pipeline> {
-        read_json(&self.file("preprocess.json"))
+        let path = self.file("preprocess.json");
+        let bytes = self.read_sensitive("preprocess.json")?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            path,
+            msg: format!("line {}, column {}: {e}", e.line(), e.column()),
+        })
     }
 
     pub fn write_pipeline(&self, p: &Pipeline) -> Result<()> {
-        write_json(&self.file("preprocess.json"), p)
+        self.write_sensitive("preprocess.json", &serde_json::to_vec_pretty(p).expect("serialises"))
+    }
+
+    /// Whether the run's sensitive files are sealed (`vigil seal`).
+    pub fn is_sealed(&self) -> bool {
+        self.file("sealed").exists()
+    }
+
+    /// Reads a file of the run, decrypting it when it is sealed.
+    pub fn read_sensitive(&self, rel: &str) -> Result<Vec<u8>> {
+        seal::read(&self.file(rel), rel)
+    }
+
+    /// Writes a file of the run atomically, sealed when the run is sealed.
+    pub fn write_sensitive(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        seal::write(&self.file(rel), rel, bytes, self.is_sealed())
+    }
+
+    /// Encrypts the run's sensitive files in place. Nothing is written for a file that is
+    /// already sealed; a failure leaves the files written so far sealed and the rest as they were.
+    pub fn seal(&self, key: &seal::SealKey) -> Result<usize> {
+        let mut n = 0;
+        for rel in seal::SENSITIVE {
+            let path = self.file(rel);
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            if seal::is_sealed(&bytes) {
+                continue;
+            }
+            write_atomic(&path, &key.seal(rel, &bytes))?;
+            n += 1;
+        }
+        write_atomic(&self.file("sealed"), key.id().as_bytes())?;
+        Ok(n)
+    }
+
+    /// Decrypts the run's sealed files in place, after checking every one of them opens, so a
+    /// wrong key or a damaged file changes nothing.
+    pub fn unseal(&self, key: &seal::SealKey) -> Result<usize> {
+        let mut plain = Vec::new();
+        for rel in seal::SENSITIVE {
+            let path = self.file(rel);
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            if seal::is_sealed(&bytes) {
+                plain.push((path.clone(), key.open(rel, &bytes, &path)?));
+            }
+        }
+        for (path, bytes) in &plain {
+            write_atomic(path, bytes)?;
+        }
+        let marker = self.file("sealed");
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+        }
+        Ok(plain.len())
     }
 
     pub fn append_metric(&self, line: &MetricLine) -> Result<()> {
@@ -511,7 +571,7 @@ impl RunDir {
     pub fn checkpoint_bytes(&self, which: Which) -> Result<Vec<u8>> {
         let rel = which.file();
         let path = self.file(rel);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        let raw = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Invalid(format!(
                 "run {} has no {} checkpoint yet ({} is missing)",
                 self.id,
@@ -523,6 +583,7 @@ impl RunDir {
             )),
             _ => Error::io(&path, e),
         })?;
+        let bytes = seal::open_bytes(raw, &path, rel)?;
         // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
         // an entry that is missing is treated like a changed file.
         let manifest = self.manifest().map_err(|e| Error::Corrupt {
@@ -572,6 +633,7 @@ impl RunDir {
     /// Hashes every file in the run (but the manifest itself and temporary files) into
     /// `manifest.json`.
     pub fn write_manifest(&self) -> Result<Manifest> {
+        let previous = self.manifest().unwrap_or_default();
         let mut files = BTreeMap::new();
         let mut stack = vec![self.path.clone()];
         while let Some(dir) = stack.pop() {
@@ -587,14 +649,30 @@ impl RunDir {
                     .expect("walked from the run folder")
                     .to_string_lossy()
                     .replace('\\', "/");
-                // The control file is a mailbox, not part of what was trained.
-                if rel == "manifest.json" || rel == "control" || rel.ends_with(".tmp") {
+                // The control file is a mailbox, not part of what was trained; the signature
+                // signs the manifest, so it cannot be in it.
+                if matches!(rel.as_str(), "manifest.json" | "control" | "signature.json")
+                    || rel.ends_with(".tmp")
+                {
                     continue;
                 }
                 let mut bytes = Vec::new();
                 std::fs::File::open(&p)
                     .and_then(|mut f| f.read_to_end(&mut bytes))
                     .map_err(|e| Error::io(&p, e))?;
+                // Hashes are of the plain content, so sealing does not change the manifest; a
+                // sealed file this process cannot open keeps the hash it had.
+                if seal::is_sealed(&bytes) {
+                    match seal::process_key().map(|k| k.open(&rel, &bytes, &p)) {
+                        Some(Ok(plain)) => bytes = plain,
+                        _ => {
+                            if let Some(h) = previous.files.get(&rel) {
+                                files.insert(rel, h.clone());
+                            }
+                            continue;
+                        }
+                    }
+                }
                 files.insert(rel, sha256_hex(&bytes));
             }
         }
