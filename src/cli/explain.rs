@@ -386,6 +386,14 @@ fn print_summary(e: &Explanation, caption: &str, classes: &[String]) {
             println!("tokens: {}", line.join(" "));
             let top: Vec<String> = e.top(5).iter().map(|&i| format!("{} {:+.4}", word(i), e.attributions[i])).collect();
             println!("most important tokens: {}", top.join("  "));
+            let real: Vec<f32> = (0..ids.len()).filter(|&i| ids[i] != 0).map(|i| e.attributions[i]).collect();
+            let spread = real.iter().fold(0f32, |m, v| m.max((v - real[0]).abs()));
+            if real.len() > 1 && max > 0.0 && spread <= 1e-5 * max {
+                println!(
+                    "every token has the same attribution: this model averages its embeddings, so the \
+                     gradient is the same for each token; grad-input, ig or occlusion tell tokens apart"
+                );
+            }
         }
         _ => {}
     }
@@ -470,24 +478,29 @@ fn table(headers: Vec<String>) -> Table {
 fn print_sanity(r: &SanityReport, run: &str, split: &str) {
     let m = &r.randomisation;
     println!(
-        "model-parameter randomisation test: {run}, first {} {split} examples; Spearman rank \
-         correlation of |attributions| with the trained model's after re-initialising each layer \
-         (output first); passes below {}",
+        "model-parameter randomisation test: {run}, first {} {split} examples; mean Spearman rank \
+         correlation of |attributions| with the trained model's over the non-zero input values, \
+         after re-initialising each layer (output first); passes below {}",
         m.inputs, m.threshold
     );
     let mut headers = vec!["method".to_string()];
     headers.extend(m.layers.iter().map(|l| format!("+{l}")));
+    headers.push("all values".into());
     headers.push("verdict".into());
+    let fmt = |v: &Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
     let mut t = table(headers);
     for c in &m.curves {
         let mut row = vec![match &c.control {
             Some(what) => format!("{} ({what})", c.name),
             None => c.name.clone(),
         }];
-        row.extend(c.correlations.iter().map(|v| format!("{v:.3}")));
+        row.extend(c.correlations.iter().map(fmt));
+        row.push(fmt(c.correlations_all_values.last().unwrap_or(&None)));
         row.push(
             if c.passed {
                 "pass"
+            } else if c.correlations.last().is_some_and(|r| r.is_none()) {
+                "n/a (all attributions equal: nothing ranked)"
             } else if c.control.is_some() {
                 "FAIL (does not depend on the model)"
             } else {
@@ -503,6 +516,7 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
         }
     }
     println!("{t}");
+    println!("(\"all values\": the correlation after full randomisation with zero input values counted too)");
     let d = &r.deletion;
     println!();
     println!(

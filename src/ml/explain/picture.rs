@@ -219,7 +219,8 @@ fn image(header: &[String], x: &[f32], a: &[f32], channels: usize, h: usize, w: 
     let y0 = draw_header(&mut c, header) + 18;
     c.text(MARGIN, y0 - 16, "input", 1, BLACK);
     let x1 = MARGIN + pw + gap;
-    c.text(x1, y0 - 16, "attribution (summed over channels)", 1, BLACK);
+    let title = if channels > 1 { "attribution (summed over channels)" } else { "attribution" };
+    c.text(x1, y0 - 16, title, 1, BLACK);
     let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
     let plane = h * w;
     for i in 0..h {
@@ -342,8 +343,9 @@ fn text(header: &[String], ids: &[u32], words: Option<&[String]>, a: &[f32], max
     // Lay the words out in lines first, to know the height.
     let mut placed = Vec::new();
     let (mut x, mut y) = (0usize, 0usize);
+    let box_width = |w: &str, v: f32| (text_width(w, scale) + 12).max(text_width(&short(v), 1) + 8);
     for (w, v) in &tokens {
-        let tw = text_width(w, scale) + 12;
+        let tw = box_width(w, *v);
         if x > 0 && x + tw > wrap {
             x = 0;
             y += line_h + 22;
@@ -360,7 +362,7 @@ fn text(header: &[String], ids: &[u32], words: Option<&[String]>, a: &[f32], max
     c.text(MARGIN, y0 - 16, "attribution per token (sum over its embedding)", 1, BLACK);
     for (x, y, w, v) in &placed {
         let bg = diverging(*v, max);
-        let tw = text_width(w, scale) + 12;
+        let tw = box_width(w, *v);
         c.rect(MARGIN + x, y0 + y, tw, line_h, bg);
         c.frame(MARGIN + x, y0 + y, tw, line_h, LIGHT);
         c.text(MARGIN + x + 6, y0 + y + 7, w, scale, ink_on(bg));

@@ -4,7 +4,12 @@
 //!   the layers one by one from the output down and, after each, take the Spearman rank
 //!   correlation of |attributions| between the trained and the randomised network. An
 //!   explanation of the model must change when the model does: a method passes when the mean
-//!   correlation after full randomisation is below [`RANDOMISATION_THRESHOLD`].
+//!   correlation after full randomisation is below [`RANDOMISATION_THRESHOLD`]. The correlation
+//!   is taken over the input's non-zero values (real tokens for text): gradient × input,
+//!   integrated gradients and occlusion give a value equal to the zero baseline exactly zero
+//!   attribution under every model, so on inputs that are half zeros (the digits' background)
+//!   counting those values measures the input's zero pattern, not the model. The correlation
+//!   over all values is reported beside it.
 //! - The deletion test (Petsiuk et al., 2018): remove the input's features (set them to the zero
 //!   baseline) in the order of their attributions, most important first, and in random order,
 //!   and compare the areas under the accuracy curves: a faithful ranking makes accuracy fall
@@ -41,9 +46,12 @@ pub struct RandomisationCurve {
     pub name: String,
     /// What the control is, for the control.
     pub control: Option<String>,
-    /// Mean Spearman correlation of |attributions| with the trained network's, after each layer
-    /// of [`RandomisationReport::layers`] has been re-initialised (cumulatively).
-    pub correlations: Vec<f64>,
+    /// Mean Spearman correlation of |attributions| with the trained network's over the input's
+    /// non-zero values, after each layer of [`RandomisationReport::layers`] has been
+    /// re-initialised (cumulatively). `None` when the attributions rank nothing (all equal).
+    pub correlations: Vec<Option<f64>>,
+    /// The same over every value, zeros included.
+    pub correlations_all_values: Vec<Option<f64>>,
     /// Whether the last correlation is below the threshold.
     pub passed: bool,
 }
@@ -126,25 +134,31 @@ pub fn randomisation_test(
     let randomised = Explainer { net: &copy, output: explainer.output, max_points: explainer.max_points };
     let mut layers = copy.layer_names();
     layers.reverse();
-    let mut correlations = vec![Vec::new(); methods.len()];
-    let mut control_correlations = Vec::new();
+    let (set, all) = (feature_lists(&space, true)?, feature_lists(&space, false)?);
+    let mut correlations = vec![(Vec::new(), Vec::new()); methods.len()];
+    let mut control_correlations = (Vec::new(), Vec::new());
     for (k, layer) in layers.iter().enumerate() {
         copy.reinit_layer(layer, init, seed.wrapping_add(k as u64 + 1))?;
         // A text model's embeddings change with its embedding layer, so embed again.
         let space_k = Space::new(&copy, inputs)?;
         for (m, method) in methods.iter().enumerate() {
             let after = randomised.attributions(&space_k, method, &targets)?.0;
-            correlations[m].push(mean_correlation(&trained[m], &after, &space)?);
+            correlations[m].0.push(mean_correlation(&trained[m], &after, &set));
+            correlations[m].1.push(mean_correlation(&trained[m], &after, &all));
         }
         // The control never looks at the network: computed again, it is the same.
         let after = control_attributions(&copy, &space_k)?;
-        control_correlations.push(mean_correlation(&control, &after, &space)?);
+        control_correlations.0.push(mean_correlation(&control, &after, &set));
+        control_correlations.1.push(mean_correlation(&control, &after, &all));
     }
-    let curve = |name: &str, control: Option<String>, c: Vec<f64>| RandomisationCurve {
-        name: name.into(),
-        control,
-        passed: c.last().is_some_and(|&r| r < RANDOMISATION_THRESHOLD),
-        correlations: c,
+    let curve = |name: &str, control: Option<String>, (c, all): (Vec<Option<f64>>, Vec<Option<f64>>)| {
+        RandomisationCurve {
+            name: name.into(),
+            control,
+            passed: c.last().is_some_and(|r| r.is_some_and(|r| r < RANDOMISATION_THRESHOLD)),
+            correlations: c,
+            correlations_all_values: all,
+        }
     };
     let mut curves: Vec<RandomisationCurve> =
         methods.iter().zip(correlations).map(|(m, c)| curve(m.name(), None, c)).collect();
@@ -170,7 +184,7 @@ pub fn deletion_test(
     let steps = steps.max(1);
     let targets = predicted(net, inputs)?;
     let fractions: Vec<f64> = (0..=steps).map(|k| k as f64 / steps as f64).collect();
-    let features = feature_lists(&space)?;
+    let features = feature_lists(&space, false)?;
 
     let mut curves = Vec::new();
     for method in methods {
@@ -223,13 +237,21 @@ fn duplicate(net: &Network, init: Init) -> Result<Network> {
     Ok(copy)
 }
 
-/// The features each input has: every value, or the real (non-padding) tokens for text.
-fn feature_lists(space: &Space) -> Result<Vec<Vec<usize>>> {
+/// The features each input has: every value (or only the non-zero ones when `set_only`), or
+/// the real (non-padding) tokens for text.
+fn feature_lists(space: &Space, set_only: bool) -> Result<Vec<Vec<usize>>> {
     Ok(match &space.mask {
         Some(mask) => mask
             .to_vec2::<f32>()?
             .into_iter()
             .map(|m| m.iter().enumerate().filter(|(_, v)| **v > 0.5).map(|(i, _)| i).collect())
+            .collect(),
+        None if set_only => space
+            .values
+            .flatten_from(1)?
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(|x| x.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect())
             .collect(),
         None => vec![(0..space.width).collect(); space.n],
     })
@@ -361,25 +383,30 @@ fn sobel(x: &[f32], channels: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
-/// Mean Spearman correlation of |a| and |b| over the inputs, on each input's features.
-fn mean_correlation(a: &[Vec<f32>], b: &[Vec<f32>], space: &Space) -> Result<f64> {
-    let features = feature_lists(space)?;
-    let mut total = 0.0;
-    for ((a, b), f) in a.iter().zip(b).zip(&features) {
-        let x: Vec<f64> = f.iter().map(|&i| a[i].abs() as f64).collect();
-        let y: Vec<f64> = f.iter().map(|&i| b[i].abs() as f64).collect();
-        total += spearman(&x, &y);
-    }
-    Ok(total / a.len().max(1) as f64)
+/// Mean Spearman correlation of |a| and |b| over the inputs whose correlation is defined, on
+/// each input's `features`; `None` when it is defined for none.
+fn mean_correlation(a: &[Vec<f32>], b: &[Vec<f32>], features: &[Vec<usize>]) -> Option<f64> {
+    let defined: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .zip(features)
+        .filter_map(|((a, b), f)| {
+            let x: Vec<f64> = f.iter().map(|&i| a[i].abs() as f64).collect();
+            let y: Vec<f64> = f.iter().map(|&i| b[i].abs() as f64).collect();
+            spearman(&x, &y)
+        })
+        .collect();
+    (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
 }
 
 /// Spearman's rank correlation with tied values given their mean rank (as SciPy's
-/// `spearmanr`); 0 when either side is constant, since then no ranking is shared.
-pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+/// `spearmanr`); `None` when either side is constant or there are fewer than two values
+/// (SciPy returns NaN).
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
     let (rx, ry) = (ranks(x), ranks(y));
     let n = rx.len() as f64;
     if n < 2.0 {
-        return 0.0;
+        return None;
     }
     let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
@@ -388,7 +415,7 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
         sxx += (a - mx) * (a - mx);
         syy += (b - my) * (b - my);
     }
-    if sxx <= 0.0 || syy <= 0.0 { 0.0 } else { sxy / (sxx * syy).sqrt() }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
 }
 
 fn ranks(v: &[f64]) -> Vec<f64> {
@@ -418,10 +445,10 @@ mod tests {
     //   = 0.605263157894737
     #[test]
     fn spearman_matches_scipy_with_ties() {
-        let r = spearman(&[1.0, 2.0, 2.0, 5.0, 3.0], &[2.0, 1.0, 4.0, 4.0, 6.0]);
+        let r = spearman(&[1.0, 2.0, 2.0, 5.0, 3.0], &[2.0, 1.0, 4.0, 4.0, 6.0]).unwrap();
         assert!((r - 0.605_263_157_894_737).abs() < 1e-12, "{r}");
-        assert!((spearman(&[1.0, 2.0, 3.0], &[30.0, 20.0, 10.0]) + 1.0).abs() < 1e-12);
-        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), 0.0);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[30.0, 20.0, 10.0]).unwrap() + 1.0).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
     }
 
     #[test]
