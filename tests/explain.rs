@@ -18,8 +18,16 @@ use vigil::store::{RunStore, Which};
 
 fn mlp(inputs: usize, hidden: &[usize], classes: usize, act: Activation) -> Network {
     let spec = ModelSpec::Mlp { hidden: hidden.to_vec(), activation: act, dropout: 0.0 };
-    Network::build(&spec, &InputShape::Tabular { features: inputs }, classes, None, Init::XavierUniform, 1, &Device::Cpu)
-        .unwrap()
+    Network::build(
+        &spec,
+        &InputShape::Tabular { features: inputs },
+        classes,
+        None,
+        Init::XavierUniform,
+        1,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn set(net: &Network, name: &str, values: &[f32]) {
@@ -99,7 +107,11 @@ fn occlusion_gives_the_values_worked_out_by_hand() {
     let explainer = Explainer::new(&net);
     let x = row(&[2.0, 1.0, 3.0]);
     let run = |window, stride, baseline| {
-        explainer.explain(&x, &Method::Occlusion { window, stride, baseline }, None).unwrap().remove(0).attributions
+        explainer
+            .explain(&x, &Method::Occlusion { window, stride, baseline }, None)
+            .unwrap()
+            .remove(0)
+            .attributions
     };
     assert_eq!(run(2, 1, Baseline::Zero), vec![3.0, 4.5, 6.0]);
     assert_eq!(run(1, 1, Baseline::Zero), vec![1.0, 1.0, 6.0]);
@@ -115,7 +127,13 @@ fn saliency_equals_finite_differences_through_max_pooling() {
     // A 9x9 image (odd: pooling crops an edge) through two conv + 2x2 max-pool blocks. If the
     // pooling gradient were candle's max_pool2d's (a quarter of the true one), every gradient
     // through it would be off by 4x.
-    let spec = ModelSpec::Cnn { channels: vec![3, 4], kernel: 3, dense: vec![6], activation: Activation::Tanh, dropout: 0.0 };
+    let spec = ModelSpec::Cnn {
+        channels: vec![3, 4],
+        kernel: 3,
+        dense: vec![6],
+        activation: Activation::Tanh,
+        dropout: 0.0,
+    };
     let shape = InputShape::Image { channels: 1, height: 9, width: 9 };
     let net = Network::build(&spec, &shape, 3, None, Init::KaimingNormal, 11, &Device::Cpu).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -178,7 +196,10 @@ fn integrated_gradients_on_digits_mlp_converge_to_completeness() {
         gaps.sort_by(f64::total_cmp);
         medians.push(gaps[gaps.len() / 2]);
     }
-    assert!(medians.windows(2).all(|w| w[1] < w[0]), "the median relative gap must shrink with steps: {medians:?}");
+    assert!(
+        medians.windows(2).all(|w| w[1] < w[0]),
+        "the median relative gap must shrink with steps: {medians:?}"
+    );
     assert!(medians[3] < 1e-2, "median relative gap at 300 steps: {}", medians[3]);
 }
 
@@ -209,7 +230,12 @@ fn randomisation_and_deletion_tests_on_digits_mlp() {
     assert_eq!(d.fractions.len(), 11);
     assert!(d.random.accuracy[0] > 0.9, "{:?}", d.random.accuracy);
     let ig_curve = &d.curves[1];
-    assert!(ig_curve.passed && ig_curve.auc < 0.5 * d.random.auc, "IG {} vs random {}", ig_curve.auc, d.random.auc);
+    assert!(
+        ig_curve.passed && ig_curve.auc < 0.5 * d.random.auc,
+        "IG {} vs random {}",
+        ig_curve.auc,
+        d.random.auc
+    );
 }
 
 #[test]
@@ -261,8 +287,16 @@ fn smoothgrad_without_noise_is_the_gradient_and_is_seeded() {
 #[test]
 fn probability_output_is_attributed_when_asked() {
     // Two classes with logits (x, -x): p0 = sigmoid(2x), dp0/dx = 2 p0 (1 - p0).
-    let net = Network::build(&ModelSpec::LogReg, &InputShape::Tabular { features: 1 }, 2, None, Init::XavierUniform, 1, &Device::Cpu)
-        .unwrap();
+    let net = Network::build(
+        &ModelSpec::LogReg,
+        &InputShape::Tabular { features: 1 },
+        2,
+        None,
+        Init::XavierUniform,
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
     set(&net, "layers.0.weight", &[1.0, -1.0]);
     let e = Explainer::new(&net)
         .output(vigil::ml::explain::Output::Probability)
@@ -286,12 +320,24 @@ fn bad_requests_are_refused_with_what_is_wrong() {
     };
     refused(ig(0, Rule::GaussLegendre), None, "between 1 and 10000 steps");
     refused(ig(1, Rule::RiemannLeft), None, "between 2 and 10000 steps");
-    refused(Method::Ig { steps: 5, rule: Rule::GaussLegendre, baseline: Baseline::Custom(vec![0.0; 2]) }, None, "needs 3 values");
-    refused(Method::Ig { steps: 5, rule: Rule::GaussLegendre, baseline: Baseline::Constant(f32::NAN) }, None, "not a finite");
+    refused(
+        Method::Ig { steps: 5, rule: Rule::GaussLegendre, baseline: Baseline::Custom(vec![0.0; 2]) },
+        None,
+        "needs 3 values",
+    );
+    refused(
+        Method::Ig { steps: 5, rule: Rule::GaussLegendre, baseline: Baseline::Constant(f32::NAN) },
+        None,
+        "not a finite",
+    );
     refused(Method::Occlusion { window: 4, stride: 1, baseline: Baseline::Zero }, None, "between 1 and 3");
     refused(Method::Occlusion { window: 2, stride: 3, baseline: Baseline::Zero }, None, "stride 3");
     refused(Method::SmoothGrad { noise_level: -1.0, samples: 5, seed: 0 }, None, "noise level");
-    refused(Method::SmoothGrad { noise_level: 0.1, samples: 0, seed: 0 }, None, "between 1 and 10000 samples");
+    refused(
+        Method::SmoothGrad { noise_level: 0.1, samples: 0, seed: 0 },
+        None,
+        "between 1 and 10000 samples",
+    );
     refused(Method::Saliency, Some(&[1]), "target class 1 does not exist");
     refused(Method::Saliency, Some(&[0, 0]), "2 targets for 1 inputs");
     let err = explainer.explain(&row(&[1.0, 2.0]), &Method::Saliency, None).unwrap_err();

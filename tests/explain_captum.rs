@@ -40,8 +40,9 @@ struct Reference {
 }
 
 fn fixture() -> Fixture {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/captum_reference.json"))
-        .expect("the fixture is in the repository");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/captum_reference.json"))
+            .expect("the fixture is in the repository");
     serde_json::from_str(&text).expect("the fixture parses")
 }
 
@@ -50,9 +51,16 @@ fn fixture() -> Fixture {
 /// weights, 0.1 sin(...) for biases.
 fn network(case: &Case) -> Network {
     let spec: ModelSpec = ron::from_str(&case.model).expect("the fixture's model spec parses");
-    let net =
-        Network::build(&spec, &case.input_shape, case.classes, case.vocabulary, Init::XavierUniform, 0, &Device::Cpu)
-            .unwrap();
+    let net = Network::build(
+        &spec,
+        &case.input_shape,
+        case.classes,
+        case.vocabulary,
+        Init::XavierUniform,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut vars: Vec<_> = net.vars().to_vec();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (k, (name, var)) in vars.iter().enumerate() {
@@ -155,14 +163,22 @@ fn a_batch_equals_its_inputs_alone_for_every_method_and_model() {
                     .remove(0);
                 assert_eq!(together.predicted, alone.predicted);
                 for (a, b) in together.attributions.iter().zip(&alone.attributions) {
-                    assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{} {method:?} input {i}: {a} vs {b}", case.name);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{} {method:?} input {i}: {a} vs {b}",
+                        case.name
+                    );
                 }
             }
             // Small chunks through the network give the same result as one pass.
             let chunked = explainer.clone().max_points(5).explain(&x, method, Some(&case.targets)).unwrap();
             for (a, b) in chunked.iter().zip(&batch) {
                 for (p, q) in a.attributions.iter().zip(&b.attributions) {
-                    assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "{} {method:?} chunked: {p} vs {q}", case.name);
+                    assert!(
+                        (p - q).abs() <= 1e-5 * q.abs().max(1.0),
+                        "{} {method:?} chunked: {p} vs {q}",
+                        case.name
+                    );
                 }
             }
         }

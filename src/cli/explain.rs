@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true)]
     pub baseline: Option<String>,
     /// SmoothGrad: noise standard deviation as a fraction of the input's range (default 0.15).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub noise: Option<f32>,
     /// SmoothGrad: noisy copies averaged (default 50).
     #[arg(long)]
@@ -176,7 +176,11 @@ fn method_from_args(name: &str, args: &Args, input: &InputShape) -> Result<Metho
     let baseline = args.baseline.as_deref().map(parse_baseline).transpose()?;
     let only = |flag: &str, set: bool, methods: &str| -> Result<()> {
         if set && !methods.split(',').any(|m| m == method.name()) {
-            return Err(invalid(format!("{flag} applies to {}, not to {}", methods.replace(',', " and "), method.name())));
+            return Err(invalid(format!(
+                "{flag} applies to {}, not to {}",
+                methods.replace(',', " and "),
+                method.name()
+            )));
         }
         Ok(())
     };
@@ -368,7 +372,8 @@ fn print_summary(e: &Explanation, caption: &str, classes: &[String]) {
             println!("  |{}|", per_step.iter().map(|&v| signed_char(v, smax)).collect::<String>());
             let mut order: Vec<usize> = (0..*steps).collect();
             order.sort_by(|&a, &b| per_step[b].abs().total_cmp(&per_step[a].abs()));
-            let top: Vec<String> = order.iter().take(8).map(|&t| format!("step {t} {:+.4}", per_step[t])).collect();
+            let top: Vec<String> =
+                order.iter().take(8).map(|&t| format!("step {t} {:+.4}", per_step[t])).collect();
             println!("most important steps: {}", top.join("  "));
         }
         (InputShape::Tabular { .. }, ExplainedInput::Dense(x)) => {
@@ -378,13 +383,16 @@ fn print_summary(e: &Explanation, caption: &str, classes: &[String]) {
             }
         }
         (InputShape::Text { .. }, ExplainedInput::Tokens { ids, words }) => {
-            let word = |i: usize| words.as_ref().and_then(|w| w.get(i).cloned()).unwrap_or_else(|| format!("#{}", ids[i]));
+            let word = |i: usize| {
+                words.as_ref().and_then(|w| w.get(i).cloned()).unwrap_or_else(|| format!("#{}", ids[i]))
+            };
             let line: Vec<String> = (0..ids.len())
                 .filter(|&i| ids[i] != 0)
                 .map(|i| format!("{}({:+.3})", word(i), e.attributions[i]))
                 .collect();
             println!("tokens: {}", line.join(" "));
-            let top: Vec<String> = e.top(5).iter().map(|&i| format!("{} {:+.4}", word(i), e.attributions[i])).collect();
+            let top: Vec<String> =
+                e.top(5).iter().map(|&i| format!("{} {:+.4}", word(i), e.attributions[i])).collect();
             println!("most important tokens: {}", top.join("  "));
             let real: Vec<f32> = (0..ids.len()).filter(|&i| ids[i] != 0).map(|i| e.attributions[i]).collect();
             let spread = real.iter().fold(0f32, |m, v| m.max((v - real[0]).abs()));
@@ -454,7 +462,10 @@ fn run_sanity(
 ) -> Result<()> {
     let n = args.inputs.min(part.labels.len());
     if n < 2 {
-        return Err(invalid(format!("--inputs {} is too few: the checks need at least 2 examples", args.inputs)));
+        return Err(invalid(format!(
+            "--inputs {} is too few: the checks need at least 2 examples",
+            args.inputs
+        )));
     }
     let idx: Vec<usize> = (0..n).collect();
     let inputs = part.features.batch(&idx, trained.network.device())?;
@@ -524,10 +535,15 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
          accuracy curve (lower is more faithful) against random order",
         d.fractions.len() - 1
     );
-    let mut t = table(vec!["order".into(), "AUC".into(), "accuracy at 0/25/50/75/100%".into(), "verdict".into()]);
+    let mut t =
+        table(vec!["order".into(), "AUC".into(), "accuracy at 0/25/50/75/100%".into(), "verdict".into()]);
     let at = |acc: &[f64]| {
         let k = acc.len() - 1;
-        [0, k / 4, k / 2, 3 * k / 4, k].iter().map(|&i| format!("{:.2}", acc[i])).collect::<Vec<_>>().join(" ")
+        [0, k / 4, k / 2, 3 * k / 4, k]
+            .iter()
+            .map(|&i| format!("{:.2}", acc[i]))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     for c in d.curves.iter().chain(std::iter::once(&d.random)) {
         let verdict = if c.name == "random" {
@@ -575,7 +591,8 @@ fn run_bench(
         .as_ref()
         .map(|path| -> Result<Reference> {
             let text = std::fs::read_to_string(path).map_err(|err| Error::io(path, err))?;
-            serde_json::from_str(&text).map_err(|err| Error::data(path, format!("not a Captum reference file: {err}")))
+            serde_json::from_str(&text)
+                .map_err(|err| Error::data(path, format!("not a Captum reference file: {err}")))
         })
         .transpose()?;
     let comparison = match &reference {
@@ -600,7 +617,8 @@ fn run_bench(
                     e.target
                 )));
             }
-            let max_abs = e.attributions.iter().zip(&r.attributions).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let max_abs =
+                e.attributions.iter().zip(&r.attributions).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             Some(max_abs)
         }
         None => None,

@@ -73,7 +73,8 @@ impl Explainer<'_> {
             let len = self.max_points.min(n - start);
             let var = Var::from_tensor(&points.narrow(0, start, len)?)?;
             let m = mask.map(|m| m.narrow(0, start, len)).transpose()?;
-            let out = self.select(&self.forward(var.as_tensor(), m.as_ref())?, &targets.narrow(0, start, len)?)?;
+            let out =
+                self.select(&self.forward(var.as_tensor(), m.as_ref())?, &targets.narrow(0, start, len)?)?;
             let store = out.sum_all()?.backward()?;
             let grad = match store.get(var.as_tensor()) {
                 Some(g) => g.detach(),
@@ -105,21 +106,28 @@ impl Explainer<'_> {
         let x = space.values.reshape((n, 1, d))?;
         let b = base.reshape((n, 1, d))?;
         let diff = (&x - &b)?;
-        let alphas = Tensor::from_vec(alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(), (1, s, 1), device)?;
+        let alphas =
+            Tensor::from_vec(alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(), (1, s, 1), device)?;
         let mut shape = vec![n * s];
         shape.extend_from_slice(&space.values.dims()[1..]);
         let points = b.broadcast_add(&diff.broadcast_mul(&alphas)?)?.reshape(shape)?;
-        let repeat = Tensor::from_vec((0..n as u32).flat_map(|i| std::iter::repeat_n(i, s)).collect::<Vec<_>>(), n * s, device)?;
+        let repeat = Tensor::from_vec(
+            (0..n as u32).flat_map(|i| std::iter::repeat_n(i, s)).collect::<Vec<_>>(),
+            n * s,
+            device,
+        )?;
         let mask = space.mask.as_ref().map(|m| m.index_select(&repeat, 0)).transpose()?;
         let (_, grads) = self.gradients(&points, mask.as_ref(), &targets.index_select(&repeat, 0)?)?;
-        let weights = Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), (1, s, 1), device)?;
+        let weights =
+            Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), (1, s, 1), device)?;
         let total = grads.reshape((n, s, d))?.broadcast_mul(&weights)?.sum(1)?;
         let attributions = total.mul(&diff.squeeze(1)?)?.reshape(space.values.shape())?;
 
         // F(x) and F(baseline) in one pass.
         let both = Tensor::cat(&[&space.values, &base], 0)?;
         let mask2 = space.mask.as_ref().map(|m| Tensor::cat(&[m, m], 0)).transpose()?;
-        let f = self.scores(&both, mask2.as_ref(), &Tensor::cat(&[targets, targets], 0)?)?.to_vec1::<f32>()?;
+        let f =
+            self.scores(&both, mask2.as_ref(), &Tensor::cat(&[targets, targets], 0)?)?.to_vec1::<f32>()?;
         let sums = space.per_feature(&attributions)?;
         let checks = (0..n)
             .map(|i| {
@@ -158,7 +166,11 @@ impl Explainer<'_> {
         let mut shape = vec![n * s];
         shape.extend_from_slice(&space.values.dims()[1..]);
         let points = flat.reshape((n, 1, d))?.broadcast_add(&noise.broadcast_mul(&sigma)?)?.reshape(shape)?;
-        let repeat = Tensor::from_vec((0..n as u32).flat_map(|i| std::iter::repeat_n(i, s)).collect::<Vec<_>>(), n * s, device)?;
+        let repeat = Tensor::from_vec(
+            (0..n as u32).flat_map(|i| std::iter::repeat_n(i, s)).collect::<Vec<_>>(),
+            n * s,
+            device,
+        )?;
         let mask = space.mask.as_ref().map(|m| m.index_select(&repeat, 0)).transpose()?;
         let (_, grads) = self.gradients(&points, mask.as_ref(), &targets.index_select(&repeat, 0)?)?;
         Ok(grads.reshape((n, s, d))?.mean(1)?.reshape(space.values.shape())?)

@@ -112,7 +112,11 @@ impl Method {
             Method::Saliency => "saliency (gradient)".into(),
             Method::GradInput => "gradient x input".into(),
             Method::Ig { steps, rule, baseline } => {
-                format!("integrated gradients ({steps} steps, {}, {} baseline)", rule.name(), baseline.describe())
+                format!(
+                    "integrated gradients ({steps} steps, {}, {} baseline)",
+                    rule.name(),
+                    baseline.describe()
+                )
             }
             Method::SmoothGrad { noise_level, samples, .. } => {
                 format!("SmoothGrad (noise {noise_level}, {samples} samples)")
@@ -315,7 +319,9 @@ impl Explanation {
     pub fn with_words(mut self, vocab: &[String]) -> Self {
         if let ExplainedInput::Tokens { ids, words } = &mut self.input {
             *words = Some(
-                ids.iter().map(|&i| vocab.get(i as usize).cloned().unwrap_or_else(|| "<unk>".into())).collect(),
+                ids.iter()
+                    .map(|&i| vocab.get(i as usize).cloned().unwrap_or_else(|| "<unk>".into()))
+                    .collect(),
             );
         }
         self
@@ -358,12 +364,18 @@ impl<'a> Explainer<'a> {
     /// Explains a batch: `inputs` is `(B, dims...)` as the network takes it (token ids for text).
     /// `targets` gives one class per input; `None` attributes each input's predicted class.
     /// Each input's result is the same as when explained alone.
-    pub fn explain(&self, inputs: &Tensor, method: &Method, targets: Option<&[usize]>) -> Result<Vec<Explanation>> {
+    pub fn explain(
+        &self,
+        inputs: &Tensor,
+        method: &Method,
+        targets: Option<&[usize]>,
+    ) -> Result<Vec<Explanation>> {
         let space = Space::new(self.net, inputs)?;
         method.check(&self.net.input, space.width)?;
         let logits = self.net.forward(inputs, None)?;
         let probabilities = crate::ml::model::softmax(&logits)?.to_vec2::<f32>()?;
-        let predicted: Vec<usize> = logits.argmax(D::Minus1)?.to_vec1::<u32>()?.into_iter().map(|p| p as usize).collect();
+        let predicted: Vec<usize> =
+            logits.argmax(D::Minus1)?.to_vec1::<u32>()?.into_iter().map(|p| p as usize).collect();
         let targets = match targets {
             Some(t) => {
                 if t.len() != space.n {
@@ -387,7 +399,13 @@ impl<'a> Explainer<'a> {
                 .into_iter()
                 .map(|ids| ExplainedInput::Tokens { ids, words: None })
                 .collect(),
-            None => space.values.flatten_from(1)?.to_vec2::<f32>()?.into_iter().map(ExplainedInput::Dense).collect(),
+            None => space
+                .values
+                .flatten_from(1)?
+                .to_vec2::<f32>()?
+                .into_iter()
+                .map(ExplainedInput::Dense)
+                .collect(),
         };
         Ok(inputs_out
             .into_iter()
@@ -412,8 +430,12 @@ impl<'a> Explainer<'a> {
         space: &Space,
         method: &Method,
         targets: &[usize],
-    ) -> Result<(Vec<Vec<f32>>, Option<Vec<Completeness>>)> {
-        let targets = Tensor::from_vec(targets.iter().map(|&t| t as u32).collect::<Vec<_>>(), space.n, space.values.device())?;
+    ) -> Result<Attributions> {
+        let targets = Tensor::from_vec(
+            targets.iter().map(|&t| t as u32).collect::<Vec<_>>(),
+            space.n,
+            space.values.device(),
+        )?;
         let mut completeness = None;
         let per_value = match method {
             Method::Saliency => self.gradients(&space.values, space.mask.as_ref(), &targets)?.1,
@@ -435,6 +457,10 @@ impl<'a> Explainer<'a> {
         Ok((space.per_feature(&per_value)?, completeness))
     }
 }
+
+/// Per-input attributions (per token for text) and, for integrated gradients, each input's
+/// completeness check.
+pub(crate) type Attributions = (Vec<Vec<f32>>, Option<Vec<Completeness>>);
 
 /// A batch in the space attributions are taken in: the model's inputs, or the token embeddings
 /// `(B, L, E)` of a text model, with its padding mask.

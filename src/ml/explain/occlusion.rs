@@ -22,7 +22,9 @@ impl Explainer<'_> {
         let dims = space.values.dims()[1..].to_vec();
         // Windows span whole channels, feature vectors and embeddings.
         let (shape, strides) = match self.net.input {
-            InputShape::Image { channels, .. } => (vec![channels, window, window], vec![channels, stride, stride]),
+            InputShape::Image { channels, .. } => {
+                (vec![channels, window, window], vec![channels, stride, stride])
+            }
             InputShape::Sequence { features, .. } => (vec![window, features], vec![stride, features]),
             InputShape::Tabular { .. } => (vec![window], vec![stride]),
             InputShape::Text { .. } => (vec![window, dims[1]], vec![stride, dims[1]]),
@@ -57,7 +59,8 @@ impl Explainer<'_> {
             device,
         )?;
         let mask = space.mask.as_ref().map(|m| m.index_select(&repeat, 0)).transpose()?;
-        let occluded = self.scores(&points, mask.as_ref(), &targets.index_select(&repeat, 0)?)?.to_vec1::<f32>()?;
+        let occluded =
+            self.scores(&points, mask.as_ref(), &targets.index_select(&repeat, 0)?)?.to_vec1::<f32>()?;
         let original = self.scores(&space.values, space.mask.as_ref(), targets)?.to_vec1::<f32>()?;
 
         let mut counts = vec![0u32; d];
@@ -75,8 +78,11 @@ impl Explainer<'_> {
                     total[c] += drop;
                 }
             }
-            let per_value: Vec<f32> =
-                total.iter().zip(&counts).map(|(t, &k)| if k == 0 { 0.0 } else { (t / k as f64) as f32 }).collect();
+            let per_value: Vec<f32> = total
+                .iter()
+                .zip(&counts)
+                .map(|(t, &k)| if k == 0 { 0.0 } else { (t / k as f64) as f32 })
+                .collect();
             out.push(match &space.mask {
                 // A token's window covers its whole embedding: its first value is the token's.
                 Some(mask) => {

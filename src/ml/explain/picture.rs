@@ -158,7 +158,9 @@ pub fn render_png(e: &Explanation, caption: &str, classes: &[String]) -> Result<
         (InputShape::Tabular { features }, ExplainedInput::Dense(x)) => {
             tabular(&header, x, &e.attributions, *features, max)
         }
-        (InputShape::Text { .. }, ExplainedInput::Tokens { ids, words }) => text(&header, ids, words.as_deref(), &e.attributions, max),
+        (InputShape::Text { .. }, ExplainedInput::Tokens { ids, words }) => {
+            text(&header, ids, words.as_deref(), &e.attributions, max)
+        }
         _ => return Err(Error::Invalid("the explanation's input does not match its layout".into())),
     };
     canvas.encode()
@@ -199,7 +201,8 @@ fn colour_scale(c: &mut Canvas, x: usize, y: usize, w: usize, max: f32, caption:
         let lx = x + (frac * (w - 1) as f32) as usize;
         c.rect(lx, y + 14, 1, 4, BLACK);
         let tw = text_width(&label, 1);
-        let tx = (lx as isize - tw as isize / 2).clamp(x as isize, (x + w) as isize - tw as isize).max(0) as usize;
+        let tx =
+            (lx as isize - tw as isize / 2).clamp(x as isize, (x + w) as isize - tw as isize).max(0) as usize;
         c.text(tx, y + 20, &label, 1, BLACK);
     }
     let cw = text_width(caption, 1);
@@ -263,7 +266,8 @@ fn sequence(header: &[String], x: &[f32], a: &[f32], steps: usize, features: usi
         let zy = y0 as f64 + (plot_h - 1) as f64 * (hi / span) as f64;
         c.rect(MARGIN, zy as usize, pw, 1, LIGHT);
     }
-    let palette = [BLACK, Color { r: 0, g: 110, b: 0 }, Color { r: 150, g: 80, b: 0 }, Color { r: 90, g: 0, b: 140 }];
+    let palette =
+        [BLACK, Color { r: 0, g: 110, b: 0 }, Color { r: 150, g: 80, b: 0 }, Color { r: 90, g: 0, b: 140 }];
     for f in 0..features.min(8) {
         let point = |t: usize| {
             let v = x[t * features + f];

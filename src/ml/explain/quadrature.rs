@@ -40,15 +40,21 @@ impl Rule {
 
     /// The rule by name.
     pub fn parse(name: &str) -> Result<Rule> {
-        [Rule::GaussLegendre, Rule::RiemannLeft, Rule::RiemannRight, Rule::RiemannMiddle, Rule::RiemannTrapezoid]
-            .into_iter()
-            .find(|r| r.name() == name)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "unknown integration rule {name:?}; the rules are gauss-legendre, riemann-left, \
+        [
+            Rule::GaussLegendre,
+            Rule::RiemannLeft,
+            Rule::RiemannRight,
+            Rule::RiemannMiddle,
+            Rule::RiemannTrapezoid,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown integration rule {name:?}; the rules are gauss-legendre, riemann-left, \
                      riemann-right, riemann-middle, riemann-trapezoid"
-                ))
-            })
+            ))
+        })
     }
 
     /// The `n` points on the path (ascending) and their weights.
@@ -137,8 +143,13 @@ mod tests {
     fn gauss_legendre_matches_numpy() {
         let (x, w) = Rule::GaussLegendre.nodes(5).unwrap();
         let want_x = [0.04691007703066802, 0.23076534494715845, 0.5, 0.7692346550528415, 0.9530899229693319];
-        let want_w =
-            [0.11846344252809464, 0.23931433524968315, 0.28444444444444433, 0.23931433524968315, 0.11846344252809464];
+        let want_w = [
+            0.11846344252809464,
+            0.23931433524968315,
+            0.28444444444444433,
+            0.23931433524968315,
+            0.11846344252809464,
+        ];
         for i in 0..5 {
             assert!((x[i] - want_x[i]).abs() < 1e-14, "{x:?}");
             assert!((w[i] - want_w[i]).abs() < 1e-14, "{w:?}");

@@ -194,7 +194,8 @@ pub fn deletion_test(
         curves.push((method.name().to_string(), accuracy));
     }
     let control = control_attributions(net, &space)?;
-    let accuracy = deletion_curve(explainer, &space, labels, &[rank_orders(&control, &features, false)], &fractions)?;
+    let accuracy =
+        deletion_curve(explainer, &space, labels, &[rank_orders(&control, &features, false)], &fractions)?;
     curves.push((CONTROL_NAME.to_string(), accuracy));
 
     // Several random orders, averaged, so that the reference curve is not one draw's luck.
@@ -213,7 +214,8 @@ pub fn deletion_test(
         .collect();
     let random_accuracy = deletion_curve(explainer, &space, labels, &random_orders, &fractions)?;
     let random_auc = auc(&fractions, &random_accuracy);
-    let random = DeletionCurve { name: "random".into(), auc: random_auc, accuracy: random_accuracy, passed: false };
+    let random =
+        DeletionCurve { name: "random".into(), auc: random_auc, accuracy: random_accuracy, passed: false };
     let curves = curves
         .into_iter()
         .map(|(name, accuracy)| {
@@ -226,7 +228,13 @@ pub fn deletion_test(
 
 /// The classes the network predicts for `inputs`.
 fn predicted(net: &Network, inputs: &Tensor) -> Result<Vec<usize>> {
-    Ok(net.forward(inputs, None)?.argmax(D::Minus1)?.to_vec1::<u32>()?.into_iter().map(|c| c as usize).collect())
+    Ok(net
+        .forward(inputs, None)?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect())
 }
 
 /// A copy of the network with its own parameters (cloning a `Network` shares them).
@@ -362,7 +370,11 @@ fn control_attributions(net: &Network, space: &Space) -> Result<Vec<Vec<f32>>> {
 /// Sobel gradient magnitude per channel, with zero padding.
 fn sobel(x: &[f32], channels: usize, h: usize, w: usize) -> Vec<f32> {
     let at = |c: usize, i: isize, j: isize| -> f32 {
-        if i < 0 || j < 0 || i >= h as isize || j >= w as isize { 0.0 } else { x[c * h * w + i as usize * w + j as usize] }
+        if i < 0 || j < 0 || i >= h as isize || j >= w as isize {
+            0.0
+        } else {
+            x[c * h * w + i as usize * w + j as usize]
+        }
     };
     let mut out = vec![0.0; channels * h * w];
     for c in 0..channels {
