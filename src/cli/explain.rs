@@ -3,6 +3,7 @@
 //! against Captum's (`--bench`). The work is done by [`crate::ml::explain`]; this file parses
 //! arguments, loads the run and prints.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use candle_core::Tensor;
@@ -469,6 +470,13 @@ fn run_sanity(
     }
     let idx: Vec<usize> = (0..n).collect();
     let inputs = part.features.batch(&idx, trained.network.device())?;
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "checking {} methods and the control on {n} examples: each method runs again after each of {} layers ...",
+            methods.len(),
+            trained.network.layer_names().len()
+        );
+    }
     let report = sanity(explainer, trained.spec.init, &inputs, &part.labels[..n], methods, args.seed)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));

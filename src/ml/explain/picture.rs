@@ -385,9 +385,70 @@ mod tests {
         let red = diverging(1.0, 1.0);
         let blue = diverging(-1.0, 1.0);
         let mid = diverging(0.0, 1.0);
-        assert!(red.r > 100 && red.b < 60, "{red:?}");
-        assert!(blue.b > 100 && blue.r < 60, "{blue:?}");
+        // ColorBrewer RdBu's ends: #67001f and #053061 (dark, so the scale reads in grey too).
+        assert!(red.r > red.b + 50 && red.r > red.g + 50, "{red:?}");
+        assert!(blue.b > blue.r + 50 && blue.b > blue.g + 30, "{blue:?}");
         assert!(mid.r > 240 && mid.g > 240 && mid.b > 240, "{mid:?}");
+    }
+
+    fn explanation(layout: InputShape, input: ExplainedInput, attributions: Vec<f32>) -> Explanation {
+        Explanation {
+            method: super::super::Method::Saliency,
+            output: super::super::Output::Logit,
+            layout,
+            input,
+            target: 1,
+            predicted: 0,
+            probabilities: vec![0.7, 0.3],
+            attributions,
+            completeness: None,
+        }
+    }
+
+    fn size(bytes: &[u8]) -> (u32, u32) {
+        let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("a readable PNG");
+        (reader.info().width, reader.info().height)
+    }
+
+    #[test]
+    fn every_layout_renders_a_readable_png() {
+        let classes = vec!["cat".to_string(), "dog".to_string()];
+        let signed = |n: usize| (0..n).map(|i| (i as f32 * 0.7).sin()).collect::<Vec<f32>>();
+        // An RGB image: 3 x 16 x 16, cells of 256 / 16 = 16 pixels.
+        let e = explanation(
+            InputShape::Image { channels: 3, height: 16, width: 16 },
+            ExplainedInput::Dense(signed(768)),
+            signed(768),
+        );
+        let (w, h) = size(&render_png(&e, "rgb", &classes).unwrap());
+        assert!(w >= 2 * 256 && h >= 256, "{w}x{h}");
+        // A sequence of 30 steps with 2 features.
+        let e = explanation(
+            InputShape::Sequence { steps: 30, features: 2 },
+            ExplainedInput::Dense(signed(60)),
+            signed(60),
+        );
+        let (w, _) = size(&render_png(&e, "sequence", &classes).unwrap());
+        assert!(w >= 30 * 24, "{w}");
+        // 100 tabular features: the 40 largest are shown, one row each.
+        let e = explanation(
+            InputShape::Tabular { features: 100 },
+            ExplainedInput::Dense(signed(100)),
+            signed(100),
+        );
+        let (_, h) = size(&render_png(&e, "tabular", &classes).unwrap());
+        assert!((40 * 16..60 * 16).contains(&(h as usize)), "{h}");
+        // Text wraps onto several lines; padding is not drawn.
+        let ids: Vec<u32> = (1..=30).chain([0, 0]).collect();
+        let words = Some(ids.iter().map(|i| format!("word{i}")).collect());
+        let e =
+            explanation(InputShape::Text { max_len: 32 }, ExplainedInput::Tokens { ids, words }, signed(32));
+        let (w, h) = size(&render_png(&e, "text", &classes).unwrap());
+        assert!(w <= 800 && h > 150, "{w}x{h}");
+        // A mismatch between layout and input is an error, not a panic.
+        let e =
+            explanation(InputShape::Text { max_len: 3 }, ExplainedInput::Dense(vec![0.0; 3]), vec![0.0; 3]);
+        assert!(render_png(&e, "bad", &classes).is_err());
     }
 
     #[test]
