@@ -388,7 +388,7 @@ mod tests {
         // ColorBrewer RdBu's ends: #67001f and #053061 (dark, so the scale reads in grey too).
         assert!(red.r > red.b + 50 && red.r > red.g + 50, "{red:?}");
         assert!(blue.b > blue.r + 50 && blue.b > blue.g + 30, "{blue:?}");
-        assert!(mid.r > 240 && mid.g > 240 && mid.b > 240, "{mid:?}");
+        assert!(mid.r > 230 && mid.g > 230 && mid.b > 230, "{mid:?}");
     }
 
     fn explanation(layout: InputShape, input: ExplainedInput, attributions: Vec<f32>) -> Explanation {
