@@ -369,7 +369,7 @@ fn print_summary(e: &Explanation, caption: &str, classes: &[String]) {
             let per_step: Vec<f32> =
                 (0..*steps).map(|t| e.attributions[t * features..(t + 1) * features].iter().sum()).collect();
             let smax = per_step.iter().fold(0f32, |m, v| m.max(v.abs()));
-            println!("attribution per step (+ for the target, - against, 0 to {steps}):");
+            println!("attribution per step (+ for the target, - against; steps 0 to {}):", steps - 1);
             println!("  |{}|", per_step.iter().map(|&v| signed_char(v, smax)).collect::<String>());
             let mut order: Vec<usize> = (0..*steps).collect();
             order.sort_by(|&a, &b| per_step[b].abs().total_cmp(&per_step[a].abs()));
