@@ -16,7 +16,8 @@ pub struct Timing {
     pub median_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
-    /// Threads candle's CPU kernels may use.
+    /// Threads candle's CPU kernels may use (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`,
+    /// else the physical cores).
     pub threads: usize,
 }
 
@@ -53,7 +54,11 @@ pub fn time_explanation(
             median_ms: median,
             min_ms: times[0],
             max_ms: times[times.len() - 1],
-            threads: candle_core::utils::get_num_threads(),
+            threads: std::env::var("CANDLE_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or_else(candle_core::utils::get_num_threads),
         },
     ))
 }
