@@ -668,7 +668,7 @@ fn print_timing(e: &Explanation, t: &Timing, caption: &str) {
     println!("{caption}");
     println!("{}", e.method.describe());
     println!(
-        "vigil: median {:.2} ms (min {:.2}, max {:.2}) over {} repeats after 3 warm-up runs, {} threads",
+        "vigil: median {:.2} ms (min {:.2}, max {:.2}) over {} repeats after 3 warm-up runs; CPU threads: {}",
         t.median_ms, t.min_ms, t.max_ms, t.repeats, t.threads
     );
 }
