@@ -191,6 +191,53 @@ impl Network {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The network's layers from input to output, named after their parameters: `layers.0`,
+    /// `convs.1`, `out`, `embedding`, and `rnn.l0` for the first recurrent layer. The model
+    /// randomisation test of [`crate::ml::explain`] re-initialises them from the output down.
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in &self.vars {
+            let layer = layer_of(name);
+            if names.last() != Some(&layer) {
+                names.push(layer);
+            }
+        }
+        names
+    }
+
+    /// Draws fresh values for the parameters of one layer (a name from [`Self::layer_names`])
+    /// from `seed`, by the same scheme a new network gets: weights by `init` from their fan-in
+    /// and fan-out, biases at zero, embeddings from N(0, 1). The other layers keep their values.
+    pub fn reinit_layer(&self, layer: &str, init: Init, seed: u64) -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ INIT_SALT);
+        let mut pb = ParamBuilder { vars: Vec::new(), rng: &mut rng, init, device: self.device.clone() };
+        let mut found = false;
+        for (name, var) in self.vars.iter().filter(|(n, _)| layer_of(n) == layer) {
+            found = true;
+            let dims = var.dims().to_vec();
+            let leaf = name.rsplit('.').next().unwrap_or(name);
+            let fresh = if leaf.starts_with("bias") {
+                pb.bias(name, dims.iter().product())?
+            } else if leaf == "weight" && name.starts_with("embedding") {
+                pb.embedding(name, dims[0], dims[1])?
+            } else {
+                // [out, in] for dense and recurrent weights, [out, in, k, k] for convolutions:
+                // the fans `build` used.
+                let receptive: usize = dims.iter().skip(2).product();
+                let fan_in = dims.get(1).copied().unwrap_or(1) * receptive;
+                pb.weight(name, &dims, fan_in, dims[0] * receptive)?
+            };
+            var.set(&fresh.reshape(dims)?)?;
+        }
+        if !found {
+            return Err(Error::Invalid(format!(
+                "the network has no layer {layer:?}; its layers are {}",
+                self.layer_names().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the network takes token ids rather than numbers.
     pub fn takes_tokens(&self) -> bool {
         matches!(self.arch, Arch::Text { .. })
@@ -329,6 +376,16 @@ impl Network {
             var.set(&t.to_dtype(DType::F32)?)?;
         }
         Ok(())
+    }
+}
+
+/// The layer a parameter belongs to: `layers.0.weight` -> `layers.0`, `rnn.weight_ih_l1` ->
+/// `rnn.l1`.
+fn layer_of(name: &str) -> String {
+    let (prefix, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+    match leaf.rsplit_once("_l") {
+        Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("{prefix}.l{n}"),
+        _ => prefix.to_string(),
     }
 }
 
