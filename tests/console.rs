@@ -536,3 +536,90 @@ fn the_sampler_maps_gpu_memory_to_the_runs_of_a_process() {
     // pid 4242 does not exist here, so it has no CPU row; the GPU side still maps it.
     assert!(s.processes.iter().all(|p| p.pid != 4242));
 }
+
+// ---- explain view -----------------------------------------------------------------------------
+
+#[test]
+fn explain_view_opens_the_selected_run_and_navigates() {
+    use vigil::engine::explain::ExplainCommand;
+    let mut app = common::app();
+    ch(&mut app, '2');
+    let effects = ch(&mut app, '7');
+    assert_eq!(app.view, View::Explain);
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Explain(ExplainCommand::Open("digits-mlp-d4e5f6".into())),
+            Effect::Explain(ExplainCommand::Explain {
+                run: "digits-mlp-d4e5f6".into(),
+                index: 0,
+                method: "saliency".into()
+            }),
+        ]
+    );
+    for m in common::explain_events() {
+        app.update(m);
+    }
+    assert!(!app.explain.pending);
+    // Next method, next example, next misclassified, class filter.
+    assert_eq!(
+        ch(&mut app, 'm'),
+        vec![Effect::Explain(ExplainCommand::Explain {
+            run: "digits-mlp-d4e5f6".into(),
+            index: 0,
+            method: "grad-input".into()
+        })]
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Right),
+        vec![Effect::Explain(ExplainCommand::Explain {
+            run: "digits-mlp-d4e5f6".into(),
+            index: 1,
+            method: "grad-input".into()
+        })]
+    );
+    key(&mut app, KeyCode::Left);
+    assert_eq!(app.explain.index, 0);
+    ch(&mut app, 'f');
+    assert_eq!(app.explain.index, 1, "example 1 is the misclassified one");
+    // Class filter: 0, 1, 2 have no examples; 3 keeps examples 0 and 2.
+    for _ in 0..4 {
+        ch(&mut app, 'F');
+    }
+    assert_eq!(app.explain.class, Some(3));
+    assert_eq!(app.explain.candidates(), vec![0, 2]);
+    assert_eq!(app.explain.index, 0);
+    // Opening the same run again asks for nothing.
+    ch(&mut app, '1');
+    assert!(ch(&mut app, '7').is_empty());
+}
+
+#[test]
+fn explain_view_snapshots_in_colour_and_without() {
+    for (depth, suffix) in
+        [(ColorDepth::TrueColor, ""), (ColorDepth::None, "_no_color"), (ColorDepth::Ansi16, "_ansi16")]
+    {
+        for (w, h) in [(80u16, 24u16), (160, 48)] {
+            let mut app = common::app_with(depth);
+            ch(&mut app, '7');
+            for m in common::explain_events() {
+                app.update(m);
+            }
+            let buf = render(&mut app, w, h);
+            let t = text(&buf);
+            assert!(t.contains("completeness gap") && t.contains("95.00%"), "{t}");
+            if depth == ColorDepth::None {
+                assert!(t.contains('#') && t.contains('='), "sign glyphs without colour:\n{t}");
+            }
+            if depth == ColorDepth::Ansi16 {
+                for c in buf.content() {
+                    assert!(!matches!(
+                        c.bg,
+                        ratatui::style::Color::Rgb(..) | ratatui::style::Color::Indexed(_)
+                    ));
+                }
+            }
+            insta::assert_snapshot!(format!("explain_{w}x{h}{suffix}"), t);
+        }
+    }
+}

@@ -13,6 +13,7 @@ use super::filter::{Candidate, Filter};
 use super::form::RunForm;
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
+use crate::engine::explain::{ExplainCommand, ExplainEvent, ExplainResult, ExplainSet};
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::system::SystemSample;
 use crate::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
@@ -29,11 +30,12 @@ pub enum View {
     Compare,
     Logs,
     System,
+    Explain,
 }
 
 impl View {
-    pub const ALL: [View; 6] =
-        [View::Overview, View::Runs, View::Detail, View::Compare, View::Logs, View::System];
+    pub const ALL: [View; 7] =
+        [View::Overview, View::Runs, View::Detail, View::Compare, View::Logs, View::System, View::Explain];
     pub fn title(&self) -> &'static str {
         match self {
             View::Overview => "Overview",
@@ -42,6 +44,7 @@ impl View {
             View::Compare => "Compare",
             View::Logs => "Logs",
             View::System => "System",
+            View::Explain => "Explain",
         }
     }
 }
@@ -251,10 +254,38 @@ pub struct Status {
     pub at: Instant,
 }
 
+/// The Explain view's state: the open run's test examples, where we are, and the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExplainState {
+    pub set: Option<ExplainSet>,
+    pub index: usize,
+    /// Index into [`crate::ml::explain::METHOD_NAMES`].
+    pub method: usize,
+    /// Show only examples whose true class is this.
+    pub class: Option<usize>,
+    pub result: Option<ExplainResult>,
+    /// A request is on its way to the engine.
+    pub pending: bool,
+    pub error: Option<String>,
+}
+
+impl ExplainState {
+    pub fn method_name(&self) -> &'static str {
+        crate::ml::explain::METHOD_NAMES[self.method % crate::ml::explain::METHOD_NAMES.len()]
+    }
+
+    /// Test examples the navigation visits, in order.
+    pub fn candidates(&self) -> Vec<usize> {
+        let Some(set) = &self.set else { return vec![] };
+        (0..set.examples.len()).filter(|&i| self.class.is_none_or(|c| set.examples[i].label == c)).collect()
+    }
+}
+
 /// What the event loop must do after an update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Runner(RunnerCommand),
+    Explain(ExplainCommand),
     /// Write the visible chart's series to CSV.
     ExportCsv,
     /// Write the visible chart to PNG.
@@ -272,6 +303,7 @@ pub enum Msg {
     Store(StoreUpdate),
     Runner(RunnerEvent),
     System(SystemSample),
+    Explain(ExplainEvent),
     Resize(u16, u16),
     /// Time passes (messages expire, durations advance).
     Tick,
@@ -302,6 +334,7 @@ pub struct App {
     pub system: Option<SystemSample>,
     pub system_history: VecDeque<SystemSample>,
     pub runner_load: (usize, usize),
+    pub explain: ExplainState,
     pub status: Option<Status>,
     pub theme: Theme,
     pub keymap: Keymap,
@@ -336,6 +369,7 @@ impl App {
             system: None,
             system_history: VecDeque::new(),
             runner_load: (0, 0),
+            explain: ExplainState::default(),
             status: None,
             theme,
             keymap,
@@ -450,6 +484,11 @@ impl App {
                 if matches!(self.view, View::Overview | View::System) {
                     self.dirty = true;
                 }
+                vec![]
+            }
+            Msg::Explain(e) => {
+                self.explained(e);
+                self.dirty = true;
                 vec![]
             }
             Msg::Resize(w, h) => {
@@ -762,6 +801,19 @@ impl App {
             Action::ShowCompare => self.show(View::Compare),
             Action::ShowLogs => self.show(View::Logs),
             Action::ShowSystem => self.show(View::System),
+            Action::ShowExplain => {
+                self.show(View::Explain);
+                self.open_explain()
+            }
+            Action::NextMistake => self.next_mistake(),
+            Action::CycleClass => self.cycle_class(),
+            Action::Left | Action::Right if self.view == View::Explain => {
+                self.step_example(if action == Action::Left { -1 } else { 1 })
+            }
+            Action::NextMetric if self.view == View::Explain => {
+                self.explain.method = (self.explain.method + 1) % crate::ml::explain::METHOD_NAMES.len();
+                self.request_explanation()
+            }
             Action::Up => {
                 match self.view {
                     View::Logs => self.log_scroll += 1,
@@ -992,6 +1044,109 @@ impl App {
         }
     }
 
+    /// Opens the selected run in the Explain view (once; the engine keeps it loaded).
+    fn open_explain(&mut self) -> Vec<Effect> {
+        let Some(id) = self.selected_id() else {
+            self.explain.error = Some("no run selected: pick one in the runs view (2)".into());
+            return vec![];
+        };
+        if self.explain.set.as_ref().is_some_and(|s| s.run == id) {
+            return vec![];
+        }
+        let has_model = self.runs.get(&id).is_some_and(|r| r.checkpoints.iter().any(|c| c.kind == "best"));
+        if !has_model {
+            self.explain = ExplainState {
+                error: Some(format!("{id} has no checkpoint to explain yet")),
+                ..Default::default()
+            };
+            return vec![];
+        }
+        let method = self.explain.method;
+        self.explain = ExplainState { method, pending: true, ..Default::default() };
+        vec![
+            Effect::Explain(ExplainCommand::Open(id.clone())),
+            Effect::Explain(ExplainCommand::Explain {
+                run: id,
+                index: 0,
+                method: self.explain.method_name().into(),
+            }),
+        ]
+    }
+
+    fn request_explanation(&mut self) -> Vec<Effect> {
+        let Some(set) = &self.explain.set else { return vec![] };
+        self.explain.pending = true;
+        vec![Effect::Explain(ExplainCommand::Explain {
+            run: set.run.clone(),
+            index: self.explain.index,
+            method: self.explain.method_name().into(),
+        })]
+    }
+
+    fn step_example(&mut self, delta: i64) -> Vec<Effect> {
+        let c = self.explain.candidates();
+        if c.is_empty() {
+            return vec![];
+        }
+        let pos = c.iter().position(|&i| i == self.explain.index).unwrap_or(0) as i64;
+        self.explain.index = c[(pos + delta).rem_euclid(c.len() as i64) as usize];
+        self.request_explanation()
+    }
+
+    fn next_mistake(&mut self) -> Vec<Effect> {
+        let Some(set) = &self.explain.set else { return vec![] };
+        let c = self.explain.candidates();
+        let after = c.iter().copied().filter(|&i| i > self.explain.index).chain(c.iter().copied());
+        let found = after.into_iter().find(|&i| set.examples[i].label != set.examples[i].predicted);
+        match found {
+            Some(i) => {
+                self.explain.index = i;
+                self.request_explanation()
+            }
+            None => {
+                self.say(Level::Info, "no misclassified example here");
+                vec![]
+            }
+        }
+    }
+
+    fn cycle_class(&mut self) -> Vec<Effect> {
+        let Some(set) = &self.explain.set else { return vec![] };
+        let k = set.classes.len();
+        self.explain.class = match self.explain.class {
+            None => Some(0),
+            Some(c) if c + 1 < k => Some(c + 1),
+            Some(_) => None,
+        };
+        let c = self.explain.candidates();
+        match c.first() {
+            Some(&i) if !c.contains(&self.explain.index) => {
+                self.explain.index = i;
+                self.request_explanation()
+            }
+            _ => vec![],
+        }
+    }
+
+    fn explained(&mut self, e: ExplainEvent) {
+        match e {
+            ExplainEvent::Opened(set) => {
+                self.explain.set = Some(*set);
+                self.explain.error = None;
+            }
+            ExplainEvent::Explained(r) => {
+                // A result for a request that was overtaken is still the freshest picture.
+                self.explain.pending = false;
+                self.explain.error = None;
+                self.explain.result = Some(*r);
+            }
+            ExplainEvent::Failed(msg) => {
+                self.explain.pending = false;
+                self.explain.error = Some(msg);
+            }
+        }
+    }
+
     fn show(&mut self, v: View) -> Vec<Effect> {
         if !matches!(self.view, View::Detail | View::Logs) {
             self.previous = self.view;
@@ -1070,6 +1225,7 @@ impl App {
             "compare" => self.act(Action::ShowCompare),
             "logs" => self.act(Action::ShowLogs),
             "system" => self.act(Action::ShowSystem),
+            "explain" => self.act(Action::ShowExplain),
             "new" => {
                 let name = if arg.is_empty() { crate::ml::spec::DEFAULT_SPEC.to_string() } else { arg };
                 match RunForm::new_run(self.specs.clone(), &name) {
@@ -1135,8 +1291,8 @@ impl App {
 
 /// Every `:` command, for completion.
 pub const COMMANDS: &[&str] = &[
-    "overview", "runs", "detail", "compare", "logs", "system", "new", "clone", "pause", "resume", "stop",
-    "eval", "delete", "archive", "theme", "filter", "sort", "export", "help", "quit",
+    "overview", "runs", "detail", "compare", "logs", "system", "explain", "new", "clone", "pause", "resume",
+    "stop", "eval", "delete", "archive", "theme", "filter", "sort", "export", "help", "quit",
 ];
 
 /// Completions of a partial command line.

@@ -35,13 +35,19 @@ pub enum Action {
     ShowLogs,
     /// System: CPU, memory and GPU usage
     ShowSystem,
+    /// Explain: attributions of the selected run's test predictions
+    ShowExplain,
+    /// Explain: jump to the next misclassified example
+    NextMistake,
+    /// Explain: show only examples of the next class
+    CycleClass,
     /// Move up
     Up,
     /// Move down
     Down,
-    /// Move left / chart cursor left
+    /// Move left / chart cursor left / previous example
     Left,
-    /// Move right / chart cursor right
+    /// Move right / chart cursor right / next example
     Right,
     /// Page up
     PageUp,
@@ -79,7 +85,7 @@ pub enum Action {
     SortReverse,
     /// Next tab in the run detail
     NextTab,
-    /// Chart: next metric (loss, accuracy, learning rate)
+    /// Chart: next metric (loss, accuracy, learning rate); Explain: next method
     NextMetric,
     /// Chart: EMA smoothing on/off
     ToggleSmoothing,

@@ -123,6 +123,18 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             }
         });
     }
+    // Explanations are CPU work on a model held in memory: a thread of their own.
+    let (explain_tx, explain_rx) = std::sync::mpsc::channel();
+    {
+        let tx = msg_tx.clone();
+        let store = store.clone();
+        std::thread::Builder::new()
+            .name("vigil-explain".into())
+            .spawn(move || {
+                crate::engine::explain::serve(store, explain_rx, |e| tx.send(Msg::Explain(e)).is_ok())
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the explanation engine: {e}")))?;
+    }
     if opts.start_default && store.list().is_empty() {
         let (spec, _) = spec::resolve(spec::DEFAULT_SPEC, &opts.models_dir)?;
         let _ = cmd_tx.send(RunnerCommand::Start(Box::new(spec)));
@@ -177,6 +189,9 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             match e {
                 Effect::Runner(c) => {
                     let _ = cmd_tx.send(c);
+                }
+                Effect::Explain(c) => {
+                    let _ = explain_tx.send(c);
                 }
                 Effect::ExportCsv => match export::csv(&app, store.root()) {
                     Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),

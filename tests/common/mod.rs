@@ -352,3 +352,66 @@ pub fn gpu_sample() -> SystemSample {
         ],
     }
 }
+
+/// The Explain view's engine answers for a digits run: two examples (the second misclassified)
+/// and an integrated-gradients result on an 8x8 image.
+pub fn explain_events() -> Vec<Msg> {
+    use vigil::engine::explain::{Example, ExplainEvent, ExplainResult, ExplainSet};
+    use vigil::ml::data::InputShape;
+    use vigil::ml::explain::{Baseline, Completeness, ExplainedInput, Explanation, Method, Output, Rule};
+    let layout = InputShape::Image { channels: 1, height: 8, width: 8 };
+    let set = ExplainSet {
+        run: "digits-mlp-d4e5f6".into(),
+        classes: (0..10).map(|d| d.to_string()).collect(),
+        layout: layout.clone(),
+        examples: vec![
+            Example { label: 3, predicted: 3 },
+            Example { label: 8, predicted: 1 },
+            Example { label: 3, predicted: 3 },
+        ],
+    };
+    // A "3": bright strokes; attributions positive on the strokes, negative left of them.
+    let input: Vec<f32> = (0..64).map(|i| if (i % 8 == 5) || (i / 8) % 3 == 0 { 0.9 } else { 0.0 }).collect();
+    let attributions: Vec<f32> = input
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if *v > 0.0 {
+                0.3
+            } else if i % 8 == 2 {
+                -0.2
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut probabilities = vec![0.001f32; 10];
+    probabilities[3] = 0.95;
+    probabilities[9] = 0.03;
+    probabilities[8] = 0.012;
+    let explanation = Explanation {
+        method: Method::Ig { steps: 50, rule: Rule::GaussLegendre, baseline: Baseline::Zero },
+        output: Output::Logit,
+        layout,
+        input: ExplainedInput::Dense(input),
+        target: 3,
+        predicted: 3,
+        probabilities,
+        attributions,
+        completeness: Some(Completeness {
+            attribution_sum: 7.3,
+            output: 9.1,
+            baseline_output: 1.81,
+            gap: 0.01,
+        }),
+    };
+    vec![
+        Msg::Explain(ExplainEvent::Opened(Box::new(set))),
+        Msg::Explain(ExplainEvent::Explained(Box::new(ExplainResult {
+            run: "digits-mlp-d4e5f6".into(),
+            index: 0,
+            explanation,
+            millis: 4.2,
+        }))),
+    ]
+}

@@ -4,6 +4,7 @@
 
 mod compare;
 mod detail;
+mod explain;
 mod logs;
 mod overlays;
 mod overview;
@@ -51,6 +52,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Compare => compare::draw(f, app, body),
         View::Logs => logs::draw(f, app, body),
         View::System => system::draw(f, app, body),
+        View::Explain => explain::draw(f, app, body),
     }
     draw_footer(f, app, footer);
     overlays::draw(f, app, body);
@@ -154,6 +156,12 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::ExportCsv), "csv"),
         ]),
         View::Logs => items.extend([(k(Action::Up), "scroll"), (k(Action::Bottom), "follow")]),
+        View::Explain => items.extend([
+            (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
+            (k(Action::NextMetric), "method"),
+            (k(Action::NextMistake), "misclassified"),
+            (k(Action::CycleClass), "class"),
+        ]),
         View::System => {}
     }
     // Quit and the command line always show; the view's own keys fill the room left.

@@ -1,0 +1,387 @@
+//! Explain: why the selected run predicted what it did on a test example. Images show the input
+//! and its heatmap side by side in half-block cells (two pixels per cell), with a diverging scale
+//! (red for, blue against); sequences show the signal above a coloured strip per step; text shows
+//! each token on its colour; tabular inputs show a bar per feature. Without colour, an ASCII ramp
+//! carries intensity and `+` / `-` the sign.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::{bar, panel};
+use crate::engine::explain::ExplainResult;
+use crate::ml::data::InputShape;
+use crate::ml::explain::{ExplainedInput, picture};
+use crate::tui::app::App;
+use crate::tui::theme::adapt;
+
+/// Intensity without colour, dark to bright.
+const RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
+
+fn rgb(c: colorous::Color) -> Color {
+    Color::Rgb(c.r, c.g, c.b)
+}
+
+fn attribution_color(app: &App, v: f32, max: f32) -> Color {
+    adapt(rgb(picture::diverging(v, max)), app.theme.depth)
+}
+
+fn grey(app: &App, t: f32) -> Color {
+    let g = (t.clamp(0.0, 1.0) * 255.0).round() as u8;
+    adapt(Color::Rgb(g, g, g), app.theme.depth)
+}
+
+/// The sign and size of an attribution as one character, for terminals without colour.
+fn signed_glyph(v: f32, max: f32) -> char {
+    let t = if max > 0.0 { (v / max).clamp(-1.0, 1.0) } else { 0.0 };
+    match (t >= 0.0, t.abs()) {
+        (_, a) if a < 0.1 => ' ',
+        (true, a) if a < 0.4 => '.',
+        (true, a) if a < 0.7 => '+',
+        (true, _) => '#',
+        (false, a) if a < 0.4 => ',',
+        (false, a) if a < 0.7 => '-',
+        (false, _) => '=',
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let ex = &app.explain;
+    let Some(set) = &ex.set else {
+        let text = ex.error.clone().unwrap_or_else(|| {
+            if ex.pending {
+                "loading the run's model and test split…".into()
+            } else {
+                "select a run (2) and press 7".into()
+            }
+        });
+        f.render_widget(
+            Paragraph::new(Span::styled(text, t.muted()))
+                .wrap(Wrap { trim: true })
+                .block(panel(app, "Explain")),
+            area,
+        );
+        return;
+    };
+    let [head, body, foot] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+    let candidates = ex.candidates();
+    let pos = candidates.iter().position(|&i| i == ex.index).map_or(0, |p| p + 1);
+    let e = set.examples.get(ex.index);
+    let mut spans = vec![
+        Span::styled(format!(" {} ", set.run), t.accent()),
+        Span::raw(format!("test #{} ({pos}/{})", ex.index, candidates.len())),
+    ];
+    if let Some(c) = ex.class {
+        spans.push(Span::styled(format!(" class {}", set.classes[c]), t.warn()));
+    }
+    if let Some(e) = e {
+        spans.push(Span::styled("  true ", t.muted()));
+        spans.push(Span::raw(set.classes[e.label].clone()));
+        spans.push(Span::styled("  predicted ", t.muted()));
+        let ok = e.label == e.predicted;
+        spans.push(Span::styled(
+            format!("{} {}", set.classes[e.predicted], if ok { "✓" } else { "✗" }),
+            if ok { t.ok() } else { t.error() },
+        ));
+    }
+    let mistakes = set.examples.iter().filter(|e| e.label != e.predicted).count();
+    spans.push(Span::styled(format!("  {mistakes} misclassified"), t.muted()));
+    f.render_widget(Paragraph::new(Line::from(spans)), head);
+
+    let status = match (&ex.error, ex.pending) {
+        (Some(err), _) => Span::styled(err.clone(), t.error()),
+        (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
+        (None, false) => {
+            Span::styled("←→ example · m method · f next misclassified · F class filter", t.muted())
+        }
+    };
+    f.render_widget(Paragraph::new(Line::from(status)), foot);
+
+    let Some(r) = ex.result.as_ref().filter(|r| r.run == set.run) else {
+        f.render_widget(
+            Paragraph::new(Span::styled("computing…", t.muted())).block(panel(app, "Explain")),
+            body,
+        );
+        return;
+    };
+    let side = if body.width >= 100 { 34 } else { 26 };
+    let [main, right] = Layout::horizontal([Constraint::Min(30), Constraint::Length(side)]).areas(body);
+    draw_side(f, app, r, &set.classes, right);
+    match &r.explanation.layout {
+        InputShape::Image { channels, height, width } => {
+            draw_image(f, app, r, *channels, *height, *width, main)
+        }
+        InputShape::Sequence { steps, features } => draw_sequence(f, app, r, *steps, *features, main),
+        InputShape::Text { .. } => draw_text(f, app, r, main),
+        InputShape::Tabular { .. } => draw_tabular(f, app, r, main),
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], area: Rect) {
+    let t = &app.theme;
+    let e = &r.explanation;
+    let mut lines = vec![Line::from(Span::styled("top classes", t.muted()))];
+    let w = (area.width as usize).saturating_sub(16).max(4);
+    for (c, p) in e.ranked_classes().into_iter().take(3) {
+        let style = if c == e.predicted { t.accent() } else { t.base() };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<6.6} {:>6.2}% ", classes[c], 100.0 * p), style),
+            Span::styled(bar(p as f64, w), t.info()),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![Span::styled("method ", t.muted()), Span::raw(e.method.name())]));
+    lines.push(Line::from(Span::styled(e.method.describe(), t.muted())));
+    lines.push(Line::from(vec![Span::styled("target ", t.muted()), Span::raw(classes[e.target].clone())]));
+    if let Some(c) = &e.completeness {
+        lines.push(Line::from(vec![
+            Span::styled("completeness gap ", t.muted()),
+            Span::styled(format!("{:.2e}", c.gap), if c.relative_gap() < 0.01 { t.ok() } else { t.warn() }),
+        ]));
+        lines.push(Line::from(Span::styled(
+            format!("Σ {:.3} vs F(x)−F(0) {:.3}", c.attribution_sum, c.output - c.baseline_output),
+            t.muted(),
+        )));
+    }
+    lines.push(Line::from(Span::styled(format!("{:.1} ms", r.millis), t.muted())));
+    lines.push(Line::from(""));
+    // The scale: blue (against) through white to red (for), or the glyphs without colour.
+    let max = max_abs(&e.attributions);
+    if app.theme.colored() {
+        let n = (area.width as usize).saturating_sub(4).max(8);
+        let cells: Vec<Span> = (0..n)
+            .map(|i| {
+                let v = -max + 2.0 * max * i as f32 / (n - 1) as f32;
+                Span::styled(" ", Style::default().bg(attribution_color(app, v, max)))
+            })
+            .collect();
+        lines.push(Line::from(cells));
+    } else {
+        lines.push(Line::from("= - ,   . + #"));
+    }
+    lines.push(Line::from(Span::styled(
+        format!("{:<8} 0 {:>8}", format!("-{max:.2}"), format!("+{max:.2}")),
+        t.muted(),
+    )));
+    lines.push(Line::from(Span::styled("against ← → for the target", t.muted())));
+    f.render_widget(Paragraph::new(lines).block(panel(app, "Prediction")), area);
+}
+
+/// Draws an image (channel mean) into `area` at an integer scale: half-block cells with colour,
+/// two characters per pixel with the ASCII ramp without.
+fn image_cells(
+    app: &App,
+    values: &[f32],
+    h: usize,
+    w: usize,
+    area: Rect,
+    color_of: &dyn Fn(f32) -> (Color, char),
+    f: &mut Frame,
+) {
+    if area.width == 0 || area.height == 0 || h == 0 || w == 0 {
+        return;
+    }
+    let buf = f.buffer_mut();
+    if app.theme.colored() {
+        let s = ((area.width as usize) / w).min((area.height as usize * 2) / h).max(1);
+        for cy in 0..(h * s).div_ceil(2).min(area.height as usize) {
+            for cx in 0..(w * s).min(area.width as usize) {
+                let top = values[((2 * cy) / s).min(h - 1) * w + cx / s];
+                let bottom_row = (2 * cy + 1) / s;
+                let cell = &mut buf[(area.x + cx as u16, area.y + cy as u16)];
+                let (tc, _) = color_of(top);
+                if bottom_row < h {
+                    let (bc, _) = color_of(values[bottom_row * w + cx / s]);
+                    cell.set_char('▀').set_fg(tc).set_bg(bc);
+                } else {
+                    cell.set_char('▀').set_fg(tc);
+                }
+            }
+        }
+    } else {
+        let s = ((area.width as usize) / (2 * w)).min(area.height as usize / h).max(1);
+        for y in 0..(h * s).min(area.height as usize) {
+            for x in 0..(2 * w * s).min(area.width as usize) {
+                let (_, ch) = color_of(values[(y / s) * w + x / (2 * s)]);
+                buf[(area.x + x as u16, area.y + y as u16)].set_char(ch);
+            }
+        }
+    }
+}
+
+fn channel_mean(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    (0..h * w).map(|p| (0..c).map(|ch| v[ch * h * w + p]).sum::<f32>() / c as f32).collect()
+}
+
+fn draw_image(f: &mut Frame, app: &App, r: &ExplainResult, c: usize, h: usize, w: usize, area: Rect) {
+    let e = &r.explanation;
+    let ExplainedInput::Dense(input) = &e.input else { return };
+    let [left, right] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(area);
+    let img = channel_mean(input, c, h, w);
+    let (lo, hi) = img.iter().fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    let block = panel(app, format!("Input {w}x{h}"));
+    let inner = block.inner(left);
+    f.render_widget(block, left);
+    let norm = move |v: f32| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    image_cells(
+        app,
+        &img,
+        h,
+        w,
+        inner,
+        &|v| {
+            (
+                grey(app, norm(v)),
+                RAMP[((norm(v) * (RAMP.len() - 1) as f32).round() as usize).min(RAMP.len() - 1)],
+            )
+        },
+        f,
+    );
+    let attr = channel_mean(&e.attributions, c, h, w);
+    let max = max_abs(&attr);
+    let block = panel(app, format!("Attribution · {}", e.method.name()));
+    let inner = block.inner(right);
+    f.render_widget(block, right);
+    image_cells(app, &attr, h, w, inner, &|v| (attribution_color(app, v, max), signed_glyph(v, max)), f);
+}
+
+fn draw_sequence(f: &mut Frame, app: &App, r: &ExplainResult, steps: usize, features: usize, area: Rect) {
+    let e = &r.explanation;
+    let ExplainedInput::Dense(input) = &e.input else { return };
+    let [signal, strip] = Layout::vertical([Constraint::Min(4), Constraint::Length(4)]).areas(area);
+    // The first feature as a line, the per-step attribution (summed over features) as a strip.
+    let points: Vec<(f64, f64)> = (0..steps).map(|s| (s as f64, input[s * features] as f64)).collect();
+    let chart = crate::tui::widgets::chart::LineChart {
+        series: vec![crate::tui::widgets::chart::Series {
+            name: "signal".into(),
+            points: std::borrow::Cow::Owned(points),
+            color: app.theme.series(0),
+            glyph: '*',
+            faint: false,
+        }],
+        x_window: None,
+        log_y: false,
+        y_range: None,
+        cursor: None,
+        colored: app.theme.colored(),
+        axis_style: app.theme.muted(),
+        cursor_style: app.theme.accent(),
+    };
+    let block = panel(app, format!("Input: {steps} steps"));
+    let inner = block.inner(signal);
+    f.render_widget(block, signal);
+    f.render_widget(chart, inner);
+    let per_step: Vec<f32> =
+        (0..steps).map(|s| (0..features).map(|k| e.attributions[s * features + k]).sum()).collect();
+    let max = max_abs(&per_step);
+    let block = panel(app, format!("Attribution per step · {}", e.method.name()));
+    let inner = block.inner(strip);
+    f.render_widget(block, strip);
+    let width = inner.width as usize;
+    let buf = f.buffer_mut();
+    for x in 0..width {
+        // Each cell covers a range of steps: show the one with the largest magnitude.
+        let a = x * steps / width;
+        let b = ((x + 1) * steps / width).max(a + 1).min(steps);
+        let v = per_step[a..b].iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        for y in 0..inner.height {
+            let cell = &mut buf[(inner.x + x as u16, inner.y + y)];
+            if app.theme.colored() {
+                cell.set_char(' ').set_bg(attribution_color(app, v, max));
+            } else {
+                cell.set_char(signed_glyph(v, max));
+            }
+        }
+    }
+}
+
+fn draw_text(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
+    let e = &r.explanation;
+    let ExplainedInput::Tokens { ids, words } = &e.input else { return };
+    let max = max_abs(&e.attributions);
+    let mut spans = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        if id == 0 {
+            continue;
+        }
+        let word = words.as_ref().and_then(|w| w.get(i)).cloned().unwrap_or_else(|| format!("#{id}"));
+        let v = e.attributions[i];
+        let style = if app.theme.colored() {
+            let bg = attribution_color(app, v, max);
+            Style::default().bg(bg).fg(Color::Black)
+        } else if v.abs() >= 0.4 * max {
+            Style::default().add_modifier(if v > 0.0 {
+                Modifier::BOLD | Modifier::UNDERLINED
+            } else {
+                Modifier::DIM
+            })
+        } else {
+            Style::default()
+        };
+        let text = if app.theme.colored() {
+            format!(" {word} ")
+        } else {
+            format!("{word}{} ", signed_glyph(v, max))
+        };
+        spans.push(Span::styled(text, style));
+        spans.push(Span::raw(" "));
+    }
+    let mut lines = vec![Line::from(spans), Line::from("")];
+    for i in e.top(5) {
+        let word = words.as_ref().and_then(|w| w.get(i)).cloned().unwrap_or_default();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:>+9.4} ", e.attributions[i]), app.theme.muted()),
+            Span::raw(word),
+        ]));
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(panel(app, format!("Tokens · {}", e.method.name()))),
+        area,
+    );
+}
+
+fn draw_tabular(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
+    let e = &r.explanation;
+    let max = max_abs(&e.attributions);
+    let rows = area.height.saturating_sub(2) as usize;
+    let half = (area.width as usize).saturating_sub(24) / 2;
+    let lines: Vec<Line> = e
+        .top(rows)
+        .into_iter()
+        .map(|i| {
+            let v = e.attributions[i];
+            let n = if max > 0.0 { ((v.abs() / max) * half as f32).round() as usize } else { 0 };
+            let (left, right) = if v < 0.0 {
+                (format!("{}{}", " ".repeat(half - n), "█".repeat(n)), " ".repeat(half))
+            } else {
+                (" ".repeat(half), format!("{}{}", "█".repeat(n), " ".repeat(half - n)))
+            };
+            let style = if app.theme.colored() {
+                Style::default().fg(attribution_color(app, v.signum() * max, max))
+            } else {
+                Style::default()
+            };
+            Line::from(vec![
+                Span::styled(format!("f{i:<5}"), app.theme.muted()),
+                Span::styled(left, style),
+                Span::raw("│"),
+                Span::styled(right, style),
+                Span::raw(format!(" {v:+.3}")),
+            ])
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(panel(app, format!("Features by |attribution| · {}", e.method.name()))),
+        area,
+    );
+}
