@@ -174,10 +174,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir);
     let seal_opts = crate::store::seal::KeyOptions::from_env(cli.seal_key_file.clone());
     // Every command opens sealed runs when given the key; sealing itself checks it separately.
-    if !matches!(cli.command, Some(Command::Seal { .. })) {
-        if let Some(k) = seal_opts.resolve(store.root(), false)? {
-            crate::store::seal::set_process_key(k);
-        }
+    if !matches!(cli.command, Some(Command::Seal { .. }))
+        && let Some(k) = seal_opts.resolve(store.root(), false)?
+    {
+        crate::store::seal::set_process_key(k);
     }
     match cli.command {
         None => {

@@ -133,13 +133,13 @@ pub fn verify(run: &RunDir, trusted: Option<&VerifyingKey>) -> Result<RunSignatu
         .ok_or_else(|| Error::Corrupt { path: sig_path.clone(), msg: "bad public key".into() })?;
     let public = VerifyingKey::from_bytes(&public_bytes)
         .map_err(|_| Error::Corrupt { path: sig_path.clone(), msg: "bad public key".into() })?;
-    if let Some(t) = trusted {
-        if t != &public {
-            return Err(Error::Corrupt {
-                path: sig_path,
-                msg: "signed by a key that is not the trusted one".into(),
-            });
-        }
+    if let Some(t) = trusted
+        && t != &public
+    {
+        return Err(Error::Corrupt {
+            path: sig_path,
+            msg: "signed by a key that is not the trusted one".into(),
+        });
     }
     let sig_bytes: [u8; 64] = hex::decode(&s.signature)
         .ok()
