@@ -185,6 +185,7 @@ pub fn render_frames(
             best_epoch: None,
             test_accuracy: None,
             test_macro_f1: None,
+            membership_advantage: None,
             duration_s: 1.0,
             samples_per_sec: None,
             failure: None,

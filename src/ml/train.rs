@@ -705,6 +705,16 @@ impl<'a> Trainer<'a> {
         self.net.load_safetensors(&best, &run.file(Which::Best.file()).display().to_string())?;
         let test = evaluate(&self.net, &self.data.test, &self.data.pipeline.classes, "test")?;
         crate::store::write_json(&run.file("eval.json"), &test)?;
+        // What the final model leaks about its training set, measured for every run.
+        let membership = crate::ml::privacy::membership::report(&self.net, &self.data.train, &self.data.test)?;
+        crate::store::write_json(&run.file("privacy.json"), &serde_json::json!({ "membership": membership }))?;
+        run.log(
+            "privacy",
+            format!(
+                "membership inference (loss threshold): advantage {:.3}, AUC {:.3}, TPR {:.3} at 0.1% FPR",
+                membership.advantage, membership.auc, membership.tpr_at_0_1pct_fpr
+            ),
+        )?;
         let best_epoch = self.state.best_epoch.unwrap_or(self.state.epoch);
         let duration = self.state.duration_s;
         run.update_info(|r| {
@@ -713,6 +723,7 @@ impl<'a> Trainer<'a> {
             r.pid = None;
             r.test_accuracy = Some(test.accuracy);
             r.test_macro_f1 = Some(test.macro_f1);
+            r.membership_advantage = Some(membership.advantage);
             r.duration_s = duration;
         })?;
         run.log(

@@ -95,6 +95,9 @@ pub struct RunInfo {
     pub best_epoch: Option<usize>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    /// The membership-inference attacker's advantage on the final model (see `privacy.json`).
+    #[serde(default)]
+    pub membership_advantage: Option<f64>,
     /// Seconds spent training, pauses excluded.
     pub duration_s: f64,
     pub samples_per_sec: Option<f64>,
@@ -294,6 +297,7 @@ impl RunStore {
                         best_epoch: None,
                         test_accuracy: None,
                         test_macro_f1: None,
+                        membership_advantage: None,
                         duration_s: 0.0,
                         samples_per_sec: None,
                         failure: None,

@@ -1,3 +1,5 @@
-//! Privacy: the Rényi-DP accountant for DP-SGD (the same analysis as Opacus' `RDPAccountant`).
+//! Privacy: the Rényi-DP accountant for DP-SGD (the same analysis as Opacus' `RDPAccountant`)
+//! and the membership-inference report every run gets.
 
 pub mod accountant;
+pub mod membership;

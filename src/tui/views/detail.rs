@@ -55,6 +55,8 @@ fn draw_head(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Span::raw(pct(i.best_val_accuracy)),
         Span::styled("  test ", t.muted()),
         Span::raw(pct(i.test_accuracy)),
+        Span::styled(if i.membership_advantage.is_some() { "  MI adv " } else { "" }, t.muted()),
+        Span::raw(i.membership_advantage.map_or(String::new(), |a| format!("{a:.3}"))),
         Span::styled(format!("  {}", fmt_duration(i.duration_s)), t.muted()),
         Span::styled(i.samples_per_sec.map_or(String::new(), |s| format!("  {s:.0} samples/s")), t.muted()),
     ]);
