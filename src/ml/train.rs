@@ -706,8 +706,12 @@ impl<'a> Trainer<'a> {
         let test = evaluate(&self.net, &self.data.test, &self.data.pipeline.classes, "test")?;
         crate::store::write_json(&run.file("eval.json"), &test)?;
         // What the final model leaks about its training set, measured for every run.
-        let membership = crate::ml::privacy::membership::report(&self.net, &self.data.train, &self.data.test)?;
-        crate::store::write_json(&run.file("privacy.json"), &serde_json::json!({ "membership": membership }))?;
+        let membership =
+            crate::ml::privacy::membership::report(&self.net, &self.data.train, &self.data.test)?;
+        crate::store::write_json(
+            &run.file("privacy.json"),
+            &serde_json::json!({ "membership": membership }),
+        )?;
         run.log(
             "privacy",
             format!(
