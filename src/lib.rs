@@ -4,6 +4,7 @@
 //! - [`ml`]: the headless core (specs, data, models, training, metrics); no UI or HTTP.
 //! - [`store`]: the run store on disk, the source of truth for every run.
 //! - [`bench`]: training-throughput benchmarks.
+//! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
 //! - [`cli`]: the command line and its terminal output.
 //! - [`error`]: the error type and exit codes.
 
@@ -11,4 +12,5 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod ml;
+pub mod serve;
 pub mod store;

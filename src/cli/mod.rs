@@ -1,7 +1,10 @@
 //! The command line: clap definitions and one function per command. Commands print for people
 //! on a terminal and for scripts (`--json`) elsewhere; all the work happens in the library.
 
+mod audit;
+mod keys;
 mod output;
+mod serve;
 mod train;
 
 use std::io::IsTerminal;
@@ -55,6 +58,18 @@ pub enum Command {
     },
     /// List the experiment specs in the models folder and built in.
     Models,
+    /// Serve runs' models over HTTP with keys, limits and an access log.
+    Serve(serve::Args),
+    /// Create, list and revoke the service's API keys.
+    Keys {
+        #[command(subcommand)]
+        action: keys::Action,
+    },
+    /// Check the service's access log.
+    Audit {
+        #[command(subcommand)]
+        action: audit::Action,
+    },
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -116,6 +131,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Bench { json, repeats }) => bench(json, repeats.max(1)),
+        Some(Command::Serve(args)) => serve::run(&cli.runs_dir, args),
+        Some(Command::Keys { action }) => keys::run(&cli.runs_dir, action),
+        Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
     }
 }
 
