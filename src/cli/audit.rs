@@ -59,7 +59,7 @@ fn outcome(report: Report, quiet: bool) -> Result<()> {
             Ok(())
         }
         Some(f) => {
-            let msg = if f.line > 0 { format!("line {}: {}", f.line, f.message) } else { f.message.clone() };
+            let msg = if f.line > 0 { format!("line {} {}", f.line, f.message) } else { f.message.clone() };
             let checked = format!(" ({} lines before it verified)", report.lines);
             Err(Error::Corrupt { path: f.file, msg: format!("{msg}{checked}") })
         }

@@ -5,6 +5,7 @@ mod audit;
 mod keys;
 mod output;
 mod serve;
+mod traffic;
 mod train;
 
 use std::io::IsTerminal;
@@ -65,6 +66,8 @@ pub enum Command {
         #[command(subcommand)]
         action: keys::Action,
     },
+    /// Send test-split inputs to a running service and report what came back.
+    Traffic(traffic::Args),
     /// Check the service's access log.
     Audit {
         #[command(subcommand)]
@@ -134,6 +137,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Serve(args)) => serve::run(&cli.runs_dir, args),
         Some(Command::Keys { action }) => keys::run(&cli.runs_dir, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
+        Some(Command::Traffic(args)) => traffic::run(&cli.runs_dir, &cli.models_dir, args),
     }
 }
 

@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
@@ -23,7 +24,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::access_log::{AccessEvent, AccessLog};
-use super::auth::{Caller, Denied, Keyring, now_unix};
+use super::auth::{Caller, Denied, FileStamp, Keyring, now_unix};
 use super::limits::unix_now;
 use super::metrics::{Metrics, RequestLabels, RouteLabels};
 use super::model::{PredictBody, RawBatch, ServedModel};
@@ -58,6 +59,9 @@ pub struct AppState {
     /// The body of `GET /v1/models`, built once.
     models_json: Bytes,
     pub keys: RwLock<Arc<Keyring>>,
+    key_path: PathBuf,
+    /// Serialises reloads of the key file and remembers when it was last looked at.
+    reload: Mutex<Instant>,
     pub log: AccessLog,
     pub metrics: Metrics,
     pub limits: RequestLimits,
@@ -70,6 +74,7 @@ impl AppState {
     pub fn new(
         models: Vec<Arc<ServedModel>>,
         keys: Keyring,
+        key_path: PathBuf,
         log: AccessLog,
         metrics: Metrics,
         limits: RequestLimits,
@@ -87,6 +92,8 @@ impl AppState {
             models: models.into_iter().map(|m| (m.info.name.clone(), m)).collect(),
             models_json,
             keys: RwLock::new(Arc::new(keys)),
+            key_path,
+            reload: Mutex::new(Instant::now()),
             log,
             metrics,
             limits,
@@ -103,6 +110,31 @@ impl AppState {
     /// The keys in force.
     pub fn keyring(&self) -> Arc<Keyring> {
         self.keys.read().expect("the key lock is never poisoned: no panics inside").clone()
+    }
+
+    /// Reloads the key file when `vigil keys` changed it, at most once per `min_interval`;
+    /// returns whether the keys changed. A half-written or broken file keeps the keys in force.
+    pub fn reload_keys_if_changed(&self, min_interval: Duration) -> bool {
+        let Ok(mut last) = self.reload.try_lock() else { return false };
+        if last.elapsed() < min_interval {
+            return false;
+        }
+        *last = Instant::now();
+        let current = self.keyring();
+        if FileStamp::of(&self.key_path) == current.stamp {
+            return false;
+        }
+        match Keyring::load(&self.key_path, &current.usage(), Some(&current), &self.metrics) {
+            Ok(ring) => {
+                *self.keys.write().expect("the key lock is never poisoned: no panics inside") =
+                    Arc::new(ring);
+                true
+            }
+            Err(e) => {
+                eprintln!("keys: keeping the keys in force, cannot reload: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -296,16 +328,27 @@ pub async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next)
         st: st.clone(),
     };
     if access != Access::Open {
-        let keys = st.keyring();
-        let caller =
-            match keys.authenticate(req.headers().get(header::AUTHORIZATION), access.scope(), now_unix()) {
-                Ok(c) => c,
-                Err(refusal) => {
-                    pending.caller = refusal.caller;
-                    let r = denied(&refusal.denied, &pending.request_id);
-                    return pending.finish(r);
-                }
-            };
+        let check = |keys: &Keyring| {
+            keys.authenticate(req.headers().get(header::AUTHORIZATION), access.scope(), now_unix())
+        };
+        let mut result = check(&st.keyring());
+        if let Err(r) = &result
+            && r.denied == Denied::Unknown
+            && st.reload_keys_if_changed(Duration::ZERO)
+        {
+            // A key created a moment ago works at once, not only after the next periodic
+            // reload. An unknown key costs one stat of the key file; the file is only read
+            // again when it changed, so a flood of bad keys is not a flood of file reads.
+            result = check(&st.keyring());
+        }
+        let caller = match result {
+            Ok(c) => c,
+            Err(refusal) => {
+                pending.caller = refusal.caller;
+                let r = denied(&refusal.denied, &pending.request_id);
+                return pending.finish(r);
+            }
+        };
         pending.caller = Some(caller.clone());
         if let Some(rate) = &caller.rate
             && let Err(wait) = rate.check()
@@ -392,7 +435,7 @@ async fn list_models(State(st): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, json)], st.models_json.clone()).into_response()
 }
 
-/// Class probabilities as a JSON object, class name → probability, in the order given.
+/// Class probabilities as a JSON object, class name → probability, in class order.
 struct Probabilities<'a> {
     shown: &'a [(usize, f32)],
     classes: &'a [String],
@@ -408,11 +451,33 @@ impl Serialize for Probabilities<'_> {
     }
 }
 
+/// The top k classes as an array, most probable first: an array because its order is the
+/// point, and JSON objects have none (JavaScript even reorders keys like "0".."9").
+struct TopK<'a> {
+    shown: &'a [(usize, f32)],
+    classes: &'a [String],
+}
+
+impl Serialize for TopK<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            class: &'a str,
+            probability: f32,
+        }
+        s.collect_seq(self.shown.iter().map(|(i, p)| Entry { class: &self.classes[*i], probability: *p }))
+    }
+}
+
+/// One input's answer: the label always; the probabilities (`full`, `round:D`) or the top
+/// classes (`top-k:K`) as the key's output policy allows.
 #[derive(Serialize)]
 struct Prediction<'a> {
     label: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<Probabilities<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<TopK<'a>>,
 }
 
 #[derive(Serialize)]
@@ -591,9 +656,14 @@ async fn predict(
         version: &model.info.version,
         predictions: shown
             .iter()
-            .map(|s| Prediction {
-                label: &classes[s.label],
-                probabilities: s.probabilities.as_deref().map(|shown| Probabilities { shown, classes }),
+            .map(|s| {
+                let shown = s.probabilities.as_deref();
+                let top = matches!(caller.policy.view, super::policy::View::TopK(_));
+                Prediction {
+                    label: &classes[s.label],
+                    probabilities: shown.filter(|_| !top).map(|shown| Probabilities { shown, classes }),
+                    top_k: shown.filter(|_| top).map(|shown| TopK { shown, classes }),
+                }
             })
             .collect(),
     };

@@ -39,7 +39,7 @@ pub enum FindingKind {
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.line > 0 {
-            write!(f, "{}: line {}: {}", self.file.display(), self.line, self.message)
+            write!(f, "{}: line {} {}", self.file.display(), self.line, self.message)
         } else {
             write!(f, "{}: {}", self.file.display(), self.message)
         }
@@ -61,7 +61,6 @@ struct Line {
     file: usize,
     number: usize,
     seq: u64,
-    prev: String,
     hash: String,
 }
 
@@ -123,7 +122,7 @@ fn appears_later(files: &[PathBuf], file: usize, after: usize, missing: std::ops
     for (fi, path) in files.iter().enumerate().skip(file) {
         let Ok(lines) = open_lines(path) else { continue };
         for (li, text) in lines.enumerate() {
-            if fi == file && li + 1 <= after {
+            if fi == file && li < after {
                 continue;
             }
             let Ok(text) = text else { break };
@@ -224,7 +223,7 @@ fn verify(files: &[PathBuf], from_genesis: bool, head: Option<Head>) -> Result<R
             report.lines += 1;
             report.first_seq.get_or_insert(seq);
             report.last_seq = Some(seq);
-            last = Some(Line { file: fi, number, seq, prev, hash });
+            last = Some(Line { file: fi, number, seq, hash });
         }
     }
     if let Some(h) = head {
@@ -264,7 +263,6 @@ fn verify(files: &[PathBuf], from_genesis: bool, head: Option<Head>) -> Result<R
             _ => {}
         }
     }
-    let _ = last.map(|l| l.prev);
     Ok(report)
 }
 

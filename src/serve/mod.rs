@@ -25,5 +25,6 @@ pub mod monitor;
 pub mod policy;
 pub mod routes;
 pub mod server;
+pub mod traffic;
 
 pub use server::{ServeConfig, Server, ServerThread, TlsFiles};

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::access_log::{self, LogOptions, LogStats, LogWriter};
 use super::app::{AppState, RequestLimits, router};
-use super::auth::{FileStamp, Keyring};
+use super::auth::Keyring;
 use super::keys::{KeyStatus, Scope, key_file_path, permission_warning};
 use super::limits::UsageFile;
 use super::metrics::Metrics;
@@ -173,7 +173,7 @@ impl Server {
         })?;
         let log_path = log.path.clone();
         let infos = models.iter().map(|m| m.info.clone()).collect();
-        let state = Arc::new(AppState::new(models, keyring, log, metrics, config.limits));
+        let state = Arc::new(AppState::new(models, keyring, key_path, log, metrics, config.limits));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
         let serving = match tls_config {
@@ -191,7 +191,7 @@ impl Server {
             }
         };
         let (stop_background, stop_rx) = watch::channel(false);
-        let background = tokio::spawn(background(state.clone(), key_path, usage_path.clone(), stop_rx));
+        let background = tokio::spawn(background(state.clone(), usage_path.clone(), stop_rx));
         Ok(Server {
             addr,
             tls: config.tls.is_some(),
@@ -269,12 +269,7 @@ impl Server {
 
 /// Once a second: reloads the key file when `vigil keys` changed it (so a revoked key stops
 /// working without a restart) and saves budget counts when they changed.
-async fn background(
-    state: Arc<AppState>,
-    key_path: PathBuf,
-    usage_path: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn background(state: Arc<AppState>, usage_path: PathBuf, mut stop: watch::Receiver<bool>) {
     let mut last_usage = state.keyring().usage();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,15 +278,7 @@ async fn background(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let current = state.keyring();
-        if FileStamp::of(&key_path) != current.stamp {
-            let usage = current.usage();
-            match Keyring::load(&key_path, &usage, Some(&current), &state.metrics) {
-                Ok(ring) => *state.keys.write().expect("the key lock is never poisoned") = Arc::new(ring),
-                // A half-edited file keeps the keys in force; the next change is tried again.
-                Err(e) => eprintln!("keys: keeping the keys in force, cannot reload: {e}"),
-            }
-        }
+        state.reload_keys_if_changed(Duration::ZERO);
         let usage = state.keyring().usage();
         if usage != last_usage {
             match usage.save(&usage_path) {
