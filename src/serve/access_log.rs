@@ -53,7 +53,7 @@ pub struct AccessEvent {
     /// The key's name, when the request carried a valid key.
     pub key: Option<Arc<str>>,
     pub client: Option<SocketAddr>,
-    pub method: String,
+    pub method: &'static str,
     /// The route template (`/v1/models/{name}/predict`), `None` for paths the service lacks.
     pub route: Option<&'static str>,
     pub path: String,
@@ -497,7 +497,7 @@ impl Writer {
             request_id: &ev.request_id,
             key: ev.key.as_deref(),
             client: ev.client.map(|c| c.to_string()),
-            method: &ev.method,
+            method: ev.method,
             route: ev.route,
             path,
             model: ev.model.as_ref().map(|m| m.info.name.as_str()),
@@ -601,7 +601,7 @@ mod tests {
             request_id: "r1".into(),
             key: Some("alice".into()),
             client: Some("127.0.0.1:5000".parse().unwrap()),
-            method: "POST".into(),
+            method: "POST",
             route: Some("/v1/models/{name}/predict"),
             path: "/v1/models/m/predict".into(),
             model: None,

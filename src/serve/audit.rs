@@ -283,7 +283,7 @@ mod tests {
                 request_id: format!("r{i}"),
                 key: Some("k".into()),
                 client: None,
-                method: "GET".into(),
+                method: "GET",
                 route: Some("/v1/models"),
                 path: "/v1/models".into(),
                 model: None,

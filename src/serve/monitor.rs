@@ -613,7 +613,7 @@ mod tests {
                     request_id: format!("r{i}"),
                     key: None,
                     client: None,
-                    method: "GET".into(),
+                    method: "GET",
                     route: Some("/healthz"),
                     path: "/healthz".into(),
                     model: None,
