@@ -590,6 +590,17 @@ async fn a_tampered_checkpoint_is_refused_by_name() {
     let msg = err.to_string();
     assert!(msg.contains("best.safetensors") && msg.contains("does not match the run's manifest"), "{msg}");
     assert_eq!(err.exit_code(), 1);
+
+    // So is a run whose preprocessing was changed: the weights would meet other inputs.
+    let dir = fresh_store();
+    let id = run_id(dir.path(), "digits-logreg");
+    let file = dir.path().join(&id).join("preprocess.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("16.0"), "{text}");
+    std::fs::write(&file, text.replacen("16.0", "160.0", 1)).unwrap();
+    let err = Server::start(config(dir.path())).await.err().expect("a changed pipeline must not be served");
+    let msg = err.to_string();
+    assert!(msg.contains("preprocess.json") && msg.contains("does not match the run's manifest"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,9 @@ pub struct Args {
     /// Size at which the access log is rotated, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub log_max_size: u64,
+    /// Threads answering requests (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Also write raw inputs to the access log (by default only their SHA-256: inputs may be
     /// personal data).
     #[arg(long)]
@@ -88,7 +91,14 @@ pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
     config.limits = RequestLimits { max_body, max_inputs: args.max_inputs, timeout: args.timeout };
     config.log_max_bytes = args.log_max_size;
     config.log_raw_inputs = args.log_raw_inputs;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(invalid("--threads must be at least 1"));
+        }
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;

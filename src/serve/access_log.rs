@@ -49,7 +49,7 @@ const MAX_PATH: usize = 256;
 pub struct AccessEvent {
     /// When the request arrived.
     pub time: SystemTime,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     /// The key's name, when the request carried a valid key.
     pub key: Option<Arc<str>>,
     pub client: Option<SocketAddr>,
@@ -598,7 +598,7 @@ mod tests {
     fn event(status: u16) -> AccessEvent {
         AccessEvent {
             time: SystemTime::now(),
-            request_id: "r1".into(),
+            request_id: Arc::from("r1"),
             key: Some("alice".into()),
             client: Some("127.0.0.1:5000".parse().unwrap()),
             method: "POST",

@@ -58,6 +58,9 @@ pub struct AppState {
     pub models: HashMap<String, Arc<ServedModel>>,
     /// The body of `GET /v1/models`, built once.
     models_json: Bytes,
+    /// Each model's predictions counter, looked up once (labels are Strings: building them per
+    /// request would allocate).
+    prediction_counters: HashMap<String, prometheus_client::metrics::counter::Counter>,
     pub keys: RwLock<Arc<Keyring>>,
     key_path: PathBuf,
     /// Serialises reloads of the key file and remembers when it was last looked at.
@@ -85,12 +88,16 @@ impl AppState {
         }
         let list = List { models: models.iter().map(|m| &m.info).collect() };
         let models_json = Bytes::from(serde_json::to_vec(&list).expect("model infos serialise"));
+        let mut prediction_counters = HashMap::new();
         for m in &models {
             metrics.add_model(&m.info.name, &m.info.version, &m.info.run);
+            let labels = super::metrics::ModelLabels { model: m.info.name.clone(), version: m.info.version.clone() };
+            prediction_counters.insert(m.info.name.clone(), metrics.predictions.get_or_create_owned(&labels));
         }
         AppState {
             models: models.into_iter().map(|m| (m.info.name.clone(), m)).collect(),
             models_json,
+            prediction_counters,
             keys: RwLock::new(Arc::new(keys)),
             key_path,
             reload: Mutex::new(Instant::now()),
@@ -255,17 +262,13 @@ impl Pending {
         if let Some(m) = &note.model
             && status == 200
         {
-            st.metrics
-                .predictions
-                .get_or_create(&super::metrics::ModelLabels {
-                    model: m.info.name.clone(),
-                    version: m.info.version.clone(),
-                })
-                .inc_by(note.inputs as u64);
+            if let Some(counter) = st.prediction_counters.get(&m.info.name) {
+                counter.inc_by(note.inputs as u64);
+            }
         }
         st.log.record(AccessEvent {
             time: self.time,
-            request_id: self.request_id.to_string(),
+            request_id: self.request_id.clone(),
             key: self.caller.as_ref().map(|c| c.name.clone()),
             client: self.client,
             method: self.method,

@@ -610,7 +610,7 @@ mod tests {
             for i in 0..n {
                 log.record(AccessEvent {
                     time: std::time::SystemTime::now(),
-                    request_id: format!("r{i}"),
+                    request_id: std::sync::Arc::from(format!("r{i}")),
                     key: None,
                     client: None,
                     method: "GET",
