@@ -98,10 +98,8 @@ pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
         }
         builder.worker_threads(n);
     }
-    let runtime = builder
-        .enable_all()
-        .build()
-        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    let runtime =
+        builder.enable_all().build().map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         print_banner(&server, runs_dir);

@@ -91,7 +91,8 @@ impl AppState {
         let mut prediction_counters = HashMap::new();
         for m in &models {
             metrics.add_model(&m.info.name, &m.info.version, &m.info.run);
-            let labels = super::metrics::ModelLabels { model: m.info.name.clone(), version: m.info.version.clone() };
+            let labels =
+                super::metrics::ModelLabels { model: m.info.name.clone(), version: m.info.version.clone() };
             prediction_counters.insert(m.info.name.clone(), metrics.predictions.get_or_create_owned(&labels));
         }
         AppState {
@@ -261,10 +262,9 @@ impl Pending {
         }
         if let Some(m) = &note.model
             && status == 200
+            && let Some(counter) = st.prediction_counters.get(&m.info.name)
         {
-            if let Some(counter) = st.prediction_counters.get(&m.info.name) {
-                counter.inc_by(note.inputs as u64);
-            }
+            counter.inc_by(note.inputs as u64);
         }
         st.log.record(AccessEvent {
             time: self.time,

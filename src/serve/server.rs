@@ -177,9 +177,12 @@ impl Server {
         let state = Arc::new(AppState::new(models, keyring, key_path, log, metrics, config.limits));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
-        let listening = axum_server::from_tcp(listener)
+        let mut listening = axum_server::from_tcp(listener)
             .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e}")))?
             .handle(handle.clone());
+        // A client that trickles its headers (slowloris) is cut off after 30 s, hyper's own
+        // default, which axum-server turns off.
+        listening.http_builder().http1().header_read_timeout(Some(Duration::from_secs(30)));
         // TCP_NODELAY: a response goes out as soon as it is written, instead of waiting for the
         // client's delayed ACK (Nagle), which otherwise adds tens of milliseconds to some answers.
         let serving = match tls_config {
