@@ -60,7 +60,10 @@ fn outcome(report: Report, quiet: bool) -> Result<()> {
         }
         Some(f) => {
             let msg = if f.line > 0 { format!("line {} {}", f.line, f.message) } else { f.message.clone() };
-            let checked = format!(" ({} lines before it verified)", report.lines);
+            let checked = match report.lines {
+                1 => " (1 line before it verified)".to_string(),
+                n => format!(" ({n} lines before it verified)"),
+            };
             Err(Error::Corrupt { path: f.file, msg: format!("{msg}{checked}") })
         }
     }

@@ -256,8 +256,8 @@ impl Pending {
         st.metrics.latency.get_or_create(&RouteLabels { route }).observe(latency.as_secs_f64());
         if let Some(c) = &self.caller {
             c.requests.inc();
-            if let Some(left) = note.budget_left {
-                c.budget_gauge.set(left as i64);
+            if let (Some(left), Some(g)) = (note.budget_left, &c.budget_gauge) {
+                g.set(left as i64);
             }
         }
         if let Some(m) = &note.model
@@ -511,6 +511,47 @@ fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> (StatusCode, 
     }
 }
 
+/// Bytes of an oversized body read and thrown away before the 413 goes out. Closing a socket
+/// with unread data makes the kernel reset the connection, and a client still sending then
+/// never sees the answer; draining a moderately oversized body (as nginx's lingering close
+/// does) lets it read the 413. Larger bodies are cut off.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads a body of at most `max` bytes; past that, drains up to [`DRAIN_LIMIT`] and says it was
+/// too large. A body in one frame (the usual case) is returned without copying.
+async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut frames: Vec<Bytes> = Vec::new();
+    let (mut kept, mut seen) = (0usize, 0u64);
+    let mut over = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if over || kept + data.len() > max {
+            over = true;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        kept += data.len();
+        frames.push(data);
+    }
+    if over {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(match frames.len() {
+        1 => frames.pop().expect("one frame"),
+        _ => Bytes::from(frames.concat()),
+    })
+}
+
 /// Parses a predict body. The fast path is plain serde_json; only a body that fails is parsed
 /// again with path tracking, to say where it broke (tracking every value of every good body
 /// cost a few percent of the server's CPU).
@@ -571,19 +612,15 @@ async fn predict(
     let too_large = || {
         format!("the body is larger than the service's limit of {max} bytes; send fewer inputs per request")
     };
-    if content_length(req.headers()) > max as u64 {
+    if content_length(req.headers()) > DRAIN_LIMIT {
+        // Far too large to be worth reading: answer at once (the connection then closes).
         return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note);
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), max).await {
+    let bytes = match read_body(req.into_body(), max).await {
         Ok(b) => b,
-        Err(e) => {
-            let limit_hit =
-                std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if limit_hit {
-                fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note)
-            } else {
-                fail(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"), note)
-            };
+        Err(BodyError::TooLarge) => return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note),
+        Err(BodyError::Read(e)) => {
+            return fail(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"), note);
         }
     };
     note.bytes_in = Some(bytes.len() as u64);

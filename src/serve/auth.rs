@@ -30,7 +30,8 @@ pub struct Caller {
     pub rate: Option<Arc<Rate>>,
     pub budget: Option<Arc<BudgetCounter>>,
     pub requests: Counter,
-    pub budget_gauge: Gauge,
+    /// Inputs left in the budget window, for keys with a budget.
+    pub budget_gauge: Option<Gauge>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -172,15 +173,16 @@ impl Keyring {
                 name: Arc::from(record.name.as_str()),
                 expires_unix: record.expires_at().map(|t| t.unix_timestamp()),
                 policy: record.output,
+                requests: metrics.key_requests.get_or_create_owned(&labels),
+                budget_gauge: budget.as_ref().map(|b| {
+                    let g = metrics.key_budget_left.get_or_create_owned(&labels);
+                    g.set(b.left(super::limits::unix_now()) as i64);
+                    g
+                }),
                 rate,
                 budget,
-                requests: metrics.key_requests.get_or_create_owned(&labels),
-                budget_gauge: metrics.key_budget_left.get_or_create_owned(&labels),
                 record,
             };
-            if let Some(b) = &caller.budget {
-                caller.budget_gauge.set(b.left(super::limits::unix_now()) as i64);
-            }
             hashes.push(hash);
             callers.push(Arc::new(caller));
         }
