@@ -535,7 +535,7 @@ async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
         seen += data.len() as u64;
         if over || kept + data.len() > max {
             over = true;
-            if seen > DRAIN_LIMIT {
+            if seen > DRAIN_LIMIT.max(max as u64) {
                 break;
             }
             continue;
@@ -612,7 +612,8 @@ async fn predict(
     let too_large = || {
         format!("the body is larger than the service's limit of {max} bytes; send fewer inputs per request")
     };
-    if content_length(req.headers()) > DRAIN_LIMIT {
+    let length = content_length(req.headers());
+    if length > max as u64 && length > DRAIN_LIMIT {
         // Far too large to be worth reading: answer at once (the connection then closes).
         return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note);
     }

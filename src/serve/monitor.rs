@@ -360,6 +360,14 @@ impl ServiceStats {
         }
     }
 
+    /// Seeds what each key's budget has left (see [`key_budgets`]), so that keys show their
+    /// budget before their first request in the window; later lines update it.
+    pub fn seed_budgets(&mut self, budgets: BTreeMap<String, Option<u64>>) {
+        for (k, left) in budgets {
+            self.budgets.entry(k).or_insert(left);
+        }
+    }
+
     /// Adds lines.
     pub fn extend(&mut self, records: impl IntoIterator<Item = AccessRecord>) {
         for r in records {
@@ -441,6 +449,30 @@ impl ServiceStats {
         out.reverse();
         out
     }
+}
+
+/// What each key's budget has left at Unix time `now_s`, from the key file and the saved usage
+/// (which a running service updates about once a second); `None` for keys without a budget.
+/// Revoked keys are left out.
+pub fn key_budgets(runs_dir: &Path, now_s: u64) -> Result<BTreeMap<String, Option<u64>>> {
+    let keys = super::keys::KeyFile::load(&super::keys::key_file_path(runs_dir))?;
+    let usage = super::limits::UsageFile::load(&super::limits::UsageFile::path(runs_dir))?;
+    Ok(keys
+        .keys
+        .iter()
+        .filter(|k| k.revoked.is_none())
+        .map(|k| {
+            let left = k.budget.map(|b| {
+                let used = usage
+                    .keys
+                    .get(&k.name)
+                    .filter(|u| u.window == now_s / b.period.seconds())
+                    .map_or(0, |u| u.used);
+                b.limit.saturating_sub(used)
+            });
+            (k.name.clone(), left)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -550,6 +582,52 @@ mod tests {
         assert!(messages[2].contains("carol is still being used"));
         assert!(messages[3].contains("bob is hitting its rate limit"));
         assert_eq!(snap.alerts[0].level, AlertLevel::Critical);
+    }
+
+    #[test]
+    fn budgets_come_from_the_key_and_usage_files_until_lines_update_them() {
+        use crate::serve::keys::{Budget, KeyFile, NewKey, Period, Scope, key_file_path};
+        use crate::serve::limits::{Usage, UsageFile};
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = KeyFile::default();
+        let now = OffsetDateTime::from_unix_timestamp(T0).unwrap();
+        for (name, budget) in
+            [("a", Some(Budget { limit: 100, period: Period::Day })), ("b", None), ("gone", None)]
+        {
+            file.create(
+                NewKey {
+                    name: name.into(),
+                    scopes: vec![Scope::Predict],
+                    expires_in: None,
+                    rate: None,
+                    budget,
+                    output: Default::default(),
+                },
+                now,
+            )
+            .unwrap();
+        }
+        file.revoke("gone", now).unwrap();
+        file.save(&key_file_path(dir.path())).unwrap();
+        let mut usage = UsageFile::default();
+        usage.keys.insert("a".into(), Usage { window: T0 as u64 / 86_400, used: 30 });
+        usage.save(&UsageFile::path(dir.path())).unwrap();
+        let budgets = key_budgets(dir.path(), T0 as u64 + 5).unwrap();
+        assert_eq!(budgets.into_iter().collect::<Vec<_>>(), vec![("a".into(), Some(70)), ("b".into(), None)]);
+        // The next day the budget is whole again.
+        assert_eq!(key_budgets(dir.path(), T0 as u64 + 86_400).unwrap()["a"], Some(100));
+
+        let mut s = ServiceStats::new(60, 10);
+        s.seed_budgets(key_budgets(dir.path(), T0 as u64 + 5).unwrap());
+        let snap = s.snapshot(T0 + 5);
+        assert_eq!(
+            snap.keys,
+            vec![KeyRow { name: "a".into(), requests: 0, errors: 0, budget_left: Some(70) }]
+        );
+        let mut r = rec(1, 1000, 200, 10, Some("a"));
+        r.budget_left = Some(69);
+        s.push(r);
+        assert_eq!(s.snapshot(T0 + 5).keys[0].budget_left, Some(69));
     }
 
     #[test]
