@@ -3,7 +3,7 @@
 # for the same trained digits-mlp, in one sitting, alternating the two (vigil, fastapi, vigil,
 # ...) so that other load on the machine hits both alike; prints every round and the medians.
 #
-# Each vigil round: wrk (64 connections, 2 threads) for the throughput and latency figures, then
+# Each vigil round: wrk (64 connections, WRK_THREADS threads, 2 by default) for the throughput and latency figures, then
 # h2load sending an exact number of requests, to check that the access log got exactly one line
 # per request, then `vigil audit verify` on the whole log.
 #
@@ -20,6 +20,8 @@ DURATION=${DURATION:-10s}
 EXACT=${EXACT:-100000}
 CONNS=64
 VPORT=${VPORT:-7878}
+WRK_THREADS=${WRK_THREADS:-2}
+SERVE_ARGS=${SERVE_ARGS:-}   # e.g. "--threads 1"
 FPORT=${FPORT:-7879}
 
 RUNS=$(mktemp -d /tmp/vigil-serve-bench.XXXXXX)
@@ -45,14 +47,14 @@ wait_up() {
 }
 
 measure() { # name port -> appends "name RESULT ..." to $RESULTS
-  wrk -t2 -c$CONNS -d2s -s bench/predict.lua "http://127.0.0.1:$2" > /dev/null 2>&1
+  wrk -t"$WRK_THREADS" -c$CONNS -d2s -s bench/predict.lua "http://127.0.0.1:$2" > /dev/null 2>&1
   local r
-  r=$(wrk -t2 -c$CONNS -d"$DURATION" -s bench/predict.lua "http://127.0.0.1:$2" 2>&1 | grep '^RESULT')
+  r=$(wrk -t"$WRK_THREADS" -c$CONNS -d"$DURATION" -s bench/predict.lua "http://127.0.0.1:$2" 2>&1 | grep '^RESULT')
   echo "$1 $r" | tee -a "$RESULTS"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  "$VIGIL" --runs-dir "$RUNS" serve "$(basename "$RUN")" --addr "127.0.0.1:$VPORT" > "$RUNS/serve.out" 2>&1 &
+  "$VIGIL" --runs-dir "$RUNS" serve "$(basename "$RUN")" --addr "127.0.0.1:$VPORT" $SERVE_ARGS > "$RUNS/serve.out" 2>&1 &
   VPID=$!
   wait_up "$VPORT"
   measure vigil "$VPORT"
