@@ -88,7 +88,7 @@ pub fn train_throughput(
     let mut step = |k: usize| -> Result<()> {
         let (x, y) = &batches[k % batches.len()];
         let logits = net.forward(x, None)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+        let loss = crate::ml::kernels::cross_entropy(&logits, y)?;
         opt.step(&loss.backward()?)?;
         Ok(())
     };

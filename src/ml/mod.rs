@@ -3,6 +3,7 @@
 //! progress through [`train::TrainObserver`] and writes runs through [`crate::store`].
 
 pub mod data;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;

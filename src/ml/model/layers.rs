@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::error::Result;
+use crate::ml::kernels;
 use crate::ml::spec::{Activation, Init};
 
 /// Creates named, initialised parameters in a fixed order, so that the same seed always gives
@@ -107,7 +108,18 @@ impl Dense {
 
     /// `x` is `(B, inputs)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::linear(x, &self.weight, &self.bias, false)?);
+        }
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    /// `activate(forward(x), act)`, with ReLU fused into the layer where the kernels apply.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::linear(x, &self.weight, &self.bias, true)?);
+        }
+        activate(&self.forward(x)?, act)
     }
 }
 
@@ -130,18 +142,41 @@ impl Conv {
 
     /// `x` is `(B, C, H, W)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d(x, &self.weight, &self.bias, self.padding, false)?);
+        }
         let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
         let c = self.bias.dim(0)?;
         Ok(y.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?)
     }
+
+    /// `activate(forward(x), act)`, with ReLU fused into the convolution where the kernels apply.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d(x, &self.weight, &self.bias, self.padding, true)?);
+        }
+        activate(&self.forward(x)?, act)
+    }
+
+    /// `max_pool2(activate(forward(x), act))`, the block a CNN repeats, as one fused op for ReLU
+    /// where the kernels apply.
+    pub fn forward_pooled(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d_relu_pool(x, &self.weight, &self.bias, self.padding)?);
+        }
+        max_pool2(&self.forward_activated(x, act)?)
+    }
 }
 
-/// 2x2 max pooling with stride 2, written as a reshape and two max reductions.
+/// 2x2 max pooling with stride 2; odd edges are cut, as PyTorch's `MaxPool2d(2)` does.
 ///
 /// candle 0.11.1's `max_pool2d` backward pass hands a unique maximum only 1/k² of the gradient,
-/// which breaks both training and saliency; a reduction's gradient is exact. Odd edges are cut,
-/// as PyTorch's `MaxPool2d(2)` does.
+/// which breaks both training and saliency. On the CPU the fused kernel records each window's
+/// winner; elsewhere the pooling is a reshape and two max reductions, whose gradient is exact.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    if kernels::applies(&[x]) {
+        return Ok(kernels::max_pool2(x)?);
+    }
     let (b, c, h, w) = x.dims4()?;
     let (h2, w2) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)? } else { x.clone() };

@@ -1,0 +1,371 @@
+//! 2-D convolution (stride 1, zero padding, no dilation) as im2col plus one matrix product, with
+//! the bias and optionally ReLU fused into the pass that lays the product out as NCHW.
+//!
+//! Columns are laid out as `(Cin·kh·kw, B·Ho·Wo)`: each row holds one kernel tap for every output
+//! pixel of the batch, so building it is a run of contiguous row copies, and the whole batch is
+//! one product `W (Cout, K) · cols (K, B·Ho·Wo)`. Backward reuses the forward's columns for
+//! `dW = dz · colsᵀ` and scatters `dcols = Wᵀ · dz` back onto the input (col2im); both products
+//! read their transposed operand through strides. Work is split over images and kernel taps,
+//! never across a sum, so results do not depend on scheduling.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::pool::pool_plane;
+use super::{contiguous, layout2, matmul, tensor, wants_grad, with_storage};
+
+/// `x (B, Cin, H, W)`, `w (Cout, Cin, kh, kw)`, `b (Cout)` → `(B, Cout, Ho, Wo)` with
+/// `Ho = H + 2·padding − kh + 1`; `relu` fuses the activation.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, relu: bool) -> candle_core::Result<Tensor> {
+    apply(x, w, b, padding, if relu { Epilogue::Relu } else { Epilogue::Bias })
+}
+
+/// `max_pool2(relu(conv2d(x)))`, the block every CNN repeats, as one op: the pooling reads the
+/// product directly, so the full-size activation is never stored, and its gradient never passes
+/// through a zero-filled tensor of that size.
+pub fn conv2d_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> candle_core::Result<Tensor> {
+    apply(x, w, b, padding, Epilogue::ReluPool)
+}
+
+fn apply(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    padding: usize,
+    epilogue: Epilogue,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    // What the backward pass needs is kept only when there will be one.
+    let keep = wants_grad(&x) || wants_grad(&w) || wants_grad(b);
+    x.apply_op3(&w, b, Conv2d { padding, epilogue, keep, saved: OnceLock::new() })
+}
+
+/// What follows the matrix product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// Add the bias.
+    Bias,
+    /// Add the bias, then ReLU.
+    Relu,
+    /// Add the bias, then ReLU and 2x2 max pooling.
+    ReluPool,
+}
+
+/// Sizes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &[usize], w: &[usize], padding: usize) -> candle_core::Result<Self> {
+        let (&[batch, cin, h, wd], &[cout, wcin, kh, kw]) = (x, w) else {
+            candle_core::bail!("conv2d: input {x:?} and weight {w:?} must both have four dimensions");
+        };
+        if wcin != cin {
+            candle_core::bail!("conv2d: input has {cin} channels but the weight {w:?} expects {wcin}");
+        }
+        if h + 2 * padding < kh || wd + 2 * padding < kw || kh == 0 || kw == 0 {
+            candle_core::bail!(
+                "conv2d: a {kh}x{kw} kernel does not fit a {h}x{wd} input padded by {padding}"
+            );
+        }
+        let (ho, wo) = (h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1);
+        Ok(Geometry { batch, cin, h, w: wd, cout, kh, kw, pad: padding, ho, wo })
+    }
+
+    /// Rows of the column matrix: one per kernel tap.
+    fn taps(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Columns of the column matrix: one per output pixel of the batch.
+    fn columns(&self) -> usize {
+        self.batch * self.pixels()
+    }
+
+    /// For kernel column `kx`, the output columns `ox0..ox1` whose input column `ox + kx − pad`
+    /// lies inside the image.
+    fn valid_columns(&self, kx: usize) -> (usize, usize) {
+        let ox0 = self.pad.saturating_sub(kx);
+        let ox1 = (self.w + self.pad).saturating_sub(kx).min(self.wo);
+        (ox0, ox1.max(ox0))
+    }
+
+    /// For kernel row `ky` and output row `oy`, the input row, if inside the image.
+    fn input_row(&self, ky: usize, oy: usize) -> Option<usize> {
+        (oy + ky).checked_sub(self.pad).filter(|&iy| iy < self.h)
+    }
+}
+
+/// The `(taps, B·Ho·Wo)` column matrix of a contiguous NCHW input.
+fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
+    let pixels = g.pixels();
+    let mut cols = vec![0.0f32; g.taps() * g.columns()];
+    if pixels == 0 {
+        return cols;
+    }
+    // One chunk per (tap, image): a contiguous `Ho·Wo` stretch of a column-matrix row.
+    cols.par_chunks_mut(pixels).enumerate().for_each(|(chunk, dst)| {
+        let (tap, image) = (chunk / g.batch, chunk % g.batch);
+        let (ci, ky, kx) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
+        let plane = &x[(image * g.cin + ci) * g.h * g.w..][..g.h * g.w];
+        let (ox0, ox1) = g.valid_columns(kx);
+        if ox0 == ox1 {
+            return;
+        }
+        for oy in 0..g.ho {
+            if let Some(iy) = g.input_row(ky, oy) {
+                let src = iy * g.w + ox0 + kx - g.pad;
+                dst[oy * g.wo + ox0..oy * g.wo + ox1].copy_from_slice(&plane[src..src + ox1 - ox0]);
+            }
+        }
+    });
+    cols
+}
+
+/// Adds a `(taps, B·Ho·Wo)` column-matrix gradient back onto the NCHW input it was built from.
+fn col2im(dcols: &[f32], g: &Geometry) -> Vec<f32> {
+    let plane_len = g.h * g.w;
+    let mut dx = vec![0.0f32; g.batch * g.cin * plane_len];
+    if plane_len == 0 {
+        return dx;
+    }
+    let (columns, pixels) = (g.columns(), g.pixels());
+    // One task per (image, channel) plane, each summing its taps in a fixed order.
+    dx.par_chunks_mut(plane_len).enumerate().for_each(|(plane_index, plane)| {
+        let (image, ci) = (plane_index / g.cin, plane_index % g.cin);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let tap = (ci * g.kh + ky) * g.kw + kx;
+                let src = &dcols[tap * columns + image * pixels..][..pixels];
+                let (ox0, ox1) = g.valid_columns(kx);
+                for oy in 0..g.ho {
+                    let Some(iy) = g.input_row(ky, oy) else { continue };
+                    let dst = &mut plane[iy * g.w + ox0 + kx - g.pad..][..ox1 - ox0];
+                    for (d, s) in dst.iter_mut().zip(&src[oy * g.wo + ox0..oy * g.wo + ox1]) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+struct Conv2d {
+    padding: usize,
+    epilogue: Epilogue,
+    keep: bool,
+    saved: OnceLock<Saved>,
+}
+
+/// What the forward pass leaves for the backward pass.
+struct Saved {
+    /// The column matrix, for `dW`.
+    cols: CpuStorage,
+    /// With pooling: each output's winning element in its window (see [`super::pool`]).
+    argmax: Vec<u8>,
+}
+
+impl CustomOp3 for Conv2d {
+    fn name(&self) -> &'static str {
+        "vigil-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(xl.dims(), wl.dims(), self.padding)?;
+        let x = contiguous(xs, xl)?;
+        let bias = contiguous(bs, bl)?;
+        if bias.len() != g.cout {
+            candle_core::bail!("conv2d: bias {:?} does not fit {} output channels", bl.dims(), g.cout);
+        }
+        let cols = CpuStorage::F32(im2col(x, &g));
+        let (taps, columns, pixels) = (g.taps(), g.columns(), g.pixels());
+        let w_l = layout2(g.cout, taps, taps, 1, wl.start_offset());
+        let mut product = matmul(ws, &w_l, &cols, &layout2(taps, columns, columns, 1, 0))?;
+        if product.len() != g.cout * columns {
+            product = vec![0.0; g.cout * columns];
+        }
+        let relu = self.epilogue != Epilogue::Bias;
+        let (out, argmax, shape) = if self.epilogue == Epilogue::ReluPool {
+            // Each (channel, image) plane of the product is pooled where it lies.
+            let pooled = (g.ho / 2) * (g.wo / 2);
+            let mut out = vec![0.0f32; g.batch * g.cout * pooled];
+            let mut argmax = vec![0u8; out.len()];
+            if pooled > 0 {
+                // Bias first, in place, so that ties are judged on the values ReLU sees.
+                product.par_chunks_mut(pixels).enumerate().for_each(|(plane, values)| {
+                    let b = bias[plane / g.batch];
+                    values.iter_mut().for_each(|v| *v += b);
+                });
+                let product = &product;
+                out.par_chunks_mut(pooled).zip(argmax.par_chunks_mut(pooled)).enumerate().for_each(
+                    |(plane, (out, arg))| {
+                        // Output planes run (image, channel); product planes (channel, image).
+                        let (image, co) = (plane / g.cout, plane % g.cout);
+                        pool_plane(&product[co * columns + image * pixels..][..pixels], g.wo, out, arg);
+                        // ReLU commutes with the maximum; `v < 0` is false for NaN.
+                        out.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
+                    },
+                );
+            }
+            (out, argmax, Shape::from((g.batch, g.cout, g.ho / 2, g.wo / 2)))
+        } else {
+            // (Cout, B, Ho·Wo) → (B, Cout, Ho·Wo), adding the bias (and clamping) on the way.
+            let mut y = vec![0.0f32; g.batch * g.cout * pixels];
+            if pixels > 0 {
+                y.par_chunks_mut(g.cout * pixels).enumerate().for_each(|(image, out)| {
+                    for (co, row) in out.chunks_exact_mut(pixels).enumerate() {
+                        let src = &product[co * columns + image * pixels..][..pixels];
+                        let b = bias[co];
+                        for (d, s) in row.iter_mut().zip(src) {
+                            let v = s + b;
+                            // `v < 0` is false for NaN, so a NaN passes through ReLU.
+                            *d = if relu && v < 0.0 { 0.0 } else { v };
+                        }
+                    }
+                });
+            }
+            (y, Vec::new(), Shape::from((g.batch, g.cout, g.ho, g.wo)))
+        };
+        if self.keep {
+            let _ = self.saved.set(Saved { cols, argmax });
+        }
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), w.dims(), self.padding)?;
+        let (taps, columns, pixels) = (g.taps(), g.columns(), g.pixels());
+        let gy = gy.contiguous()?;
+        let recomputed;
+        let saved = match self.saved.get() {
+            Some(saved) => saved,
+            None => {
+                recomputed = self.recompute(x, w, b, &g)?;
+                &recomputed
+            }
+        };
+        // dz in the product's (Cout, B·Ho·Wo) layout, masked by ReLU (and routed through the
+        // pooling's winners), and its row sums (db), each row summed by one task in a fixed order.
+        let mut dz = vec![0.0f32; g.cout * columns];
+        let db: Vec<f32> = with_storage(&gy, |gs, gl| {
+            let gv = contiguous(gs, gl)?;
+            with_storage(y, |ys, yl| {
+                let yv = contiguous(ys, yl)?;
+                if columns == 0 {
+                    return Ok(vec![0.0; g.cout]);
+                }
+                Ok(dz
+                    .par_chunks_mut(columns)
+                    .enumerate()
+                    .map(|(co, row)| {
+                        let mut sum = 0.0f32;
+                        for image in 0..g.batch {
+                            let dst = &mut row[image * pixels..(image + 1) * pixels];
+                            match self.epilogue {
+                                Epilogue::ReluPool => {
+                                    let (w2, pooled) = (g.wo / 2, (g.ho / 2) * (g.wo / 2));
+                                    let at = (image * g.cout + co) * pooled;
+                                    let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
+                                    let arg = &saved.argmax[at..at + pooled];
+                                    for (o, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
+                                        if *y > 0.0 {
+                                            let (i, j) = (o / w2, o % w2);
+                                            let (dy, dx) = (usize::from(*which / 2), usize::from(*which % 2));
+                                            dst[(2 * i + dy) * g.wo + 2 * j + dx] = *s;
+                                            sum += *s;
+                                        }
+                                    }
+                                }
+                                Epilogue::Relu | Epilogue::Bias => {
+                                    let relu = self.epilogue == Epilogue::Relu;
+                                    let at = (image * g.cout + co) * pixels;
+                                    let (src, out) = (&gv[at..at + pixels], &yv[at..at + pixels]);
+                                    for ((d, s), o) in dst.iter_mut().zip(src).zip(out) {
+                                        *d = if relu && !(*o > 0.0) { 0.0 } else { *s };
+                                        sum += *d;
+                                    }
+                                }
+                            }
+                        }
+                        sum
+                    })
+                    .collect())
+            })
+        })?;
+        let dz = CpuStorage::F32(dz);
+        let dz_l = layout2(g.cout, columns, columns, 1, 0);
+        let dw = if wants_grad(w) {
+            // colsᵀ through strides: (B·Ho·Wo, taps) with strides (1, B·Ho·Wo).
+            let v = matmul(&dz, &dz_l, &saved.cols, &layout2(columns, taps, 1, columns, 0))?;
+            Some(tensor(zeros_if_empty(v, g.cout * taps), w.shape()))
+        } else {
+            None
+        };
+        let dx = if wants_grad(x) {
+            let dcols = with_storage(w, |ws, wl| {
+                // Wᵀ through strides: (taps, Cout) with strides (1, taps).
+                matmul(ws, &layout2(taps, g.cout, 1, taps, wl.start_offset()), &dz, &dz_l)
+            })?;
+            let dcols = zeros_if_empty(dcols, taps * columns);
+            Some(tensor(col2im(&dcols, &g), x.shape()))
+        } else {
+            None
+        };
+        let db = wants_grad(b).then(|| tensor(db, g.cout));
+        Ok((dx, dw, db))
+    }
+}
+
+impl Conv2d {
+    /// Rebuilds what the forward pass keeps, for a backward pass it did not expect.
+    fn recompute(&self, x: &Tensor, w: &Tensor, b: &Tensor, g: &Geometry) -> candle_core::Result<Saved> {
+        let cols = with_storage(x, |xs, xl| Ok(CpuStorage::F32(im2col(contiguous(xs, xl)?, g))))?;
+        let argmax = if self.epilogue == Epilogue::ReluPool {
+            let again =
+                Conv2d { padding: self.padding, epilogue: self.epilogue, keep: true, saved: OnceLock::new() };
+            x.apply_op3_no_bwd(w, b, &again)?;
+            again.saved.into_inner().map(|s| s.argmax).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Saved { cols, argmax })
+    }
+}
+
+fn zeros_if_empty(v: Vec<f32>, len: usize) -> Vec<f32> {
+    if v.len() == len { v } else { vec![0.0; len] }
+}

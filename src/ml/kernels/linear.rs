@@ -1,0 +1,98 @@
+//! A dense layer `y = x Wᵀ + b`, optionally followed by ReLU, as one op. The forward pass is one
+//! matrix product with `W` read transposed through its strides, then one pass that adds the bias
+//! (and clamps). The backward pass masks the incoming gradient by `y > 0` (ReLU), then takes
+//! `dW = dzᵀ x` and `dx = dz W` as two matrix products over strided views and `db` as column sums;
+//! `dx` is only computed when the input is part of the graph (hidden layers, or saliency).
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::{column_sums, contiguous, layout2, matmul, tensor, wants_grad, with_storage};
+
+/// `x (n, in)`, `w (out, in)`, `b (out)` → `(n, out)`; `relu` fuses the activation.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    x.apply_op3(w, b, Linear { relu })
+}
+
+struct Linear {
+    relu: bool,
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "vigil-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, inputs) = xl.shape().dims2()?;
+        let (outputs, w_inputs) = wl.shape().dims2()?;
+        let bias = contiguous(bs, bl)?;
+        if w_inputs != inputs || bias.len() != outputs {
+            candle_core::bail!(
+                "linear: input {:?}, weight {:?} and bias {:?} do not fit",
+                xl.dims(),
+                wl.dims(),
+                bl.dims()
+            );
+        }
+        // Wᵀ is W's layout with its strides swapped: gemm reads it in place.
+        let mut y = matmul(xs, xl, ws, &wl.transpose(0, 1)?)?;
+        for row in y.chunks_exact_mut(outputs.max(1)) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                let s = *v + b;
+                // `s < 0` is false for NaN, so a NaN passes through ReLU as in PyTorch.
+                *v = if self.relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, outputs))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, inputs) = x.dims2()?;
+        let outputs = w.dim(0)?;
+        let gy = gy.contiguous()?;
+        // dz = dy, masked by ReLU where it was fused.
+        let dz: Vec<f32> = with_storage(&gy, |gs, gl| {
+            let g = contiguous(gs, gl)?;
+            if !self.relu {
+                return Ok(g.to_vec());
+            }
+            with_storage(y, |ys, yl| {
+                let yv = contiguous(ys, yl)?;
+                Ok(g.iter().zip(yv).map(|(g, y)| if *y > 0.0 { *g } else { 0.0 }).collect())
+            })
+        })?;
+        let db = wants_grad(b).then(|| tensor(column_sums(&dz, outputs), outputs));
+        let dz = CpuStorage::F32(dz);
+        let dz_l = layout2(n, outputs, outputs, 1, 0);
+        let dx = if wants_grad(x) {
+            let v = with_storage(w, |ws, wl| matmul(&dz, &dz_l, ws, wl))?;
+            Some(tensor(v, (n, inputs)))
+        } else {
+            None
+        };
+        let dw = if wants_grad(w) {
+            // dzᵀ as a strided view: (outputs, n) with strides (1, outputs).
+            let dzt_l = layout2(outputs, n, 1, outputs, 0);
+            let v = with_storage(x, |xs, xl| matmul(&dz, &dzt_l, xs, xl))?;
+            Some(tensor(v, (outputs, inputs)))
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}

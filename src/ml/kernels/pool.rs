@@ -1,0 +1,110 @@
+//! 2x2 max pooling with stride 2 that records which element of each window won, so that the
+//! backward pass hands each output's whole gradient to exactly that element (candle 0.11.1's
+//! `max_pool2d` backward hands it only a quarter). As in PyTorch's `MaxPool2d(2)`: odd edges are
+//! cut, ties go to the first element in row-major order, and a NaN wins its window.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous, tensor, wants_grad, with_storage};
+
+/// `x (B, C, H, W)` → `(B, C, H/2, W/2)`.
+pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let keep = wants_grad(&x);
+    x.apply_op1(MaxPool2 { keep, argmax: OnceLock::new() })
+}
+
+struct MaxPool2 {
+    keep: bool,
+    /// For every output, the winning element of its window: `2·dy + dx`.
+    argmax: OnceLock<Vec<u8>>,
+}
+
+/// Pools one `h x w` plane into `out` and `arg` (each `(h/2)·(w/2)` long).
+pub(super) fn pool_plane(plane: &[f32], w: usize, out: &mut [f32], arg: &mut [u8]) {
+    let w2 = w / 2;
+    for (o, (value, which)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let (i, j) = (o / w2, o % w2);
+        let top = 2 * i * w + 2 * j;
+        let window = [plane[top], plane[top + 1], plane[top + w], plane[top + w + 1]];
+        let (mut best, mut at) = (window[0], 0u8);
+        for (k, &v) in window.iter().enumerate().skip(1) {
+            if v > best || (v.is_nan() && !best.is_nan()) {
+                best = v;
+                at = k as u8;
+            }
+        }
+        *value = best;
+        *which = at;
+    }
+}
+
+/// Runs the pooling over every plane of a contiguous `(B, C, H, W)` buffer.
+fn pool(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
+    let [b, c, h, w] = dims;
+    let out_len = (h / 2) * (w / 2);
+    let mut out = vec![0.0f32; b * c * out_len];
+    let mut arg = vec![0u8; out.len()];
+    if out_len > 0 {
+        out.par_chunks_mut(out_len)
+            .zip(arg.par_chunks_mut(out_len))
+            .enumerate()
+            .for_each(|(p, (out, arg))| pool_plane(&x[p * h * w..(p + 1) * h * w], w, out, arg));
+    }
+    (out, arg)
+}
+
+fn dims4(l: &Layout) -> candle_core::Result<[usize; 4]> {
+    match *l.dims() {
+        [b, c, h, w] => Ok([b, c, h, w]),
+        ref other => candle_core::bail!("max_pool2 takes (B, C, H, W), got {other:?}"),
+    }
+}
+
+impl CustomOp1 for MaxPool2 {
+    fn name(&self) -> &'static str {
+        "vigil-max-pool2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let [b, c, h, w] = dims4(l)?;
+        let (out, arg) = pool(contiguous(s, l)?, [b, c, h, w]);
+        if self.keep {
+            let _ = self.argmax.set(arg);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let [b, c, h, w] = dims4(x.layout())?;
+        let recomputed;
+        let arg = match self.argmax.get() {
+            Some(arg) => arg,
+            None => {
+                recomputed = with_storage(x, |s, l| Ok(pool(contiguous(s, l)?, [b, c, h, w]).1))?;
+                &recomputed
+            }
+        };
+        let gy = gy.contiguous()?;
+        let (w2, out_len) = (w / 2, (h / 2) * (w / 2));
+        let mut dx = vec![0.0f32; b * c * h * w];
+        if out_len > 0 {
+            with_storage(&gy, |gs, gl| {
+                let g = contiguous(gs, gl)?;
+                dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| {
+                    let (g, arg) = (&g[p * out_len..][..out_len], &arg[p * out_len..][..out_len]);
+                    for (o, (gv, which)) in g.iter().zip(arg).enumerate() {
+                        let (i, j) = (o / w2, o % w2);
+                        let (dy, dxx) = (usize::from(*which / 2), usize::from(*which % 2));
+                        plane[(2 * i + dy) * w + 2 * j + dxx] = *gv;
+                    }
+                });
+                Ok(())
+            })?;
+        }
+        Ok(Some(tensor(dx, x.shape())))
+    }
+}

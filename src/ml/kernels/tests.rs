@@ -1,0 +1,367 @@
+//! Every fused kernel against candle's generic ops (forward values and the gradients of input,
+//! weight and bias) and against central finite differences, at shapes that catch indexing
+//! mistakes: batch 1, odd spatial sizes, widths that are not multiples of the SIMD width, even
+//! kernels, no padding.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::ml::kernels::optim::{AdamStep, SgdStep};
+
+fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Vec<f32> {
+    (0..shape.iter().product::<usize>()).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect()
+}
+
+fn var(values: &[f32], shape: &[usize]) -> Var {
+    Var::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: got {g}, want {w} (scale {scale})");
+    }
+}
+
+/// A loss that weights every output differently, so that a misplaced gradient shows.
+fn weighted_sum(out: &Tensor, weights: &Tensor) -> Tensor {
+    out.mul(weights).unwrap().sum_all().unwrap()
+}
+
+/// Gradients of `loss(inputs)` with respect to each input, by autograd.
+fn autograd(inputs: &[Var], loss: &dyn Fn(&[Tensor]) -> Tensor) -> Vec<Vec<f32>> {
+    let tensors: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
+    let grads = loss(&tensors).backward().unwrap();
+    tensors.iter().map(|t| flat(grads.get(t).expect("every input has a gradient"))).collect()
+}
+
+/// Gradients of `loss(inputs)` with respect to each input, by central differences. ReLU and
+/// pooling are piecewise linear, so a central difference is exact unless the step crosses a kink
+/// (a ReLU at zero, two pooled values changing places); there the differences at two step sizes
+/// disagree and the element is left out (`None`).
+fn numeric(
+    values: &[Vec<f32>],
+    shapes: &[Vec<usize>],
+    loss: &dyn Fn(&[Tensor]) -> Tensor,
+) -> Vec<Vec<Option<f32>>> {
+    let eval = |vals: &[Vec<f32>]| -> f64 {
+        let ts: Vec<Tensor> = vals
+            .iter()
+            .zip(shapes)
+            .map(|(v, s)| Tensor::from_vec(v.clone(), &s[..], &Device::Cpu).unwrap())
+            .collect();
+        loss(&ts).to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let diff = |which: usize, i: usize, h: f32| -> f64 {
+        let mut plus = values.to_vec();
+        plus[which][i] += h;
+        let mut minus = values.to_vec();
+        minus[which][i] -= h;
+        (eval(&plus) - eval(&minus)) / (2.0 * h as f64)
+    };
+    (0..values.len())
+        .map(|which| {
+            (0..values[which].len())
+                .map(|i| {
+                    let (wide, narrow) = (diff(which, i, 1e-2), diff(which, i, 5e-3));
+                    ((wide - narrow).abs() <= 1e-3 * wide.abs().max(1.0)).then_some(wide as f32)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Checks analytic gradients against finite differences where those are defined, and that at
+/// least half the elements could be checked.
+fn assert_matches_differences(what: &str, got: &[f32], numeric: &[Option<f32>]) {
+    let scale = got.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let mut checked = 0;
+    for (i, (g, n)) in got.iter().zip(numeric).enumerate() {
+        if let Some(n) = n {
+            assert!((g - n).abs() <= 1e-2 * scale, "{what}[{i}]: analytic {g}, finite difference {n}");
+            checked += 1;
+        }
+    }
+    assert!(checked * 2 >= got.len(), "{what}: only {checked} of {} elements away from kinks", got.len());
+}
+
+/// Checks a fused op against its generic twin and finite differences, forward and backward.
+fn check(
+    name: &str,
+    shapes: &[Vec<usize>],
+    out_shape: &[usize],
+    fused: &dyn Fn(&[Tensor]) -> Tensor,
+    generic: &dyn Fn(&[Tensor]) -> Tensor,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<Vec<f32>> = shapes.iter().map(|s| random(&mut rng, s, 1.0)).collect();
+    let weights = Tensor::from_vec(random(&mut rng, out_shape, 1.0), out_shape, &Device::Cpu).unwrap();
+    let vars: Vec<Var> = values.iter().zip(shapes).map(|(v, s)| var(v, s)).collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+
+    let (a, b) = (fused(&tensors), generic(&tensors));
+    assert_eq!(a.dims(), b.dims(), "{name}: output shapes");
+    assert_close(&format!("{name} forward"), &flat(&a), &flat(&b), 1e-5);
+
+    let fused_loss = |ts: &[Tensor]| weighted_sum(&fused(ts), &weights);
+    let generic_loss = |ts: &[Tensor]| weighted_sum(&generic(ts), &weights);
+    let got = autograd(&vars, &fused_loss);
+    let want = autograd(&vars, &generic_loss);
+    let fd = numeric(&values, shapes, &fused_loss);
+    for (i, ((g, w), n)) in got.iter().zip(&want).zip(&fd).enumerate() {
+        assert_close(&format!("{name} gradient of input {i} vs candle"), g, w, 1e-5);
+        assert_matches_differences(&format!("{name} gradient of input {i} vs finite differences"), g, n);
+    }
+}
+
+fn generic_linear(ts: &[Tensor], relu: bool) -> Tensor {
+    let y = ts[0].matmul(&ts[1].t().unwrap()).unwrap().broadcast_add(&ts[2]).unwrap();
+    if relu { y.relu().unwrap() } else { y }
+}
+
+#[test]
+fn linear_matches_candle_and_finite_differences() {
+    for (seed, &(n, inputs, outputs)) in [(1, 3, 5), (7, 13, 17), (33, 70, 19), (4, 1, 1)].iter().enumerate()
+    {
+        for relu in [false, true] {
+            check(
+                &format!("linear {n}x{inputs}->{outputs} relu={relu}"),
+                &[vec![n, inputs], vec![outputs, inputs], vec![outputs]],
+                &[n, outputs],
+                &|ts| linear(&ts[0], &ts[1], &ts[2], relu).unwrap(),
+                &|ts| generic_linear(ts, relu),
+                seed as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_takes_strided_inputs_and_non_leaf_inputs() {
+    // The input is a transposed view of a computed tensor: gemm reads it through its strides, and
+    // the gradient must reach the variable underneath through the transpose and the scaling.
+    check(
+        "linear on a transposed, scaled input",
+        &[vec![9, 6], vec![4, 9], vec![4]],
+        &[6, 4],
+        &|ts| linear(&(&ts[0] * 3.0).unwrap().t().unwrap(), &ts[1], &ts[2], true).unwrap(),
+        &|ts| generic_linear(&[(&ts[0] * 3.0).unwrap().t().unwrap(), ts[1].clone(), ts[2].clone()], true),
+        11,
+    );
+}
+
+fn generic_conv(ts: &[Tensor], padding: usize, relu: bool) -> Tensor {
+    let c = ts[2].dim(0).unwrap();
+    let y = ts[0]
+        .conv2d(&ts[1], padding, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&ts[2].reshape((1, c, 1, 1)).unwrap())
+        .unwrap();
+    if relu { y.relu().unwrap() } else { y }
+}
+
+/// candle's own pooling is wrong backwards (see `layers`); a reshape and two maxima are exact.
+fn generic_pool(x: &Tensor) -> Tensor {
+    let (b, c, h, w) = x.dims4().unwrap();
+    let x = x.narrow(2, 0, h / 2 * 2).unwrap().narrow(3, 0, w / 2 * 2).unwrap();
+    x.reshape((b, c, h / 2, 2, w / 2, 2)).unwrap().max(5).unwrap().max(3).unwrap()
+}
+
+/// (batch, cin, h, w, cout, kernel, padding)
+const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
+    (1, 1, 5, 5, 2, 3, 1),
+    (2, 3, 7, 9, 5, 3, 1),
+    (3, 2, 6, 5, 3, 5, 2),
+    (2, 3, 5, 4, 2, 2, 1),
+    (1, 2, 6, 7, 3, 3, 0),
+    (2, 17, 4, 3, 1, 1, 0),
+];
+
+#[test]
+fn conv2d_matches_candle_and_finite_differences() {
+    for (seed, &(b, cin, h, w, cout, k, pad)) in CONV_SHAPES.iter().enumerate() {
+        let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+        for relu in [false, true] {
+            check(
+                &format!("conv {b}x{cin}x{h}x{w} -> {cout} k{k} pad {pad} relu={relu}"),
+                &[vec![b, cin, h, w], vec![cout, cin, k, k], vec![cout]],
+                &[b, cout, ho, wo],
+                &|ts| conv2d(&ts[0], &ts[1], &ts[2], pad, relu).unwrap(),
+                &|ts| generic_conv(ts, pad, relu),
+                100 + seed as u64,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_relu_pool_matches_candle_and_finite_differences() {
+    for (seed, &(b, cin, h, w, cout, k, pad)) in CONV_SHAPES.iter().enumerate() {
+        let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+        if ho < 2 || wo < 2 {
+            continue;
+        }
+        check(
+            &format!("conv+relu+pool {b}x{cin}x{h}x{w} -> {cout} k{k} pad {pad}"),
+            &[vec![b, cin, h, w], vec![cout, cin, k, k], vec![cout]],
+            &[b, cout, ho / 2, wo / 2],
+            &|ts| conv2d_relu_pool(&ts[0], &ts[1], &ts[2], pad).unwrap(),
+            &|ts| generic_pool(&generic_conv(ts, pad, true)),
+            200 + seed as u64,
+        );
+    }
+}
+
+#[test]
+fn max_pool_matches_candle_and_finite_differences() {
+    for (seed, shape) in [[1, 1, 2, 2], [1, 2, 5, 5], [3, 4, 6, 7], [2, 1, 9, 4]].iter().enumerate() {
+        let [b, c, h, w] = *shape;
+        check(
+            &format!("max_pool2 {shape:?}"),
+            &[shape.to_vec()],
+            &[b, c, h / 2, w / 2],
+            &|ts| max_pool2(&ts[0]).unwrap(),
+            &|ts| generic_pool(&ts[0]),
+            300 + seed as u64,
+        );
+    }
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_element_and_nan_wins() {
+    // PyTorch: torch.nn.functional.max_pool2d(x, 2, return_indices=True) picks index 0 for a
+    // window of equal values and the NaN's index in a window holding one.
+    let x = Var::from_vec(vec![1.0f32, 1.0, 1.0, 1.0, 0.0, f32::NAN, 5.0, 2.0], (1, 2, 2, 2), &Device::Cpu)
+        .unwrap();
+    let y = max_pool2(x.as_tensor()).unwrap();
+    let v = flat(&y);
+    assert_eq!(v[0], 1.0);
+    assert!(v[1].is_nan());
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let g = flat(grads.get(x.as_tensor()).unwrap());
+    assert_eq!(g, vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn cross_entropy_matches_candle_and_finite_differences() {
+    for (seed, &(n, classes)) in [(1usize, 3usize), (5, 7), (64, 10), (3, 1)].iter().enumerate() {
+        let labels: Vec<u32> = (0..n).map(|i| ((i * 5 + seed) % classes) as u32).collect();
+        let labels = Tensor::from_vec(labels, n, &Device::Cpu).unwrap();
+        check(
+            &format!("cross-entropy {n}x{classes}"),
+            &[vec![n, classes]],
+            &[],
+            &|ts| (cross_entropy(&ts[0], &labels).unwrap() * 3.0).unwrap(),
+            &|ts| (candle_nn::loss::cross_entropy(&ts[0], &labels).unwrap() * 3.0).unwrap(),
+            400 + seed as u64,
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_refuses_labels_out_of_range() {
+    let logits = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec(vec![0u32, 3], 2, &Device::Cpu).unwrap();
+    let err = cross_entropy(&logits, &labels).unwrap_err().to_string();
+    assert!(err.contains("label 3 of row 1 is not one of 3 classes"), "{err}");
+}
+
+#[test]
+fn fused_network_gradients_reach_the_input() {
+    // Saliency differentiates the logits with respect to the image through every fused op: the
+    // fused CNN block, pooling, flattening and dense layers must agree with candle's generic ops.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let shapes =
+        [vec![2, 1, 9, 7], vec![4, 1, 3, 3], vec![4], vec![3, 4, 3, 3], vec![3], vec![5, 6], vec![5]];
+    let values: Vec<Vec<f32>> = shapes.iter().map(|s| random(&mut rng, s, 1.0)).collect();
+    let vars: Vec<Var> = values.iter().zip(&shapes).map(|(v, s)| var(v, s)).collect();
+    let fused = |ts: &[Tensor]| -> Tensor {
+        let h = conv2d_relu_pool(&ts[0], &ts[1], &ts[2], 1).unwrap();
+        let h = conv2d_relu_pool(&h, &ts[3], &ts[4], 1).unwrap();
+        let logits = linear(&h.flatten_from(1).unwrap(), &ts[5], &ts[6], false).unwrap();
+        logits.max(D::Minus1).unwrap().sum_all().unwrap()
+    };
+    let generic = |ts: &[Tensor]| -> Tensor {
+        let h = generic_pool(&generic_conv(&ts[0..3], 1, true));
+        let h = generic_pool(&generic_conv(&[h, ts[3].clone(), ts[4].clone()], 1, true));
+        let logits = generic_linear(&[h.flatten_from(1).unwrap(), ts[5].clone(), ts[6].clone()], false);
+        logits.max(D::Minus1).unwrap().sum_all().unwrap()
+    };
+    let got = autograd(&vars, &fused);
+    let want = autograd(&vars, &generic);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("network gradient of input {i}"), g, w, 1e-5);
+    }
+    assert!(got[0].iter().any(|g| *g != 0.0), "the input gradient is all zeros");
+}
+
+#[test]
+fn fused_adam_and_sgd_follow_their_formulas() {
+    // Three steps on 40,000 values (more than one parallel chunk), checked against the textbook
+    // formulas evaluated in f64.
+    let n = 40_000;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let p0 = random(&mut rng, &[n], 1.0);
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| random(&mut rng, &[n], 1.0)).collect();
+    for decoupled in [false, true] {
+        let p = var(&p0, &[n]);
+        let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut pr, mut mr, mut vr): (Vec<f64>, Vec<f64>, Vec<f64>) =
+            (p0.iter().map(|&x| x as f64).collect(), vec![0.0; n], vec![0.0; n]);
+        for (t, g) in grads.iter().enumerate() {
+            let step = AdamStep {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                decoupled,
+                step: t as i32 + 1,
+            };
+            let gt = Tensor::from_vec(g.clone(), n, &Device::Cpu).unwrap();
+            optim::adam(p.as_tensor(), &gt, &mut m, &mut v, step).unwrap();
+            for i in 0..n {
+                let mut gi = g[i] as f64;
+                if !decoupled {
+                    gi += 0.1 * pr[i];
+                }
+                mr[i] = 0.9 * mr[i] + 0.1 * gi;
+                vr[i] = 0.99 * vr[i] + 0.01 * gi * gi;
+                let mhat = mr[i] / (1.0 - 0.9f64.powi(t as i32 + 1));
+                let vhat = vr[i] / (1.0 - 0.99f64.powi(t as i32 + 1));
+                if decoupled {
+                    pr[i] *= 1.0 - 0.01 * 0.1;
+                }
+                pr[i] -= 0.01 * mhat / (vhat.sqrt() + 1e-8);
+            }
+        }
+        let want: Vec<f32> = pr.iter().map(|&x| x as f32).collect();
+        assert_close(&format!("adam decoupled={decoupled}"), &flat(p.as_tensor()), &want, 1e-5);
+    }
+    for nesterov in [false, true] {
+        let p = var(&p0, &[n]);
+        let mut buf = vec![0.0f32; n];
+        let (mut pr, mut br): (Vec<f64>, Vec<f64>) = (p0.iter().map(|&x| x as f64).collect(), vec![0.0; n]);
+        for g in &grads {
+            let step = SgdStep { lr: 0.1, momentum: 0.9, weight_decay: 0.01, nesterov };
+            let gt = Tensor::from_vec(g.clone(), n, &Device::Cpu).unwrap();
+            optim::sgd(p.as_tensor(), &gt, &mut buf, step).unwrap();
+            for i in 0..n {
+                let gi = g[i] as f64 + 0.01 * pr[i];
+                br[i] = 0.9 * br[i] + gi;
+                let u = if nesterov { gi + 0.9 * br[i] } else { br[i] };
+                pr[i] -= 0.1 * u;
+            }
+        }
+        let want: Vec<f32> = pr.iter().map(|&x| x as f32).collect();
+        assert_close(&format!("sgd nesterov={nesterov}"), &flat(p.as_tensor()), &want, 1e-5);
+    }
+}
