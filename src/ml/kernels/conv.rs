@@ -218,17 +218,13 @@ impl CustomOp3 for Conv2d {
             let mut out = vec![0.0f32; g.batch * g.cout * pooled];
             let mut argmax = vec![0u8; out.len()];
             if pooled > 0 {
-                // Bias first, in place, so that ties are judged on the values ReLU sees.
-                product.par_chunks_mut(pixels).enumerate().for_each(|(plane, values)| {
-                    let b = bias[plane / g.batch];
-                    values.iter_mut().for_each(|v| *v += b);
-                });
-                let product = &product;
                 out.par_chunks_mut(pooled).zip(argmax.par_chunks_mut(pooled)).enumerate().for_each(
                     |(plane, (out, arg))| {
                         // Output planes run (image, channel); product planes (channel, image).
                         let (image, co) = (plane / g.cout, plane % g.cout);
-                        pool_plane(&product[co * columns + image * pixels..][..pixels], g.wo, out, arg);
+                        let src = &product[co * columns + image * pixels..][..pixels];
+                        // Ties are judged on the biased values, as ReLU then pooling sees them.
+                        pool_plane(src, g.wo, bias[co], out, arg);
                         // ReLU commutes with the maximum; `v < 0` is false for NaN.
                         out.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
                     },
@@ -278,67 +274,82 @@ impl CustomOp3 for Conv2d {
                 &recomputed
             }
         };
-        // dz in the product's (Cout, B·Ho·Wo) layout, masked by ReLU (and routed through the
-        // pooling's winners), and its row sums (db), each row summed by one task in a fixed order.
-        let mut dz = vec![0.0f32; g.cout * columns];
-        let db: Vec<f32> = with_storage(&gy, |gs, gl| {
+        // dz as a (B·Ho·Wo, Cout) matrix, masked by ReLU (and routed to the pooling's winners):
+        // in that layout both products below run at gemm's best. One task per image, each
+        // keeping its own bias-gradient sums, added up in image order afterwards.
+        let cout = g.cout;
+        let mut dz = vec![0.0f32; columns * cout];
+        let partial_db: Vec<Vec<f32>> = with_storage(&gy, |gs, gl| {
             let gv = contiguous(gs, gl)?;
             with_storage(y, |ys, yl| {
                 let yv = contiguous(ys, yl)?;
-                if columns == 0 {
-                    return Ok(vec![0.0; g.cout]);
+                if columns == 0 || cout == 0 {
+                    return Ok(Vec::new());
                 }
                 Ok(dz
-                    .par_chunks_mut(columns)
+                    .par_chunks_mut(pixels * cout)
                     .enumerate()
-                    .map(|(co, row)| {
-                        let mut sum = 0.0f32;
-                        for image in 0..g.batch {
-                            let dst = &mut row[image * pixels..(image + 1) * pixels];
+                    .map(|(image, block)| {
+                        let mut sums = vec![0.0f32; cout];
+                        for (co, sum) in sums.iter_mut().enumerate() {
                             match self.epilogue {
                                 Epilogue::ReluPool => {
                                     let (w2, pooled) = (g.wo / 2, (g.ho / 2) * (g.wo / 2));
-                                    let at = (image * g.cout + co) * pooled;
+                                    let at = (image * cout + co) * pooled;
                                     let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
                                     let arg = &saved.argmax[at..at + pooled];
                                     for (o, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
                                         if *y > 0.0 {
                                             let (i, j) = (o / w2, o % w2);
                                             let (dy, dx) = (usize::from(*which / 2), usize::from(*which % 2));
-                                            dst[(2 * i + dy) * g.wo + 2 * j + dx] = *s;
-                                            sum += *s;
+                                            block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = *s;
+                                            *sum += *s;
                                         }
                                     }
                                 }
                                 Epilogue::Relu | Epilogue::Bias => {
                                     let relu = self.epilogue == Epilogue::Relu;
-                                    let at = (image * g.cout + co) * pixels;
+                                    let at = (image * cout + co) * pixels;
                                     let (src, out) = (&gv[at..at + pixels], &yv[at..at + pixels]);
-                                    for ((d, s), o) in dst.iter_mut().zip(src).zip(out) {
-                                        *d = if relu && !(*o > 0.0) { 0.0 } else { *s };
-                                        sum += *d;
+                                    for (p, (s, o)) in src.iter().zip(out).enumerate() {
+                                        let d = if relu && !(*o > 0.0) { 0.0 } else { *s };
+                                        block[p * cout + co] = d;
+                                        *sum += d;
                                     }
                                 }
                             }
                         }
-                        sum
+                        sums
                     })
                     .collect())
             })
         })?;
+        let mut db = vec![0.0f32; cout];
+        for sums in &partial_db {
+            for (d, s) in db.iter_mut().zip(sums) {
+                *d += s;
+            }
+        }
         let dz = CpuStorage::F32(dz);
-        let dz_l = layout2(g.cout, columns, columns, 1, 0);
         let dw = if wants_grad(w) {
-            // colsᵀ through strides: (B·Ho·Wo, taps) with strides (1, B·Ho·Wo).
-            let v = matmul(&dz, &dz_l, &saved.cols, &layout2(columns, taps, 1, columns, 0))?;
-            Some(tensor(zeros_if_empty(v, g.cout * taps), w.shape()))
+            // dWᵀ (taps, Cout) = cols (taps, B·Ho·Wo) · dz, then turned the right way round.
+            let v = matmul(&saved.cols, &layout2(taps, columns, columns, 1, 0), &dz, &layout2(columns, cout, cout, 1, 0))?;
+            let v = zeros_if_empty(v, taps * cout);
+            let mut dw = vec![0.0f32; cout * taps];
+            for (tap, row) in v.chunks_exact(cout.max(1)).enumerate() {
+                for (co, value) in row.iter().enumerate() {
+                    dw[co * taps + tap] = *value;
+                }
+            }
+            Some(tensor(dw, w.shape()))
         } else {
             None
         };
         let dx = if wants_grad(x) {
             let dcols = with_storage(w, |ws, wl| {
-                // Wᵀ through strides: (taps, Cout) with strides (1, taps).
-                matmul(ws, &layout2(taps, g.cout, 1, taps, wl.start_offset()), &dz, &dz_l)
+                // Wᵀ (taps, Cout) and dzᵀ (Cout, B·Ho·Wo), both read through strides.
+                let wt = layout2(taps, cout, 1, taps, wl.start_offset());
+                matmul(ws, &wt, &dz, &layout2(cout, columns, 1, cout, 0))
             })?;
             let dcols = zeros_if_empty(dcols, taps * columns);
             Some(tensor(col2im(&dcols, &g), x.shape()))

@@ -23,22 +23,33 @@ struct MaxPool2 {
     argmax: OnceLock<Vec<u8>>,
 }
 
-/// Pools one `h x w` plane into `out` and `arg` (each `(h/2)·(w/2)` long).
-pub(super) fn pool_plane(plane: &[f32], w: usize, out: &mut [f32], arg: &mut [u8]) {
+/// Pools one `h x w` plane, each value plus `bias`, into `out` and `arg` (each
+/// `(h/2)·(w/2)` long). Comparisons are selects rather than branches: which element wins is
+/// data-dependent, and mispredicted branches made this loop as slow as a matrix product.
+pub(super) fn pool_plane(plane: &[f32], w: usize, bias: f32, out: &mut [f32], arg: &mut [u8]) {
     let w2 = w / 2;
-    for (o, (value, which)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
-        let (i, j) = (o / w2, o % w2);
-        let top = 2 * i * w + 2 * j;
-        let window = [plane[top], plane[top + 1], plane[top + w], plane[top + w + 1]];
-        let (mut best, mut at) = (window[0], 0u8);
-        for (k, &v) in window.iter().enumerate().skip(1) {
-            if v > best || (v.is_nan() && !best.is_nan()) {
-                best = v;
-                at = k as u8;
+    if w2 == 0 {
+        return;
+    }
+    for (i, (out_row, arg_row)) in out.chunks_exact_mut(w2).zip(arg.chunks_exact_mut(w2)).enumerate() {
+        let top = &plane[2 * i * w..][..2 * w2];
+        let bottom = &plane[(2 * i + 1) * w..][..2 * w2];
+        for (j, (value, which)) in out_row.iter_mut().zip(arg_row.iter_mut()).enumerate() {
+            let window = [top[2 * j] + bias, top[2 * j + 1] + bias, bottom[2 * j] + bias, bottom[2 * j + 1] + bias];
+            let (mut best, mut at) = (window[0], 0u8);
+            for (k, &v) in window.iter().enumerate().skip(1) {
+                let take = v > best;
+                best = if take { v } else { best };
+                at = if take { k as u8 } else { at };
             }
+            if best.is_nan() || window.iter().any(|v| v.is_nan()) {
+                // Rare: the first NaN wins, as in PyTorch.
+                at = window.iter().position(|v| v.is_nan()).unwrap_or(0) as u8;
+                best = window[usize::from(at)];
+            }
+            *value = best;
+            *which = at;
         }
-        *value = best;
-        *which = at;
     }
 }
 
@@ -52,7 +63,7 @@ fn pool(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
         out.par_chunks_mut(out_len)
             .zip(arg.par_chunks_mut(out_len))
             .enumerate()
-            .for_each(|(p, (out, arg))| pool_plane(&x[p * h * w..(p + 1) * h * w], w, out, arg));
+            .for_each(|(p, (out, arg))| pool_plane(&x[p * h * w..(p + 1) * h * w], w, 0.0, out, arg));
     }
     (out, arg)
 }
