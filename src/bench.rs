@@ -89,7 +89,7 @@ pub fn train_throughput(
         let (x, y) = &batches[k % batches.len()];
         let logits = net.forward(x, None)?;
         let loss = crate::ml::kernels::cross_entropy(&logits, y)?;
-        opt.step(&loss.backward()?)?;
+        opt.step(&crate::ml::kernels::backward(&loss)?)?;
         Ok(())
     };
     for k in 0..warmup {

@@ -448,7 +448,7 @@ impl<'a> Trainer<'a> {
                     let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
                     return Err(Error::Diverged(reason));
                 }
-                let grads = loss.backward()?;
+                let grads = crate::ml::kernels::backward(&loss)?;
                 self.opt.step(&grads)?;
                 let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 correct +=

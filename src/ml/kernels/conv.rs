@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::backward::deliver;
 use super::pool::pool_plane;
 use super::{contiguous, layout2, matmul, tensor, wants_grad, with_storage};
 
@@ -333,7 +334,12 @@ impl CustomOp3 for Conv2d {
         let dz = CpuStorage::F32(dz);
         let dw = if wants_grad(w) {
             // dWᵀ (taps, Cout) = cols (taps, B·Ho·Wo) · dz, then turned the right way round.
-            let v = matmul(&saved.cols, &layout2(taps, columns, columns, 1, 0), &dz, &layout2(columns, cout, cout, 1, 0))?;
+            let v = matmul(
+                &saved.cols,
+                &layout2(taps, columns, columns, 1, 0),
+                &dz,
+                &layout2(columns, cout, cout, 1, 0),
+            )?;
             let v = zeros_if_empty(v, taps * cout);
             let mut dw = vec![0.0f32; cout * taps];
             for (tap, row) in v.chunks_exact(cout.max(1)).enumerate() {
@@ -341,7 +347,7 @@ impl CustomOp3 for Conv2d {
                     dw[co * taps + tap] = *value;
                 }
             }
-            Some(tensor(dw, w.shape()))
+            deliver(w, dw)
         } else {
             None
         };
@@ -356,7 +362,7 @@ impl CustomOp3 for Conv2d {
         } else {
             None
         };
-        let db = wants_grad(b).then(|| tensor(db, g.cout));
+        let db = if wants_grad(b) { deliver(b, db) } else { None };
         Ok((dx, dw, db))
     }
 }

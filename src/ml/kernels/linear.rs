@@ -6,11 +6,30 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
+use super::backward::deliver;
 use super::{column_sums, contiguous, layout2, matmul, tensor, wants_grad, with_storage};
 
-/// `x (n, in)`, `w (out, in)`, `b (out)` → `(n, out)`; `relu` fuses the activation.
+/// `x (n, in)`, `w (out, in)`, `b (out)` → `(n, out)`; `relu` fuses the activation. An `x` of
+/// more dimensions is read as `(n, in)` with its trailing dimensions flattened, which spares the
+/// graph a reshape node (and its backward pass a zero-filled gradient of `x`'s size).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    if x.rank() > 2 {
+        return x.contiguous()?.apply_op3(w, b, Linear { relu });
+    }
     x.apply_op3(w, b, Linear { relu })
+}
+
+/// `x`'s layout as the `(n, in)` matrix the layer multiplies: itself when two-dimensional, else
+/// its contiguous values with the trailing dimensions flattened.
+fn matrix(xl: &Layout) -> candle_core::Result<Layout> {
+    match *xl.dims() {
+        [_, _] => Ok(xl.clone()),
+        [n, ref rest @ ..] if xl.is_contiguous() => {
+            let inputs = rest.iter().product::<usize>();
+            Ok(layout2(n, inputs, inputs, 1, xl.start_offset()))
+        }
+        ref dims => candle_core::bail!("linear: input {dims:?} must be (n, in) or contiguous (n, ...)"),
+    }
 }
 
 struct Linear {
@@ -31,6 +50,7 @@ impl CustomOp3 for Linear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let xl = &matrix(xl)?;
         let (n, inputs) = xl.shape().dims2()?;
         let (outputs, w_inputs) = wl.shape().dims2()?;
         let bias = contiguous(bs, bl)?;
@@ -62,7 +82,7 @@ impl CustomOp3 for Linear {
         y: &Tensor,
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, inputs) = x.dims2()?;
+        let (n, _) = matrix(x.layout())?.shape().dims2()?;
         let outputs = w.dim(0)?;
         let gy = gy.contiguous()?;
         // dz = dy, masked by ReLU where it was fused.
@@ -76,20 +96,20 @@ impl CustomOp3 for Linear {
                 Ok(g.iter().zip(yv).map(|(g, y)| if *y > 0.0 { *g } else { 0.0 }).collect())
             })
         })?;
-        let db = wants_grad(b).then(|| tensor(column_sums(&dz, outputs), outputs));
+        let db = if wants_grad(b) { deliver(b, column_sums(&dz, outputs)) } else { None };
         let dz = CpuStorage::F32(dz);
         let dz_l = layout2(n, outputs, outputs, 1, 0);
         let dx = if wants_grad(x) {
             let v = with_storage(w, |ws, wl| matmul(&dz, &dz_l, ws, wl))?;
-            Some(tensor(v, (n, inputs)))
+            Some(tensor(v, x.shape()))
         } else {
             None
         };
         let dw = if wants_grad(w) {
             // dzᵀ as a strided view: (outputs, n) with strides (1, outputs).
             let dzt_l = layout2(outputs, n, 1, outputs, 0);
-            let v = with_storage(x, |xs, xl| matmul(&dz, &dzt_l, xs, xl))?;
-            Some(tensor(v, (outputs, inputs)))
+            let v = with_storage(x, |xs, xl| matmul(&dz, &dzt_l, xs, &matrix(xl)?))?;
+            deliver(w, v)
         } else {
             None
         };

@@ -15,6 +15,7 @@
 //! Kernels run on f32 CPU tensors; [`applies`] says when that holds, and callers fall back to
 //! candle's generic ops (which also serve as the reference in tests) everywhere else.
 
+pub mod backward;
 pub mod conv;
 pub mod linear;
 pub mod loss;
@@ -28,6 +29,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor};
 
+pub use backward::backward;
 pub use conv::{conv2d, conv2d_relu_pool};
 pub use linear::linear;
 pub use loss::cross_entropy;

@@ -35,7 +35,8 @@ pub(super) fn pool_plane(plane: &[f32], w: usize, bias: f32, out: &mut [f32], ar
         let top = &plane[2 * i * w..][..2 * w2];
         let bottom = &plane[(2 * i + 1) * w..][..2 * w2];
         for (j, (value, which)) in out_row.iter_mut().zip(arg_row.iter_mut()).enumerate() {
-            let window = [top[2 * j] + bias, top[2 * j + 1] + bias, bottom[2 * j] + bias, bottom[2 * j + 1] + bias];
+            let window =
+                [top[2 * j] + bias, top[2 * j + 1] + bias, bottom[2 * j] + bias, bottom[2 * j + 1] + bias];
             let (mut best, mut at) = (window[0], 0u8);
             for (k, &v) in window.iter().enumerate().skip(1) {
                 let take = v > best;

@@ -365,3 +365,52 @@ fn fused_adam_and_sgd_follow_their_formulas() {
         assert_close(&format!("sgd nesterov={nesterov}"), &flat(p.as_tensor()), &want, 1e-5);
     }
 }
+
+#[test]
+fn linear_flattens_feature_maps() {
+    check(
+        "linear on (2, 3, 2, 3) feature maps",
+        &[vec![2, 3, 2, 3], vec![4, 18], vec![4]],
+        &[2, 4],
+        &|ts| linear(&ts[0], &ts[1], &ts[2], true).unwrap(),
+        &|ts| generic_linear(&[ts[0].flatten_from(1).unwrap(), ts[1].clone(), ts[2].clone()], true),
+        12,
+    );
+}
+
+#[test]
+fn training_backward_matches_candle_backward() {
+    // The weight feeds two fused layers and one generic product, the bias a fused layer and a
+    // generic sum: the deferred shares and candle's own must add up to candle's gradients.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let x = var(&random(&mut rng, &[5, 6], 1.0), &[5, 6]);
+    let w = var(&random(&mut rng, &[6, 6], 1.0), &[6, 6]);
+    let b = var(&random(&mut rng, &[6], 1.0), &[6]);
+    let loss = |fused: bool| -> Tensor {
+        let (x, w, b) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let layer = |h: &Tensor, relu: bool| {
+            if fused {
+                linear(h, w, b, relu).unwrap()
+            } else {
+                generic_linear(&[h.clone(), w.clone(), b.clone()], relu)
+            }
+        };
+        let h = layer(&layer(x, true), false);
+        let extra = (h.matmul(w).unwrap().sum_all().unwrap() + b.sqr().unwrap().sum_all().unwrap()).unwrap();
+        (h.sqr().unwrap().sum_all().unwrap() * 0.1 + extra).unwrap()
+    };
+    let want = loss(false).backward().unwrap();
+    let got = backward(&loss(true)).unwrap();
+    for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+        let (g, e) = (got.get(v.as_tensor()).expect("gradient"), want.get(v.as_tensor()).expect("gradient"));
+        assert_close(&format!("gradient of {name}"), &flat(g), &flat(e), 1e-5);
+    }
+    // Outside `backward`, nothing is deferred: candle's own pass sees every gradient.
+    let plain = loss(true).backward().unwrap();
+    assert_close(
+        "plain backward",
+        &flat(plain.get(w.as_tensor()).unwrap()),
+        &flat(want.get(w.as_tensor()).unwrap()),
+        1e-5,
+    );
+}

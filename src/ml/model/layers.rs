@@ -106,11 +106,12 @@ impl Dense {
         })
     }
 
-    /// `x` is `(B, inputs)`.
+    /// `x` is `(B, inputs)`, or `(B, ...)` read with its trailing dimensions flattened.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if kernels::applies(&[x, &self.weight, &self.bias]) {
             return Ok(kernels::linear(x, &self.weight, &self.bias, false)?);
         }
+        let x = if x.rank() > 2 { x.flatten_from(1)? } else { x.clone() };
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 

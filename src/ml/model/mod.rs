@@ -270,7 +270,7 @@ impl Network {
                 for conv in convs {
                     h = conv.forward_pooled(&h, *act)?;
                 }
-                let mut h = h.flatten_from(1)?;
+                // The first dense layer flattens the feature maps itself.
                 for layer in dense {
                     h = layer.forward_activated(&h, *act)?;
                     h = dropout(&h, *p, rng.as_deref_mut())?;
