@@ -63,6 +63,10 @@ pub enum Command {
         /// Timed repeats per model (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Also measure the machine's matrix-product peak (a 2048x2048 product with the same
+        /// gemm crate) and report each model's share of it.
+        #[arg(long)]
+        peak: bool,
     },
 }
 
@@ -115,7 +119,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
-        Some(Command::Bench { json, repeats }) => bench(json, repeats.max(1)),
+        Some(Command::Bench { json, repeats, peak }) => bench(json, repeats.max(1), peak),
     }
 }
 
@@ -165,7 +169,7 @@ fn models(models_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn bench(json: bool, repeats: usize) -> Result<()> {
+fn bench(json: bool, repeats: usize, peak: bool) -> Result<()> {
     let mut results = Vec::new();
     for (name, spec, input, batch) in crate::bench::reference_models() {
         let steps = if batch >= 128 { 40 } else { 12 };
@@ -174,10 +178,22 @@ fn bench(json: bool, repeats: usize) -> Result<()> {
         }
         results.push(crate::bench::train_throughput(name, &spec, &input, batch, 5, repeats, steps)?);
     }
+    let peak = if peak {
+        if !json && std::io::stderr().is_terminal() {
+            eprintln!("measuring the matrix-product peak ...");
+        }
+        let p = crate::bench::matmul_peak(2048, 7)?;
+        for r in &mut results {
+            r.matmul_peak_gflops = Some(p.gflops_median);
+        }
+        Some(p)
+    } else {
+        None
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
-        output::print_bench(&results);
+        output::print_bench(&results, peak.as_ref());
     }
     Ok(())
 }

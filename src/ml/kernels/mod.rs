@@ -21,6 +21,7 @@ pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod pool;
+pub mod recurrent;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub use conv::{conv2d, conv2d_relu_pool};
 pub use linear::linear;
 pub use loss::cross_entropy;
 pub use pool::max_pool2;
+pub use recurrent::{Cell, recurrent};
 
 /// Whether the fused kernels can run on these tensors: all f32, all on the CPU.
 pub fn applies(tensors: &[&Tensor]) -> bool {

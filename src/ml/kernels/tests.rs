@@ -414,3 +414,71 @@ fn training_backward_matches_candle_backward() {
         1e-5,
     );
 }
+
+/// The recurrent layer as candle's ops write it (the layer's own fallback), for comparison.
+fn generic_recurrent(cell: Cell, ts: &[Tensor]) -> Tensor {
+    let (x, w_ih, w_hh, b_ih, b_hh) = (&ts[0], &ts[1], &ts[2], &ts[3], &ts[4]);
+    let (b, t, f) = x.dims3().unwrap();
+    let h_dim = w_hh.dim(1).unwrap();
+    let xp = x
+        .reshape((b * t, f))
+        .unwrap()
+        .matmul(&w_ih.t().unwrap())
+        .unwrap()
+        .broadcast_add(b_ih)
+        .unwrap()
+        .reshape((b, t, ()))
+        .unwrap();
+    let mut h = Tensor::zeros((b, h_dim), DType::F32, &Device::Cpu).unwrap();
+    let mut c = h.clone();
+    let mut outs = Vec::new();
+    let sig = |v: &Tensor| candle_nn::ops::sigmoid(v).unwrap();
+    for step in 0..t {
+        let xs = xp.narrow(1, step, 1).unwrap().squeeze(1).unwrap();
+        let hp = h.matmul(&w_hh.t().unwrap()).unwrap().broadcast_add(b_hh).unwrap();
+        let part = |v: &Tensor, q: usize| v.narrow(1, q * h_dim, h_dim).unwrap();
+        match cell {
+            Cell::Lstm => {
+                let gates = (&xs + &hp).unwrap();
+                let (i, fg) = (sig(&part(&gates, 0)), sig(&part(&gates, 1)));
+                let (g, o) = (part(&gates, 2).tanh().unwrap(), sig(&part(&gates, 3)));
+                c = ((fg * &c).unwrap() + (i * g).unwrap()).unwrap();
+                h = (o * c.tanh().unwrap()).unwrap();
+            }
+            Cell::Gru => {
+                let r = sig(&(part(&xs, 0) + part(&hp, 0)).unwrap());
+                let z = sig(&(part(&xs, 1) + part(&hp, 1)).unwrap());
+                let n = (part(&xs, 2) + (r * part(&hp, 2)).unwrap()).unwrap().tanh().unwrap();
+                h = ((&n - (&z * &n).unwrap()).unwrap() + (&z * &h).unwrap()).unwrap();
+            }
+        }
+        outs.push(h.clone());
+    }
+    Tensor::stack(&outs, 1).unwrap()
+}
+
+fn fused_recurrent(cell: Cell, ts: &[Tensor]) -> Tensor {
+    let (b, t, f) = ts[0].dims3().unwrap();
+    let xp = linear(&ts[0].reshape((b * t, f)).unwrap(), &ts[1], &ts[3], false).unwrap();
+    recurrent(cell, &xp, &ts[2], &ts[4], b, t).unwrap()
+}
+
+#[test]
+fn recurrent_matches_candle_and_finite_differences() {
+    // (batch, steps, features, hidden); 35 examples span two row blocks of the parallel loop.
+    for (seed, &(b, t, f, h)) in
+        [(1usize, 1usize, 1usize, 1usize), (3, 5, 2, 4), (2, 7, 3, 5), (35, 3, 2, 3)].iter().enumerate()
+    {
+        for cell in [Cell::Lstm, Cell::Gru] {
+            let g = if cell == Cell::Lstm { 4 } else { 3 };
+            check(
+                &format!("{cell:?} {b}x{t}x{f} hidden {h}"),
+                &[vec![b, t, f], vec![g * h, f], vec![g * h, h], vec![g * h], vec![g * h]],
+                &[b, t, h],
+                &|ts| fused_recurrent(cell, ts),
+                &|ts| generic_recurrent(cell, ts),
+                500 + seed as u64,
+            );
+        }
+    }
+}

@@ -229,6 +229,15 @@ impl Recurrent {
     /// Runs over `x` of `(B, T, F)` and returns every hidden state, `(B, T, H)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, f) = x.dims3()?;
+        if kernels::applies(&[x, &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh]) && t > 0 {
+            // The input projection of every step in one product, then the fused recurrence.
+            let xp = kernels::linear(&x.reshape((b * t, f))?, &self.w_ih, &self.b_ih, false)?;
+            let cell = match self.kind {
+                CellKind::Lstm => kernels::Cell::Lstm,
+                CellKind::Gru => kernels::Cell::Gru,
+            };
+            return Ok(kernels::recurrent(cell, &xp, &self.w_hh, &self.b_hh, b, t)?);
+        }
         let h_dim = self.hidden;
         // The input projection of every step in one matrix product; only the recurrent
         // product stays inside the loop.
