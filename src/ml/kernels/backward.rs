@@ -16,9 +16,12 @@ use candle_core::backprop::GradStore;
 
 use super::tensor;
 
+/// Parameters and their summed gradients.
+type Deferred = Vec<(Tensor, Vec<f32>)>;
+
 thread_local! {
-    /// The gradients deferred by the running [`backward`] on this thread, by parameter.
-    static DEFERRED: RefCell<Option<Vec<(Tensor, Vec<f32>)>>> = const { RefCell::new(None) };
+    /// The gradients deferred by the running [`backward`] on this thread, if one is running.
+    static DEFERRED: RefCell<Option<Deferred>> = const { RefCell::new(None) };
 }
 
 /// Gradients of `loss` with respect to every variable it depends on, as `loss.backward()`
