@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::backward::deliver;
 use super::pool::pool_plane;
-use super::{contiguous, layout2, matmul, tensor, wants_grad, with_storage};
+use super::{contiguous, layout2, matmul, missing_state, tensor, wants_grad, with_storage};
 
 /// `x (B, Cin, H, W)`, `w (Cout, Cin, kh, kw)`, `b (Cout)` → `(B, Cout, Ho, Wo)` with
 /// `Ho = H + 2·padding − kh + 1`; `relu` fuses the activation.
@@ -266,14 +266,7 @@ impl CustomOp3 for Conv2d {
         let g = Geometry::new(x.dims(), w.dims(), self.padding)?;
         let (taps, columns, pixels) = (g.taps(), g.columns(), g.pixels());
         let gy = gy.contiguous()?;
-        let recomputed;
-        let saved = match self.saved.get() {
-            Some(saved) => saved,
-            None => {
-                recomputed = self.recompute(x, w, b, &g)?;
-                &recomputed
-            }
-        };
+        let saved = self.saved.get().ok_or_else(|| missing_state("conv2d"))?;
         // dz as a (B·Ho·Wo, Cout) matrix, masked by ReLU (and routed to the pooling's winners):
         // in that layout both products below run at gemm's best. One task per image, each
         // keeping its own bias-gradient sums, added up in image order afterwards.
@@ -364,22 +357,6 @@ impl CustomOp3 for Conv2d {
         };
         let db = if wants_grad(b) { deliver(b, db) } else { None };
         Ok((dx, dw, db))
-    }
-}
-
-impl Conv2d {
-    /// Rebuilds what the forward pass keeps, for a backward pass it did not expect.
-    fn recompute(&self, x: &Tensor, w: &Tensor, b: &Tensor, g: &Geometry) -> candle_core::Result<Saved> {
-        let cols = with_storage(x, |xs, xl| Ok(CpuStorage::F32(im2col(contiguous(xs, xl)?, g))))?;
-        let argmax = if self.epilogue == Epilogue::ReluPool {
-            let again =
-                Conv2d { padding: self.padding, epilogue: self.epilogue, keep: true, saved: OnceLock::new() };
-            x.apply_op3_no_bwd(w, b, &again)?;
-            again.saved.into_inner().map(|s| s.argmax).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        Ok(Saved { cols, argmax })
     }
 }
 

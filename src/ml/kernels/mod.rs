@@ -104,9 +104,17 @@ fn matmul(a: &CpuStorage, a_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_
     }
 }
 
-/// Whether a tensor is part of an autograd graph, so that its gradient is wanted.
+/// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels
+/// keep what their backward pass needs exactly when one of their inputs is.
 fn wants_grad(t: &Tensor) -> bool {
     t.track_op()
+}
+
+/// A backward pass reached an op whose forward pass kept nothing: candle only records an op in
+/// the graph when an input tracks gradients, and then the forward pass keeps its state, so this
+/// is a bug, reported rather than hidden.
+fn missing_state(op: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{op}: backward pass without the forward pass's saved state"))
 }
 
 /// Sums `rows` rows of `width` values column by column, in row order (a deterministic bias

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous, tensor, wants_grad, with_storage};
+use super::{contiguous, missing_state, tensor, wants_grad, with_storage};
 
 /// `x (B, C, H, W)` → `(B, C, H/2, W/2)`.
 pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -92,14 +92,7 @@ impl CustomOp1 for MaxPool2 {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let [b, c, h, w] = dims4(x.layout())?;
-        let recomputed;
-        let arg = match self.argmax.get() {
-            Some(arg) => arg,
-            None => {
-                recomputed = with_storage(x, |s, l| Ok(pool(contiguous(s, l)?, [b, c, h, w]).1))?;
-                &recomputed
-            }
-        };
+        let arg = self.argmax.get().ok_or_else(|| missing_state("max_pool2"))?;
         let gy = gy.contiguous()?;
         let (w2, out_len) = (w / 2, (h / 2) * (w / 2));
         let mut dx = vec![0.0f32; b * c * h * w];

@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::backward::deliver;
-use super::{contiguous, layout2, matmul, tensor, values, wants_grad, with_storage};
+use super::{contiguous, layout2, matmul, missing_state, tensor, values, wants_grad, with_storage};
 
 /// Which cell the layer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,20 +246,7 @@ impl CustomOp3 for Recurrent {
         let d = self.dims(xp.layout(), w.layout(), b.layout())?;
         let Dims { b: batch, t, h, .. } = d;
         let gh = d.gh();
-        let recomputed;
-        let saved = match self.saved.get() {
-            Some(saved) => saved,
-            None => {
-                recomputed = with_storage(xp, |xs, xl| {
-                    with_storage(w, |ws, wl| {
-                        with_storage(b, |bs, bl| {
-                            self.run(contiguous(xs, xl)?, ws, wl, contiguous(bs, bl)?, d)
-                        })
-                    })
-                })?;
-                &recomputed
-            }
-        };
+        let saved = self.saved.get().ok_or_else(|| missing_state("recurrent"))?;
         let gy = gy.contiguous()?;
         let hs = values(&saved.hs)?;
         // Gradients of the recurrent products' rows, step-major; for the LSTM they are also the
