@@ -300,6 +300,48 @@ mod tests {
     }
 
     #[test]
+    fn fused_and_generic_steps_agree() {
+        // f32 parameters on the CPU take the fused kernels, f64 ones candle's tensor ops: the
+        // same five steps on sum(c * (w - 3)^2) must land in the same place, state included.
+        let specs = [
+            OptimizerSpec::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 0.01, nesterov: true },
+            OptimizerSpec::Sgd { lr: 0.05, momentum: 0.0, weight_decay: 0.0, nesterov: false },
+            OptimizerSpec::Adam { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.01 },
+            OptimizerSpec::AdamW { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 },
+        ];
+        let start: Vec<f64> = (0..7).map(|i| i as f64 * 0.7 - 2.0).collect();
+        let scale: Vec<f64> = (0..7).map(|i| 1.0 + i as f64 * 0.3).collect();
+        for spec in specs {
+            let run = |dtype: candle_core::DType| -> (Vec<f64>, HashMap<String, Tensor>) {
+                let w = Var::from_tensor(
+                    &Tensor::new(start.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap(),
+                )
+                .unwrap();
+                let c = Tensor::new(scale.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                let mut opt = Optimizer::new(&spec, &[("w".into(), w.clone())]);
+                for _ in 0..5 {
+                    let loss =
+                        (w.as_tensor() - 3.0).unwrap().sqr().unwrap().mul(&c).unwrap().sum_all().unwrap();
+                    opt.step(&loss.backward().unwrap()).unwrap();
+                }
+                let values =
+                    w.as_tensor().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+                (values, opt.state())
+            };
+            let (fused, fused_state) = run(candle_core::DType::F32);
+            let (generic, generic_state) = run(candle_core::DType::F64);
+            for (a, b) in fused.iter().zip(&generic) {
+                assert!((a - b).abs() < 1e-5, "{spec:?}: fused {fused:?} vs generic {generic:?}");
+            }
+            let mut names: Vec<_> = fused_state.keys().collect();
+            names.sort();
+            let mut want: Vec<_> = generic_state.keys().collect();
+            want.sort();
+            assert_eq!(names, want, "{spec:?}: state entries");
+        }
+    }
+
+    #[test]
     fn schedules() {
         assert_eq!(scheduled_lr(1.0, &Schedule::Step { every: 2, gamma: 0.5 }, 45, 10, 10), 0.25);
         let cos = Schedule::Cosine { min_lr: 0.0, warmup_epochs: 0 };
