@@ -16,8 +16,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::backward::deliver;
+use super::gemm::{Matrix, matmul};
 use super::pool::pool_plane;
-use super::{contiguous, layout2, matmul, missing_state, tensor, wants_grad, with_storage};
+use super::{contiguous, missing_state, tensor, wants_grad, with_storage};
 
 /// `x (B, Cin, H, W)`, `w (Cout, Cin, kh, kw)`, `b (Cout)` → `(B, Cout, Ho, Wo)` with
 /// `Ho = H + 2·padding − kh + 1`; `relu` fuses the activation.
@@ -182,7 +183,7 @@ struct Conv2d {
 /// What the forward pass leaves for the backward pass.
 struct Saved {
     /// The column matrix, for `dW`.
-    cols: CpuStorage,
+    cols: Vec<f32>,
     /// With pooling: each output's winning element in its window (see [`super::pool`]).
     argmax: Vec<u8>,
 }
@@ -207,10 +208,10 @@ impl CustomOp3 for Conv2d {
         if bias.len() != g.cout {
             candle_core::bail!("conv2d: bias {:?} does not fit {} output channels", bl.dims(), g.cout);
         }
-        let cols = CpuStorage::F32(im2col(x, &g));
+        let cols = im2col(x, &g);
         let (taps, columns, pixels) = (g.taps(), g.columns(), g.pixels());
-        let w_l = layout2(g.cout, taps, taps, 1, wl.start_offset());
-        let product = matmul(ws, &w_l, &cols, &layout2(taps, columns, columns, 1, 0))?;
+        let w = Matrix::row_major(contiguous(ws, wl)?, g.cout, taps)?;
+        let product = matmul(w, Matrix::row_major(&cols, taps, columns)?)?;
         let relu = self.epilogue != Epilogue::Bias;
         let (out, argmax, shape) = if self.epilogue == Epilogue::ReluPool {
             // Each (channel, image) plane of the product is pooled where it lies.
@@ -324,16 +325,10 @@ impl CustomOp3 for Conv2d {
                 *d += s;
             }
         }
-        let dz = CpuStorage::F32(dz);
+        let dz = Matrix::row_major(&dz, columns, cout)?;
         let dw = if wants_grad(w) {
             // dWᵀ (taps, Cout) = cols (taps, B·Ho·Wo) · dz, then turned the right way round.
-            let v = matmul(
-                &saved.cols,
-                &layout2(taps, columns, columns, 1, 0),
-                &dz,
-                &layout2(columns, cout, cout, 1, 0),
-            )?;
-            let v = zeros_if_empty(v, taps * cout);
+            let v = matmul(Matrix::row_major(&saved.cols, taps, columns)?, dz)?;
             let mut dw = vec![0.0f32; cout * taps];
             for (tap, row) in v.chunks_exact(cout.max(1)).enumerate() {
                 for (co, value) in row.iter().enumerate() {
@@ -345,12 +340,10 @@ impl CustomOp3 for Conv2d {
             None
         };
         let dx = if wants_grad(x) {
+            // Wᵀ (taps, Cout) and dzᵀ (Cout, B·Ho·Wo), both read through strides.
             let dcols = with_storage(w, |ws, wl| {
-                // Wᵀ (taps, Cout) and dzᵀ (Cout, B·Ho·Wo), both read through strides.
-                let wt = layout2(taps, cout, 1, taps, wl.start_offset());
-                matmul(ws, &wt, &dz, &layout2(cout, columns, 1, cout, 0))
+                matmul(Matrix::row_major(contiguous(ws, wl)?, cout, taps)?.t(), dz.t())
             })?;
-            let dcols = zeros_if_empty(dcols, taps * columns);
             Some(tensor(col2im(&dcols, &g), x.shape()))
         } else {
             None
@@ -358,8 +351,4 @@ impl CustomOp3 for Conv2d {
         let db = if wants_grad(b) { deliver(b, db) } else { None };
         Ok((dx, dw, db))
     }
-}
-
-fn zeros_if_empty(v: Vec<f32>, len: usize) -> Vec<f32> {
-    if v.len() == len { v } else { vec![0.0; len] }
 }

@@ -7,7 +7,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::backward::deliver;
-use super::{column_sums, contiguous, layout2, matmul, tensor, wants_grad, with_storage};
+use super::gemm::{Matrix, matmul};
+use super::{column_sums, contiguous, matrix, tensor, wants_grad, with_storage};
 
 /// `x (n, in)`, `w (out, in)`, `b (out)` → `(n, out)`; `relu` fuses the activation. An `x` of
 /// more dimensions is read as `(n, in)` with its trailing dimensions flattened, which spares the
@@ -19,14 +20,13 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Re
     x.apply_op3(w, b, Linear { relu })
 }
 
-/// `x`'s layout as the `(n, in)` matrix the layer multiplies: itself when two-dimensional, else
-/// its contiguous values with the trailing dimensions flattened.
-fn matrix(xl: &Layout) -> candle_core::Result<Layout> {
+/// `x` as the `(n, in)` matrix the layer multiplies: its own strides when two-dimensional,
+/// else its contiguous values with the trailing dimensions flattened.
+fn input<'a>(xs: &'a CpuStorage, xl: &Layout) -> candle_core::Result<Matrix<'a>> {
     match *xl.dims() {
-        [_, _] => Ok(xl.clone()),
+        [_, _] => matrix(xs, xl),
         [n, ref rest @ ..] if xl.is_contiguous() => {
-            let inputs = rest.iter().product::<usize>();
-            Ok(layout2(n, inputs, inputs, 1, xl.start_offset()))
+            Matrix::row_major(contiguous(xs, xl)?, n, rest.iter().product::<usize>())
         }
         ref dims => candle_core::bail!("linear: input {dims:?} must be (n, in) or contiguous (n, ...)"),
     }
@@ -50,8 +50,8 @@ impl CustomOp3 for Linear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let xl = &matrix(xl)?;
-        let (n, inputs) = xl.shape().dims2()?;
+        let x = input(xs, xl)?;
+        let (n, inputs) = (x.rows(), x.cols());
         let (outputs, w_inputs) = wl.shape().dims2()?;
         let bias = contiguous(bs, bl)?;
         if w_inputs != inputs || bias.len() != outputs {
@@ -62,8 +62,8 @@ impl CustomOp3 for Linear {
                 bl.dims()
             );
         }
-        // Wᵀ is W's layout with its strides swapped: gemm reads it in place.
-        let mut y = matmul(xs, xl, ws, &wl.transpose(0, 1)?)?;
+        // Wᵀ is W with its strides swapped: gemm reads it in place.
+        let mut y = matmul(x, matrix(ws, wl)?.t())?;
         for row in y.chunks_exact_mut(outputs.max(1)) {
             for (v, b) in row.iter_mut().zip(bias) {
                 let s = *v + b;
@@ -82,7 +82,7 @@ impl CustomOp3 for Linear {
         y: &Tensor,
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, _) = matrix(x.layout())?.shape().dims2()?;
+        let n = x.dim(0)?;
         let outputs = w.dim(0)?;
         let gy = gy.contiguous()?;
         // dz = dy, masked by ReLU where it was fused.
@@ -97,18 +97,16 @@ impl CustomOp3 for Linear {
             })
         })?;
         let db = if wants_grad(b) { deliver(b, column_sums(&dz, outputs)) } else { None };
-        let dz = CpuStorage::F32(dz);
-        let dz_l = layout2(n, outputs, outputs, 1, 0);
+        let dz_m = Matrix::row_major(&dz, n, outputs)?;
         let dx = if wants_grad(x) {
-            let v = with_storage(w, |ws, wl| matmul(&dz, &dz_l, ws, wl))?;
+            let v = with_storage(w, |ws, wl| matmul(dz_m, matrix(ws, wl)?))?;
             Some(tensor(v, x.shape()))
         } else {
             None
         };
         let dw = if wants_grad(w) {
-            // dzᵀ as a strided view: (outputs, n) with strides (1, outputs).
-            let dzt_l = layout2(outputs, n, 1, outputs, 0);
-            let v = with_storage(x, |xs, xl| matmul(&dz, &dzt_l, xs, &matrix(xl)?))?;
+            // dzᵀ read through strides.
+            let v = with_storage(x, |xs, xl| matmul(dz_m.t(), input(xs, xl)?))?;
             deliver(w, v)
         } else {
             None

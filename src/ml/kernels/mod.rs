@@ -1,22 +1,25 @@
 //! Fused CPU kernels for the hot paths of training, as candle custom ops with their own forward
 //! and backward passes: a dense layer with its bias and ReLU, 2-D convolution as im2col plus one
-//! matrix product, 2x2 max pooling that records its argmax, softmax cross-entropy, and in-place
-//! optimiser updates.
+//! matrix product (with ReLU and 2x2 max pooling fused in), max pooling that records its argmax,
+//! whole LSTM/GRU layers, softmax cross-entropy, in-place optimiser updates, and a training
+//! backward pass that hands parameter gradients straight to the optimiser.
 //!
 //! candle's generic path builds each of these from many small ops, every one of which allocates
 //! a tensor, and accumulates every gradient into a fresh zero tensor; on a two-core CPU that
 //! overhead, not arithmetic, is where training time went. The kernels here read and write
-//! candle's CPU storage as slices, call the `gemm` crate through candle's strided matrix product
-//! (transposed operands are strides, never copies), and parallelise over images with rayon, the
-//! same pool `gemm` uses. Every reduction runs in a fixed order, so results do not depend on
-//! thread timing and the same seed gives the same run.
+//! candle's CPU storage as slices, call the `gemm` crate (see [`gemm`]) with strided operands
+//! (transposes are strides, never copies), and parallelise over images, planes and rows with
+//! rayon, the pool `gemm` uses. Every reduction runs in a fixed order, so results do not depend
+//! on thread timing and the same seed gives the same run.
 //!
-//! This module owns only arithmetic: the layers in [`crate::ml::model`] decide when to use it.
-//! Kernels run on f32 CPU tensors; [`applies`] says when that holds, and callers fall back to
-//! candle's generic ops (which also serve as the reference in tests) everywhere else.
+//! This module owns only arithmetic: the layers in [`crate::ml::model`], the optimiser and the
+//! training loop decide when to use it. Kernels run on f32 CPU tensors; [`applies`] says when
+//! that holds, and callers fall back to candle's generic ops (which also serve as the reference
+//! in tests) everywhere else.
 
 pub mod backward;
 pub mod conv;
+pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
@@ -78,30 +81,16 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Tensor {
     Tensor::from_storage(Storage::Cpu(CpuStorage::F32(values)), shape, BackpropOp::none(), false)
 }
 
-/// A 2-D layout over a buffer: `rows x cols` with the given row and column strides.
-fn layout2(rows: usize, cols: usize, row_stride: usize, col_stride: usize, offset: usize) -> Layout {
-    Layout::new(Shape::from((rows, cols)), vec![row_stride, col_stride], offset)
-}
-
-/// `a · b` for 2-D operands read through their layouts (any strides and offsets, so a transpose
-/// is a layout, not a copy), as a new row-major `(m, n)` buffer. It is `gemm`, reached through
-/// candle's CPU matrix product, which passes the strides on and threads over rayon's pool.
-fn matmul(a: &CpuStorage, a_l: &Layout, b: &CpuStorage, b_l: &Layout) -> candle_core::Result<Vec<f32>> {
-    let (m, k) = a_l.shape().dims2()?;
-    let (k2, n) = b_l.shape().dims2()?;
-    if k != k2 {
-        candle_core::bail!("matmul: inner sizes differ ({m}x{k} by {k2}x{n})");
-    }
-    if m == 0 || n == 0 {
-        return Ok(Vec::new());
-    }
-    if k == 0 {
-        return Ok(vec![0.0; m * n]);
-    }
-    match a.matmul(b, (1, m, n, k), a_l, b_l)? {
-        CpuStorage::F32(v) => Ok(v),
-        other => candle_core::bail!("matmul returned {:?}", other.dtype()),
-    }
+/// A 2-D layout over a CPU storage as a [`gemm::Matrix`]: any strides and offset, so that a
+/// transposed view is read in place.
+fn matrix<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<gemm::Matrix<'a>> {
+    let (rows, cols) = l.shape().dims2()?;
+    let (&[rs, cs], offset) = (l.stride(), l.start_offset()) else {
+        candle_core::bail!("matmul: a matrix needs two strides, got {:?}", l.stride());
+    };
+    let data = values(s)?;
+    let data = data.get(offset..).unwrap_or(&[]);
+    gemm::Matrix::new(data, rows, cols, rs, cs)
 }
 
 /// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels

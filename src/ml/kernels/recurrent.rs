@@ -18,7 +18,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::backward::deliver;
-use super::{contiguous, layout2, matmul, missing_state, tensor, values, wants_grad, with_storage};
+use super::gemm::{Matrix, matmul};
+use super::{contiguous, matrix, missing_state, tensor, wants_grad, with_storage};
 
 /// Which cell the layer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,7 @@ struct Recurrent {
 /// What the forward pass keeps for backpropagation through time, all step-major.
 struct Saved {
     /// `(T, B, H)`: the hidden states.
-    hs: CpuStorage,
+    hs: Vec<f32>,
     /// `(T, B, G·H)`: LSTM i, f, g, o after their activations; GRU r, z, n.
     gates: Vec<f32>,
     /// `(T, B, H)`: LSTM, the cell state after each step; GRU, `h W_hnᵀ + b_hn`.
@@ -90,13 +91,6 @@ const ROWS: usize = 32;
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-fn vec_mut(s: &mut CpuStorage) -> &mut Vec<f32> {
-    match s {
-        CpuStorage::F32(v) => v,
-        _ => unreachable!("recurrent buffers are created as f32"),
-    }
 }
 
 /// `(T, B, w)` step-major rows to `(B, T, w)` example-major ones.
@@ -142,11 +136,11 @@ impl Recurrent {
     ) -> candle_core::Result<Saved> {
         let Dims { b, t, h, .. } = d;
         let gh = d.gh();
-        let mut hs = CpuStorage::F32(vec![0.0f32; t * b * h]);
+        let mut hs = vec![0.0f32; t * b * h];
         let mut gates = vec![0.0f32; t * b * gh];
         let mut extra = vec![0.0f32; t * b * h];
         let mut cell_state = vec![0.0f32; b * h];
-        let w_t = wl.transpose(0, 1)?;
+        let w_t = matrix(ws, wl)?.t();
         let cell = self.cell;
         if h == 0 || b == 0 {
             return Ok(Saved { hs, gates, extra });
@@ -156,10 +150,9 @@ impl Recurrent {
             let hp = if step == 0 {
                 vec![0.0f32; b * gh]
             } else {
-                matmul(&hs, &layout2(b, h, h, 1, (step - 1) * b * h), ws, &w_t)?
+                matmul(Matrix::row_major(&hs[(step - 1) * b * h..], b, h)?, w_t)?
             };
-            let hs_v = vec_mut(&mut hs);
-            let (before, rest) = hs_v.split_at_mut(step * b * h);
+            let (before, rest) = hs.split_at_mut(step * b * h);
             let prev: &[f32] = if step == 0 { &[] } else { &before[(step - 1) * b * h..] };
             let now = &mut rest[..b * h];
             let gates_now = &mut gates[step * b * gh..][..b * gh];
@@ -228,7 +221,7 @@ impl CustomOp3 for Recurrent {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims(xl, wl, bl)?;
         let saved = self.run(contiguous(xs, xl)?, ws, wl, contiguous(bs, bl)?, d)?;
-        let out = to_example_major(values(&saved.hs)?, d, d.h);
+        let out = to_example_major(&saved.hs, d, d.h);
         if self.keep {
             let _ = self.saved.set(saved);
         }
@@ -248,10 +241,10 @@ impl CustomOp3 for Recurrent {
         let gh = d.gh();
         let saved = self.saved.get().ok_or_else(|| missing_state("recurrent"))?;
         let gy = gy.contiguous()?;
-        let hs = values(&saved.hs)?;
+        let hs = &saved.hs;
         // Gradients of the recurrent products' rows, step-major; for the LSTM they are also the
         // gradients of the input projection, for the GRU those differ in the n gate.
-        let mut dhp = CpuStorage::F32(vec![0.0f32; t * batch * gh]);
+        let mut dhp = vec![0.0f32; t * batch * gh];
         let mut dxp_all = vec![0.0f32; t * batch * gh];
         let mut dh_next = vec![0.0f32; batch * h];
         let mut dc_next = vec![0.0f32; batch * h];
@@ -267,7 +260,7 @@ impl CustomOp3 for Recurrent {
                             if step == 0 { &[] } else { &saved.extra[(step - 1) * batch * h..][..batch * h] };
                         let prev_h: &[f32] =
                             if step == 0 { &[] } else { &hs[(step - 1) * batch * h..][..batch * h] };
-                        let dhp_now = &mut vec_mut(&mut dhp)[step * batch * gh..][..batch * gh];
+                        let dhp_now = &mut dhp[step * batch * gh..][..batch * gh];
                         let dxp_now = &mut dxp_all[step * batch * gh..][..batch * gh];
                         let dh_in = &dh_next;
                         // Per row: the state gradient arriving at this step, then the gates'.
@@ -330,10 +323,8 @@ impl CustomOp3 for Recurrent {
                             direct
                         } else {
                             // dh_{t-1} = dhp_t W_hh (+ the GRU's direct path).
-                            let mut v = matmul(&dhp, &layout2(batch, gh, gh, 1, step * batch * gh), ws, wl)?;
-                            if v.len() != batch * h {
-                                v = vec![0.0; batch * h];
-                            }
+                            let dhp_now = Matrix::row_major(&dhp[step * batch * gh..], batch, gh)?;
+                            let mut v = matmul(dhp_now, matrix(ws, wl)?)?;
                             v.iter_mut().zip(&direct).for_each(|(a, b)| *a += b);
                             v
                         };
@@ -342,14 +333,13 @@ impl CustomOp3 for Recurrent {
                 })
             })?;
         }
-        let dhp_v = values(&dhp)?;
         let dxp =
             if wants_grad(xp) { Some(tensor(to_example_major(&dxp_all, d, gh), xp.shape())) } else { None };
         let dw = if wants_grad(w) {
             // dW_hh = Σ_t dhp_tᵀ h_{t-1}: steps 1.. of dhp against steps ..T-1 of h, one product.
             let v = if t >= 2 && batch > 0 {
                 let rows = (t - 1) * batch;
-                matmul(&dhp, &layout2(gh, rows, 1, gh, batch * gh), &saved.hs, &layout2(rows, h, h, 1, 0))?
+                matmul(Matrix::row_major(&dhp[batch * gh..], rows, gh)?.t(), Matrix::row_major(hs, rows, h)?)?
             } else {
                 Vec::new()
             };
@@ -363,7 +353,7 @@ impl CustomOp3 for Recurrent {
             let partial: Vec<Vec<f32>> = if gh == 0 || batch == 0 {
                 Vec::new()
             } else {
-                dhp_v.par_chunks(batch * gh).map(|block| super::column_sums(block, gh)).collect()
+                dhp.par_chunks(batch * gh).map(|block| super::column_sums(block, gh)).collect()
             };
             let mut db = vec![0.0f32; gh];
             for p in &partial {
