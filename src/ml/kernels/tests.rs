@@ -482,3 +482,31 @@ fn recurrent_matches_candle_and_finite_differences() {
         }
     }
 }
+
+#[test]
+fn gemm_front_checks_bounds_and_multiplies_strided_views() {
+    use super::gemm::{Matrix, matmul};
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let a = random(&mut rng, &[40], 1.0);
+    let b = random(&mut rng, &[40], 1.0);
+    // A 3x5 view starting at 2 with strides (1, 7) (a transposed layout), times a 5x4 view at 1
+    // with strides (8, 2); candle computes the same through its own strided matmul.
+    let got =
+        matmul(Matrix::new(&a[2..], 3, 5, 1, 7).unwrap(), Matrix::new(&b[1..], 5, 4, 8, 2).unwrap()).unwrap();
+    let ta = Tensor::from_vec(a.clone(), 40, &Device::Cpu).unwrap();
+    let tb = Tensor::from_vec(b.clone(), 40, &Device::Cpu).unwrap();
+    let va = ta.narrow(0, 2, 35).unwrap().reshape((5, 7)).unwrap().narrow(1, 0, 3).unwrap().t().unwrap();
+    let vb = tb.narrow(0, 1, 39).unwrap().pad_with_zeros(0, 0, 1).unwrap().reshape((5, 8)).unwrap();
+    let vb = vb.reshape((5, 4, 2)).unwrap().narrow(2, 0, 1).unwrap().squeeze(2).unwrap();
+    assert_close("strided gemm", &got, &flat(&va.matmul(&vb).unwrap()), 1e-6);
+    // Views that would read past their slice, and products whose sizes differ, are refused.
+    let overrun = Matrix::new(&a, 5, 9, 8, 1).unwrap_err().to_string();
+    assert!(overrun.contains("overruns 40 values"), "{overrun}");
+    let mismatch = matmul(Matrix::row_major(&a, 4, 10).unwrap(), Matrix::row_major(&b, 8, 5).unwrap());
+    assert!(mismatch.unwrap_err().to_string().contains("inner sizes differ"));
+    // Empty products are zeros of the right size.
+    assert_eq!(
+        matmul(Matrix::row_major(&a, 3, 0).unwrap(), Matrix::row_major(&b, 0, 2).unwrap()).unwrap(),
+        vec![0.0; 6]
+    );
+}
