@@ -227,7 +227,7 @@ impl CustomOp3 for Conv2d {
                         // Ties are judged on the biased values, as ReLU then pooling sees them.
                         pool_plane(src, g.wo, bias[co], out, arg);
                         // ReLU commutes with the maximum; `v < 0` is false for NaN.
-                        out.iter_mut().filter(|v| **v < 0.0).for_each(|v| *v = 0.0);
+                        out.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
                     },
                 );
             }
@@ -292,12 +292,16 @@ impl CustomOp3 for Conv2d {
                                     let at = (image * cout + co) * pooled;
                                     let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
                                     let arg = &saved.argmax[at..at + pooled];
-                                    for (o, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
-                                        if *y > 0.0 {
-                                            let (i, j) = (o / w2, o % w2);
-                                            let (dy, dx) = (usize::from(*which / 2), usize::from(*which % 2));
-                                            block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = *s;
-                                            *sum += *s;
+                                    // Row by row, without divisions or branches: each window's
+                                    // winner gets the gradient, or zero where ReLU cut it.
+                                    for (i, ((src, out), arg)) in
+                                        src.chunks_exact(w2).zip(out.chunks_exact(w2)).zip(arg.chunks_exact(w2)).enumerate()
+                                    {
+                                        for (j, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
+                                            let v = if *y > 0.0 { *s } else { 0.0 };
+                                            let (dy, dx) = (usize::from(*which >> 1), usize::from(*which & 1));
+                                            block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = v;
+                                            *sum += v;
                                         }
                                     }
                                 }
