@@ -287,24 +287,30 @@ impl CustomOp3 for Conv2d {
                         let mut sums = vec![0.0f32; cout];
                         for (co, sum) in sums.iter_mut().enumerate() {
                             match self.epilogue {
-                                Epilogue::ReluPool => {
+                                Epilogue::ReluPool if g.wo >= 2 => {
                                     let (w2, pooled) = (g.wo / 2, (g.ho / 2) * (g.wo / 2));
                                     let at = (image * cout + co) * pooled;
                                     let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
                                     let arg = &saved.argmax[at..at + pooled];
                                     // Row by row, without divisions or branches: each window's
                                     // winner gets the gradient, or zero where ReLU cut it.
-                                    for (i, ((src, out), arg)) in
-                                        src.chunks_exact(w2).zip(out.chunks_exact(w2)).zip(arg.chunks_exact(w2)).enumerate()
+                                    for (i, ((src, out), arg)) in src
+                                        .chunks_exact(w2)
+                                        .zip(out.chunks_exact(w2))
+                                        .zip(arg.chunks_exact(w2))
+                                        .enumerate()
                                     {
                                         for (j, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
                                             let v = if *y > 0.0 { *s } else { 0.0 };
-                                            let (dy, dx) = (usize::from(*which >> 1), usize::from(*which & 1));
+                                            let (dy, dx) =
+                                                (usize::from(*which >> 1), usize::from(*which & 1));
                                             block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = v;
                                             *sum += v;
                                         }
                                     }
                                 }
+                                // Pooled to nothing: no output, no gradient.
+                                Epilogue::ReluPool => {}
                                 Epilogue::Relu | Epilogue::Bias => {
                                     let relu = self.epilogue == Epilogue::Relu;
                                     let at = (image * cout + co) * pixels;

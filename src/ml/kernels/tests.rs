@@ -510,3 +510,17 @@ fn gemm_front_checks_bounds_and_multiplies_strided_views() {
         vec![0.0; 6]
     );
 }
+
+#[test]
+fn pooling_a_single_row_or_column_gives_an_empty_output() {
+    // PyTorch: MaxPool2d(2) of a 1-wide map is (B, C, H/2, 0); its gradient is all zeros.
+    let x = Var::from_vec(vec![0.5f32; 2 * 3 * 4], (2, 3, 4, 1), &Device::Cpu).unwrap();
+    let w = Var::from_vec(vec![0.1f32; 2 * 3], (2, 3, 1, 1), &Device::Cpu).unwrap();
+    let b = Var::from_vec(vec![0.0f32; 2], 2, &Device::Cpu).unwrap();
+    let pooled = max_pool2(x.as_tensor()).unwrap();
+    assert_eq!(pooled.dims(), &[2, 3, 2, 0]);
+    let fused = conv2d_relu_pool(x.as_tensor(), w.as_tensor(), b.as_tensor(), 0).unwrap();
+    assert_eq!(fused.dims(), &[2, 2, 2, 0]);
+    let grads = fused.sum_all().unwrap().backward().unwrap();
+    assert!(flat(grads.get(x.as_tensor()).unwrap()).iter().all(|g| *g == 0.0));
+}
