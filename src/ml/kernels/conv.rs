@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::backward::deliver;
 use super::gemm::{Matrix, matmul};
 use super::pool::pool_plane;
-use super::{contiguous, missing_state, tensor, wants_grad, with_storage};
+use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
 
 /// `x (B, Cin, H, W)`, `w (Cout, Cin, kh, kw)`, `b (Cout)` → `(B, Cout, Ho, Wo)` with
 /// `Ho = H + 2·padding − kh + 1`; `relu` fuses the activation.
@@ -121,7 +121,7 @@ impl Geometry {
 /// The `(taps, B·Ho·Wo)` column matrix of a contiguous NCHW input.
 fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
     let pixels = g.pixels();
-    let mut cols = vec![0.0f32; g.taps() * g.columns()];
+    let mut cols = zeros(g.taps() * g.columns());
     if pixels == 0 {
         return cols;
     }
@@ -147,7 +147,7 @@ fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
 /// Adds a `(taps, B·Ho·Wo)` column-matrix gradient back onto the NCHW input it was built from.
 fn col2im(dcols: &[f32], g: &Geometry) -> Vec<f32> {
     let plane_len = g.h * g.w;
-    let mut dx = vec![0.0f32; g.batch * g.cin * plane_len];
+    let mut dx = zeros(g.batch * g.cin * plane_len);
     if plane_len == 0 {
         return dx;
     }
@@ -216,8 +216,8 @@ impl CustomOp3 for Conv2d {
         let (out, argmax, shape) = if self.epilogue == Epilogue::ReluPool {
             // Each (channel, image) plane of the product is pooled where it lies.
             let pooled = (g.ho / 2) * (g.wo / 2);
-            let mut out = vec![0.0f32; g.batch * g.cout * pooled];
-            let mut argmax = vec![0u8; out.len()];
+            let mut out = zeros(g.batch * g.cout * pooled);
+            let mut argmax = zeros(out.len());
             if pooled > 0 {
                 out.par_chunks_mut(pooled).zip(argmax.par_chunks_mut(pooled)).enumerate().for_each(
                     |(plane, (out, arg))| {
@@ -234,7 +234,7 @@ impl CustomOp3 for Conv2d {
             (out, argmax, Shape::from((g.batch, g.cout, g.ho / 2, g.wo / 2)))
         } else {
             // (Cout, B, Ho·Wo) → (B, Cout, Ho·Wo), adding the bias (and clamping) on the way.
-            let mut y = vec![0.0f32; g.batch * g.cout * pixels];
+            let mut y = zeros(g.batch * g.cout * pixels);
             if pixels > 0 && g.cout > 0 {
                 y.par_chunks_mut(g.cout * pixels).enumerate().for_each(|(image, out)| {
                     for (co, row) in out.chunks_exact_mut(pixels).enumerate() {
@@ -272,7 +272,7 @@ impl CustomOp3 for Conv2d {
         // in that layout both products below run at gemm's best. One task per image, each
         // keeping its own bias-gradient sums, added up in image order afterwards.
         let cout = g.cout;
-        let mut dz = vec![0.0f32; columns * cout];
+        let mut dz = zeros(columns * cout);
         let partial_db: Vec<Vec<f32>> = with_storage(&gy, |gs, gl| {
             let gv = contiguous(gs, gl)?;
             with_storage(y, |ys, yl| {
@@ -284,7 +284,7 @@ impl CustomOp3 for Conv2d {
                     .par_chunks_mut(pixels * cout)
                     .enumerate()
                     .map(|(image, block)| {
-                        let mut sums = vec![0.0f32; cout];
+                        let mut sums = zeros(cout);
                         for (co, sum) in sums.iter_mut().enumerate() {
                             match self.epilogue {
                                 Epilogue::ReluPool if g.wo >= 2 => {
@@ -329,7 +329,7 @@ impl CustomOp3 for Conv2d {
                     .collect())
             })
         })?;
-        let mut db = vec![0.0f32; cout];
+        let mut db = zeros(cout);
         for sums in &partial_db {
             for (d, s) in db.iter_mut().zip(sums) {
                 *d += s;
@@ -339,7 +339,7 @@ impl CustomOp3 for Conv2d {
         let dw = if wants_grad(w) {
             // dWᵀ (taps, Cout) = cols (taps, B·Ho·Wo) · dz, then turned the right way round.
             let v = matmul(Matrix::row_major(&saved.cols, taps, columns)?, dz)?;
-            let mut dw = vec![0.0f32; cout * taps];
+            let mut dw = zeros(cout * taps);
             for (tap, row) in v.chunks_exact(cout.max(1)).enumerate() {
                 for (co, value) in row.iter().enumerate() {
                     dw[co * taps + tap] = *value;

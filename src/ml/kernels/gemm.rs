@@ -11,6 +11,8 @@
 
 use gemm::Parallelism;
 
+use super::zeros;
+
 /// A read-only matrix inside a slice: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 /// Construction checks that every element lies inside the slice.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +82,7 @@ pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
     if b.rows != k {
         candle_core::bail!("matmul: inner sizes differ ({m}x{k} by {}x{n})", b.rows);
     }
-    let mut dst = vec![0.0f32; m * n];
+    let mut dst = zeros(m * n);
     if m == 0 || n == 0 || k == 0 {
         return Ok(dst);
     }

@@ -6,7 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::{applies, contiguous, tensor, with_storage};
+use super::{applies, contiguous, tensor, with_storage, zeros};
 
 /// Mean cross-entropy of `logits (n, classes)` against `labels (n)` (u8, u32 or i64), as a
 /// scalar. Falls back to candle's own on other devices and types.
@@ -85,7 +85,7 @@ impl CustomOp2 for CrossEntropy {
         let labels = with_storage(labels_t, |s, l| labels(s, l, rows, classes))?;
         let dl = with_storage(logits, |s, l| {
             let v = contiguous(s, l)?;
-            let mut out = vec![0.0f32; v.len()];
+            let mut out = zeros(v.len());
             for ((row, dst), &label) in
                 v.chunks_exact(classes.max(1)).zip(out.chunks_exact_mut(classes.max(1))).zip(&labels)
             {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous, missing_state, tensor, wants_grad, with_storage};
+use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
 
 /// `x (B, C, H, W)` → `(B, C, H/2, W/2)`.
 pub fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -58,8 +58,8 @@ pub(super) fn pool_plane(plane: &[f32], w: usize, bias: f32, out: &mut [f32], ar
 fn pool(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
     let [b, c, h, w] = dims;
     let out_len = (h / 2) * (w / 2);
-    let mut out = vec![0.0f32; b * c * out_len];
-    let mut arg = vec![0u8; out.len()];
+    let mut out = zeros(b * c * out_len);
+    let mut arg = zeros(out.len());
     if out_len > 0 {
         out.par_chunks_mut(out_len)
             .zip(arg.par_chunks_mut(out_len))
@@ -95,7 +95,7 @@ impl CustomOp1 for MaxPool2 {
         let arg = self.argmax.get().ok_or_else(|| missing_state("max_pool2"))?;
         let gy = gy.contiguous()?;
         let (w2, out_len) = (w / 2, (h / 2) * (w / 2));
-        let mut dx = vec![0.0f32; b * c * h * w];
+        let mut dx = zeros(b * c * h * w);
         if out_len > 0 {
             with_storage(&gy, |gs, gl| {
                 let g = contiguous(gs, gl)?;

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::backward::deliver;
 use super::gemm::{Matrix, matmul};
-use super::{contiguous, matrix, missing_state, tensor, wants_grad, with_storage};
+use super::{contiguous, matrix, missing_state, tensor, wants_grad, with_storage, zeros};
 
 /// Which cell the layer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn sigmoid(x: f32) -> f32 {
 
 /// `(T, B, w)` step-major rows to `(B, T, w)` example-major ones.
 fn to_example_major(src: &[f32], d: Dims, width: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = zeros(src.len());
     if width == 0 || d.t == 0 {
         return out;
     }
@@ -136,10 +136,10 @@ impl Recurrent {
     ) -> candle_core::Result<Saved> {
         let Dims { b, t, h, .. } = d;
         let gh = d.gh();
-        let mut hs = vec![0.0f32; t * b * h];
-        let mut gates = vec![0.0f32; t * b * gh];
-        let mut extra = vec![0.0f32; t * b * h];
-        let mut cell_state = vec![0.0f32; b * h];
+        let mut hs = zeros(t * b * h);
+        let mut gates = zeros(t * b * gh);
+        let mut extra = zeros(t * b * h);
+        let mut cell_state = zeros::<f32>(b * h);
         let w_t = matrix(ws, wl)?.t();
         let cell = self.cell;
         if h == 0 || b == 0 {
@@ -148,7 +148,7 @@ impl Recurrent {
         for step in 0..t {
             // h W_hhᵀ, with W_hh read transposed through its strides; the first state is zero.
             let hp = if step == 0 {
-                vec![0.0f32; b * gh]
+                zeros(b * gh)
             } else {
                 matmul(Matrix::row_major(&hs[(step - 1) * b * h..], b, h)?, w_t)?
             };
@@ -244,10 +244,10 @@ impl CustomOp3 for Recurrent {
         let hs = &saved.hs;
         // Gradients of the recurrent products' rows, step-major; for the LSTM they are also the
         // gradients of the input projection, for the GRU those differ in the n gate.
-        let mut dhp = vec![0.0f32; t * batch * gh];
-        let mut dxp_all = vec![0.0f32; t * batch * gh];
-        let mut dh_next = vec![0.0f32; batch * h];
-        let mut dc_next = vec![0.0f32; batch * h];
+        let mut dhp = zeros(t * batch * gh);
+        let mut dxp_all = zeros(t * batch * gh);
+        let mut dh_next = zeros(batch * h);
+        let mut dc_next = zeros::<f32>(batch * h);
         let cell = self.cell;
         if h > 0 && batch > 0 {
             with_storage(&gy, |gs, gl| {
@@ -265,7 +265,7 @@ impl CustomOp3 for Recurrent {
                         let dh_in = &dh_next;
                         // Per row: the state gradient arriving at this step, then the gates'.
                         // `direct` receives the part of dh_{t-1} that bypasses W_hh (GRU: z·dh).
-                        let mut direct = vec![0.0f32; batch * h];
+                        let mut direct = zeros(batch * h);
                         dhp_now
                             .par_chunks_mut(ROWS * gh)
                             .zip(dc_next.par_chunks_mut(ROWS * h))
@@ -343,7 +343,7 @@ impl CustomOp3 for Recurrent {
             } else {
                 Vec::new()
             };
-            let v = if v.len() == gh * h { v } else { vec![0.0; gh * h] };
+            let v = if v.len() == gh * h { v } else { zeros(gh * h) };
             deliver(w, v)
         } else {
             None
@@ -355,7 +355,7 @@ impl CustomOp3 for Recurrent {
             } else {
                 dhp.par_chunks(batch * gh).map(|block| super::column_sums(block, gh)).collect()
             };
-            let mut db = vec![0.0f32; gh];
+            let mut db = zeros(gh);
             for p in &partial {
                 db.iter_mut().zip(p).for_each(|(a, b)| *a += b);
             }
