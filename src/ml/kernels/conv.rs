@@ -13,10 +13,10 @@
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::backward::deliver;
 use super::gemm::{Matrix, matmul};
+use super::par;
 use super::pool::pool_plane;
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
 
@@ -126,7 +126,7 @@ fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
         return cols;
     }
     // One chunk per (tap, image): a contiguous `Ho·Wo` stretch of a column-matrix row.
-    cols.par_chunks_mut(pixels).enumerate().for_each(|(chunk, dst)| {
+    par::chunks_mut(&mut cols, pixels, |chunk, dst| {
         let (tap, image) = (chunk / g.batch, chunk % g.batch);
         let (ci, ky, kx) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
         let plane = &x[(image * g.cin + ci) * g.h * g.w..][..g.h * g.w];
@@ -153,7 +153,7 @@ fn col2im(dcols: &[f32], g: &Geometry) -> Vec<f32> {
     }
     let (columns, pixels) = (g.columns(), g.pixels());
     // One task per (image, channel) plane, each summing its taps in a fixed order.
-    dx.par_chunks_mut(plane_len).enumerate().for_each(|(plane_index, plane)| {
+    par::chunks_mut(&mut dx, plane_len, |plane_index, plane| {
         let (image, ci) = (plane_index / g.cin, plane_index % g.cin);
         for ky in 0..g.kh {
             for kx in 0..g.kw {
@@ -219,24 +219,23 @@ impl CustomOp3 for Conv2d {
             let mut out = zeros(g.batch * g.cout * pooled);
             let mut argmax = zeros(out.len());
             if pooled > 0 {
-                out.par_chunks_mut(pooled).zip(argmax.par_chunks_mut(pooled)).enumerate().for_each(
-                    |(plane, (out, arg))| {
-                        // Output planes run (image, channel); product planes (channel, image).
-                        let (image, co) = (plane / g.cout, plane % g.cout);
-                        let src = &product[co * columns + image * pixels..][..pixels];
-                        // Ties are judged on the biased values, as ReLU then pooling sees them.
-                        pool_plane(src, g.wo, bias[co], out, arg);
-                        // ReLU commutes with the maximum; `v < 0` is false for NaN.
-                        out.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
-                    },
-                );
+                let planes: Vec<_> = out.chunks_mut(pooled).zip(argmax.chunks_mut(pooled)).collect();
+                par::for_each(planes, |plane, (out, arg)| {
+                    // Output planes run (image, channel); product planes (channel, image).
+                    let (image, co) = (plane / g.cout, plane % g.cout);
+                    let src = &product[co * columns + image * pixels..][..pixels];
+                    // Ties are judged on the biased values, as ReLU then pooling sees them.
+                    pool_plane(src, g.wo, bias[co], out, arg);
+                    // ReLU commutes with the maximum; `v < 0` is false for NaN.
+                    out.iter_mut().for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+                });
             }
             (out, argmax, Shape::from((g.batch, g.cout, g.ho / 2, g.wo / 2)))
         } else {
             // (Cout, B, Ho·Wo) → (B, Cout, Ho·Wo), adding the bias (and clamping) on the way.
             let mut y = zeros(g.batch * g.cout * pixels);
             if pixels > 0 && g.cout > 0 {
-                y.par_chunks_mut(g.cout * pixels).enumerate().for_each(|(image, out)| {
+                par::chunks_mut(&mut y, g.cout * pixels, |image, out| {
                     for (co, row) in out.chunks_exact_mut(pixels).enumerate() {
                         let src = &product[co * columns + image * pixels..][..pixels];
                         let b = bias[co];
@@ -280,53 +279,48 @@ impl CustomOp3 for Conv2d {
                 if columns == 0 || cout == 0 {
                     return Ok(Vec::new());
                 }
-                Ok(dz
-                    .par_chunks_mut(pixels * cout)
-                    .enumerate()
-                    .map(|(image, block)| {
-                        let mut sums = zeros(cout);
-                        for (co, sum) in sums.iter_mut().enumerate() {
-                            match self.epilogue {
-                                Epilogue::ReluPool if g.wo >= 2 => {
-                                    let (w2, pooled) = (g.wo / 2, (g.ho / 2) * (g.wo / 2));
-                                    let at = (image * cout + co) * pooled;
-                                    let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
-                                    let arg = &saved.argmax[at..at + pooled];
-                                    // Row by row, without divisions or branches: each window's
-                                    // winner gets the gradient, or zero where ReLU cut it.
-                                    for (i, ((src, out), arg)) in src
-                                        .chunks_exact(w2)
-                                        .zip(out.chunks_exact(w2))
-                                        .zip(arg.chunks_exact(w2))
-                                        .enumerate()
-                                    {
-                                        for (j, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
-                                            let v = if *y > 0.0 { *s } else { 0.0 };
-                                            let (dy, dx) =
-                                                (usize::from(*which >> 1), usize::from(*which & 1));
-                                            block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = v;
-                                            *sum += v;
-                                        }
-                                    }
-                                }
-                                // Pooled to nothing: no output, no gradient.
-                                Epilogue::ReluPool => {}
-                                Epilogue::Relu | Epilogue::Bias => {
-                                    let relu = self.epilogue == Epilogue::Relu;
-                                    let at = (image * cout + co) * pixels;
-                                    let (src, out) = (&gv[at..at + pixels], &yv[at..at + pixels]);
-                                    for (p, (s, o)) in src.iter().zip(out).enumerate() {
-                                        // The ReLU mask is `y > 0`, so a NaN output passes no gradient.
-                                        let d = if !relu || *o > 0.0 { *s } else { 0.0 };
-                                        block[p * cout + co] = d;
-                                        *sum += d;
+                Ok(par::map(dz.chunks_mut(pixels * cout).collect(), |image, block: &mut [f32]| {
+                    let mut sums = zeros(cout);
+                    for (co, sum) in sums.iter_mut().enumerate() {
+                        match self.epilogue {
+                            Epilogue::ReluPool if g.wo >= 2 => {
+                                let (w2, pooled) = (g.wo / 2, (g.ho / 2) * (g.wo / 2));
+                                let at = (image * cout + co) * pooled;
+                                let (src, out) = (&gv[at..at + pooled], &yv[at..at + pooled]);
+                                let arg = &saved.argmax[at..at + pooled];
+                                // Row by row, without divisions or branches: each window's
+                                // winner gets the gradient, or zero where ReLU cut it.
+                                for (i, ((src, out), arg)) in src
+                                    .chunks_exact(w2)
+                                    .zip(out.chunks_exact(w2))
+                                    .zip(arg.chunks_exact(w2))
+                                    .enumerate()
+                                {
+                                    for (j, ((s, y), which)) in src.iter().zip(out).zip(arg).enumerate() {
+                                        let v = if *y > 0.0 { *s } else { 0.0 };
+                                        let (dy, dx) = (usize::from(*which >> 1), usize::from(*which & 1));
+                                        block[((2 * i + dy) * g.wo + 2 * j + dx) * cout + co] = v;
+                                        *sum += v;
                                     }
                                 }
                             }
+                            // Pooled to nothing: no output, no gradient.
+                            Epilogue::ReluPool => {}
+                            Epilogue::Relu | Epilogue::Bias => {
+                                let relu = self.epilogue == Epilogue::Relu;
+                                let at = (image * cout + co) * pixels;
+                                let (src, out) = (&gv[at..at + pixels], &yv[at..at + pixels]);
+                                for (p, (s, o)) in src.iter().zip(out).enumerate() {
+                                    // The ReLU mask is `y > 0`, so a NaN output passes no gradient.
+                                    let d = if !relu || *o > 0.0 { *s } else { 0.0 };
+                                    block[p * cout + co] = d;
+                                    *sum += d;
+                                }
+                            }
                         }
-                        sums
-                    })
-                    .collect())
+                    }
+                    sums
+                }))
             })
         })?;
         let mut db = zeros(cout);

@@ -11,7 +11,7 @@
 
 use gemm::Parallelism;
 
-use super::zeros;
+use super::{par, zeros};
 
 /// A read-only matrix inside a slice: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 /// Construction checks that every element lies inside the slice.
@@ -75,8 +75,27 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `a · b` as a new row-major `(a.rows, b.cols)` buffer, threaded over rayon's pool when gemm
-/// finds the product large enough.
+/// Multiply-adds below which a product runs on the calling thread alone (gemm's own default).
+const PARALLEL_WORK: usize = 48 * 48 * 256;
+
+impl<'a> Matrix<'a> {
+    /// Rows `first..first + count` (within bounds: checked again by `Matrix::new`).
+    fn row_block(self, first: usize, count: usize) -> candle_core::Result<Self> {
+        let data = self.data.get(first * self.row_stride..).unwrap_or(&[]);
+        Matrix::new(data, count, self.cols, self.row_stride, self.col_stride)
+    }
+
+    /// Columns `first..first + count`.
+    fn col_block(self, first: usize, count: usize) -> candle_core::Result<Self> {
+        let data = self.data.get(first * self.col_stride..).unwrap_or(&[]);
+        Matrix::new(data, self.rows, count, self.row_stride, self.col_stride)
+    }
+}
+
+/// `a · b` as a new row-major `(a.rows, b.cols)` buffer. A large product is split over the
+/// kernels' thread pool ([`super::par`]) by blocks of rows, or of columns when it is wider than
+/// tall, each block one single-threaded gemm call; every element is still one gemm dot product,
+/// so results do not depend on the split.
 pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
@@ -86,13 +105,59 @@ pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
     if m == 0 || n == 0 || k == 0 {
         return Ok(dst);
     }
+    let blocks = par::threads().min(if m >= n { m } else { n });
+    if blocks <= 1 || m * n * k < PARALLEL_WORK {
+        product(&mut dst, a, b);
+        return Ok(dst);
+    }
+    if m >= n {
+        // Each block packs all of `b`, which is the smaller operand here.
+        let rows = m.div_ceil(blocks);
+        let parts: Vec<(usize, &mut [f32])> =
+            dst.chunks_mut(rows * n).enumerate().map(|(i, d)| (i * rows, d)).collect();
+        let done = par::map(parts, |_, (first, d)| -> candle_core::Result<()> {
+            product(d, a.row_block(first, d.len() / n)?, b);
+            Ok(())
+        });
+        done.into_iter().collect::<candle_core::Result<()>>()?;
+    } else {
+        // Column blocks are not contiguous in `dst`: each goes to its own buffer first.
+        let cols = n.div_ceil(blocks);
+        let firsts: Vec<usize> = (0..n).step_by(cols).collect();
+        let parts = par::map(firsts, |_, first| -> candle_core::Result<(usize, usize, Vec<f32>)> {
+            let count = cols.min(n - first);
+            let mut part = zeros(m * count);
+            product(&mut part, a, b.col_block(first, count)?);
+            Ok((first, count, part))
+        });
+        for part in parts {
+            let (first, count, values) = part?;
+            for (row, src) in dst.chunks_exact_mut(n).zip(values.chunks_exact(count)) {
+                row[first..first + count].copy_from_slice(src);
+            }
+        }
+    }
+    Ok(dst)
+}
+
+/// `dst = a · b` on the calling thread; `dst` is row-major `(a.rows, b.cols)`.
+fn product(dst: &mut [f32], a: Matrix, b: Matrix) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && dst.len() == m * n, "product: {m}x{k} by {}x{n} into {}", b.rows, dst.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(0.0);
+        return;
+    }
     // Checked by `Matrix::new` to fit in isize; `n` is below `dst.len()`, which fits too.
     let s = |v: usize| v as isize;
-    // SAFETY: gemm reads `a` at `i·a.row_stride + j·a.col_stride` for i < m, j < k and `b` likewise
-    // for i < k, j < n: `Matrix::new` checked that all of those lie inside the borrowed slices.
-    // It writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` buffer it alone holds
-    // (a fresh vector, so it aliases neither input), each position once. f32 is a type gemm
-    // supports, and with `read_dst` false the initial contents of `dst` are not used.
+    // SAFETY: gemm reads `a` at `i·a.row_stride + j·a.col_stride` for i < m, j < k and `b`
+    // likewise for i < k, j < n: `Matrix::new` checked that all of those lie inside the borrowed
+    // slices. It writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` values of the
+    // exclusive borrow `dst` (so it aliases neither input), each position once. f32 is a type
+    // gemm supports, and with `read_dst` false the initial contents of `dst` are not used.
     unsafe {
         gemm::gemm(
             m,
@@ -113,8 +178,7 @@ pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
             false,
             false,
             false,
-            Parallelism::Rayon(0),
+            Parallelism::None,
         );
     }
-    Ok(dst)
 }

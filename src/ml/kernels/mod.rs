@@ -8,9 +8,9 @@
 //! a tensor, and accumulates every gradient into a fresh zero tensor; on a two-core CPU that
 //! overhead, not arithmetic, is where training time went. The kernels here read and write
 //! candle's CPU storage as slices, call the `gemm` crate (see [`gemm`]) with strided operands
-//! (transposes are strides, never copies), and parallelise over images, planes and rows with
-//! rayon, the pool `gemm` uses. Every reduction runs in a fixed order, so results do not depend
-//! on thread timing and the same seed gives the same run.
+//! (transposes are strides, never copies), and split their loops and products over candle's own
+//! worker pool (see [`par`]). Every reduction runs in a fixed order, so results do not depend on
+//! thread timing and the same seed gives the same run.
 //!
 //! This module owns only arithmetic: the layers in [`crate::ml::model`], the optimiser and the
 //! training loop decide when to use it. Kernels run on f32 CPU tensors; [`applies`] says when
@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod par;
 pub mod pool;
 pub mod recurrent;
 

@@ -7,9 +7,8 @@ use std::cell::RefCell;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
-use rayon::prelude::*;
 
-use super::contiguous;
+use super::{contiguous, par};
 
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
 const CHUNK: usize = 1 << 14;
@@ -132,20 +131,21 @@ impl InplaceOp2 for Update<'_> {
                     adam_chunk(p, g, a, b, s);
                     return Ok(());
                 }
-                p.par_chunks_mut(CHUNK)
-                    .zip(g.par_chunks(CHUNK))
-                    .zip(a.par_chunks_mut(CHUNK))
-                    .zip(b.par_chunks_mut(CHUNK))
-                    .for_each(|(((p, g), m), v)| adam_chunk(p, g, m, v, s));
+                let chunks: Vec<_> = p
+                    .chunks_mut(CHUNK)
+                    .zip(g.chunks(CHUNK))
+                    .zip(a.chunks_mut(CHUNK))
+                    .zip(b.chunks_mut(CHUNK))
+                    .collect();
+                par::for_each(chunks, |_, (((p, g), m), v)| adam_chunk(p, g, m, v, s));
             }
             Kind::Sgd(s) => {
                 if a.is_empty() || n <= CHUNK {
                     sgd_chunk(p, g, a, s);
                 } else {
-                    p.par_chunks_mut(CHUNK)
-                        .zip(g.par_chunks(CHUNK))
-                        .zip(a.par_chunks_mut(CHUNK))
-                        .for_each(|((p, g), buf)| sgd_chunk(p, g, buf, s));
+                    let chunks: Vec<_> =
+                        p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(a.chunks_mut(CHUNK)).collect();
+                    par::for_each(chunks, |_, ((p, g), buf)| sgd_chunk(p, g, buf, s));
                 }
             }
         }

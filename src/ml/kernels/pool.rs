@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
+use super::par;
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
 
 /// `x (B, C, H, W)` → `(B, C, H/2, W/2)`.
@@ -61,10 +61,8 @@ fn pool(x: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<u8>) {
     let mut out = zeros(b * c * out_len);
     let mut arg = zeros(out.len());
     if out_len > 0 {
-        out.par_chunks_mut(out_len)
-            .zip(arg.par_chunks_mut(out_len))
-            .enumerate()
-            .for_each(|(p, (out, arg))| pool_plane(&x[p * h * w..(p + 1) * h * w], w, 0.0, out, arg));
+        let planes: Vec<_> = out.chunks_mut(out_len).zip(arg.chunks_mut(out_len)).collect();
+        par::for_each(planes, |p, (out, arg)| pool_plane(&x[p * h * w..(p + 1) * h * w], w, 0.0, out, arg));
     }
     (out, arg)
 }
@@ -99,7 +97,7 @@ impl CustomOp1 for MaxPool2 {
         if out_len > 0 {
             with_storage(&gy, |gs, gl| {
                 let g = contiguous(gs, gl)?;
-                dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| {
+                par::chunks_mut(&mut dx, h * w, |p, plane| {
                     let (g, arg) = (&g[p * out_len..][..out_len], &arg[p * out_len..][..out_len]);
                     for (o, (gv, which)) in g.iter().zip(arg).enumerate() {
                         let (i, j) = (o / w2, o % w2);

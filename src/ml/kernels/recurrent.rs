@@ -15,10 +15,10 @@
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::backward::deliver;
 use super::gemm::{Matrix, matmul};
+use super::par;
 use super::{contiguous, matrix, missing_state, tensor, wants_grad, with_storage, zeros};
 
 /// Which cell the layer runs.
@@ -99,7 +99,7 @@ fn to_example_major(src: &[f32], d: Dims, width: usize) -> Vec<f32> {
     if width == 0 || d.t == 0 {
         return out;
     }
-    out.par_chunks_mut(d.t * width).enumerate().for_each(|(row, dst)| {
+    par::chunks_mut(&mut out, d.t * width, |row, dst| {
         for (step, chunk) in dst.chunks_exact_mut(width).enumerate() {
             chunk.copy_from_slice(&src[(step * d.b + row) * width..][..width]);
         }
@@ -157,49 +157,50 @@ impl Recurrent {
             let now = &mut rest[..b * h];
             let gates_now = &mut gates[step * b * gh..][..b * gh];
             let extra_now = &mut extra[step * b * h..][..b * h];
-            now.par_chunks_mut(ROWS * h)
-                .zip(gates_now.par_chunks_mut(ROWS * gh))
-                .zip(extra_now.par_chunks_mut(ROWS * h))
-                .zip(cell_state.par_chunks_mut(ROWS * h))
-                .enumerate()
-                .for_each(|(chunk, (((now, gate_rows), extra_rows), c_rows))| {
-                    let rows = now.len() / h;
-                    for r in 0..rows {
-                        let row = chunk * ROWS + r;
-                        let x = &xp[(row * t + step) * gh..][..gh];
-                        let p = &hp[row * gh..][..gh];
-                        let gv = &mut gate_rows[r * gh..][..gh];
-                        let ev = &mut extra_rows[r * h..][..h];
-                        let hv = &mut now[r * h..][..h];
-                        // The recurrent term as candle's ops add it: x + (h W_hhᵀ + b_hh).
-                        let pre = |q: usize, k: usize| x[q * h + k] + (p[q * h + k] + bias[q * h + k]);
-                        match cell {
-                            Cell::Lstm => {
-                                let c = &mut c_rows[r * h..][..h];
-                                for k in 0..h {
-                                    let (i, f) = (sigmoid(pre(0, k)), sigmoid(pre(1, k)));
-                                    let (gg, o) = (pre(2, k).tanh(), sigmoid(pre(3, k)));
-                                    c[k] = f * c[k] + i * gg;
-                                    hv[k] = o * c[k].tanh();
-                                    (gv[k], gv[h + k], gv[2 * h + k], gv[3 * h + k]) = (i, f, gg, o);
-                                    ev[k] = c[k];
-                                }
+            let blocks: Vec<_> = now
+                .chunks_mut(ROWS * h)
+                .zip(gates_now.chunks_mut(ROWS * gh))
+                .zip(extra_now.chunks_mut(ROWS * h))
+                .zip(cell_state.chunks_mut(ROWS * h))
+                .collect();
+            par::for_each(blocks, |chunk, (((now, gate_rows), extra_rows), c_rows)| {
+                let rows = now.len() / h;
+                for r in 0..rows {
+                    let row = chunk * ROWS + r;
+                    let x = &xp[(row * t + step) * gh..][..gh];
+                    let p = &hp[row * gh..][..gh];
+                    let gv = &mut gate_rows[r * gh..][..gh];
+                    let ev = &mut extra_rows[r * h..][..h];
+                    let hv = &mut now[r * h..][..h];
+                    // The recurrent term as candle's ops add it: x + (h W_hhᵀ + b_hh).
+                    let pre = |q: usize, k: usize| x[q * h + k] + (p[q * h + k] + bias[q * h + k]);
+                    match cell {
+                        Cell::Lstm => {
+                            let c = &mut c_rows[r * h..][..h];
+                            for k in 0..h {
+                                let (i, f) = (sigmoid(pre(0, k)), sigmoid(pre(1, k)));
+                                let (gg, o) = (pre(2, k).tanh(), sigmoid(pre(3, k)));
+                                c[k] = f * c[k] + i * gg;
+                                hv[k] = o * c[k].tanh();
+                                (gv[k], gv[h + k], gv[2 * h + k], gv[3 * h + k]) = (i, f, gg, o);
+                                ev[k] = c[k];
                             }
-                            Cell::Gru => {
-                                for k in 0..h {
-                                    let hn = p[2 * h + k] + bias[2 * h + k];
-                                    let rg = sigmoid(pre(0, k));
-                                    let z = sigmoid(pre(1, k));
-                                    let n = (x[2 * h + k] + rg * hn).tanh();
-                                    let hprev = if prev.is_empty() { 0.0 } else { prev[row * h + k] };
-                                    hv[k] = (n - z * n) + z * hprev;
-                                    (gv[k], gv[h + k], gv[2 * h + k]) = (rg, z, n);
-                                    ev[k] = hn;
-                                }
+                        }
+                        Cell::Gru => {
+                            for k in 0..h {
+                                let hn = p[2 * h + k] + bias[2 * h + k];
+                                let rg = sigmoid(pre(0, k));
+                                let z = sigmoid(pre(1, k));
+                                let n = (x[2 * h + k] + rg * hn).tanh();
+                                let hprev = if prev.is_empty() { 0.0 } else { prev[row * h + k] };
+                                hv[k] = (n - z * n) + z * hprev;
+                                (gv[k], gv[h + k], gv[2 * h + k]) = (rg, z, n);
+                                ev[k] = hn;
                             }
                         }
                     }
-                });
+                }
+            });
         }
         Ok(Saved { hs, gates, extra })
     }
@@ -266,59 +267,59 @@ impl CustomOp3 for Recurrent {
                         // Per row: the state gradient arriving at this step, then the gates'.
                         // `direct` receives the part of dh_{t-1} that bypasses W_hh (GRU: z·dh).
                         let mut direct = zeros(batch * h);
-                        dhp_now
-                            .par_chunks_mut(ROWS * gh)
-                            .zip(dc_next.par_chunks_mut(ROWS * h))
-                            .zip(direct.par_chunks_mut(ROWS * h))
-                            .zip(dxp_now.par_chunks_mut(ROWS * gh))
-                            .enumerate()
-                            .for_each(|(chunk, (((dhp_rows, dc_rows), direct_rows), dxp_rows))| {
-                                let rows = dhp_rows.len() / gh;
-                                for r in 0..rows {
-                                    let row = chunk * ROWS + r;
-                                    let gv = &gates[row * gh..][..gh];
-                                    let ev = &extra[row * h..][..h];
-                                    let out = &mut dhp_rows[r * gh..][..gh];
-                                    let dx = &mut dxp_rows[r * gh..][..gh];
-                                    for k in 0..h {
-                                        let dh = gyv[(row * t + step) * h + k] + dh_in[row * h + k];
-                                        match cell {
-                                            Cell::Lstm => {
-                                                let (i, f, gg, o) =
-                                                    (gv[k], gv[h + k], gv[2 * h + k], gv[3 * h + k]);
-                                                let tc = ev[k].tanh();
-                                                let c_prev = if prev_extra.is_empty() {
-                                                    0.0
-                                                } else {
-                                                    prev_extra[row * h + k]
-                                                };
-                                                let dc = dh * o * (1.0 - tc * tc) + dc_rows[r * h + k];
-                                                dc_rows[r * h + k] = dc * f;
-                                                out[k] = dc * gg * i * (1.0 - i);
-                                                out[h + k] = dc * c_prev * f * (1.0 - f);
-                                                out[2 * h + k] = dc * i * (1.0 - gg * gg);
-                                                out[3 * h + k] = dh * tc * o * (1.0 - o);
-                                                for q in 0..4 {
-                                                    dx[q * h + k] = out[q * h + k];
-                                                }
+                        let blocks: Vec<_> = dhp_now
+                            .chunks_mut(ROWS * gh)
+                            .zip(dc_next.chunks_mut(ROWS * h))
+                            .zip(direct.chunks_mut(ROWS * h))
+                            .zip(dxp_now.chunks_mut(ROWS * gh))
+                            .collect();
+                        par::for_each(blocks, |chunk, (((dhp_rows, dc_rows), direct_rows), dxp_rows)| {
+                            let rows = dhp_rows.len() / gh;
+                            for r in 0..rows {
+                                let row = chunk * ROWS + r;
+                                let gv = &gates[row * gh..][..gh];
+                                let ev = &extra[row * h..][..h];
+                                let out = &mut dhp_rows[r * gh..][..gh];
+                                let dx = &mut dxp_rows[r * gh..][..gh];
+                                for k in 0..h {
+                                    let dh = gyv[(row * t + step) * h + k] + dh_in[row * h + k];
+                                    match cell {
+                                        Cell::Lstm => {
+                                            let (i, f, gg, o) =
+                                                (gv[k], gv[h + k], gv[2 * h + k], gv[3 * h + k]);
+                                            let tc = ev[k].tanh();
+                                            let c_prev = if prev_extra.is_empty() {
+                                                0.0
+                                            } else {
+                                                prev_extra[row * h + k]
+                                            };
+                                            let dc = dh * o * (1.0 - tc * tc) + dc_rows[r * h + k];
+                                            dc_rows[r * h + k] = dc * f;
+                                            out[k] = dc * gg * i * (1.0 - i);
+                                            out[h + k] = dc * c_prev * f * (1.0 - f);
+                                            out[2 * h + k] = dc * i * (1.0 - gg * gg);
+                                            out[3 * h + k] = dh * tc * o * (1.0 - o);
+                                            for q in 0..4 {
+                                                dx[q * h + k] = out[q * h + k];
                                             }
-                                            Cell::Gru => {
-                                                let (rg, z, n) = (gv[k], gv[h + k], gv[2 * h + k]);
-                                                let hprev =
-                                                    if prev_h.is_empty() { 0.0 } else { prev_h[row * h + k] };
-                                                let dan = dh * (1.0 - z) * (1.0 - n * n);
-                                                let dar = dan * ev[k] * rg * (1.0 - rg);
-                                                let daz = dh * (hprev - n) * z * (1.0 - z);
-                                                direct_rows[r * h + k] = dh * z;
-                                                out[k] = dar;
-                                                out[h + k] = daz;
-                                                out[2 * h + k] = dan * rg;
-                                                (dx[k], dx[h + k], dx[2 * h + k]) = (dar, daz, dan);
-                                            }
+                                        }
+                                        Cell::Gru => {
+                                            let (rg, z, n) = (gv[k], gv[h + k], gv[2 * h + k]);
+                                            let hprev =
+                                                if prev_h.is_empty() { 0.0 } else { prev_h[row * h + k] };
+                                            let dan = dh * (1.0 - z) * (1.0 - n * n);
+                                            let dar = dan * ev[k] * rg * (1.0 - rg);
+                                            let daz = dh * (hprev - n) * z * (1.0 - z);
+                                            direct_rows[r * h + k] = dh * z;
+                                            out[k] = dar;
+                                            out[h + k] = daz;
+                                            out[2 * h + k] = dan * rg;
+                                            (dx[k], dx[h + k], dx[2 * h + k]) = (dar, daz, dan);
                                         }
                                     }
                                 }
-                            });
+                            }
+                        });
                         dh_next = if step == 0 {
                             direct
                         } else {
@@ -353,7 +354,7 @@ impl CustomOp3 for Recurrent {
             let partial: Vec<Vec<f32>> = if gh == 0 || batch == 0 {
                 Vec::new()
             } else {
-                dhp.par_chunks(batch * gh).map(|block| super::column_sums(block, gh)).collect()
+                par::map(dhp.chunks(batch * gh).collect(), |_, block| super::column_sums(block, gh))
             };
             let mut db = zeros(gh);
             for p in &partial {
