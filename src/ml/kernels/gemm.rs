@@ -101,17 +101,18 @@ pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
     if b.rows != k {
         candle_core::bail!("matmul: inner sizes differ ({m}x{k} by {}x{n})", b.rows);
     }
-    let mut dst = zeros(m * n);
     if m == 0 || n == 0 || k == 0 {
-        return Ok(dst);
+        return Ok(zeros(m * n));
     }
     let blocks = par::threads().min(if m >= n { m } else { n });
     if blocks <= 1 || m * n * k < PARALLEL_WORK {
+        let mut dst = zeros(m * n);
         product(&mut dst, a, b);
         return Ok(dst);
     }
     if m >= n {
         // Each block packs all of `b`, which is the smaller operand here.
+        let mut dst = zeros(m * n);
         let rows = m.div_ceil(blocks);
         let parts: Vec<(usize, &mut [f32])> =
             dst.chunks_mut(rows * n).enumerate().map(|(i, d)| (i * rows, d)).collect();
@@ -120,24 +121,28 @@ pub fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
             Ok(())
         });
         done.into_iter().collect::<candle_core::Result<()>>()?;
+        Ok(dst)
     } else {
-        // Column blocks are not contiguous in `dst`: each goes to its own buffer first.
+        // Column blocks are not contiguous in the result: each goes to its own buffer, and the
+        // result is assembled from them row by row.
         let cols = n.div_ceil(blocks);
         let firsts: Vec<usize> = (0..n).step_by(cols).collect();
-        let parts = par::map(firsts, |_, first| -> candle_core::Result<(usize, usize, Vec<f32>)> {
+        let parts = par::map(firsts, |_, first| -> candle_core::Result<Vec<f32>> {
             let count = cols.min(n - first);
             let mut part = zeros(m * count);
             product(&mut part, a, b.col_block(first, count)?);
-            Ok((first, count, part))
+            Ok(part)
         });
-        for part in parts {
-            let (first, count, values) = part?;
-            for (row, src) in dst.chunks_exact_mut(n).zip(values.chunks_exact(count)) {
-                row[first..first + count].copy_from_slice(src);
+        let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+        let mut dst = Vec::with_capacity(m * n);
+        for row in 0..m {
+            for part in &parts {
+                let count = part.len() / m;
+                dst.extend_from_slice(&part[row * count..(row + 1) * count]);
             }
         }
+        Ok(dst)
     }
-    Ok(dst)
 }
 
 /// `dst = a · b` on the calling thread; `dst` is row-major `(a.rows, b.cols)`.
