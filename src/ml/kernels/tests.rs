@@ -526,13 +526,13 @@ fn pooling_a_single_row_or_column_gives_an_empty_output() {
 }
 
 #[test]
-fn gemm_front_splits_large_products_by_rows_or_columns_exactly() {
-    // Large enough to be split over the threads: by rows when taller than wide, by columns
-    // otherwise. Each element is one gemm dot product either way, so the split result equals
-    // candle's own product (the same gemm crate, unsplit) to the last bit.
+fn gemm_front_splits_large_products_exactly() {
+    // Large enough for threads: split by rows when tall or when there are many rows, else
+    // threaded inside gemm. Each element is one gemm dot product either way, so the result
+    // equals candle's own product (the same gemm crate, unsplit) to the last bit.
     use super::gemm::{Matrix, matmul};
     let mut rng = ChaCha8Rng::seed_from_u64(22);
-    for (m, k, n) in [(301, 57, 70), (70, 57, 301)] {
+    for (m, k, n) in [(301, 57, 70), (70, 57, 301), (40, 57, 401)] {
         let a = random(&mut rng, &[m, k], 1.0);
         let b = random(&mut rng, &[k, n], 1.0);
         let got = matmul(Matrix::row_major(&a, m, k).unwrap(), Matrix::row_major(&b, k, n).unwrap()).unwrap();
