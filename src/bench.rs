@@ -1,6 +1,8 @@
 //! Training-throughput benchmarks on synthetic data: an MLP 784-256-128-10 at batch 128 and a
 //! small CNN on 28x28 inputs at batch 64, trained with the same layers, loss and optimiser as
 //! every spec. `bench/torch_reference.py` runs the same two models in PyTorch for comparison.
+//! Each model's matrix-product rate is set against the machine's peak, measured with the same
+//! `gemm` crate (through candle) on a large square product.
 
 use std::time::Instant;
 
@@ -29,6 +31,87 @@ pub struct BenchResult {
     pub ms_per_step_median: f64,
     pub repeats: usize,
     pub steps_per_repeat: usize,
+    /// Matrix-product work of one step (see [`step_flops`]), and the rate it ran at.
+    pub flops_per_step: Option<f64>,
+    pub gflops: Option<f64>,
+    /// The machine's matrix-product peak, when measured (`vigil bench --peak`).
+    pub matmul_peak_gflops: Option<f64>,
+}
+
+/// The machine's matrix-product rate on a large square f32 product.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakResult {
+    pub size: usize,
+    pub threads: usize,
+    pub gflops_median: f64,
+    pub gflops_max: f64,
+    pub repeats: usize,
+}
+
+/// Times `size x size` products through candle's matmul, which is the `gemm` crate the fused
+/// kernels also call, with the same threads.
+pub fn matmul_peak(size: usize, repeats: usize) -> Result<PeakResult> {
+    let device = Device::Cpu;
+    let a = Tensor::randn(0f32, 1.0, (size, size), &device)?;
+    let b = Tensor::randn(0f32, 1.0, (size, size), &device)?;
+    a.matmul(&b)?;
+    let flops = 2.0 * (size as f64).powi(3);
+    let mut rates: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t0 = Instant::now();
+            a.matmul(&b)?;
+            Ok(flops / t0.elapsed().as_secs_f64() / 1e9)
+        })
+        .collect::<Result<_>>()?;
+    rates.sort_by(|a, b| a.total_cmp(b));
+    Ok(PeakResult {
+        size,
+        threads: candle_core::utils::get_num_threads(),
+        gflops_median: rates[rates.len() / 2],
+        gflops_max: rates[rates.len() - 1],
+        repeats,
+    })
+}
+
+/// Floating-point operations of the matrix products (and convolutions) in one training step of
+/// a model made of dense and convolution layers: the forward pass, the weight gradients, and
+/// the gradients of every layer's input but the network's. Element-wise work is not counted.
+/// `None` for recurrent and text models.
+pub fn step_flops(spec: &ModelSpec, input: &InputShape, classes: usize, batch: usize) -> Option<f64> {
+    let b = batch as f64;
+    // One product of `inner x outer` multiply-adds per example: forward, weight gradient, and
+    // input gradient where the input needs one.
+    let product = |inner: usize, outer: usize, first: bool| -> f64 {
+        let once = 2.0 * b * inner as f64 * outer as f64;
+        if first { 2.0 * once } else { 3.0 * once }
+    };
+    let dense = |widths: &[usize], first: bool| -> f64 {
+        widths.windows(2).enumerate().map(|(i, w)| product(w[0], w[1], first && i == 0)).sum()
+    };
+    match spec {
+        ModelSpec::LogReg => Some(dense(&[input.numel(), classes], true)),
+        ModelSpec::Mlp { hidden, .. } => {
+            let mut widths = vec![input.numel()];
+            widths.extend(hidden);
+            widths.push(classes);
+            Some(dense(&widths, true))
+        }
+        ModelSpec::Cnn { channels, kernel, dense: hidden, .. } => {
+            let InputShape::Image { channels: c0, height, width } = *input else { return None };
+            let (mut c, mut h, mut w, mut total) = (c0, height, width, 0.0);
+            let pad = kernel / 2;
+            for (i, &out) in channels.iter().enumerate() {
+                let (ho, wo) = (h + 2 * pad + 1 - kernel, w + 2 * pad + 1 - kernel);
+                total += product(c * kernel * kernel, out * ho * wo, i == 0);
+                (c, h, w) = (out, ho / 2, wo / 2);
+            }
+            let mut widths = vec![c * h * w];
+            widths.extend(hidden);
+            widths.push(classes);
+            Some(total + dense(&widths, false))
+        }
+        ModelSpec::Rnn { .. } | ModelSpec::Text { .. } => None,
+    }
 }
 
 /// The two reference models of the benchmark.
@@ -88,8 +171,8 @@ pub fn train_throughput(
     let mut step = |k: usize| -> Result<()> {
         let (x, y) = &batches[k % batches.len()];
         let logits = net.forward(x, None)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, y)?;
-        opt.step(&loss.backward()?)?;
+        let loss = crate::ml::kernels::cross_entropy(&logits, y)?;
+        opt.step(&crate::ml::kernels::backward(&loss)?)?;
         Ok(())
     };
     for k in 0..warmup {
@@ -105,6 +188,7 @@ pub fn train_throughput(
     }
     rates.sort_by(|a, b| a.total_cmp(b));
     let median = rates[rates.len() / 2];
+    let flops_per_step = step_flops(spec, input, 10, batch);
     Ok(BenchResult {
         name: name.to_string(),
         batch,
@@ -115,6 +199,9 @@ pub fn train_throughput(
         ms_per_step_median: 1000.0 * batch as f64 / median,
         repeats,
         steps_per_repeat: steps,
+        flops_per_step,
+        gflops: flops_per_step.map(|f| f * median / batch as f64 / 1e9),
+        matmul_peak_gflops: None,
     })
 }
 

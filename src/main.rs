@@ -2,6 +2,13 @@
 
 use clap::Parser;
 
+/// Training frees and reallocates the same large buffers every step; jemalloc reuses them where
+/// glibc's allocator returns them to the kernel and takes page faults to get them back. It also
+/// serves `vigil serve`'s many small per-request allocations from per-thread caches.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     // `vigil runs | head` closes the pipe early; Rust ignores SIGPIPE, so printing then panics.
     // Leave quietly instead, as a Unix tool does, with the shell's code for SIGPIPE.
@@ -24,8 +31,3 @@ fn main() {
         std::process::exit(err.exit_code());
     }
 }
-
-/// mimalloc instead of the system allocator: small per-request and per-tensor-op allocations
-/// dominate `vigil serve`, and mimalloc's per-thread heaps made it ~20% faster (see Cargo.toml).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -155,6 +155,10 @@ pub enum Command {
         /// Measure the console's frame rendering instead (160x48, 5 runs of 10,000 points).
         #[arg(long)]
         ui: bool,
+        /// Also measure the machine's matrix-product peak (a 2048x2048 product with the same
+        /// gemm crate) and report each model's share of it.
+        #[arg(long)]
+        peak: bool,
     },
 }
 
@@ -232,8 +236,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every)?, count)
         }
-        Some(Command::Bench { json, repeats, ui: true }) => bench_ui(json, repeats.max(1)),
-        Some(Command::Bench { json, repeats, ui: false }) => bench(json, repeats.max(1)),
+        Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
+        Some(Command::Bench { json, repeats, ui: false, peak }) => bench(json, repeats.max(1), peak),
         Some(Command::Serve(args)) => serve::run(&cli.runs_dir, args),
         Some(Command::Keys { action }) => keys::run(&cli.runs_dir, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
@@ -287,7 +291,7 @@ fn models(models_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn bench(json: bool, repeats: usize) -> Result<()> {
+fn bench(json: bool, repeats: usize, peak: bool) -> Result<()> {
     let mut results = Vec::new();
     for (name, spec, input, batch) in crate::bench::reference_models() {
         let steps = if batch >= 128 { 40 } else { 12 };
@@ -296,10 +300,22 @@ fn bench(json: bool, repeats: usize) -> Result<()> {
         }
         results.push(crate::bench::train_throughput(name, &spec, &input, batch, 5, repeats, steps)?);
     }
+    let peak = if peak {
+        if !json && std::io::stderr().is_terminal() {
+            eprintln!("measuring the matrix-product peak ...");
+        }
+        let p = crate::bench::matmul_peak(2048, 7)?;
+        for r in &mut results {
+            r.matmul_peak_gflops = Some(p.gflops_median);
+        }
+        Some(p)
+    } else {
+        None
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
-        output::print_bench(&results);
+        output::print_bench(&results, peak.as_ref());
     }
     Ok(())
 }

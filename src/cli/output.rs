@@ -3,7 +3,7 @@
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use crate::bench::BenchResult;
+use crate::bench::{BenchResult, PeakResult};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::{SpecEntry, SpecOrigin};
 use crate::store::RunInfo;
@@ -138,8 +138,9 @@ pub fn print_models(entries: &[SpecEntry]) {
 }
 
 /// The figures of `vigil bench`.
-pub fn print_bench(results: &[BenchResult]) {
-    let mut t = table(&["model", "batch", "threads", "samples/s (median)", "min", "max", "ms/step"]);
+pub fn print_bench(results: &[BenchResult], peak: Option<&PeakResult>) {
+    let mut t =
+        table(&["model", "batch", "threads", "samples/s (median)", "min", "max", "ms/step", "GFLOP/s"]);
     for r in results {
         t.add_row(vec![
             r.name.clone(),
@@ -149,12 +150,25 @@ pub fn print_bench(results: &[BenchResult]) {
             format!("{:.0}", r.samples_per_sec_min),
             format!("{:.0}", r.samples_per_sec_max),
             format!("{:.2}", r.ms_per_step_median),
+            r.gflops.map_or_else(|| "-".into(), |g| format!("{g:.1}")),
         ]);
     }
     right(&mut t, 1);
     println!("{t}");
     println!(
-        "training steps (forward, cross-entropy, backward, Adam) on synthetic data; median of {} repeats",
+        "training steps (forward, cross-entropy, backward, Adam) on synthetic data; median of {} repeats;",
         results.first().map_or(0, |r| r.repeats)
     );
+    println!("GFLOP/s counts the matrix products and convolutions of a step, forward and backward");
+    if let Some(p) = peak {
+        println!(
+            "matrix-product peak: {0}x{0} f32 product with gemm, {1} threads: {2:.1} GFLOP/s (median of {3}, best {4:.1})",
+            p.size, p.threads, p.gflops_median, p.repeats, p.gflops_max
+        );
+        for r in results {
+            if let Some(g) = r.gflops {
+                println!("  {}: {:.0}% of peak", r.name, 100.0 * g / p.gflops_median);
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod explain;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;

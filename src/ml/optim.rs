@@ -5,16 +5,57 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::{Error, Result};
+use crate::ml::kernels::{
+    self,
+    optim::{AdamStep, SgdStep},
+};
 use crate::ml::spec::{Optimizer as OptimizerSpec, Schedule};
 
 /// Per-parameter state: momentum buffer (SGD) or first and second moments (Adam).
 #[derive(Debug, Clone)]
-struct Slot {
-    m: Option<Tensor>,
-    v: Option<Tensor>,
+enum Slot {
+    /// No update made yet.
+    Empty,
+    /// State as tensors: the generic path (any device), or state just loaded from a checkpoint.
+    Tensors { m: Option<Tensor>, v: Option<Tensor> },
+    /// State as plain vectors, updated in place by the fused CPU kernels (an empty vector is
+    /// state the optimiser does not keep, such as SGD's buffer without momentum).
+    Host { m: Vec<f32>, v: Vec<f32> },
+}
+
+impl Slot {
+    /// The state as tensors shaped like `like`, whichever form it is kept in.
+    fn tensors(&self, like: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let host = |values: &Vec<f32>| -> Result<Option<Tensor>> {
+            if values.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Tensor::from_vec(values.clone(), like.shape(), like.device())?))
+        };
+        Ok(match self {
+            Slot::Empty => (None, None),
+            Slot::Tensors { m, v } => (m.clone(), v.clone()),
+            Slot::Host { m, v } => (host(m)?, host(v)?),
+        })
+    }
+
+    /// The state as plain vectors (empty where there is none), moved out of the slot.
+    fn take_host(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let values = |t: Option<Tensor>| -> Result<Vec<f32>> {
+            Ok(match t {
+                Some(t) => t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                None => Vec::new(),
+            })
+        };
+        Ok(match std::mem::replace(self, Slot::Empty) {
+            Slot::Empty => (Vec::new(), Vec::new()),
+            Slot::Host { m, v } => (m, v),
+            Slot::Tensors { m, v } => (values(m)?, values(v)?),
+        })
+    }
 }
 
 /// An optimiser bound to a network's parameters.
@@ -33,7 +74,7 @@ impl Optimizer {
             lr: spec.lr(),
             spec: spec.clone(),
             vars: vars.to_vec(),
-            slots: vars.iter().map(|_| Slot { m: None, v: None }).collect(),
+            slots: vars.iter().map(|_| Slot::Empty).collect(),
             steps: 0,
         }
     }
@@ -56,16 +97,21 @@ impl Optimizer {
         for ((_, var), slot) in self.vars.iter().zip(self.slots.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let p = var.as_tensor();
+            if kernels::applies(&[p, g]) && p.is_contiguous() {
+                fused_step(&self.spec, p, g, slot, t, lr)?;
+                continue;
+            }
+            let (m, v) = slot.tensors(p)?;
             let next = match self.spec {
                 OptimizerSpec::Sgd { momentum, weight_decay, nesterov, .. } => {
                     let g = if weight_decay > 0.0 { (g + (p * weight_decay)?)? } else { g.clone() };
                     let update = if momentum > 0.0 {
-                        let buf = match &slot.m {
+                        let buf = match &m {
                             Some(buf) => ((buf * momentum)? + &g)?,
                             None => g.clone(),
                         };
                         let u = if nesterov { (&g + (&buf * momentum)?)? } else { buf.clone() };
-                        slot.m = Some(buf);
+                        *slot = Slot::Tensors { m: Some(buf), v: None };
                         u
                     } else {
                         g
@@ -77,11 +123,11 @@ impl Optimizer {
                     let decoupled = matches!(self.spec, OptimizerSpec::AdamW { .. });
                     let g =
                         if weight_decay > 0.0 && !decoupled { (g + (p * weight_decay)?)? } else { g.clone() };
-                    let m = match &slot.m {
+                    let m = match &m {
                         Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
                         None => (&g * (1.0 - beta1))?,
                     };
-                    let v = match &slot.v {
+                    let v = match &v {
                         Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
                         None => (g.sqr()? * (1.0 - beta2))?,
                     };
@@ -95,8 +141,7 @@ impl Optimizer {
                     } else {
                         p.clone()
                     };
-                    slot.m = Some(m);
-                    slot.v = Some(v);
+                    *slot = Slot::Tensors { m: Some(m), v: Some(v) };
                     (p - (update * lr)?)?
                 }
             };
@@ -108,12 +153,14 @@ impl Optimizer {
     /// The optimiser's state as named tensors (`m.<param>`, `v.<param>`), for a checkpoint.
     pub fn state(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
-        for ((name, _), slot) in self.vars.iter().zip(&self.slots) {
-            if let Some(m) = &slot.m {
-                out.insert(format!("m.{name}"), m.clone());
+        for ((name, var), slot) in self.vars.iter().zip(&self.slots) {
+            let (m, v) =
+                slot.tensors(var.as_tensor()).expect("optimiser state is kept at its parameter's size");
+            if let Some(m) = m {
+                out.insert(format!("m.{name}"), m);
             }
-            if let Some(v) = &slot.v {
-                out.insert(format!("v.{name}"), v.clone());
+            if let Some(v) = v {
+                out.insert(format!("v.{name}"), v);
             }
         }
         out
@@ -122,7 +169,8 @@ impl Optimizer {
     /// Restores state saved by [`Optimizer::state`].
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for ((name, var), slot) in self.vars.iter().zip(self.slots.iter_mut()) {
-            for (prefix, dst) in [("m", &mut slot.m), ("v", &mut slot.v)] {
+            let (mut m, mut v) = slot.tensors(var.as_tensor())?;
+            for (prefix, dst) in [("m", &mut m), ("v", &mut v)] {
                 if let Some(t) = state.get(&format!("{prefix}.{name}")) {
                     if t.dims() != var.dims() {
                         return Err(Error::Invalid(format!(
@@ -134,10 +182,39 @@ impl Optimizer {
                     *dst = Some(t.clone());
                 }
             }
+            *slot = if m.is_none() && v.is_none() { Slot::Empty } else { Slot::Tensors { m, v } };
         }
         self.steps = steps;
         Ok(())
     }
+}
+
+/// One update of a CPU f32 parameter by the fused kernels, with its state kept as vectors.
+fn fused_step(spec: &OptimizerSpec, p: &Tensor, g: &Tensor, slot: &mut Slot, t: i32, lr: f64) -> Result<()> {
+    let n = p.elem_count();
+    let (mut m, mut v) = slot.take_host()?;
+    match *spec {
+        OptimizerSpec::Sgd { momentum, weight_decay, nesterov, .. } => {
+            if momentum > 0.0 && m.is_empty() {
+                m = vec![0.0; n];
+            }
+            kernels::optim::sgd(p, g, &mut m, SgdStep { lr, momentum, weight_decay, nesterov })?;
+        }
+        OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. }
+        | OptimizerSpec::AdamW { beta1, beta2, eps, weight_decay, .. } => {
+            if m.is_empty() {
+                m = vec![0.0; n];
+            }
+            if v.is_empty() {
+                v = vec![0.0; n];
+            }
+            let decoupled = matches!(spec, OptimizerSpec::AdamW { .. });
+            let step = AdamStep { lr, beta1, beta2, eps, weight_decay, decoupled, step: t };
+            kernels::optim::adam(p, g, &mut m, &mut v, step)?;
+        }
+    }
+    *slot = Slot::Host { m, v };
+    Ok(())
 }
 
 /// The learning rate at a global step. `steps_per_epoch` converts epoch-based settings.
@@ -220,6 +297,48 @@ mod tests {
             run(OptimizerSpec::Adam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.5 });
         assert!((adamw - 1.8).abs() < 1e-6, "{adamw}");
         assert!((adam - 1.9).abs() < 1e-6, "{adam}");
+    }
+
+    #[test]
+    fn fused_and_generic_steps_agree() {
+        // f32 parameters on the CPU take the fused kernels, f64 ones candle's tensor ops: the
+        // same five steps on sum(c * (w - 3)^2) must land in the same place, state included.
+        let specs = [
+            OptimizerSpec::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 0.01, nesterov: true },
+            OptimizerSpec::Sgd { lr: 0.05, momentum: 0.0, weight_decay: 0.0, nesterov: false },
+            OptimizerSpec::Adam { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.01 },
+            OptimizerSpec::AdamW { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 },
+        ];
+        let start: Vec<f64> = (0..7).map(|i| i as f64 * 0.7 - 2.0).collect();
+        let scale: Vec<f64> = (0..7).map(|i| 1.0 + i as f64 * 0.3).collect();
+        for spec in specs {
+            let run = |dtype: candle_core::DType| -> (Vec<f64>, HashMap<String, Tensor>) {
+                let w = Var::from_tensor(
+                    &Tensor::new(start.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap(),
+                )
+                .unwrap();
+                let c = Tensor::new(scale.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                let mut opt = Optimizer::new(&spec, &[("w".into(), w.clone())]);
+                for _ in 0..5 {
+                    let loss =
+                        (w.as_tensor() - 3.0).unwrap().sqr().unwrap().mul(&c).unwrap().sum_all().unwrap();
+                    opt.step(&loss.backward().unwrap()).unwrap();
+                }
+                let values =
+                    w.as_tensor().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+                (values, opt.state())
+            };
+            let (fused, fused_state) = run(candle_core::DType::F32);
+            let (generic, generic_state) = run(candle_core::DType::F64);
+            for (a, b) in fused.iter().zip(&generic) {
+                assert!((a - b).abs() < 1e-5, "{spec:?}: fused {fused:?} vs generic {generic:?}");
+            }
+            let mut names: Vec<_> = fused_state.keys().collect();
+            names.sort();
+            let mut want: Vec<_> = generic_state.keys().collect();
+            want.sort();
+            assert_eq!(names, want, "{spec:?}: state entries");
+        }
     }
 
     #[test]

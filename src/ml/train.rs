@@ -224,7 +224,7 @@ pub fn predict(net: &Network, data: &Prepared) -> Result<(f64, Vec<u32>, Vec<Vec
             net.device(),
         )?;
         let logits = net.forward(&x, None)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;
+        let loss = crate::ml::kernels::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;
         loss_sum += loss * chunk.len() as f64;
         preds.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         probs.extend(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?);
@@ -468,7 +468,7 @@ impl<'a> Trainer<'a> {
                     &device,
                 )?;
                 let logits = self.net.forward(&x, Some(&mut rng))?;
-                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
                 let loss_value = loss.to_scalar::<f32>()? as f64;
                 if !loss_value.is_finite() {
                     let reason = format!(
@@ -481,7 +481,7 @@ impl<'a> Trainer<'a> {
                     let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
                     return Err(Error::Diverged(reason));
                 }
-                let grads = loss.backward()?;
+                let grads = crate::ml::kernels::backward(&loss)?;
                 self.opt.step(&grads)?;
                 let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 correct +=

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::error::Result;
+use crate::ml::kernels;
 use crate::ml::spec::{Activation, Init};
 
 /// Creates named, initialised parameters in a fixed order, so that the same seed always gives
@@ -105,9 +106,21 @@ impl Dense {
         })
     }
 
-    /// `x` is `(B, inputs)`.
+    /// `x` is `(B, inputs)`, or `(B, ...)` read with its trailing dimensions flattened.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::linear(x, &self.weight, &self.bias, false)?);
+        }
+        let x = if x.rank() > 2 { x.flatten_from(1)? } else { x.clone() };
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    /// `activate(forward(x), act)`, with ReLU fused into the layer where the kernels apply.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::linear(x, &self.weight, &self.bias, true)?);
+        }
+        activate(&self.forward(x)?, act)
     }
 }
 
@@ -130,18 +143,41 @@ impl Conv {
 
     /// `x` is `(B, C, H, W)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d(x, &self.weight, &self.bias, self.padding, false)?);
+        }
         let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
         let c = self.bias.dim(0)?;
         Ok(y.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?)
     }
+
+    /// `activate(forward(x), act)`, with ReLU fused into the convolution where the kernels apply.
+    pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d(x, &self.weight, &self.bias, self.padding, true)?);
+        }
+        activate(&self.forward(x)?, act)
+    }
+
+    /// `max_pool2(activate(forward(x), act))`, the block a CNN repeats, as one fused op for ReLU
+    /// where the kernels apply.
+    pub fn forward_pooled(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::conv2d_relu_pool(x, &self.weight, &self.bias, self.padding)?);
+        }
+        max_pool2(&self.forward_activated(x, act)?)
+    }
 }
 
-/// 2x2 max pooling with stride 2, written as a reshape and two max reductions.
+/// 2x2 max pooling with stride 2; odd edges are cut, as PyTorch's `MaxPool2d(2)` does.
 ///
 /// candle 0.11.1's `max_pool2d` backward pass hands a unique maximum only 1/k² of the gradient,
-/// which breaks both training and saliency; a reduction's gradient is exact. Odd edges are cut,
-/// as PyTorch's `MaxPool2d(2)` does.
+/// which breaks both training and saliency. On the CPU the fused kernel records each window's
+/// winner; elsewhere the pooling is a reshape and two max reductions, whose gradient is exact.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    if kernels::applies(&[x]) {
+        return Ok(kernels::max_pool2(x)?);
+    }
     let (b, c, h, w) = x.dims4()?;
     let (h2, w2) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)? } else { x.clone() };
@@ -193,6 +229,15 @@ impl Recurrent {
     /// Runs over `x` of `(B, T, F)` and returns every hidden state, `(B, T, H)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, f) = x.dims3()?;
+        if kernels::applies(&[x, &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh]) && t > 0 {
+            // The input projection of every step in one product, then the fused recurrence.
+            let xp = kernels::linear(&x.reshape((b * t, f))?, &self.w_ih, &self.b_ih, false)?;
+            let cell = match self.kind {
+                CellKind::Lstm => kernels::Cell::Lstm,
+                CellKind::Gru => kernels::Cell::Gru,
+            };
+            return Ok(kernels::recurrent(cell, &xp, &self.w_hh, &self.b_hh, b, t)?);
+        }
         let h_dim = self.hidden;
         // The input projection of every step in one matrix product; only the recurrent
         // product stays inside the loop.

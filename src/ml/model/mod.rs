@@ -10,9 +10,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use self::layers::{
-    CellKind, Conv, Dense, ParamBuilder, Recurrent, activate, dropout, masked_mean, max_pool2,
-};
+use self::layers::{CellKind, Conv, Dense, ParamBuilder, Recurrent, dropout, masked_mean};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
@@ -293,7 +291,7 @@ impl Network {
             }
         };
         for layer in dense {
-            h = activate(&layer.forward(&h)?, *act)?;
+            h = layer.forward_activated(&h, *act)?;
             h = dropout(&h, *p, rng.as_deref_mut())?;
         }
         out.forward(&h)
@@ -305,10 +303,11 @@ impl Network {
                 let mut h = x.flatten_from(1)?;
                 let last = layers.len() - 1;
                 for (i, layer) in layers.iter().enumerate() {
-                    h = layer.forward(&h)?;
                     if i < last {
-                        h = activate(&h, *act)?;
+                        h = layer.forward_activated(&h, *act)?;
                         h = dropout(&h, *p, rng.as_deref_mut())?;
+                    } else {
+                        h = layer.forward(&h)?;
                     }
                 }
                 Ok(h)
@@ -316,11 +315,11 @@ impl Network {
             Arch::Cnn { convs, dense, out, act, dropout: p } => {
                 let mut h = x.clone();
                 for conv in convs {
-                    h = max_pool2(&activate(&conv.forward(&h)?, *act)?)?;
+                    h = conv.forward_pooled(&h, *act)?;
                 }
-                let mut h = h.flatten_from(1)?;
+                // The first dense layer flattens the feature maps itself.
                 for layer in dense {
-                    h = activate(&layer.forward(&h)?, *act)?;
+                    h = layer.forward_activated(&h, *act)?;
                     h = dropout(&h, *p, rng.as_deref_mut())?;
                 }
                 out.forward(&h)

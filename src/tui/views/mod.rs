@@ -63,8 +63,12 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     let mut spans = vec![Span::styled(" Vigil ", t.accent()), Span::styled("│", t.muted())];
     let narrow = area.width < 100;
     for (i, v) in View::ALL.iter().enumerate() {
-        let name = if narrow { &v.title()[..v.title().len().min(4)] } else { v.title() };
-        let text = format!(" {} {name} ", i + 1);
+        // Narrow terminals name only the current view; the others keep their number key.
+        let text = if narrow && *v != app.view {
+            format!(" {} ", i + 1)
+        } else {
+            format!(" {} {} ", i + 1, v.title())
+        };
         let style = if *v == app.view { t.selected() } else { t.muted() };
         spans.push(Span::styled(text, style));
     }

@@ -1,0 +1,129 @@
+//! Fused CPU kernels for the hot paths of training, as candle custom ops with their own forward
+//! and backward passes: a dense layer with its bias and ReLU, 2-D convolution as im2col plus one
+//! matrix product (with ReLU and 2x2 max pooling fused in), max pooling that records its argmax,
+//! whole LSTM/GRU layers, softmax cross-entropy, in-place optimiser updates, and a training
+//! backward pass that hands parameter gradients straight to the optimiser.
+//!
+//! candle's generic path builds each of these from many small ops, every one of which allocates
+//! a tensor, and accumulates every gradient into a fresh zero tensor; on a two-core CPU that
+//! overhead, not arithmetic, is where training time went. The kernels here read and write
+//! candle's CPU storage as slices, call the `gemm` crate (see [`gemm`]) with strided operands
+//! (transposes are strides, never copies), and split their loops and products over candle's own
+//! worker pool (see [`par`]). Every reduction runs in a fixed order, so results do not depend on
+//! thread timing and the same seed gives the same run.
+//!
+//! This module owns only arithmetic: the layers in [`crate::ml::model`], the optimiser and the
+//! training loop decide when to use it. Kernels run on f32 CPU tensors; [`applies`] says when
+//! that holds, and callers fall back to candle's generic ops (which also serve as the reference
+//! in tests) everywhere else.
+
+pub mod backward;
+pub mod conv;
+pub mod gemm;
+pub mod linear;
+pub mod loss;
+pub mod optim;
+pub mod par;
+pub mod pool;
+pub mod recurrent;
+
+#[cfg(test)]
+mod tests;
+
+use candle_core::backend::BackendStorage;
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor};
+
+pub use backward::backward;
+pub use conv::{conv2d, conv2d_relu_pool};
+pub use linear::linear;
+pub use loss::cross_entropy;
+pub use pool::max_pool2;
+pub use recurrent::{Cell, recurrent};
+
+/// Whether the fused kernels can run on these tensors: all f32, all on the CPU.
+pub fn applies(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The f32 values of a CPU storage.
+fn values(storage: &CpuStorage) -> candle_core::Result<&[f32]> {
+    match storage {
+        CpuStorage::F32(v) => Ok(v),
+        other => candle_core::bail!("fused kernels take f32 tensors, got {:?}", other.dtype()),
+    }
+}
+
+/// The f32 values of a storage read through a contiguous layout, starting at its offset.
+fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&values(storage)?[start..end]),
+        None => {
+            candle_core::bail!("fused kernels expect a contiguous operand, got strides {:?}", layout.stride())
+        }
+    }
+}
+
+/// Runs `f` on a CPU tensor's storage and layout (a read lock is held meanwhile).
+fn with_storage<R>(
+    t: &Tensor,
+    f: impl FnOnce(&CpuStorage, &Layout) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu, layout),
+        _ => candle_core::bail!("fused kernels run on the CPU only"),
+    }
+}
+
+/// A tensor that owns `values`, outside any autograd graph (gradients are never differentiated
+/// again, and results of forward passes get their graph node from `apply_op*`).
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Tensor {
+    Tensor::from_storage(Storage::Cpu(CpuStorage::F32(values)), shape, BackpropOp::none(), false)
+}
+
+/// A 2-D layout over a CPU storage as a [`gemm::Matrix`]: any strides and offset, so that a
+/// transposed view is read in place.
+fn matrix<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<gemm::Matrix<'a>> {
+    let (rows, cols) = l.shape().dims2()?;
+    let (&[rs, cs], offset) = (l.stride(), l.start_offset()) else {
+        candle_core::bail!("matmul: a matrix needs two strides, got {:?}", l.stride());
+    };
+    let data = values(s)?;
+    let data = data.get(offset..).unwrap_or(&[]);
+    gemm::Matrix::new(data, rows, cols, rs, cs)
+}
+
+/// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels
+/// keep what their backward pass needs exactly when one of their inputs is.
+fn wants_grad(t: &Tensor) -> bool {
+    t.track_op()
+}
+
+/// A backward pass reached an op whose forward pass kept nothing: candle only records an op in
+/// the graph when an input tracks gradients, and then the forward pass keeps its state, so this
+/// is a bug, reported rather than hidden.
+fn missing_state(op: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{op}: backward pass without the forward pass's saved state"))
+}
+
+/// `n` zeros, written in place rather than asked of the allocator already zeroed: jemalloc zeroes
+/// a large reused block by handing its pages back to the kernel, and each page then faults on its
+/// first touch (a tenth of a recurrent training step); writing the zeros costs far less.
+pub(crate) fn zeros<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, T::default());
+    v
+}
+
+/// Sums `rows` rows of `width` values column by column, in row order (a deterministic bias
+/// gradient).
+fn column_sums(values: &[f32], width: usize) -> Vec<f32> {
+    let mut sums = zeros(width);
+    for row in values.chunks_exact(width.max(1)) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    sums
+}
