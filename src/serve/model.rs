@@ -17,7 +17,7 @@ use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
 use crate::ml::model::Network;
 use crate::ml::train::load_trained;
-use crate::store::{RunDir, Which, sha256_hex};
+use crate::store::{RunDir, Which};
 
 /// Length of the version string: a prefix of the checkpoint's SHA-256.
 pub const VERSION_LEN: usize = 12;
@@ -145,21 +145,7 @@ impl ServedModel {
         for rel in ["spec.ron", "preprocess.json"] {
             let path = run.file(rel);
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let want = manifest.files.get(rel).ok_or_else(|| Error::Corrupt {
-                path: path.clone(),
-                msg: "is not listed in the run's manifest".into(),
-            })?;
-            let got = sha256_hex(&bytes);
-            if &got != want {
-                return Err(Error::Corrupt {
-                    path,
-                    msg: format!(
-                        "SHA-256 {} does not match the run's manifest ({}): the file was changed after training",
-                        &got[..16],
-                        &want[..16.min(want.len())]
-                    ),
-                });
-            }
+            manifest.vouch(rel, &path, &bytes)?;
         }
         let trained = load_trained(run, Which::Best)?;
         let sha256 = manifest.files.get(Which::Best.file()).cloned().ok_or_else(|| Error::Corrupt {

@@ -194,6 +194,29 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
+impl Manifest {
+    /// Checks that `bytes`, read from `path` (the run's file `rel`), are the bytes the manifest
+    /// lists: a file missing from the manifest is treated like a changed one.
+    pub fn vouch(&self, rel: &str, path: &Path, bytes: &[u8]) -> Result<()> {
+        let want = self.files.get(rel).ok_or_else(|| Error::Corrupt {
+            path: path.to_path_buf(),
+            msg: "is not listed in the run's manifest".into(),
+        })?;
+        let got = sha256_hex(bytes);
+        if &got != want {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "SHA-256 {} does not match the run's manifest ({}): the file was changed after training",
+                    &got[..16],
+                    &want[..16.min(want.len())]
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A request to a run's trainer, written to the run's `control` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlRequest {
@@ -606,21 +629,7 @@ impl RunDir {
             path: self.file("manifest.json"),
             msg: format!("cannot verify {rel} without the run's manifest: {e}"),
         })?;
-        let want = manifest.files.get(rel).ok_or_else(|| Error::Corrupt {
-            path: path.clone(),
-            msg: "is not listed in the run's manifest".into(),
-        })?;
-        let got = sha256_hex(&bytes);
-        if &got != want {
-            return Err(Error::Corrupt {
-                path,
-                msg: format!(
-                    "SHA-256 {} does not match the run's manifest ({}): the file was changed after training",
-                    &got[..16],
-                    &want[..16]
-                ),
-            });
-        }
+        manifest.vouch(rel, &path, &bytes)?;
         Ok(bytes)
     }
 
