@@ -42,6 +42,10 @@ pub struct Args {
     /// (IBM ART's default, and ours).
     #[arg(long)]
     pub random_start: bool,
+    /// PGD: keep every example's last iterate, as IBM ART does, instead of the first one that
+    /// fooled the model (the default, as AutoAttack keeps its best point).
+    #[arg(long)]
+    pub last_iterate: bool,
     /// Push every input toward this class (a name or index) instead of away from its own.
     #[arg(long, value_name = "CLASS")]
     pub targeted: Option<String>,
@@ -96,6 +100,8 @@ struct AttackJson<'a> {
     points: &'a [crate::ml::attack::curve::CurvePoint],
     detector: Option<&'a Detector>,
     saved: bool,
+    /// Seconds the attacks took (every ε, detector included; loading and saving excluded).
+    seconds: f64,
 }
 
 /// Runs `vigil attack`.
@@ -119,6 +125,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
             ("--steps", args.steps.is_some()),
             ("--step-size", args.step_size.is_some()),
             ("--random-start", args.random_start),
+            ("--last-iterate", args.last_iterate),
         ] {
             if set {
                 return Err(invalid(format!(
@@ -143,6 +150,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     attack.target = target;
     attack.seed = args.seed;
     attack.random_start = method == AttackMethod::Pgd && args.random_start;
+    attack.keep_first_success = method == AttackMethod::Pgd && !args.last_iterate;
     attack.check(classes.len())?;
     let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
     let (split, part) = match args.split {
@@ -181,7 +189,9 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         split: split.into(),
         checkpoint: checkpoint.into(),
     };
+    let t0 = std::time::Instant::now();
     let (mut curve, sets) = robustness_curve(&trained.network, &trained.pipeline, part, &opts)?;
+    let seconds = t0.elapsed().as_secs_f64();
     if !args.no_save {
         save(&dir, &mut curve, &sets)?;
     }
@@ -210,6 +220,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
             points: &curve.points,
             detector: det.as_ref(),
             saved: !args.no_save,
+            seconds,
         };
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
@@ -267,7 +278,8 @@ fn print_curve(
         Some(r) => println!("adversarial examples are clipped to the valid input range {r}"),
         None => println!(
             "text: the attack perturbs the token embeddings (accuracy); `words` is the accuracy once \
-             each perturbed embedding is replaced by the nearest word, a text the model can be sent"
+             each perturbed embedding is replaced by the nearest word, a text the model can be sent \
+             (the detector's columns are about those texts)"
         ),
     }
     let norm = match c.norm {

@@ -67,6 +67,9 @@ pub struct Curve {
     /// A fixed PGD step; `None` when it is 2.5 ε / steps (FGSM steps ε).
     pub step_size: Option<f32>,
     pub random_start: bool,
+    /// PGD kept each example's last iterate (as IBM ART does), not its first successful one.
+    #[serde(default)]
+    pub last_iterate: bool,
     pub target: Option<usize>,
     pub seed: u64,
     /// `input` (the preprocessed input) or `embedding` (a text model's token embeddings).
@@ -320,6 +323,7 @@ pub fn robustness_curve(
         steps: a.steps,
         step_size: if a.method == AttackMethod::Pgd { opts.fixed_step } else { None },
         random_start: a.random_start && a.method == AttackMethod::Pgd,
+        last_iterate: a.method == AttackMethod::Pgd && !a.keep_first_success,
         target: a.target,
         seed: a.seed,
         space: if text { "embedding" } else { "input" }.into(),

@@ -443,7 +443,9 @@ pub fn perturb(
             None => adv.zeros_like()?,
         };
         let moved = (&adv + step_along(&g, attack.step_size, attack.norm)?.affine(direction, 0.0)?)?;
-        adv = clip((x + project(&(moved - x)?, attack.eps, attack.norm)?)?)?;
+        // Clip, then project, as ART does: the projection moves toward the clean input, which is
+        // in the range, so the result stays in it (the order matters for L2).
+        adv = (x + project(&(clip(moved)? - x)?, attack.eps, attack.norm)?)?;
     }
     if track && done.iter().any(|d| *d) {
         let m = per_example(
