@@ -423,7 +423,7 @@ pub fn perturb(
             let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             let now = successes(&preds, labels, attack.target);
             let fresh: Vec<u8> = now.iter().zip(&done).map(|(s, d)| u8::from(*s && !*d)).collect();
-            if fresh.iter().any(|&f| f == 1) {
+            if fresh.contains(&1) {
                 let m = per_example(&Tensor::from_vec(fresh, n, device)?, &adv)?.broadcast_as(adv.shape())?;
                 kept = m.where_cond(&adv, &kept)?;
                 for (d, s) in done.iter_mut().zip(&now) {

@@ -153,21 +153,32 @@ mod tests {
         let mut benign = Prada::new(PradaConfig::default());
         for _ in 0..2000 {
             let c = rng.random_range(0..5usize);
-            let q: Vec<f32> =
-                (0..16).map(|j| c as f32 * (j % 3) as f32 + StandardNormal.sample(&mut rng) as f32).collect();
+            let q: Vec<f32> = (0..16)
+                .map(|j| {
+                    let noise: f32 = StandardNormal.sample(&mut rng);
+                    c as f32 * (j % 3) as f32 + noise
+                })
+                .collect();
             assert!(!benign.observe(&q, c).alarm, "benign raised an alarm, W = {:?}", benign.w());
         }
         assert!(benign.w().unwrap() > 0.95, "{:?}", benign.w());
-        // A thief: 5 seeds and small signed steps from them, as Jacobian augmentation makes.
-        let seeds: Vec<Vec<f32>> =
-            (0..5).map(|_| (0..16).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
+        // A thief doing Jacobian-based augmentation: 5 seeds, then each round every query so far
+        // plus a signed step of λ (the sign of a substitute's Jacobian; random here).
+        let mut queries: Vec<(Vec<f32>, usize)> =
+            (0..5).map(|c| ((0..16).map(|_| StandardNormal.sample(&mut rng)).collect(), c)).collect();
+        while queries.len() < 300 {
+            let round: Vec<(Vec<f32>, usize)> = queries
+                .iter()
+                .map(|(q, c)| {
+                    (q.iter().map(|v| v + if rng.random::<bool>() { 0.1 } else { -0.1 }).collect(), *c)
+                })
+                .collect();
+            queries.extend(round);
+        }
         let mut thief = Prada::new(PradaConfig::default());
         let mut raised_at = None;
-        for i in 0..300 {
-            let s = &seeds[i % 5];
-            let q: Vec<f32> =
-                s.iter().map(|v| v + 0.1 * if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
-            if thief.observe(&q, i % 5).raised {
+        for (i, (q, c)) in queries.iter().take(300).enumerate() {
+            if thief.observe(q, *c).raised {
                 raised_at = Some(i + 1);
             }
         }
