@@ -444,8 +444,15 @@ fn saved_sets_round_trip_and_a_changed_file_is_refused() {
         split: "test".into(),
         checkpoint: "best".into(),
     };
+    // The run is signed first: saving attacks must leave it verifiable (they are analyses,
+    // outside the manifest, with their own hashes).
+    let key_path = dir.path().join("signing.key");
+    vigil::store::sign::create_key(&key_path).unwrap();
+    vigil::store::sign::sign(&run, &vigil::store::sign::load_key(&key_path).unwrap()).unwrap();
     let (mut c, sets) = robustness_curve(&t.network, &t.pipeline, &data.test, &opts).unwrap();
     save(&run, &mut c, &sets).unwrap();
+    vigil::store::sign::verify(&run, None).unwrap();
+    assert!(run.write_manifest().unwrap().files.keys().all(|f| !f.starts_with("attacks/")));
     let index = vigil::ml::attack::curve::index(&run).unwrap();
     assert_eq!(index.curves.len(), 1);
     assert_eq!(index.curves[0].key, "fgsm-l2");

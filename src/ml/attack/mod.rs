@@ -203,10 +203,12 @@ impl InputRange {
     pub fn describe(&self) -> String {
         let (lo, hi) = self.extent();
         let uniform = self.lo.iter().all(|v| *v == lo) && self.hi.iter().all(|v| *v == hi);
+        // Three decimals are plenty to read a range by; ε keeps its own precision.
+        let short = |v: f32| fmt_num((v * 1000.0).round() / 1000.0);
         if uniform {
-            format!("[{}, {}]", fmt_num(lo), fmt_num(hi))
+            format!("[{}, {}]", short(lo), short(hi))
         } else {
-            format!("per value, within [{}, {}]", fmt_num(lo), fmt_num(hi))
+            format!("per value, within [{}, {}]", short(lo), short(hi))
         }
     }
 
