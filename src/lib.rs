@@ -6,6 +6,7 @@
 //! - [`engine`]: background work for the console (run queue, store watcher, system sampler).
 //! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
+//! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
 //! - [`cli`]: the command line and its terminal output.
 //! - [`error`]: the error type and exit codes.
 
@@ -14,5 +15,6 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod ml;
+pub mod serve;
 pub mod store;
 pub mod tui;

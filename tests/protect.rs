@@ -198,3 +198,25 @@ fn signatures_catch_a_changed_checkpoint_and_name_it() {
         .failure()
         .stderr(predicate::str::contains("the signature does not match the manifest"));
 }
+
+#[test]
+fn the_api_key_file_is_sealed_with_the_runs_and_stays_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    trained(&runs);
+    vigil(&runs).args(["keys", "create", "--name", "alice", "--scope", "predict"]).assert().success();
+    let key = dir.path().join("k");
+    vigil(&runs).args(["seal", "--all", "--generate-key"]).arg(&key).assert().success().stdout(predicate::str::contains("keys.json: sealed"));
+    let file = runs.join("keys.json");
+    assert!(std::fs::read(&file).unwrap().starts_with(b"VGSEAL01"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    vigil(&runs).args(["keys", "list"]).assert().code(2).stderr(predicate::str::contains("is sealed"));
+    vigil(&runs).arg("--seal-key-file").arg(&key).args(["keys", "list"]).assert().success().stdout(predicate::str::contains("alice"));
+    // Adding a key keeps the file sealed.
+    vigil(&runs).arg("--seal-key-file").arg(&key).args(["keys", "create", "--name", "bob", "--scope", "admin"]).assert().success();
+    assert!(std::fs::read(&file).unwrap().starts_with(b"VGSEAL01"));
+}

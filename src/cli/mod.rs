@@ -2,11 +2,15 @@
 //! on a terminal and for scripts (`--json`) elsewhere; all the work happens in the library.
 
 mod attack;
+mod audit;
 mod explain;
+mod keys;
 mod output;
 mod privacy;
 mod protect;
+mod serve;
 mod sys;
+mod traffic;
 mod train;
 
 use std::io::IsTerminal;
@@ -130,6 +134,20 @@ pub enum Command {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Serve runs' models over HTTP with keys, limits and an access log.
+    Serve(serve::Args),
+    /// Create, list and revoke the service's API keys.
+    Keys {
+        #[command(subcommand)]
+        action: keys::Action,
+    },
+    /// Send test-split inputs to a running service and report what came back.
+    Traffic(traffic::Args),
+    /// Check the service's access log.
+    Audit {
+        #[command(subcommand)]
+        action: audit::Action,
+    },
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -221,6 +239,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Bench { json, repeats, ui: true }) => bench_ui(json, repeats.max(1)),
         Some(Command::Bench { json, repeats, ui: false }) => bench(json, repeats.max(1)),
+        Some(Command::Serve(args)) => serve::run(&cli.runs_dir, args),
+        Some(Command::Keys { action }) => keys::run(&cli.runs_dir, action),
+        Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
+        Some(Command::Traffic(args)) => traffic::run(&cli.runs_dir, &cli.models_dir, args),
     }
 }
 

@@ -56,17 +56,6 @@ pub fn print_evaluation(e: &Evaluation) {
     println!("accuracy {:.2}%   loss {:.4}   macro F1 {:.4}", 100.0 * e.accuracy, e.loss, e.macro_f1);
 }
 
-fn duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
 }
@@ -92,7 +81,7 @@ pub fn print_runs(runs: &[RunInfo]) {
             format!("{}/{}", r.epoch, r.epochs),
             pct(r.best_val_accuracy),
             pct(r.test_accuracy),
-            duration(r.duration_s),
+            crate::store::fmt_duration(r.duration_s),
         ]);
     }
     right(&mut t, 3);

@@ -1,7 +1,7 @@
 //! `vigil seal`, `unseal`, `sign` and `verify`: encryption at rest and signed models from the
 //! command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::invalid;
 use crate::error::Result;
@@ -39,7 +39,7 @@ pub(super) fn seal(
                 return Err(invalid(format!("{} exists; refusing to overwrite a key file", path.display())));
             }
             let k = SealKey::generate();
-            write_private(&path, k.to_hex().as_bytes())?;
+            crate::store::atomic::write_private(&path, k.to_hex().as_bytes())?;
             println!(
                 "wrote a new sealing key to {} (keep it safe: sealed files cannot be opened without it)",
                 path.display()
@@ -64,7 +64,7 @@ pub(super) fn seal(
         if let Ok(bytes) = std::fs::read(&path)
             && !crate::store::seal::is_sealed(&bytes)
         {
-            crate::store::write_atomic(&path, &key.seal(rel, &bytes))?;
+            crate::store::atomic::write_private(&path, &key.seal(rel, &bytes))?;
             println!("{rel}: sealed");
         }
     }
@@ -85,23 +85,11 @@ pub(super) fn unseal(store: &RunStore, opts: KeyOptions, runs: &[String], all: b
             && crate::store::seal::is_sealed(&bytes)
         {
             let plain = key.open(rel, &bytes, &path)?;
-            crate::store::write_atomic(&path, &plain)?;
+            crate::store::atomic::write_private(&path, &plain)?;
             println!("{rel}: unsealed");
         }
     }
     Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    o.mode(0o600);
-    let mut f = o.open(path).map_err(|e| crate::error::Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| crate::error::Error::io(path, e))
 }
 
 /// The default signing key of a store.

@@ -106,7 +106,9 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
             println!("test split ({} examples), best checkpoint:", test.samples);
             output::print_evaluation(&test);
             if let Some(adv) = run.info().ok().and_then(|i| i.membership_advantage) {
-                println!("membership inference: attacker advantage {adv:.3} (loss threshold; 0 = no leak; privacy.json has more)");
+                println!(
+                    "membership inference: attacker advantage {adv:.3} (loss threshold; 0 = no leak; privacy.json has more)"
+                );
             }
             Ok(())
         }

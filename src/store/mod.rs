@@ -234,6 +234,18 @@ pub fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
+/// A duration for people: "42s", "1m05s", "2h03m".
+pub fn fmt_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// Current time as RFC 3339 (UTC).
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()

@@ -39,26 +39,13 @@ pub fn create_key(path: &Path) -> Result<VerifyingKey> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    write_private(path, hex::encode(key.to_bytes()).as_bytes())?;
+    super::atomic::write_private(path, hex::encode(key.to_bytes()).as_bytes())?;
     let public = key.verifying_key();
     let mut pub_path = path.as_os_str().to_owned();
     pub_path.push(".pub");
     std::fs::write(&pub_path, hex::encode(public.to_bytes()))
         .map_err(|e| Error::io(Path::new(&pub_path), e))?;
     Ok(public)
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
 }
 
 /// Loads a signing key file.

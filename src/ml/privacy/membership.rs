@@ -36,7 +36,11 @@ pub fn per_example_losses(net: &Network, data: &Prepared) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(n);
     for chunk in idx.chunks(512) {
         let x = data.features.batch(chunk, net.device())?;
-        let y = Tensor::from_vec(chunk.iter().map(|&i| data.labels[i]).collect::<Vec<u32>>(), (chunk.len(), 1), net.device())?;
+        let y = Tensor::from_vec(
+            chunk.iter().map(|&i| data.labels[i]).collect::<Vec<u32>>(),
+            (chunk.len(), 1),
+            net.device(),
+        )?;
         let logp = candle_nn::ops::log_softmax(&net.forward(&x, None)?, D::Minus1)?;
         let picked = logp.gather(&y, 1)?.squeeze(1)?.to_vec1::<f32>()?;
         out.extend(picked.into_iter().map(|v| -(v as f64)));
@@ -51,7 +55,8 @@ pub fn loss_threshold_attack(members: &[f64], non_members: &[f64]) -> Membership
     let pick = |v: &[f64]| -> Vec<f64> { (0..n).map(|i| v[i * v.len() / n.max(1)]).collect() };
     let (m, nm) = (pick(members), pick(non_members));
     // Scores: lower loss = more likely a member. Sweep thresholds over all losses.
-    let mut all: Vec<(f64, bool)> = m.iter().map(|&l| (l, true)).chain(nm.iter().map(|&l| (l, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        m.iter().map(|&l| (l, true)).chain(nm.iter().map(|&l| (l, false))).collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut tp, mut fp) = (0usize, 0usize);
     let mut advantage = 0.0f64;
@@ -64,7 +69,11 @@ pub fn loss_threshold_attack(members: &[f64], non_members: &[f64]) -> Membership
         // Ties move together: a threshold cannot split equal losses.
         let v = all[i].0;
         while i < all.len() && all[i].0 == v {
-            if all[i].1 { tp += 1 } else { fp += 1 }
+            if all[i].1 {
+                tp += 1
+            } else {
+                fp += 1
+            }
             i += 1;
         }
         let tpr = tp as f64 / n.max(1) as f64;

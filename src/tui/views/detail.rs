@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, fmt_duration, legend_line, panel, run_chart, status_style};
+use super::{chart_caption, fmt_duration, panel, status_style};
 use crate::ml::metrics::Evaluation;
 use crate::tui::app::{App, DetailTab, RunState};
 
@@ -83,15 +83,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
-    let block = panel(app, chart_caption(app));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    let [chart_area, legend_area] =
-        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(inner);
-    let (chart, legend) = run_chart(app, r);
-    let line = legend_line(app, &chart, &legend);
-    f.render_widget(chart, chart_area);
-    f.render_widget(Paragraph::new(line), legend_area);
+    super::draw_run_chart(f, app, r, chart_caption(app), area);
 }
 
 /// The evaluation shown: the newest asked for with `e`, else the final test evaluation.

@@ -282,6 +282,19 @@ pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ra
     (chart_with(app, series), legend)
 }
 
+/// A run's curves in a titled panel with the legend (and cursor readout) under the chart.
+pub(super) fn draw_run_chart(f: &mut Frame, app: &App, r: &RunState, title: String, area: Rect) {
+    let block = panel(app, title);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [chart_area, legend_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(inner);
+    let (chart, legend) = run_chart(app, r);
+    let line = legend_line(app, &chart, &legend);
+    f.render_widget(chart, chart_area);
+    f.render_widget(Paragraph::new(line), legend_area);
+}
+
 /// A chart with the app's options applied.
 pub fn chart_with<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
     let window = app.chart.window;
@@ -361,17 +374,7 @@ pub fn chart_caption(app: &App) -> String {
     parts.join(" · ")
 }
 
-/// "1m05s", "2h03m".
-pub fn fmt_duration(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
+pub use crate::store::fmt_duration;
 
 /// The style of a run status.
 pub fn status_style(app: &App, status: &str) -> Style {

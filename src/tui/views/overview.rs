@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{bar, chart_caption, fmt_duration, legend_line, panel, run_chart, status_style};
+use super::{bar, chart_caption, fmt_duration, panel, status_style};
 use crate::tui::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -75,15 +75,7 @@ fn draw_curve(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new("no run selected").block(block), area);
         return;
     };
-    let block = panel(app, format!("{} · {}", r.info.id, chart_caption(app)));
-    let inner = block.inner(area);
-    f.render_widget(block, area);
-    let [chart_area, legend_area] =
-        Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(inner);
-    let (chart, legend) = run_chart(app, r);
-    let line = legend_line(app, &chart, &legend);
-    f.render_widget(chart, chart_area);
-    f.render_widget(Paragraph::new(line), legend_area);
+    super::draw_run_chart(f, app, r, format!("{} · {}", r.info.id, chart_caption(app)), area);
 }
 
 fn draw_strip(f: &mut Frame, app: &App, area: Rect) {

@@ -1,0 +1,205 @@
+//! `vigil keys create|list|revoke`: the service's API keys. A new key is printed once, alone on
+//! stdout (so `KEY=$(vigil keys create ...)` works), with what it allows on stderr; the key file
+//! keeps only its hash. A running `vigil serve` picks up changes within a second.
+
+use std::path::Path;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use time::OffsetDateTime;
+
+use super::invalid;
+use crate::error::Result;
+use crate::serve::keys::{
+    Budget, KeyFile, KeyStatus, NewKey, RateLimit, Scope, key_file_path, parse_duration, permission_warning,
+};
+use crate::serve::limits::{UsageFile, unix_now};
+use crate::serve::policy::OutputPolicy;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Create a key and print it once (only its hash is kept).
+    Create {
+        /// The caller's name, as it appears in the access log and metrics.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: predict, explain, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scope: Vec<Scope>,
+        /// Expire after this long, e.g. 30d, 12h.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// Requests per second on average, or `none` for no limit.
+        #[arg(long, default_value = "100")]
+        rate: String,
+        /// Requests allowed at once above the rate (default: twice the rate).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Inputs predicted per hour, day or month (e.g. 10000/day), or `none`.
+        #[arg(long, default_value = "none")]
+        budget: String,
+        /// What the caller sees: full, label, top-k:K, round:D, or e.g. top-k:3,round:2.
+        #[arg(long, default_value = "full")]
+        output: OutputPolicy,
+        /// Print one JSON object (the key included) instead of the key alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys (never the keys themselves).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: it is refused from then on (within a second by a running server).
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
+    /// Create the Ed25519 key that `vigil sign` signs runs with (secret, mode 0600, and a .pub).
+    SigningCreate {
+        /// Where to write it (default: <runs-dir>/signing.key).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn run(runs_dir: &Path, action: Action) -> Result<()> {
+    let path = key_file_path(runs_dir);
+    if let Some(w) = permission_warning(&path) {
+        eprintln!("warning: {w}");
+    }
+    match action {
+        Action::Create { name, scope, expires, rate, burst, budget, output, json } => {
+            let rate = parse_rate(&rate, burst)?;
+            let budget = match budget.trim() {
+                "none" => None,
+                b => Some(b.parse::<Budget>().map_err(invalid)?),
+            };
+            let mut file = KeyFile::load(&path)?;
+            let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output };
+            let (rec, key) = file.create(new, OffsetDateTime::now_utc())?;
+            file.save(&path)?;
+            if json {
+                let v = serde_json::json!({
+                    "name": rec.name, "key": key, "scopes": rec.scopes, "expires": rec.expires,
+                    "rate": rec.rate, "budget": rec.budget.map(|b| b.to_string()), "output": rec.output,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+            } else {
+                eprintln!(
+                    "created key {:?}: scopes {}, expires {}, rate {}, budget {}, output {}",
+                    rec.name,
+                    rec.scope_list(),
+                    rec.expires.as_deref().unwrap_or("never"),
+                    rate_text(rec.rate),
+                    rec.budget.map_or("none".into(), |b| b.to_string()),
+                    rec.output
+                );
+                eprintln!("store it now: Vigil keeps only its hash and cannot show it again");
+                println!("{key}");
+            }
+            Ok(())
+        }
+        Action::List { json } => list(&path, runs_dir, json),
+        Action::SigningCreate { file } => {
+            super::protect::create_signing_key(&crate::store::RunStore::new(runs_dir), file)
+        }
+        Action::Revoke { name } => {
+            let mut file = KeyFile::load(&path)?;
+            if file.revoke(&name, OffsetDateTime::now_utc())? {
+                file.save(&path)?;
+                println!("revoked key {name:?}; a running server refuses it within a second");
+            } else {
+                let when = file.keys.iter().find(|k| k.name == name).and_then(|k| k.revoked.clone());
+                println!("key {name:?} was already revoked ({})", when.unwrap_or_default());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_rate(text: &str, burst: Option<u32>) -> Result<Option<RateLimit>> {
+    if text.trim() == "none" {
+        if burst.is_some() {
+            return Err(invalid("--burst needs a --rate"));
+        }
+        return Ok(None);
+    }
+    let per_second: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("--rate {text:?} must be requests per second (e.g. 100) or `none`")))?;
+    if per_second == 0 {
+        return Err(invalid("--rate must be at least 1 (or `none` for no limit)"));
+    }
+    let burst = burst.unwrap_or(per_second.saturating_mul(2));
+    if burst == 0 {
+        return Err(invalid("--burst must be at least 1"));
+    }
+    Ok(Some(RateLimit { per_second, burst }))
+}
+
+fn rate_text(r: Option<RateLimit>) -> String {
+    r.map_or("none".into(), |r| format!("{}/s (burst {})", r.per_second, r.burst))
+}
+
+fn list(path: &Path, runs_dir: &Path, json: bool) -> Result<()> {
+    let file = KeyFile::load(path)?;
+    let usage = UsageFile::load(&UsageFile::path(runs_dir))?;
+    let now = OffsetDateTime::now_utc();
+    let now_s = unix_now();
+    let rows: Vec<serde_json::Value> = file
+        .keys
+        .iter()
+        .map(|k| {
+            let status = match k.status(now) {
+                KeyStatus::Active => "active".to_string(),
+                KeyStatus::Expired(_) => "expired".into(),
+                KeyStatus::Revoked(_) => "revoked".into(),
+            };
+            let used = k.budget.and_then(|b| {
+                let u = usage.keys.get(&k.name)?;
+                (u.window == now_s / b.period.seconds()).then_some(u.used)
+            });
+            serde_json::json!({
+                "name": k.name, "scopes": k.scopes, "status": status, "created": k.created,
+                "expires": k.expires, "revoked": k.revoked, "rate": k.rate,
+                "budget": k.budget.map(|b| b.to_string()),
+                "budget_used": k.budget.map(|_| used.unwrap_or(0)), "output": k.output,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialises"));
+        return Ok(());
+    }
+    if file.keys.is_empty() {
+        println!(
+            "no keys in {} yet: `vigil keys create --name NAME --scope predict` makes one",
+            path.display()
+        );
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(vec!["name", "scopes", "status", "expires", "rate", "budget (used)", "output"]);
+    for (k, row) in file.keys.iter().zip(&rows) {
+        let budget = match k.budget {
+            Some(b) => format!("{b} ({})", row["budget_used"].as_u64().unwrap_or(0)),
+            None => "none".into(),
+        };
+        t.add_row(vec![
+            k.name.clone(),
+            k.scope_list(),
+            row["status"].as_str().unwrap_or_default().to_string(),
+            k.expires.clone().unwrap_or_else(|| "never".into()),
+            rate_text(k.rate),
+            budget,
+            k.output.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `vigil serve`: serves runs' models over HTTP until Ctrl-C or SIGTERM, then stops gracefully
+//! (in-flight requests finish, every access-log line is written).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::invalid;
+use crate::error::Result;
+use crate::serve::app::RequestLimits;
+use crate::serve::keys::parse_duration;
+use crate::serve::{ServeConfig, Server, TlsFiles};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Runs to serve: ids, unique prefixes or suffixes, or `latest`. Each is served under its
+    /// spec's name, from its best checkpoint.
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<String>,
+    /// Address to listen on. Anything but a loopback address needs --tls-cert and --tls-key.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body (413 beyond), e.g. 1MiB, 512KiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Most inputs in one request (422 beyond).
+    #[arg(long, default_value_t = 256)]
+    pub max_inputs: usize,
+    /// Longest a request may take (503 beyond), e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Size at which the access log is rotated, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub log_max_size: u64,
+    /// Threads answering requests (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also write raw inputs to the access log (by default only their SHA-256: inputs may be
+    /// personal data).
+    #[arg(long)]
+    pub log_raw_inputs: bool,
+}
+
+/// Parses a size such as `1MiB`, `512KiB`, `64MB` or `1048576` (units are powers of 1024).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '_')).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 =
+        n.replace('_', "").parse().map_err(|_| format!("{text:?} must look like 1MiB, 512KiB or 1048576"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use B, KiB, MiB or GiB")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{text:?} must be more than zero and less than 16 EiB")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Resolves `host:port` (a name such as `localhost` included) to one address.
+pub fn resolve_addr(text: &str) -> Result<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("--addr {text:?} is not an address like 127.0.0.1:7878: {e}")))?;
+    addrs.next().ok_or_else(|| invalid(format!("--addr {text:?} resolves to no address")))
+}
+
+pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
+    crate::serve::server::ensure_thread_count_env();
+    let addr = resolve_addr(&args.addr)?;
+    let max_body = usize::try_from(args.max_body).map_err(|_| invalid("--max-body is too large"))?;
+    if args.max_inputs == 0 {
+        return Err(invalid("--max-inputs must be at least 1"));
+    }
+    let mut config = ServeConfig::new(runs_dir, args.runs);
+    config.addr = addr;
+    config.tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key });
+    config.limits = RequestLimits { max_body, max_inputs: args.max_inputs, timeout: args.timeout };
+    config.log_max_bytes = args.log_max_size;
+    config.log_raw_inputs = args.log_raw_inputs;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(invalid("--threads must be at least 1"));
+        }
+        builder.worker_threads(n);
+    }
+    let runtime =
+        builder.enable_all().build().map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        print_banner(&server, runs_dir);
+        wait_for_stop().await;
+        eprintln!("stopping: finishing requests in flight and writing the access log ...");
+        let stats = server.log_stats();
+        let log = server.access_log().to_path_buf();
+        server.shutdown().await?;
+        let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
+        println!("stopped; {written} requests logged to {}", log.display());
+        Ok(())
+    })
+}
+
+fn print_banner(server: &Server, runs_dir: &Path) {
+    for w in server.warnings() {
+        eprintln!("warning: {w}");
+    }
+    println!("serving on {}", server.url());
+    for m in server.models() {
+        let input = match m.values {
+            Some(v) => format!("{v} values ({})", m.input),
+            None => m.input.clone(),
+        };
+        println!(
+            "  {}  version {}  run {}  {} -> {} classes",
+            m.name,
+            m.version,
+            m.run,
+            input,
+            m.classes.len()
+        );
+    }
+    println!(
+        "keys: {}   access log: {}",
+        crate::serve::keys::key_file_path(runs_dir).display(),
+        server.access_log().display()
+    );
+    if let Some(m) = server.models().first() {
+        let body = if m.accepts == "texts" {
+            r#"{"texts": ["some text"]}"#.to_string()
+        } else {
+            format!(r#"{{"inputs": [[{} numbers]]}}"#, m.values.unwrap_or(0))
+        };
+        println!(
+            "try: curl -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{body}' {}/v1/models/{}/predict",
+            server.url(),
+            m.name
+        );
+    }
+    println!("Ctrl-C stops it");
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512kib").unwrap(), 512 << 10);
+        assert_eq!(parse_size("2048").unwrap(), 2048);
+        assert!(parse_size("1 parsec").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

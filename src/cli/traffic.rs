@@ -1,0 +1,139 @@
+//! `vigil traffic`: sends test-split inputs of a served model to a running service at a steady
+//! rate and reports what came back (statuses, latency percentiles, agreement with the test
+//! labels). Ctrl-C stops early and still reports.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+
+use super::invalid;
+use crate::error::Result;
+use crate::serve::keys::parse_duration;
+use crate::serve::traffic::{TrafficConfig, TrafficReport, run as send_traffic};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service: host:port or an http(s):// URL.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// A key with the predict scope.
+    #[arg(long, env = "VIGIL_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// How long to send, e.g. 30s, 5m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// The model to call (default: the first one the service lists).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Inputs per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// A PEM CA certificate to trust, for a service with a self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
+    if args.batch == 0 {
+        return Err(invalid("--batch must be at least 1"));
+    }
+    let config = TrafficConfig {
+        addr: args.addr,
+        key: args.key,
+        rate: args.rate,
+        duration: args.duration,
+        model: args.model,
+        batch: args.batch,
+        ca_cert: args.ca_cert,
+        runs_dir: runs_dir.to_path_buf(),
+        models_dir: models_dir.to_path_buf(),
+        max_in_flight: 256,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    let live = !args.json && std::io::stderr().is_terminal();
+    let report = runtime.block_on(send_traffic(
+        config,
+        |r| {
+            if live {
+                eprint!(
+                    "\r{} sent, {} answered, {} ok, p50 {} ms, {:.0}s   ",
+                    r.sent,
+                    r.answered(),
+                    r.statuses.get(&200).copied().unwrap_or(0),
+                    r.p50_ms.map_or("-".into(), |v| format!("{v:.2}")),
+                    r.elapsed_s
+                );
+            }
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ))?;
+    if live {
+        eprintln!();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &TrafficReport) {
+    println!(
+        "{} requests to {} at {}/v1/models/{}/predict over {:.1}s ({:.1}/s), inputs from {}",
+        r.sent,
+        r.model,
+        r.url,
+        r.model,
+        r.elapsed_s,
+        r.sent as f64 / r.elapsed_s.max(1e-9),
+        r.inputs_from
+    );
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(vec!["status", "responses"]);
+    for (s, n) in &r.statuses {
+        t.add_row(vec![s.to_string(), n.to_string()]);
+    }
+    if r.transport_errors > 0 {
+        t.add_row(vec!["no answer".to_string(), r.transport_errors.to_string()]);
+    }
+    if r.skipped > 0 {
+        t.add_row(vec!["not sent (too many waiting)".to_string(), r.skipped.to_string()]);
+    }
+    println!("{t}");
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    println!(
+        "latency ms: p50 {}  p90 {}  p99 {}  max {}",
+        ms(r.p50_ms),
+        ms(r.p90_ms),
+        ms(r.p99_ms),
+        ms(r.max_ms)
+    );
+    if r.labelled > 0 {
+        println!(
+            "labels agreeing with the test split: {} of {} ({:.2}%)",
+            r.agreed,
+            r.labelled,
+            100.0 * r.agreed as f64 / r.labelled as f64
+        );
+    }
+    for e in &r.errors {
+        println!("error: {e}");
+    }
+}

@@ -1,0 +1,724 @@
+//! The access log: one JSON line per request in `<runs-dir>/access.jsonl`, hash-chained and
+//! rotated by size.
+//!
+//! Requests never wait for the disk: a handler hands an [`AccessEvent`] to a channel and a
+//! writer thread formats, hashes and appends the lines in batches, writing whatever has queued
+//! up with one `write` about every millisecond under load (so a line reaches the file a
+//! millisecond or two after its response). The channel is unbounded, so nothing is ever
+//! dropped; the writer drains it completely, and syncs the file, before it stops at shutdown.
+//!
+//! Each line carries `seq` (1, 2, 3, ... across files and restarts), `prev` (the hash of the
+//! line before) and `hash`, the SHA-256 of the line's text without its `hash` field. When the
+//! file passes the size limit it is renamed `access.<N>.jsonl` (N = 1, 2, ...; rotated files are
+//! never overwritten) and the chain continues in a fresh `access.jsonl`. `access.head.json`
+//! records the newest line's seq and hash about once a second, so that cutting lines off the
+//! end is caught too. Checking the chain is [`super::audit`]'s job; reading the log as it grows
+//! is [`super::monitor`]'s.
+//!
+//! For data minimisation a line holds a SHA-256 of each input (its f32 values, little-endian, or
+//! its UTF-8 text), not the input; raw inputs are logged only when the operator asks.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::model::{RawBatch, ServedModel};
+use super::policy::OutputPolicy;
+use crate::error::{Error, Result};
+
+/// The current log file's name inside the run store.
+pub const ACCESS_LOG: &str = "access.jsonl";
+/// The file that remembers the newest line, to catch lines cut off the end.
+pub const ACCESS_HEAD: &str = "access.head.json";
+/// `prev` of the very first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The longest request path logged (a client chooses it; the rest is cut).
+const MAX_PATH: usize = 256;
+
+/// What a handler knows about a finished request; the writer turns it into a line.
+#[derive(Debug)]
+pub struct AccessEvent {
+    /// When the request arrived.
+    pub time: SystemTime,
+    pub request_id: Arc<str>,
+    /// The key's name, when the request carried a valid key.
+    pub key: Option<Arc<str>>,
+    pub client: Option<SocketAddr>,
+    pub method: &'static str,
+    /// The route template (`/v1/models/{name}/predict`), `None` for paths the service lacks.
+    pub route: Option<&'static str>,
+    pub path: String,
+    pub model: Option<Arc<ServedModel>>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency_us: u64,
+    /// Number of inputs in the request (0 when it never got that far).
+    pub inputs: usize,
+    /// Predicted class indices, one per input.
+    pub labels: Vec<u32>,
+    /// The raw inputs, hashed by the writer (and written out when raw logging is on).
+    pub raw: Option<RawBatch>,
+    pub policy: Option<OutputPolicy>,
+    /// What is left of the key's budget after this request.
+    pub budget_left: Option<u64>,
+    /// Why the request failed, for 4xx and 5xx.
+    pub error: Option<String>,
+    /// Marks left by detectors (none yet).
+    pub flags: Vec<String>,
+}
+
+/// One line of the access log as read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub seq: u64,
+    /// RFC 3339, microseconds, UTC.
+    pub time: String,
+    pub request_id: String,
+    pub key: Option<String>,
+    pub client: Option<String>,
+    pub method: String,
+    pub route: Option<String>,
+    pub path: String,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency_us: u64,
+    pub inputs: usize,
+    pub labels: Vec<String>,
+    /// SHA-256 of each input.
+    pub input_sha256: Vec<String>,
+    /// The inputs themselves, only when the operator turned raw logging on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_inputs: Option<serde_json::Value>,
+    pub policy: Option<String>,
+    pub budget_left: Option<u64>,
+    pub error: Option<String>,
+    pub flags: Vec<String>,
+    pub prev: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// The same line, borrowed, as the writer serialises it (field order is the line's order; the
+/// hash is appended after hashing).
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    seq: u64,
+    time: &'a str,
+    request_id: &'a str,
+    key: Option<&'a str>,
+    client: Option<String>,
+    method: &'a str,
+    route: Option<&'a str>,
+    path: &'a str,
+    model: Option<&'a str>,
+    version: Option<&'a str>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    latency_us: u64,
+    inputs: usize,
+    labels: Labels<'a>,
+    input_sha256: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_inputs: Option<RawOut<'a>>,
+    policy: Option<String>,
+    budget_left: Option<u64>,
+    error: Option<&'a str>,
+    flags: &'a [String],
+    prev: &'a str,
+}
+
+struct Labels<'a> {
+    ids: &'a [u32],
+    classes: Option<&'a [String]>,
+}
+
+impl Serialize for Labels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.ids.len()))?;
+        for &i in self.ids {
+            match self.classes.and_then(|c| c.get(i as usize)) {
+                Some(name) => seq.serialize_element(name)?,
+                None => seq.serialize_element(&i.to_string())?,
+            }
+        }
+        seq.end()
+    }
+}
+
+struct RawOut<'a>(&'a RawBatch);
+
+impl Serialize for RawOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            // serde_json writes NaN (a missing value) as null, as the request had it.
+            RawBatch::Dense { width, values } => s.collect_seq(values.chunks((*width).max(1))),
+            RawBatch::Texts(t) => s.collect_seq(t),
+        }
+    }
+}
+
+/// SHA-256 of each input: its f32 values little-endian, or its UTF-8 text.
+pub fn input_hashes(raw: &RawBatch) -> Vec<String> {
+    match raw {
+        RawBatch::Dense { width, values } => values
+            .chunks((*width).max(1))
+            .map(|row| {
+                let mut h = Sha256::new();
+                for v in row {
+                    h.update(v.to_le_bytes());
+                }
+                hex::encode(h.finalize())
+            })
+            .collect(),
+        RawBatch::Texts(t) => t.iter().map(|s| hex::encode(Sha256::digest(s.as_bytes()))).collect(),
+    }
+}
+
+/// The text of a line without its `hash` field and that hash, or `None` when the line does not
+/// end in a hash.
+pub fn split_hash(line: &str) -> Option<(String, &str)> {
+    const TAIL: usize = r#","hash":""#.len() + 64 + r#""}"#.len();
+    if line.len() < TAIL || !line.is_char_boundary(line.len() - TAIL) {
+        return None;
+    }
+    let (body, tail) = line.split_at(line.len() - TAIL);
+    let hash = tail.strip_prefix(r#","hash":""#)?.strip_suffix(r#""}"#)?;
+    if !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut content = String::with_capacity(body.len() + 1);
+    content.push_str(body);
+    content.push('}');
+    Some((content, hash))
+}
+
+/// `access.head.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Settings of the access log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The folder (the run store).
+    pub dir: PathBuf,
+    /// Size at which the file is rotated.
+    pub max_bytes: u64,
+    /// Write raw inputs too (off by default: inputs may be personal data).
+    pub raw_inputs: bool,
+}
+
+/// Counters the service exports about its log.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Events handed to the writer.
+    pub sent: AtomicU64,
+    /// Lines written to the file.
+    pub written: AtomicU64,
+    /// Failed writes (each retried).
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The sending side, shared by every request.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: Sender<AccessEvent>,
+    pub stats: Arc<LogStats>,
+    pub path: PathBuf,
+}
+
+impl AccessLog {
+    /// Queues a request's line; never blocks.
+    pub fn record(&self, event: AccessEvent) {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        // A send fails only once the writer has stopped, which happens after the server has.
+        if self.tx.send(event).is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer thread's handle.
+pub struct LogWriter {
+    thread: std::thread::JoinHandle<()>,
+    closing: Arc<AtomicBool>,
+}
+
+impl LogWriter {
+    /// Stops the writer once every queued line is written; waits for it.
+    pub fn close(self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Opens the log (continuing its chain) and starts the writer thread.
+pub fn start(opts: LogOptions) -> Result<(AccessLog, LogWriter)> {
+    let writer = Writer::open(&opts)?;
+    let stats = writer.stats.clone();
+    let path = writer.path.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closing = Arc::new(AtomicBool::new(false));
+    let flag = closing.clone();
+    let thread = std::thread::Builder::new()
+        .name("vigil-access-log".into())
+        .spawn(move || writer.run(rx, &flag))
+        .map_err(|e| Error::io(&opts.dir, e))?;
+    Ok((AccessLog { tx, stats, path }, LogWriter { thread, closing }))
+}
+
+struct Writer {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    seq: u64,
+    prev: String,
+    max_bytes: u64,
+    raw_inputs: bool,
+    stats: Arc<LogStats>,
+    head_written: Instant,
+    head_seq: u64,
+}
+
+/// The rotated files of a log folder, oldest first, with their numbers.
+pub fn rotated_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let n = name.to_str()?.strip_prefix("access.")?.strip_suffix(".jsonl")?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Every file of the log in order: rotated files, then the current one.
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = rotated_files(dir).into_iter().map(|(_, p)| p).collect();
+    let current = dir.join(ACCESS_LOG);
+    if current.exists() {
+        files.push(current);
+    }
+    files
+}
+
+/// The last complete line of a file and the offset just after it (where a torn fragment, if
+/// any, begins). Reads backwards, so a large log costs only its tail.
+fn last_complete_line(file: &mut File) -> std::io::Result<Option<(String, u64)>> {
+    let len = file.metadata()?.len();
+    let mut end: Option<u64> = None; // offset just after the last '\n'
+    let mut tail: Vec<u8> = Vec::new(); // bytes from `pos` to the end
+    let mut pos = len;
+    const CHUNK: u64 = 64 * 1024;
+    while pos > 0 {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        pos = start;
+        if end.is_none()
+            && let Some(i) = tail.iter().rposition(|b| *b == b'\n')
+        {
+            end = Some(pos + i as u64 + 1);
+        }
+        if let Some(e) = end {
+            let upto = (e - pos) as usize - 1; // index of that '\n' in `tail`
+            if let Some(j) = tail[..upto].iter().rposition(|b| *b == b'\n') {
+                return Ok(Some((String::from_utf8_lossy(&tail[j + 1..upto]).into_owned(), e)));
+            }
+            if pos == 0 {
+                return Ok(Some((String::from_utf8_lossy(&tail[..upto]).into_owned(), e)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The seq and hash of a line, for continuing the chain after it.
+fn chain_point(line: &str) -> Option<(u64, String)> {
+    let (_, hash) = split_hash(line)?;
+    let rec: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some((rec.get("seq")?.as_u64()?, hash.to_string()))
+}
+
+impl Writer {
+    fn open(opts: &LogOptions) -> Result<Self> {
+        std::fs::create_dir_all(&opts.dir).map_err(|e| Error::io(&opts.dir, e))?;
+        let path = opts.dir.join(ACCESS_LOG);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let mut last = last_complete_line(&mut file).map_err(|e| Error::io(&path, e))?;
+        let complete = last.as_ref().map_or(0, |(_, end)| *end);
+        if complete < size {
+            // A crash in the middle of a write left a fragment that was never a whole line:
+            // cut it, as a database recovers a torn log tail, so the chain goes on from the
+            // last whole line.
+            eprintln!(
+                "access log {}: removed an incomplete last line ({} bytes) left by an interrupted write",
+                path.display(),
+                size - complete
+            );
+            file.set_len(complete).map_err(|e| Error::io(&path, e))?;
+            size = complete;
+        }
+        if last.is_none()
+            && let Some((_, newest)) = rotated_files(&opts.dir).pop()
+        {
+            let mut f = File::open(&newest).map_err(|e| Error::io(&newest, e))?;
+            last = last_complete_line(&mut f).map_err(|e| Error::io(&newest, e))?;
+        }
+        let (seq, prev) = match &last {
+            None => (0, GENESIS.to_string()),
+            Some((line, _)) => chain_point(line).ok_or_else(|| Error::Corrupt {
+                path: path.clone(),
+                msg: "the last line is not an access record, so the hash chain cannot continue; \
+                      run `vigil audit verify` and move the file aside"
+                    .into(),
+            })?,
+        };
+        Ok(Writer {
+            dir: opts.dir.clone(),
+            path,
+            file,
+            size,
+            seq,
+            prev,
+            max_bytes: opts.max_bytes.max(1),
+            raw_inputs: opts.raw_inputs,
+            stats: Arc::new(LogStats::default()),
+            head_written: Instant::now(),
+            head_seq: seq,
+        })
+    }
+
+    fn run(mut self, rx: Receiver<AccessEvent>, closing: &AtomicBool) {
+        let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let mut lines = 0u64;
+        let mut idle_polls = 0u32;
+        loop {
+            // Under load, poll every millisecond instead of blocking in `recv`: a blocked
+            // receiver makes every request's `send` a futex wake-up and a context switch (a
+            // tenth of the server's CPU in profiles), while a polling one lets lines pile up
+            // and go out in one write. After 50 idle polls it blocks until the next request.
+            while buf.len() < 4 * 1024 * 1024 {
+                match rx.try_recv() {
+                    Ok(ev) => self.append(ev, &mut buf, &mut lines),
+                    Err(_) => break,
+                }
+            }
+            if !buf.is_empty() {
+                self.flush(&mut buf, &mut lines);
+                if self.head_written.elapsed() >= Duration::from_secs(1) {
+                    self.write_head(false);
+                }
+                idle_polls = 0;
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if idle_polls < 50 {
+                idle_polls += 1;
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(ev) => {
+                    self.append(ev, &mut buf, &mut lines);
+                    idle_polls = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: keep the head current, and stop when the server has.
+                    self.write_head(false);
+                    if closing.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Drain anything sent after the last batch, then make it all durable.
+        while let Ok(ev) = rx.try_recv() {
+            self.append(ev, &mut buf, &mut lines);
+        }
+        self.flush(&mut buf, &mut lines);
+        let _ = self.file.sync_all();
+        self.write_head(true);
+    }
+
+    /// Formats one event into `buf`, rotating first when the line would pass the size limit.
+    fn append(&mut self, ev: AccessEvent, buf: &mut Vec<u8>, lines: &mut u64) {
+        let time = time::OffsetDateTime::from(ev.time);
+        // Microseconds: enough to order lines, and a fixed width that is easy to read.
+        let time = time.replace_nanosecond(time.microsecond() * 1000).unwrap_or(time);
+        let time = time.format(&time::format_description::well_known::Rfc3339).expect("UTC formats");
+        let path = if ev.path.len() > MAX_PATH {
+            let mut cut = MAX_PATH;
+            while !ev.path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            &ev.path[..cut]
+        } else {
+            &ev.path
+        };
+        let seq = self.seq + 1;
+        let out = RecordOut {
+            seq,
+            time: &time,
+            request_id: &ev.request_id,
+            key: ev.key.as_deref(),
+            client: ev.client.map(|c| c.to_string()),
+            method: ev.method,
+            route: ev.route,
+            path,
+            model: ev.model.as_ref().map(|m| m.info.name.as_str()),
+            version: ev.model.as_ref().map(|m| m.info.version.as_str()),
+            status: ev.status,
+            bytes_in: ev.bytes_in,
+            bytes_out: ev.bytes_out,
+            latency_us: ev.latency_us,
+            inputs: ev.inputs,
+            labels: Labels { ids: &ev.labels, classes: ev.model.as_ref().map(|m| m.classes.as_slice()) },
+            input_sha256: ev.raw.as_ref().map(input_hashes).unwrap_or_default(),
+            raw_inputs: if self.raw_inputs { ev.raw.as_ref().map(RawOut) } else { None },
+            policy: ev.policy.map(|p| p.to_string()),
+            budget_left: ev.budget_left,
+            error: ev.error.as_deref(),
+            flags: &ev.flags,
+            prev: &self.prev,
+        };
+        let mut line = serde_json::to_vec(&out).expect("access records always serialise");
+        let hash = hex::encode(Sha256::digest(&line));
+        line.pop(); // the closing brace; the hash goes before it
+        line.extend_from_slice(br#","hash":""#);
+        line.extend_from_slice(hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        let pending = self.size + buf.len() as u64;
+        if pending > 0 && pending + line.len() as u64 > self.max_bytes {
+            self.flush(buf, lines);
+            self.rotate();
+        }
+        buf.extend_from_slice(&line);
+        *lines += 1;
+        self.seq = seq;
+        self.prev = hash;
+    }
+
+    /// Writes the batch; on failure keeps it and tries again with the next batch, so a full
+    /// disk delays lines instead of losing them.
+    fn flush(&mut self, buf: &mut Vec<u8>, lines: &mut u64) {
+        if buf.is_empty() {
+            return;
+        }
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                self.stats.written.fetch_add(*lines, Ordering::Relaxed);
+                buf.clear();
+                *lines = 0;
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let msg = format!("{}: {e}", self.path.display());
+                eprintln!("access log: cannot write ({msg}); retrying");
+                *self.stats.last_error.lock().expect("no panics while held") = Some(msg);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let next = rotated_files(&self.dir).last().map_or(1, |(n, _)| n + 1);
+        let target = self.dir.join(format!("access.{next:06}.jsonl"));
+        // No fsync here: appends are not synced line by line either (the kernel writes them back
+        // within seconds, and shutdown syncs), and forcing 64 MiB to disk at every rotation
+        // stalled the machine for tens of milliseconds under load.
+        let result = std::fs::rename(&self.path, &target)
+            .and_then(|_| std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path));
+        match result {
+            Ok(f) => {
+                self.file = f;
+                self.size = 0;
+            }
+            Err(e) => {
+                // Keep appending to the current file: a rotation that fails must not lose lines.
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("access log: cannot rotate {} ({e}); continuing in it", self.path.display());
+                self.size = 0;
+            }
+        }
+    }
+
+    fn write_head(&mut self, force: bool) {
+        if self.head_seq == self.seq && !force {
+            return;
+        }
+        let head = Head { seq: self.seq, hash: self.prev.clone() };
+        let path = self.dir.join(ACCESS_HEAD);
+        let text = serde_json::to_vec(&head).expect("heads serialise");
+        if crate::store::write_atomic(&path, &text).is_ok() {
+            self.head_seq = self.seq;
+            self.head_written = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(status: u16) -> AccessEvent {
+        AccessEvent {
+            time: SystemTime::now(),
+            request_id: Arc::from("r1"),
+            key: Some("alice".into()),
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            method: "POST",
+            route: Some("/v1/models/{name}/predict"),
+            path: "/v1/models/m/predict".into(),
+            model: None,
+            status,
+            bytes_in: 10,
+            bytes_out: 20,
+            latency_us: 30,
+            inputs: 2,
+            labels: vec![1, 0],
+            raw: Some(RawBatch::Dense { width: 2, values: vec![1.0, f32::NAN, 3.0, 4.0] }),
+            policy: Some("top-k:1".parse().unwrap()),
+            budget_left: Some(5),
+            error: None,
+            flags: vec![],
+        }
+    }
+
+    fn write_events(dir: &Path, n: usize, max_bytes: u64, raw: bool) {
+        let (log, writer) = start(LogOptions { dir: dir.to_path_buf(), max_bytes, raw_inputs: raw }).unwrap();
+        for i in 0..n {
+            log.record(event(200 + i as u16));
+        }
+        drop(log);
+        writer.close();
+    }
+
+    fn read(path: &Path) -> Vec<AccessRecord> {
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn lines_chain_across_restarts_and_hash_their_own_text() {
+        let dir = tempfile::tempdir().unwrap();
+        write_events(dir.path(), 3, u64::MAX, false);
+        write_events(dir.path(), 2, u64::MAX, false);
+        let text = std::fs::read_to_string(dir.path().join(ACCESS_LOG)).unwrap();
+        let recs = read(&dir.path().join(ACCESS_LOG));
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(recs[0].prev, GENESIS);
+        for (i, line) in text.lines().enumerate() {
+            let (content, hash) = split_hash(line).unwrap();
+            assert_eq!(hex::encode(Sha256::digest(content.as_bytes())), hash);
+            assert_eq!(recs[i].hash, hash);
+            if i > 0 {
+                assert_eq!(recs[i].prev, recs[i - 1].hash);
+            }
+        }
+        let head: Head =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(ACCESS_HEAD)).unwrap()).unwrap();
+        assert_eq!(head, Head { seq: 5, hash: recs[4].hash.clone() });
+    }
+
+    #[test]
+    fn inputs_are_hashed_not_logged_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        write_events(dir.path(), 1, u64::MAX, false);
+        let r = &read(&dir.path().join(ACCESS_LOG))[0];
+        // Reference: python3 -c "import hashlib,struct;
+        //   print(hashlib.sha256(struct.pack('<ff', 3.0, 4.0)).hexdigest())"
+        assert_eq!(r.input_sha256[1], "986c627ee6ef1bcc3d746256a7045624ceeb44c4ed557ca055b2d43933de3489");
+        assert_eq!(r.input_sha256.len(), 2);
+        assert!(r.raw_inputs.is_none());
+        assert_eq!(r.labels, vec!["1", "0"]);
+        assert_eq!(r.policy.as_deref(), Some("top-k:1"));
+        assert!(r.flags.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        write_events(dir.path(), 1, u64::MAX, true);
+        let r = &read(&dir.path().join(ACCESS_LOG))[0];
+        assert_eq!(r.raw_inputs, Some(serde_json::json!([[1.0, null], [3.0, 4.0]])));
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_and_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        write_events(dir.path(), 20, 2000, false);
+        let files = log_files(dir.path());
+        assert!(files.len() >= 3, "{files:?}");
+        let all: Vec<AccessRecord> = files.iter().flat_map(|f| read(f)).collect();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+        for w in all.windows(2) {
+            assert_eq!(w[1].prev, w[0].hash);
+        }
+        for f in &files[..files.len() - 1] {
+            assert!(std::fs::metadata(f).unwrap().len() <= 2000);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        write_events(dir.path(), 2, u64::MAX, false);
+        let path = dir.path().join(ACCESS_LOG);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"seq":3,"time":"#).unwrap();
+        write_events(dir.path(), 1, u64::MAX, false);
+        let recs = read(&path);
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(recs[2].prev, recs[1].hash);
+    }
+
+    #[test]
+    fn the_last_line_is_found_in_files_larger_than_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let long = "a".repeat(70_000);
+        std::fs::write(&path, format!("{long}\nlast\npartial")).unwrap();
+        let mut f = File::open(&path).unwrap();
+        let (line, end) = last_complete_line(&mut f).unwrap().unwrap();
+        assert_eq!(line, "last");
+        assert_eq!(end, 70_006);
+        std::fs::write(&path, format!("{long}\n")).unwrap();
+        let mut f = File::open(&path).unwrap();
+        assert_eq!(last_complete_line(&mut f).unwrap().unwrap().0, long);
+        std::fs::write(&path, "partial").unwrap();
+        let mut f = File::open(&path).unwrap();
+        assert_eq!(last_complete_line(&mut f).unwrap(), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! The service's metrics, exported on `GET /metrics` (admin scope) in the Prometheus/OpenMetrics
+//! text format by the Prometheus project's own client library. Counting is a few atomic adds
+//! per request; encoding happens only when scraped.
+//!
+//! Owns the metric families and their names; it does not decide what a request's status is.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::access_log::LogStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, or `none` for paths the service lacks (a client chooses the path,
+    /// so it is never a label: that would let anyone grow the metrics without bound).
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelInfoLabels {
+    pub model: String,
+    pub version: String,
+    pub run: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+    pub key_requests: Family<KeyLabels, Counter>,
+    pub key_budget_left: Family<KeyLabels, Gauge>,
+    pub predictions: Family<ModelLabels, Counter>,
+    pub in_flight: Gauge,
+    model_info: Family<ModelInfoLabels, Gauge>,
+    log_sent: Gauge,
+    log_written: Gauge,
+    log_errors: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vigil");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_05, 2.0, 18))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response, by route",
+            latency.clone(),
+        );
+        let key_requests = Family::<KeyLabels, Counter>::default();
+        registry.register(
+            "key_requests",
+            "Requests presenting each known key (refused ones included)",
+            key_requests.clone(),
+        );
+        let key_budget_left = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "key_budget_remaining",
+            "Inputs left in each key's current budget window (keys with a budget)",
+            key_budget_left.clone(),
+        );
+        let predictions = Family::<ModelLabels, Counter>::default();
+        registry.register("predictions", "Inputs predicted, by model and version", predictions.clone());
+        let model_info = Family::<ModelInfoLabels, Gauge>::default();
+        registry.register("model_info", "The models served (always 1)", model_info.clone());
+        let in_flight = Gauge::default();
+        registry.register("http_requests_in_flight", "Requests being answered now", in_flight.clone());
+        let log_sent = Gauge::default();
+        registry.register("access_log_events", "Requests handed to the access log", log_sent.clone());
+        let log_written = Gauge::default();
+        registry.register("access_log_lines", "Access log lines written to disk", log_written.clone());
+        let log_errors = Gauge::default();
+        registry.register(
+            "access_log_write_errors",
+            "Access log writes that failed and were retried",
+            log_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            key_requests,
+            key_budget_left,
+            predictions,
+            in_flight,
+            model_info,
+            log_sent,
+            log_written,
+            log_errors,
+        }
+    }
+
+    /// Marks a served model (`vigil_model_info{model,version,run} 1`).
+    pub fn add_model(&self, model: &str, version: &str, run: &str) {
+        let labels = ModelInfoLabels { model: model.into(), version: version.into(), run: run.into() };
+        self.model_info.get_or_create(&labels).set(1);
+    }
+
+    /// The text exposition, with the access log's counters brought up to date.
+    pub fn encode(&self, log: &LogStats) -> String {
+        self.log_sent.set(log.sent.load(Ordering::Relaxed) as i64);
+        self.log_written.set(log.written.load(Ordering::Relaxed) as i64);
+        self.log_errors.set(log.errors.load(Ordering::Relaxed) as i64);
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

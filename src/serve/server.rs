@@ -1,0 +1,364 @@
+//! Starting and stopping the service: loads the runs' models, the keys and the access log, binds
+//! the address (refusing a non-loopback one without TLS), serves until told to stop, then stops
+//! gracefully: no new connections, in-flight requests finish, budgets are saved and every
+//! access-log line is on disk before [`Server::shutdown`] returns.
+//!
+//! [`Server::start`] runs on the caller's tokio runtime (the console's); [`ServerThread`] brings
+//! its own runtime for callers that have none. Neither prints anything: the CLI does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::access_log::{self, LogOptions, LogStats, LogWriter};
+use super::app::{AppState, RequestLimits, router};
+use super::auth::Keyring;
+use super::keys::{KeyStatus, Scope, key_file_path, permission_warning};
+use super::limits::UsageFile;
+use super::metrics::Metrics;
+use super::model::{ModelInfo, ServedModel};
+use crate::error::{Error, Result};
+use crate::store::RunStore;
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything `vigil serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The run store: runs, the key file, the usage file and the access log live there.
+    pub runs_dir: PathBuf,
+    /// Run ids (or unique prefixes/suffixes, or `latest`) to serve.
+    pub runs: Vec<String>,
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub limits: RequestLimits,
+    /// Size at which the access log is rotated.
+    pub log_max_bytes: u64,
+    /// Log raw inputs, not only their hashes.
+    pub log_raw_inputs: bool,
+    /// How long in-flight requests get to finish at shutdown.
+    pub grace: Duration,
+}
+
+impl ServeConfig {
+    /// The defaults for a run store and runs: 127.0.0.1:7878, 1 MiB bodies, 256 inputs per
+    /// request, a 10 s timeout, 64 MiB log files.
+    pub fn new(runs_dir: impl Into<PathBuf>, runs: Vec<String>) -> Self {
+        ServeConfig {
+            runs_dir: runs_dir.into(),
+            runs,
+            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            tls: None,
+            limits: RequestLimits::default(),
+            log_max_bytes: 64 * 1024 * 1024,
+            log_raw_inputs: false,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Things an operator should know at start (printed by the CLI, shown by the console).
+pub type Warnings = Vec<String>;
+
+/// A running service.
+pub struct Server {
+    addr: SocketAddr,
+    tls: bool,
+    models: Vec<ModelInfo>,
+    warnings: Warnings,
+    state: Arc<AppState>,
+    handle: Handle<SocketAddr>,
+    serving: JoinHandle<std::io::Result<()>>,
+    stop_background: watch::Sender<bool>,
+    background: JoinHandle<()>,
+    writer: LogWriter,
+    usage_path: PathBuf,
+    grace: Duration,
+    log_path: PathBuf,
+}
+
+/// Installs ring as rustls's crypto provider once per process (the default, aws-lc-rs, is not
+/// built in).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Loads the runs' best checkpoints; two runs under one spec name are refused.
+pub fn load_models(store: &RunStore, runs: &[String]) -> Result<Vec<Arc<ServedModel>>> {
+    if runs.is_empty() {
+        return Err(Error::Invalid("name at least one run to serve (`vigil runs` lists them)".into()));
+    }
+    let mut models: Vec<Arc<ServedModel>> = Vec::new();
+    for query in runs {
+        let dir = store.resolve(query)?;
+        let model = ServedModel::load(&dir)?;
+        if let Some(other) = models.iter().find(|m| m.info.name == model.info.name) {
+            return Err(Error::Invalid(format!(
+                "runs {} and {} would both be served as {:?} (models are served under their spec's name); \
+                 serve one of them",
+                other.info.run, model.info.run, model.info.name
+            )));
+        }
+        models.push(Arc::new(model));
+    }
+    Ok(models)
+}
+
+impl Server {
+    /// Starts serving on the current tokio runtime.
+    pub async fn start(config: ServeConfig) -> Result<Server> {
+        install_crypto();
+        if !config.addr.ip().is_loopback() && config.tls.is_none() {
+            return Err(Error::Invalid(format!(
+                "refusing to serve on {} without TLS: keys and inputs would cross the network in clear \
+                 text. Pass --tls-cert and --tls-key, or bind a loopback address such as 127.0.0.1",
+                config.addr
+            )));
+        }
+        let store = RunStore::new(&config.runs_dir);
+        let models = load_models(&store, &config.runs)?;
+        let mut warnings = Vec::new();
+
+        let metrics = Metrics::new();
+        let key_path = key_file_path(&config.runs_dir);
+        let usage_path = UsageFile::path(&config.runs_dir);
+        let usage = UsageFile::load(&usage_path)?;
+        let keyring = Keyring::load(&key_path, &usage, None, &metrics)?;
+        if let Some(w) = permission_warning(&key_path) {
+            warnings.push(w);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let usable = keyring
+            .callers()
+            .iter()
+            .filter(|c| c.record.status(now) == KeyStatus::Active && c.has(Scope::Predict))
+            .count();
+        if usable == 0 {
+            warnings.push(format!(
+                "no active key with the predict scope in {}: every prediction will be refused; \
+                 `vigil keys create --name NAME --scope predict` makes one",
+                key_path.display()
+            ));
+        }
+
+        let tls_config = match &config.tls {
+            Some(files) => Some(RustlsConfig::from_pem_file(&files.cert, &files.key).await.map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot use the TLS certificate {} and key {}: {e}",
+                    files.cert.display(),
+                    files.key.display()
+                ))
+            })?),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(config.addr)
+            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.addr)))?;
+        let addr = listener.local_addr().map_err(|e| Error::Invalid(format!("cannot listen: {e}")))?;
+
+        let (log, writer) = access_log::start(LogOptions {
+            dir: config.runs_dir.clone(),
+            max_bytes: config.log_max_bytes,
+            raw_inputs: config.log_raw_inputs,
+        })?;
+        let log_path = log.path.clone();
+        let infos = models.iter().map(|m| m.info.clone()).collect();
+        let state = Arc::new(AppState::new(models, keyring, key_path, log, metrics, config.limits));
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let handle = Handle::new();
+        let mut listening = axum_server::from_tcp(listener)
+            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e}")))?
+            .handle(handle.clone());
+        // A client that trickles its headers (slowloris) is cut off after 30 s, hyper's own
+        // default, which axum-server turns off.
+        listening.http_builder().http1().header_read_timeout(Some(Duration::from_secs(30)));
+        // TCP_NODELAY: a response goes out as soon as it is written, instead of waiting for the
+        // client's delayed ACK (Nagle), which otherwise adds tens of milliseconds to some answers.
+        let serving = match tls_config {
+            Some(tls) => {
+                let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+                tokio::spawn(listening.acceptor(acceptor).serve(app))
+            }
+            None => tokio::spawn(listening.acceptor(NoDelayAcceptor::new()).serve(app)),
+        };
+        let (stop_background, stop_rx) = watch::channel(false);
+        let background = tokio::spawn(background(state.clone(), usage_path.clone(), stop_rx));
+        Ok(Server {
+            addr,
+            tls: config.tls.is_some(),
+            models: infos,
+            warnings,
+            state,
+            handle,
+            serving,
+            stop_background,
+            background,
+            writer,
+            usage_path,
+            grace: config.grace,
+            log_path,
+        })
+    }
+
+    /// The address it listens on (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL clients use.
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// The models served.
+    pub fn models(&self) -> &[ModelInfo] {
+        &self.models
+    }
+
+    /// Things the operator should know.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The access log being written.
+    pub fn access_log(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
+    /// The access log's counters (lines handed over and written).
+    pub fn log_stats(&self) -> Arc<LogStats> {
+        self.state.log.stats.clone()
+    }
+
+    /// Whether the server is still accepting connections.
+    pub fn is_running(&self) -> bool {
+        !self.serving.is_finished()
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests get the grace period, budgets
+    /// are saved and every access-log line is written before this returns.
+    pub async fn shutdown(self) -> Result<()> {
+        self.handle.graceful_shutdown(Some(self.grace));
+        let served = self.serving.await;
+        let _ = self.stop_background.send(true);
+        let _ = self.background.await;
+        let usage = self.state.keyring().usage();
+        let saved = usage.save(&self.usage_path);
+        // The last handle on the log's sender goes with the state; the writer then drains the
+        // queue and stops.
+        drop(self.state);
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        saved?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Invalid(format!("the server stopped with an error: {e}"))),
+            Err(e) => Err(Error::Invalid(format!("the server task failed: {e}"))),
+        }
+    }
+}
+
+/// Four times a second: reloads the key file when `vigil keys` changed it (so a revoked key
+/// stops working without a restart, within a quarter of a second) and saves budget counts when
+/// they changed. A look at an unchanged key file is one `stat`.
+async fn background(state: Arc<AppState>, usage_path: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut last_usage = state.keyring().usage();
+    let mut saved_at = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        state.reload_keys_if_changed(Duration::ZERO);
+        // Budget counts are saved (with an fsync) at most once a second, and at shutdown.
+        if saved_at.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let usage = state.keyring().usage();
+        if usage != last_usage {
+            saved_at = std::time::Instant::now();
+            match usage.save(&usage_path) {
+                Ok(()) => last_usage = usage,
+                Err(e) => eprintln!("keys: cannot save budget counts: {e}"),
+            }
+        }
+    }
+}
+
+/// A service on its own runtime thread, for callers without a tokio runtime.
+pub struct ServerThread {
+    runtime: tokio::runtime::Runtime,
+    server: Server,
+}
+
+impl ServerThread {
+    /// Starts a service with its own multi-threaded runtime.
+    pub fn spawn(config: ServeConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("vigil-serve")
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start the server's runtime: {e}")))?;
+        let server = runtime.block_on(Server::start(config))?;
+        Ok(ServerThread { runtime, server })
+    }
+
+    /// The running server (address, models, warnings).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Stops gracefully (see [`Server::shutdown`]) and ends the runtime.
+    pub fn shutdown(self) -> Result<()> {
+        let ServerThread { runtime, server } = self;
+        let result = runtime.block_on(server.shutdown());
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        result
+    }
+}
+
+/// Makes sure `RAYON_NUM_THREADS` is set, re-executing the process once with it set if not.
+///
+/// candle asks how many threads to use on every matrix product, and when the variable is unset
+/// it works that out by parsing `/proc/cpuinfo` each time (`candle_core::utils::get_num_threads`
+/// calls `num_cpus::get_physical`). For a single-input prediction that costs more than the
+/// prediction itself: profiles of `vigil serve` showed a quarter of the CPU in the kernel's
+/// `show_cpuinfo`, and setting the variable took throughput from 4,000 to 15,000 requests/s.
+/// Setting an environment variable inside a running process needs `unsafe` (forbidden in this
+/// crate), so the process replaces itself (same pid, same arguments) with the variable set to the
+/// number of CPUs it may use. Call it first thing, before any thread starts. Returns when the
+/// variable is set, or after warning when the re-exec failed (everything still works, slower).
+pub fn ensure_thread_count_env() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Ok(exe) = std::env::current_exe() else { return };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        let err = std::process::Command::new(&exe)
+            .arg0(arg0)
+            .args(args)
+            .env("RAYON_NUM_THREADS", n.to_string())
+            .exec();
+        eprintln!(
+            "warning: could not restart with RAYON_NUM_THREADS set ({err}); predictions will be slower"
+        );
+    }
+}
