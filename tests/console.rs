@@ -234,7 +234,7 @@ fn new_run_form_validates_then_starts() {
     assert_eq!(f.spec().name, "digits-mlp");
     key(&mut app, KeyCode::Right);
     let Mode::Form(f) = &app.mode else { panic!() };
-    assert_eq!(f.spec().name, "topics-text", "→ picks the next spec");
+    assert_eq!(f.spec().name, "digits-mlp-pgd", "→ picks the next spec");
     key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Backspace);

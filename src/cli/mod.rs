@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one function per command. Commands print for people
 //! on a terminal and for scripts (`--json`) elsewhere; all the work happens in the library.
 
+mod attack;
 mod audit;
 mod explain;
 mod keys;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
     Explain(explain::Args),
+    /// Attack a run's model with FGSM or PGD at several ε: accuracy, success rate and
+    /// perturbation norm per ε, with the adversarial examples saved for the console.
+    Attack(attack::Args),
     /// List the runs in the store.
     Runs {
         /// Print a JSON array (oldest first) instead of a table.
@@ -224,6 +228,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Explain(args)) => explain::run(&store, args),
+        Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {

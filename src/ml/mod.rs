@@ -2,6 +2,7 @@
 //! the training loop and metrics. Nothing here imports a terminal-UI or HTTP crate; it reports
 //! progress through [`train::TrainObserver`] and writes runs through [`crate::store`].
 
+pub mod attack;
 pub mod data;
 pub mod explain;
 pub mod kernels;

@@ -25,6 +25,10 @@ pub struct ExperimentSpec {
     /// Random changes to training batches (never to validation or test data).
     #[serde(default)]
     pub augment: Option<Augment>,
+    /// Adversarial training: part of every training batch is replaced by attacks on the current
+    /// weights (see [`crate::ml::attack`]). Left out of stored specs when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<AdversarialTraining>,
     pub model: ModelSpec,
     #[serde(default)]
     pub init: Init,
@@ -189,6 +193,64 @@ pub struct Augment {
 
 fn one_f32() -> f32 {
     1.0
+}
+
+/// An evasion attack: the fast gradient sign method (Goodfellow et al., 2015) or projected
+/// gradient descent (Madry et al., 2018).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttackMethod {
+    /// One step of size ε along the gradient's sign (L∞) or direction (L2).
+    Fgsm,
+    /// Several smaller steps, each projected back into the ε-ball, from a random start.
+    Pgd,
+}
+
+/// The norm that bounds a perturbation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Norm {
+    /// Every value moves by at most ε.
+    #[default]
+    Linf,
+    /// The perturbation's Euclidean length is at most ε.
+    L2,
+}
+
+/// Adversarial training (Madry et al., 2018): a share of every training batch is replaced by
+/// adversarial examples made against the current weights, with the true labels kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarialTraining {
+    pub method: AttackMethod,
+    /// Radius of the perturbation, in the units of the preprocessed input.
+    pub eps: f32,
+    #[serde(default)]
+    pub norm: Norm,
+    /// PGD iterations (7 when absent); FGSM takes one step of ε.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// PGD step size (2.5 ε / steps when absent).
+    #[serde(default)]
+    pub step_size: Option<f32>,
+    /// Share of each batch replaced by adversarial examples, in (0, 1].
+    #[serde(default = "half")]
+    pub share: f32,
+    /// PGD starts from a random point of the ε-ball.
+    #[serde(default = "yes")]
+    pub random_start: bool,
+}
+
+fn half() -> f32 {
+    0.5
+}
+
+impl AdversarialTraining {
+    /// PGD iterations per batch (1 for FGSM).
+    pub fn iterations(&self) -> usize {
+        match self.method {
+            AttackMethod::Fgsm => 1,
+            AttackMethod::Pgd => self.steps.unwrap_or(7),
+        }
+    }
 }
 
 /// The network.
@@ -666,6 +728,54 @@ impl ExperimentSpec {
                 return fail("augment", "probability must be in [0, 1] and noise non-negative".into());
             }
         }
+        if let Some(a) = &self.adversarial {
+            let fail_adv = |field: &str, msg: String| {
+                let (line, col) = locate_after(text, "adversarial", field);
+                Err(Error::Spec {
+                    path: origin.to_path_buf(),
+                    line,
+                    col,
+                    msg: format!("field `adversarial.{field}`: {msg}"),
+                })
+            };
+            if text_data {
+                return fail(
+                    "adversarial",
+                    "adversarial training perturbs numeric inputs, and a text model takes token ids \
+                     (`vigil attack` attacks text models in their embedding space)"
+                        .into(),
+                );
+            }
+            if !(a.eps.is_finite() && a.eps > 0.0) {
+                return fail_adv(
+                    "eps",
+                    format!("{} must be a positive number (the perturbation's radius)", a.eps),
+                );
+            }
+            if !(a.share > 0.0 && a.share <= 1.0) {
+                return fail_adv(
+                    "share",
+                    format!("{} must be in (0, 1]: the share of each batch attacked", a.share),
+                );
+            }
+            match (a.method, a.steps) {
+                (AttackMethod::Fgsm, Some(s)) if s != 1 => {
+                    return fail_adv(
+                        "steps",
+                        format!("FGSM takes one step of eps, not {s}; use Pgd for more"),
+                    );
+                }
+                (AttackMethod::Pgd, Some(s)) if s == 0 || s > 1000 => {
+                    return fail_adv("steps", format!("{s} must be between 1 and 1000"));
+                }
+                _ => {}
+            }
+            if let Some(s) = a.step_size
+                && !(s.is_finite() && s > 0.0)
+            {
+                return fail_adv("step_size", format!("{s} must be a positive number"));
+            }
+        }
         if let DataSource::Waveforms { samples, length, .. } = self.data.source
             && (samples < 40 || length < 8)
         {
@@ -802,6 +912,20 @@ fn locate(text: &str, field: &str) -> (usize, usize) {
     (1, 1)
 }
 
+/// Like [`locate`], but for a field written after `anchor` (a field of a nested struct whose
+/// name another struct also uses, such as `eps`); at the anchor when the field is not written.
+fn locate_after(text: &str, anchor: &str, field: &str) -> (usize, usize) {
+    let (line, col) = locate(text, anchor);
+    if (line, col) == (1, 1) && !text.starts_with(anchor) {
+        return (1, 1);
+    }
+    let rest: String = text.lines().skip(line - 1).collect::<Vec<_>>().join("\n");
+    match locate(&rest, field) {
+        (1, 1) if !rest.trim_start().starts_with(field) => (line, col),
+        (l, c) => (line + l - 1, c),
+    }
+}
+
 /// A spec shipped inside the binary.
 pub struct BuiltinSpec {
     pub file: &'static str,
@@ -811,6 +935,7 @@ pub struct BuiltinSpec {
 /// The specs in `models/`, embedded so that `vigil` works from any directory.
 pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
     BuiltinSpec { file: "digits-mlp.ron", text: include_str!("../../models/digits-mlp.ron") },
+    BuiltinSpec { file: "digits-mlp-pgd.ron", text: include_str!("../../models/digits-mlp-pgd.ron") },
     BuiltinSpec { file: "digits-cnn.ron", text: include_str!("../../models/digits-cnn.ron") },
     BuiltinSpec { file: "digits-logreg.ron", text: include_str!("../../models/digits-logreg.ron") },
     BuiltinSpec { file: "waves-lstm.ron", text: include_str!("../../models/waves-lstm.ron") },

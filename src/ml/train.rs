@@ -467,6 +467,18 @@ impl<'a> Trainer<'a> {
                     chunk.len(),
                     &device,
                 )?;
+                // Adversarial training: part of the batch becomes attacks on the current weights.
+                let x = match &spec.adversarial {
+                    Some(adv) => crate::ml::attack::adversarial_batch(
+                        &self.net,
+                        &x,
+                        &y,
+                        adv,
+                        &self.data.pipeline,
+                        &mut rng,
+                    )?,
+                    None => x,
+                };
                 let logits = self.net.forward(&x, Some(&mut rng))?;
                 let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
                 let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -712,6 +724,8 @@ impl<'a> Trainer<'a> {
             &run.file("privacy.json"),
             &serde_json::json!({ "membership": membership }),
         )?;
+        // The input detector the service flags unusual inputs with, calibrated on validation.
+        crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
         run.log(
             "privacy",
             format!(

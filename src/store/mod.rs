@@ -675,9 +675,12 @@ impl RunDir {
                     .to_string_lossy()
                     .replace('\\', "/");
                 // The control file is a mailbox, not part of what was trained; the signature
-                // signs the manifest, so it cannot be in it.
+                // signs the manifest, so it cannot be in it. Saved attacks are analyses redone at
+                // will, with their own hashes in attacks/index.json: a signed run stays
+                // verifiable after `vigil attack`.
                 if matches!(rel.as_str(), "manifest.json" | "control" | "signature.json")
                     || rel.ends_with(".tmp")
+                    || rel.starts_with("attacks/")
                 {
                     continue;
                 }

@@ -13,7 +13,7 @@ use super::filter::{Candidate, Filter};
 use super::form::RunForm;
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
-use crate::engine::explain::{ExplainCommand, ExplainEvent, ExplainResult, ExplainSet};
+use crate::engine::explain::{AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet};
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::system::SystemSample;
 use crate::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
@@ -267,11 +267,23 @@ pub struct ExplainState {
     /// A request is on its way to the engine.
     pub pending: bool,
     pub error: Option<String>,
+    /// The adversarial examples saved with the run (`vigil attack`), one per curve and ε.
+    pub attacks: Vec<AttackChoice>,
+    /// Index into `attacks` of the one shown.
+    pub attack: usize,
+    /// Show the example beside its adversarial version instead of alone.
+    pub adversarial: bool,
+    pub adversarial_result: Option<AdversarialResult>,
 }
 
 impl ExplainState {
     pub fn method_name(&self) -> &'static str {
         crate::ml::explain::METHOD_NAMES[self.method % crate::ml::explain::METHOD_NAMES.len()]
+    }
+
+    /// The saved attack shown when `adversarial` is on.
+    pub fn current_attack(&self) -> Option<&AttackChoice> {
+        self.attacks.get(self.attack % self.attacks.len().max(1))
     }
 
     /// Test examples the navigation visits, in order.
@@ -806,6 +818,9 @@ impl App {
                 self.open_explain()
             }
             Action::NextMistake => self.next_mistake(),
+            Action::ToggleAdversarial if self.view == View::Explain => self.toggle_adversarial(),
+            Action::NextAttack if self.view == View::Explain => self.next_attack(),
+            Action::ToggleAdversarial | Action::NextAttack => vec![],
             Action::CycleClass => self.cycle_class(),
             Action::Left | Action::Right if self.view == View::Explain => {
                 self.step_example(if action == Action::Left { -1 } else { 1 })
@@ -1076,6 +1091,16 @@ impl App {
     fn request_explanation(&mut self) -> Vec<Effect> {
         let Some(set) = &self.explain.set else { return vec![] };
         self.explain.pending = true;
+        if self.explain.adversarial
+            && let Some(attack) = self.explain.current_attack()
+        {
+            return vec![Effect::Explain(ExplainCommand::Adversarial {
+                run: set.run.clone(),
+                index: self.explain.index,
+                method: self.explain.method_name().into(),
+                attack: attack.clone(),
+            })];
+        }
         vec![Effect::Explain(ExplainCommand::Explain {
             run: set.run.clone(),
             index: self.explain.index,
@@ -1128,8 +1153,50 @@ impl App {
         }
     }
 
+    /// Shows the example beside its adversarial version, or alone again.
+    fn toggle_adversarial(&mut self) -> Vec<Effect> {
+        let Some(set) = &self.explain.set else { return vec![] };
+        if self.explain.attacks.is_empty() {
+            let run = set.run.clone();
+            self.say(
+                Level::Warn,
+                format!("no adversarial examples saved for {run}: `vigil attack {run}` makes them"),
+            );
+            return vec![];
+        }
+        self.explain.adversarial = !self.explain.adversarial;
+        if self.explain.adversarial
+            && let Some(a) = self.explain.current_attack()
+        {
+            let text = format!("adversarial: {} (A: next attack)", a.describe());
+            self.say(Level::Info, text);
+        }
+        self.request_explanation()
+    }
+
+    /// The next saved attack (curve and ε).
+    fn next_attack(&mut self) -> Vec<Effect> {
+        if self.explain.attacks.is_empty() {
+            return self.toggle_adversarial();
+        }
+        self.explain.attack = (self.explain.attack + 1) % self.explain.attacks.len();
+        self.explain.adversarial = true;
+        self.request_explanation()
+    }
+
     fn explained(&mut self, e: ExplainEvent) {
         match e {
+            ExplainEvent::Attacks { run, attacks } => {
+                if self.explain.set.as_ref().is_some_and(|s| s.run == run) {
+                    self.explain.attacks = attacks;
+                    self.explain.attack = 0;
+                }
+            }
+            ExplainEvent::ExplainedAdversarial(r) => {
+                self.explain.pending = false;
+                self.explain.error = None;
+                self.explain.adversarial_result = Some(*r);
+            }
             ExplainEvent::Opened(set) => {
                 self.explain.set = Some(*set);
                 self.explain.error = None;

@@ -41,6 +41,10 @@ pub enum Action {
     NextMistake,
     /// Explain: show only examples of the next class
     CycleClass,
+    /// Explain: the example beside its adversarial version, or alone
+    ToggleAdversarial,
+    /// Explain: the next saved attack (method and ε) to show
+    NextAttack,
     /// Move up
     Up,
     /// Move down

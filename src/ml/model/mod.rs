@@ -376,6 +376,64 @@ impl Network {
         }
         Ok(())
     }
+
+    /// What the output layer sees, `(B, width)`, in evaluation mode: the last hidden layer's
+    /// activations (MLP, CNN, text), a recurrent classifier's last state, or the flattened input
+    /// of a softmax regression. The input detector of [`crate::ml::attack`] models these
+    /// features. It mirrors [`Self::forward`] without the output layer (a test checks that the
+    /// output layer applied to it gives the logits).
+    pub fn penultimate(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.arch {
+            Arch::Mlp { layers, act, .. } => {
+                let mut h = x.flatten_from(1)?;
+                for layer in &layers[..layers.len() - 1] {
+                    h = layer.forward_activated(&h, *act)?;
+                }
+                Ok(h)
+            }
+            Arch::Cnn { convs, dense, act, .. } => {
+                let mut h = x.clone();
+                for conv in convs {
+                    h = conv.forward_pooled(&h, *act)?;
+                }
+                // As in `forward_dense`, the first dense layer flattens the feature maps itself.
+                for layer in dense {
+                    h = layer.forward_activated(&h, *act)?;
+                }
+                Ok(h.flatten_from(1)?)
+            }
+            Arch::Rnn { layers, .. } => {
+                let mut h = x.clone();
+                for layer in layers {
+                    h = layer.forward(&h)?;
+                }
+                let t = h.dim(1)?;
+                Ok(h.narrow(1, t - 1, 1)?.squeeze(1)?)
+            }
+            Arch::Text { encoder, dense, act, .. } => {
+                let emb = self.embed(x)?;
+                let mask = token_mask(x)?;
+                let mut h = match encoder {
+                    None => masked_mean(&emb, &mask)?,
+                    Some(rnn) => {
+                        let states = rnn.forward(&emb)?;
+                        let lengths =
+                            mask.sum(1)?.clamp(1.0, f64::MAX)?.affine(1.0, -1.0)?.to_dtype(DType::U32)?;
+                        let idx = lengths
+                            .unsqueeze(1)?
+                            .unsqueeze(2)?
+                            .broadcast_as((states.dim(0)?, 1, states.dim(2)?))?
+                            .contiguous()?;
+                        states.gather(&idx, 1)?.squeeze(1)?
+                    }
+                };
+                for layer in dense {
+                    h = layer.forward_activated(&h, *act)?;
+                }
+                Ok(h)
+            }
+        }
+    }
 }
 
 /// The layer a parameter belongs to: `layers.0.weight` -> `layers.0`, `rnn.weight_ih_l1` ->

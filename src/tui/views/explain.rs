@@ -18,23 +18,23 @@ use crate::tui::app::App;
 use crate::tui::theme::adapt;
 
 /// Intensity without colour, dark to bright.
-const RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
+pub(super) const RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
 
 fn rgb(c: colorous::Color) -> Color {
     Color::Rgb(c.r, c.g, c.b)
 }
 
-fn attribution_color(app: &App, v: f32, max: f32) -> Color {
+pub(super) fn attribution_color(app: &App, v: f32, max: f32) -> Color {
     adapt(rgb(picture::diverging(v, max)), app.theme.depth)
 }
 
-fn grey(app: &App, t: f32) -> Color {
+pub(super) fn grey(app: &App, t: f32) -> Color {
     let g = (t.clamp(0.0, 1.0) * 255.0).round() as u8;
     adapt(Color::Rgb(g, g, g), app.theme.depth)
 }
 
 /// The sign and size of an attribution as one character, for terminals without colour.
-fn signed_glyph(v: f32, max: f32) -> char {
+pub(super) fn signed_glyph(v: f32, max: f32) -> char {
     let t = if max > 0.0 { (v / max).clamp(-1.0, 1.0) } else { 0.0 };
     match (t >= 0.0, t.abs()) {
         (_, a) if a < 0.1 => ' ',
@@ -90,16 +90,36 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
     let mistakes = set.examples.iter().filter(|e| e.label != e.predicted).count();
     spans.push(Span::styled(format!("  {mistakes} misclassified"), t.muted()));
+    if ex.adversarial
+        && let Some(a) = ex.current_attack()
+    {
+        spans.push(Span::styled(format!("  vs {}", a.describe()), t.warn()));
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), head);
 
     let status = match (&ex.error, ex.pending) {
         (Some(err), _) => Span::styled(err.clone(), t.error()),
         (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
+        (None, false) if !ex.attacks.is_empty() => Span::styled(
+            "←→ example · m method · f misclassified · F class · a adversarial · A next attack",
+            t.muted(),
+        ),
         (None, false) => {
             Span::styled("←→ example · m method · f next misclassified · F class filter", t.muted())
         }
     };
     f.render_widget(Paragraph::new(Line::from(status)), foot);
+
+    if ex.adversarial {
+        match ex.adversarial_result.as_ref().filter(|r| r.run == set.run) {
+            Some(r) => super::adversarial::draw(f, app, r, &set.classes, body),
+            None => f.render_widget(
+                Paragraph::new(Span::styled("computing…", t.muted())).block(panel(app, "Explain")),
+                body,
+            ),
+        }
+        return;
+    }
 
     let Some(r) = ex.result.as_ref().filter(|r| r.run == set.run) else {
         f.render_widget(
@@ -121,7 +141,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-fn max_abs(v: &[f32]) -> f32 {
+pub(super) fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
@@ -177,7 +197,7 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
 
 /// Draws an image (channel mean) into `area` at an integer scale: half-block cells with colour,
 /// two characters per pixel with the ASCII ramp without.
-fn image_cells(
+pub(super) fn image_cells(
     app: &App,
     values: &[f32],
     h: usize,
@@ -217,7 +237,7 @@ fn image_cells(
     }
 }
 
-fn channel_mean(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+pub(super) fn channel_mean(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     (0..h * w).map(|p| (0..c).map(|ch| v[ch * h * w + p]).sum::<f32>() / c as f32).collect()
 }
 
@@ -253,7 +273,7 @@ fn draw_image(f: &mut Frame, app: &App, r: &ExplainResult, c: usize, h: usize, w
     image_cells(app, &attr, h, w, inner, &|v| (attribution_color(app, v, max), signed_glyph(v, max)), f);
 }
 
-fn draw_sequence(f: &mut Frame, app: &App, r: &ExplainResult, steps: usize, features: usize, area: Rect) {
+pub(super) fn draw_sequence(f: &mut Frame, app: &App, r: &ExplainResult, steps: usize, features: usize, area: Rect) {
     let e = &r.explanation;
     let ExplainedInput::Dense(input) = &e.input else { return };
     let [signal, strip] = Layout::vertical([Constraint::Min(4), Constraint::Length(4)]).areas(area);
@@ -303,7 +323,7 @@ fn draw_sequence(f: &mut Frame, app: &App, r: &ExplainResult, steps: usize, feat
     }
 }
 
-fn draw_text(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
+pub(super) fn draw_text(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
     let e = &r.explanation;
     let ExplainedInput::Tokens { ids, words } = &e.input else { return };
     let max = max_abs(&e.attributions);
@@ -350,7 +370,7 @@ fn draw_text(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
     );
 }
 
-fn draw_tabular(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
+pub(super) fn draw_tabular(f: &mut Frame, app: &App, r: &ExplainResult, area: Rect) {
     let e = &r.explanation;
     let max = max_abs(&e.attributions);
     let rows = area.height.saturating_sub(2) as usize;

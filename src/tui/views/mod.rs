@@ -2,6 +2,7 @@
 //! with hints, the status line or the input being typed) and the overlays (help, forms,
 //! confirmations). Views take `&App` and never change it.
 
+mod adversarial;
 mod compare;
 mod detail;
 mod explain;
@@ -160,6 +161,12 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::ExportCsv), "csv"),
         ]),
         View::Logs => items.extend([(k(Action::Up), "scroll"), (k(Action::Bottom), "follow")]),
+        View::Explain if !app.explain.attacks.is_empty() => items.extend([
+            (k(Action::ToggleAdversarial), "adversarial"),
+            (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
+            (k(Action::NextAttack), "next attack"),
+            (k(Action::NextMetric), "method"),
+        ]),
         View::Explain => items.extend([
             (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
             (k(Action::NextMetric), "method"),

@@ -1,0 +1,382 @@
+//! The input detector: a score of how unlike the training data an input looks to the network,
+//! and a threshold calibrated so that 1% of the validation split is flagged. Two scores:
+//!
+//! - Mahalanobis (Lee et al., 2018), the default: class-conditional Gaussians with one shared
+//!   covariance over a layer's features; a layer's distance is the smallest squared Mahalanobis
+//!   distance to a class mean. Two layers are modelled, the input itself (when it is numeric
+//!   and not too wide) and the penultimate layer ([`Network::penultimate`]); each distance is
+//!   standardised by its median and spread on the validation split and the score is the larger
+//!   of the two (Lee et al. combine layers too; they weight them with a classifier trained on
+//!   adversarial examples, which an operator does not have before an attack). The Gaussians
+//!   are fitted on the training split and the threshold on the validation split, so that the
+//!   threshold is set on data the fit has not seen.
+//! - Energy (Liu et al., 2020): `-logsumexp(logits)`; needs no fit, only the threshold.
+//!
+//! A detector is fitted at the end of every training run and stored as `detector.json` in the
+//! run's folder; the service flags inputs that score above the threshold. Nothing here reads or
+//! writes files but [`fit_for_run`] and [`load`].
+
+use candle_core::{D, DType, Device, Tensor};
+use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ml::data::preprocess::{Prepared, PreparedData};
+use crate::ml::model::Network;
+use crate::store::{RunDir, read_json, write_json};
+
+/// The false-positive rate a detector is calibrated to on the validation split.
+pub const TARGET_FPR: f64 = 0.01;
+
+/// Examples scored at once.
+const BATCH: usize = 512;
+
+/// Which score a detector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Smallest Mahalanobis distance of the penultimate features to a class mean.
+    Mahalanobis,
+    /// Negative log-sum-exp of the logits.
+    Energy,
+}
+
+impl DetectorKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DetectorKind::Mahalanobis => "mahalanobis",
+            DetectorKind::Energy => "energy",
+        }
+    }
+}
+
+/// One layer's class-conditional Gaussians: class means and the inverse of their shared
+/// covariance, and the spread of the layer's distances on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaussianLayer {
+    /// `input` (the preprocessed input, flattened) or `penultimate`.
+    pub layer: String,
+    pub features: usize,
+    /// The class means fitted on the training split (classes × features).
+    pub means: Vec<Vec<f32>>,
+    /// The inverse of the shared covariance plus `ridge` times the identity, row-major.
+    pub precision: Vec<f32>,
+    /// Added to the covariance's diagonal: 1e-3 of its mean variance, so that values that never
+    /// change (dead ReLUs, background pixels) do not make it singular.
+    pub ridge: f64,
+    /// Median and robust spread (1.4826 × the median absolute deviation) of the layer's
+    /// distances on the validation split: the layers' distances are compared in these units.
+    pub median: f64,
+    pub spread: f64,
+}
+
+/// Inputs wider than this are not modelled at the input layer (the covariance would have
+/// width² entries); the penultimate layer still is.
+const MAX_INPUT_FEATURES: usize = 512;
+
+/// A fitted detector: flag an input when its score exceeds `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detector {
+    pub kind: DetectorKind,
+    pub threshold: f64,
+    /// The false-positive rate asked for on the validation split.
+    pub target_fpr: f64,
+    /// The share of the validation split flagged (at most the target).
+    pub validation_fpr: f64,
+    pub validation_examples: usize,
+    /// The share of the test split flagged, measured when the detector was fitted.
+    #[serde(default)]
+    pub test_fpr: Option<f64>,
+    /// Mahalanobis: the layers modelled (the input when it is numeric and at most 512 values
+    /// wide, and the penultimate layer). The score is the largest of their distances, each
+    /// standardised by its median and spread on the validation split.
+    #[serde(default)]
+    pub layers: Vec<GaussianLayer>,
+}
+
+/// Features of a layer for a batch, `(B, width)`.
+fn layer_features(net: &Network, layer: &str, x: &Tensor) -> Result<Tensor> {
+    Ok(match layer {
+        "input" => x.to_dtype(DType::F32)?.flatten_from(1)?,
+        _ => net.penultimate(x)?.to_dtype(DType::F32)?,
+    })
+}
+
+/// Features (or logits) of a split, `(n, width)` on the host.
+fn rows(net: &Network, data: &Prepared, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<(Vec<f32>, usize)> {
+    let n = data.labels.len();
+    let mut out = Vec::new();
+    let mut width = 0;
+    let idx: Vec<usize> = (0..n).collect();
+    for c in idx.chunks(BATCH) {
+        let x = data.features.batch(c, net.device())?;
+        let h = f(&x)?;
+        width = h.dim(1)?;
+        out.extend(h.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok((out, width))
+}
+
+/// The `q` quantile of `values` with linear interpolation between order statistics (NumPy's
+/// default).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// The threshold for a false-positive rate `fpr` from benign `scores` (inputs scoring strictly
+/// above it are flagged): the ⌈(1 − fpr)(n + 1)⌉-th smallest score, the conformal quantile, so
+/// that a new benign input, exchangeable with these, is flagged with probability at most
+/// `fpr`. (The plain empirical quantile flags `fpr` of the calibration scores and about
+/// `fpr` + 1/n of new ones.)
+pub fn calibrate(scores: &[f64], fpr: f64) -> f64 {
+    let mut v: Vec<f64> = scores.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let rank = ((1.0 - fpr) * (n + 1) as f64).ceil() as usize;
+    if rank == 0 || rank > n {
+        // Too few scores for this rate: flag nothing rather than a guessed share.
+        return f64::INFINITY;
+    }
+    v[rank - 1]
+}
+
+impl GaussianLayer {
+    fn fit(net: &Network, layer: &str, train: &Prepared) -> Result<Self> {
+        let (h, width) = rows(net, train, &|x| layer_features(net, layer, x))?;
+        let n = train.labels.len();
+        if n < 2 || width == 0 {
+            return Err(Error::Invalid("the training split is too small to fit the detector".into()));
+        }
+        let classes = net.classes;
+        let mut sums = vec![vec![0f64; width]; classes];
+        let mut counts = vec![0usize; classes];
+        for (i, &y) in train.labels.iter().enumerate() {
+            counts[y as usize] += 1;
+            for (s, v) in sums[y as usize].iter_mut().zip(&h[i * width..(i + 1) * width]) {
+                *s += *v as f64;
+            }
+        }
+        let means: Vec<Vec<f64>> = sums
+            .iter()
+            .zip(&counts)
+            .map(|(s, &c)| s.iter().map(|v| if c > 0 { v / c as f64 } else { 0.0 }).collect())
+            .collect();
+        let centred =
+            DMatrix::from_fn(n, width, |i, j| h[i * width + j] as f64 - means[train.labels[i] as usize][j]);
+        let mut cov = centred.transpose() * &centred / n as f64;
+        let ridge = 1e-3 * cov.trace() / width as f64 + 1e-12;
+        for j in 0..width {
+            cov[(j, j)] += ridge;
+        }
+        let precision = cov
+            .cholesky()
+            .ok_or_else(|| Error::Invalid("the features' covariance is not positive definite".into()))?
+            .inverse();
+        Ok(GaussianLayer {
+            layer: layer.into(),
+            features: width,
+            means: means.iter().map(|m| m.iter().map(|v| *v as f32).collect()).collect(),
+            // Symmetric, so nalgebra's column-major order is also row-major.
+            precision: precision.iter().map(|v| *v as f32).collect(),
+            ridge,
+            median: 0.0,
+            spread: 1.0,
+        })
+    }
+
+    /// The log of [`Self::distances`]: squared distances are skewed like a χ², their logs
+    /// nearly symmetric, which is what a median and a MAD describe well.
+    fn log_distances(&self, net: &Network, x: &Tensor) -> Result<Tensor> {
+        Ok(self.distances(net, x)?.affine(1.0, 1e-6)?.log()?)
+    }
+
+    /// Squared Mahalanobis distance to the nearest class mean, per input.
+    fn distances(&self, net: &Network, x: &Tensor) -> Result<Tensor> {
+        let h = layer_features(net, &self.layer, x)?;
+        if h.dim(1)? != self.features {
+            return Err(Error::Invalid(format!(
+                "the detector's {} layer was fitted on {} features, the network gives {}",
+                self.layer,
+                self.features,
+                h.dim(1)?
+            )));
+        }
+        let device: &Device = h.device();
+        let p = Tensor::from_slice(&self.precision, (self.features, self.features), device)?;
+        let mut best: Option<Tensor> = None;
+        for m in &self.means {
+            let diff = h.broadcast_sub(&Tensor::from_slice(m, (1, self.features), device)?)?;
+            let q = diff.matmul(&p)?.mul(&diff)?.sum(1)?;
+            best = Some(match best {
+                Some(b) => b.minimum(&q)?,
+                None => q,
+            });
+        }
+        best.ok_or_else(|| Error::Invalid("the detector has no class means".into()))
+    }
+}
+
+impl Detector {
+    /// Fits a detector: the Gaussians (Mahalanobis) on `train`, the layers' spreads and the
+    /// threshold on `validation`, flagging at most `target_fpr` of it.
+    pub fn fit(
+        net: &Network,
+        train: &Prepared,
+        validation: &Prepared,
+        kind: DetectorKind,
+        target_fpr: f64,
+    ) -> Result<Detector> {
+        if !(target_fpr > 0.0 && target_fpr < 1.0) {
+            return Err(Error::Invalid(format!("a false-positive rate of {target_fpr} is not in (0, 1)")));
+        }
+        if validation.labels.is_empty() {
+            return Err(Error::Invalid("the validation split is empty: nothing to calibrate on".into()));
+        }
+        let mut d = Detector {
+            kind,
+            threshold: 0.0,
+            target_fpr,
+            validation_fpr: 0.0,
+            validation_examples: validation.labels.len(),
+            test_fpr: None,
+            layers: vec![],
+        };
+        if kind == DetectorKind::Mahalanobis {
+            if !net.takes_tokens() && net.input.numel() <= MAX_INPUT_FEATURES {
+                d.layers.push(GaussianLayer::fit(net, "input", train)?);
+            }
+            d.layers.push(GaussianLayer::fit(net, "penultimate", train)?);
+            for i in 0..d.layers.len() {
+                let layer = d.layers[i].clone();
+                let raw =
+                    split_values(net, validation, &|x| Ok(layer.log_distances(net, x)?.to_vec1::<f32>()?))?;
+                let median = quantile(&raw, 0.5);
+                let dev: Vec<f64> = raw.iter().map(|v| (v - median).abs()).collect();
+                d.layers[i].median = median;
+                d.layers[i].spread = (1.4826 * quantile(&dev, 0.5)).max(1e-12);
+            }
+        }
+        let scores = split_values(net, validation, &|x| d.scores(net, x))?;
+        d.threshold = calibrate(&scores, target_fpr);
+        d.validation_fpr = scores.iter().filter(|s| **s > d.threshold).count() as f64 / scores.len() as f64;
+        Ok(d)
+    }
+
+    /// The score of each input of a batch (as the network takes it); higher is stranger.
+    pub fn scores(&self, net: &Network, x: &Tensor) -> Result<Vec<f32>> {
+        match self.kind {
+            DetectorKind::Energy => {
+                let logits = net.forward(x, None)?;
+                Ok(logits.log_sum_exp(D::Minus1)?.neg()?.to_vec1::<f32>()?)
+            }
+            DetectorKind::Mahalanobis => {
+                let mut best: Option<Tensor> = None;
+                for l in &self.layers {
+                    let z = l.log_distances(net, x)?.affine(1.0 / l.spread, -l.median / l.spread)?;
+                    best = Some(match best {
+                        Some(b) => b.maximum(&z)?,
+                        None => z,
+                    });
+                }
+                let best = best.ok_or_else(|| Error::Invalid("the detector models no layer".into()))?;
+                Ok(best.to_vec1::<f32>()?)
+            }
+        }
+    }
+
+    /// Whether each input of a batch is flagged.
+    pub fn flags(&self, net: &Network, x: &Tensor) -> Result<Vec<bool>> {
+        Ok(self.scores(net, x)?.into_iter().map(|s| s as f64 > self.threshold).collect())
+    }
+
+    /// The share of a split flagged.
+    pub fn flag_rate(&self, net: &Network, data: &Prepared) -> Result<f64> {
+        let s = split_values(net, data, &|x| self.scores(net, x))?;
+        Ok(s.iter().filter(|v| **v > self.threshold).count() as f64 / s.len().max(1) as f64)
+    }
+
+    /// What the score is, in words.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            DetectorKind::Energy => "energy score".into(),
+            DetectorKind::Mahalanobis => format!(
+                "Mahalanobis distance on the {} layer{}",
+                self.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>().join(" and "),
+                if self.layers.len() > 1 { "s" } else { "" }
+            ),
+        }
+    }
+
+    /// One line for logs: the score, the threshold and the false-positive rates.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "input detector ({}): threshold {:.4} flags {:.2}% of the validation split (target {:.0}%)",
+            self.describe(),
+            self.threshold,
+            100.0 * self.validation_fpr,
+            100.0 * self.target_fpr
+        );
+        if let Some(t) = self.test_fpr {
+            s.push_str(&format!(" and {:.2}% of the test split", 100.0 * t));
+        }
+        s
+    }
+}
+
+/// A per-input value over a whole split, in batches.
+fn split_values(net: &Network, data: &Prepared, f: &dyn Fn(&Tensor) -> Result<Vec<f32>>) -> Result<Vec<f64>> {
+    let n = data.labels.len();
+    let idx: Vec<usize> = (0..n).collect();
+    let mut out = Vec::with_capacity(n);
+    for c in idx.chunks(BATCH) {
+        let x = data.features.batch(c, net.device())?;
+        out.extend(f(&x)?.into_iter().map(|v| v as f64));
+    }
+    Ok(out)
+}
+
+/// Where a run keeps its detector.
+pub const FILE: &str = "detector.json";
+
+/// The run's detector, if it has one.
+pub fn load(run: &RunDir) -> Result<Option<Detector>> {
+    let path = run.file(FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(&path).map(Some)
+}
+
+/// Fits the default detector (Mahalanobis, 1% on validation) for a trained network, measures
+/// its false-positive rate on the test split, writes it to the run and logs it. The caller
+/// refreshes the manifest.
+pub fn fit_for_run(run: &RunDir, net: &Network, data: &PreparedData) -> Result<Detector> {
+    let mut d = Detector::fit(net, &data.train, &data.validation, DetectorKind::Mahalanobis, TARGET_FPR)?;
+    d.test_fpr = Some(d.flag_rate(net, &data.test)?);
+    write_json(&run.file(FILE), &d)?;
+    run.log("detector", d.summary())?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        // numpy.quantile([3, 1, 4, 1, 5, 9, 2, 6], [0, 0.5, 0.99, 1]) = [1, 3.5, 8.79, 9]
+        let v = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0];
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert!((quantile(&v, 0.5) - 3.5).abs() < 1e-12);
+        assert!((quantile(&v, 0.99) - 8.79).abs() < 1e-9);
+        assert_eq!(quantile(&v, 1.0), 9.0);
+    }
+}
