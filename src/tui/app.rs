@@ -13,7 +13,9 @@ use super::filter::{Candidate, Filter};
 use super::form::RunForm;
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
-use crate::engine::explain::{AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet};
+use crate::engine::explain::{
+    AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet,
+};
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::system::SystemSample;
 use crate::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};

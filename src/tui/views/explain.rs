@@ -273,7 +273,14 @@ fn draw_image(f: &mut Frame, app: &App, r: &ExplainResult, c: usize, h: usize, w
     image_cells(app, &attr, h, w, inner, &|v| (attribution_color(app, v, max), signed_glyph(v, max)), f);
 }
 
-pub(super) fn draw_sequence(f: &mut Frame, app: &App, r: &ExplainResult, steps: usize, features: usize, area: Rect) {
+pub(super) fn draw_sequence(
+    f: &mut Frame,
+    app: &App,
+    r: &ExplainResult,
+    steps: usize,
+    features: usize,
+    area: Rect,
+) {
     let e = &r.explanation;
     let ExplainedInput::Dense(input) = &e.input else { return };
     let [signal, strip] = Layout::vertical([Constraint::Min(4), Constraint::Length(4)]).areas(area);
