@@ -14,7 +14,8 @@
 //! - [`detector`]: an input detector (Mahalanobis distance on the penultimate layer, or the energy
 //!   score) whose threshold is calibrated to 1% false positives on the validation split.
 //! - [`adversarial_batch`]: the hook of adversarial training in the training loop.
-//! - [`shapiro`] and [`prada`]: the Shapiro–Wilk test and the PRADA extraction detector.
+//! - [`shapiro`] and [`prada`]: the Shapiro–Wilk test and the PRADA extraction detector;
+//!   [`extraction`]: the thief PRADA is meant to catch, and the benign clients it must not.
 //!
 //! Everything here works through the public [`Network`] API (`forward`, `embed`,
 //! `forward_embedded`, `penultimate`) and candle's autograd with respect to inputs; it must not
@@ -22,6 +23,7 @@
 
 pub mod curve;
 pub mod detector;
+pub mod extraction;
 pub mod prada;
 pub mod shapiro;
 
