@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use vigil::error::Result;
-use vigil::ml::attack::extraction::{Answer, Oracle, ThiefConfig, benign_queries, steal};
+use vigil::ml::attack::extraction::{Answer, Judge, Oracle, ThiefConfig, benign_queries, steal};
 use vigil::ml::attack::prada::{Prada, PradaConfig};
 use vigil::ml::data::preprocess::{Pipeline, PreparedData};
 use vigil::ml::data::{RawInputs, load};
@@ -102,7 +102,9 @@ fn the_thief_is_caught_early_the_benign_client_never_and_agreement_grows() {
             seen: 0,
         };
         let cfg = ThiefConfig::default();
-        let points = steal(&mut o, &seeds, shape, 10, &test, &victim, &cfg, |_| {}).unwrap();
+        let points =
+            steal(&mut o, &seeds, shape, 10, Judge { inputs: &test, victim_labels: &victim }, &cfg, |_| {})
+                .unwrap();
         let raised = o.raised_at;
         eprintln!("thief ({name}): alarm at {raised:?}, W {:?}, agreement {points:?}", prada.w());
         assert!(raised.is_some_and(|q| q <= 300), "{name}: alarm at {raised:?}");

@@ -194,6 +194,13 @@ impl Substitute {
     }
 }
 
+/// Where the thief's success is measured: raw test inputs and the victim's labels for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge<'a> {
+    pub inputs: &'a [Vec<f32>],
+    pub victim_labels: &'a [u32],
+}
+
 /// Steals a model: the substitute's agreement with `victim_labels` on `test` after each of the
 /// config's checkpoints. `seeds` are the thief's natural inputs (raw); every query stays inside
 /// the range of values the seeds span.
@@ -202,8 +209,7 @@ pub fn steal(
     seeds: &[Vec<f32>],
     shape: &InputShape,
     classes: usize,
-    test: &[Vec<f32>],
-    victim_labels: &[u32],
+    judge: Judge<'_>,
     config: &ThiefConfig,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<AgreementPoint>> {
@@ -257,6 +263,7 @@ pub fn steal(
         let steps = config.steps_per_round.max(config.epochs_per_round * x.len() / 64);
         sub.train(&x, &targets, steps, &mut rng)?;
         while next_checkpoint < checkpoints.len() && x.len() >= checkpoints[next_checkpoint] {
+            let (test, victim_labels) = (judge.inputs, judge.victim_labels);
             let preds = sub.predict(test)?;
             let agree = preds.iter().zip(victim_labels).filter(|(a, b)| a == b).count();
             points.push(AgreementPoint {
@@ -281,7 +288,7 @@ pub fn steal(
         // Papernot et al.'s periodic step size: the direction flips every `tau` rounds, so that
         // queries several generations from a seed oscillate around the seeds' manifold instead
         // of drifting to the edge of the value range.
-        let sign = if (round / config.tau.max(1)) % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if (round / config.tau.max(1)).is_multiple_of(2) { 1.0 } else { -1.0 };
         round += 1;
         let fresh: Vec<Vec<f32>> = parents
             .iter()
