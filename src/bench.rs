@@ -273,6 +273,7 @@ pub fn render_frames(
             test_accuracy: None,
             test_macro_f1: None,
             membership_advantage: None,
+            dp: None,
             duration_s: 1.0,
             samples_per_sec: None,
             failure: None,

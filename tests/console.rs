@@ -623,3 +623,25 @@ fn explain_view_snapshots_in_colour_and_without() {
         }
     }
 }
+
+#[test]
+fn a_private_run_shows_its_privacy_spent_beside_its_accuracy() {
+    let mut app = common::app();
+    for r in app.runs.values_mut() {
+        r.info.dp = Some(vigil::store::DpSpent {
+            epsilon: 2.9917,
+            delta: 1e-5,
+            sigma: 5.8,
+            clip_norm: 1.0,
+            sample_rate: 0.22,
+            steps: 300,
+        });
+    }
+    ch(&mut app, '3');
+    let s = text(&render(&mut app, 160, 48));
+    assert!(s.contains("DP ε 2.99 (δ 1e-5)"), "{s}");
+    // A run without DP shows nothing of it.
+    let mut app = common::app();
+    ch(&mut app, '3');
+    assert!(!text(&render(&mut app, 160, 48)).contains("DP ε"));
+}

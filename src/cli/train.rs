@@ -105,7 +105,14 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
         Outcome::Completed(test) => {
             println!("test split ({} examples), best checkpoint:", test.samples);
             output::print_evaluation(&test);
-            if let Some(adv) = run.info().ok().and_then(|i| i.membership_advantage) {
+            let info = run.info().ok();
+            if let Some(dp) = info.as_ref().and_then(|i| i.dp.as_ref()) {
+                println!(
+                    "differential privacy: (ε = {:.3}, δ = {:e}) spent over {} noisy steps (σ = {:.3}, clip {})",
+                    dp.epsilon, dp.delta, dp.steps, dp.sigma, dp.clip_norm
+                );
+            }
+            if let Some(adv) = info.and_then(|i| i.membership_advantage) {
                 println!(
                     "membership inference: attacker advantage {adv:.3} (loss threshold; 0 = no leak; privacy.json has more)"
                 );

@@ -91,11 +91,18 @@ impl Optimizer {
     /// Applies one update from the gradients of a backward pass. Parameters without a gradient
     /// (unused in this batch) are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_by(|p| grads.get(p).cloned())
+    }
+
+    /// [`Self::step`] with gradients from elsewhere than a backward pass (DP-SGD's privatised
+    /// ones): `grad` gives each parameter's gradient, or `None` to leave it alone.
+    pub fn step_by(&mut self, grad: impl Fn(&Tensor) -> Option<Tensor>) -> Result<()> {
         self.steps += 1;
         let t = self.steps as i32;
         let lr = self.lr;
         for ((_, var), slot) in self.vars.iter().zip(self.slots.iter_mut()) {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grad(var.as_tensor()) else { continue };
+            let g = &g;
             let p = var.as_tensor();
             if kernels::applies(&[p, g]) && p.is_contiguous() {
                 fused_step(&self.spec, p, g, slot, t, lr)?;

@@ -29,6 +29,10 @@ pub struct ExperimentSpec {
     /// weights (see [`crate::ml::attack`]). Left out of stored specs when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adversarial: Option<AdversarialTraining>,
+    /// Differentially private training (DP-SGD, Abadi et al., 2016). Left out of stored specs
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<DpSgd>,
     pub model: ModelSpec,
     #[serde(default)]
     pub init: Init,
@@ -237,6 +241,31 @@ pub struct AdversarialTraining {
     /// PGD starts from a random point of the ε-ball.
     #[serde(default = "yes")]
     pub random_start: bool,
+}
+
+/// DP-SGD as Opacus does it: each example's gradient is clipped to `clip_norm`, Gaussian noise
+/// of standard deviation `noise_multiplier × clip_norm` is added to their sum, and batches are
+/// drawn by Poisson sampling (each example independently, with probability batch / N), which is
+/// what the privacy accountant assumes. Give either the noise multiplier or a target ε, from
+/// which the noise multiplier is found for the spec's epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpSgd {
+    /// Largest L2 norm of one example's gradient (all parameters together).
+    pub clip_norm: f64,
+    /// σ: the noise's standard deviation in units of `clip_norm`.
+    #[serde(default)]
+    pub noise_multiplier: Option<f64>,
+    /// ε to spend over the spec's epochs; σ is computed from it.
+    #[serde(default)]
+    pub target_epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee; well below 1 / the number of training examples.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+}
+
+fn default_delta() -> f64 {
+    1e-5
 }
 
 fn half() -> f32 {
@@ -726,6 +755,52 @@ impl ExperimentSpec {
             }
             if !(0.0..=1.0).contains(&a.probability) || a.noise < 0.0 {
                 return fail("augment", "probability must be in [0, 1] and noise non-negative".into());
+            }
+        }
+        if let Some(dp) = &self.privacy {
+            let fail_dp = |field: &str, msg: String| {
+                let (line, col) = locate_after(text, "privacy", field);
+                Err(Error::Spec {
+                    path: origin.to_path_buf(),
+                    line,
+                    col,
+                    msg: format!("field `privacy.{field}`: {msg}"),
+                })
+            };
+            if self.adversarial.is_some() {
+                return fail(
+                    "privacy",
+                    "DP-SGD and adversarial training cannot be combined: the privacy accountant \
+                     does not cover examples made from the current weights"
+                        .into(),
+                );
+            }
+            if !(dp.clip_norm.is_finite() && dp.clip_norm > 0.0) {
+                return fail_dp(
+                    "clip_norm",
+                    format!(
+                        "{} must be a positive number (the largest per-example gradient norm)",
+                        dp.clip_norm
+                    ),
+                );
+            }
+            if !(dp.delta > 0.0 && dp.delta < 1.0) {
+                return fail_dp("delta", format!("{} must be in (0, 1)", dp.delta));
+            }
+            match (dp.noise_multiplier, dp.target_epsilon) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return fail(
+                        "privacy",
+                        "give exactly one of `noise_multiplier` and `target_epsilon`".into(),
+                    );
+                }
+                (Some(sigma), None) if !(sigma.is_finite() && sigma > 0.0) => {
+                    return fail_dp("noise_multiplier", format!("{sigma} must be a positive number"));
+                }
+                (None, Some(eps)) if !(eps.is_finite() && eps > 0.0) => {
+                    return fail_dp("target_epsilon", format!("{eps} must be a positive number"));
+                }
+                _ => {}
             }
         }
         if let Some(a) = &self.adversarial {

@@ -7,11 +7,12 @@
 //! epoch number, so the same spec and seed give the same metrics, and a resumed run the same
 //! metrics as one that was never interrupted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor, TensorId};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +24,7 @@ use crate::ml::data::{Features, augment};
 use crate::ml::metrics::Evaluation;
 use crate::ml::model::{Network, tensors_to_bytes};
 use crate::ml::optim::{Optimizer, scheduled_lr};
+use crate::ml::privacy::dpsgd::{DpPlan, private_gradients};
 use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
 use crate::store::{CheckpointEntry, MetricLine, ResumeState, RunDir, RunStatus, Which, now, sha256_hex};
 
@@ -307,6 +309,8 @@ struct Trainer<'a> {
     steps_per_epoch: u64,
     batch: usize,
     resumed: bool,
+    /// DP-SGD's settings, when the spec asks for private training.
+    dp: Option<DpPlan>,
 }
 
 impl<'a> Trainer<'a> {
@@ -350,6 +354,10 @@ impl<'a> Trainer<'a> {
         let n = data.train.labels.len();
         let batch = spec.batch.size(n).min(n.max(1));
         let steps_per_epoch = n.div_ceil(batch) as u64;
+        let dp = match &spec.privacy {
+            Some(p) => Some(DpPlan::new(p, n, batch, steps_per_epoch, spec.epochs)?),
+            None => None,
+        };
         Ok(Trainer {
             spec: spec.clone(),
             run,
@@ -360,6 +368,7 @@ impl<'a> Trainer<'a> {
             steps_per_epoch,
             batch,
             resumed: resume,
+            dp,
         })
     }
 
@@ -410,6 +419,21 @@ impl<'a> Trainer<'a> {
                 msg.push_str(&format!("; vocabulary of {v} words"));
             }
             run.log("data", msg)?;
+            if let Some(dp) = &self.dp {
+                run.log(
+                    "privacy",
+                    format!(
+                        "DP-SGD: per-example gradients clipped to {}, noise multiplier σ = {:.4}, \
+                         Poisson sampling at q = {:.4}, δ = {:e}; ε after all {} epochs: {:.3}",
+                        dp.clip_norm,
+                        dp.sigma,
+                        dp.sample_rate,
+                        dp.delta,
+                        spec.epochs,
+                        dp.spent(self.steps_per_epoch * spec.epochs as u64).epsilon
+                    ),
+                )?;
+            }
         }
         observer.on_event(&TrainEvent::Started {
             run_id: run.id.clone(),
@@ -434,8 +458,15 @@ impl<'a> Trainer<'a> {
             let mut rng = epoch_rng(spec.seed, epoch);
             let mut order: Vec<usize> = (0..n_train).collect();
             order.shuffle(&mut rng);
+            // DP-SGD's accounting assumes Poisson sampling: batches of random size, drawn anew
+            // each step, rather than a shuffled partition.
+            let batches: Vec<Vec<usize>> = match &self.dp {
+                Some(dp) => dp.poisson_batches(n_train, self.steps_per_epoch, &mut rng),
+                None => order.chunks(self.batch).map(<[usize]>::to_vec).collect(),
+            };
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-            for (i, chunk) in order.chunks(self.batch).enumerate() {
+            for (i, chunk) in batches.iter().enumerate() {
+                let chunk = chunk.as_slice();
                 control_file.poll(run, control);
                 if control.is_paused() {
                     run.update_info(|r| r.status = RunStatus::Paused)?;
@@ -461,12 +492,49 @@ impl<'a> Trainer<'a> {
                 let lr =
                     scheduled_lr(base_lr, &spec.schedule, self.state.step, self.steps_per_epoch, spec.epochs);
                 self.opt.set_lr(lr);
+                let labels: Vec<u32> = chunk.iter().map(|&j| self.data.train.labels[j]).collect();
+                if let Some(dp) = &self.dp {
+                    let x = if chunk.is_empty() {
+                        None
+                    } else {
+                        Some(self.train_batch(chunk, &mut rng, &device)?)
+                    };
+                    let (grads, stats) = private_gradients(&self.net, x.as_ref(), &labels, dp, &mut rng)?;
+                    let loss_value = stats.loss_sum / chunk.len().max(1) as f64;
+                    if !loss_value.is_finite() {
+                        let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
+                        return Err(Error::Diverged(format!(
+                            "the training loss became {loss_value} at epoch {} step {} (learning rate {lr:.3e}); \
+                             the last good checkpoint is kept",
+                            epoch + 1,
+                            self.state.step + 1
+                        )));
+                    }
+                    let by_var: HashMap<TensorId, Tensor> =
+                        self.net.vars().iter().map(|(_, v)| v.as_tensor().id()).zip(grads).collect();
+                    self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
+                    correct += stats.predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
+                    seen += chunk.len();
+                    loss_sum += stats.loss_sum;
+                    self.state.step += 1;
+                    let dt = t0.elapsed().as_secs_f64();
+                    session_time += dt;
+                    let sps = chunk.len() as f64 / dt.max(1e-9);
+                    let smoothed = throughput.map_or(sps, |t| 0.9 * t + 0.1 * sps);
+                    throughput = Some(smoothed);
+                    self.after_step(
+                        observer,
+                        epoch + 1,
+                        i as u64 + 1,
+                        loss_value,
+                        lr,
+                        smoothed,
+                        session_time,
+                    )?;
+                    continue;
+                }
                 let x = self.train_batch(chunk, &mut rng, &device)?;
-                let y = Tensor::from_vec(
-                    chunk.iter().map(|&j| self.data.train.labels[j]).collect::<Vec<_>>(),
-                    chunk.len(),
-                    &device,
-                )?;
+                let y = Tensor::from_vec(labels, chunk.len(), &device)?;
                 // Adversarial training: part of the batch becomes attacks on the current weights.
                 let x = match &spec.adversarial {
                     Some(adv) => crate::ml::attack::adversarial_batch(
@@ -507,22 +575,7 @@ impl<'a> Trainer<'a> {
                 // Smoothed so that the display does not jitter with every step's timing noise.
                 let smoothed = throughput.map_or(sps, |t| 0.9 * t + 0.1 * sps);
                 throughput = Some(smoothed);
-                run.append_metric(&MetricLine::Step {
-                    step: self.state.step,
-                    epoch: epoch + 1,
-                    loss: loss_value,
-                    lr,
-                    samples_per_sec: smoothed,
-                    time: self.state.duration_s + session_time,
-                })?;
-                observer.on_event(&TrainEvent::Step {
-                    epoch: epoch + 1,
-                    step: self.state.step,
-                    step_in_epoch: i as u64 + 1,
-                    loss: loss_value,
-                    lr,
-                    samples_per_sec: smoothed,
-                });
+                self.after_step(observer, epoch + 1, i as u64 + 1, loss_value, lr, smoothed, session_time)?;
             }
 
             let t_eval = Instant::now();
@@ -584,6 +637,7 @@ impl<'a> Trainer<'a> {
                 time: summary.elapsed_s,
             })?;
             let best_epoch = self.state.best_epoch;
+            let dp_spent = self.dp.as_ref().map(|d| d.spent(self.state.step));
             let duration = self.state.duration_s + session_time;
             run.update_info(|r| {
                 r.epoch = epoch + 1;
@@ -596,7 +650,20 @@ impl<'a> Trainer<'a> {
                 r.best_epoch = best_epoch;
                 r.duration_s = duration;
                 r.samples_per_sec = throughput;
+                r.dp = dp_spent.clone();
             })?;
+            if let Some(d) = &dp_spent {
+                run.log(
+                    "privacy",
+                    format!(
+                        "epoch {}: ε = {:.3} spent (δ = {:e}, {} noisy steps)",
+                        epoch + 1,
+                        d.epsilon,
+                        d.delta,
+                        d.steps
+                    ),
+                )?;
+            }
             observer.on_event(&TrainEvent::Epoch(summary.clone()));
             if stop {
                 let best = self.state.best_epoch.unwrap_or(epoch + 1);
@@ -613,6 +680,37 @@ impl<'a> Trainer<'a> {
             }
         }
         self.finish(observer)
+    }
+
+    /// Records a finished step in the metrics file and tells the observer.
+    #[allow(clippy::too_many_arguments)]
+    fn after_step(
+        &self,
+        observer: &mut dyn TrainObserver,
+        epoch: usize,
+        step_in_epoch: u64,
+        loss: f64,
+        lr: f64,
+        samples_per_sec: f64,
+        session_time: f64,
+    ) -> Result<()> {
+        self.run.append_metric(&MetricLine::Step {
+            step: self.state.step,
+            epoch,
+            loss,
+            lr,
+            samples_per_sec,
+            time: self.state.duration_s + session_time,
+        })?;
+        observer.on_event(&TrainEvent::Step {
+            epoch,
+            step: self.state.step,
+            step_in_epoch,
+            loss,
+            lr,
+            samples_per_sec,
+        });
+        Ok(())
     }
 
     fn train_batch(&self, chunk: &[usize], rng: &mut ChaCha8Rng, device: &Device) -> Result<Tensor> {

@@ -98,6 +98,9 @@ pub struct RunInfo {
     /// The membership-inference attacker's advantage on the final model (see `privacy.json`).
     #[serde(default)]
     pub membership_advantage: Option<f64>,
+    /// Privacy spent so far by DP-SGD training, updated every epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpSpent>,
     /// Seconds spent training, pauses excluded.
     pub duration_s: f64,
     pub samples_per_sec: Option<f64>,
@@ -105,6 +108,20 @@ pub struct RunInfo {
     /// The process training it, so that a viewer can tell a run whose trainer died.
     pub pid: Option<u32>,
     pub seed: u64,
+}
+
+/// The (ε, δ) a DP-SGD run has spent, and the settings that spent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpSpent {
+    pub epsilon: f64,
+    pub delta: f64,
+    /// The noise multiplier σ.
+    pub sigma: f64,
+    pub clip_norm: f64,
+    /// Poisson sampling rate: expected batch / training examples.
+    pub sample_rate: f64,
+    /// Noisy optimiser steps taken.
+    pub steps: u64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -333,6 +350,7 @@ impl RunStore {
                         test_accuracy: None,
                         test_macro_f1: None,
                         membership_advantage: None,
+                        dp: None,
                         duration_s: 0.0,
                         samples_per_sec: None,
                         failure: None,

@@ -35,6 +35,7 @@ pub fn info(id: &str, status: RunStatus, epoch: usize, epochs: usize, step: u64)
         test_accuracy: None,
         test_macro_f1: None,
         membership_advantage: None,
+        dp: None,
         duration_s: 75.0,
         samples_per_sec: Some(21000.0),
         failure: None,

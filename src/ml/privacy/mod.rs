@@ -2,4 +2,5 @@
 //! and the membership-inference report every run gets.
 
 pub mod accountant;
+pub mod dpsgd;
 pub mod membership;

@@ -55,6 +55,9 @@ fn draw_head(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Span::raw(pct(i.best_val_accuracy)),
         Span::styled("  test ", t.muted()),
         Span::raw(pct(i.test_accuracy)),
+        // A private run's guarantee belongs beside its accuracy: the two are the trade-off.
+        Span::styled(if i.dp.is_some() { "  DP ε " } else { "" }, t.muted()),
+        Span::raw(i.dp.as_ref().map_or(String::new(), |d| format!("{:.2} (δ {:.0e})", d.epsilon, d.delta))),
         Span::styled(if i.membership_advantage.is_some() { "  MI adv " } else { "" }, t.muted()),
         Span::raw(i.membership_advantage.map_or(String::new(), |a| format!("{a:.3}"))),
         Span::styled(format!("  {}", fmt_duration(i.duration_s)), t.muted()),
