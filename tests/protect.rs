@@ -236,3 +236,42 @@ fn the_api_key_file_is_sealed_with_the_runs_and_stays_private() {
         .success();
     assert!(std::fs::read(&file).unwrap().starts_with(b"VGSEAL01"));
 }
+
+#[test]
+fn the_service_can_be_told_to_serve_only_signed_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let id = trained(&runs);
+    let store = vigil::store::RunStore::new(&runs);
+    let load = |trusted: Option<&ed25519_dalek::VerifyingKey>| {
+        vigil::serve::server::load_models_checked(&store, std::slice::from_ref(&id), Some(trusted))
+    };
+    // Unsigned: refused, by name, before a port is opened.
+    let err = load(None).err().expect("an unsigned run is refused").to_string();
+    assert!(err.contains(&id) && err.contains("not signed"), "{err}");
+    vigil(&runs).args(["serve", &id, "--require-signed", "--addr", "127.0.0.1:0"]).assert().code(2).stderr(
+        predicate::str::contains("refusing to serve run").and(predicate::str::contains("not signed")),
+    );
+    // Signed: served; without the flag an unsigned run would have been served too.
+    vigil(&runs).args(["keys", "signing-create"]).assert().success();
+    vigil(&runs).args(["sign", &id]).assert().success();
+    assert_eq!(load(None).unwrap().len(), 1);
+    // Signed by another key than the trusted one: refused.
+    let other = dir.path().join("other.key");
+    vigil(&runs).args(["keys", "signing-create", "--file"]).arg(&other).assert().success();
+    let other_pub = vigil::store::sign::load_public(&dir.path().join("other.key.pub")).unwrap();
+    let err = load(Some(&other_pub)).err().expect("a signature by another key is refused").to_string();
+    assert!(err.contains("not the trusted one"), "{err}");
+    vigil(&runs)
+        .args(["serve", &id, "--require-signed", "--addr", "127.0.0.1:0", "--trusted-key"])
+        .arg(dir.path().join("other.key.pub"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not the trusted one"));
+    // A changed file after signing: refused, naming the file.
+    let spec = runs.join(&id).join("preprocess.json");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replacen('1', "2", 1)).unwrap();
+    let err = load(None).err().expect("a changed run is refused").to_string();
+    assert!(err.contains("preprocess.json") && err.contains("differs from the signed manifest"), "{err}");
+}

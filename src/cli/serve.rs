@@ -45,6 +45,12 @@ pub struct Args {
     /// personal data).
     #[arg(long)]
     pub log_raw_inputs: bool,
+    /// Serve only runs signed with `vigil sign` whose files still match the signed manifest.
+    #[arg(long)]
+    pub require_signed: bool,
+    /// With --require-signed: accept only signatures by this public key (a .pub file).
+    #[arg(long, value_name = "FILE", requires = "require_signed")]
+    pub trusted_key: Option<PathBuf>,
 }
 
 /// Parses a size such as `1MiB`, `512KiB`, `64MB` or `1048576` (units are powers of 1024).
@@ -91,6 +97,8 @@ pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
     config.limits = RequestLimits { max_body, max_inputs: args.max_inputs, timeout: args.timeout };
     config.log_max_bytes = args.log_max_size;
     config.log_raw_inputs = args.log_raw_inputs;
+    config.require_signed = args.require_signed;
+    config.trusted_key = args.trusted_key.as_deref().map(crate::store::sign::load_public).transpose()?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         if n == 0 {

@@ -50,6 +50,10 @@ pub struct ServeConfig {
     pub log_raw_inputs: bool,
     /// How long in-flight requests get to finish at shutdown.
     pub grace: Duration,
+    /// Serve only runs whose manifest is signed and whose files match it.
+    pub require_signed: bool,
+    /// With `require_signed`: the one public key whose signatures are accepted.
+    pub trusted_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl ServeConfig {
@@ -65,6 +69,8 @@ impl ServeConfig {
             log_max_bytes: 64 * 1024 * 1024,
             log_raw_inputs: false,
             grace: Duration::from_secs(10),
+            require_signed: false,
+            trusted_key: None,
         }
     }
 }
@@ -97,12 +103,28 @@ pub fn install_crypto() {
 
 /// Loads the runs' best checkpoints; two runs under one spec name are refused.
 pub fn load_models(store: &RunStore, runs: &[String]) -> Result<Vec<Arc<ServedModel>>> {
+    load_models_checked(store, runs, None)
+}
+
+/// [`load_models`], and with `signed` set, each run must first pass [`crate::store::sign::verify`]
+/// (against the trusted key when one is given): a model whose provenance cannot be shown is not
+/// served, and the error names the run and why.
+pub fn load_models_checked(
+    store: &RunStore,
+    runs: &[String],
+    signed: Option<Option<&ed25519_dalek::VerifyingKey>>,
+) -> Result<Vec<Arc<ServedModel>>> {
     if runs.is_empty() {
         return Err(Error::Invalid("name at least one run to serve (`vigil runs` lists them)".into()));
     }
     let mut models: Vec<Arc<ServedModel>> = Vec::new();
     for query in runs {
         let dir = store.resolve(query)?;
+        if let Some(trusted) = signed {
+            crate::store::sign::verify(&dir, trusted).map_err(|e| {
+                Error::Invalid(format!("refusing to serve run {} (--require-signed): {e}", dir.id))
+            })?;
+        }
         let model = ServedModel::load(&dir)?;
         if let Some(other) = models.iter().find(|m| m.info.name == model.info.name) {
             return Err(Error::Invalid(format!(
@@ -128,7 +150,8 @@ impl Server {
             )));
         }
         let store = RunStore::new(&config.runs_dir);
-        let models = load_models(&store, &config.runs)?;
+        let signed = config.require_signed.then_some(config.trusted_key.as_ref());
+        let models = load_models_checked(&store, &config.runs, signed)?;
         let mut warnings = Vec::new();
 
         let metrics = Metrics::new();
