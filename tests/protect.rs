@@ -247,7 +247,8 @@ fn the_service_can_be_told_to_serve_only_signed_runs() {
         vigil::serve::server::load_models_checked(&store, std::slice::from_ref(&id), Some(trusted))
     };
     // Unsigned: refused, by name, before a port is opened.
-    let err = load(None).err().expect("an unsigned run is refused").to_string();
+    let Err(err) = load(None) else { panic!("an unsigned run is refused") };
+    let err = err.to_string();
     assert!(err.contains(&id) && err.contains("not signed"), "{err}");
     vigil(&runs).args(["serve", &id, "--require-signed", "--addr", "127.0.0.1:0"]).assert().code(2).stderr(
         predicate::str::contains("refusing to serve run").and(predicate::str::contains("not signed")),
@@ -272,6 +273,7 @@ fn the_service_can_be_told_to_serve_only_signed_runs() {
     let spec = runs.join(&id).join("preprocess.json");
     let text = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text.replacen('1', "2", 1)).unwrap();
-    let err = load(None).err().expect("a changed run is refused").to_string();
+    let Err(err) = load(None) else { panic!("a changed run is refused") };
+    let err = err.to_string();
     assert!(err.contains("preprocess.json") && err.contains("differs from the signed manifest"), "{err}");
 }
