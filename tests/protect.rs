@@ -261,7 +261,8 @@ fn the_service_can_be_told_to_serve_only_signed_runs() {
     let other = dir.path().join("other.key");
     vigil(&runs).args(["keys", "signing-create", "--file"]).arg(&other).assert().success();
     let other_pub = vigil::store::sign::load_public(&dir.path().join("other.key.pub")).unwrap();
-    let err = load(Some(&other_pub)).err().expect("a signature by another key is refused").to_string();
+    let Err(err) = load(Some(&other_pub)) else { panic!("a signature by another key is refused") };
+    let err = err.to_string();
     assert!(err.contains("not the trusted one"), "{err}");
     vigil(&runs)
         .args(["serve", &id, "--require-signed", "--addr", "127.0.0.1:0", "--trusted-key"])
