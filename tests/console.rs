@@ -234,7 +234,8 @@ fn new_run_form_validates_then_starts() {
     assert_eq!(f.spec().name, "digits-mlp");
     key(&mut app, KeyCode::Right);
     let Mode::Form(f) = &app.mode else { panic!() };
-    assert_eq!(f.spec().name, "digits-mlp-pgd", "→ picks the next spec");
+    let next = app.specs.iter().position(|s| s.name == "digits-mlp").unwrap() + 1;
+    assert_eq!(f.spec().name, app.specs[next % app.specs.len()].name, "→ picks the next spec");
     key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Backspace);
@@ -644,4 +645,126 @@ fn a_private_run_shows_its_privacy_spent_beside_its_accuracy() {
     let mut app = common::app();
     ch(&mut app, '3');
     assert!(!text(&render(&mut app, 160, 48)).contains("DP ε"));
+}
+
+// ---- the Service view ----------------------------------------------------------------------
+
+fn service_app(depth: ColorDepth) -> App {
+    let mut app = common::app_with(depth);
+    app.update(Msg::ServiceFeed(Box::new(common::service_feed())));
+    app.update(Msg::Service(vigil::engine::service::ServiceEvent::Started {
+        url: "http://127.0.0.1:7878".into(),
+        run: "digits-mlp-d4e5f6".into(),
+        models: vec!["digits-mlp 42c45ce85347".into()],
+        warnings: vec![],
+    }));
+    ch(&mut app, '8');
+    app
+}
+
+#[test]
+fn service_view_snapshot() {
+    for (depth, suffix) in [(ColorDepth::TrueColor, ""), (ColorDepth::None, "_no_color")] {
+        for (w, h) in [(80u16, 24u16), (160, 48)] {
+            let mut app = service_app(depth);
+            let buf = render(&mut app, w, h);
+            let s = text(&buf);
+            assert!(s.contains("Access log (44)") && s.contains("following"), "{s}");
+            insta::assert_snapshot!(format!("service_{w}x{h}{suffix}"), s);
+        }
+    }
+}
+
+#[test]
+fn service_tail_stays_where_the_reader_scrolled() {
+    let mut app = service_app(ColorDepth::TrueColor);
+    let top_line = |app: &mut App| {
+        let s = text(&render(app, 80, 24));
+        s.lines().find(|l| l.contains("Access log")).map(String::from).unwrap()
+            + s.lines().skip_while(|l| !l.contains("Access log")).nth(1).unwrap()
+    };
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.service.scroll, 2);
+    let before = text(&render(&mut app, 80, 24));
+    let first = before.lines().skip_while(|l| !l.contains("Access log")).nth(1).unwrap().to_string();
+    // Five new lines arrive: the view keeps showing the same lines, further from the end.
+    let mut more = common::service_feed();
+    more.records = (50..55).map(|i| common::access(i, 45, 200, Some("alice"), None, &[])).collect();
+    app.update(Msg::ServiceFeed(Box::new(more)));
+    assert_eq!(app.service.scroll, 7);
+    let after = top_line(&mut app);
+    assert!(after.contains("7 lines back") && after.ends_with(&first[..]), "{after}\nvs\n{first}");
+    // End follows again.
+    ch(&mut app, 'G');
+    assert_eq!(app.service.scroll, 0);
+    assert!(top_line(&mut app).contains("following"));
+    // Lines the filter hides do not move a scrolled view.
+    key(&mut app, KeyCode::Up);
+    ch(&mut app, '!');
+    assert_eq!(app.service.scroll, 0, "changing the filter goes back to the end");
+}
+
+#[test]
+fn service_filters_cycle_status_key_route_and_flags() {
+    let mut app = service_app(ColorDepth::TrueColor);
+    let count = |app: &App| app.service.visible().len();
+    assert_eq!(count(&app), 44);
+    ch(&mut app, 'v');
+    assert_eq!((app.service.filter.status_class, count(&app)), (Some(2), 41));
+    ch(&mut app, 'v');
+    assert_eq!((app.service.filter.status_class, count(&app)), (Some(4), 3));
+    ch(&mut app, 'v');
+    ch(&mut app, 'v');
+    assert_eq!((app.service.filter.status_class, count(&app)), (None, 44));
+    ch(&mut app, 'K');
+    assert_eq!(app.service.filter.key.as_deref(), Some("alice"));
+    assert!(app.service.visible().iter().all(|r| r.key.as_deref() == Some("alice")));
+    ch(&mut app, 'K');
+    assert_eq!(app.service.filter.key.as_deref(), Some("bob"));
+    ch(&mut app, 'K');
+    assert_eq!(app.service.filter.key, None);
+    ch(&mut app, 'R');
+    assert!(app.service.filter.route.is_some());
+    ch(&mut app, 'R');
+    ch(&mut app, 'R');
+    assert_eq!(app.service.filter.route, None);
+    ch(&mut app, '!');
+    assert_eq!(count(&app), 1);
+    let s = text(&render(&mut app, 80, 24));
+    assert!(s.contains("flagged") && s.contains("[ood]"), "{s}");
+}
+
+#[test]
+fn s_serves_the_selected_run_and_asks_before_stopping() {
+    let mut app = common::app();
+    ch(&mut app, '2');
+    // Pick the completed run.
+    while app.selected().map(|r| r.info.id.as_str()) != Some("digits-mlp-d4e5f6") {
+        key(&mut app, KeyCode::Down);
+    }
+    let effects = ch(&mut app, 's');
+    assert!(
+        matches!(&effects[..], [Effect::Service(vigil::engine::service::ServiceCommand::Start(id))] if id == "digits-mlp-d4e5f6"),
+        "{effects:?}"
+    );
+    assert!(matches!(app.service.server, vigil::tui::app::ServerState::Starting(_)));
+    app.update(Msg::Service(vigil::engine::service::ServiceEvent::Started {
+        url: "http://127.0.0.1:7878".into(),
+        run: "digits-mlp-d4e5f6".into(),
+        models: vec!["digits-mlp 42c45ce85347".into()],
+        warnings: vec![],
+    }));
+    ch(&mut app, '1');
+    assert!(text(&render(&mut app, 160, 48)).contains("service 127.0.0.1:7878"));
+    assert!(ch(&mut app, 's').is_empty());
+    assert!(matches!(app.mode, Mode::Confirm(Confirm::StopService { .. })));
+    let effects = ch(&mut app, 'y');
+    assert!(
+        matches!(&effects[..], [Effect::Service(vigil::engine::service::ServiceCommand::Stop)]),
+        "{effects:?}"
+    );
+    // A failure to start is said, with the reason.
+    app.update(Msg::Service(vigil::engine::service::ServiceEvent::Failed("address in use".into())));
+    assert!(app.status.as_ref().unwrap().text.contains("address in use"));
 }

@@ -17,10 +17,13 @@ use crate::engine::explain::{
     AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet,
 };
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
+use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::engine::system::SystemSample;
 use crate::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
+use crate::serve::access_log::AccessRecord;
+use crate::serve::monitor::{Snapshot, TailFilter};
 use crate::store::{CheckpointEntry, EventLine, RunInfo, Which};
 
 /// The screens.
@@ -33,11 +36,20 @@ pub enum View {
     Logs,
     System,
     Explain,
+    Service,
 }
 
 impl View {
-    pub const ALL: [View; 7] =
-        [View::Overview, View::Runs, View::Detail, View::Compare, View::Logs, View::System, View::Explain];
+    pub const ALL: [View; 8] = [
+        View::Overview,
+        View::Runs,
+        View::Detail,
+        View::Compare,
+        View::Logs,
+        View::System,
+        View::Explain,
+        View::Service,
+    ];
     pub fn title(&self) -> &'static str {
         match self {
             View::Overview => "Overview",
@@ -47,6 +59,7 @@ impl View {
             View::Logs => "Logs",
             View::System => "System",
             View::Explain => "Explain",
+            View::Service => "Service",
         }
     }
 }
@@ -217,9 +230,15 @@ impl RunState {
 /// A question before something that cannot be undone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
-    Quit { active: usize },
+    Quit {
+        active: usize,
+    },
     Stop(String),
     Delete(String),
+    /// Stop the model service the console started.
+    StopService {
+        url: String,
+    },
 }
 
 /// What keys do right now.
@@ -304,6 +323,8 @@ pub enum Effect {
     ExportCsv,
     /// Write the visible chart to PNG.
     ExportPng,
+    /// Start or stop the model service.
+    Service(ServiceCommand),
     /// Leave; `stop_runs` stops active runs first (their checkpoints are kept).
     Quit {
         stop_runs: bool,
@@ -318,9 +339,108 @@ pub enum Msg {
     Runner(RunnerEvent),
     System(SystemSample),
     Explain(ExplainEvent),
+    /// New access-log lines and the service's numbers.
+    ServiceFeed(Box<ServiceFeed>),
+    /// What became of a start or stop.
+    Service(ServiceEvent),
     Resize(u16, u16),
     /// Time passes (messages expire, durations advance).
     Tick,
+}
+
+/// Lines of the access log the console keeps for the Service view's tail.
+pub const SERVICE_TAIL: usize = 5000;
+
+/// The model service's server, as far as this console knows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ServerState {
+    /// Not started here (one started by `vigil serve` elsewhere still shows in the numbers).
+    #[default]
+    Stopped,
+    Starting(String),
+    Running {
+        url: String,
+        run: String,
+        models: Vec<String>,
+    },
+    Failed(String),
+}
+
+/// What the Service view shows.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceState {
+    pub server: ServerState,
+    /// The numbers over the last minute, from the access log.
+    pub snapshot: Option<Snapshot>,
+    /// The newest lines of the access log, oldest first, at most [`SERVICE_TAIL`].
+    pub tail: VecDeque<AccessRecord>,
+    /// How many matching lines the view is scrolled back from the newest; 0 follows new lines.
+    pub scroll: usize,
+    pub filter: TailFilter,
+}
+
+impl ServiceState {
+    /// The tail's lines that pass the filter, oldest first.
+    pub fn visible(&self) -> Vec<&AccessRecord> {
+        self.tail.iter().filter(|r| self.filter.matches(r)).collect()
+    }
+
+    fn feed(&mut self, feed: ServiceFeed) {
+        // Scrolled back, the view stays on the lines it shows (like `less +F` stopped): new
+        // matching lines push the offset from the end up by as many.
+        if self.scroll > 0 {
+            self.scroll += feed.records.iter().filter(|r| self.filter.matches(r)).count();
+        }
+        for r in feed.records {
+            if self.tail.len() == SERVICE_TAIL {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(r);
+        }
+        self.snapshot = Some(feed.snapshot);
+        self.clamp_scroll();
+    }
+
+    fn clamp_scroll(&mut self) {
+        let n = self.visible().len();
+        self.scroll = self.scroll.min(n.saturating_sub(1));
+    }
+
+    fn scroll_by(&mut self, delta: i64) {
+        self.scroll = (self.scroll as i64 + delta).max(0) as usize;
+        self.clamp_scroll();
+    }
+
+    /// The next value of a filter among those in the tail: none, then each in order.
+    fn next_of(values: BTreeSet<String>, current: &Option<String>) -> Option<String> {
+        match current {
+            None => values.into_iter().next(),
+            Some(c) => values.into_iter().find(|v| v > c),
+        }
+    }
+
+    fn cycle_status(&mut self) {
+        self.filter.status_class = match self.filter.status_class {
+            None => Some(2),
+            Some(2) => Some(4),
+            Some(4) => Some(5),
+            _ => None,
+        };
+        self.scroll = 0;
+    }
+
+    fn cycle_key(&mut self) {
+        let mut keys: BTreeSet<String> = self.tail.iter().filter_map(|r| r.key.clone()).collect();
+        keys.extend(self.snapshot.iter().flat_map(|s| s.keys.iter().map(|k| k.name.clone())));
+        self.filter.key = Self::next_of(keys, &self.filter.key);
+        self.scroll = 0;
+    }
+
+    fn cycle_route(&mut self) {
+        let routes = self.tail.iter().map(|r| r.route.clone().unwrap_or_else(|| r.path.clone())).collect();
+        self.filter.route = Self::next_of(routes, &self.filter.route);
+        self.scroll = 0;
+    }
 }
 
 /// The console's state.
@@ -349,6 +469,7 @@ pub struct App {
     pub system_history: VecDeque<SystemSample>,
     pub runner_load: (usize, usize),
     pub explain: ExplainState,
+    pub service: ServiceState,
     pub status: Option<Status>,
     pub theme: Theme,
     pub keymap: Keymap,
@@ -384,6 +505,7 @@ impl App {
             system_history: VecDeque::new(),
             runner_load: (0, 0),
             explain: ExplainState::default(),
+            service: ServiceState::default(),
             status: None,
             theme,
             keymap,
@@ -507,6 +629,35 @@ impl App {
             }
             Msg::Resize(w, h) => {
                 self.size = (w, h);
+                self.dirty = true;
+                vec![]
+            }
+            Msg::ServiceFeed(feed) => {
+                self.service.feed(*feed);
+                if matches!(self.view, View::Service | View::Overview) {
+                    self.dirty = true;
+                }
+                vec![]
+            }
+            Msg::Service(e) => {
+                match e {
+                    ServiceEvent::Started { url, run, models, warnings } => {
+                        let mut msg = format!("serving {run} on {url}");
+                        if let Some(w) = warnings.first() {
+                            msg.push_str(&format!(" (warning: {w})"));
+                        }
+                        self.say(Level::Info, msg);
+                        self.service.server = ServerState::Running { url, run, models };
+                    }
+                    ServiceEvent::Stopped => {
+                        self.say(Level::Info, "the model service stopped");
+                        self.service.server = ServerState::Stopped;
+                    }
+                    ServiceEvent::Failed(reason) => {
+                        self.say(Level::Error, format!("the model service did not start: {reason}"));
+                        self.service.server = ServerState::Failed(reason);
+                    }
+                }
                 self.dirty = true;
                 vec![]
             }
@@ -731,6 +882,7 @@ impl App {
                         vec![Effect::Quit { stop_runs: true }]
                     }
                     (Confirm::Stop(id), _) if yes => vec![Effect::Runner(RunnerCommand::Stop(id))],
+                    (Confirm::StopService { .. }, _) if yes => vec![Effect::Service(ServiceCommand::Stop)],
                     (Confirm::Delete(id), KeyCode::Char('d')) => {
                         vec![Effect::Runner(RunnerCommand::Delete(id))]
                     }
@@ -815,6 +967,43 @@ impl App {
             Action::ShowCompare => self.show(View::Compare),
             Action::ShowLogs => self.show(View::Logs),
             Action::ShowSystem => self.show(View::System),
+            Action::ShowService => self.show(View::Service),
+            Action::ToggleService => self.toggle_service(),
+            Action::ServiceStatusFilter => {
+                self.service.cycle_status();
+                vec![]
+            }
+            Action::ServiceKeyFilter => {
+                self.service.cycle_key();
+                vec![]
+            }
+            Action::ServiceRouteFilter => {
+                self.service.cycle_route();
+                vec![]
+            }
+            Action::ServiceFlaggedOnly => {
+                self.service.filter.flagged_only = !self.service.filter.flagged_only;
+                self.service.scroll = 0;
+                vec![]
+            }
+            Action::Up | Action::Down | Action::PageUp | Action::PageDown if self.view == View::Service => {
+                let d = match action {
+                    Action::Up => 1,
+                    Action::Down => -1,
+                    Action::PageUp => 10,
+                    _ => -10,
+                };
+                self.service.scroll_by(d);
+                vec![]
+            }
+            Action::Top if self.view == View::Service => {
+                self.service.scroll_by(i64::MAX / 2);
+                vec![]
+            }
+            Action::Bottom if self.view == View::Service => {
+                self.service.scroll = 0;
+                vec![]
+            }
             Action::ShowExplain => {
                 self.show(View::Explain);
                 self.open_explain()
@@ -1213,6 +1402,37 @@ impl App {
                 self.explain.pending = false;
                 self.explain.error = Some(msg);
             }
+        }
+    }
+
+    /// `s`: serve the selected run, or, when the console's service is running, ask before
+    /// stopping it.
+    fn toggle_service(&mut self) -> Vec<Effect> {
+        match &self.service.server {
+            ServerState::Running { url, .. } => {
+                self.mode = Mode::Confirm(Confirm::StopService { url: url.clone() });
+                vec![]
+            }
+            ServerState::Starting(run) => {
+                self.say(Level::Warn, format!("the service is starting for {run}"));
+                vec![]
+            }
+            ServerState::Stopped | ServerState::Failed(_) => match self.selected() {
+                Some(r) if r.info.best_epoch.is_some() || r.status() == "completed" => {
+                    let id = r.info.id.clone();
+                    self.service.server = ServerState::Starting(id.clone());
+                    vec![Effect::Service(ServiceCommand::Start(id))]
+                }
+                Some(r) => {
+                    let msg = format!("{} has no checkpoint to serve yet", r.info.id);
+                    self.say(Level::Warn, msg);
+                    vec![]
+                }
+                None => {
+                    self.say(Level::Warn, "select a run to serve");
+                    vec![]
+                }
+            },
         }
     }
 

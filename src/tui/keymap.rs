@@ -37,6 +37,18 @@ pub enum Action {
     ShowSystem,
     /// Explain: attributions of the selected run's test predictions
     ShowExplain,
+    /// Service: the model service's access log, traffic and keys
+    ShowService,
+    /// Serve the selected run as an API, or stop serving (asks first)
+    ToggleService,
+    /// Service: show only the next status class (2xx, 4xx, 5xx, all)
+    ServiceStatusFilter,
+    /// Service: show only the next key's requests, or all
+    ServiceKeyFilter,
+    /// Service: show only the next route's requests, or all
+    ServiceRouteFilter,
+    /// Service: show only requests a detector flagged, or all
+    ServiceFlaggedOnly,
     /// Explain: jump to the next misclassified example
     NextMistake,
     /// Explain: show only examples of the next class

@@ -135,6 +135,27 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             })
             .map_err(|e| Error::Invalid(format!("cannot start the explanation engine: {e}")))?;
     }
+    // The access log is followed on a thread of its own (file reads); the server the console
+    // starts lives on this runtime, owned by the service control task.
+    {
+        let tx = msg_tx.clone();
+        let dir = store.root().to_path_buf();
+        std::thread::Builder::new()
+            .name("vigil-service-log".into())
+            .spawn(move || {
+                crate::engine::service::follow(dir, POLL, |feed| {
+                    tx.send(Msg::ServiceFeed(Box::new(feed))).is_ok()
+                })
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the access-log follower: {e}")))?;
+    }
+    let (service_tx, service_rx) = mpsc::unbounded_channel();
+    let service_task = {
+        let tx = msg_tx.clone();
+        tokio::spawn(crate::engine::service::control(store.root().to_path_buf(), service_rx, move |e| {
+            tx.send(Msg::Service(e)).is_ok()
+        }))
+    };
     if opts.start_default && store.list().is_empty() {
         let (spec, _) = spec::resolve(spec::DEFAULT_SPEC, &opts.models_dir)?;
         let _ = cmd_tx.send(RunnerCommand::Start(Box::new(spec)));
@@ -193,6 +214,9 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
                 Effect::Explain(c) => {
                     let _ = explain_tx.send(c);
                 }
+                Effect::Service(c) => {
+                    let _ = service_tx.send(c);
+                }
                 Effect::ExportCsv => match export::csv(&app, store.root()) {
                     Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
                     Err(err) => app.say(Level::Error, err.to_string()),
@@ -231,6 +255,9 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
         let _ = cmd_tx.send(RunnerCommand::StopAll);
     }
     drop(cmd_tx);
+    // Closing the channel stops the service the console started, letting requests finish.
+    drop(service_tx);
+    let _ = service_task.await;
     // The runner ends when every run it started has stopped (checkpoints written).
     let _ = runner_task.await;
     Ok(())

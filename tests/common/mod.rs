@@ -5,9 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use vigil::engine::service::ServiceFeed;
 use vigil::engine::system::SystemSample;
 use vigil::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::ml::metrics::Evaluation;
+use vigil::serve::access_log::AccessRecord;
+use vigil::serve::monitor::ServiceStats;
 use vigil::store::{CheckpointEntry, EventLine, RunInfo, RunStatus};
 use vigil::tui::app::{App, Msg};
 use vigil::tui::keymap::Keymap;
@@ -416,4 +419,62 @@ pub fn explain_events() -> Vec<Msg> {
             millis: 4.2,
         }))),
     ]
+}
+
+/// One access-log line at `T0 + s` seconds (2026-01-01T00:00:00Z + s).
+pub fn access(
+    seq: u64,
+    s: i64,
+    status: u16,
+    key: Option<&str>,
+    error: Option<&str>,
+    flags: &[&str],
+) -> AccessRecord {
+    let t = time::OffsetDateTime::from_unix_timestamp(SERVICE_T0 + s).unwrap();
+    AccessRecord {
+        seq,
+        time: t.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        request_id: format!("r{seq}"),
+        key: key.map(String::from),
+        client: Some("10.0.0.7:5000".into()),
+        method: "POST".into(),
+        route: key.map(|_| "/v1/models/{name}/predict".into()),
+        path: "/v1/models/digits-mlp/predict".into(),
+        model: key.map(|_| "digits-mlp".into()),
+        version: Some("42c45ce85347".into()),
+        status,
+        bytes_in: 290,
+        bytes_out: 270,
+        latency_us: 100 + 37 * seq,
+        inputs: 1,
+        labels: if status == 200 { vec![(seq % 10).to_string()] } else { vec![] },
+        input_sha256: vec![],
+        raw_inputs: None,
+        policy: Some("full".into()),
+        budget_left: key.filter(|k| *k == "alice").map(|_| 5000 - seq),
+        error: error.map(String::from),
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        prev: String::new(),
+        hash: String::new(),
+    }
+}
+
+pub const SERVICE_T0: i64 = 1_767_225_600;
+
+/// A minute of traffic: two keys answered, a wrong key, a bad body, a key over its rate and a
+/// flagged input, with the numbers the follower would compute 40 s in.
+pub fn service_feed() -> ServiceFeed {
+    let mut records = Vec::new();
+    for i in 0..40u64 {
+        let key = if i % 3 == 0 { "bob" } else { "alice" };
+        records.push(access(i, i as i64, 200, Some(key), None, &[]));
+    }
+    records.push(access(40, 30, 401, None, Some("the key is not valid"), &[]));
+    records.push(access(41, 31, 422, Some("alice"), Some("inputs[0]: expected 64 values, got 2"), &[]));
+    records.push(access(42, 32, 429, Some("bob"), Some("over the rate limit; retry in 1 s"), &[]));
+    records.push(access(43, 33, 200, Some("alice"), None, &["ood"]));
+    let mut stats = ServiceStats::new(60, 0);
+    stats.extend(records.iter().cloned());
+    let snapshot = stats.snapshot(SERVICE_T0 + 40);
+    ServiceFeed { records, snapshot }
 }

@@ -10,6 +10,7 @@ mod logs;
 mod overlays;
 mod overview;
 mod runs;
+mod service;
 mod system;
 
 use std::borrow::Cow;
@@ -54,6 +55,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Logs => logs::draw(f, app, body),
         View::System => system::draw(f, app, body),
         View::Explain => explain::draw(f, app, body),
+        View::Service => service::draw(f, app, body),
     }
     draw_footer(f, app, footer);
     overlays::draw(f, app, body);
@@ -174,6 +176,14 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::CycleClass), "class"),
         ]),
         View::System => {}
+        View::Service => items.extend([
+            (k(Action::ToggleService), "serve/stop"),
+            (k(Action::ServiceStatusFilter), "status"),
+            (k(Action::ServiceKeyFilter), "key"),
+            (k(Action::ServiceRouteFilter), "route"),
+            (k(Action::ServiceFlaggedOnly), "flagged"),
+            (k(Action::Bottom), "follow"),
+        ]),
     }
     // Quit and the command line always show; the view's own keys fill the room left.
     let tail = [(k(Action::Command), "command"), (k(Action::Quit), "quit")];

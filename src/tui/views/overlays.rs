@@ -85,6 +85,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                         "Stop {id}? Its last checkpoint is kept and it can be resumed.\ny: stop   Esc: keep training"
                     ),
                 ),
+                Confirm::StopService { url } => (
+                    "Stop the model service?",
+                    format!(
+                        "Stop serving on {url}? Requests in flight finish first.\ny: stop   Esc: keep serving"
+                    ),
+                ),
                 Confirm::Delete(id) => (
                     "Delete run?",
                     format!("{id}\nd: delete its folder for good\na: archive it to .archive/\nEsc: keep it"),

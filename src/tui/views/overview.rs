@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{bar, chart_caption, fmt_duration, panel, status_style};
-use crate::tui::app::App;
+use crate::tui::app::{App, ServerState};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let active = app.active();
@@ -117,6 +117,25 @@ fn draw_strip(f: &mut Frame, app: &App, area: Rect) {
         None => spans.push(Span::styled("sampling…", t.muted())),
     }
     spans.push(Span::styled(" │ service ", t.accent()));
-    spans.push(Span::styled("not running", t.muted()));
+    let svc = &app.service;
+    let busy = svc.snapshot.as_ref().filter(|s| s.requests > 0);
+    match (&svc.server, busy) {
+        (ServerState::Running { url, .. }, _) => {
+            spans.push(Span::styled(url.trim_start_matches("http://").to_string(), t.ok()));
+        }
+        (ServerState::Starting(_), _) => spans.push(Span::styled("starting", t.warn())),
+        (ServerState::Failed(_), _) => spans.push(Span::styled("failed", t.error())),
+        // Started elsewhere (`vigil serve`): its log shows traffic.
+        (ServerState::Stopped, Some(_)) => spans.push(Span::styled("log active", t.muted())),
+        (ServerState::Stopped, None) => spans.push(Span::styled("not running", t.muted())),
+    }
+    if let Some(s) = busy {
+        spans.push(Span::raw(format!(
+            " {:.1}/s p99 {} err {:.1}%",
+            s.requests_per_s,
+            s.p99_ms.map_or("-".into(), |v| format!("{v:.1}ms")),
+            100.0 * s.error_rate
+        )));
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), inner);
 }

@@ -1,0 +1,122 @@
+//! The model service as the console sees and drives it.
+//!
+//! Two pieces, both free of UI code:
+//! - [`follow`] runs on a thread of its own and follows the store's access log with
+//!   [`LogFollower`], folding the new lines into [`ServiceStats`]; it emits a [`ServiceFeed`]
+//!   (the new lines and the numbers over the last minute) whenever lines arrive, and once a
+//!   second otherwise so that rates decay when traffic stops. The log is the only input, so a
+//!   service started by `vigil serve` in another process shows just like one started here.
+//! - [`control`] is an async task that owns the [`Server`] the console started (`s` on a run):
+//!   it takes [`ServiceCommand`]s and reports [`ServiceEvent`]s. Dropping its command sender
+//!   stops the server gracefully, so quitting the console never leaves a port bound.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::serve::access_log::AccessRecord;
+use crate::serve::monitor::{LogFollower, ServiceStats, Snapshot, key_budgets};
+use crate::serve::{ServeConfig, Server};
+
+/// The statistics window, as the service issue asks: the last minute.
+pub const WINDOW_S: u64 = 60;
+/// Lines of the log read back when the console starts, so the view is not empty.
+const BACKLOG_BYTES: u64 = 256 * 1024;
+
+/// What the follower found since its last feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceFeed {
+    /// Lines appended to the access log, oldest first.
+    pub records: Vec<AccessRecord>,
+    pub snapshot: Snapshot,
+}
+
+/// What the console asks of its service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceCommand {
+    /// Serve this run (stopping the one served before, if any).
+    Start(String),
+    Stop,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceEvent {
+    Started {
+        url: String,
+        run: String,
+        /// Model names served, with the version.
+        models: Vec<String>,
+        warnings: Vec<String>,
+    },
+    Stopped,
+    Failed(String),
+}
+
+fn now_s() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Follows `runs_dir`'s access log until `send` returns false (the console is gone).
+pub fn follow(runs_dir: PathBuf, poll: Duration, mut send: impl FnMut(ServiceFeed) -> bool) {
+    let mut follower = LogFollower::tail(&runs_dir, BACKLOG_BYTES);
+    let mut stats = ServiceStats::new(WINDOW_S, 0);
+    if let Ok(b) = key_budgets(&runs_dir, now_s().max(0) as u64) {
+        stats.seed_budgets(b);
+    }
+    let mut last_sent = Instant::now() - Duration::from_secs(1);
+    loop {
+        // A read error (the log rotated under us, a torn line) is retried on the next poll.
+        let records = follower.poll().unwrap_or_default();
+        if !records.is_empty() || last_sent.elapsed() >= Duration::from_secs(1) {
+            stats.extend(records.iter().cloned());
+            if !send(ServiceFeed { records, snapshot: stats.snapshot(now_s()) }) {
+                return;
+            }
+            last_sent = Instant::now();
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Owns the service the console started; ends (stopping it) when the command channel closes.
+pub async fn control(
+    runs_dir: PathBuf,
+    mut commands: UnboundedReceiver<ServiceCommand>,
+    emit: impl Fn(ServiceEvent) -> bool,
+) {
+    let mut server: Option<Server> = None;
+    while let Some(cmd) = commands.recv().await {
+        if let Some(s) = server.take() {
+            let _ = s.shutdown().await;
+            if cmd == ServiceCommand::Stop && !emit(ServiceEvent::Stopped) {
+                return;
+            }
+        }
+        if let ServiceCommand::Start(run) = cmd {
+            match Server::start(ServeConfig::new(&runs_dir, vec![run.clone()])).await {
+                Ok(s) => {
+                    let event = ServiceEvent::Started {
+                        url: s.url(),
+                        run,
+                        models: s.models().iter().map(|m| format!("{} {}", m.name, m.version)).collect(),
+                        warnings: s.warnings().to_vec(),
+                    };
+                    server = Some(s);
+                    if !emit(event) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !emit(ServiceEvent::Failed(e.to_string())) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = server {
+        let _ = s.shutdown().await;
+    }
+}

@@ -1,0 +1,254 @@
+//! Service: the model service seen through its access log. The top shows the server this
+//! console started (or that none is; a service started by `vigil serve` elsewhere still shows
+//! in the numbers), then the last minute's requests per second, p50/p99 latency, error rates and
+//! status classes, the keys with their counts and budgets left, the alerts, and a tail of the
+//! log with its filters. The tail follows new lines until you scroll back, and then stays on
+//! the lines you are reading.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::panel;
+use crate::serve::monitor::AlertLevel;
+use crate::tui::app::{App, ServerState};
+use crate::tui::keymap::Action;
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let wide = area.width >= 120;
+    let side = if wide { 8 } else { 6 };
+    let [top, tail] = Layout::vertical([Constraint::Length(side), Constraint::Min(3)]).areas(area);
+    if wide {
+        let [numbers, keys, alerts] =
+            Layout::horizontal([Constraint::Length(44), Constraint::Percentage(45), Constraint::Min(20)])
+                .areas(top);
+        draw_numbers(f, app, numbers);
+        draw_keys(f, app, keys);
+        draw_alerts(f, app, alerts);
+    } else {
+        let [numbers, keys] = Layout::horizontal([Constraint::Length(40), Constraint::Min(20)]).areas(top);
+        draw_numbers(f, app, numbers);
+        draw_keys_and_alerts(f, app, keys);
+    }
+    draw_tail(f, app, tail);
+}
+
+/// The server line and the last minute's numbers.
+fn draw_numbers(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut lines = vec![server_line(app)];
+    match &app.service.snapshot {
+        Some(s) if s.requests > 0 => {
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            lines.push(Line::from(vec![
+                Span::styled("req/s ", t.muted()),
+                Span::raw(format!("{:<8.1}", s.requests_per_s)),
+                Span::styled("requests ", t.muted()),
+                Span::raw(s.requests.to_string()),
+            ]));
+            lines.push(Line::from(vec![
+                Span::styled("p50 ", t.muted()),
+                Span::raw(format!("{:<10}", ms(s.p50_ms))),
+                Span::styled("p99 ", t.muted()),
+                Span::raw(ms(s.p99_ms)),
+            ]));
+            let err_style = if s.server_error_rate > 0.0 { t.error() } else { t.base() };
+            lines.push(Line::from(vec![
+                Span::styled("errors ", t.muted()),
+                Span::styled(format!("{:.1}%", 100.0 * s.error_rate), err_style),
+                Span::styled("  5xx ", t.muted()),
+                Span::styled(format!("{:.1}%", 100.0 * s.server_error_rate), err_style),
+            ]));
+            let [_, c2, _, c4, c5] = s.status_classes;
+            lines.push(Line::from(vec![
+                Span::styled("2xx ", t.muted()),
+                Span::styled(c2.to_string(), t.ok()),
+                Span::styled("  4xx ", t.muted()),
+                Span::styled(c4.to_string(), t.warn()),
+                Span::styled("  5xx ", t.muted()),
+                Span::styled(c5.to_string(), t.error()),
+            ]));
+        }
+        Some(_) => lines.push(Line::from(Span::styled("no requests in the last minute", t.muted()))),
+        None => lines.push(Line::from(Span::styled("reading the access log…", t.muted()))),
+    }
+    let window = app.service.snapshot.as_ref().map_or(60, |s| s.window_s);
+    f.render_widget(Paragraph::new(lines).block(panel(app, format!("Service · last {window} s"))), area);
+}
+
+fn server_line(app: &App) -> Line<'static> {
+    let t = &app.theme;
+    let key = app.keymap.hint(Action::ToggleService);
+    match &app.service.server {
+        ServerState::Running { url, models, .. } => Line::from(vec![
+            Span::styled("● ", t.ok()),
+            Span::raw(url.clone()),
+            Span::styled(format!(" {}", models.join(", ")), t.muted()),
+        ]),
+        ServerState::Starting(run) => Line::from(Span::styled(format!("starting for {run}…"), t.warn())),
+        ServerState::Failed(reason) => Line::from(Span::styled(format!("failed: {reason}"), t.error())),
+        ServerState::Stopped => {
+            Line::from(Span::styled(format!("not started here ({key} on a run serves it)"), t.muted()))
+        }
+    }
+}
+
+fn key_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let Some(s) = &app.service.snapshot else { return vec![] };
+    if s.keys.is_empty() {
+        return vec![Line::from(Span::styled("no keys have called yet", t.muted()))];
+    }
+    let mut lines = vec![Line::from(Span::styled(
+        format!("{:<10} {:>8} {:>6} {:>8}", "key", "requests", "errors", "budget"),
+        t.muted(),
+    ))];
+    for k in s.keys.iter().take(limit) {
+        let errors = if k.errors > 0 { t.warn() } else { t.base() };
+        lines.push(Line::from(vec![
+            Span::raw(format!("{:<10} {:>8} ", truncate(&k.name, 10), k.requests)),
+            Span::styled(format!("{:>6} ", k.errors), errors),
+            Span::raw(format!("{:>8}", k.budget_left.map_or("-".into(), |b| b.to_string()))),
+        ]));
+    }
+    lines
+}
+
+fn alert_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let Some(s) = &app.service.snapshot else { return vec![] };
+    if s.alerts.is_empty() {
+        return vec![Line::from(Span::styled("no alerts", t.muted()))];
+    }
+    s.alerts
+        .iter()
+        .take(limit)
+        .map(|a| {
+            let (mark, style) = match a.level {
+                AlertLevel::Critical => ("!! ", t.error()),
+                AlertLevel::Warning => ("!  ", t.warn()),
+            };
+            Line::from(vec![
+                Span::styled(mark, style),
+                Span::styled(format!("{} ", a.time.get(11..19).unwrap_or(&a.time)), t.muted()),
+                Span::styled(a.message.clone(), style),
+            ])
+        })
+        .collect()
+}
+
+fn draw_keys(f: &mut Frame, app: &App, area: Rect) {
+    let lines = key_lines(app, area.height.saturating_sub(3) as usize);
+    f.render_widget(Paragraph::new(lines).block(panel(app, "Keys")), area);
+}
+
+fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
+    let lines = alert_lines(app, area.height.saturating_sub(2) as usize);
+    f.render_widget(Paragraph::new(lines).block(panel(app, "Alerts")), area);
+}
+
+/// At 80 columns keys and alerts share a panel: alerts first, since they need action.
+fn draw_keys_and_alerts(f: &mut Frame, app: &App, area: Rect) {
+    let room = area.height.saturating_sub(2) as usize;
+    let has_alerts = app.service.snapshot.as_ref().is_some_and(|s| !s.alerts.is_empty());
+    let mut lines = if has_alerts { alert_lines(app, 2) } else { vec![] };
+    lines.extend(key_lines(app, room.saturating_sub(lines.len() + 1)));
+    lines.truncate(room);
+    f.render_widget(Paragraph::new(lines).block(panel(app, "Keys & alerts")), area);
+}
+
+fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let svc = &app.service;
+    let visible = svc.visible();
+    let height = area.height.saturating_sub(2) as usize;
+    let total = visible.len();
+    let end = total.saturating_sub(svc.scroll);
+    let start = end.saturating_sub(height);
+    let wide = area.width >= 120;
+    let lines: Vec<Line> = visible[start..end]
+        .iter()
+        .map(|r| {
+            let status = match r.status {
+                200..=299 => t.ok(),
+                400..=499 => t.warn(),
+                _ => t.error(),
+            };
+            let route =
+                r.model.as_deref().map_or_else(|| r.path.clone(), |m| format!("{} {m}", short_route(r)));
+            let mut spans = vec![
+                Span::styled(format!("{} ", r.time.get(11..19).unwrap_or(&r.time)), t.muted()),
+                Span::styled(format!("{} ", r.status), status),
+                Span::raw(format!("{:<10} ", truncate(r.key.as_deref().unwrap_or("-"), 10))),
+                Span::raw(format!("{:<20} ", truncate(&route, 20))),
+                Span::raw(format!("{:>8.2}ms ", r.latency_us as f64 / 1000.0)),
+            ];
+            if wide {
+                spans.push(Span::styled(
+                    format!("{:<16} ", truncate(r.client.as_deref().unwrap_or("-"), 16)),
+                    t.muted(),
+                ));
+            }
+            let answer = match &r.error {
+                Some(e) => Span::styled(e.clone(), t.warn()),
+                None => Span::raw(r.labels.join(",")),
+            };
+            spans.push(answer);
+            if !r.flags.is_empty() {
+                spans.push(Span::styled(format!(" [{}]", r.flags.join(",")), t.error()));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    let f_ = &svc.filter;
+    let mut filters = Vec::new();
+    if let Some(c) = f_.status_class {
+        filters.push(format!("{c}xx"));
+    }
+    if let Some(k) = &f_.key {
+        filters.push(format!("key={k}"));
+    }
+    if let Some(r) = &f_.route {
+        filters.push(format!("route={r}"));
+    }
+    if f_.flagged_only {
+        filters.push("flagged".into());
+    }
+    let filter = if filters.is_empty() { String::new() } else { format!(" · {}", filters.join(" ")) };
+    let follow = if svc.scroll == 0 {
+        "following".to_string()
+    } else {
+        format!("{} lines back, {} follows", svc.scroll, app.keymap.hint(Action::Bottom))
+    };
+    let body = if lines.is_empty() {
+        let hint = format!(
+            "no lines{} ({} status, {} key, {} route, {} flagged)",
+            if filters.is_empty() { " yet" } else { " match" },
+            app.keymap.hint(Action::ServiceStatusFilter),
+            app.keymap.hint(Action::ServiceKeyFilter),
+            app.keymap.hint(Action::ServiceRouteFilter),
+            app.keymap.hint(Action::ServiceFlaggedOnly),
+        );
+        vec![Line::from(Span::styled(hint, t.muted()))]
+    } else {
+        lines
+    };
+    f.render_widget(
+        Paragraph::new(body).block(panel(app, format!("Access log ({total}){filter} · {follow}"))),
+        area,
+    );
+}
+
+/// `/v1/models/{name}/predict` → `predict`: the model is shown beside it.
+fn short_route(r: &crate::serve::access_log::AccessRecord) -> String {
+    r.route.as_deref().and_then(|p| p.rsplit('/').next()).unwrap_or(&r.path).to_string()
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
