@@ -9,9 +9,10 @@
 //! refused. This module owns the arithmetic only; the trainer decides when to call it.
 
 use candle_core::{D, Tensor};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ml::model::Network;
@@ -117,44 +118,37 @@ pub fn private_gradients(
     rng: &mut ChaCha8Rng,
 ) -> Result<(Vec<Tensor>, StepStats)> {
     let vars = net.vars();
-    let mut sums: Vec<Vec<f32>> = vars.iter().map(|(_, v)| vec![0.0; v.as_tensor().elem_count()]).collect();
+    let sizes: Vec<usize> = vars.iter().map(|(_, v)| v.as_tensor().elem_count()).collect();
+    let mut sums: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut stats = StepStats { loss_sum: 0.0, predictions: Vec::with_capacity(labels.len()), clipped: 0 };
     if let Some(x) = x {
-        let device = x.device().clone();
-        for (i, &label) in labels.iter().enumerate() {
-            let xi = x.narrow(0, i, 1)?;
-            let logits = net.forward(&xi, Some(rng))?;
-            let y = Tensor::from_vec(vec![label], 1, &device)?;
-            let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
-            stats.loss_sum += loss.to_scalar::<f32>()? as f64;
-            stats.predictions.push(logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0]);
-            let grads = crate::ml::kernels::backward(&loss)?;
-            let mut per: Vec<Option<Vec<f32>>> = Vec::with_capacity(vars.len());
-            let mut norm2 = 0.0f64;
-            for (_, v) in vars {
-                let g = match grads.get(v.as_tensor()) {
-                    Some(g) => {
-                        let g = g.flatten_all()?.to_vec1::<f32>()?;
-                        norm2 += g.iter().map(|&a| (a as f64) * (a as f64)).sum::<f64>();
-                        Some(g)
-                    }
-                    None => None,
-                };
-                per.push(g);
-            }
-            let norm = norm2.sqrt();
-            // Opacus' factor: min(1, C / (‖g‖ + 1e-6)).
-            let factor = (plan.clip_norm / (norm + 1e-6)).min(1.0);
-            if factor < 1.0 {
-                stats.clipped += 1;
-            }
-            for (sum, g) in sums.iter_mut().zip(per) {
-                if let Some(g) = g {
-                    for (s, a) in sum.iter_mut().zip(g) {
-                        *s += (a as f64 * factor) as f32;
-                    }
+        // Examples are independent, so chunks of them run on all cores. The chunks are fixed
+        // in size and summed in order, and each example's dropout draws from its own generator,
+        // so a seed gives the same result on any number of cores.
+        let dropout_seed: u64 = rng.random();
+        let parts: Vec<Result<(Vec<Vec<f32>>, StepStats)>> = (0..labels.len())
+            .collect::<Vec<_>>()
+            .par_chunks(CHUNK)
+            .map(|chunk| {
+                let mut part: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+                let mut st =
+                    StepStats { loss_sum: 0.0, predictions: Vec::with_capacity(chunk.len()), clipped: 0 };
+                for &i in chunk {
+                    clipped_gradient(net, x, i, labels[i], plan, dropout_seed, &mut part, &mut st)?;
+                }
+                Ok((part, st))
+            })
+            .collect();
+        for part in parts {
+            let (part, st) = part?;
+            for (sum, p) in sums.iter_mut().zip(part) {
+                for (s, v) in sum.iter_mut().zip(p) {
+                    *s += v;
                 }
             }
+            stats.loss_sum += st.loss_sum;
+            stats.predictions.extend(st.predictions);
+            stats.clipped += st.clipped;
         }
     }
     let std = plan.sigma * plan.clip_norm;
@@ -171,11 +165,61 @@ pub fn private_gradients(
     Ok((out, stats))
 }
 
+/// Examples per parallel chunk: fixed, so that sums do not depend on the number of cores.
+const CHUNK: usize = 8;
+
+/// Adds example `i`'s gradient, clipped to the plan's norm, to `sums`.
+#[allow(clippy::too_many_arguments)]
+fn clipped_gradient(
+    net: &Network,
+    x: &Tensor,
+    i: usize,
+    label: u32,
+    plan: &DpPlan,
+    dropout_seed: u64,
+    sums: &mut [Vec<f32>],
+    stats: &mut StepStats,
+) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(dropout_seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let xi = x.narrow(0, i, 1)?;
+    let logits = net.forward(&xi, Some(&mut rng))?;
+    let y = Tensor::from_vec(vec![label], 1, x.device())?;
+    let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
+    stats.loss_sum += loss.to_scalar::<f32>()? as f64;
+    stats.predictions.push(logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0]);
+    let grads = crate::ml::kernels::backward(&loss)?;
+    let mut per: Vec<Option<Vec<f32>>> = Vec::with_capacity(sums.len());
+    let mut norm2 = 0.0f64;
+    for (_, v) in net.vars() {
+        let g = match grads.get(v.as_tensor()) {
+            Some(g) => {
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                norm2 += g.iter().map(|&a| (a as f64) * (a as f64)).sum::<f64>();
+                Some(g)
+            }
+            None => None,
+        };
+        per.push(g);
+    }
+    // Opacus' factor: min(1, C / (‖g‖ + 1e-6)).
+    let factor = (plan.clip_norm / (norm2.sqrt() + 1e-6)).min(1.0);
+    if factor < 1.0 {
+        stats.clipped += 1;
+    }
+    for (sum, g) in sums.iter_mut().zip(per) {
+        if let Some(g) = g {
+            for (s, a) in sum.iter_mut().zip(g) {
+                *s += (a as f64 * factor) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
-    use rand::SeedableRng;
 
     use crate::ml::data::InputShape;
     use crate::ml::spec::{Activation, Init, ModelSpec};
