@@ -39,7 +39,7 @@ pub enum Action {
     ShowExplain,
     /// Service: the model service's access log, traffic and keys
     ShowService,
-    /// Serve the selected run as an API, or stop serving (asks first)
+    /// Serve the selected run as an API, or stop serving
     ToggleService,
     /// Service: show only the next status class (2xx, 4xx, 5xx, all)
     ServiceStatusFilter,
