@@ -229,6 +229,10 @@ async fn each_scope_reaches_its_routes_only() {
         (&admin_key, "GET /metrics", 200),
         (&all_key, "POST /v1/models/digits-logreg/predict", 200),
         (&all_key, "GET /metrics", 200),
+        (&predict_key, "POST /v1/models/digits-logreg/explain", 403),
+        (&explain_key, "POST /v1/models/digits-logreg/explain", 200),
+        (&admin_key, "POST /v1/models/digits-logreg/explain", 403),
+        (&all_key, "POST /v1/models/digits-logreg/explain", 200),
         (&all_key, "GET /nothing", 404),
         (&all_key, "DELETE /v1/models", 405),
         (&all_key, "POST /v1/models/nope/predict", 404),
@@ -912,4 +916,75 @@ async fn two_runs_of_one_spec_cannot_share_a_name() {
     cfg.runs = vec![id.clone(), id];
     let err = Server::start(cfg).await.err().unwrap().to_string();
     assert!(err.contains("would both be served as \"digits-logreg\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explanations_from_the_service_equal_the_command_lines_and_refuse_bad_options() {
+    let dir = fresh_store();
+    let key = add_key(dir.path(), KeySpec::new("e", &[Scope::Explain]));
+    let label_only = add_key(dir.path(), KeySpec { output: "label", ..KeySpec::new("l", &[Scope::Explain]) });
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let c = client();
+    let inputs = digits(2);
+    let url = |q: &str| format!("{}/v1/models/digits-logreg/explain{q}", server.url());
+    let body = || Some(json!({ "inputs": inputs }).to_string().into_bytes());
+    let reply = call(&c, "POST", url("?method=ig&target=3"), Some(&key), body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let got = reply.body["explanations"].as_array().unwrap();
+    assert_eq!(got.len(), 2);
+
+    // The same run, input and method through the library, as `vigil explain` computes them.
+    let run = RunStore::new(dir.path()).resolve(&run_id(dir.path(), "digits-logreg")).unwrap();
+    let t = load_trained(&run, Which::Best).unwrap();
+    let rows: Vec<f32> = inputs.iter().flat_map(|r| t.pipeline.transform(r).unwrap()).collect();
+    let mut dims = vec![2];
+    dims.extend(t.pipeline.input.dims());
+    let x = candle_core::Tensor::from_vec(rows, dims, &candle_core::Device::Cpu).unwrap();
+    let method = vigil::ml::explain::Method::named("ig", &t.pipeline.input).unwrap();
+    let want = vigil::ml::explain::Explainer::new(&t.network).explain(&x, &method, Some(&[3, 3])).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["target"], "3");
+        let a: Vec<f64> = g["attributions"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(a.len(), 64);
+        let diff = a.iter().zip(&w.attributions).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-6, "largest difference {diff}");
+        assert!(g["completeness_delta"].as_f64().is_some());
+        assert!(g["probabilities"].is_object(), "{g}");
+    }
+    // The key's output policy shapes the answer here too: label only, no probabilities.
+    let reply = call(&c, "POST", url(""), Some(&label_only), body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let first = &reply.body["explanations"][0];
+    assert!(first["probabilities"].is_null() && first["label"].is_string(), "{first}");
+
+    // Bad options: each refused with what is wrong, and no budget spent.
+    for (q, status, says) in [
+        ("?method=magic", 400, "unknown method"),
+        ("?colour=red", 400, "bad query string"),
+        ("?target=eleven", 422, "is not a class"),
+        ("?target=10", 422, "is not a class"),
+    ] {
+        let reply = call(&c, "POST", url(q), Some(&key), body()).await;
+        assert_eq!(reply.status, status, "{q}: {}", reply.text);
+        assert!(reply.body["error"].as_str().unwrap().contains(says), "{q}: {}", reply.text);
+    }
+    let reply = call(&c, "POST", url(""), Some(&key), Some(b"{\"inputs\": [[1, 2]]}".to_vec())).await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    // Text models are explained per token.
+    let reply = call(
+        &c,
+        "POST",
+        format!("{}/v1/models/topics-text/explain?method=saliency", server.url()),
+        Some(&key),
+        Some(json!({"texts": ["the striker scored a late goal"]}).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(!reply.body["explanations"][0]["attributions"].as_array().unwrap().is_empty());
+    server.shutdown().await.unwrap();
+    let lines = log_lines(dir.path());
+    let explained: Vec<_> =
+        lines.iter().filter(|l| l.route.as_deref() == Some("/v1/models/{name}/explain")).collect();
+    assert_eq!(explained.len(), 8, "every explain request is in the access log");
+    assert!(explained.iter().any(|l| l.status == 200 && l.labels.len() == 2));
 }

@@ -29,7 +29,7 @@ use super::limits::unix_now;
 use super::metrics::{Metrics, RequestLabels, RouteLabels};
 use super::model::{PredictBody, RawBatch, ServedModel};
 use super::policy::OutputPolicy;
-use super::routes::{self, Access, PREDICT, ROUTES, RouteSpec};
+use super::routes::{self, Access, EXPLAIN, PREDICT, ROUTES, RouteSpec};
 
 /// Work (inputs x parameters) up to which a prediction runs right on the async worker: a small
 /// forward pass takes microseconds, less than handing it to a blocking thread and back.
@@ -399,6 +399,7 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/metrics") => get(metrics),
         ("GET", "/v1/models") => get(list_models),
         ("POST", PREDICT) => post(predict),
+        ("POST", EXPLAIN) => post(explain),
         _ => unreachable!("route {} {} is in ROUTES without a handler", spec.method, spec.path),
     }
 }
@@ -565,12 +566,29 @@ fn parse_body(bytes: &[u8]) -> Result<PredictBody, (StatusCode, String)> {
     Ok(body)
 }
 
-async fn predict(
-    State(st): State<Arc<AppState>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
+/// A request that passed every check before the model runs: model found, key known, body read
+/// and parsed, inputs prepared, budget spent, time left.
+struct Accepted {
+    model: Arc<ServedModel>,
+    caller: Arc<Caller>,
+    batch: super::model::Batch,
+    n: usize,
+    now: u64,
+    note: PredictNote,
+}
+
+impl Accepted {
+    /// Gives the budget back when the model fails or time runs out: the caller got nothing.
+    fn refund(&self) {
+        if let Some(b) = &self.caller.budget {
+            b.refund(self.n as u64, self.now);
+        }
+    }
+}
+
+/// The checks predict and explain share, in the order that costs least first; a refusal comes
+/// back as the response to send.
+async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Accepted, Response> {
     let id = &*ctx.request_id;
     let mut note = PredictNote::default();
     let fail = |status: StatusCode, msg: String, note: PredictNote| {
@@ -578,18 +596,18 @@ async fn predict(
         r.extensions_mut().insert(note);
         r
     };
-    let Some(model) = st.models.get(&name).cloned() else {
+    let Some(model) = st.models.get(name).cloned() else {
         let names: Vec<&str> = st.models.keys().map(String::as_str).collect();
-        return fail(
+        return Err(fail(
             StatusCode::NOT_FOUND,
             format!("no model named {name:?}; this service has {}", names.join(", ")),
             note,
-        );
+        ));
     };
     note.model = Some(model.clone());
     let Some(caller) = ctx.caller.clone() else {
         // The gate always sets a caller on this route; refuse rather than serve anonymously.
-        return fail(StatusCode::UNAUTHORIZED, "no key".into(), note);
+        return Err(fail(StatusCode::UNAUTHORIZED, "no key".into(), note));
     };
     note.policy = Some(caller.policy);
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
@@ -598,14 +616,14 @@ async fn predict(
             v.eq_ignore_ascii_case("application/json")
         });
         if !ok {
-            return fail(
+            return Err(fail(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "the body must be JSON: send Content-Type: application/json (got {:?})",
                     ct.to_str().unwrap_or("?")
                 ),
                 note,
-            );
+            ));
         }
     }
     let max = st.limits.max_body;
@@ -615,23 +633,23 @@ async fn predict(
     let length = content_length(req.headers());
     if length > max as u64 && length > DRAIN_LIMIT {
         // Far too large to be worth reading: answer at once (the connection then closes).
-        return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note);
+        return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note));
     }
     let bytes = match read_body(req.into_body(), max).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note),
+        Err(BodyError::TooLarge) => return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note)),
         Err(BodyError::Read(e)) => {
-            return fail(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"), note);
+            return Err(fail(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"), note));
         }
     };
     note.bytes_in = Some(bytes.len() as u64);
     let body: PredictBody = match parse_body(&bytes) {
         Ok(b) => b,
-        Err((status, msg)) => return fail(status, msg, note),
+        Err((status, msg)) => return Err(fail(status, msg, note)),
     };
     let (batch, raw) = match model.prepare(body, st.limits.max_inputs) {
         Ok(v) => v,
-        Err(e) => return fail(StatusCode::UNPROCESSABLE_ENTITY, e.0, note),
+        Err(e) => return Err(fail(StatusCode::UNPROCESSABLE_ENTITY, e.0, note)),
     };
     let n = batch.len();
     note.inputs = n;
@@ -657,27 +675,47 @@ async fn predict(
                 );
                 let mut resp = too_many(msg, r.retry_after_s, id);
                 resp.extensions_mut().insert(note);
-                return resp;
+                return Err(resp);
             }
         }
     }
-    let refund = |note: &PredictNote| {
+    if Instant::now() >= ctx.deadline {
         if let Some(b) = &caller.budget {
             b.refund(n as u64, now);
         }
-        let _ = note;
-    };
-    if Instant::now() >= ctx.deadline {
-        refund(&note);
-        return fail(
+        return Err(fail(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the request took longer than the service's limit of {} ms",
                 st.limits.timeout.as_millis()
             ),
             note,
-        );
+        ));
     }
+    Ok(Accepted { model, caller, batch, n, now, note })
+}
+
+async fn predict(
+    State(st): State<Arc<AppState>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let id = &*ctx.request_id;
+    let Accepted { model, caller, batch, n, now, mut note } = match accept(&st, &ctx, &name, req).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let fail = |status: StatusCode, msg: String, note: PredictNote| {
+        let mut r = error(status, msg, id);
+        r.extensions_mut().insert(note);
+        r
+    };
+    let refund = |_: &PredictNote| {
+        if let Some(b) = &caller.budget {
+            b.refund(n as u64, now);
+        }
+    };
     let result = if model.cost(n) <= INLINE_COST {
         model.predict(batch)
     } else {
@@ -715,6 +753,154 @@ async fn predict(
             .collect(),
     };
     let body = serde_json::to_vec(&out).expect("predictions serialise");
+    let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from(body))
+        .into_response();
+    resp.extensions_mut().insert(note);
+    resp
+}
+
+/// The explain route's options, from the query string.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    /// saliency, grad-input, ig (the default), smoothgrad or occlusion.
+    method: Option<String>,
+    /// The class to attribute, by name or index; each input's predicted class when absent.
+    target: Option<String>,
+}
+
+/// One input's explanation as the caller sees it: the answer shaped by the key's output policy,
+/// and the attributions, one per input value (per token for text).
+#[derive(Serialize)]
+struct ExplainedOut<'a> {
+    #[serde(flatten)]
+    prediction: Prediction<'a>,
+    target: &'a str,
+    attributions: &'a [f32],
+    /// Integrated gradients: how far the attributions' sum is from the output's change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completeness_delta: Option<f64>,
+}
+
+async fn explain(
+    State(st): State<Arc<AppState>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(name): Path<String>,
+    query: Result<axum::extract::Query<ExplainQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Response {
+    let id = &*ctx.request_id;
+    // The options are checked before the body is read or the budget spent.
+    let query = match query {
+        Ok(q) => q.0,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad query string: {e}; it takes method=saliency|grad-input|ig|smoothgrad|occlusion and target=CLASS"
+                ),
+                id,
+            );
+        }
+    };
+    let method_name = query.method.as_deref().unwrap_or("ig");
+    if !crate::ml::explain::METHOD_NAMES.contains(&method_name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown method {method_name:?}; the methods are {}",
+                crate::ml::explain::METHOD_NAMES.join(", ")
+            ),
+            id,
+        );
+    }
+    let acc = match accept(&st, &ctx, &name, req).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let fail = |status: StatusCode, msg: String, acc: Accepted| {
+        acc.refund();
+        let mut r = error(status, msg, id);
+        r.extensions_mut().insert(acc.note);
+        r
+    };
+    let model = acc.model.clone();
+    let classes = model.classes.as_slice();
+    let target = match query.target.as_deref() {
+        None => None,
+        Some(t) => match classes
+            .iter()
+            .position(|c| c == t)
+            .or_else(|| t.parse::<usize>().ok().filter(|&i| i < classes.len()))
+        {
+            Some(i) => Some(i),
+            None => {
+                let msg =
+                    format!("target {t:?} is not a class of {name}; the classes are {}", classes.join(", "));
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, msg, acc);
+            }
+        },
+    };
+    let method = match crate::ml::explain::Method::named(method_name, &model.pipeline.input) {
+        Ok(m) => m,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e.to_string(), acc),
+    };
+    let batch = acc.batch.clone();
+    let m = model.clone();
+    let method_for_task = method.clone();
+    // Attribution costs many forward and backward passes: never on the async workers.
+    let result = match tokio::task::spawn_blocking(move || m.explain(batch, &method_for_task, target)).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::error::Error::Invalid(format!("the explanation task failed: {e}"))),
+    };
+    let explanations = match result {
+        Ok(e) => e,
+        Err(e) => {
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("the explanation failed: {e}"), acc);
+        }
+    };
+    if Instant::now() >= ctx.deadline {
+        let msg = format!(
+            "the request took longer than the service's limit of {} ms",
+            st.limits.timeout.as_millis()
+        );
+        return fail(StatusCode::SERVICE_UNAVAILABLE, msg, acc);
+    }
+    let Accepted { caller, mut note, .. } = acc;
+    let shown: Vec<_> = explanations.iter().map(|e| caller.policy.apply(&e.probabilities)).collect();
+    note.labels = shown.iter().map(|s| s.label as u32).collect();
+    let top = matches!(caller.policy.view, super::policy::View::TopK(_));
+    let out: Vec<ExplainedOut> = explanations
+        .iter()
+        .zip(&shown)
+        .map(|(e, s)| {
+            let p = s.probabilities.as_deref();
+            ExplainedOut {
+                prediction: Prediction {
+                    label: &classes[s.label],
+                    probabilities: p.filter(|_| !top).map(|shown| Probabilities { shown, classes }),
+                    top_k: p.filter(|_| top).map(|shown| TopK { shown, classes }),
+                },
+                target: &classes[e.target],
+                attributions: &e.attributions,
+                completeness_delta: e.completeness.as_ref().map(|c| c.gap),
+            }
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct ExplainResponse<'a> {
+        model: &'a str,
+        version: &'a str,
+        method: String,
+        explanations: Vec<ExplainedOut<'a>>,
+    }
+    let body = ExplainResponse {
+        model: &model.info.name,
+        version: &model.info.version,
+        method: method.describe(),
+        explanations: out,
+    };
+    let body = serde_json::to_vec(&body).expect("explanations serialise");
     let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from(body))
         .into_response();
     resp.extensions_mut().insert(note);

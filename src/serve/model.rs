@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
+use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::model::Network;
 use crate::ml::train::load_trained;
 use crate::store::{RunDir, Which};
@@ -321,8 +322,28 @@ impl ServedModel {
 
     /// Class probabilities for a batch, `classes` per input, flat.
     pub fn predict(&self, batch: Batch) -> Result<Vec<f32>> {
+        let x = self.tensor(batch)?;
+        let logits = self.network.forward(&x, None)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits).or_else(|_| {
+            // softmax_last_dim has no kernel on some devices; the generic one always works.
+            candle_nn::ops::softmax(&logits, D::Minus1)
+        })?;
+        Ok(probs.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Attributions of each input's `target` class (its predicted class when `None`), as
+    /// `vigil explain` computes them for a test example.
+    pub fn explain(&self, batch: Batch, method: &Method, target: Option<usize>) -> Result<Vec<Explanation>> {
+        let n = batch.len();
+        let x = self.tensor(batch)?;
+        let targets = target.map(|t| vec![t; n]);
+        Explainer::new(&self.network).explain(&x, method, targets.as_deref())
+    }
+
+    /// A prepared batch as the network's input tensor.
+    fn tensor(&self, batch: Batch) -> Result<Tensor> {
         let device = self.network.device();
-        let x = match batch {
+        Ok(match batch {
             Batch::Dense { n, values } => {
                 let mut shape = vec![n];
                 shape.extend(self.pipeline.input.dims());
@@ -332,13 +353,7 @@ impl ServedModel {
                 let len = ids.len() / n.max(1);
                 Tensor::from_vec(ids, (n, len), device)?
             }
-        };
-        let logits = self.network.forward(&x, None)?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits).or_else(|_| {
-            // softmax_last_dim has no kernel on some devices; the generic one always works.
-            candle_nn::ops::softmax(&logits, D::Minus1)
-        })?;
-        Ok(probs.flatten_all()?.to_vec1::<f32>()?)
+        })
     }
 }
 

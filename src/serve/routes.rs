@@ -41,6 +41,9 @@ pub struct RouteSpec {
 /// The template of the predict route.
 pub const PREDICT: &str = "/v1/models/{name}/predict";
 
+/// The template of the explain route.
+pub const EXPLAIN: &str = "/v1/models/{name}/explain";
+
 /// Every route of the service.
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "GET", path: "/healthz", access: Access::Open, what: "liveness probe" },
@@ -56,6 +59,12 @@ pub const ROUTES: &[RouteSpec] = &[
         path: PREDICT,
         access: Access::Scope(Scope::Predict),
         what: "predict a batch of inputs",
+    },
+    RouteSpec {
+        method: "POST",
+        path: EXPLAIN,
+        access: Access::Scope(Scope::Explain),
+        what: "attribute a batch of inputs' predictions to their features (?method=ig&target=3)",
     },
 ];
 
