@@ -493,79 +493,61 @@ impl<'a> Trainer<'a> {
                     scheduled_lr(base_lr, &spec.schedule, self.state.step, self.steps_per_epoch, spec.epochs);
                 self.opt.set_lr(lr);
                 let labels: Vec<u32> = chunk.iter().map(|&j| self.data.train.labels[j]).collect();
-                if let Some(dp) = &self.dp {
-                    let x = if chunk.is_empty() {
-                        None
-                    } else {
-                        Some(self.train_batch(chunk, &mut rng, &device)?)
-                    };
-                    let (grads, stats) = private_gradients(&self.net, x.as_ref(), &labels, dp, &mut rng)?;
-                    let loss_value = stats.loss_sum / chunk.len().max(1) as f64;
-                    if !loss_value.is_finite() {
-                        let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
-                        return Err(Error::Diverged(format!(
-                            "the training loss became {loss_value} at epoch {} step {} (learning rate {lr:.3e}); \
-                             the last good checkpoint is kept",
-                            epoch + 1,
-                            self.state.step + 1
-                        )));
+                // A loss that is not finite ends the run before the step could spoil the weights.
+                let check = |loss_value: f64, state: &ResumeState| -> Result<()> {
+                    if loss_value.is_finite() {
+                        return Ok(());
                     }
-                    let by_var: HashMap<TensorId, Tensor> =
-                        self.net.vars().iter().map(|(_, v)| v.as_tensor().id()).zip(grads).collect();
-                    self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
-                    correct += stats.predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
-                    seen += chunk.len();
-                    loss_sum += stats.loss_sum;
-                    self.state.step += 1;
-                    let dt = t0.elapsed().as_secs_f64();
-                    session_time += dt;
-                    let sps = chunk.len() as f64 / dt.max(1e-9);
-                    let smoothed = throughput.map_or(sps, |t| 0.9 * t + 0.1 * sps);
-                    throughput = Some(smoothed);
-                    self.after_step(
-                        observer,
-                        epoch + 1,
-                        i as u64 + 1,
-                        loss_value,
-                        lr,
-                        smoothed,
-                        session_time,
-                    )?;
-                    continue;
-                }
-                let x = self.train_batch(chunk, &mut rng, &device)?;
-                let y = Tensor::from_vec(labels, chunk.len(), &device)?;
-                // Adversarial training: part of the batch becomes attacks on the current weights.
-                let x = match &spec.adversarial {
-                    Some(adv) => crate::ml::attack::adversarial_batch(
-                        &self.net,
-                        &x,
-                        &y,
-                        adv,
-                        &self.data.pipeline,
-                        &mut rng,
-                    )?,
-                    None => x,
-                };
-                let logits = self.net.forward(&x, Some(&mut rng))?;
-                let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
-                let loss_value = loss.to_scalar::<f32>()? as f64;
-                if !loss_value.is_finite() {
-                    let reason = format!(
+                    let _ = run.update_info(|r| r.duration_s = state.duration_s + session_time);
+                    Err(Error::Diverged(format!(
                         "the training loss became {} at epoch {} step {} (learning rate {lr:.3e}); \
                          the last good checkpoint is kept. Lower the learning rate or check the data's scale",
                         if loss_value.is_nan() { "NaN" } else { "infinite" },
                         epoch + 1,
-                        self.state.step + 1
-                    );
-                    let _ = run.update_info(|r| r.duration_s = self.state.duration_s + session_time);
-                    return Err(Error::Diverged(reason));
-                }
-                let grads = crate::ml::kernels::backward(&loss)?;
-                self.opt.step(&grads)?;
-                let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-                correct +=
-                    preds.iter().zip(chunk).filter(|(p, j)| **p == self.data.train.labels[**j]).count();
+                        state.step + 1
+                    )))
+                };
+                let (loss_value, preds) = match &self.dp {
+                    Some(dp) => {
+                        let x = if chunk.is_empty() {
+                            None
+                        } else {
+                            Some(self.train_batch(chunk, &mut rng, &device)?)
+                        };
+                        let (grads, stats) = private_gradients(&self.net, x.as_ref(), &labels, dp, &mut rng)?;
+                        let loss_value = stats.loss_sum / chunk.len().max(1) as f64;
+                        check(loss_value, &self.state)?;
+                        let by_var: HashMap<TensorId, Tensor> =
+                            self.net.vars().iter().map(|(_, v)| v.as_tensor().id()).zip(grads).collect();
+                        self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
+                        (loss_value, stats.predictions)
+                    }
+                    None => {
+                        let x = self.train_batch(chunk, &mut rng, &device)?;
+                        let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
+                        // Adversarial training: part of the batch becomes attacks on the current
+                        // weights.
+                        let x = match &spec.adversarial {
+                            Some(adv) => crate::ml::attack::adversarial_batch(
+                                &self.net,
+                                &x,
+                                &y,
+                                adv,
+                                &self.data.pipeline,
+                                &mut rng,
+                            )?,
+                            None => x,
+                        };
+                        let logits = self.net.forward(&x, Some(&mut rng))?;
+                        let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
+                        let loss_value = loss.to_scalar::<f32>()? as f64;
+                        check(loss_value, &self.state)?;
+                        let grads = crate::ml::kernels::backward(&loss)?;
+                        self.opt.step(&grads)?;
+                        (loss_value, logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+                    }
+                };
+                correct += preds.iter().zip(&labels).filter(|(p, l)| p == l).count();
                 seen += chunk.len();
                 loss_sum += loss_value * chunk.len() as f64;
                 self.state.step += 1;

@@ -276,20 +276,7 @@ impl Network {
         let Arch::Text { encoder, dense, out, act, dropout: p, .. } = &self.arch else {
             return self.forward_dense(emb, rng);
         };
-        let mut h = match encoder {
-            None => masked_mean(emb, mask)?,
-            Some(rnn) => {
-                // Padding comes last, so the state at the last real token is the encoding.
-                let states = rnn.forward(emb)?;
-                let lengths = mask.sum(1)?.clamp(1.0, f64::MAX)?.affine(1.0, -1.0)?.to_dtype(DType::U32)?;
-                let idx = lengths
-                    .unsqueeze(1)?
-                    .unsqueeze(2)?
-                    .broadcast_as((states.dim(0)?, 1, states.dim(2)?))?
-                    .contiguous()?;
-                states.gather(&idx, 1)?.squeeze(1)?
-            }
-        };
+        let mut h = encode_text(encoder.as_ref(), emb, mask)?;
         for layer in dense {
             h = layer.forward_activated(&h, *act)?;
             h = dropout(&h, *p, rng.as_deref_mut())?;
@@ -413,20 +400,7 @@ impl Network {
             Arch::Text { encoder, dense, act, .. } => {
                 let emb = self.embed(x)?;
                 let mask = token_mask(x)?;
-                let mut h = match encoder {
-                    None => masked_mean(&emb, &mask)?,
-                    Some(rnn) => {
-                        let states = rnn.forward(&emb)?;
-                        let lengths =
-                            mask.sum(1)?.clamp(1.0, f64::MAX)?.affine(1.0, -1.0)?.to_dtype(DType::U32)?;
-                        let idx = lengths
-                            .unsqueeze(1)?
-                            .unsqueeze(2)?
-                            .broadcast_as((states.dim(0)?, 1, states.dim(2)?))?
-                            .contiguous()?;
-                        states.gather(&idx, 1)?.squeeze(1)?
-                    }
-                };
+                let mut h = encode_text(encoder.as_ref(), &emb, &mask)?;
                 for layer in dense {
                     h = layer.forward_activated(&h, *act)?;
                 }
@@ -434,6 +408,24 @@ impl Network {
             }
         }
     }
+}
+
+/// A text model's encoding of its token embeddings `(B, L, E)`: the masked mean, or the
+/// recurrent encoder's state at the last real token (padding comes last).
+fn encode_text(encoder: Option<&Recurrent>, emb: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    Ok(match encoder {
+        None => masked_mean(emb, mask)?,
+        Some(rnn) => {
+            let states = rnn.forward(emb)?;
+            let lengths = mask.sum(1)?.clamp(1.0, f64::MAX)?.affine(1.0, -1.0)?.to_dtype(DType::U32)?;
+            let idx = lengths
+                .unsqueeze(1)?
+                .unsqueeze(2)?
+                .broadcast_as((states.dim(0)?, 1, states.dim(2)?))?
+                .contiguous()?;
+            states.gather(&idx, 1)?.squeeze(1)?
+        }
+    })
 }
 
 /// The layer a parameter belongs to: `layers.0.weight` -> `layers.0`, `rnn.weight_ih_l1` ->
