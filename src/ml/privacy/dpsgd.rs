@@ -166,7 +166,7 @@ pub fn private_gradients(
 }
 
 /// Examples per parallel chunk: fixed, so that sums do not depend on the number of cores.
-const CHUNK: usize = 8;
+const CHUNK: usize = 32;
 
 /// Adds example `i`'s gradient, clipped to the plan's norm, to `sums`.
 #[allow(clippy::too_many_arguments)]
@@ -206,10 +206,11 @@ fn clipped_gradient(
     if factor < 1.0 {
         stats.clipped += 1;
     }
+    let factor = factor as f32;
     for (sum, g) in sums.iter_mut().zip(per) {
         if let Some(g) = g {
             for (s, a) in sum.iter_mut().zip(g) {
-                *s += (a as f64 * factor) as f32;
+                *s += a * factor;
             }
         }
     }
