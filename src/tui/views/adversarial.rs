@@ -6,7 +6,6 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
@@ -182,21 +181,6 @@ fn draw_side(f: &mut Frame, app: &App, r: &AdversarialResult, classes: &[String]
     lines.push(Line::from(vec![Span::styled("method ", t.muted()), Span::raw(r.clean.method.name())]));
     lines.push(Line::from(Span::styled("each for its prediction", t.muted())));
     let max = max_abs(&r.clean.attributions).max(max_abs(&r.adversarial.attributions));
-    if t.colored() {
-        let n = (area.width as usize).saturating_sub(4).max(8);
-        let cells: Vec<Span> = (0..n)
-            .map(|i| {
-                let v = -max + 2.0 * max * i as f32 / (n - 1) as f32;
-                Span::styled(" ", Style::default().bg(attribution_color(app, v, max)))
-            })
-            .collect();
-        lines.push(Line::from(cells));
-    } else {
-        lines.push(Line::from("= - ,   . + #"));
-    }
-    lines.push(Line::from(Span::styled(
-        format!("{:<8} 0 {:>8}", format!("-{max:.2}"), format!("+{max:.2}")),
-        t.muted(),
-    )));
+    lines.extend(super::explain::scale_legend(app, max, area.width));
     f.render_widget(Paragraph::new(lines).block(panel(app, "Clean vs adversarial")), area);
 }

@@ -175,22 +175,7 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     lines.push(Line::from(""));
     // The scale: blue (against) through white to red (for), or the glyphs without colour.
     let max = max_abs(&e.attributions);
-    if app.theme.colored() {
-        let n = (area.width as usize).saturating_sub(4).max(8);
-        let cells: Vec<Span> = (0..n)
-            .map(|i| {
-                let v = -max + 2.0 * max * i as f32 / (n - 1) as f32;
-                Span::styled(" ", Style::default().bg(attribution_color(app, v, max)))
-            })
-            .collect();
-        lines.push(Line::from(cells));
-    } else {
-        lines.push(Line::from("= - ,   . + #"));
-    }
-    lines.push(Line::from(Span::styled(
-        format!("{:<8} 0 {:>8}", format!("-{max:.2}"), format!("+{max:.2}")),
-        t.muted(),
-    )));
+    lines.extend(scale_legend(app, max, area.width));
     lines.push(Line::from(Span::styled("against ← → for the target", t.muted())));
     f.render_widget(Paragraph::new(lines).block(panel(app, "Prediction")), area);
 }
@@ -411,4 +396,29 @@ pub(super) fn draw_tabular(f: &mut Frame, app: &App, r: &ExplainResult, area: Re
         Paragraph::new(lines).block(panel(app, format!("Features by |attribution| · {}", e.method.name()))),
         area,
     );
+}
+
+/// The attribution scale for `±max`: blue (against) through white to red (for) across `width`,
+/// or the glyph ramp without colour, with its end values.
+pub(super) fn scale_legend(app: &App, max: f32, width: u16) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let bar = if t.colored() {
+        let n = (width as usize).saturating_sub(4).max(8);
+        let cells: Vec<Span> = (0..n)
+            .map(|i| {
+                let v = -max + 2.0 * max * i as f32 / (n - 1) as f32;
+                Span::styled(" ", Style::default().bg(attribution_color(app, v, max)))
+            })
+            .collect();
+        Line::from(cells)
+    } else {
+        Line::from("= - ,   . + #")
+    };
+    vec![
+        bar,
+        Line::from(Span::styled(
+            format!("{:<8} 0 {:>8}", format!("-{max:.2}"), format!("+{max:.2}")),
+            t.muted(),
+        )),
+    ]
 }
