@@ -64,7 +64,7 @@ fn a_private_run_spends_no_more_than_its_target_and_says_so_each_epoch() {
     let models = dir.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
     let spec =
-        std::fs::read_to_string("models/digits-mlp-dp.ron").unwrap().replace("epochs: 60,", "epochs: 6,");
+        std::fs::read_to_string("models/digits-mlp-dp.ron").unwrap().replace("epochs: 30,", "epochs: 6,");
     std::fs::write(models.join("digits-mlp-dp.ron"), spec).unwrap();
     let runs = dir.path().join("runs");
     Command::cargo_bin("vigil")

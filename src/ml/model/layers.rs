@@ -117,11 +117,16 @@ impl Dense {
 
     /// `activate(forward(x), act)`, with ReLU fused into the layer where the kernels apply.
     pub fn forward_activated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        if act == Activation::Relu && kernels::applies(&[x, &self.weight, &self.bias]) {
+        if act == Activation::Relu && fuses_relu(x, self) {
             return Ok(kernels::linear(x, &self.weight, &self.bias, true)?);
         }
         activate(&self.forward(x)?, act)
     }
+}
+
+/// Whether [`Dense::forward_activated`] fuses a ReLU into the layer for this input.
+pub fn fuses_relu(x: &Tensor, layer: &Dense) -> bool {
+    kernels::applies(&[x, &layer.weight, &layer.bias])
 }
 
 /// A 2-D convolution with stride 1 and same padding.

@@ -48,6 +48,20 @@ enum Arch {
     },
 }
 
+/// One dense layer of a taped forward pass ([`Network::forward_taped`]).
+#[derive(Debug, Clone)]
+pub struct DenseTape {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    /// The layer's input `(B, in)`.
+    pub input: Tensor,
+    /// The layer's output `(B, out)`: after ReLU when `relu`, else before any activation.
+    pub output: Tensor,
+    /// A zero variable added to `output`, whose gradient in a backward pass is the output's.
+    pub probe: Tensor,
+    pub relu: bool,
+}
+
 /// A classifier network and its parameters.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -251,6 +265,48 @@ impl Network {
             }
             _ => self.forward_dense(x, rng),
         }
+    }
+
+    /// The logits of an MLP together with each dense layer's input and output, for per-example
+    /// gradients in closed form (DP-SGD): a dense layer's gradient for one example is the outer
+    /// product of that example's output gradient and input, so the layer's inputs and outputs
+    /// are all it needs. `None` for other architectures, whose layers share weights across
+    /// positions and have no such form.
+    pub fn forward_taped(
+        &self,
+        x: &Tensor,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Option<(Tensor, Vec<DenseTape>)>> {
+        let Arch::Mlp { layers, act, dropout: p } = &self.arch else { return Ok(None) };
+        let mut h = x.flatten_from(1)?;
+        let mut tape = Vec::with_capacity(layers.len());
+        let last = layers.len() - 1;
+        for (i, layer) in layers.iter().enumerate() {
+            let hidden = i < last;
+            // Where ReLU is fused into the layer its output is post-activation, and the output
+            // gradient has to be masked by `output > 0` to become the layer's own.
+            let relu = hidden && *act == Activation::Relu && layers::fuses_relu(&h, layer);
+            let output = if relu { layer.forward_activated(&h, *act)? } else { layer.forward(&h)? };
+            // candle keeps the gradients of variables only, so a zero variable added to the
+            // output receives the output's gradient.
+            let probe = Var::zeros(output.shape(), output.dtype(), output.device())?.into_inner();
+            let output = (output + &probe)?;
+            tape.push(DenseTape {
+                weight: layer.weight.clone(),
+                bias: layer.bias.clone(),
+                input: h,
+                output: output.clone(),
+                probe,
+                relu,
+            });
+            h = if !hidden {
+                output
+            } else {
+                let a = if relu { output } else { layers::activate(&output, *act)? };
+                dropout(&a, *p, rng.as_deref_mut())?
+            };
+        }
+        Ok(Some((h, tape)))
     }
 
     /// Token embeddings `(B, L, E)` of a text model; for other models, the input itself.

@@ -3,12 +3,17 @@
 //! added to the sum, the result divided by the expected batch size. The accountant
 //! ([`super::accountant`]) turns σ, the sampling rate and the steps taken into the ε spent.
 //!
-//! Per-example gradients come from one backward pass per example of the batch (Opacus calls
-//! this micro-batching). It is slower than vectorised per-sample gradients but exact for every
-//! layer the core has, dense, convolutional, recurrent and embedding alike, so no model kind is
-//! refused. This module owns the arithmetic only; the trainer decides when to call it.
+//! Per-example gradients of MLPs come in closed form from one batched backward pass: a dense
+//! layer's gradient for example i is the outer product δᵢ aᵢᵀ of its output gradient and input,
+//! so its squared norm is ‖δᵢ‖²‖aᵢ‖² (plus ‖δᵢ‖² for the bias) and the sum of the clipped
+//! gradients is one matrix product (diag(f) Δ)ᵀ A, with no per-example weight gradient ever
+//! formed (Opacus' "ghost clipping" for linear layers). Convolutional, recurrent and text
+//! models share weights across positions and have no such form; their per-example gradients
+//! come from one backward pass per example (Opacus calls this micro-batching), slower but exact,
+//! so no model kind is refused. This module owns the arithmetic only; the trainer decides when
+//! to call it.
 
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -122,33 +127,9 @@ pub fn private_gradients(
     let mut sums: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
     let mut stats = StepStats { loss_sum: 0.0, predictions: Vec::with_capacity(labels.len()), clipped: 0 };
     if let Some(x) = x {
-        // Examples are independent, so chunks of them run on all cores. The chunks are fixed
-        // in size and summed in order, and each example's dropout draws from its own generator,
-        // so a seed gives the same result on any number of cores.
         let dropout_seed: u64 = rng.random();
-        let parts: Vec<Result<(Vec<Vec<f32>>, StepStats)>> = (0..labels.len())
-            .collect::<Vec<_>>()
-            .par_chunks(CHUNK)
-            .map(|chunk| {
-                let mut part: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
-                let mut st =
-                    StepStats { loss_sum: 0.0, predictions: Vec::with_capacity(chunk.len()), clipped: 0 };
-                for &i in chunk {
-                    clipped_gradient(net, x, i, labels[i], plan, dropout_seed, &mut part, &mut st)?;
-                }
-                Ok((part, st))
-            })
-            .collect();
-        for part in parts {
-            let (part, st) = part?;
-            for (sum, p) in sums.iter_mut().zip(part) {
-                for (s, v) in sum.iter_mut().zip(p) {
-                    *s += v;
-                }
-            }
-            stats.loss_sum += st.loss_sum;
-            stats.predictions.extend(st.predictions);
-            stats.clipped += st.clipped;
+        if !closed_form(net, x, labels, plan, dropout_seed, &mut sums, &mut stats)? {
+            micro_batched(net, x, labels, plan, dropout_seed, &sizes, &mut sums, &mut stats)?;
         }
     }
     let std = plan.sigma * plan.clip_norm;
@@ -163,6 +144,117 @@ pub fn private_gradients(
         out.push(Tensor::from_vec(sum, t.shape(), t.device())?);
     }
     Ok((out, stats))
+}
+
+/// Adds the clipped per-example gradients of an MLP to `sums` in closed form (see the module
+/// notes), from one batched forward and backward pass. Returns `false`, touching nothing, for
+/// networks that are not MLPs.
+fn closed_form(
+    net: &Network,
+    x: &Tensor,
+    labels: &[u32],
+    plan: &DpPlan,
+    dropout_seed: u64,
+    sums: &mut [Vec<f32>],
+    stats: &mut StepStats,
+) -> Result<bool> {
+    let mut drop_rng = ChaCha8Rng::seed_from_u64(dropout_seed);
+    let Some((logits, tape)) = net.forward_taped(x, Some(&mut drop_rng))? else { return Ok(false) };
+    let n = labels.len();
+    if n == 0 {
+        return Ok(true);
+    }
+    let y = Tensor::from_slice(labels, n, x.device())?;
+    let mean = crate::ml::kernels::cross_entropy(&logits, &y)?;
+    stats.loss_sum += mean.to_scalar::<f32>()? as f64 * n as f64;
+    stats.predictions.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+    // The summed loss, so that each example's output gradient is that of its own loss.
+    let grads = crate::ml::kernels::backward(&(mean * n as f64)?)?;
+    let mut deltas = Vec::with_capacity(tape.len());
+    let mut norm2 = vec![0.0f64; n];
+    for layer in &tape {
+        let g = grads.get(&layer.probe).ok_or_else(|| {
+            Error::Invalid("DP-SGD: a dense layer's output got no gradient (a bug in the taped pass)".into())
+        })?;
+        let delta = if layer.relu { (g * layer.output.gt(0.0)?.to_dtype(g.dtype())?)? } else { g.clone() };
+        let d2 = delta.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let a2 = layer.input.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        for ((s, d), a) in norm2.iter_mut().zip(d2).zip(a2) {
+            // ‖δ aᵀ‖² + ‖δ‖²: the weight's share and the bias's.
+            *s += d * (a + 1.0);
+        }
+        deltas.push(delta);
+    }
+    // Opacus' factor: min(1, C / (‖g‖ + 1e-6)).
+    let factors: Vec<f32> = norm2
+        .iter()
+        .map(|s| {
+            let f = (plan.clip_norm / (s.sqrt() + 1e-6)).min(1.0);
+            stats.clipped += usize::from(f < 1.0);
+            f as f32
+        })
+        .collect();
+    let f = Tensor::from_vec(factors, (n, 1), x.device())?.to_dtype(logits.dtype())?;
+    let vars = net.vars();
+    let slot = |t: &Tensor| {
+        vars.iter().position(|(_, v)| v.as_tensor().id() == t.id()).ok_or_else(|| {
+            Error::Invalid("DP-SGD: a dense layer's parameter is not among the network's".into())
+        })
+    };
+    for (layer, delta) in tape.iter().zip(deltas) {
+        let scaled = delta.broadcast_mul(&f)?;
+        let dw = scaled.t()?.matmul(&layer.input)?;
+        let db = scaled.sum(0)?;
+        for (param, g) in [(&layer.weight, dw), (&layer.bias, db)] {
+            let g = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            for (s, v) in sums[slot(param)?].iter_mut().zip(g) {
+                *s += v;
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Adds the clipped per-example gradients to `sums` from one backward pass per example.
+#[allow(clippy::too_many_arguments)]
+fn micro_batched(
+    net: &Network,
+    x: &Tensor,
+    labels: &[u32],
+    plan: &DpPlan,
+    dropout_seed: u64,
+    sizes: &[usize],
+    sums: &mut [Vec<f32>],
+    stats: &mut StepStats,
+) -> Result<()> {
+    // Examples are independent, so chunks of them run on all cores. The chunks are fixed in
+    // size and summed in order, and each example's dropout draws from its own generator, so a
+    // seed gives the same result on any number of cores.
+    let parts: Vec<Result<(Vec<Vec<f32>>, StepStats)>> = (0..labels.len())
+        .collect::<Vec<_>>()
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut part: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+            let mut st =
+                StepStats { loss_sum: 0.0, predictions: Vec::with_capacity(chunk.len()), clipped: 0 };
+            for &i in chunk {
+                clipped_gradient(net, x, i, labels[i], plan, dropout_seed, &mut part, &mut st)?;
+            }
+            Ok((part, st))
+        })
+        .collect();
+    for part in parts {
+        let (part, st) = part?;
+        for (sum, p) in sums.iter_mut().zip(part) {
+            for (s, v) in sum.iter_mut().zip(p) {
+                *s += v;
+            }
+        }
+        stats.loss_sum += st.loss_sum;
+        stats.predictions.extend(st.predictions);
+        stats.clipped += st.clipped;
+    }
+    Ok(())
 }
 
 /// Examples per parallel chunk: fixed, so that sums do not depend on the number of cores.
@@ -292,6 +384,67 @@ mod tests {
         let total =
             got.iter().map(|g| g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum::<f32>();
         assert!(total.sqrt() <= clip as f32 * 1.0001);
+    }
+
+    /// The closed form for MLPs gives what one backward pass per example gives, with ReLU
+    /// fused into the layers (output gradients masked) and with tanh (not fused), and counts
+    /// the same clipped examples.
+    #[test]
+    fn closed_form_equals_micro_batching() {
+        for activation in [Activation::Relu, Activation::Tanh] {
+            let spec = ModelSpec::Mlp { hidden: vec![6, 5], activation, dropout: 0.0 };
+            let input = InputShape::Tabular { features: 4 };
+            let net = Network::build(&spec, &input, 3, None, Init::KaimingUniform, 11, &Device::Cpu).unwrap();
+            let x = Tensor::new(
+                &[
+                    [1.0f32, -2.0, 0.5, 3.0],
+                    [0.1, 0.2, -0.3, 0.4],
+                    [5.0, 5.0, -5.0, 2.0],
+                    [0.0, 0.0, 0.0, 0.0],
+                ],
+                &Device::Cpu,
+            )
+            .unwrap();
+            let labels = [0u32, 2, 1, 1];
+            let p = plan(0.0, 0.5, 4.0);
+            let sizes: Vec<usize> = net.vars().iter().map(|(_, v)| v.as_tensor().elem_count()).collect();
+            let zero = || sizes.iter().map(|&n| vec![0.0f32; n]).collect::<Vec<_>>();
+            let stats = || StepStats { loss_sum: 0.0, predictions: vec![], clipped: 0 };
+            let (mut a, mut sa) = (zero(), stats());
+            assert!(closed_form(&net, &x, &labels, &p, 5, &mut a, &mut sa).unwrap());
+            let (mut b, mut sb) = (zero(), stats());
+            micro_batched(&net, &x, &labels, &p, 5, &sizes, &mut b, &mut sb).unwrap();
+            assert_eq!((sa.clipped, &sa.predictions), (sb.clipped, &sb.predictions), "{activation:?}");
+            assert!(sa.clipped >= 2, "the clip must bite for the test to mean anything");
+            assert!((sa.loss_sum - sb.loss_sum).abs() < 1e-5, "{} vs {}", sa.loss_sum, sb.loss_sum);
+            for (u, v) in a.iter().flatten().zip(b.iter().flatten()) {
+                assert!((u - v).abs() < 1e-5, "{activation:?}: {u} vs {v}");
+            }
+        }
+    }
+
+    /// Models without the closed form take the per-example path.
+    #[test]
+    fn recurrent_models_fall_back_to_micro_batching() {
+        let spec = ModelSpec::Rnn { cell: crate::ml::spec::Cell::Gru, hidden: 3, layers: 1, dropout: 0.0 };
+        let input = InputShape::Sequence { steps: 4, features: 2 };
+        let net = Network::build(&spec, &input, 2, None, Init::XavierUniform, 3, &Device::Cpu).unwrap();
+        let x = Tensor::ones((2, 4, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut sums: Vec<Vec<f32>> =
+            net.vars().iter().map(|(_, v)| vec![0.0; v.as_tensor().elem_count()]).collect();
+        let mut st = StepStats { loss_sum: 0.0, predictions: vec![], clipped: 0 };
+        assert!(!closed_form(&net, &x, &[0, 1], &plan(0.0, 1.0, 2.0), 1, &mut sums, &mut st).unwrap());
+        assert!(sums.iter().flatten().all(|&v| v == 0.0) && st.predictions.is_empty());
+        let (g, st) = private_gradients(
+            &net,
+            Some(&x),
+            &[0, 1],
+            &plan(0.0, 1.0, 2.0),
+            &mut ChaCha8Rng::seed_from_u64(1),
+        )
+        .unwrap();
+        assert_eq!(st.predictions.len(), 2);
+        assert!(g.iter().any(|t| t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0));
     }
 
     /// The noise has the promised standard deviation σC / expected batch, even for an empty batch.
