@@ -694,7 +694,7 @@ fn service_tail_stays_where_the_reader_scrolled() {
     app.update(Msg::ServiceFeed(Box::new(more)));
     assert_eq!(app.service.scroll, 7);
     let after = top_line(&mut app);
-    assert!(after.contains("7 lines back") && after.ends_with(&first[..]), "{after}\nvs\n{first}");
+    assert!(after.contains("7 back") && after.ends_with(&first[..]), "{after}\nvs\n{first}");
     // End follows again.
     ch(&mut app, 'G');
     assert_eq!(app.service.scroll, 0);

@@ -2,7 +2,9 @@
 //! test split once, predicts every test example (for "jump to misclassified" and the class
 //! filter), then computes one explanation per request, on its own thread: candle work never runs
 //! on the async runtime, and the view only ever receives plain data. It also lists the adversarial
-//! examples `vigil attack` saved with the run, and explains one beside its clean input.
+//! examples `vigil attack` saved with the run, and explains one beside its clean input; and it
+//! explains inputs of requests from the service's access log (when the service logged them raw),
+//! through the same checks and preprocessing the service applied to them.
 
 use std::sync::mpsc;
 
@@ -13,7 +15,9 @@ use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{Prepared, PreparedData};
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::train::{Trained, load_trained, predict};
-use crate::store::{RunStore, Which};
+use crate::serve::access_log::AccessRecord;
+use crate::serve::model::{PredictBody, ServedModel};
+use crate::store::{RunDir, RunStore, Which};
 
 /// What the console asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +29,85 @@ pub enum ExplainCommand {
     /// Explain test example `index` and its adversarial version from a saved attack, both with
     /// a method by name.
     Adversarial { run: String, index: usize, method: String, attack: AttackChoice },
+    /// Explain one input of a logged request with a method by name.
+    Request { input: Box<LoggedInput>, method: String },
+}
+
+/// One input of a request in the service's access log, as the Explain view picks it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggedInput {
+    pub request_id: String,
+    pub time: String,
+    pub key: Option<String>,
+    /// The model's served name (its spec's name).
+    pub model: String,
+    /// The served checkpoint's version: the first characters of its SHA-256.
+    pub version: String,
+    /// Which input of the request (a request may carry a batch), and how many it carried.
+    pub input: usize,
+    pub inputs: usize,
+    /// The input as the service received it: an array of numbers (null for a missing value) or
+    /// a text.
+    pub raw: serde_json::Value,
+    /// The label the service answered for it, when it answered.
+    pub answered: Option<String>,
+}
+
+impl LoggedInput {
+    /// The inputs of a logged request that can be explained: those of an answered request to a
+    /// model whose raw inputs were logged (by default the log keeps only their hashes).
+    pub fn of_record(r: &AccessRecord) -> Vec<LoggedInput> {
+        let (Some(model), Some(version), Some(serde_json::Value::Array(raw))) =
+            (&r.model, &r.version, &r.raw_inputs)
+        else {
+            return vec![];
+        };
+        if !(200..300).contains(&r.status) {
+            return vec![];
+        }
+        raw.iter()
+            .enumerate()
+            .map(|(i, v)| LoggedInput {
+                request_id: r.request_id.clone(),
+                time: r.time.clone(),
+                key: r.key.clone(),
+                model: model.clone(),
+                version: version.clone(),
+                input: i,
+                inputs: raw.len(),
+                raw: v.clone(),
+                answered: r.labels.get(i).cloned(),
+            })
+            .collect()
+    }
+
+    /// How many inputs of a logged request can be explained ([`Self::of_record`]'s length,
+    /// without copying them).
+    pub fn count(r: &AccessRecord) -> usize {
+        match (&r.model, &r.version, &r.raw_inputs) {
+            (Some(_), Some(_), Some(serde_json::Value::Array(raw))) if (200..300).contains(&r.status) => {
+                raw.len()
+            }
+            _ => 0,
+        }
+    }
+
+    /// `451aeb0a00000002 #2/3` (the request id, as the caller's `X-Request-Id` header had it,
+    /// and the input when there are several).
+    pub fn label(&self) -> String {
+        let id = &self.request_id;
+        if self.inputs > 1 { format!("{id} #{}/{}", self.input + 1, self.inputs) } else { id.clone() }
+    }
+}
+
+/// A logged request's input, explained by the run that served it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestResult {
+    pub input: LoggedInput,
+    pub classes: Vec<String>,
+    /// The explanation; its `run` is the run whose checkpoint answered the request and its
+    /// `index` the input's place in the request.
+    pub result: ExplainResult,
 }
 
 /// One saved set of adversarial examples of a run: a curve's radius.
@@ -99,6 +182,7 @@ pub enum ExplainEvent {
         attacks: Vec<AttackChoice>,
     },
     ExplainedAdversarial(Box<AdversarialResult>),
+    ExplainedRequest(Box<RequestResult>),
     Failed(String),
 }
 
@@ -229,6 +313,86 @@ fn explain_adversarial(
     })
 }
 
+/// The run whose best checkpoint a service served as `model` at `version` (the version is the
+/// start of the checkpoint's SHA-256, as the access log records it).
+pub fn served_run(store: &RunStore, model: &str, version: &str) -> crate::error::Result<RunDir> {
+    let found = store.dirs().into_iter().find(|dir| {
+        dir.info().is_ok_and(|i| i.spec == model)
+            && dir.manifest().is_ok_and(|m| {
+                m.files
+                    .get(Which::Best.file())
+                    .is_some_and(|sha| !version.is_empty() && sha.starts_with(version))
+            })
+    });
+    found.ok_or_else(|| {
+        crate::error::Error::Invalid(format!(
+            "no run in {} has model {model} at version {version}: the run that answered the request \
+             was deleted, or its best checkpoint changed since",
+            store.root().display()
+        ))
+    })
+}
+
+/// The model a logged request went to, kept loaded between requests to the same version.
+struct Served {
+    model: String,
+    version: String,
+    run: String,
+    served: ServedModel,
+}
+
+fn explain_request(
+    store: &RunStore,
+    cache: &mut Option<Served>,
+    input: &LoggedInput,
+    method: &str,
+) -> crate::error::Result<RequestResult> {
+    let t0 = std::time::Instant::now();
+    if !cache.as_ref().is_some_and(|c| c.model == input.model && c.version == input.version) {
+        let dir = served_run(store, &input.model, &input.version)?;
+        let served = ServedModel::load(&dir)?;
+        *cache = Some(Served {
+            model: input.model.clone(),
+            version: input.version.clone(),
+            run: dir.id.clone(),
+            served,
+        });
+    }
+    let c = cache.as_ref().expect("loaded above");
+    let body = match &input.raw {
+        serde_json::Value::String(text) => PredictBody { inputs: None, texts: Some(vec![text.clone()]) },
+        raw => {
+            let row: Vec<Option<f64>> = serde_json::from_value(raw.clone()).map_err(|e| {
+                crate::error::Error::Invalid(format!(
+                    "request {}: the logged input is neither a text nor an array of numbers: {e}",
+                    input.request_id
+                ))
+            })?;
+            PredictBody { inputs: Some(vec![row]), texts: None }
+        }
+    };
+    // The service's own checks and preprocessing, so the explanation is of what it computed.
+    let (batch, _) = c
+        .served
+        .prepare(body, 1)
+        .map_err(|e| crate::error::Error::Invalid(format!("request {}: {}", input.request_id, e.0)))?;
+    let m = Method::named(method, &c.served.pipeline.input)?;
+    let mut e = c.served.explain(batch, &m, None)?.remove(0);
+    if let Some(v) = c.served.pipeline.vocab() {
+        e = e.with_words(v);
+    }
+    Ok(RequestResult {
+        input: input.clone(),
+        classes: c.served.classes.to_vec(),
+        result: ExplainResult {
+            run: c.run.clone(),
+            index: input.input,
+            explanation: e,
+            millis: t0.elapsed().as_secs_f64() * 1000.0,
+        },
+    })
+}
+
 /// Serves commands until the sender is dropped. Only the newest request of a burst is computed
 /// (holding a key down skips the examples in between).
 pub fn serve(
@@ -237,22 +401,38 @@ pub fn serve(
     events: impl Fn(ExplainEvent) -> bool,
 ) {
     let mut loaded: Option<Loaded> = None;
+    let mut served: Option<Served> = None;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while let Ok(next) = commands.try_recv() {
             batch.push(next);
         }
-        let last_explain = batch
-            .iter()
-            .rposition(|c| matches!(c, ExplainCommand::Explain { .. } | ExplainCommand::Adversarial { .. }));
+        let last_explain = batch.iter().rposition(|c| {
+            matches!(
+                c,
+                ExplainCommand::Explain { .. }
+                    | ExplainCommand::Adversarial { .. }
+                    | ExplainCommand::Request { .. }
+            )
+        });
         for (i, cmd) in batch.into_iter().enumerate() {
             let ok = match cmd {
                 ExplainCommand::Open(run) => handle_open(&store, &run, &mut loaded, &events),
                 // Superseded by a later request in the same burst.
-                ExplainCommand::Explain { .. } | ExplainCommand::Adversarial { .. }
+                ExplainCommand::Explain { .. }
+                | ExplainCommand::Adversarial { .. }
+                | ExplainCommand::Request { .. }
                     if Some(i) != last_explain =>
                 {
                     true
+                }
+                ExplainCommand::Request { input, method } => {
+                    match explain_request(&store, &mut served, &input, &method) {
+                        Ok(r) => events(ExplainEvent::ExplainedRequest(Box::new(r))),
+                        Err(e) => {
+                            events(ExplainEvent::Failed(format!("explaining request {}: {e}", input.label())))
+                        }
+                    }
                 }
                 ExplainCommand::Explain { run, index, method } => {
                     if loaded.as_ref().is_none_or(|l| l.run != run)

@@ -14,7 +14,8 @@ use super::form::RunForm;
 use super::keymap::{Action, Keymap};
 use super::theme::Theme;
 use crate::engine::explain::{
-    AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet,
+    AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent, ExplainResult, ExplainSet, LoggedInput,
+    RequestResult,
 };
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
@@ -295,6 +296,19 @@ pub struct ExplainState {
     /// Show the example beside its adversarial version instead of alone.
     pub adversarial: bool,
     pub adversarial_result: Option<AdversarialResult>,
+    /// Requests from the service's access log, explained instead of test examples.
+    pub requests: RequestPick,
+}
+
+/// The Explain view's pick among the inputs of logged requests (see
+/// [`ServiceState::logged_inputs`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPick {
+    /// Show logged requests instead of test examples.
+    pub on: bool,
+    /// The request id and the input of it shown.
+    pub at: Option<(String, usize)>,
+    pub result: Option<RequestResult>,
 }
 
 impl ExplainState {
@@ -383,6 +397,28 @@ impl ServiceState {
     /// The tail's lines that pass the filter, oldest first.
     pub fn visible(&self) -> Vec<&AccessRecord> {
         self.tail.iter().filter(|r| self.filter.matches(r)).collect()
+    }
+
+    /// The line the tail's cursor is on: the newest line shown.
+    pub fn cursor(&self) -> Option<&AccessRecord> {
+        let visible = self.visible();
+        let end = visible.len().saturating_sub(self.scroll);
+        end.checked_sub(1).map(|i| visible[i])
+    }
+
+    /// The inputs of logged requests the Explain view can show, oldest first, as (request id,
+    /// input): answered requests whose raw inputs the service logged.
+    pub fn logged_inputs(&self) -> Vec<(&str, usize)> {
+        self.tail
+            .iter()
+            .flat_map(|r| (0..LoggedInput::count(r)).map(move |i| (r.request_id.as_str(), i)))
+            .collect()
+    }
+
+    /// One of [`Self::logged_inputs`], with what explaining it needs.
+    pub fn logged_input(&self, request_id: &str, input: usize) -> Option<LoggedInput> {
+        let r = self.tail.iter().rev().find(|r| r.request_id == request_id)?;
+        LoggedInput::of_record(r).into_iter().nth(input)
     }
 
     fn feed(&mut self, feed: ServiceFeed) {
@@ -963,6 +999,7 @@ impl App {
             }
             Action::ShowOverview => self.show(View::Overview),
             Action::ShowRuns => self.show(View::Runs),
+            Action::Open if self.view == View::Service => self.explain_cursor(),
             Action::ShowDetail | Action::Open => self.show(View::Detail),
             Action::ShowCompare => self.show(View::Compare),
             Action::ShowLogs => self.show(View::Logs),
@@ -1006,7 +1043,19 @@ impl App {
             }
             Action::ShowExplain => {
                 self.show(View::Explain);
+                self.explain.requests.on = false;
                 self.open_explain()
+            }
+            Action::ExplainRequests => self.toggle_requests(),
+            Action::Left | Action::Right if self.view == View::Explain && self.explain.requests.on => {
+                self.step_request(if action == Action::Left { -1 } else { 1 })
+            }
+            Action::NextMistake | Action::CycleClass | Action::ToggleAdversarial | Action::NextAttack
+                if self.view == View::Explain && self.explain.requests.on =>
+            {
+                let back = self.keymap.hint(Action::ExplainRequests);
+                self.say(Level::Info, format!("showing logged requests: {back} goes back to test examples"));
+                vec![]
             }
             Action::NextMistake => self.next_mistake(),
             Action::ToggleAdversarial if self.view == View::Explain => self.toggle_adversarial(),
@@ -1268,7 +1317,8 @@ impl App {
             return vec![];
         }
         let method = self.explain.method;
-        self.explain = ExplainState { method, pending: true, ..Default::default() };
+        let requests = std::mem::take(&mut self.explain.requests);
+        self.explain = ExplainState { method, pending: true, requests, ..Default::default() };
         vec![
             Effect::Explain(ExplainCommand::Open(id.clone())),
             Effect::Explain(ExplainCommand::Explain {
@@ -1280,6 +1330,18 @@ impl App {
     }
 
     fn request_explanation(&mut self) -> Vec<Effect> {
+        if self.explain.requests.on {
+            let Some((id, input)) = &self.explain.requests.at else { return vec![] };
+            let Some(logged) = self.service.logged_input(id, *input) else {
+                self.explain.error = Some(format!("request {id} has left the console's tail of the log"));
+                return vec![];
+            };
+            self.explain.pending = true;
+            return vec![Effect::Explain(ExplainCommand::Request {
+                input: Box::new(logged),
+                method: self.explain.method_name().into(),
+            })];
+        }
         let Some(set) = &self.explain.set else { return vec![] };
         self.explain.pending = true;
         if self.explain.adversarial
@@ -1375,8 +1437,81 @@ impl App {
         self.request_explanation()
     }
 
+    /// `enter` in the Service view: explain the request under the tail's cursor.
+    fn explain_cursor(&mut self) -> Vec<Effect> {
+        let Some(r) = self.service.cursor() else {
+            self.say(Level::Info, "no request in the access log yet");
+            return vec![];
+        };
+        let id = r.request_id.clone();
+        let short = &id;
+        if LoggedInput::count(r) == 0 {
+            let why = if r.model.is_none() || !(200..300).contains(&r.status) {
+                format!("request {short} was not answered by a model ({})", r.status)
+            } else {
+                format!(
+                    "request {short}: the log keeps only hashes of its inputs; start the service with \
+                     --log-raw-inputs to explain logged requests"
+                )
+            };
+            self.say(Level::Warn, why);
+            return vec![];
+        }
+        self.explain.requests.on = true;
+        self.explain.requests.at = Some((id, 0));
+        self.explain.error = None;
+        self.show(View::Explain);
+        self.request_explanation()
+    }
+
+    /// `r`: show logged requests in the Explain view (the newest, or the one shown before), or
+    /// go back to test examples.
+    fn toggle_requests(&mut self) -> Vec<Effect> {
+        if self.view == View::Explain && self.explain.requests.on {
+            self.explain.requests.on = false;
+            self.explain.error = None;
+            return if self.explain.set.is_some() { self.request_explanation() } else { self.open_explain() };
+        }
+        self.show(View::Explain);
+        self.explain.requests.on = true;
+        self.explain.error = None;
+        let inputs = self.service.logged_inputs();
+        let kept =
+            self.explain.requests.at.as_ref().is_some_and(|(id, i)| inputs.contains(&(id.as_str(), *i)));
+        if !kept {
+            self.explain.requests.at = inputs.last().map(|(id, i)| (id.to_string(), *i));
+        }
+        self.request_explanation()
+    }
+
+    fn step_request(&mut self, delta: i64) -> Vec<Effect> {
+        let inputs = self.service.logged_inputs();
+        if inputs.is_empty() {
+            return vec![];
+        }
+        let pos = self
+            .explain
+            .requests
+            .at
+            .as_ref()
+            .and_then(|(id, i)| inputs.iter().position(|&(r, j)| r == id && j == *i))
+            .map_or(inputs.len() as i64 - 1, |p| p as i64 + delta);
+        let (id, i) = inputs[pos.clamp(0, inputs.len() as i64 - 1) as usize];
+        let at = Some((id.to_string(), i));
+        if at == self.explain.requests.at && self.explain.requests.result.is_some() {
+            return vec![];
+        }
+        self.explain.requests.at = at;
+        self.request_explanation()
+    }
+
     fn explained(&mut self, e: ExplainEvent) {
         match e {
+            ExplainEvent::ExplainedRequest(r) => {
+                self.explain.pending = false;
+                self.explain.error = None;
+                self.explain.requests.result = Some(*r);
+            }
             ExplainEvent::Attacks { run, attacks } => {
                 if self.explain.set.as_ref().is_some_and(|s| s.run == run) {
                     self.explain.attacks = attacks;

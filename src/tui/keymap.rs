@@ -57,6 +57,8 @@ pub enum Action {
     ToggleAdversarial,
     /// Explain: the next saved attack (method and ε) to show
     NextAttack,
+    /// Explain: switch between test examples and requests from the service's access log
+    ExplainRequests,
     /// Move up
     Up,
     /// Move down
@@ -73,7 +75,7 @@ pub enum Action {
     Top,
     /// Last row
     Bottom,
-    /// Open the selected run's detail
+    /// Open the selected run's detail; Service: explain the request under the cursor
     Open,
     /// Mark or unmark the run for comparison
     ToggleMark,

@@ -1,4 +1,5 @@
-//! Explain: why the selected run predicted what it did on a test example. Images show the input
+//! Explain: why the selected run predicted what it did on a test example, or why the service
+//! answered a request from its access log as it did (`r` switches). Images show the input
 //! and its heatmap side by side in half-block cells (two pixels per cell), with a diverging scale
 //! (red for, blue against); sequences show the signal above a coloured strip per step; text shows
 //! each token on its colour; tabular inputs show a bar per feature. Without colour, an ASCII ramp
@@ -15,6 +16,7 @@ use crate::engine::explain::ExplainResult;
 use crate::ml::data::InputShape;
 use crate::ml::explain::{ExplainedInput, picture};
 use crate::tui::app::App;
+use crate::tui::keymap::Action;
 use crate::tui::theme::adapt;
 
 /// Intensity without colour, dark to bright.
@@ -50,6 +52,10 @@ pub(super) fn signed_glyph(v: f32, max: f32) -> char {
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let ex = &app.explain;
+    if ex.requests.on {
+        draw_requests(f, app, area);
+        return;
+    }
     let Some(set) = &ex.set else {
         let text = ex.error.clone().unwrap_or_else(|| {
             if ex.pending {
@@ -101,12 +107,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         (Some(err), _) => Span::styled(err.clone(), t.error()),
         (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
         (None, false) if !ex.attacks.is_empty() => Span::styled(
-            "←→ example · m method · f misclassified · F class · a adversarial · A next attack",
+            "←→ · m method · f mistake · F class · a adversarial · A attack · r requests",
             t.muted(),
         ),
-        (None, false) => {
-            Span::styled("←→ example · m method · f next misclassified · F class filter", t.muted())
-        }
+        (None, false) => Span::styled(
+            "←→ example · m method · f next misclassified · F class filter · r requests",
+            t.muted(),
+        ),
     };
     f.render_widget(Paragraph::new(Line::from(status)), foot);
 
@@ -128,9 +135,14 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
+    draw_result(f, app, r, &set.classes, body);
+}
+
+/// An explanation: the input and its attributions, and beside them the prediction.
+fn draw_result(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], body: Rect) {
     let side = if body.width >= 100 { 34 } else { 26 };
     let [main, right] = Layout::horizontal([Constraint::Min(30), Constraint::Length(side)]).areas(body);
-    draw_side(f, app, r, &set.classes, right);
+    draw_side(f, app, r, classes, right);
     match &r.explanation.layout {
         InputShape::Image { channels, height, width } => {
             draw_image(f, app, r, *channels, *height, *width, main)
@@ -138,6 +150,76 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         InputShape::Sequence { steps, features } => draw_sequence(f, app, r, *steps, *features, main),
         InputShape::Text { .. } => draw_text(f, app, r, main),
         InputShape::Tabular { .. } => draw_tabular(f, app, r, main),
+    }
+}
+
+/// Requests from the service's access log: which one, who sent it and what it was answered,
+/// then its explanation by the run that answered it.
+fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let ex = &app.explain;
+    let pick = &ex.requests;
+    let back = app.keymap.hint(Action::ExplainRequests);
+    let inputs = app.service.logged_inputs();
+    if inputs.is_empty() {
+        let text = format!(
+            "No request in the access log carries its inputs. By default the service logs only a hash \
+             of each input; serve with `vigil serve RUN --log-raw-inputs` to explain requests here \
+             (the Service view, 8, shows the log). {back} goes back to test examples."
+        );
+        f.render_widget(
+            Paragraph::new(Span::styled(text, t.muted()))
+                .wrap(Wrap { trim: true })
+                .block(panel(app, "Explain · requests")),
+            area,
+        );
+        return;
+    }
+    let [head, body, foot] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+    let at = pick.at.as_ref();
+    let pos = at.and_then(|(id, i)| inputs.iter().position(|&(r, j)| r == id && j == *i));
+    let logged = at.and_then(|(id, i)| app.service.logged_input(id, *i));
+    let mut spans = vec![Span::styled(" request ", t.accent())];
+    // At 80 columns: ` request 451aeb0a00000002 #1/2 (3/4) 00:43:00 ops → topics-text: answered sports`
+    // loses only the end of a long label.
+    match &logged {
+        Some(l) => {
+            spans.push(Span::raw(format!("{} ({}/{})", l.label(), pos.map_or(0, |p| p + 1), inputs.len())));
+            spans.push(Span::styled(format!(" {} ", l.time.get(11..19).unwrap_or(&l.time)), t.muted()));
+            spans.push(Span::raw(l.key.clone().unwrap_or_else(|| "-".into())));
+            spans.push(Span::styled(" → ", t.muted()));
+            // The version (the checkpoint's hash) only where there is room for it.
+            spans.push(Span::raw(if area.width >= 100 {
+                format!("{}@{}", l.model, l.version.get(..8).unwrap_or(&l.version))
+            } else {
+                l.model.clone()
+            }));
+            if let Some(a) = &l.answered {
+                spans.push(Span::styled(": answered ", t.muted()));
+                spans.push(Span::raw(a.clone()));
+            }
+        }
+        None => spans.push(Span::styled("none picked (←→)", t.muted())),
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), head);
+    let status = match (&ex.error, ex.pending) {
+        (Some(err), _) => Span::styled(err.clone(), t.error()),
+        (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
+        (None, false) => Span::styled(format!("←→ request · m method · {back} test examples"), t.muted()),
+    };
+    f.render_widget(Paragraph::new(Line::from(status)), foot);
+    let shown = pick
+        .result
+        .as_ref()
+        .filter(|r| at.is_some_and(|(id, i)| *id == r.input.request_id && *i == r.input.input));
+    match shown {
+        Some(r) => draw_result(f, app, &r.result, &r.classes, body),
+        None => f.render_widget(
+            Paragraph::new(Span::styled(if ex.error.is_some() { "" } else { "computing…" }, t.muted()))
+                .block(panel(app, "Explain")),
+            body,
+        ),
     }
 }
 

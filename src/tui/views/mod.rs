@@ -163,6 +163,11 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::ExportCsv), "csv"),
         ]),
         View::Logs => items.extend([(k(Action::Up), "scroll"), (k(Action::Bottom), "follow")]),
+        View::Explain if app.explain.requests.on => items.extend([
+            (format!("{}{}", k(Action::Left), k(Action::Right)), "request"),
+            (k(Action::NextMetric), "method"),
+            (k(Action::ExplainRequests), "test examples"),
+        ]),
         View::Explain if !app.explain.attacks.is_empty() => items.extend([
             (k(Action::ToggleAdversarial), "adversarial"),
             (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
@@ -174,10 +179,12 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::NextMetric), "method"),
             (k(Action::NextMistake), "misclassified"),
             (k(Action::CycleClass), "class"),
+            (k(Action::ExplainRequests), "requests"),
         ]),
         View::System => {}
         View::Service => items.extend([
             (k(Action::ToggleService), "serve/stop"),
+            (k(Action::Open), "explain"),
             (k(Action::ServiceStatusFilter), "status"),
             (k(Action::ServiceKeyFilter), "key"),
             (k(Action::ServiceRouteFilter), "route"),

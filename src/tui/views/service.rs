@@ -169,7 +169,8 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
     let wide = area.width >= 120;
     let lines: Vec<Line> = visible[start..end]
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let status = match r.status {
                 200..=299 => t.ok(),
                 400..=499 => t.warn(),
@@ -198,7 +199,12 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
             if !r.flags.is_empty() {
                 spans.push(Span::styled(format!(" [{}]", r.flags.join(",")), t.error()));
             }
-            Line::from(spans)
+            // Scrolled back, the newest line shown is the cursor that `enter` explains.
+            if svc.scroll > 0 && start + i + 1 == end {
+                Line::from(spans).style(t.selected())
+            } else {
+                Line::from(spans)
+            }
         })
         .collect();
     let f_ = &svc.filter;
@@ -219,7 +225,12 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
     let follow = if svc.scroll == 0 {
         "following".to_string()
     } else {
-        format!("{} lines back, {} follows", svc.scroll, app.keymap.hint(Action::Bottom))
+        format!(
+            "{} back, {} follows, {} explains",
+            svc.scroll,
+            app.keymap.hint(Action::Bottom),
+            app.keymap.hint(Action::Open)
+        )
     };
     let body = if lines.is_empty() {
         let hint = format!(
