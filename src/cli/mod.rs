@@ -40,6 +40,10 @@ pub struct Cli {
     /// Console keymap file laid over the defaults (default: ~/.config/vigil/keymap.ron).
     #[arg(long)]
     pub keymap: Option<PathBuf>,
+    /// The service the console starts (`s`) also logs raw inputs, so that the Explain view can
+    /// explain its requests (by default only their SHA-256: inputs may be personal data).
+    #[arg(long)]
+    pub serve_log_raw_inputs: bool,
     /// Runs the console trains at once (default: one per two cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -223,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 concurrency: cli.jobs,
                 start_default: true,
                 sample_every: sample_period(cli.sample_every)?,
+                serve_log_raw_inputs: cli.serve_log_raw_inputs,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),

@@ -81,8 +81,11 @@ pub fn follow(runs_dir: PathBuf, poll: Duration, mut send: impl FnMut(ServiceFee
 }
 
 /// Owns the service the console started; ends (stopping it) when the command channel closes.
+/// `log_raw_inputs` makes it log raw inputs too (the operator's choice at start, as with
+/// `vigil serve --log-raw-inputs`), so that the Explain view can explain its requests.
 pub async fn control(
     runs_dir: PathBuf,
+    log_raw_inputs: bool,
     mut commands: UnboundedReceiver<ServiceCommand>,
     emit: impl Fn(ServiceEvent) -> bool,
 ) {
@@ -95,7 +98,8 @@ pub async fn control(
             }
         }
         if let ServiceCommand::Start(run) = cmd {
-            match Server::start(ServeConfig::new(&runs_dir, vec![run.clone()])).await {
+            let config = ServeConfig { log_raw_inputs, ..ServeConfig::new(&runs_dir, vec![run.clone()]) };
+            match Server::start(config).await {
                 Ok(s) => {
                     let event = ServiceEvent::Started {
                         url: s.url(),

@@ -1450,8 +1450,8 @@ impl App {
                 format!("request {short} was not answered by a model ({})", r.status)
             } else {
                 format!(
-                    "request {short}: the log keeps only hashes of its inputs; start the service with \
-                     --log-raw-inputs to explain logged requests"
+                    "request {short}: the log keeps only hashes of its inputs; serve with \
+                     --log-raw-inputs (the console: vigil --serve-log-raw-inputs) to explain requests"
                 )
             };
             self.say(Level::Warn, why);

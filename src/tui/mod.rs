@@ -45,6 +45,8 @@ pub struct ConsoleOptions {
     pub start_default: bool,
     /// How often the system is sampled.
     pub sample_every: Duration,
+    /// The service started from the console logs raw inputs, not only their hashes.
+    pub serve_log_raw_inputs: bool,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -152,9 +154,12 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
     let (service_tx, service_rx) = mpsc::unbounded_channel();
     let service_task = {
         let tx = msg_tx.clone();
-        tokio::spawn(crate::engine::service::control(store.root().to_path_buf(), service_rx, move |e| {
-            tx.send(Msg::Service(e)).is_ok()
-        }))
+        tokio::spawn(crate::engine::service::control(
+            store.root().to_path_buf(),
+            opts.serve_log_raw_inputs,
+            service_rx,
+            move |e| tx.send(Msg::Service(e)).is_ok(),
+        ))
     };
     if opts.start_default && store.list().is_empty() {
         let (spec, _) = spec::resolve(spec::DEFAULT_SPEC, &opts.models_dir)?;

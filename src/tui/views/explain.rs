@@ -164,8 +164,9 @@ fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
     if inputs.is_empty() {
         let text = format!(
             "No request in the access log carries its inputs. By default the service logs only a hash \
-             of each input; serve with `vigil serve RUN --log-raw-inputs` to explain requests here \
-             (the Service view, 8, shows the log). {back} goes back to test examples."
+             of each input; serve with `vigil serve RUN --log-raw-inputs` (or start the console with \
+             `vigil --serve-log-raw-inputs` and serve with s) to explain requests here. {back} goes \
+             back to test examples."
         );
         f.render_widget(
             Paragraph::new(Span::styled(text, t.muted()))
