@@ -166,6 +166,7 @@ fn request(id: &str, input: usize) -> Vec<Effect> {
             key: Some("alice".into()),
             model: "digits-mlp".into(),
             version: "42c45ce85347".into(),
+            variant: None,
             input,
             inputs: if id == "r44" { 2 } else { 1 },
             raw: serde_json::json!(seven()),

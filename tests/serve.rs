@@ -988,3 +988,61 @@ async fn explanations_from_the_service_equal_the_command_lines_and_refuse_bad_op
     assert_eq!(explained.len(), 8, "every explain request is in the access log");
     assert!(explained.iter().any(|l| l.status == 200 && l.labels.len() == 2));
 }
+
+/// `RUN@VARIANT` serves a variant made by `vigil optimize`: it answers under the spec's name
+/// with the variant file's version, says so in `/v1/models` and in every access-log line, and
+/// refuses explanations (quantised weights have no gradients) without spending the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_is_served_and_named_in_the_log() {
+    use vigil::ml::optimize::{Precision, VariantSpec, load_variant, optimize};
+    let dir = fresh_store();
+    let store = RunStore::new(dir.path());
+    let id = run_id(dir.path(), "digits-logreg");
+    let run = store.resolve(&id).unwrap();
+    optimize(&run, &VariantSpec { precision: Precision::Q8_0, prune: None }, 1).unwrap();
+    let variant = load_variant(&run, "q8_0").unwrap();
+    let mut c = ServeConfig::new(dir.path(), vec![format!("{id}@q8_0")]);
+    c.addr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::start(c).await.unwrap();
+    let key = add_key(
+        dir.path(),
+        KeySpec {
+            budget: Some(Budget { limit: 10, period: Period::Day }),
+            ..KeySpec::new("v", &[Scope::Predict, Scope::Explain])
+        },
+    );
+    let http = client();
+    let inputs = digits(3);
+    let r = predict(&http, &server, &key, json!({ "inputs": inputs })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["version"], variant.sha256[..12]);
+    // The variant's own predictions, computed outside the service.
+    let t = &variant.trained;
+    let x: Vec<f32> = inputs.iter().flat_map(|i| t.pipeline.transform(i).unwrap()).collect();
+    let x = candle_core::Tensor::from_vec(x, (3, 1, 8, 8), &candle_core::Device::Cpu).unwrap();
+    let want = t.network.forward(&x, None).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    for (p, w) in r.body["predictions"].as_array().unwrap().iter().zip(&want) {
+        assert_eq!(p["label"], w.to_string());
+    }
+    let models = call(&http, "GET", format!("{}/v1/models", server.url()), Some(&key), None).await;
+    assert_eq!(models.body["models"][0]["variant"], "q8_0");
+    let explain = call(
+        &http,
+        "POST",
+        format!("{}/v1/models/digits-logreg/explain?method=saliency", server.url()),
+        Some(&key),
+        Some(json!({ "inputs": digits(1) }).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(explain.status, 422, "{}", explain.text);
+    assert!(explain.body["error"].as_str().unwrap().contains("no gradients"), "{}", explain.text);
+    // The refused explanation spent nothing: after 3 + 1 inputs predicted, 6 of 10 are left.
+    let again = predict(&http, &server, &key, json!({ "inputs": digits(1) })).await;
+    assert_eq!(again.status, 200);
+    server.shutdown().await.unwrap();
+    let lines = log_lines(dir.path());
+    let model_lines: Vec<_> = lines.iter().filter(|l| l.model.is_some()).collect();
+    assert_eq!(model_lines.len(), 3);
+    assert!(model_lines.iter().all(|l| l.variant.as_deref() == Some("q8_0")), "{model_lines:?}");
+    assert_eq!(model_lines[2].budget_left, Some(6));
+}

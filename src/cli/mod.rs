@@ -5,6 +5,7 @@ mod attack;
 mod audit;
 mod explain;
 mod keys;
+mod optimize;
 mod output;
 mod privacy;
 mod protect;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Attack a run's model with FGSM or PGD at several ε: accuracy, success rate and
     /// perturbation norm per ε, with the adversarial examples saved for the console.
     Attack(attack::Args),
+    /// Derive a smaller variant of a run's model (quantised to f16/q8_0/q4_0, pruned, or both),
+    /// store it with the run and report size, accuracy, agreement and speed against the original.
+    Optimize(optimize::Args),
     /// List the runs in the store.
     Runs {
         /// Print a JSON array (oldest first) instead of a table.
@@ -234,6 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
+        Some(Command::Optimize(args)) => optimize::run(&store, args),
         Some(Command::Runs { json }) => runs(&store, json),
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {

@@ -14,7 +14,8 @@ use crate::serve::{ServeConfig, Server, TlsFiles};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Runs to serve: ids, unique prefixes or suffixes, or `latest`. Each is served under its
-    /// spec's name, from its best checkpoint.
+    /// spec's name, from its best checkpoint, or `RUN@VARIANT` from a variant made by
+    /// `vigil optimize` (e.g. `digits-mlp-3f2a1c@q8_0`).
     #[arg(required = true, value_name = "RUN")]
     pub runs: Vec<String>,
     /// Address to listen on. Anything but a loopback address needs --tls-cert and --tls-key.
@@ -132,14 +133,11 @@ fn print_banner(server: &Server, runs_dir: &Path) {
             Some(v) => format!("{v} values ({})", m.input),
             None => m.input.clone(),
         };
-        println!(
-            "  {}  version {}  run {}  {} -> {} classes",
-            m.name,
-            m.version,
-            m.run,
-            input,
-            m.classes.len()
-        );
+        let run = match &m.variant {
+            Some(v) => format!("{}@{v}", m.run),
+            None => m.run.clone(),
+        };
+        println!("  {}  version {}  run {run}  {input} -> {} classes", m.name, m.version, m.classes.len());
     }
     println!(
         "keys: {}   access log: {}",

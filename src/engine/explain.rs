@@ -41,8 +41,11 @@ pub struct LoggedInput {
     pub key: Option<String>,
     /// The model's served name (its spec's name).
     pub model: String,
-    /// The served checkpoint's version: the first characters of its SHA-256.
+    /// The served checkpoint's version: the first characters of its SHA-256 (of the variant's
+    /// file, for a variant).
     pub version: String,
+    /// The variant that answered (`vigil optimize`), if not the run's own checkpoint.
+    pub variant: Option<String>,
     /// Which input of the request (a request may carry a batch), and how many it carried.
     pub input: usize,
     pub inputs: usize,
@@ -73,6 +76,7 @@ impl LoggedInput {
                 key: r.key.clone(),
                 model: model.clone(),
                 version: version.clone(),
+                variant: r.variant.clone(),
                 input: i,
                 inputs: raw.len(),
                 raw: v.clone(),
@@ -313,16 +317,25 @@ fn explain_adversarial(
     })
 }
 
-/// The run whose best checkpoint a service served as `model` at `version` (the version is the
-/// start of the checkpoint's SHA-256, as the access log records it).
-pub fn served_run(store: &RunStore, model: &str, version: &str) -> crate::error::Result<RunDir> {
+/// The run whose best checkpoint (or `variant` of it) a service served as `model` at `version`
+/// (the version is the start of the served file's SHA-256, as the access log records it).
+pub fn served_run(
+    store: &RunStore,
+    model: &str,
+    version: &str,
+    variant: Option<&str>,
+) -> crate::error::Result<RunDir> {
+    let matches =
+        |sha: Option<&String>| sha.is_some_and(|sha| !version.is_empty() && sha.starts_with(version));
     let found = store.dirs().into_iter().find(|dir| {
         dir.info().is_ok_and(|i| i.spec == model)
-            && dir.manifest().is_ok_and(|m| {
-                m.files
-                    .get(Which::Best.file())
-                    .is_some_and(|sha| !version.is_empty() && sha.starts_with(version))
-            })
+            && match variant {
+                None => dir.manifest().is_ok_and(|m| matches(m.files.get(Which::Best.file()))),
+                Some(v) => crate::store::read_json::<crate::store::Manifest>(
+                    &crate::ml::optimize::variant_dir(dir, v).join("manifest.json"),
+                )
+                .is_ok_and(|m| m.files.iter().any(|(f, sha)| f.starts_with("model.") && matches(Some(sha)))),
+            }
     });
     found.ok_or_else(|| {
         crate::error::Error::Invalid(format!(
@@ -337,6 +350,7 @@ pub fn served_run(store: &RunStore, model: &str, version: &str) -> crate::error:
 struct Served {
     model: String,
     version: String,
+    variant: Option<String>,
     run: String,
     served: ServedModel,
 }
@@ -348,17 +362,24 @@ fn explain_request(
     method: &str,
 ) -> crate::error::Result<RequestResult> {
     let t0 = std::time::Instant::now();
-    if !cache.as_ref().is_some_and(|c| c.model == input.model && c.version == input.version) {
-        let dir = served_run(store, &input.model, &input.version)?;
-        let served = ServedModel::load(&dir)?;
+    if !cache
+        .as_ref()
+        .is_some_and(|c| c.model == input.model && c.version == input.version && c.variant == input.variant)
+    {
+        let dir = served_run(store, &input.model, &input.version, input.variant.as_deref())?;
+        let served = ServedModel::load_variant(&dir, input.variant.as_deref())?;
         *cache = Some(Served {
             model: input.model.clone(),
             version: input.version.clone(),
+            variant: input.variant.clone(),
             run: dir.id.clone(),
             served,
         });
     }
     let c = cache.as_ref().expect("loaded above");
+    if let Some(why) = c.served.cannot_explain() {
+        return Err(crate::error::Error::Invalid(why));
+    }
     let body = match &input.raw {
         serde_json::Value::String(text) => PredictBody { inputs: None, texts: Some(vec![text.clone()]) },
         raw => {

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod optimize;
 pub mod privacy;
 pub mod spec;
 pub mod train;

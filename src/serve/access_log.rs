@@ -91,6 +91,9 @@ pub struct AccessRecord {
     pub path: String,
     pub model: Option<String>,
     pub version: Option<String>,
+    /// The variant that answered (`q8_0`), when not the run's f32 checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -125,6 +128,8 @@ struct RecordOut<'a> {
     path: &'a str,
     model: Option<&'a str>,
     version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
     status: u16,
     bytes_in: u64,
     bytes_out: u64,
@@ -502,6 +507,7 @@ impl Writer {
             path,
             model: ev.model.as_ref().map(|m| m.info.name.as_str()),
             version: ev.model.as_ref().map(|m| m.info.version.as_str()),
+            variant: ev.model.as_ref().and_then(|m| m.info.variant.as_deref()),
             status: ev.status,
             bytes_in: ev.bytes_in,
             bytes_out: ev.bytes_out,

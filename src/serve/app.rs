@@ -825,6 +825,9 @@ async fn explain(
         r
     };
     let model = acc.model.clone();
+    if let Some(why) = model.cannot_explain() {
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, why, acc);
+    }
     let classes = model.classes.as_slice();
     let target = match query.target.as_deref() {
         None => None,

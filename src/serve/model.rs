@@ -31,8 +31,11 @@ pub const MAX_TEXT_CHARS: usize = 100_000;
 pub struct ModelInfo {
     /// The name it is served under (its spec's name).
     pub name: String,
-    /// The checkpoint's SHA-256 prefix.
+    /// The checkpoint's SHA-256 prefix (the variant file's, for a variant).
     pub version: String,
+    /// The variant served (`q8_0`, `prune50-q4_0`), when not the run's own f32 checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// The run it comes from.
     pub run: String,
     /// The model family (mlp, cnn, rnn, text, logreg).
@@ -140,6 +143,12 @@ impl ServedModel {
     /// Loads a run's best checkpoint (refused by name when it does not match the manifest) and
     /// its preprocessing.
     pub fn load(run: &RunDir) -> Result<Self> {
+        Self::load_variant(run, None)
+    }
+
+    /// Loads a run's best checkpoint, or a variant of it made by `vigil optimize` (checked
+    /// against the variant's manifest and the checkpoint it was made from).
+    pub fn load_variant(run: &RunDir, variant: Option<&str>) -> Result<Self> {
         // The checkpoint is checked by `load_trained`; the spec and the preprocessing decide
         // what the weights are applied to, so they must be the files training wrote too.
         let manifest = run.manifest()?;
@@ -148,11 +157,19 @@ impl ServedModel {
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
             manifest.vouch(rel, &path, &bytes)?;
         }
-        let trained = load_trained(run, Which::Best)?;
-        let sha256 = manifest.files.get(Which::Best.file()).cloned().ok_or_else(|| Error::Corrupt {
-            path: run.file(Which::Best.file()),
-            msg: "is not listed in the run's manifest".into(),
-        })?;
+        let (trained, sha256) = match variant {
+            None => {
+                let sha = manifest.files.get(Which::Best.file()).cloned().ok_or_else(|| Error::Corrupt {
+                    path: run.file(Which::Best.file()),
+                    msg: "is not listed in the run's manifest".into(),
+                })?;
+                (load_trained(run, Which::Best)?, sha)
+            }
+            Some(name) => {
+                let v = crate::ml::optimize::load_variant(run, name)?;
+                (v.trained, v.sha256)
+            }
+        };
         let pipeline = trained.pipeline;
         let text = matches!(pipeline.input, InputShape::Text { .. });
         let width = pipeline.raw_shape.as_ref().map_or(0, |s| s.numel());
@@ -171,6 +188,7 @@ impl ServedModel {
         let info = ModelInfo {
             name: spec.name.clone(),
             version: sha256.chars().take(VERSION_LEN).collect(),
+            variant: variant.map(String::from),
             run: run.id.clone(),
             kind: spec.model.kind().to_string(),
             accepts: if text { "texts".into() } else { "inputs".into() },
@@ -329,6 +347,19 @@ impl ServedModel {
             candle_nn::ops::softmax(&logits, D::Minus1)
         })?;
         Ok(probs.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Why this model cannot explain its predictions, if it cannot: quantised weights have no
+    /// gradients to attribute with.
+    pub fn cannot_explain(&self) -> Option<String> {
+        let variant = self.info.variant.as_deref()?;
+        (!self.network.quantized().is_empty()).then(|| {
+            format!(
+                "{} is served as its {variant} variant, whose quantised weights have no gradients to \
+                 attribute with; explain with the f32 model (serve {} without @{variant})",
+                self.info.name, self.info.run
+            )
+        })
     }
 
     /// Attributions of each input's `target` class (its predicted class when `None`), as

@@ -494,6 +494,7 @@ mod tests {
             path: "/v1/models/m/predict".into(),
             model: Some("m".into()),
             version: Some("v".into()),
+            variant: None,
             status,
             bytes_in: 1,
             bytes_out: 1,

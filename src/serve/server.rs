@@ -119,13 +119,18 @@ pub fn load_models_checked(
     }
     let mut models: Vec<Arc<ServedModel>> = Vec::new();
     for query in runs {
+        // `RUN@VARIANT` serves a variant made by `vigil optimize` (run ids have no `@`).
+        let (query, variant) = match query.rsplit_once('@') {
+            Some((run, v)) => (run, Some(v)),
+            None => (query.as_str(), None),
+        };
         let dir = store.resolve(query)?;
         if let Some(trusted) = signed {
             crate::store::sign::verify(&dir, trusted).map_err(|e| {
                 Error::Invalid(format!("refusing to serve run {} (--require-signed): {e}", dir.id))
             })?;
         }
-        let model = ServedModel::load(&dir)?;
+        let model = ServedModel::load_variant(&dir, variant)?;
         if let Some(other) = models.iter().find(|m| m.info.name == model.info.name) {
             return Err(Error::Invalid(format!(
                 "runs {} and {} would both be served as {:?} (models are served under their spec's name); \

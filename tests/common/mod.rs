@@ -442,6 +442,7 @@ pub fn access(
         path: "/v1/models/digits-mlp/predict".into(),
         model: key.map(|_| "digits-mlp".into()),
         version: Some("42c45ce85347".into()),
+        variant: None,
         status,
         bytes_in: 290,
         bytes_out: 270,

@@ -3,7 +3,8 @@
 //! [`ParamBuilder`], which draws initial values from the experiment's seeded generator, and are
 //! named as PyTorch names them, so that weights can be exported for reference checks.
 
-use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, DType, Device, IndexOp, Module, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -96,6 +97,78 @@ pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tenso
 pub struct Dense {
     pub weight: Tensor,
     pub bias: Tensor,
+    /// The weight stored quantised (a model variant of `vigil optimize`); `weight` is then an
+    /// empty placeholder and the quantised product runs instead.
+    pub quant: Option<QuantWeight>,
+}
+
+/// A dense layer's weight in a smaller format: f16, or ggml's Q8_0 / Q4_0 blocks read by candle's
+/// quantised matrix product. That product needs the inner dimension to be a whole number of
+/// blocks (32 values), so the weight is stored with zero columns up to `padded` and inputs are
+/// padded with zeros to match; the zeros change no output.
+#[derive(Debug, Clone)]
+pub struct QuantWeight {
+    /// The weight's parameter name (`layers.0.weight`), which a variant file stores it under.
+    pub name: String,
+    pub matmul: QMatMul,
+    /// The layer's true input width.
+    pub inputs: usize,
+    /// The stored weight's input width (`inputs` rounded up to whole blocks).
+    pub padded: usize,
+    pub dtype: GgmlDType,
+}
+
+impl QuantWeight {
+    /// A weight `(outputs, inputs)` stored as `dtype`.
+    pub fn quantize(name: &str, weight: &Tensor, dtype: GgmlDType) -> Result<Self> {
+        let (_, inputs) = weight.dims2()?;
+        let block = dtype.block_size();
+        let padded = inputs.div_ceil(block) * block;
+        let w = if padded > inputs { weight.pad_with_zeros(1, 0, padded - inputs)? } else { weight.clone() };
+        Self::from_stored(name, QTensor::quantize(&w.contiguous()?, dtype)?, inputs)
+    }
+
+    /// A stored weight `(outputs, padded)` read back from a variant file, for a layer of `inputs`.
+    pub fn from_stored(name: &str, stored: QTensor, inputs: usize) -> Result<Self> {
+        let dtype = stored.dtype();
+        let (_, padded) = stored.shape().dims2()?;
+        let matmul = match dtype {
+            // candle would widen f16 to f32 in memory; keep it f16 and multiply in f16.
+            GgmlDType::F16 => QMatMul::TensorF16(stored.dequantize_f16(&stored.device())?),
+            _ => QMatMul::from_qtensor(stored)?,
+        };
+        if padded < inputs || padded - inputs >= dtype.block_size().max(1) {
+            return Err(crate::error::Error::Invalid(format!(
+                "{name}: a stored width of {padded} does not fit a layer of {inputs} inputs"
+            )));
+        }
+        Ok(QuantWeight { name: name.to_string(), matmul, inputs, padded, dtype })
+    }
+
+    /// The weight as a file stores it.
+    pub fn stored(&self) -> Result<std::sync::Arc<QTensor>> {
+        Ok(match &self.matmul {
+            QMatMul::QTensor(q) => q.clone(),
+            QMatMul::TensorF16(t) | QMatMul::Tensor(t) => {
+                std::sync::Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, self.dtype)?)
+            }
+        })
+    }
+
+    /// Bytes the weight takes in memory.
+    pub fn bytes(&self) -> usize {
+        match &self.matmul {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::TensorF16(t) | QMatMul::Tensor(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let x = if x.rank() > 2 { x.flatten_from(1)? } else { x.clone() };
+        let x =
+            if self.padded > self.inputs { x.pad_with_zeros(1, 0, self.padded - self.inputs)? } else { x };
+        Ok(self.matmul.forward(&x.contiguous()?)?.broadcast_add(bias)?)
+    }
 }
 
 impl Dense {
@@ -103,11 +176,15 @@ impl Dense {
         Ok(Dense {
             weight: pb.weight(&format!("{prefix}.weight"), &[outputs, inputs], inputs, outputs)?,
             bias: pb.bias(&format!("{prefix}.bias"), outputs)?,
+            quant: None,
         })
     }
 
     /// `x` is `(B, inputs)`, or `(B, ...)` read with its trailing dimensions flattened.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(q) = &self.quant {
+            return q.forward(x, &self.bias);
+        }
         if kernels::applies(&[x, &self.weight, &self.bias]) {
             return Ok(kernels::linear(x, &self.weight, &self.bias, false)?);
         }
@@ -126,7 +203,7 @@ impl Dense {
 
 /// Whether [`Dense::forward_activated`] fuses a ReLU into the layer for this input.
 pub fn fuses_relu(x: &Tensor, layer: &Dense) -> bool {
-    kernels::applies(&[x, &layer.weight, &layer.bias])
+    layer.quant.is_none() && kernels::applies(&[x, &layer.weight, &layer.bias])
 }
 
 /// A 2-D convolution with stride 1 and same padding.

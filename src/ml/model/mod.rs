@@ -10,7 +10,10 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use self::layers::{CellKind, Conv, Dense, ParamBuilder, Recurrent, dropout, masked_mean};
+use candle_core::quantized::{GgmlDType, QTensor};
+use serde::{Deserialize, Serialize};
+
+use self::layers::{CellKind, Conv, Dense, ParamBuilder, QuantWeight, Recurrent, dropout, masked_mean};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
@@ -60,6 +63,22 @@ pub struct DenseTape {
     /// A zero variable added to `output`, whose gradient in a backward pass is the output's.
     pub probe: Tensor,
     pub relu: bool,
+}
+
+/// How one layer of a network is stored (see [`Network::storage`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerStorage {
+    pub layer: String,
+    /// `f32`, `f16`, `q8_0` or `q4_0`.
+    pub stored: String,
+    /// Why the layer stayed f32 while others were quantised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// ggml's name for a storage type, lower case (`q8_0`).
+pub fn dtype_name(d: GgmlDType) -> String {
+    format!("{d:?}").to_lowercase()
 }
 
 /// A classifier network and its parameters.
@@ -198,9 +217,135 @@ impl Network {
         &self.vars
     }
 
-    /// Number of trainable values.
+    /// Number of values: the trainable ones and those stored quantised.
     pub fn parameter_count(&self) -> usize {
-        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+        let quantised: usize = self
+            .dense_layers()
+            .iter()
+            .filter_map(|d| d.quant.as_ref().map(|q| d.bias.elem_count() * q.inputs))
+            .sum();
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum::<usize>() + quantised
+    }
+
+    /// Bytes the parameters take in memory: f32 values, and the quantised weights as stored.
+    pub fn weight_bytes(&self) -> usize {
+        let quantised: usize =
+            self.dense_layers().iter().filter_map(|d| d.quant.as_ref().map(|q| q.bytes())).sum();
+        self.vars.iter().map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes()).sum::<usize>() + quantised
+    }
+
+    fn dense_layers(&self) -> Vec<&Dense> {
+        match &self.arch {
+            Arch::Mlp { layers, .. } => layers.iter().collect(),
+            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
+                dense.iter().chain([out]).collect()
+            }
+            Arch::Rnn { head, .. } => vec![head],
+        }
+    }
+
+    fn dense_layers_mut(&mut self) -> Vec<&mut Dense> {
+        match &mut self.arch {
+            Arch::Mlp { layers, .. } => layers.iter_mut().collect(),
+            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
+                dense.iter_mut().chain(std::iter::once(out)).collect()
+            }
+            Arch::Rnn { head, .. } => vec![head],
+        }
+    }
+
+    /// The parameter name of each dense layer's weight, in [`Self::dense_layers`] order.
+    fn dense_names(&self) -> Vec<String> {
+        self.dense_layers()
+            .iter()
+            .map(|d| match &d.quant {
+                Some(q) => q.name.clone(),
+                None => self
+                    .vars
+                    .iter()
+                    .find(|(_, v)| v.as_tensor().id() == d.weight.id())
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Stores every dense layer's weight as `dtype` (the layers a quantised matrix product can
+    /// run); the rest stay f32. The network then predicts only: quantised weights have no
+    /// gradient.
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<()> {
+        let names = self.dense_names();
+        let device = self.device.clone();
+        for (dense, name) in self.dense_layers_mut().into_iter().zip(&names) {
+            if dense.quant.is_some() {
+                continue;
+            }
+            dense.quant = Some(QuantWeight::quantize(name, &dense.weight, dtype)?);
+            dense.weight = Tensor::zeros((dense.weight.dim(0)?, 0), DType::F32, &device)?;
+        }
+        self.vars.retain(|(n, _)| !names.contains(n));
+        Ok(())
+    }
+
+    /// Puts a quantised weight read from a variant file in place of the f32 one named `name`.
+    pub fn set_quantized(&mut self, name: &str, stored: QTensor) -> Result<()> {
+        let names = self.dense_names();
+        let device = self.device.clone();
+        let Some(i) = names.iter().position(|n| n == name) else {
+            return Err(Error::Invalid(format!(
+                "{name} is not a dense layer's weight; only those are stored quantised"
+            )));
+        };
+        let dense = self.dense_layers_mut().swap_remove(i);
+        let (outputs, inputs) = match &dense.quant {
+            Some(q) => (dense.bias.elem_count(), q.inputs),
+            None => dense.weight.dims2()?,
+        };
+        if stored.shape().dims2()?.0 != outputs {
+            return Err(Error::Invalid(format!(
+                "{name} is stored with shape {:?}; the layer has {outputs} outputs",
+                stored.shape().dims()
+            )));
+        }
+        dense.quant = Some(QuantWeight::from_stored(name, stored, inputs)?);
+        dense.weight = Tensor::zeros((outputs, 0), DType::F32, &device)?;
+        self.vars.retain(|(n, _)| n != name);
+        Ok(())
+    }
+
+    /// The quantised weights, for a variant file.
+    pub fn quantized(&self) -> Vec<&QuantWeight> {
+        self.dense_layers().into_iter().filter_map(|d| d.quant.as_ref()).collect()
+    }
+
+    /// What each layer is stored as: `q8_0`, `f16` or `f32`, with the reason a layer stayed f32
+    /// while others were quantised.
+    pub fn storage(&self) -> Vec<LayerStorage> {
+        let quantised: HashMap<String, GgmlDType> =
+            self.quantized().iter().map(|q| (layer_of(&q.name), q.dtype)).collect();
+        let any = !quantised.is_empty();
+        self.layer_names()
+            .into_iter()
+            .map(|layer| {
+                let dtype = quantised.get(&layer);
+                let why = match dtype {
+                    Some(_) => None,
+                    None if !any => None,
+                    None if layer.starts_with("convs") => Some(
+                        "convolution: runs in the fused f32 im2col kernel, which has no quantised form"
+                            .into(),
+                    ),
+                    None if layer.starts_with("rnn") || layer.starts_with("encoder") => {
+                        Some("recurrent cell: runs in the fused f32 LSTM/GRU kernel".into())
+                    }
+                    None if layer == "embedding" => {
+                        Some("embedding: a table lookup, not a matrix product".into())
+                    }
+                    None => Some("not a dense layer".into()),
+                };
+                LayerStorage { stored: dtype.map_or("f32".into(), |d| dtype_name(*d)), layer, why }
+            })
+            .collect()
     }
 
     /// The network's layers from input to output, named after their parameters: `layers.0`,
