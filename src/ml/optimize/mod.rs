@@ -417,15 +417,17 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         throughput: median(thr.1),
     };
     let slower = (measured.latency_ms > original_m.latency_ms * 1.05).then(|| match spec.precision {
-        Precision::F16 => "f16 products run through a generic half-precision matrix product on this CPU, \
-                           slower than the f32 kernels the original uses; f16 saves memory, not time, here"
+        Precision::F16 => "f16 weights are widened to f32 on every call (this CPU path has no fast f16 \
+                           product), which costs more than the product itself for one input; f16 \
+                           saves memory at rest, not time"
             .to_string(),
         Precision::F32 => "pruned weights are stored as dense matrices with zeros (unstructured sparsity \
                            saves bytes on disk, not multiplications)"
             .to_string(),
-        _ => "for inputs this small, the quantised product's per-call work (quantising the input \
-              to blocks, separate bias add) outweighs reading fewer weight bytes; the original's fused \
-              f32 layer does it in one pass"
+        _ => "for one input, candle's quantised product quantises the input to 8-bit blocks on every \
+              call and adds the bias in a second pass, where the original's fused f32 layer does one \
+              pass; reading fewer weight bytes does not pay that back at this size (batches of 16 or \
+              more widen the weight to f32 for the call instead)"
             .to_string(),
     });
     let report = Report {
