@@ -290,6 +290,7 @@ pub fn render_frames(
             events: vec![],
             checkpoints: None,
             evaluation: None,
+            variants: None,
             interrupted: false,
         }))));
     }

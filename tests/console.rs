@@ -269,6 +269,7 @@ fn store_updates_append_and_removals_drop_runs() {
             events: vec![],
             checkpoints: None,
             evaluation: None,
+            variants: None,
             interrupted: false,
         },
         None => unreachable!(),
@@ -454,6 +455,7 @@ fn a_picked_run_stays_selected_while_new_runs_arrive() {
         events: vec![],
         checkpoints: None,
         evaluation: None,
+        variants: None,
         interrupted: false,
     }))));
     assert_eq!(app.visible()[0].info.id, "digits-mlp-ffffff");
@@ -767,4 +769,62 @@ fn s_serves_the_selected_run_and_asks_before_stopping() {
     // A failure to start is said, with the reason.
     app.update(Msg::Service(vigil::engine::service::ServiceEvent::Failed("address in use".into())));
     assert!(app.status.as_ref().unwrap().text.contains("address in use"));
+}
+
+/// The run detail's third tab shows the run's variants beside the original: file size, how many
+/// times smaller, test accuracy and its change, agreement, and single-input latency (the slower
+/// one marked).
+#[test]
+fn run_detail_shows_variants_side_by_side() {
+    use vigil::ml::model::LayerStorage;
+    use vigil::ml::optimize::{Measured, Precision, Report, VariantSpec};
+    let original = Measured {
+        disk_bytes: 203_784,
+        memory_bytes: 203_304,
+        dense_weight_bytes: 201_728,
+        test_accuracy: 0.9805,
+        latency_ms: 0.0041,
+        throughput: 650_000.0,
+    };
+    let report = |name: &str, precision, disk, acc, latency| Report {
+        run: "digits-mlp-d4e5f6".into(),
+        variant: name.into(),
+        spec: VariantSpec { precision, prune: None },
+        base_sha256: "ab".repeat(32),
+        original: original.clone(),
+        measured: Measured { disk_bytes: disk, test_accuracy: acc, latency_ms: latency, ..original.clone() },
+        agreement: 0.994,
+        sparsity: None,
+        layers: vec![LayerStorage { layer: "layers.0".into(), stored: name.into(), why: None }],
+        slower: None,
+    };
+    let mut app = common::app();
+    let mut info = common::info("digits-mlp-d4e5f6", vigil::store::RunStatus::Completed, 40, 40, 1480);
+    info.spec = "digits-mlp".into();
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
+        id: info.id.clone(),
+        info,
+        spec: None,
+        steps: vec![],
+        epochs: vec![],
+        reset: false,
+        events: vec![],
+        checkpoints: None,
+        evaluation: None,
+        variants: Some(vec![
+            report("q4_0", Precision::Q4_0, 30_464, 0.9805, 0.0128),
+            report("q8_0", Precision::Q8_0, 55_680, 0.9777, 0.0099),
+        ]),
+        interrupted: false,
+    }))));
+    ch(&mut app, '2');
+    while app.selected_id().as_deref() != Some("digits-mlp-d4e5f6") {
+        key(&mut app, KeyCode::Down);
+    }
+    ch(&mut app, '3');
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("Variants") && t.contains("q8_0") && t.contains("6.7x") && t.contains("-0.28"), "{t}");
+    insta::assert_snapshot!("detail_variants_80x24", t);
 }

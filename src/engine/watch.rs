@@ -54,6 +54,8 @@ pub struct RunFeed {
     pub checkpoints: Option<Vec<CheckpointEntry>>,
     /// The final test evaluation, when it appeared or changed.
     pub evaluation: Option<Evaluation>,
+    /// The variants made by `vigil optimize`, when they changed.
+    pub variants: Option<Vec<crate::ml::optimize::Report>>,
     /// The run says it is active but the process training it is gone (killed, crashed, or its
     /// machine rebooted): it can be resumed from its last checkpoint.
     pub interrupted: bool,
@@ -73,6 +75,7 @@ struct Tracked {
     events_offset: u64,
     checkpoints_mtime: Option<SystemTime>,
     eval_mtime: Option<SystemTime>,
+    variants_mtime: Option<SystemTime>,
     sent_params: bool,
     settled: bool,
     /// Whether the trainer process was alive at the last look (active runs only).
@@ -139,6 +142,8 @@ impl StoreWatcher {
         let events_len = std::fs::metadata(dir.join("events.jsonl")).map(|m| m.len()).unwrap_or(0);
         let ckpt_mtime = mtime(&dir.join("checkpoints/index.json"));
         let eval_mtime = mtime(&dir.join("eval.json"));
+        // A variant made or replaced adds or renames an entry of the folder.
+        let variants_mtime = mtime(&dir.join("variants"));
         // A trainer that died leaves run.json untouched: look at its process too.
         let interrupted = t.pid.is_some_and(|p| !crate::store::process_alive(p));
         let changed = interrupted != t.interrupted
@@ -147,6 +152,7 @@ impl StoreWatcher {
             || events_len != t.events_offset
             || ckpt_mtime != t.checkpoints_mtime
             || eval_mtime != t.eval_mtime
+            || variants_mtime != t.variants_mtime
             || !t.sent_params;
         if !changed {
             return None;
@@ -192,6 +198,8 @@ impl StoreWatcher {
         let checkpoints =
             if ckpt_mtime != t.checkpoints_mtime { run.checkpoints().ok().map(|c| c.entries) } else { None };
         let evaluation = if eval_mtime != t.eval_mtime { run.evaluation().ok() } else { None };
+        let variants = (variants_mtime != t.variants_mtime).then(|| crate::ml::optimize::list(&run));
+        t.variants_mtime = variants_mtime;
         let spec = if t.sent_params { None } else { run.spec().ok().map(Box::new) };
         t.sent_params = true;
         t.info_mtime = info_mtime;
@@ -215,6 +223,7 @@ impl StoreWatcher {
             events,
             checkpoints,
             evaluation,
+            variants,
             interrupted,
         })
     }

@@ -185,6 +185,8 @@ pub struct RunState {
     pub epochs: Vec<EpochPoint>,
     pub events: Vec<EventLine>,
     pub checkpoints: Vec<CheckpointEntry>,
+    /// Smaller variants of the model (`vigil optimize`), by name.
+    pub variants: Vec<crate::ml::optimize::Report>,
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
     pub evaluations: Vec<(Which, Evaluation)>,
@@ -720,6 +722,7 @@ impl App {
                     events,
                     checkpoints,
                     evaluation,
+                    variants,
                     interrupted,
                 } = *feed;
                 let r = self.runs.entry(id).or_insert_with(|| RunState {
@@ -731,6 +734,7 @@ impl App {
                     epochs: vec![],
                     events: vec![],
                     checkpoints: vec![],
+                    variants: vec![],
                     evaluation: None,
                     evaluations: vec![],
                 });
@@ -749,6 +753,9 @@ impl App {
                 r.events.extend(events);
                 if let Some(c) = checkpoints {
                     r.checkpoints = c;
+                }
+                if let Some(v) = variants {
+                    r.variants = v;
                 }
                 if evaluation.is_some() {
                     r.evaluation = evaluation;

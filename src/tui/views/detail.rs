@@ -2,6 +2,7 @@
 //! evaluation (confusion matrix as a heatmap, per-class precision/recall/F1) and the
 //! hyperparameters and checkpoints. Wide terminals show the parameters beside the curves.
 
+use bytesize::ByteSize;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -221,9 +222,17 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
 fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     let t = &app.theme;
     let n_ckpt = r.checkpoints.len() as u16;
-    let [params_area, ckpt_area] =
-        Layout::vertical([Constraint::Min(4), Constraint::Length((n_ckpt + 3).min(area.height / 2))])
-            .areas(area);
+    let n_var = if r.variants.is_empty() { 0 } else { r.variants.len() as u16 + 4 };
+    let ckpt_h = (n_ckpt + 3).min(area.height / 3);
+    // Variants are what an operator compares here: they get the room the hyperparameters
+    // (which scroll) can spare.
+    let [params_area, ckpt_area, var_area] = Layout::vertical([
+        Constraint::Min(4),
+        Constraint::Length(ckpt_h),
+        Constraint::Length(n_var.min(area.height.saturating_sub(ckpt_h + 4))),
+    ])
+    .areas(area);
+    draw_variants(f, app, r, var_area);
     // Two columns when there is room, and PgUp/PgDn scroll what does not fit.
     let items: Vec<Line> = r
         .params
@@ -272,4 +281,59 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     .header(header)
     .block(panel(app, "Checkpoints"));
     f.render_widget(table, ckpt_area);
+}
+
+/// The run's variants (`vigil optimize`) side by side with the original: size, accuracy and
+/// speed, each as the variant's report measured them.
+fn draw_variants(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    if r.variants.is_empty() || area.height < 3 {
+        return;
+    }
+    let t = &app.theme;
+    let header = Row::new(
+        ["variant", "file", "smaller", "test acc", "change", "agree", "1 input"]
+            .map(|h| Cell::from(Span::styled(h, t.muted()))),
+    );
+    let base = &r.variants[0].original;
+    let mut rows = vec![Row::new(vec![
+        Cell::from(Span::styled("f32 (best)", t.muted())),
+        Cell::from(ByteSize(base.disk_bytes).display().iec_short().to_string()),
+        Cell::from(""),
+        Cell::from(format!("{:.2}%", 100.0 * base.test_accuracy)),
+        Cell::from(""),
+        Cell::from(""),
+        Cell::from(format!("{:.3}ms", base.latency_ms)),
+    ])];
+    rows.extend(r.variants.iter().map(|v| {
+        let m = &v.measured;
+        let delta = v.accuracy_delta_points();
+        let slower = m.latency_ms > v.original.latency_ms * 1.05;
+        Row::new(vec![
+            Cell::from(v.variant.clone()),
+            Cell::from(ByteSize(m.disk_bytes).display().iec_short().to_string()),
+            Cell::from(format!("{:.1}x", v.original.disk_bytes as f64 / m.disk_bytes.max(1) as f64)),
+            Cell::from(format!("{:.2}%", 100.0 * m.test_accuracy)),
+            Cell::from(Span::styled(format!("{delta:+.2}"), if delta < -1.0 { t.warn() } else { t.base() })),
+            Cell::from(format!("{:.1}%", 100.0 * v.agreement)),
+            Cell::from(Span::styled(
+                format!("{:.3}ms", m.latency_ms),
+                if slower { t.warn() } else { t.base() },
+            )),
+        ])
+    }));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(10),
+            Constraint::Length(9),
+            Constraint::Length(7),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(8),
+        ],
+    )
+    .header(header)
+    .block(panel(app, "Variants (vigil optimize)"));
+    f.render_widget(table, area);
 }
