@@ -99,6 +99,7 @@ fn add_key(store: &Path, k: KeySpec) -> String {
                 rate: k.rate,
                 budget: k.budget,
                 output: k.output.parse().unwrap(),
+                guard: Default::default(),
             },
             OffsetDateTime::now_utc(),
         )
@@ -847,6 +848,8 @@ async fn traffic_sends_test_inputs_and_the_follower_sees_every_line() {
             runs_dir: dir.path().to_path_buf(),
             models_dir: PathBuf::from("models"),
             max_in_flight: 64,
+            profile: traffic::Profile::Benign,
+            queries: 0,
         },
         |_| {},
         std::future::pending(),
@@ -857,7 +860,7 @@ async fn traffic_sends_test_inputs_and_the_follower_sees_every_line() {
     assert_eq!(report.statuses.get(&200).copied(), Some(report.sent), "{report:?}");
     assert_eq!(report.labelled, 2 * report.sent);
     assert!(report.agreed as f64 / report.labelled as f64 > 0.8, "{report:?}");
-    assert!(report.inputs_from.contains("test split of run digits-logreg-"));
+    assert!(report.inputs_from.contains("variations of the test split of run digits-logreg-"));
     assert!(report.p50_ms.unwrap() <= report.p99_ms.unwrap());
 
     // The follower reads what the server wrote, and the stats count it.
@@ -1045,4 +1048,139 @@ async fn a_variant_is_served_and_named_in_the_log() {
     assert_eq!(model_lines.len(), 3);
     assert!(model_lines.iter().all(|l| l.variant.as_deref() == Some("q8_0")), "{model_lines:?}");
     assert_eq!(model_lines[2].budget_left, Some(6));
+}
+
+fn traffic_config(store: &Path, server: &Server, key: String, profile: traffic::Profile) -> TrafficConfig {
+    TrafficConfig {
+        addr: server.addr().to_string(),
+        key,
+        rate: 200.0,
+        duration: Duration::from_millis(1000),
+        model: Some("digits-logreg".into()),
+        batch: 100,
+        ca_cert: None,
+        runs_dir: store.to_path_buf(),
+        models_dir: PathBuf::from("models"),
+        max_in_flight: 64,
+        profile,
+        queries: 1000,
+    }
+}
+
+/// PRADA in the running service, end to end through `vigil traffic`'s profiles: a benign
+/// client's 10,000+ queries raise no alarm; the thief raises one within 300 queries, its lines
+/// say `extraction` with the key's W, and a key whose guard blocks on extraction is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extraction_is_caught_and_benign_traffic_is_not() {
+    use vigil::serve::keys::{Guard, OnExtraction};
+    let dir = fresh_store();
+    let benign = add_key(dir.path(), KeySpec::new("benign", &[Scope::Predict]));
+    let thief = add_key(dir.path(), KeySpec::new("thief", &[Scope::Predict]));
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let mut file = KeyFile::load(&key_file_path(dir.path())).unwrap();
+    file.keys.iter_mut().find(|k| k.name == "thief").unwrap().guard =
+        Guard { reject_ood: false, on_extraction: OnExtraction::Block };
+    file.save(&key_file_path(dir.path())).unwrap();
+    // The server rereads the key file within a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let report = traffic::run(
+        traffic_config(dir.path(), &server, benign, traffic::Profile::Benign),
+        |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.statuses.get(&200).copied(), Some(report.sent), "{report:?}");
+    let thief_report = traffic::run(
+        traffic_config(dir.path(), &server, thief, traffic::Profile::Extraction),
+        |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+
+    let lines = log_lines(dir.path());
+    let of = |key: &str| {
+        lines.iter().filter(|l| l.key.as_deref() == Some(key) && l.model.is_some()).collect::<Vec<_>>()
+    };
+    let benign_lines = of("benign");
+    let queries: usize = benign_lines.iter().map(|l| l.inputs).sum();
+    assert!(queries >= 10_000, "only {queries} benign queries were sent");
+    let ws: Vec<(usize, Option<f64>)> = benign_lines
+        .iter()
+        .scan(0, |n, l| {
+            *n += l.inputs;
+            Some((*n, l.extraction_w))
+        })
+        .collect();
+    assert!(
+        benign_lines.iter().all(|l| !l.flags.iter().any(|f| f == "extraction")),
+        "a benign client was flagged: {ws:?}"
+    );
+    let w = benign_lines.last().unwrap().extraction_w.unwrap();
+    assert!(w >= 0.9, "benign W {w}");
+
+    let thief_lines = of("thief");
+    let mut seen = 0;
+    let mut caught_at = None;
+    for l in &thief_lines {
+        if l.status == 200 {
+            seen += l.inputs;
+        }
+        if caught_at.is_none() && l.flags.iter().any(|f| f == "extraction") {
+            caught_at = Some(seen);
+            // The key's W at the end of the request (the alarm, raised on the way, stays).
+            assert!(l.extraction_w.is_some(), "{l:?}");
+        }
+    }
+    let caught_at = caught_at.expect("the thief was never flagged");
+    eprintln!("benign: {queries} queries, final W {w}; thief flagged by query {caught_at}");
+    assert!(caught_at <= 300, "the alarm came after {caught_at} queries");
+    // Blocked from the request after the alarm on, and the client's report says so.
+    let refused = thief_lines.iter().find(|l| l.status == 403).expect("the thief was blocked");
+    assert!(refused.error.as_deref().unwrap().contains("model extraction"), "{refused:?}");
+    assert!(thief_report.refused_after.unwrap() <= 300, "{thief_report:?}");
+}
+
+/// Inputs the run's detector flags are marked `ood` in the log; a key whose guard refuses them
+/// gets 422 with the reason, and its budget is not spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_distribution_inputs_are_flagged_and_refused_per_key() {
+    use vigil::serve::keys::Guard;
+    let dir = fresh_store();
+    let flag = add_key(dir.path(), KeySpec::new("flag", &[Scope::Predict]));
+    let strict = add_key(
+        dir.path(),
+        KeySpec {
+            budget: Some(Budget { limit: 10, period: Period::Day }),
+            ..KeySpec::new("strict", &[Scope::Predict])
+        },
+    );
+    let mut file = KeyFile::load(&key_file_path(dir.path())).unwrap();
+    file.keys.iter_mut().find(|k| k.name == "strict").unwrap().guard =
+        Guard { reject_ood: true, ..Guard::default() };
+    file.save(&key_file_path(dir.path())).unwrap();
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let http = client();
+    // A checkerboard at full intensity: no digit looks like it.
+    let odd: Vec<f32> = (0..64).map(|i| if (i + i / 8) % 2 == 0 { 16.0 } else { 0.0 }).collect();
+    let natural = digits(1).remove(0);
+    let ok = predict(&http, &server, &flag, json!({ "inputs": [odd.clone()] })).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let refused = predict(&http, &server, &strict, json!({ "inputs": [natural.clone(), odd] })).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    let msg = refused.body["error"].as_str().unwrap();
+    assert!(msg.contains("inputs[1]") && msg.contains("unlike the data"), "{msg}");
+    let fine = predict(&http, &server, &strict, json!({ "inputs": [natural] })).await;
+    assert_eq!(fine.status, 200, "{}", fine.text);
+    server.shutdown().await.unwrap();
+    let lines = log_lines(dir.path());
+    let models: Vec<_> = lines.iter().filter(|l| l.model.is_some()).collect();
+    assert_eq!(models[0].flags, ["ood"]);
+    assert_eq!((models[1].status, models[1].flags.clone()), (422, vec!["ood".to_string()]));
+    assert!(models[2].flags.is_empty(), "{:?}", models[2]);
+    // The refused request's 2 inputs were refunded: 1 of 10 spent.
+    assert_eq!(models[2].budget_left, Some(9));
 }

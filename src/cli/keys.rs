@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use super::invalid;
 use crate::error::Result;
 use crate::serve::keys::{
-    Budget, KeyFile, KeyStatus, NewKey, RateLimit, Scope, key_file_path, parse_duration, permission_warning,
+    Budget, Guard, KeyFile, KeyStatus, NewKey, OnExtraction, RateLimit, Scope, key_file_path, parse_duration,
+    permission_warning,
 };
 use crate::serve::limits::{UsageFile, unix_now};
 use crate::serve::policy::OutputPolicy;
@@ -41,6 +42,14 @@ pub enum Action {
         /// What the caller sees: full, label, top-k:K, round:D, or e.g. top-k:3,round:2.
         #[arg(long, default_value = "full")]
         output: OutputPolicy,
+        /// Refuse requests with an input the model's input detector flags as out of
+        /// distribution (422); they are marked `ood` in the access log either way.
+        #[arg(long)]
+        reject_ood: bool,
+        /// What a PRADA extraction alarm does to the key: flag (log only), throttle (one
+        /// request per second), block.
+        #[arg(long, value_enum, default_value = "flag")]
+        on_extraction: OnExtraction,
         /// Print one JSON object (the key included) instead of the key alone.
         #[arg(long)]
         json: bool,
@@ -70,31 +79,47 @@ pub fn run(runs_dir: &Path, action: Action) -> Result<()> {
         eprintln!("warning: {w}");
     }
     match action {
-        Action::Create { name, scope, expires, rate, burst, budget, output, json } => {
+        Action::Create {
+            name,
+            scope,
+            expires,
+            rate,
+            burst,
+            budget,
+            output,
+            reject_ood,
+            on_extraction,
+            json,
+        } => {
             let rate = parse_rate(&rate, burst)?;
             let budget = match budget.trim() {
                 "none" => None,
                 b => Some(b.parse::<Budget>().map_err(invalid)?),
             };
             let mut file = KeyFile::load(&path)?;
-            let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output };
+            let guard = Guard { reject_ood, on_extraction };
+            let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output, guard };
             let (rec, key) = file.create(new, OffsetDateTime::now_utc())?;
             file.save(&path)?;
             if json {
                 let v = serde_json::json!({
                     "name": rec.name, "key": key, "scopes": rec.scopes, "expires": rec.expires,
                     "rate": rec.rate, "budget": rec.budget.map(|b| b.to_string()), "output": rec.output,
+                    "guard": rec.guard,
                 });
                 println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
             } else {
                 eprintln!(
-                    "created key {:?}: scopes {}, expires {}, rate {}, budget {}, output {}",
+                    "created key {:?}: scopes {}, expires {}, rate {}, budget {}, output {}, ood inputs {}, \
+                     on extraction alarm: {}",
                     rec.name,
                     rec.scope_list(),
                     rec.expires.as_deref().unwrap_or("never"),
                     rate_text(rec.rate),
                     rec.budget.map_or("none".into(), |b| b.to_string()),
-                    rec.output
+                    rec.output,
+                    if rec.guard.reject_ood { "refused" } else { "flagged" },
+                    rec.guard.on_extraction
                 );
                 eprintln!("store it now: Vigil keeps only its hash and cannot show it again");
                 println!("{key}");

@@ -12,7 +12,7 @@ use comfy_table::{ContentArrangement, Table};
 use super::invalid;
 use crate::error::Result;
 use crate::serve::keys::parse_duration;
-use crate::serve::traffic::{TrafficConfig, TrafficReport, run as send_traffic};
+use crate::serve::traffic::{Profile, TrafficConfig, TrafficReport, run as send_traffic};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,6 +37,13 @@ pub struct Args {
     /// A PEM CA certificate to trust, for a service with a self-signed certificate.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Who to play: benign (varied test inputs at --rate) or extraction (a model thief).
+    #[arg(long, value_enum, default_value = "benign")]
+    pub profile: Profile,
+    /// Extraction: the thief's query budget (its agreement is measured at 100, 1,000, 10,000
+    /// queries on the way).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +52,9 @@ pub struct Args {
 pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
     if args.batch == 0 {
         return Err(invalid("--batch must be at least 1"));
+    }
+    if args.queries == 0 {
+        return Err(invalid("--queries must be at least 1"));
     }
     let config = TrafficConfig {
         addr: args.addr,
@@ -57,6 +67,8 @@ pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
         runs_dir: runs_dir.to_path_buf(),
         models_dir: models_dir.to_path_buf(),
         max_in_flight: 256,
+        profile: args.profile,
+        queries: args.queries,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,6 +144,15 @@ fn print_report(r: &TrafficReport) {
             r.labelled,
             100.0 * r.agreed as f64 / r.labelled as f64
         );
+    }
+    if !r.agreement.is_empty() {
+        println!("the thief's substitute, agreeing with the victim on the test split:");
+        for p in &r.agreement {
+            println!("  after {:>6} queries: {:.1}%", p.queries, 100.0 * p.agreement);
+        }
+    }
+    if let Some(q) = r.refused_after {
+        println!("the service refused the thief after {q} queries");
     }
     for e in &r.errors {
         println!("error: {e}");

@@ -73,8 +73,11 @@ pub struct AccessEvent {
     pub budget_left: Option<u64>,
     /// Why the request failed, for 4xx and 5xx.
     pub error: Option<String>,
-    /// Marks left by detectors (none yet).
+    /// Marks left by detectors: `ood` (the input detector flagged an input), `extraction`
+    /// (the key is in PRADA's extraction alarm).
     pub flags: Vec<String>,
+    /// The key's current PRADA statistic (Shapiro–Wilk W of its queries' distances), once known.
+    pub extraction_w: Option<f64>,
 }
 
 /// One line of the access log as read back.
@@ -109,6 +112,9 @@ pub struct AccessRecord {
     pub budget_left: Option<u64>,
     pub error: Option<String>,
     pub flags: Vec<String>,
+    /// The key's PRADA W at this request (lower is more like extraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction_w: Option<f64>,
     pub prev: String,
     #[serde(default)]
     pub hash: String,
@@ -143,6 +149,8 @@ struct RecordOut<'a> {
     budget_left: Option<u64>,
     error: Option<&'a str>,
     flags: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extraction_w: Option<f64>,
     prev: &'a str,
 }
 
@@ -520,6 +528,7 @@ impl Writer {
             budget_left: ev.budget_left,
             error: ev.error.as_deref(),
             flags: &ev.flags,
+            extraction_w: ev.extraction_w.map(|w| (w * 1e4).round() / 1e4),
             prev: &self.prev,
         };
         let mut line = serde_json::to_vec(&out).expect("access records always serialise");
@@ -623,6 +632,7 @@ mod tests {
             budget_left: Some(5),
             error: None,
             flags: vec![],
+            extraction_w: None,
         }
     }
 

@@ -25,11 +25,14 @@ use serde::ser::SerializeMap;
 
 use super::access_log::{AccessEvent, AccessLog};
 use super::auth::{Caller, Denied, FileStamp, Keyring, now_unix};
+use super::keys::OnExtraction;
 use super::limits::unix_now;
 use super::metrics::{Metrics, RequestLabels, RouteLabels};
+use super::model::Batch;
 use super::model::{PredictBody, RawBatch, ServedModel};
 use super::policy::OutputPolicy;
 use super::routes::{self, Access, EXPLAIN, PREDICT, ROUTES, RouteSpec};
+use crate::ml::attack::prada::{Prada, PradaConfig};
 
 /// Work (inputs x parameters) up to which a prediction runs right on the async worker: a small
 /// forward pass takes microseconds, less than handing it to a blocking thread and back.
@@ -71,6 +74,18 @@ pub struct AppState {
     /// Random per process, so request ids from different runs of the server differ.
     boot: u32,
     next_id: AtomicU64,
+    /// PRADA's state per key and model: the key's queries to that model, for extraction alarms.
+    extraction: Mutex<HashMap<WatchKey, Arc<Mutex<Watch>>>>,
+}
+
+/// A key's name and a model's name.
+type WatchKey = (String, String);
+
+/// One key's extraction watch on one model.
+struct Watch {
+    prada: Prada,
+    /// When a throttled key was last answered.
+    last_answered: Option<Instant>,
 }
 
 impl AppState {
@@ -107,7 +122,18 @@ impl AppState {
             limits,
             boot: rand::random(),
             next_id: AtomicU64::new(1),
+            extraction: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The extraction watch of a key on a model.
+    fn watch(&self, key: &str, model: &str) -> Arc<Mutex<Watch>> {
+        let mut all = self.extraction.lock().expect("the watch map lock is never poisoned");
+        all.entry((key.to_string(), model.to_string()))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Watch { prada: Prada::new(PradaConfig::default()), last_answered: None }))
+            })
+            .clone()
     }
 
     fn request_id(&self) -> String {
@@ -165,6 +191,10 @@ struct PredictNote {
     policy: Option<OutputPolicy>,
     budget_left: Option<u64>,
     bytes_in: Option<u64>,
+    /// Detector marks for the log (`ood`, `extraction`).
+    flags: Vec<String>,
+    /// The key's PRADA W after this request.
+    extraction_w: Option<f64>,
 }
 
 /// Why a request failed, for the log (a response extension).
@@ -285,7 +315,8 @@ impl Pending {
             policy: note.policy,
             budget_left: note.budget_left,
             error,
-            flags: Vec::new(),
+            flags: note.flags,
+            extraction_w: note.extraction_w,
         });
     }
 }
@@ -706,6 +737,8 @@ async fn predict(
         Ok(a) => a,
         Err(resp) => return resp,
     };
+    // Text inputs are token ids: no distance between them means anything to PRADA.
+    let note_batch = matches!(batch, Batch::Dense { .. }).then(|| batch.clone());
     let fail = |status: StatusCode, msg: String, note: PredictNote| {
         let mut r = error(status, msg, id);
         r.extensions_mut().insert(note);
@@ -716,25 +749,84 @@ async fn predict(
             b.refund(n as u64, now);
         }
     };
+    let guard = caller.record.guard;
+    let watch = st.watch(&caller.name, &model.info.name);
+    // A key already in extraction alarm is blocked or throttled before any work, per its guard.
+    {
+        let mut w = watch.lock().expect("a watch lock is never poisoned");
+        if w.prada.alarm() {
+            note.flags.push("extraction".into());
+            note.extraction_w = w.prada.w();
+            let stat = w.prada.w().map_or("?".into(), |v| format!("{v:.3}"));
+            let why = format!(
+                "this key's queries look like model extraction (PRADA: W = {stat} below {})",
+                PradaConfig::default().delta
+            );
+            match guard.on_extraction {
+                OnExtraction::Block => {
+                    refund(&note);
+                    let msg = format!("{why}; the key is blocked: ask the operator for another");
+                    return fail(StatusCode::FORBIDDEN, msg, note);
+                }
+                OnExtraction::Throttle
+                    if w.last_answered.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) =>
+                {
+                    refund(&note);
+                    let msg = format!("{why}; the key is throttled to one request per second");
+                    return fail(StatusCode::TOO_MANY_REQUESTS, msg, note);
+                }
+                _ => w.last_answered = Some(Instant::now()),
+            }
+        }
+    }
+    let guarded = batch.clone();
+    let m = model.clone();
+    let work = move || -> crate::error::Result<(Vec<f32>, Vec<bool>)> {
+        let ood = if m.has_detector() { m.out_of_distribution(guarded)? } else { vec![] };
+        Ok((m.predict(batch)?, ood))
+    };
     let result = if model.cost(n) <= INLINE_COST {
-        model.predict(batch)
+        work()
     } else {
-        let m = model.clone();
-        match tokio::task::spawn_blocking(move || m.predict(batch)).await {
+        match tokio::task::spawn_blocking(work).await {
             Ok(r) => r,
             Err(e) => Err(crate::error::Error::Invalid(format!("the prediction task failed: {e}"))),
         }
     };
-    let probs = match result {
+    let (probs, ood) = match result {
         Ok(p) => p,
         Err(e) => {
             refund(&note);
             return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("the model failed: {e}"), note);
         }
     };
+    if let Some(i) = ood.iter().position(|&f| f) {
+        note.flags.insert(0, "ood".into());
+        if guard.reject_ood {
+            refund(&note);
+            let msg = format!(
+                "inputs[{i}] is unlike the data {name} was trained on (its input detector flags it; \
+                 calibrated to 1% false positives on validation data), and this key refuses such inputs"
+            );
+            return fail(StatusCode::UNPROCESSABLE_ENTITY, msg, note);
+        }
+    }
     let k = model.classes.len();
     let shown: Vec<_> = probs.chunks(k).map(|p| caller.policy.apply(p)).collect();
     note.labels = shown.iter().map(|s| s.label as u32).collect();
+    // PRADA sees each input as the model does, with the class the model gave it.
+    if let Some(Batch::Dense { n, values }) = &note_batch {
+        let width = values.len() / (*n).max(1);
+        let mut w = watch.lock().expect("a watch lock is never poisoned");
+        let predicted = probs.chunks(k).map(argmax);
+        for (x, class) in values.chunks(width.max(1)).zip(predicted) {
+            w.prada.observe(x, class);
+        }
+        if w.prada.alarm() && !note.flags.iter().any(|f| f == "extraction") {
+            note.flags.push("extraction".into());
+        }
+        note.extraction_w = w.prada.w();
+    }
     let classes = model.classes.as_slice();
     let out = PredictResponse {
         model: &model.info.name,
@@ -908,4 +1000,9 @@ async fn explain(
         .into_response();
     resp.extensions_mut().insert(note);
     resp
+}
+
+/// The index of the largest value.
+fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }

@@ -298,6 +298,7 @@ mod tests {
                 budget_left: None,
                 error: None,
                 flags: vec![],
+                extraction_w: None,
             });
         }
         drop(log);

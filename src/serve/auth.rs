@@ -264,6 +264,7 @@ mod tests {
                         rate: None,
                         budget: None,
                         output: OutputPolicy::default(),
+                        guard: Default::default(),
                     },
                     now,
                 )

@@ -170,6 +170,44 @@ pub struct KeyRecord {
     pub budget: Option<Budget>,
     /// What callers with this key learn from a prediction.
     pub output: OutputPolicy,
+    /// What the service does about this key's suspicious traffic.
+    #[serde(default)]
+    pub guard: Guard,
+}
+
+/// What the service does about a key's suspicious traffic. Inputs the run's input detector
+/// flags are marked `ood` in the access log either way, and a key in PRADA's extraction alarm is
+/// marked `extraction`; the guard says whether to do more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    /// Refuse requests with a flagged input (422, with the reason).
+    #[serde(default)]
+    pub reject_ood: bool,
+    #[serde(default)]
+    pub on_extraction: OnExtraction,
+}
+
+/// What an extraction alarm does to a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExtraction {
+    /// Answer, and mark the key's requests in the log.
+    #[default]
+    Flag,
+    /// Answer one request per second at most (429 beyond).
+    Throttle,
+    /// Refuse every request (403) until the service restarts or the key is replaced.
+    Block,
+}
+
+impl std::fmt::Display for OnExtraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnExtraction::Flag => "flag",
+            OnExtraction::Throttle => "throttle",
+            OnExtraction::Block => "block",
+        })
+    }
 }
 
 /// Whether a key may be used now.
@@ -233,6 +271,7 @@ pub struct NewKey {
     pub rate: Option<RateLimit>,
     pub budget: Option<Budget>,
     pub output: OutputPolicy,
+    pub guard: Guard,
 }
 
 /// The key file of a run store.
@@ -367,6 +406,7 @@ impl KeyFile {
             rate: new.rate,
             budget: new.budget,
             output: new.output,
+            guard: new.guard,
         };
         self.keys.push(record.clone());
         Ok((record, key))
@@ -432,6 +472,7 @@ mod tests {
             rate: None,
             budget: None,
             output: OutputPolicy::default(),
+            guard: Default::default(),
         }
     }
 

@@ -71,6 +71,9 @@ pub struct ServedModel {
     /// Word → token id, for text models.
     vocab_index: Option<HashMap<String, u32>>,
     parameters: usize,
+    /// The run's input detector (`vigil attack` or training fit it), which flags inputs unlike
+    /// the training data.
+    detector: Option<crate::ml::attack::detector::Detector>,
 }
 
 /// A request's inputs, checked and preprocessed, ready for the network.
@@ -184,6 +187,7 @@ impl ServedModel {
         let imputes = pipeline.steps.iter().any(|s| matches!(s, FittedStep::Impute { .. }));
         let vocab_index =
             pipeline.vocab().map(|v| v.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect());
+        let detector = crate::ml::attack::detector::load(run)?;
         let spec = trained.spec;
         let info = ModelInfo {
             name: spec.name.clone(),
@@ -209,6 +213,7 @@ impl ServedModel {
             trained_range,
             imputes,
             vocab_index,
+            detector,
         })
     }
 
@@ -347,6 +352,21 @@ impl ServedModel {
             candle_nn::ops::softmax(&logits, D::Minus1)
         })?;
         Ok(probs.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Whether the run has an input detector.
+    pub fn has_detector(&self) -> bool {
+        self.detector.is_some()
+    }
+
+    /// Which inputs of a batch the run's input detector flags as unlike the training data (none
+    /// without a detector).
+    pub fn out_of_distribution(&self, batch: Batch) -> Result<Vec<bool>> {
+        let n = batch.len();
+        match &self.detector {
+            None => Ok(vec![false; n]),
+            Some(d) => d.flags(&self.network, &self.tensor(batch)?),
+        }
     }
 
     /// Why this model cannot explain its predictions, if it cannot: quantised weights have no

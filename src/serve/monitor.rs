@@ -507,6 +507,7 @@ mod tests {
             budget_left: None,
             error: None,
             flags: vec![],
+            extraction_w: None,
             prev: String::new(),
             hash: String::new(),
         }
@@ -603,6 +604,7 @@ mod tests {
                     rate: None,
                     budget,
                     output: Default::default(),
+                    guard: Default::default(),
                 },
                 now,
             )
@@ -707,6 +709,7 @@ mod tests {
                     budget_left: None,
                     error: None,
                     flags: vec![],
+                    extraction_w: None,
                 });
             }
             drop(log);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::ModelInfo;
 use crate::error::{Error, Result};
+use crate::ml::attack::extraction::{Answer as Answer2, BenignStream, Judge, Oracle, ThiefConfig, steal};
 use crate::ml::data::preprocess::PreparedData;
 use crate::ml::data::{RawInputs, load};
 use crate::ml::spec;
@@ -42,6 +43,23 @@ pub struct TrafficConfig {
     pub models_dir: PathBuf,
     /// Most requests waiting for an answer at once; beyond it requests are skipped and counted.
     pub max_in_flight: usize,
+    /// Who the client pretends to be.
+    pub profile: Profile,
+    /// Extraction: the thief's query budget.
+    pub queries: usize,
+}
+
+/// The kinds of client `vigil traffic` plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Natural inputs: test-split examples, each shifted and noised afresh (no two alike), at
+    /// the given rate.
+    #[default]
+    Benign,
+    /// A model thief: from 10 seed inputs, Jacobian-based synthetic queries, a substitute
+    /// trained on the answers, its agreement with the victim measured as queries grow.
+    Extraction,
 }
 
 /// What came back.
@@ -68,6 +86,13 @@ pub struct TrafficReport {
     pub agreed: u64,
     /// An example error message per status (and one for requests without an answer).
     pub errors: Vec<String>,
+    /// Extraction: the substitute's agreement with the victim's labels on the test split,
+    /// after each number of queries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agreement: Vec<crate::ml::attack::extraction::AgreementPoint>,
+    /// Extraction: the query count at which the service first refused the thief (403/429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_after: Option<u64>,
 }
 
 impl TrafficReport {
@@ -130,30 +155,10 @@ pub fn test_requests(
     models_dir: &std::path::Path,
     batch: usize,
 ) -> Result<(Vec<TestRequest>, String)> {
-    let store = RunStore::new(runs_dir);
-    let (spec, from) = match store.resolve(&info.run).and_then(|d| d.spec()) {
-        Ok(s) => (s, format!("the test split of run {}", info.run)),
-        Err(_) => {
-            let (s, _) = spec::resolve(&info.name, models_dir).map_err(|_| {
-                Error::Invalid(format!(
-                    "cannot find test data for model {}: run {} is not in {} and no spec is named {}",
-                    info.name,
-                    info.run,
-                    runs_dir.display(),
-                    info.name
-                ))
-            })?;
-            (s, format!("the test split of spec {}", info.name))
-        }
-    };
-    let ds = load(&spec.data.source)?;
-    let split = PreparedData::split_of(&spec, &ds);
-    if split.test.is_empty() {
-        return Err(Error::Invalid(format!("{from} is empty")));
-    }
+    let (ds, test, from) = test_split(info, runs_dir, models_dir)?;
     let label = |i: usize| ds.classes[ds.labels[i] as usize].clone();
     let mut out = Vec::new();
-    for chunk in split.test.chunks(batch.max(1)) {
+    for chunk in test.chunks(batch.max(1)) {
         let body = match &ds.inputs {
             RawInputs::Dense { values, shape } => {
                 let d = shape.numel();
@@ -175,6 +180,233 @@ pub fn test_requests(
         out.push((body, chunk.iter().map(|&i| label(i)).collect()));
     }
     Ok((out, from))
+}
+
+/// Where request bodies come from.
+pub enum Source {
+    /// Requests made in advance, sent in turn (texts).
+    Cycle { requests: Vec<TestRequest>, next: usize },
+    /// Fresh benign queries around the test split's numeric inputs, `batch` per request.
+    Benign { stream: Box<BenignStream>, labels: Vec<String>, batch: usize },
+}
+
+impl Source {
+    /// The next request body and the true labels of its inputs.
+    pub fn next_request(&mut self) -> TestRequest {
+        match self {
+            Source::Cycle { requests, next } => {
+                *next += 1;
+                requests[(*next - 1) % requests.len()].clone()
+            }
+            Source::Benign { stream, labels, batch } => {
+                let (rows, truth): (Vec<Vec<f32>>, Vec<String>) = (0..*batch)
+                    .map(|_| {
+                        let (i, q) = stream.next_query();
+                        (q, labels[i].clone())
+                    })
+                    .unzip();
+                let body =
+                    serde_json::to_vec(&serde_json::json!({ "inputs": rows })).expect("inputs serialise");
+                (body, truth)
+            }
+        }
+    }
+}
+
+/// The test split of the served run (or of its spec), raw, with labels.
+fn test_split(
+    info: &ModelInfo,
+    runs_dir: &std::path::Path,
+    models_dir: &std::path::Path,
+) -> Result<(crate::ml::data::Dataset, Vec<usize>, String)> {
+    let store = RunStore::new(runs_dir);
+    let (spec, from) = match store.resolve(&info.run).and_then(|d| d.spec()) {
+        Ok(s) => (s, format!("the test split of run {}", info.run)),
+        Err(_) => {
+            let (s, _) = spec::resolve(&info.name, models_dir).map_err(|_| {
+                Error::Invalid(format!(
+                    "cannot find test data for model {}: run {} is not in {} and no spec is named {}",
+                    info.name,
+                    info.run,
+                    runs_dir.display(),
+                    info.name
+                ))
+            })?;
+            (s, format!("the test split of spec {}", info.name))
+        }
+    };
+    let ds = load(&spec.data.source)?;
+    let split = PreparedData::split_of(&spec, &ds);
+    if split.test.is_empty() {
+        return Err(Error::Invalid(format!("{from} is empty")));
+    }
+    Ok((ds, split.test, from))
+}
+
+/// A benign client's requests: fresh variations of test inputs for numeric models (a client
+/// repeating the same inputs would look like nothing real), test texts in turn for text models.
+pub fn request_source(
+    info: &ModelInfo,
+    runs_dir: &std::path::Path,
+    models_dir: &std::path::Path,
+    batch: usize,
+) -> Result<(Source, String)> {
+    let (ds, test, from) = test_split(info, runs_dir, models_dir)?;
+    match &ds.inputs {
+        RawInputs::Dense { values, shape } if !values.iter().any(|v| v.is_nan()) => {
+            let d = shape.numel();
+            let pool: Vec<Vec<f32>> = test.iter().map(|&i| values[i * d..(i + 1) * d].to_vec()).collect();
+            let labels = test.iter().map(|&i| ds.classes[ds.labels[i] as usize].clone()).collect();
+            let stream = Box::new(BenignStream::new(pool, shape.clone(), 7));
+            Ok((Source::Benign { stream, labels, batch: batch.max(1) }, format!("variations of {from}")))
+        }
+        _ => {
+            let (requests, from) = test_requests(info, runs_dir, models_dir, batch)?;
+            Ok((Source::Cycle { requests, next: 0 }, from))
+        }
+    }
+}
+
+/// The victim over HTTP, as the thief queries it.
+struct HttpOracle {
+    handle: tokio::runtime::Handle,
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    classes: Vec<String>,
+    report: TrafficReport,
+    hist: Histogram<u64>,
+    /// Inputs answered so far.
+    answered: u64,
+}
+
+impl Oracle for HttpOracle {
+    fn query(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Answer2>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        // Small requests, as a careful thief sends them (and within the service's default
+        // limit of 256 inputs); they also show to within 50 queries when it was caught.
+        for chunk in inputs.chunks(50) {
+            let body = serde_json::to_vec(&serde_json::json!({ "inputs": chunk })).expect("inputs serialise");
+            let t0 = Instant::now();
+            self.report.sent += 1;
+            let (status, text) = self.handle.block_on(async {
+                let resp = self
+                    .client
+                    .post(&self.url)
+                    .bearer_auth(&self.key)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Invalid(format!("no answer from {}: {e}", self.url)))?;
+                let status = resp.status().as_u16();
+                Ok::<_, Error>((status, resp.text().await.unwrap_or_default()))
+            })?;
+            let _ = self.hist.record((t0.elapsed().as_micros() as u64).max(1));
+            *self.report.statuses.entry(status).or_default() += 1;
+            if status != 200 {
+                let msg = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
+                if matches!(status, 403 | 429) && self.report.refused_after.is_none() {
+                    self.report.refused_after = Some(self.answered);
+                }
+                self.report.errors.push(format!("{status}: {msg}"));
+                return Err(Error::Invalid(format!("the service refused the thief ({status}): {msg}")));
+            }
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Invalid(format!("the service's answer is not JSON: {e}")))?;
+            let preds = v["predictions"].as_array().cloned().unwrap_or_default();
+            for p in preds {
+                let class = |name: &str| self.classes.iter().position(|c| c == name);
+                let label = p["label"].as_str().and_then(class).unwrap_or(0);
+                let mut shown: Vec<(usize, f32)> = Vec::new();
+                if let Some(m) = p["probabilities"].as_object() {
+                    shown.extend(m.iter().filter_map(|(c, x)| Some((class(c)?, x.as_f64()? as f32))));
+                }
+                if let Some(top) = p["top_k"].as_array() {
+                    shown.extend(top.iter().filter_map(|e| {
+                        Some((class(e["class"].as_str()?)?, e["probability"].as_f64()? as f32))
+                    }));
+                }
+                self.answered += 1;
+                out.push(Answer2 { label, shown });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The extraction profile: the thief of [`crate::ml::attack::extraction`] against the service.
+/// Its seeds are 10 validation inputs of the served run; its agreement is judged on the test
+/// split against the run's own predictions (the operator's copy of the model).
+async fn extraction(
+    config: &TrafficConfig,
+    info: &ModelInfo,
+    client: reqwest::Client,
+    url: &str,
+) -> Result<TrafficReport> {
+    let store = RunStore::new(&config.runs_dir);
+    let run = store.resolve(&info.run).map_err(|e| {
+        Error::Invalid(format!(
+            "the extraction profile needs the served run in {}: {e}",
+            config.runs_dir.display()
+        ))
+    })?;
+    let trained = crate::ml::train::load_trained(&run, crate::store::Which::Best)?;
+    let ds = load(&trained.spec.data.source)?;
+    let split = PreparedData::split_of(&trained.spec, &ds);
+    let RawInputs::Dense { values, shape } = &ds.inputs else {
+        return Err(Error::Invalid(format!(
+            "the extraction profile steals numeric models; {} takes texts",
+            info.name
+        )));
+    };
+    let d = shape.numel();
+    let raw = |i: usize| values[i * d..(i + 1) * d].to_vec();
+    let seeds: Vec<Vec<f32>> = split.validation.iter().take(10).map(|&i| raw(i)).collect();
+    let test: Vec<Vec<f32>> = split.test.iter().map(|&i| raw(i)).collect();
+    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let (_, victim, _) = crate::ml::train::predict(&trained.network, &data.test)?;
+    let mut thief = ThiefConfig::default();
+    thief.checkpoints.retain(|&c| c < config.queries);
+    thief.checkpoints.push(config.queries);
+    let shape = shape.clone();
+    let classes = info.classes.clone();
+    let mut oracle = HttpOracle {
+        handle: tokio::runtime::Handle::current(),
+        client,
+        url: format!("{url}/v1/models/{}/predict", info.name),
+        key: config.key.clone(),
+        classes: classes.clone(),
+        report: TrafficReport {
+            model: info.name.clone(),
+            url: url.to_string(),
+            inputs_from: format!("a thief's synthetic queries from 10 validation inputs of run {}", info.run),
+            ..Default::default()
+        },
+        hist: Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+        answered: 0,
+    };
+    let started = Instant::now();
+    let (mut oracle, points) = tokio::task::spawn_blocking(move || {
+        let judge = Judge { inputs: &test, victim_labels: &victim };
+        let points = steal(&mut oracle, &seeds, &shape, classes.len(), judge, &thief, |_| {});
+        (oracle, points)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("the thief's task failed: {e}")))?;
+    match points {
+        Ok(p) => oracle.report.agreement = p,
+        // A refusal ends the theft; the report says where.
+        Err(e) if oracle.report.refused_after.is_some() => {
+            if oracle.report.errors.is_empty() {
+                oracle.report.errors.push(e.to_string());
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let hist = std::mem::replace(&mut oracle.hist, Histogram::new(3).expect("valid"));
+    fill(&mut oracle.report, &hist, started);
+    Ok(oracle.report)
 }
 
 enum Outcome {
@@ -273,7 +505,10 @@ pub async fn run(
             served.first().cloned().ok_or_else(|| Error::Invalid("the service serves no model".into()))?
         }
     };
-    let (requests, from) = test_requests(&info, &config.runs_dir, &config.models_dir, config.batch)?;
+    if config.profile == Profile::Extraction {
+        return extraction(&config, &info, client, &url).await;
+    }
+    let (mut source, from) = request_source(&info, &config.runs_dir, &config.models_dir, config.batch)?;
     let predict_url: Arc<str> = Arc::from(format!("{url}/v1/models/{}/predict", info.name));
     let key: Arc<str> = Arc::from(config.key.as_str());
     let mut report =
@@ -285,7 +520,6 @@ pub async fn run(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + config.duration;
     let mut in_flight = 0usize;
-    let mut next = 0usize;
     let mut last_progress = Instant::now();
     tokio::pin!(stop);
     let record = |o: Outcome, report: &mut TrafficReport, hist: &mut Histogram<u64>| match o {
@@ -319,8 +553,7 @@ pub async fn run(
                     report.skipped += 1;
                     continue;
                 }
-                let (body, truth) = requests[next % requests.len()].clone();
-                next += 1;
+                let (body, truth) = source.next_request();
                 in_flight += 1;
                 report.sent += 1;
                 let tx = tx.clone();

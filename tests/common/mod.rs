@@ -456,6 +456,7 @@ pub fn access(
         budget_left: key.filter(|k| *k == "alice").map(|_| 5000 - seq),
         error: error.map(String::from),
         flags: flags.iter().map(|f| f.to_string()).collect(),
+        extraction_w: None,
         prev: String::new(),
         hash: String::new(),
     }

@@ -304,16 +304,35 @@ pub fn steal(
 /// shifted by up to a pixel (images) and given a little Gaussian noise (2% of the pool's
 /// range), clipped to the pool's range. No two are the same, as no two photos are.
 pub fn benign_queries(pool: &[Vec<f32>], shape: &InputShape, n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xbe_0000);
-    let lo = pool.iter().flatten().copied().fold(f32::INFINITY, f32::min);
-    let hi = pool.iter().flatten().copied().fold(f32::NEG_INFINITY, f32::max);
-    let aug = spec::Augment { shift: 1, noise: 0.02 * (hi - lo).max(1e-6), probability: 1.0 };
-    let fill = vec![lo; shape.numel()];
-    (0..n)
-        .map(|_| {
-            let mut q = pool[rng.random_range(0..pool.len())].clone();
-            crate::ml::data::augment::apply(&mut q, shape, &fill, &aug, &mut rng);
-            q.iter().map(|v| v.clamp(lo, hi)).collect()
-        })
-        .collect()
+    let mut stream = BenignStream::new(pool.to_vec(), shape.clone(), seed);
+    (0..n).map(|_| stream.next_query().1).collect()
+}
+
+/// An endless [`benign_queries`]: each query is a pool example (its index given) shifted and
+/// noised afresh.
+pub struct BenignStream {
+    pool: Vec<Vec<f32>>,
+    shape: InputShape,
+    lo: f32,
+    hi: f32,
+    rng: ChaCha8Rng,
+}
+
+impl BenignStream {
+    pub fn new(pool: Vec<Vec<f32>>, shape: InputShape, seed: u64) -> Self {
+        let lo = pool.iter().flatten().copied().filter(|v| v.is_finite()).fold(f32::INFINITY, f32::min);
+        let hi = pool.iter().flatten().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        BenignStream { pool, shape, lo, hi, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xbe_0000) }
+    }
+
+    /// The next query and the pool example it came from.
+    pub fn next_query(&mut self) -> (usize, Vec<f32>) {
+        let (lo, hi) = (self.lo, self.hi);
+        let aug = spec::Augment { shift: 1, noise: 0.02 * (hi - lo).max(1e-6), probability: 1.0 };
+        let fill = vec![lo; self.shape.numel()];
+        let i = self.rng.random_range(0..self.pool.len());
+        let mut q = self.pool[i].clone();
+        crate::ml::data::augment::apply(&mut q, &self.shape, &fill, &aug, &mut self.rng);
+        (i, q.iter().map(|v| v.clamp(lo, hi)).collect())
+    }
 }

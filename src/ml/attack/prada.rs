@@ -29,7 +29,7 @@ pub struct PradaConfig {
 
 impl Default for PradaConfig {
     fn default() -> Self {
-        PradaConfig { delta: 0.9, min_distances: 100 }
+        PradaConfig { delta: 0.9, min_distances: 200 }
     }
 }
 
