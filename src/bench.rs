@@ -290,6 +290,7 @@ pub fn render_frames(
             events: vec![],
             checkpoints: None,
             evaluation: None,
+            attacks: None,
             variants: None,
             interrupted: false,
         }))));

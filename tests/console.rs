@@ -269,6 +269,7 @@ fn store_updates_append_and_removals_drop_runs() {
             events: vec![],
             checkpoints: None,
             evaluation: None,
+            attacks: None,
             variants: None,
             interrupted: false,
         },
@@ -455,6 +456,7 @@ fn a_picked_run_stays_selected_while_new_runs_arrive() {
         events: vec![],
         checkpoints: None,
         evaluation: None,
+        attacks: None,
         variants: None,
         interrupted: false,
     }))));
@@ -811,6 +813,7 @@ fn run_detail_shows_variants_side_by_side() {
         events: vec![],
         checkpoints: None,
         evaluation: None,
+        attacks: None,
         variants: Some(vec![
             report("q4_0", Precision::Q4_0, 30_464, 0.9805, 0.0128),
             report("q8_0", Precision::Q8_0, 55_680, 0.9777, 0.0099),
@@ -827,4 +830,65 @@ fn run_detail_shows_variants_side_by_side() {
     let t = text(&render(&mut app, 80, 24));
     assert!(t.contains("Variants") && t.contains("q8_0") && t.contains("6.7x") && t.contains("-0.28"), "{t}");
     insta::assert_snapshot!("detail_variants_80x24", t);
+}
+
+/// The Security view: robustness curves of an undefended and a defended run overlaid, the
+/// extraction watch per key (W, alarm, trend, ood count) and the flagged requests, at 80x24 in
+/// colour and without.
+#[test]
+fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
+    let curve = |key: &str, acc: [f64; 4]| -> vigil::ml::attack::curve::Curve {
+        let points: Vec<serde_json::Value> = [0.0, 0.1, 0.2, 0.3]
+            .iter()
+            .zip(acc)
+            .map(|(e, a)| serde_json::json!({"eps": e, "accuracy": a, "success_rate": 1.0 - a, "mean_norm": e}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "key": key, "method": "Pgd", "norm": "Linf", "steps": 20, "step_size": null,
+            "random_start": false, "target": null, "seed": 0, "space": "input", "units": "input",
+            "range": "[0, 1]", "split": "test", "checkpoint": "best", "examples": 359,
+            "created": "2026-11-28T12:00:00Z", "points": points,
+        }))
+        .unwrap()
+    };
+    for (depth, suffix) in [(ColorDepth::TrueColor, ""), (ColorDepth::None, "_no_color")] {
+        let mut app = common::app_with(depth);
+        for (id, acc) in [
+            ("digits-mlp-d4e5f6", [0.98, 0.45, 0.03, 0.0]),
+            ("digits-mlp-pgd-a1a1a1", [0.97, 0.79, 0.41, 0.12]),
+        ] {
+            let info = common::info(id, vigil::store::RunStatus::Completed, 40, 40, 1480);
+            app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
+                id: info.id.clone(),
+                info,
+                spec: None,
+                steps: vec![],
+                epochs: vec![],
+                reset: false,
+                events: vec![],
+                checkpoints: None,
+                evaluation: None,
+                attacks: Some(vec![curve("pgd-linf-20", acc)]),
+                variants: None,
+                interrupted: false,
+            }))));
+        }
+        let mut feed = common::service_feed();
+        for (i, r) in feed.records.iter_mut().enumerate() {
+            if r.key.as_deref() == Some("bob") {
+                r.extraction_w = Some(0.97 - 0.004 * i as f64);
+                if i > 30 {
+                    r.flags = vec!["extraction".into()];
+                }
+            } else if r.key.is_some() {
+                r.extraction_w = Some(0.95);
+            }
+        }
+        app.update(Msg::ServiceFeed(Box::new(feed)));
+        ch(&mut app, '9');
+        let t = text(&render(&mut app, 80, 24));
+        assert!(t.contains("Robustness") && t.contains("digits-mlp-pgd-a1a1a1 pgd-linf-20"), "{t}");
+        assert!(t.contains("alarm") && t.contains("extraction bob"), "{t}");
+        insta::assert_snapshot!(format!("security_80x24{suffix}"), t);
+    }
 }

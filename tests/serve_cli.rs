@@ -202,7 +202,7 @@ fn a_served_session_traffic_shutdown_and_audit() {
         .assert()
         .success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert!(text.contains("inputs from the test split of run"), "{text}");
+    assert!(text.contains("inputs from variations of the test split of run"), "{text}");
     assert!(text.contains("latency ms: p50"), "{text}");
     assert!(text.contains("labels agreeing with the test split"), "{text}");
     let sent: u64 = text.split_whitespace().next().unwrap().parse().unwrap();

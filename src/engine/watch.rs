@@ -56,6 +56,8 @@ pub struct RunFeed {
     pub evaluation: Option<Evaluation>,
     /// The variants made by `vigil optimize`, when they changed.
     pub variants: Option<Vec<crate::ml::optimize::Report>>,
+    /// The robustness curves `vigil attack` saved, when they changed.
+    pub attacks: Option<Vec<crate::ml::attack::curve::Curve>>,
     /// The run says it is active but the process training it is gone (killed, crashed, or its
     /// machine rebooted): it can be resumed from its last checkpoint.
     pub interrupted: bool,
@@ -76,6 +78,7 @@ struct Tracked {
     checkpoints_mtime: Option<SystemTime>,
     eval_mtime: Option<SystemTime>,
     variants_mtime: Option<SystemTime>,
+    attacks_mtime: Option<SystemTime>,
     sent_params: bool,
     settled: bool,
     /// Whether the trainer process was alive at the last look (active runs only).
@@ -144,6 +147,7 @@ impl StoreWatcher {
         let eval_mtime = mtime(&dir.join("eval.json"));
         // A variant made or replaced adds or renames an entry of the folder.
         let variants_mtime = mtime(&dir.join("variants"));
+        let attacks_mtime = mtime(&dir.join(crate::ml::attack::curve::INDEX));
         // A trainer that died leaves run.json untouched: look at its process too.
         let interrupted = t.pid.is_some_and(|p| !crate::store::process_alive(p));
         let changed = interrupted != t.interrupted
@@ -153,6 +157,7 @@ impl StoreWatcher {
             || ckpt_mtime != t.checkpoints_mtime
             || eval_mtime != t.eval_mtime
             || variants_mtime != t.variants_mtime
+            || attacks_mtime != t.attacks_mtime
             || !t.sent_params;
         if !changed {
             return None;
@@ -200,6 +205,9 @@ impl StoreWatcher {
         let evaluation = if eval_mtime != t.eval_mtime { run.evaluation().ok() } else { None };
         let variants = (variants_mtime != t.variants_mtime).then(|| crate::ml::optimize::list(&run));
         t.variants_mtime = variants_mtime;
+        let attacks = (attacks_mtime != t.attacks_mtime)
+            .then(|| crate::ml::attack::curve::index(&run).map(|i| i.curves).unwrap_or_default());
+        t.attacks_mtime = attacks_mtime;
         let spec = if t.sent_params { None } else { run.spec().ok().map(Box::new) };
         t.sent_params = true;
         t.info_mtime = info_mtime;
@@ -224,6 +232,7 @@ impl StoreWatcher {
             checkpoints,
             evaluation,
             variants,
+            attacks,
             interrupted,
         })
     }

@@ -38,10 +38,11 @@ pub enum View {
     System,
     Explain,
     Service,
+    Security,
 }
 
 impl View {
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 9] = [
         View::Overview,
         View::Runs,
         View::Detail,
@@ -50,6 +51,7 @@ impl View {
         View::System,
         View::Explain,
         View::Service,
+        View::Security,
     ];
     pub fn title(&self) -> &'static str {
         match self {
@@ -61,6 +63,7 @@ impl View {
             View::System => "System",
             View::Explain => "Explain",
             View::Service => "Service",
+            View::Security => "Security",
         }
     }
 }
@@ -187,6 +190,8 @@ pub struct RunState {
     pub checkpoints: Vec<CheckpointEntry>,
     /// Smaller variants of the model (`vigil optimize`), by name.
     pub variants: Vec<crate::ml::optimize::Report>,
+    /// Robustness curves `vigil attack` saved for the run.
+    pub attacks: Vec<crate::ml::attack::curve::Curve>,
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
     pub evaluations: Vec<(Which, Evaluation)>,
@@ -723,6 +728,7 @@ impl App {
                     checkpoints,
                     evaluation,
                     variants,
+                    attacks,
                     interrupted,
                 } = *feed;
                 let r = self.runs.entry(id).or_insert_with(|| RunState {
@@ -735,6 +741,7 @@ impl App {
                     events: vec![],
                     checkpoints: vec![],
                     variants: vec![],
+                    attacks: vec![],
                     evaluation: None,
                     evaluations: vec![],
                 });
@@ -756,6 +763,9 @@ impl App {
                 }
                 if let Some(v) = variants {
                     r.variants = v;
+                }
+                if let Some(a) = attacks {
+                    r.attacks = a;
                 }
                 if evaluation.is_some() {
                     r.evaluation = evaluation;
@@ -1012,6 +1022,7 @@ impl App {
             Action::ShowLogs => self.show(View::Logs),
             Action::ShowSystem => self.show(View::System),
             Action::ShowService => self.show(View::Service),
+            Action::ShowSecurity => self.show(View::Security),
             Action::ToggleService => self.toggle_service(),
             Action::ServiceStatusFilter => {
                 self.service.cycle_status();

@@ -39,6 +39,8 @@ pub enum Action {
     ShowExplain,
     /// Service: the model service's access log, traffic and keys
     ShowService,
+    /// Security: robustness curves, the extraction watch per key, flagged requests
+    ShowSecurity,
     /// Serve the selected run as an API, or stop serving
     ToggleService,
     /// Service: show only the next status class (2xx, 4xx, 5xx, all)

@@ -209,6 +209,7 @@ fn feed(
         events,
         checkpoints: Some(checkpoints()),
         evaluation: eval,
+        attacks: None,
         variants: None,
         interrupted: false,
     })))

@@ -363,7 +363,8 @@ pub struct AttackIndex {
     pub curves: Vec<Curve>,
 }
 
-const INDEX: &str = "attacks/index.json";
+/// The run's list of saved curves.
+pub const INDEX: &str = "attacks/index.json";
 
 /// The curves saved with a run (none when it was never attacked).
 pub fn index(run: &RunDir) -> Result<AttackIndex> {

@@ -10,6 +10,7 @@ mod logs;
 mod overlays;
 mod overview;
 mod runs;
+mod security;
 mod service;
 mod system;
 
@@ -56,6 +57,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::System => system::draw(f, app, body),
         View::Explain => explain::draw(f, app, body),
         View::Service => service::draw(f, app, body),
+        View::Security => security::draw(f, app, body),
     }
     draw_footer(f, app, footer);
     overlays::draw(f, app, body);
@@ -190,6 +192,10 @@ fn hints(app: &App) -> Line<'static> {
             (k(Action::ServiceRouteFilter), "route"),
             (k(Action::ServiceFlaggedOnly), "flagged"),
             (k(Action::Bottom), "follow"),
+        ]),
+        View::Security => items.extend([
+            (k(Action::ToggleMark), "runs to compare (in 2)"),
+            (k(Action::ShowExplain), "adversarial examples"),
         ]),
     }
     // Quit and the command line always show; the view's own keys fill the room left.

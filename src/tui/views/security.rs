@@ -1,0 +1,190 @@
+//! Security: the attack lab and the service's detectors in one place. Robustness curves of the
+//! runs (test accuracy under each saved attack against ε), defended and undefended overlaid;
+//! the service's extraction watch per key (PRADA's W over the key's requests, and whether it is
+//! in alarm); and the requests the detectors flagged, newest first. It reads what the watcher
+//! and the access-log follower put in the state; the adversarial examples themselves are browsed
+//! in the Explain view (`a`).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::panel;
+use crate::tui::app::{App, RunState};
+use crate::tui::widgets::chart::{GLYPHS, LineChart, Series};
+
+/// Unicode eighths for W from 0.8 (lowest) to 1.0: below 0.8 is as low as it draws.
+const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+const ASCII_SPARK: [char; 8] = ['_', '.', ',', '-', '~', '=', '^', '"'];
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let [top, bottom] = Layout::vertical([Constraint::Percentage(55), Constraint::Min(6)]).areas(area);
+    draw_curves(f, app, top);
+    let [keys, alerts] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    draw_watch(f, app, keys);
+    draw_alerts(f, app, alerts);
+}
+
+/// Runs with saved attacks: the marked ones, or every one.
+fn attacked(app: &App) -> Vec<&RunState> {
+    let all: Vec<&RunState> = app.runs.values().filter(|r| !r.attacks.is_empty()).collect();
+    let marked: Vec<&RunState> = all.iter().copied().filter(|r| app.marked.contains(&r.info.id)).collect();
+    if marked.is_empty() { all } else { marked }
+}
+
+fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let runs = attacked(app);
+    if runs.is_empty() {
+        let msg = "No run has been attacked yet: `vigil attack RUN --method pgd` measures a robustness \
+                   curve (test accuracy against ε), and this panel overlays the runs' curves, a \
+                   defended run (adversarial training) beside an undefended one.";
+        f.render_widget(
+            Paragraph::new(Span::styled(msg, t.muted()))
+                .wrap(ratatui::widgets::Wrap { trim: true })
+                .block(panel(app, "Robustness")),
+            area,
+        );
+        return;
+    }
+    let block = panel(app, "Robustness · test accuracy under attack against ε (marked runs, or all)");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [plot, legend_area] = Layout::vertical([Constraint::Min(3), Constraint::Length(2)]).areas(inner);
+    let mut series = Vec::new();
+    let mut legend = Vec::new();
+    for r in &runs {
+        for c in &r.attacks {
+            let slot = series.len();
+            let points: Vec<(f64, f64)> = c.points.iter().map(|p| (p.eps as f64, p.accuracy)).collect();
+            let defended = r.spec.as_ref().is_some_and(|s| s.adversarial.is_some());
+            let name = format!("{} {}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
+            let glyph = GLYPHS[slot % GLYPHS.len()];
+            legend.push((name.clone(), t.series(slot), glyph));
+            series.push(Series {
+                name,
+                points: Cow::Owned(points),
+                color: t.series(slot),
+                glyph,
+                faint: false,
+            });
+        }
+    }
+    let chart = LineChart {
+        series,
+        x_window: None,
+        log_y: false,
+        y_range: Some((0.0, 1.0)),
+        cursor: None,
+        colored: t.colored(),
+        axis_style: t.muted(),
+        cursor_style: t.accent(),
+    };
+    f.render_widget(chart, plot);
+    let spans: Vec<Span> = legend
+        .iter()
+        .flat_map(|(name, color, glyph)| {
+            let style = if t.colored() {
+                Style::default().fg(*color)
+            } else {
+                Style::default().add_modifier(Modifier::BOLD)
+            };
+            [
+                Span::styled(format!("{} ", if t.colored() { '━' } else { *glyph }), style),
+                Span::raw(format!("{name}  ")),
+            ]
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(Line::from(spans)).wrap(ratatui::widgets::Wrap { trim: true }),
+        legend_area,
+    );
+}
+
+/// Per key: requests seen in the console's tail, PRADA's W now and its trend, the alarm.
+struct KeyWatch {
+    requests: usize,
+    w: Vec<f64>,
+    alarm: bool,
+    ood: usize,
+}
+
+fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut keys: BTreeMap<&str, KeyWatch> = BTreeMap::new();
+    for r in &app.service.tail {
+        let Some(k) = r.key.as_deref() else { continue };
+        let e = keys.entry(k).or_insert(KeyWatch { requests: 0, w: vec![], alarm: false, ood: 0 });
+        e.requests += 1;
+        e.w.extend(r.extraction_w);
+        e.alarm |= r.flags.iter().any(|f| f == "extraction");
+        e.ood += usize::from(r.flags.iter().any(|f| f == "ood"));
+    }
+    let spark_w = (area.width as usize).saturating_sub(36).clamp(4, 24);
+    let header =
+        Row::new(["key", "reqs", "W", "", "trend", "ood"].map(|h| Cell::from(Span::styled(h, t.muted()))));
+    let rows = keys.iter().map(|(k, w)| {
+        let ramp = if t.colored() { SPARK } else { ASCII_SPARK };
+        let trend: String = w.w[w.w.len().saturating_sub(spark_w)..]
+            .iter()
+            .map(|v| ramp[(((v - 0.8) / 0.2).clamp(0.0, 0.999) * 8.0) as usize])
+            .collect();
+        let current = w.w.last().map_or(Span::styled("-", t.muted()), |v| Span::raw(format!("{v:.3}")));
+        let alarm = if w.alarm { Span::styled("alarm", t.error()) } else { Span::raw("") };
+        Row::new(vec![
+            Cell::from(k.to_string()),
+            Cell::from(w.requests.to_string()),
+            Cell::from(current),
+            Cell::from(alarm),
+            Cell::from(Span::styled(trend, if w.alarm { t.error() } else { t.info() })),
+            Cell::from(w.ood.to_string()),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(10),
+            Constraint::Length(5),
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Min(4),
+            Constraint::Length(4),
+        ],
+    )
+    .header(header)
+    .block(panel(app, "Extraction (PRADA W, alarm < 0.9)"));
+    f.render_widget(table, area);
+}
+
+fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let room = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app
+        .service
+        .tail
+        .iter()
+        .rev()
+        .filter(|r| !r.flags.is_empty())
+        .take(room)
+        .map(|r| {
+            Line::from(vec![
+                Span::styled(format!("{} ", r.time.get(11..19).unwrap_or(&r.time)), t.muted()),
+                Span::styled(format!("{} ", r.flags.join(",")), t.error()),
+                Span::raw(format!("{} {} ", r.key.as_deref().unwrap_or("-"), r.status)),
+                Span::styled(r.request_id.clone(), t.muted()),
+            ])
+        })
+        .collect();
+    let body = if lines.is_empty() {
+        vec![Line::from(Span::styled("no flagged request in the log's tail", t.muted()))]
+    } else {
+        lines
+    };
+    f.render_widget(Paragraph::new(body).block(panel(app, "Flagged requests (newest first)")), area);
+}
