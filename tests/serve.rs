@@ -1186,3 +1186,73 @@ async fn out_of_distribution_inputs_are_flagged_and_refused_per_key() {
     // The refused request's 2 inputs were refunded: 1 of 10 spent.
     assert_eq!(models[2].budget_left, Some(9));
 }
+
+/// `vigil traffic --profile adversarial` replays the PGD examples `vigil attack` saved, mapped
+/// back to raw inputs: the service answers them as the attack measured (same labels), and a key
+/// that refuses out-of-distribution inputs gets 422 for the ones the detector flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_traffic_replays_the_saved_attack() {
+    use vigil::ml::attack::curve::{CurveOptions, robustness_curve, save};
+    use vigil::ml::attack::{Attack, Norm};
+    use vigil::ml::data::preprocess::PreparedData;
+    use vigil::serve::keys::Guard;
+    let dir = fresh_store();
+    let store = RunStore::new(dir.path());
+    let run = store.resolve(&run_id(dir.path(), "digits-logreg")).unwrap();
+    let t = load_trained(&run, Which::Best).unwrap();
+    let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
+    let det = vigil::ml::attack::detector::load(&run).unwrap();
+    let opts = CurveOptions {
+        attack: Attack::pgd(Norm::Linf, 0.0, 10),
+        eps: vec![0.0, 0.1],
+        fixed_step: None,
+        detector: det.as_ref(),
+        split: "test".into(),
+        checkpoint: "best".into(),
+    };
+    let (mut c, sets) = robustness_curve(&t.network, &t.pipeline, &data.test, &opts).unwrap();
+    save(&run, &mut c, &sets).unwrap();
+    let flag = add_key(dir.path(), KeySpec::new("flag", &[Scope::Predict]));
+    let strict = add_key(dir.path(), KeySpec::new("strict", &[Scope::Predict]));
+    let mut file = KeyFile::load(&key_file_path(dir.path())).unwrap();
+    file.keys.iter_mut().find(|k| k.name == "strict").unwrap().guard =
+        Guard { reject_ood: true, ..Guard::default() };
+    file.save(&key_file_path(dir.path())).unwrap();
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let cfg = |key: String| TrafficConfig {
+        batch: 1,
+        rate: 400.0,
+        duration: Duration::from_millis(900),
+        ..traffic_config(dir.path(), &server, key, traffic::Profile::Adversarial)
+    };
+    let answered = traffic::run(cfg(flag), |_| {}, std::future::pending()).await.unwrap();
+    assert!(answered.inputs_from.contains("adversarial examples at ε = 0.1"), "{answered:?}");
+    assert_eq!(answered.statuses.get(&200).copied(), Some(answered.sent), "{answered:?}");
+    // The service's labels are the attack's: what agrees with the truth is what survived it.
+    let set = &sets[1];
+    let sent = answered.sent as usize;
+    let survived = (0..sent)
+        .filter(|&i| set.adversarial_pred[i % set.labels.len()] == set.labels[i % set.labels.len()])
+        .count();
+    assert_eq!(answered.agreed as usize, survived, "{answered:?}");
+    let refused = traffic::run(cfg(strict), |_| {}, std::future::pending()).await.unwrap();
+    assert!(refused.statuses.get(&422).copied().unwrap_or(0) > 0, "{refused:?}");
+    server.shutdown().await.unwrap();
+    let lines = log_lines(dir.path());
+    let flag_lines: Vec<_> =
+        lines.iter().filter(|l| l.key.as_deref() == Some("flag") && l.model.is_some()).collect();
+    let marked = flag_lines.iter().filter(|l| l.flags.iter().any(|f| f == "ood")).count();
+    let strict_lines: Vec<_> =
+        lines.iter().filter(|l| l.key.as_deref() == Some("strict") && l.model.is_some()).collect();
+    let strict_422 = strict_lines.iter().filter(|l| l.status == 422).count();
+    // The same inputs in the same order: the share refused is the share marked (the two runs
+    // may send a few more or fewer requests).
+    let share = |k: usize, n: usize| k as f64 / n.max(1) as f64;
+    let (a, b) = (share(marked, flag_lines.len()), share(strict_422, strict_lines.len()));
+    assert!(
+        marked > 0 && (a - b).abs() < 0.05,
+        "{marked} of {} marked, {strict_422} of {} refused",
+        flag_lines.len(),
+        strict_lines.len()
+    );
+}

@@ -37,7 +37,8 @@ pub struct Args {
     /// A PEM CA certificate to trust, for a service with a self-signed certificate.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
-    /// Who to play: benign (varied test inputs at --rate) or extraction (a model thief).
+    /// Who to play: benign (varied test inputs at --rate), extraction (a model thief) or
+    /// adversarial (the run's saved PGD examples at --rate).
     #[arg(long, value_enum, default_value = "benign")]
     pub profile: Profile,
     /// Extraction: the thief's query budget (its agreement is measured at 100, 1,000, 10,000

@@ -60,6 +60,10 @@ pub enum Profile {
     /// A model thief: from 10 seed inputs, Jacobian-based synthetic queries, a substitute
     /// trained on the answers, its agreement with the victim measured as queries grow.
     Extraction,
+    /// An attacker: the adversarial examples `vigil attack` saved for the run (PGD, the radius
+    /// nearest 0.1), sent at the given rate; the labels that still agree with the truth are
+    /// what the attack failed to change.
+    Adversarial,
 }
 
 /// What came back.
@@ -265,6 +269,69 @@ pub fn request_source(
             Ok((Source::Cycle { requests, next: 0 }, from))
         }
     }
+}
+
+/// The adversarial profile's requests: the examples `vigil attack` saved for the served run (the
+/// PGD L∞ curve's radius nearest 0.1, else any saved curve's), mapped back to raw values through
+/// the run's preprocessing, as an attacker would send them.
+pub fn adversarial_source(
+    info: &ModelInfo,
+    runs_dir: &std::path::Path,
+    batch: usize,
+) -> Result<(Source, String)> {
+    use crate::ml::attack::curve::{index, load_set};
+    let store = RunStore::new(runs_dir);
+    let run = store.resolve(&info.run).map_err(|e| {
+        Error::Invalid(format!("the adversarial profile needs the served run in {}: {e}", runs_dir.display()))
+    })?;
+    let curves = index(&run)?.curves;
+    let saved = |c: &&crate::ml::attack::curve::Curve| {
+        c.split == "test" && c.points.iter().any(|p| p.eps > 0.0 && p.file.is_some())
+    };
+    let curve =
+        curves.iter().filter(saved).min_by_key(|c| (c.key != "pgd-linf-20", c.key.clone())).ok_or_else(
+            || {
+                Error::Invalid(format!(
+                    "run {} has no saved adversarial examples: make them with `vigil attack {} --method pgd`",
+                    run.id, run.id
+                ))
+            },
+        )?;
+    let point = curve
+        .points
+        .iter()
+        .filter(|p| p.eps > 0.0 && p.file.is_some())
+        .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))
+        .expect("the curve has a saved point");
+    let set = load_set(&run, point)?;
+    let pipeline = run.pipeline()?;
+    let crate::ml::data::Features::Dense { values, .. } = &set.adversarial else {
+        return Err(Error::Invalid(format!(
+            "{}: text attacks are replayed with `vigil attack`, not as traffic",
+            run.id
+        )));
+    };
+    let n = set.labels.len();
+    let d = values.len() / n.max(1);
+    let rows: Vec<Vec<f32>> = (0..n)
+        .map(|i| pipeline.untransform(&values[i * d..(i + 1) * d]).map_err(Error::Invalid))
+        .collect::<Result<_>>()?;
+    let labels: Vec<String> = set.labels.iter().map(|&l| pipeline.classes[l as usize].clone()).collect();
+    let requests = rows
+        .chunks(batch.max(1))
+        .zip(labels.chunks(batch.max(1)))
+        .map(|(r, l)| {
+            (serde_json::to_vec(&serde_json::json!({ "inputs": r })).expect("inputs serialise"), l.to_vec())
+        })
+        .collect();
+    let from = format!(
+        "{} adversarial examples at ε = {} `vigil attack` saved for run {} ({})",
+        n,
+        crate::ml::attack::fmt_num(point.eps),
+        run.id,
+        curve.label()
+    );
+    Ok((Source::Cycle { requests, next: 0 }, from))
 }
 
 /// The victim over HTTP, as the thief queries it.
@@ -508,7 +575,10 @@ pub async fn run(
     if config.profile == Profile::Extraction {
         return extraction(&config, &info, client, &url).await;
     }
-    let (mut source, from) = request_source(&info, &config.runs_dir, &config.models_dir, config.batch)?;
+    let (mut source, from) = match config.profile {
+        Profile::Adversarial => adversarial_source(&info, &config.runs_dir, config.batch)?,
+        _ => request_source(&info, &config.runs_dir, &config.models_dir, config.batch)?,
+    };
     let predict_url: Arc<str> = Arc::from(format!("{url}/v1/models/{}/predict", info.name));
     let key: Arc<str> = Arc::from(config.key.as_str());
     let mut report =

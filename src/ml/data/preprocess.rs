@@ -265,6 +265,33 @@ impl Pipeline {
         Ok(row)
     }
 
+    /// The raw input that [`Self::transform`] maps to `values` (the model's input): scaling
+    /// steps undone in reverse order. Filled-in values cannot be told from given ones, so they
+    /// come back as given. Text models have no numeric inverse.
+    pub fn untransform(&self, values: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        if self.raw_shape.is_none() {
+            return Err("this model takes text: its inputs have no numeric raw form".into());
+        }
+        let pick = |v: &[f32], j: usize| if v.len() == 1 { v[0] } else { v[j] };
+        let mut row = values.to_vec();
+        for step in self.steps.iter().rev() {
+            match step {
+                FittedStep::Standardize { mean, std } => {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = *x * pick(std, j) + pick(mean, j);
+                    }
+                }
+                FittedStep::MinMax { min, range } => {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = *x * pick(range, j) + pick(min, j);
+                    }
+                }
+                FittedStep::DropMissing | FittedStep::Impute { .. } | FittedStep::Tokenize { .. } => {}
+            }
+        }
+        Ok(row)
+    }
+
     /// Token ids for one text, padded or cut to the model's length.
     pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
         let Some(FittedStep::Tokenize { vocab, lowercase, max_len }) = self.steps.first() else {
@@ -448,6 +475,24 @@ mod tests {
         let p = Pipeline::fit(&[Preprocess::Standardize(Scope::PerFeature)], &ds, &[0, 1]).unwrap();
         assert_eq!(p.steps[0], FittedStep::Standardize { mean: vec![2.0, 20.0], std: vec![1.0, 10.0] });
         assert_eq!(p.transform(&[3.0, 10.0]).unwrap(), vec![1.0, -1.0]);
+    }
+
+    /// `untransform` undoes the scaling steps in reverse order, per feature and global.
+    #[test]
+    fn untransform_inverts_the_scaling_steps() {
+        let ds = tabular(vec![1.0, 10.0, 3.0, 30.0, 5.0, 20.0], 2, vec![0, 1, 0]);
+        let p = Pipeline::fit(
+            &[Preprocess::Standardize(Scope::PerFeature), Preprocess::MinMax(Scope::Global)],
+            &ds,
+            &[0, 1, 2],
+        )
+        .unwrap();
+        for raw in [[2.0f32, 15.0], [-4.0, 100.0], [5.0, 20.0]] {
+            let back = p.untransform(&p.transform(&raw).unwrap()).unwrap();
+            for (a, b) in back.iter().zip(raw) {
+                assert!((a - b).abs() < 1e-4, "{back:?} vs {raw:?}");
+            }
+        }
     }
 
     #[test]
