@@ -5,9 +5,6 @@
 mod common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
-use ratatui::buffer::Buffer;
 use vigil::engine::explain::{AdversarialResult, AttackChoice, ExplainCommand, ExplainEvent};
 use vigil::ml::explain::{ExplainedInput, Explanation, Method};
 use vigil::tui::app::{App, Effect, Msg};
@@ -17,21 +14,7 @@ fn ch(app: &mut App, c: char) -> Vec<Effect> {
     app.update(Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)))
 }
 
-fn render(app: &mut App, w: u16, h: u16) -> Buffer {
-    app.update(Msg::Resize(w, h));
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| vigil::tui::views::draw(f, app)).unwrap();
-    t.backend().buffer().clone()
-}
-
-fn text(buf: &Buffer) -> String {
-    let w = buf.area.width as usize;
-    buf.content()
-        .chunks(w)
-        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use common::{render, text};
 
 const RUN: &str = "digits-mlp-d4e5f6";
 

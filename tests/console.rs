@@ -5,8 +5,6 @@
 mod common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use vigil::engine::runner::{RunnerCommand, RunnerEvent};
 use vigil::engine::watch::StoreUpdate;
@@ -28,21 +26,7 @@ fn typed(app: &mut App, text: &str) {
     }
 }
 
-fn render(app: &mut App, w: u16, h: u16) -> Buffer {
-    app.update(Msg::Resize(w, h));
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| vigil::tui::views::draw(f, app)).unwrap();
-    t.backend().buffer().clone()
-}
-
-fn text(buf: &Buffer) -> String {
-    let w = buf.area.width as usize;
-    buf.content()
-        .chunks(w)
-        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use common::{render, text};
 
 /// Finds the first cell where `needle` starts.
 fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
@@ -446,20 +430,7 @@ fn a_picked_run_stays_selected_while_new_runs_arrive() {
     // A newer run appears at the top of the table.
     let mut info = common::info("digits-mlp-ffffff", vigil::store::RunStatus::Running, 1, 40, 10);
     info.created = "2026-11-28T23:59:00Z".into();
-    app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
-        steps: vec![],
-        epochs: vec![],
-        reset: false,
-        events: vec![],
-        checkpoints: None,
-        evaluation: None,
-        attacks: None,
-        variants: None,
-        interrupted: false,
-    }))));
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info)))));
     assert_eq!(app.visible()[0].info.id, "digits-mlp-ffffff");
     assert_eq!(app.selected_id().unwrap(), picked);
 }
@@ -803,22 +774,13 @@ fn run_detail_shows_variants_side_by_side() {
     let mut app = common::app();
     let mut info = common::info("digits-mlp-d4e5f6", vigil::store::RunStatus::Completed, 40, 40, 1480);
     info.spec = "digits-mlp".into();
-    app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
-        steps: vec![],
-        epochs: vec![],
-        reset: false,
-        events: vec![],
-        checkpoints: None,
-        evaluation: None,
-        attacks: None,
-        variants: Some(vec![
+    app.update(Msg::Store(StoreUpdate::Run(Box::new({
+        let mut f = common::bare_feed(info);
+        f.variants = Some(vec![
             report("q4_0", Precision::Q4_0, 30_464, 0.9805, 0.0128),
             report("q8_0", Precision::Q8_0, 55_680, 0.9777, 0.0099),
-        ]),
-        interrupted: false,
+        ]);
+        f
     }))));
     ch(&mut app, '2');
     while app.selected_id().as_deref() != Some("digits-mlp-d4e5f6") {
@@ -858,19 +820,10 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
             ("digits-mlp-pgd-a1a1a1", [0.97, 0.79, 0.41, 0.12]),
         ] {
             let info = common::info(id, vigil::store::RunStatus::Completed, 40, 40, 1480);
-            app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::watch::RunFeed {
-                id: info.id.clone(),
-                info,
-                spec: None,
-                steps: vec![],
-                epochs: vec![],
-                reset: false,
-                events: vec![],
-                checkpoints: None,
-                evaluation: None,
-                attacks: Some(vec![curve("pgd-linf-20", acc)]),
-                variants: None,
-                interrupted: false,
+            app.update(Msg::Store(StoreUpdate::Run(Box::new({
+                let mut f = common::bare_feed(info);
+                f.attacks = Some(vec![curve("pgd-linf-20", acc)]);
+                f
             }))));
         }
         let mut feed = common::service_feed();

@@ -8,9 +8,6 @@ mod common;
 use std::sync::mpsc;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
-use ratatui::buffer::Buffer;
 use vigil::engine::explain::{ExplainCommand, ExplainEvent, ExplainResult, LoggedInput, RequestResult};
 use vigil::serve::access_log::AccessRecord;
 use vigil::tui::app::{App, Effect, Msg, View};
@@ -24,21 +21,7 @@ fn ch(app: &mut App, c: char) -> Vec<Effect> {
     key(app, KeyCode::Char(c))
 }
 
-fn render(app: &mut App, w: u16, h: u16) -> Buffer {
-    app.update(Msg::Resize(w, h));
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| vigil::tui::views::draw(f, app)).unwrap();
-    t.backend().buffer().clone()
-}
-
-fn text(buf: &Buffer) -> String {
-    let w = buf.area.width as usize;
-    buf.content()
-        .chunks(w)
-        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use common::{render, text};
 
 /// 64 raw pixel values (0–16, as the digits data has them) drawing a rough "7".
 fn seven() -> Vec<f64> {

@@ -482,3 +482,39 @@ pub fn service_feed() -> ServiceFeed {
     let snapshot = stats.snapshot(SERVICE_T0 + 40);
     ServiceFeed { records, snapshot }
 }
+
+/// One frame of the console drawn into a test terminal of `w` x `h`.
+pub fn render(app: &mut App, w: u16, h: u16) -> ratatui::buffer::Buffer {
+    app.update(Msg::Resize(w, h));
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    t.draw(|f| vigil::tui::views::draw(f, app)).unwrap();
+    t.backend().buffer().clone()
+}
+
+/// A frame's text, one line per row, trailing spaces cut.
+pub fn text(buf: &ratatui::buffer::Buffer) -> String {
+    let w = buf.area.width as usize;
+    buf.content()
+        .chunks(w)
+        .map(|row| row.iter().map(|c| c.symbol()).collect::<String>().trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A store update for a run with nothing but its info; tests fill in what they need.
+pub fn bare_feed(info: RunInfo) -> RunFeed {
+    RunFeed {
+        id: info.id.clone(),
+        info,
+        spec: None,
+        steps: vec![],
+        epochs: vec![],
+        reset: false,
+        events: vec![],
+        checkpoints: None,
+        evaluation: None,
+        attacks: None,
+        variants: None,
+        interrupted: false,
+    }
+}
