@@ -243,20 +243,9 @@ fn store_updates_append_and_removals_drop_runs() {
     let mut app = common::app();
     let before = app.runs["digits-cnn-a1b2c3"].steps.len();
     let mut feed = match common::app().runs.get("digits-cnn-a1b2c3") {
-        Some(r) => vigil::engine::watch::RunFeed {
-            id: r.info.id.clone(),
-            info: r.info.clone(),
-            spec: None,
-            steps: common::steps(3),
-            epochs: vec![],
-            reset: false,
-            events: vec![],
-            checkpoints: None,
-            evaluation: None,
-            attacks: None,
-            variants: None,
-            interrupted: false,
-        },
+        Some(r) => {
+            vigil::engine::watch::RunFeed { steps: common::steps(3), ..common::bare_feed(r.info.clone()) }
+        }
         None => unreachable!(),
     };
     app.update(Msg::Store(StoreUpdate::Run(Box::new(feed.clone()))));

@@ -60,14 +60,9 @@ impl LoggedInput {
     /// The inputs of a logged request that can be explained: those of an answered request to a
     /// model whose raw inputs were logged (by default the log keeps only their hashes).
     pub fn of_record(r: &AccessRecord) -> Vec<LoggedInput> {
-        let (Some(model), Some(version), Some(serde_json::Value::Array(raw))) =
-            (&r.model, &r.version, &r.raw_inputs)
-        else {
+        let (Some(model), Some(version), Some(raw)) = (&r.model, &r.version, explainable(r)) else {
             return vec![];
         };
-        if !(200..300).contains(&r.status) {
-            return vec![];
-        }
         raw.iter()
             .enumerate()
             .map(|(i, v)| LoggedInput {
@@ -88,12 +83,7 @@ impl LoggedInput {
     /// How many inputs of a logged request can be explained ([`Self::of_record`]'s length,
     /// without copying them).
     pub fn count(r: &AccessRecord) -> usize {
-        match (&r.model, &r.version, &r.raw_inputs) {
-            (Some(_), Some(_), Some(serde_json::Value::Array(raw))) if (200..300).contains(&r.status) => {
-                raw.len()
-            }
-            _ => 0,
-        }
+        explainable(r).map_or(0, Vec::len)
     }
 
     /// `451aeb0a00000002 #2/3` (the request id, as the caller's `X-Request-Id` header had it,
@@ -101,6 +91,16 @@ impl LoggedInput {
     pub fn label(&self) -> String {
         let id = &self.request_id;
         if self.inputs > 1 { format!("{id} #{}/{}", self.input + 1, self.inputs) } else { id.clone() }
+    }
+}
+
+/// The raw inputs of an answered request to a model, when the log kept them.
+fn explainable(r: &AccessRecord) -> Option<&Vec<serde_json::Value>> {
+    match (&r.model, &r.version, &r.raw_inputs) {
+        (Some(_), Some(_), Some(serde_json::Value::Array(raw))) if (200..300).contains(&r.status) => {
+            Some(raw)
+        }
+        _ => None,
     }
 }
 

@@ -737,8 +737,6 @@ async fn predict(
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    // Text inputs are token ids: no distance between them means anything to PRADA.
-    let note_batch = matches!(batch, Batch::Dense { .. }).then(|| batch.clone());
     let fail = |status: StatusCode, msg: String, note: PredictNote| {
         let mut r = error(status, msg, id);
         r.extensions_mut().insert(note);
@@ -779,11 +777,11 @@ async fn predict(
             }
         }
     }
-    let guarded = batch.clone();
     let m = model.clone();
-    let work = move || -> crate::error::Result<(Vec<f32>, Vec<bool>)> {
-        let ood = if m.has_detector() { m.out_of_distribution(guarded)? } else { vec![] };
-        Ok((m.predict(batch)?, ood))
+    // The batch comes back with the answer: PRADA needs the inputs afterwards.
+    let work = move || -> crate::error::Result<(Vec<f32>, Vec<bool>, Batch)> {
+        let (probs, ood) = m.predict_guarded(&batch)?;
+        Ok((probs, ood, batch))
     };
     let result = if model.cost(n) <= INLINE_COST {
         work()
@@ -793,7 +791,7 @@ async fn predict(
             Err(e) => Err(crate::error::Error::Invalid(format!("the prediction task failed: {e}"))),
         }
     };
-    let (probs, ood) = match result {
+    let (probs, ood, batch) = match result {
         Ok(p) => p,
         Err(e) => {
             refund(&note);
@@ -814,8 +812,9 @@ async fn predict(
     let k = model.classes.len();
     let shown: Vec<_> = probs.chunks(k).map(|p| caller.policy.apply(p)).collect();
     note.labels = shown.iter().map(|s| s.label as u32).collect();
-    // PRADA sees each input as the model does, with the class the model gave it.
-    if let Some(Batch::Dense { n, values }) = &note_batch {
+    // PRADA sees each input as the model does, with the class the model gave it. Text inputs
+    // are token ids: no distance between them means anything to it.
+    if let Batch::Dense { n, values } = &batch {
         let width = values.len() / (*n).max(1);
         let mut w = watch.lock().expect("a watch lock is never poisoned");
         let predicted = probs.chunks(k).map(argmax);

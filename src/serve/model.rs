@@ -345,8 +345,11 @@ impl ServedModel {
 
     /// Class probabilities for a batch, `classes` per input, flat.
     pub fn predict(&self, batch: Batch) -> Result<Vec<f32>> {
-        let x = self.tensor(batch)?;
-        let logits = self.network.forward(&x, None)?;
+        self.probabilities(&self.tensor(batch)?)
+    }
+
+    fn probabilities(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let logits = self.network.forward(x, None)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits).or_else(|_| {
             // softmax_last_dim has no kernel on some devices; the generic one always works.
             candle_nn::ops::softmax(&logits, D::Minus1)
@@ -354,19 +357,15 @@ impl ServedModel {
         Ok(probs.flatten_all()?.to_vec1::<f32>()?)
     }
 
-    /// Whether the run has an input detector.
-    pub fn has_detector(&self) -> bool {
-        self.detector.is_some()
-    }
-
-    /// Which inputs of a batch the run's input detector flags as unlike the training data (none
-    /// without a detector).
-    pub fn out_of_distribution(&self, batch: Batch) -> Result<Vec<bool>> {
-        let n = batch.len();
-        match &self.detector {
-            None => Ok(vec![false; n]),
-            Some(d) => d.flags(&self.network, &self.tensor(batch)?),
-        }
+    /// [`Self::predict`] together with the run's input detector's verdict on each input (all
+    /// false without a detector), from one input tensor.
+    pub fn predict_guarded(&self, batch: &Batch) -> Result<(Vec<f32>, Vec<bool>)> {
+        let x = self.tensor(batch.clone())?;
+        let flags = match &self.detector {
+            Some(d) => d.flags(&self.network, &x)?,
+            None => vec![false; batch.len()],
+        };
+        Ok((self.probabilities(&x)?, flags))
     }
 
     /// Why this model cannot explain its predictions, if it cannot: quantised weights have no

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::ModelInfo;
 use crate::error::{Error, Result};
-use crate::ml::attack::extraction::{Answer as Answer2, BenignStream, Judge, Oracle, ThiefConfig, steal};
+use crate::ml::attack::extraction::{Answer as ThiefAnswer, BenignStream, Judge, Oracle, ThiefConfig, steal};
 use crate::ml::data::preprocess::PreparedData;
 use crate::ml::data::{RawInputs, load};
 use crate::ml::spec;
@@ -348,7 +348,7 @@ struct HttpOracle {
 }
 
 impl Oracle for HttpOracle {
-    fn query(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<Answer2>> {
+    fn query(&mut self, inputs: &[Vec<f32>]) -> Result<Vec<ThiefAnswer>> {
         let mut out = Vec::with_capacity(inputs.len());
         // Small requests, as a careful thief sends them (and within the service's default
         // limit of 256 inputs); they also show to within 50 queries when it was caught.
@@ -395,7 +395,7 @@ impl Oracle for HttpOracle {
                     }));
                 }
                 self.answered += 1;
-                out.push(Answer2 { label, shown });
+                out.push(ThiefAnswer { label, shown });
             }
         }
         Ok(out)

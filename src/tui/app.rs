@@ -1462,13 +1462,12 @@ impl App {
             return vec![];
         };
         let id = r.request_id.clone();
-        let short = &id;
         if LoggedInput::count(r) == 0 {
             let why = if r.model.is_none() || !(200..300).contains(&r.status) {
-                format!("request {short} was not answered by a model ({})", r.status)
+                format!("request {id} was not answered by a model ({})", r.status)
             } else {
                 format!(
-                    "request {short}: the log keeps only hashes of its inputs; serve with \
+                    "request {id}: the log keeps only hashes of its inputs; serve with \
                      --log-raw-inputs (the console: vigil --serve-log-raw-inputs) to explain requests"
                 )
             };

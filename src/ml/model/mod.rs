@@ -234,6 +234,17 @@ impl Network {
         self.vars.iter().map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes()).sum::<usize>() + quantised
     }
 
+    /// Bytes of the dense layers' weight matrices as stored (f32, or quantised).
+    pub fn dense_weight_bytes(&self) -> usize {
+        self.dense_layers()
+            .iter()
+            .map(|d| match &d.quant {
+                Some(q) => q.bytes(),
+                None => d.weight.elem_count() * d.weight.dtype().size_in_bytes(),
+            })
+            .sum()
+    }
+
     fn dense_layers(&self) -> Vec<&Dense> {
         match &self.arch {
             Arch::Mlp { layers, .. } => layers.iter().collect(),

@@ -293,18 +293,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn dense_weight_bytes(net: &Network) -> u64 {
-    let quantised: usize = net.quantized().iter().map(|q| q.bytes()).sum();
-    let f32_dense: usize = net
-        .vars()
-        .iter()
-        .filter(|(n, v)| n.ends_with(".weight") && v.rank() == 2 && !n.starts_with("embedding"))
-        .filter(|(n, _)| !n.starts_with("rnn") && !n.starts_with("encoder"))
-        .map(|(_, v)| v.elem_count() * 4)
-        .sum();
-    (quantised + f32_dense) as u64
-}
-
 /// The variant's folder in its run.
 pub fn variant_dir(run: &RunDir, name: &str) -> std::path::PathBuf {
     run.file("variants").join(name)
@@ -356,6 +344,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         ));
     }
     let data = PreparedData::build(&original.spec, Some(&original.pipeline))?;
+    // A second copy to change: a cloned `Network` would share its variables with the original.
     let variant = load_trained(run, Which::Best)?;
     let mut sparsity_after = None;
     if let Some(p) = &spec.prune {
@@ -403,7 +392,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
     let original_m = Measured {
         disk_bytes: base_disk,
         memory_bytes: original.network.weight_bytes() as u64,
-        dense_weight_bytes: dense_weight_bytes(&original.network),
+        dense_weight_bytes: original.network.dense_weight_bytes() as u64,
         test_accuracy: acc(&base_preds),
         latency_ms: median(lat.0),
         throughput: median(thr.0),
@@ -411,7 +400,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
     let measured = Measured {
         disk_bytes: bytes.len() as u64,
         memory_bytes: net.weight_bytes() as u64,
-        dense_weight_bytes: dense_weight_bytes(&net),
+        dense_weight_bytes: net.dense_weight_bytes() as u64,
         test_accuracy: acc(&preds),
         latency_ms: median(lat.1),
         throughput: median(thr.1),
@@ -514,7 +503,7 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     let path = dir.join(file);
     let stored = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     manifest.vouch(file, &path, &stored)?;
-    let stored_sha_source = stored.clone();
+    let sha256 = sha256_hex(&stored);
     let gguf = if packed {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(stored.as_slice()).read_to_end(&mut out).map_err(|e| {
@@ -529,11 +518,7 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     let device = device_for(spec.device)?;
     let mut network = build_network(&spec, &pipeline, &device)?;
     read_gguf(&mut network, &gguf, &path, &device)?;
-    Ok(Variant {
-        trained: Trained { spec, pipeline, network },
-        report,
-        sha256: sha256_hex(&stored_sha_source),
-    })
+    Ok(Variant { trained: Trained { spec, pipeline, network }, report, sha256 })
 }
 
 fn read_gguf(net: &mut Network, bytes: &[u8], path: &std::path::Path, device: &Device) -> Result<()> {
