@@ -32,6 +32,10 @@ pub enum Error {
     /// A file in the run store is not what Vigil wrote there.
     #[error("{}: {msg}", path.display())]
     Corrupt { path: PathBuf, msg: String },
+    /// A part of Vigil could not start (a thread, the async runtime, the terminal, a port, a
+    /// signal handler): the machine's doing, not the user's input, so it exits 1.
+    #[error("cannot start {what}: {reason}")]
+    Startup { what: String, reason: String },
 }
 
 impl Error {
@@ -46,6 +50,11 @@ impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// `what` could not start, for `reason`.
+    pub fn startup(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Startup { what: what.into(), reason: reason.to_string() }
     }
 
     /// A data error on `path`.

@@ -68,7 +68,7 @@ pub fn run(opts: ConsoleOptions) -> Result<()> {
         .thread_name("vigil-console")
         .enable_all()
         .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::startup("the async runtime", e))?;
     runtime.block_on(console(opts, App::new(theme, keymap, specs)))
 }
 
@@ -110,7 +110,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
                     }
                 }
             })
-            .map_err(|e| Error::Invalid(format!("cannot start the store watcher: {e}")))?;
+            .map_err(|e| Error::startup("the store watcher", e))?;
     }
     {
         let (sys_tx, mut sys_rx) = tokio::sync::watch::channel(Default::default());
@@ -135,7 +135,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             .spawn(move || {
                 crate::engine::explain::serve(store, explain_rx, |e| tx.send(Msg::Explain(e)).is_ok())
             })
-            .map_err(|e| Error::Invalid(format!("cannot start the explanation engine: {e}")))?;
+            .map_err(|e| Error::startup("the explanation engine", e))?;
     }
     // The access log is followed on a thread of its own (file reads); the server the console
     // starts lives on this runtime, owned by the service control task.
@@ -149,7 +149,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
                     tx.send(Msg::ServiceFeed(Box::new(feed))).is_ok()
                 })
             })
-            .map_err(|e| Error::Invalid(format!("cannot start the access-log follower: {e}")))?;
+            .map_err(|e| Error::startup("the access-log follower", e))?;
     }
     let (service_tx, service_rx) = mpsc::unbounded_channel();
     let service_task = {
@@ -171,15 +171,15 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
     }
 
     let mut terminal =
-        ratatui::try_init().map_err(|e| Error::Invalid(format!("cannot open the terminal: {e}")))?;
+        ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
     if let Ok(size) = terminal.size() {
         app.size = (size.width, size.height);
     }
     let mut events = EventStream::new();
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| Error::Invalid(format!("cannot watch for SIGHUP: {e}")))?;
+        .map_err(|e| Error::startup("the SIGHUP handler", e))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::Invalid(format!("cannot watch for SIGTERM: {e}")))?;
+        .map_err(|e| Error::startup("the SIGTERM handler", e))?;
     let mut tick = tokio::time::interval(POLL);
     let mut last_draw = Instant::now() - FRAME;
     let mut headless = false;
