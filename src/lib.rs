@@ -8,7 +8,8 @@
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
 //! - [`cli`]: the command line and its terminal output.
-//! - [`error`]: the error type and exit codes.
+//! - [`error`]: the error enums per domain (one `ConfigError` for specs, themes and keymaps)
+//!   and the exit code each variant maps to.
 
 pub mod bench;
 pub mod cli;

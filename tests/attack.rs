@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use vigil::error::Error;
+use vigil::error::{ConfigError, Error};
 use vigil::ml::attack::curve::{CurveOptions, load_set, robustness_curve, save};
 use vigil::ml::attack::detector::{self, DetectorKind};
 use vigil::ml::attack::shapiro::shapiro_wilk;
@@ -562,7 +562,7 @@ fn adversarial_training_settings_are_checked_with_their_place() {
         let text = with_adversarial("digits-mlp", adv);
         let line = text.lines().position(|l| l.contains("adversarial:")).unwrap() + 1;
         match parse(&text) {
-            Err(Error::Spec { line: l, msg, .. }) => {
+            Err(Error::Config(ConfigError { line: l, msg, .. })) => {
                 assert_eq!(l, line, "{adv}: the error points at the adversarial line");
                 assert!(msg.contains(field) && msg.contains(what), "{adv}: {msg}");
             }
@@ -570,11 +570,15 @@ fn adversarial_training_settings_are_checked_with_their_place() {
         }
     }
     match parse(&with_adversarial("digits-mlp", "(method: Pgd, eps: 0.1, shares: 0.5)")) {
-        Err(Error::Spec { msg, .. }) => assert!(msg.contains("shares") && msg.contains("share"), "{msg}"),
+        Err(Error::Config(ConfigError { msg, .. })) => {
+            assert!(msg.contains("shares") && msg.contains("share"), "{msg}")
+        }
         other => panic!("an unknown field is refused: {other:?}"),
     }
     match parse(&with_adversarial("topics-text", "(method: Pgd, eps: 0.1)")) {
-        Err(Error::Spec { msg, .. }) => assert!(msg.contains("text model takes token ids"), "{msg}"),
+        Err(Error::Config(ConfigError { msg, .. })) => {
+            assert!(msg.contains("text model takes token ids"), "{msg}")
+        }
         other => panic!("adversarial training of a text model is refused: {other:?}"),
     }
 }

@@ -254,7 +254,7 @@ fn reinitialising_a_layer_changes_that_layer_only() {
     // Xavier uniform bound sqrt(6 / (5 + 3)).
     assert!(after[2].iter().all(|w| w.abs() <= (6.0f32 / 8.0).sqrt()));
     let err = net.reinit_layer("conv9", Init::XavierUniform, 9).unwrap_err();
-    assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("layers.0, layers.1"), "{err}");
+    assert!(matches!(err, Error::Input(_)) && err.to_string().contains("layers.0, layers.1"), "{err}");
 
     let rnn = Network::build(
         &ModelSpec::Rnn { cell: vigil::ml::spec::Cell::Gru, hidden: 4, layers: 2, dropout: 0.0 },
@@ -314,7 +314,7 @@ fn bad_requests_are_refused_with_what_is_wrong() {
     let x = row(&[2.0, 1.0, 3.0]);
     let refused = |method: Method, targets: Option<&[usize]>, needle: &str| {
         let err = explainer.explain(&x, &method, targets).unwrap_err();
-        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert!(matches!(err, Error::Input(_)), "{err:?}");
         assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
         assert_eq!(err.exit_code(), 2);
     };

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use vigil::error::Error;
+use vigil::error::{ConfigError, Error};
 use vigil::ml::spec::ExperimentSpec;
 use vigil::store::RunStore;
 
@@ -39,7 +39,7 @@ fn privacy_settings_are_checked_with_their_place() {
         let text = with_privacy(dp);
         let line = text.lines().position(|l| l.contains("privacy:")).unwrap() + 1;
         match parse(&text) {
-            Err(Error::Spec { line: l, msg, .. }) => {
+            Err(Error::Config(ConfigError { line: l, msg, .. })) => {
                 assert_eq!(l, line, "{dp}: the error points at the privacy line");
                 assert!(msg.contains(field) && msg.contains(what), "{dp}: {msg}");
             }
@@ -47,13 +47,13 @@ fn privacy_settings_are_checked_with_their_place() {
         }
     }
     match parse(&with_privacy("(clip_norm: 1.0, noise: 1.0)")) {
-        Err(Error::Spec { msg, .. }) => assert!(msg.contains("noise"), "{msg}"),
+        Err(Error::Config(ConfigError { msg, .. })) => assert!(msg.contains("noise"), "{msg}"),
         other => panic!("an unknown field is refused: {other:?}"),
     }
     let both = with_privacy("(clip_norm: 1.0, noise_multiplier: 1.0)")
         .replace("    model: ", "    adversarial: (method: Fgsm, eps: 0.1),\n    model: ");
     match parse(&both) {
-        Err(Error::Spec { msg, .. }) => assert!(msg.contains("cannot be combined"), "{msg}"),
+        Err(Error::Config(ConfigError { msg, .. })) => assert!(msg.contains("cannot be combined"), "{msg}"),
         other => panic!("DP with adversarial training is refused: {other:?}"),
     }
 }

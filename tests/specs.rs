@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use vigil::error::Error;
+use vigil::error::{ConfigError, Error};
 use vigil::ml::spec::{self, ExperimentSpec};
 
 #[test]
@@ -30,9 +30,10 @@ fn builtin_specs_equal_the_files_in_models() {
 fn refuse(name: &str) -> (usize, usize, String) {
     let path = Path::new("tests/fixtures/bad-specs").join(name);
     match ExperimentSpec::load(&path) {
-        Err(Error::Spec { path: p, line, col, msg }) => {
+        Err(Error::Config(ConfigError { path: p, line, col, field, msg })) => {
             assert_eq!(p, path, "the error names the file");
-            let shown = Error::Spec { path: p, line, col, msg: msg.clone() }.to_string();
+            let shown =
+                Error::Config(ConfigError { path: p, line, col, field, msg: msg.clone() }).to_string();
             assert!(shown.starts_with(&format!("{}:{line}:{col}: ", path.display())), "{shown}");
             (line, col, msg)
         }

@@ -216,8 +216,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-                return Err(invalid(
-                    "the console needs a terminal; for scripts use `vigil train`, `vigil runs --json` or `vigil eval`",
+                return Err(Error::startup(
+                    "the console",
+                    "it needs a terminal (stdin and stdout are not one); for scripts use `vigil train`, \
+                     `vigil runs --json` or `vigil eval`",
                 ));
             }
             if cli.jobs == Some(0) {
@@ -365,7 +367,7 @@ fn sample_period(secs: f64) -> Result<std::time::Duration> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
-/// Refuses arguments that clap cannot check.
+/// Refuses arguments that clap cannot check (bad input: exit 2).
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
-    Error::Invalid(msg.into())
+    Error::argument(msg)
 }

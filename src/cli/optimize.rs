@@ -9,7 +9,7 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use super::invalid;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ml::optimize::{Precision, Prune, Report, VariantSpec, optimize, variant_dir};
 use crate::store::RunStore;
 
@@ -68,7 +68,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     }
     let report = optimize(&dir, &spec, args.rounds)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| invalid(e.to_string()))?);
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
         return Ok(());
     }
     println!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::invalid;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::serve::app::RequestLimits;
 use crate::serve::keys::parse_duration;
 use crate::serve::{ServeConfig, Server, TlsFiles};
@@ -107,8 +107,7 @@ pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
         }
         builder.worker_threads(n);
     }
-    let runtime =
-        builder.enable_all().build().map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+    let runtime = builder.enable_all().build().map_err(|e| Error::startup("the async runtime", e))?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         print_banner(&server, runs_dir);

@@ -10,7 +10,7 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 
 use super::invalid;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::serve::keys::parse_duration;
 use crate::serve::traffic::{Profile, TrafficConfig, TrafficReport, run as send_traffic};
 
@@ -74,7 +74,7 @@ pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| invalid(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::startup("the async runtime", e))?;
     let live = !args.json && std::io::stderr().is_terminal();
     let report = runtime.block_on(send_traffic(
         config,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{TrainArgs, invalid, output};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ml::spec;
 use crate::ml::train::{Outcome, TrainControl, TrainEvent};
 use crate::store::{RunDir, RunStatus, RunStore, process_alive};
@@ -88,7 +88,7 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
                 };
                 crate::ml::train::train(&run, resume, &mut forward, &control)
             })
-            .map_err(|e| invalid(format!("cannot start the training thread: {e}")))?
+            .map_err(|e| Error::startup("the training thread", e))?
     };
     let mut view = View::new(!quiet, std::io::stdout().is_terminal());
     loop {
@@ -99,7 +99,7 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
         }
     }
     view.clear();
-    let outcome = worker.join().map_err(|_| invalid("the training thread panicked"))?;
+    let outcome = worker.join().map_err(|_| Error::internal("the training thread panicked"))?;
     println!("run id: {}", run.id);
     match outcome? {
         Outcome::Completed(test) => {

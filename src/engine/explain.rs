@@ -271,7 +271,7 @@ fn explain_adversarial(
             .flat_map(|c| c.points.iter())
             .find(|p| p.eps == attack.eps)
             .ok_or_else(|| {
-                crate::error::Error::Invalid(format!(
+                crate::error::Error::not_found(format!(
                     "{} has no saved attack {}: run `vigil attack` again",
                     l.run,
                     attack.describe()
@@ -286,7 +286,7 @@ fn explain_adversarial(
     }
     let (_, set) = l.sets.iter().find(|(c, _)| c == attack).expect("loaded above");
     let row = set.row_of(index).ok_or_else(|| {
-        crate::error::Error::Invalid(format!(
+        crate::error::Error::not_found(format!(
             "the saved attack {} has no test example {index}",
             attack.describe()
         ))
@@ -338,7 +338,7 @@ pub fn served_run(
             }
     });
     found.ok_or_else(|| {
-        crate::error::Error::Invalid(format!(
+        crate::error::Error::not_found(format!(
             "no run in {} has model {model} at version {version}: the run that answered the request \
              was deleted, or its best checkpoint changed since",
             store.root().display()
@@ -378,13 +378,13 @@ fn explain_request(
     }
     let c = cache.as_ref().expect("loaded above");
     if let Some(why) = c.served.cannot_explain() {
-        return Err(crate::error::Error::Invalid(why));
+        return Err(crate::error::Error::unsuitable(why));
     }
     let body = match &input.raw {
         serde_json::Value::String(text) => PredictBody { inputs: None, texts: Some(vec![text.clone()]) },
         raw => {
             let row: Vec<Option<f64>> = serde_json::from_value(raw.clone()).map_err(|e| {
-                crate::error::Error::Invalid(format!(
+                crate::error::Error::unsuitable(format!(
                     "request {}: the logged input is neither a text nor an array of numbers: {e}",
                     input.request_id
                 ))
@@ -396,7 +396,7 @@ fn explain_request(
     let (batch, _) = c
         .served
         .prepare(body, 1)
-        .map_err(|e| crate::error::Error::Invalid(format!("request {}: {}", input.request_id, e.0)))?;
+        .map_err(|e| crate::error::Error::unsuitable(format!("request {}: {}", input.request_id, e.0)))?;
     let m = Method::named(method, &c.served.pipeline.input)?;
     let mut e = c.served.explain(batch, &m, None)?.remove(0);
     if let Some(v) = c.served.pipeline.vocab() {

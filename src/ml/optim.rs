@@ -180,7 +180,7 @@ impl Optimizer {
             for (prefix, dst) in [("m", &mut m), ("v", &mut v)] {
                 if let Some(t) = state.get(&format!("{prefix}.{name}")) {
                     if t.dims() != var.dims() {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::train_state(format!(
                             "optimiser state for {name} has shape {:?}, expected {:?}",
                             t.dims(),
                             var.dims()

@@ -189,7 +189,7 @@ pub fn device_for(spec: DeviceSpec) -> Result<Device> {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
         DeviceSpec::Cuda(n) => {
-            Device::new_cuda(n).map_err(|e| Error::Invalid(format!("device Cuda({n}) is not available: {e}")))
+            Device::new_cuda(n).map_err(|e| Error::device(format!("device Cuda({n}) is not available: {e}")))
         }
     }
 }
@@ -319,7 +319,7 @@ impl<'a> Trainer<'a> {
         let (data, state) = if resume {
             let index = run.checkpoints()?;
             let state = index.resume.ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::refused(format!(
                     "run {} has no checkpoint to resume from: it never finished an epoch",
                     run.id
                 ))
@@ -499,7 +499,7 @@ impl<'a> Trainer<'a> {
                         return Ok(());
                     }
                     let _ = run.update_info(|r| r.duration_s = state.duration_s + session_time);
-                    Err(Error::Diverged(format!(
+                    Err(Error::diverged(format!(
                         "the training loss became {} at epoch {} step {} (learning rate {lr:.3e}); \
                          the last good checkpoint is kept. Lower the learning rate or check the data's scale",
                         if loss_value.is_nan() { "NaN" } else { "infinite" },

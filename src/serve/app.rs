@@ -788,7 +788,7 @@ async fn predict(
     } else {
         match tokio::task::spawn_blocking(work).await {
             Ok(r) => r,
-            Err(e) => Err(crate::error::Error::Invalid(format!("the prediction task failed: {e}"))),
+            Err(e) => Err(crate::error::Error::internal(format!("the prediction task failed: {e}"))),
         }
     };
     let (probs, ood, batch) = match result {
@@ -945,7 +945,7 @@ async fn explain(
     // Attribution costs many forward and backward passes: never on the async workers.
     let result = match tokio::task::spawn_blocking(move || m.explain(batch, &method_for_task, target)).await {
         Ok(r) => r,
-        Err(e) => Err(crate::error::Error::Invalid(format!("the explanation task failed: {e}"))),
+        Err(e) => Err(crate::error::Error::internal(format!("the explanation task failed: {e}"))),
     };
     let explanations = match result {
         Ok(e) => e,

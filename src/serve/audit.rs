@@ -69,7 +69,7 @@ struct Line {
 pub fn verify_dir(dir: &Path) -> Result<Report> {
     let files = log_files(dir);
     if files.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::not_found(format!(
             "no access log in {} (it starts with the first request)",
             dir.display()
         )));
@@ -81,7 +81,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
 /// checked too when the file is a current log with a head beside it.
 pub fn verify_file(file: &Path) -> Result<Report> {
     if !file.is_file() {
-        return Err(Error::Invalid(format!("{} is not a file", file.display())));
+        return Err(Error::not_found(format!("{} is not a file", file.display())));
     }
     let head = match (file.file_name().and_then(|n| n.to_str()), file.parent()) {
         (Some(ACCESS_LOG), Some(dir)) => read_head(dir),

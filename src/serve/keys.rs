@@ -289,7 +289,7 @@ pub fn generate_key() -> Result<String> {
     let mut bytes = [0u8; KEY_BYTES];
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
-        .map_err(|e| Error::Invalid(format!("the operating system's random source failed: {e}")))?;
+        .map_err(|e| Error::internal(format!("the operating system's random source failed: {e}")))?;
     Ok(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
 }
 
@@ -301,7 +301,7 @@ pub fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("key name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'")))
+        Err(Error::argument(format!("key name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'")))
     }
 }
 
@@ -363,7 +363,7 @@ impl KeyFile {
         let sealed = std::fs::read(path).is_ok_and(|b| crate::store::seal::is_sealed(&b));
         if sealed {
             let key = crate::store::seal::process_key().ok_or_else(|| {
-                Error::Invalid(format!("{} is sealed: give the sealing key to change it", path.display()))
+                Error::sealed(format!("{} is sealed: give the sealing key to change it", path.display()))
             })?;
             return write_private(path, &key.seal("keys.json", &text));
         }
@@ -378,19 +378,19 @@ impl KeyFile {
                 Some(t) => format!("revoked on {t}"),
                 None => "in use".into(),
             };
-            return Err(Error::Invalid(format!(
+            return Err(Error::refused(format!(
                 "a key named {:?} already exists ({state}); names stay unique so that access logs \
                  never mix two callers: choose another name",
                 new.name
             )));
         }
         if new.scopes.is_empty() {
-            return Err(Error::Invalid("a key needs at least one scope (predict, explain, admin)".into()));
+            return Err(Error::argument("a key needs at least one scope (predict, explain, admin)"));
         }
         if let Some(r) = new.rate
             && (r.per_second == 0 || r.burst == 0)
         {
-            return Err(Error::Invalid("a rate limit must allow at least 1 request per second".into()));
+            return Err(Error::argument("a rate limit must allow at least 1 request per second"));
         }
         let key = generate_key()?;
         let mut scopes = new.scopes.clone();
@@ -414,10 +414,9 @@ impl KeyFile {
 
     /// Marks a key revoked; returns false when it already was.
     pub fn revoke(&mut self, name: &str, now: OffsetDateTime) -> Result<bool> {
-        let key =
-            self.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| {
-                Error::Invalid(format!("no key named {name:?} (`vigil keys list` shows them)"))
-            })?;
+        let key = self.keys.iter_mut().find(|k| k.name == name).ok_or_else(|| {
+            Error::not_found(format!("no key named {name:?} (`vigil keys list` shows them)"))
+        })?;
         if key.revoked.is_some() {
             return Ok(false);
         }

@@ -115,7 +115,7 @@ pub fn load_models_checked(
     signed: Option<Option<&ed25519_dalek::VerifyingKey>>,
 ) -> Result<Vec<Arc<ServedModel>>> {
     if runs.is_empty() {
-        return Err(Error::Invalid("name at least one run to serve (`vigil runs` lists them)".into()));
+        return Err(Error::argument("name at least one run to serve (`vigil runs` lists them)"));
     }
     let mut models: Vec<Arc<ServedModel>> = Vec::new();
     for query in runs {
@@ -127,12 +127,12 @@ pub fn load_models_checked(
         let dir = store.resolve(query)?;
         if let Some(trusted) = signed {
             crate::store::sign::verify(&dir, trusted).map_err(|e| {
-                Error::Invalid(format!("refusing to serve run {} (--require-signed): {e}", dir.id))
+                Error::refused(format!("refusing to serve run {} (--require-signed): {e}", dir.id))
             })?;
         }
         let model = ServedModel::load_variant(&dir, variant)?;
         if let Some(other) = models.iter().find(|m| m.info.name == model.info.name) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::refused(format!(
                 "runs {} and {} would both be served as {:?} (models are served under their spec's name); \
                  serve one of them",
                 other.info.run, model.info.run, model.info.name
@@ -148,7 +148,7 @@ impl Server {
     pub async fn start(config: ServeConfig) -> Result<Server> {
         install_crypto();
         if !config.addr.ip().is_loopback() && config.tls.is_none() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::refused(format!(
                 "refusing to serve on {} without TLS: keys and inputs would cross the network in clear \
                  text. Pass --tls-cert and --tls-key, or bind a loopback address such as 127.0.0.1",
                 config.addr
@@ -183,7 +183,7 @@ impl Server {
 
         let tls_config = match &config.tls {
             Some(files) => Some(RustlsConfig::from_pem_file(&files.cert, &files.key).await.map_err(|e| {
-                Error::Invalid(format!(
+                Error::unsuitable(format!(
                     "cannot use the TLS certificate {} and key {}: {e}",
                     files.cert.display(),
                     files.key.display()
@@ -191,9 +191,8 @@ impl Server {
             })?),
             None => None,
         };
-        let listener = std::net::TcpListener::bind(config.addr)
-            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", config.addr)))?;
-        let addr = listener.local_addr().map_err(|e| Error::Invalid(format!("cannot listen: {e}")))?;
+        let listener = std::net::TcpListener::bind(config.addr).map_err(|e| Error::bind(config.addr, e))?;
+        let addr = listener.local_addr().map_err(|e| Error::service_failed(format!("cannot listen: {e}")))?;
 
         let (log, writer) = access_log::start(LogOptions {
             dir: config.runs_dir.clone(),
@@ -205,9 +204,8 @@ impl Server {
         let state = Arc::new(AppState::new(models, keyring, key_path, log, metrics, config.limits));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
-        let mut listening = axum_server::from_tcp(listener)
-            .map_err(|e| Error::Invalid(format!("cannot listen on {addr}: {e}")))?
-            .handle(handle.clone());
+        let mut listening =
+            axum_server::from_tcp(listener).map_err(|e| Error::bind(addr, e))?.handle(handle.clone());
         // A client that trickles its headers (slowloris) is cut off after 30 s, hyper's own
         // default, which axum-server turns off.
         listening.http_builder().http1().header_read_timeout(Some(Duration::from_secs(30)));
@@ -291,8 +289,8 @@ impl Server {
         saved?;
         match served {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Invalid(format!("the server stopped with an error: {e}"))),
-            Err(e) => Err(Error::Invalid(format!("the server task failed: {e}"))),
+            Ok(Err(e)) => Err(Error::service_failed(format!("the server stopped with an error: {e}"))),
+            Err(e) => Err(Error::service_failed(format!("the server task failed: {e}"))),
         }
     }
 }
@@ -339,7 +337,7 @@ impl ServerThread {
             .enable_all()
             .thread_name("vigil-serve")
             .build()
-            .map_err(|e| Error::Invalid(format!("cannot start the server's runtime: {e}")))?;
+            .map_err(|e| Error::startup("the server's runtime", e))?;
         let server = runtime.block_on(Server::start(config))?;
         Ok(ServerThread { runtime, server })
     }

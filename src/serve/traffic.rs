@@ -122,7 +122,7 @@ pub fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client> {
             .map_err(|e| Error::data(path, format!("not a PEM certificate: {e}")))?;
         b = b.tls_certs_only(certs);
     }
-    b.build().map_err(|e| Error::Invalid(format!("cannot build the HTTP client: {e}")))
+    b.build().map_err(|e| Error::service_failed(format!("cannot build the HTTP client: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -137,14 +137,17 @@ pub async fn models(client: &reqwest::Client, url: &str, key: &str) -> Result<Ve
         .bearer_auth(key)
         .send()
         .await
-        .map_err(|e| Error::Invalid(format!("cannot reach the service at {url}: {e}")))?;
+        .map_err(|e| Error::unreachable(format!("cannot reach the service at {url}: {e}")))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        return Err(Error::Invalid(format!("{url}/v1/models answered {status}: {}", text.trim())));
+        let msg = format!("{url}/v1/models answered {status}: {}", text.trim());
+        // 401/403: the key the user gave is refused (bad input); anything else is the service's.
+        let refused = matches!(status.as_u16(), 401 | 403);
+        return Err(if refused { Error::refused(msg) } else { Error::bad_answer(msg) });
     }
     let list: ModelList = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{url}/v1/models did not answer a model list: {e}")))?;
+        .map_err(|e| Error::bad_answer(format!("{url}/v1/models did not answer a model list: {e}")))?;
     Ok(list.models)
 }
 
@@ -228,7 +231,7 @@ fn test_split(
         Ok(s) => (s, format!("the test split of run {}", info.run)),
         Err(_) => {
             let (s, _) = spec::resolve(&info.name, models_dir).map_err(|_| {
-                Error::Invalid(format!(
+                Error::not_found(format!(
                     "cannot find test data for model {}: run {} is not in {} and no spec is named {}",
                     info.name,
                     info.run,
@@ -242,7 +245,7 @@ fn test_split(
     let ds = load(&spec.data.source)?;
     let split = PreparedData::split_of(&spec, &ds);
     if split.test.is_empty() {
-        return Err(Error::Invalid(format!("{from} is empty")));
+        return Err(Error::unsuitable(format!("{from} is empty")));
     }
     Ok((ds, split.test, from))
 }
@@ -282,7 +285,10 @@ pub fn adversarial_source(
     use crate::ml::attack::curve::{index, load_set};
     let store = RunStore::new(runs_dir);
     let run = store.resolve(&info.run).map_err(|e| {
-        Error::Invalid(format!("the adversarial profile needs the served run in {}: {e}", runs_dir.display()))
+        Error::not_found(format!(
+            "the adversarial profile needs the served run in {}: {e}",
+            runs_dir.display()
+        ))
     })?;
     let curves = index(&run)?.curves;
     let saved = |c: &&crate::ml::attack::curve::Curve| {
@@ -291,7 +297,7 @@ pub fn adversarial_source(
     let curve =
         curves.iter().filter(saved).min_by_key(|c| (c.key != "pgd-linf-20", c.key.clone())).ok_or_else(
             || {
-                Error::Invalid(format!(
+                Error::not_found(format!(
                     "run {} has no saved adversarial examples: make them with `vigil attack {} --method pgd`",
                     run.id, run.id
                 ))
@@ -306,7 +312,7 @@ pub fn adversarial_source(
     let set = load_set(&run, point)?;
     let pipeline = run.pipeline()?;
     let crate::ml::data::Features::Dense { values, .. } = &set.adversarial else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::refused(format!(
             "{}: text attacks are replayed with `vigil attack`, not as traffic",
             run.id
         )));
@@ -314,7 +320,7 @@ pub fn adversarial_source(
     let n = set.labels.len();
     let d = values.len() / n.max(1);
     let rows: Vec<Vec<f32>> = (0..n)
-        .map(|i| pipeline.untransform(&values[i * d..(i + 1) * d]).map_err(Error::Invalid))
+        .map(|i| pipeline.untransform(&values[i * d..(i + 1) * d]).map_err(Error::unsuitable))
         .collect::<Result<_>>()?;
     let labels: Vec<String> = set.labels.iter().map(|&l| pipeline.classes[l as usize].clone()).collect();
     let requests = rows
@@ -365,7 +371,7 @@ impl Oracle for HttpOracle {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| Error::Invalid(format!("no answer from {}: {e}", self.url)))?;
+                    .map_err(|e| Error::unreachable(format!("no answer from {}: {e}", self.url)))?;
                 let status = resp.status().as_u16();
                 Ok::<_, Error>((status, resp.text().await.unwrap_or_default()))
             })?;
@@ -377,10 +383,16 @@ impl Oracle for HttpOracle {
                     self.report.refused_after = Some(self.answered);
                 }
                 self.report.errors.push(format!("{status}: {msg}"));
-                return Err(Error::Invalid(format!("the service refused the thief ({status}): {msg}")));
+                let msg = format!("the service refused the thief ({status}): {msg}");
+                // As for the model list: a refused key is the user's input, the rest the service's.
+                return Err(if matches!(status, 401 | 403) {
+                    Error::refused(msg)
+                } else {
+                    Error::bad_answer(msg)
+                });
             }
             let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Invalid(format!("the service's answer is not JSON: {e}")))?;
+                .map_err(|e| Error::bad_answer(format!("the service's answer is not JSON: {e}")))?;
             let preds = v["predictions"].as_array().cloned().unwrap_or_default();
             for p in preds {
                 let class = |name: &str| self.classes.iter().position(|c| c == name);
@@ -413,7 +425,7 @@ async fn extraction(
 ) -> Result<TrafficReport> {
     let store = RunStore::new(&config.runs_dir);
     let run = store.resolve(&info.run).map_err(|e| {
-        Error::Invalid(format!(
+        Error::not_found(format!(
             "the extraction profile needs the served run in {}: {e}",
             config.runs_dir.display()
         ))
@@ -422,7 +434,7 @@ async fn extraction(
     let ds = load(&trained.spec.data.source)?;
     let split = PreparedData::split_of(&trained.spec, &ds);
     let RawInputs::Dense { values, shape } = &ds.inputs else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::unsuitable(format!(
             "the extraction profile steals numeric models; {} takes texts",
             info.name
         )));
@@ -460,7 +472,7 @@ async fn extraction(
         (oracle, points)
     })
     .await
-    .map_err(|e| Error::Invalid(format!("the thief's task failed: {e}")))?;
+    .map_err(|e| Error::internal(format!("the thief's task failed: {e}")))?;
     match points {
         Ok(p) => oracle.report.agreement = p,
         // A refusal ends the theft; the report says where.
@@ -555,7 +567,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<TrafficReport> {
     if !(config.rate.is_finite() && config.rate > 0.0) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::argument(format!(
             "--rate {} must be a positive number of requests per second",
             config.rate
         )));
@@ -566,11 +578,9 @@ pub async fn run(
     let info = match &config.model {
         Some(name) => served.iter().find(|m| &m.name == name).cloned().ok_or_else(|| {
             let names: Vec<&str> = served.iter().map(|m| m.name.as_str()).collect();
-            Error::Invalid(format!("the service has no model {name:?}; it serves {}", names.join(", ")))
+            Error::not_found(format!("the service has no model {name:?}; it serves {}", names.join(", ")))
         })?,
-        None => {
-            served.first().cloned().ok_or_else(|| Error::Invalid("the service serves no model".into()))?
-        }
+        None => served.first().cloned().ok_or_else(|| Error::not_found("the service serves no model"))?,
     };
     if config.profile == Profile::Extraction {
         return extraction(&config, &info, client, &url).await;

@@ -388,7 +388,7 @@ impl RunStore {
         let runs = self.list();
         if query == "latest" {
             return runs.last().map(|r| self.dir(&r.id)).ok_or_else(|| {
-                Error::Invalid(format!("the run store {} holds no runs", self.root.display()))
+                Error::not_found(format!("the run store {} holds no runs", self.root.display()))
             });
         }
         if let Some(r) = runs.iter().find(|r| r.id == query) {
@@ -398,11 +398,11 @@ impl RunStore {
             runs.iter().filter(|r| r.id.starts_with(query) || r.id.ends_with(query)).collect();
         match matches.as_slice() {
             [one] => Ok(self.dir(&one.id)),
-            [] => Err(Error::Invalid(format!(
+            [] => Err(Error::not_found(format!(
                 "no run {query:?} in {} (`vigil runs` lists them)",
                 self.root.display()
             ))),
-            many => Err(Error::Invalid(format!(
+            many => Err(Error::argument(format!(
                 "{query:?} matches {} runs: {}",
                 many.len(),
                 many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
@@ -629,7 +629,7 @@ impl RunDir {
         let rel = which.file();
         let path = self.file(rel);
         let raw = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::Invalid(format!(
+            std::io::ErrorKind::NotFound => Error::not_found(format!(
                 "run {} has no {} checkpoint yet ({} is missing)",
                 self.id,
                 match which {

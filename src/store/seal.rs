@@ -77,10 +77,10 @@ impl SealKey {
     /// A key from 64 hex digits.
     pub fn from_hex(text: &str, origin: &str) -> Result<Self> {
         let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
-            Error::Invalid(format!("{origin}: a sealing key is 64 hex digits (32 bytes); this is not hex"))
+            Error::bad_key(format!("{origin}: a sealing key is 64 hex digits (32 bytes); this is not hex"))
         })?);
         let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            Error::Invalid(format!(
+            Error::bad_key(format!(
                 "{origin}: a sealing key is 32 bytes (64 hex digits), not {}",
                 bytes.len()
             ))
@@ -97,21 +97,20 @@ impl SealKey {
             return Ok(SealKey { key: Zeroizing::new(key) });
         }
         let text = std::str::from_utf8(&bytes)
-            .map_err(|_| Error::Invalid(format!("{}: not a key file", path.display())))?;
+            .map_err(|_| Error::bad_key(format!("{}: not a key file", path.display())))?;
         Self::from_hex(text, &path.display().to_string())
     }
 
     /// A key stretched from a passphrase with Argon2id.
     pub fn from_passphrase(pass: &str, kdf: &Kdf) -> Result<Self> {
-        let salt =
-            hex::decode(&kdf.salt).map_err(|_| Error::Invalid("seal.json: the salt is not hex".into()))?;
+        let salt = hex::decode(&kdf.salt).map_err(|_| Error::corrupt("seal.json", "the salt is not hex"))?;
         let params = argon2::Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
-            .map_err(|e| Error::Invalid(format!("seal.json: bad Argon2 parameters: {e}")))?;
+            .map_err(|e| Error::corrupt("seal.json", format!("bad Argon2 parameters: {e}")))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut key = Zeroizing::new([0u8; 32]);
         argon
             .hash_password_into(pass.as_bytes(), &salt, key.as_mut())
-            .map_err(|e| Error::Invalid(format!("cannot derive a key from the passphrase: {e}")))?;
+            .map_err(|e| Error::derive(format!("cannot derive a key from the passphrase: {e}")))?;
         Ok(SealKey { key })
     }
 
@@ -195,7 +194,7 @@ pub fn open_bytes(bytes: Vec<u8>, path: &Path, rel: &str) -> Result<Vec<u8>> {
     }
     match process_key() {
         Some(k) => k.open(rel, &bytes, path),
-        None => Err(Error::Invalid(format!(
+        None => Err(Error::sealed(format!(
             "{} is sealed: give the key with --seal-key-file FILE, VIGIL_SEAL_KEY or VIGIL_SEAL_PASSPHRASE",
             path.display()
         ))),
@@ -208,7 +207,7 @@ pub fn write(path: &Path, rel: &str, plain: &[u8], seal: bool) -> Result<()> {
         return write_atomic(path, plain);
     }
     let key = process_key().ok_or_else(|| {
-        Error::Invalid(format!("{} belongs to a sealed run: give the key to write it", path.display()))
+        Error::sealed(format!("{} belongs to a sealed run: give the key to write it", path.display()))
     })?;
     write_atomic(path, &key.seal(rel, plain))
 }
@@ -268,7 +267,7 @@ impl KeyOptions {
             (SealKey::from_passphrase(pass, &kdf)?, Some(kdf))
         };
         match existing {
-            Some(c) if c.key_check != key.check() => Err(Error::Invalid(format!(
+            Some(c) if c.key_check != key.check() => Err(Error::sealed(format!(
                 "wrong sealing key for {}: it does not match the key this store was sealed with; nothing was changed",
                 root.display()
             ))),

@@ -28,7 +28,7 @@ pub struct RunSignature {
 /// Creates a signing key file (secret, mode 0600) and its public key beside it (`.pub`).
 pub fn create_key(path: &Path) -> Result<VerifyingKey> {
     if path.exists() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::refused(format!(
             "{} exists; refusing to overwrite a signing key",
             path.display()
         )));
@@ -51,7 +51,7 @@ pub fn create_key(path: &Path) -> Result<VerifyingKey> {
 /// Loads a signing key file.
 pub fn load_key(path: &Path) -> Result<SigningKey> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Invalid(format!(
+        std::io::ErrorKind::NotFound => Error::bad_key(format!(
             "no signing key at {}: create one with `vigil keys signing-create`",
             path.display()
         )),
@@ -59,19 +59,19 @@ pub fn load_key(path: &Path) -> Result<SigningKey> {
     })?);
     let bytes = Zeroizing::new(
         hex::decode(text.trim())
-            .map_err(|_| Error::Invalid(format!("{}: not a signing key (hex)", path.display())))?,
+            .map_err(|_| Error::bad_key(format!("{}: not a signing key (hex)", path.display())))?,
     );
     let seed: [u8; 32] = bytes
         .as_slice()
         .try_into()
-        .map_err(|_| Error::Invalid(format!("{}: a signing key is 32 bytes", path.display())))?;
+        .map_err(|_| Error::bad_key(format!("{}: a signing key is 32 bytes", path.display())))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Refreshes the run's manifest and signs it.
 pub fn sign(run: &RunDir, key: &SigningKey) -> Result<RunSignature> {
     if run.info()?.status.is_active() {
-        return Err(Error::Invalid(format!("run {} is still training: sign it when it has stopped", run.id)));
+        return Err(Error::refused(format!("run {} is still training: sign it when it has stopped", run.id)));
     }
     run.write_manifest()?;
     let manifest =
@@ -143,8 +143,8 @@ pub fn verify(run: &RunDir, trusted: Option<&VerifyingKey>) -> Result<RunSignatu
 pub fn load_public(path: &Path) -> Result<VerifyingKey> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bytes: [u8; 32] = hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
-        Error::Invalid(format!("{}: not an Ed25519 public key (64 hex digits)", path.display()))
+        Error::bad_key(format!("{}: not an Ed25519 public key (64 hex digits)", path.display()))
     })?;
     VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| Error::Invalid(format!("{}: not a valid Ed25519 public key", path.display())))
+        .map_err(|_| Error::bad_key(format!("{}: not a valid Ed25519 public key", path.display())))
 }

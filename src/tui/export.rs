@@ -82,12 +82,12 @@ fn target(root: &Path, title: &str, ext: &str) -> Result<PathBuf> {
 pub fn csv(app: &App, root: &Path) -> Result<PathBuf> {
     let (title, series) = visible_series(app);
     if series.iter().all(|s| s.points.is_empty()) {
-        return Err(Error::Invalid("nothing to export: the chart has no data".into()));
+        return Err(Error::unsuitable("nothing to export: the chart has no data"));
     }
     let path = target(root, &title, "csv")?;
     let mut w =
-        ::csv::Writer::from_path(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    let write_err = |e: ::csv::Error| Error::Invalid(format!("{}: {e}", path.display()));
+        ::csv::Writer::from_path(&path).map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    let write_err = |e: ::csv::Error| Error::internal(format!("{}: {e}", path.display()));
     w.write_record(["series", app.chart.x_axis.label(), app.chart.metric.label()]).map_err(write_err)?;
     for s in &series {
         for (x, y) in &s.points {
@@ -126,7 +126,7 @@ pub fn render_png(
         .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
         .collect();
     if pts.is_empty() {
-        return Err(Error::Invalid("nothing to export: the chart has no data".into()));
+        return Err(Error::unsuitable("nothing to export: the chart has no data"));
     }
     let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (mut y0, mut y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
@@ -138,7 +138,7 @@ pub fn render_png(
         y0 -= 1.0;
         y1 += 1.0;
     }
-    let plot_err = |e: String| Error::Invalid(format!("cannot draw {}: {e}", path.display()));
+    let plot_err = |e: String| Error::internal(format!("cannot draw {}: {e}", path.display()));
     let root = BitMapBackend::new(path, (1200, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
     let palette = [

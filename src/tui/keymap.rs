@@ -10,7 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde::{Deserialize, Serialize};
 use strum::{EnumIter, EnumMessage, IntoEnumIterator};
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result, locate};
 
 /// Everything a key can do in the console.
 #[derive(
@@ -291,21 +291,13 @@ pub struct Keymap {
 pub const DEFAULT_KEYMAP: &str = include_str!("../../config/keymap.ron");
 
 fn parse_file(text: &str, origin: &Path) -> Result<BTreeMap<Key, Action>> {
-    let raw: BTreeMap<String, Action> = ron::Options::default().from_str(text).map_err(|e| Error::Spec {
-        path: origin.to_path_buf(),
-        line: e.span.start.line,
-        col: e.span.start.col,
-        msg: e.code.to_string(),
-    })?;
+    let raw: BTreeMap<String, Action> =
+        ron::Options::default().from_str(text).map_err(|e| ConfigError::from_ron(&e, text, origin))?;
     let mut out = BTreeMap::new();
     for (name, action) in raw {
         let key = Key::parse(&name).map_err(|msg| {
-            let (line, col) = text
-                .lines()
-                .enumerate()
-                .find_map(|(i, l)| l.find(&format!("\"{name}\"")).map(|c| (i + 1, c + 1)))
-                .unwrap_or((1, 1));
-            Error::Spec { path: origin.to_path_buf(), line, col, msg }
+            let (line, col) = locate(text, &format!("\"{name}\""));
+            ConfigError::at(origin, line, col, Some(&name), msg)
         })?;
         out.insert(key, action);
     }

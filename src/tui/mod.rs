@@ -170,8 +170,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
         );
     }
 
-    let mut terminal =
-        ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
+    let mut terminal = ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
     if let Ok(size) = terminal.size() {
         app.size = (size.width, size.height);
     }

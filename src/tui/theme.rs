@@ -9,32 +9,68 @@ use std::path::{Path, PathBuf};
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result, locate, locate_after};
 
-/// A theme as written in its file.
-#[derive(Debug, Clone, Deserialize)]
+/// A theme as written in its file: every field optional, so that a user's file names only what
+/// it changes (as gitui's themes do). What it leaves out comes from its base: the built-in theme
+/// named by `base`, else the built-in theme of the same name as the file (so that
+/// `~/.config/vigil/themes/dark.ron` holding `(accent: "#ff8800")` changes dark's accent), else
+/// `dark`. A field the theme does not know is refused, with its line and column.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ThemeFile {
-    name: String,
-    foreground: String,
-    #[serde(default = "reset")]
-    background: String,
-    muted: String,
-    accent: String,
-    border: String,
-    selection: String,
-    ok: String,
-    warn: String,
-    error: String,
-    info: String,
+    /// The built-in theme this one is laid over.
+    base: Option<String>,
+    name: Option<String>,
+    foreground: Option<String>,
+    background: Option<String>,
+    muted: Option<String>,
+    accent: Option<String>,
+    border: Option<String>,
+    selection: Option<String>,
+    ok: Option<String>,
+    warn: Option<String>,
+    error: Option<String>,
+    info: Option<String>,
     /// Colours of overlaid series, in order.
-    series: Vec<String>,
+    series: Option<Vec<String>>,
     /// Heatmap ramp from low to high.
-    heat: Vec<String>,
+    heat: Option<Vec<String>>,
 }
 
-fn reset() -> String {
-    "reset".into()
+impl ThemeFile {
+    /// Parses one layer. Implicit `Some` lets a file write `accent: "#fff"`, not `Some("#fff")`.
+    fn parse(text: &str, origin: &Path) -> Result<Self> {
+        ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(text)
+            .map_err(|e| ConfigError::from_ron(&e, text, origin).into())
+    }
+
+    /// This layer over `base`: each field this one leaves out is the base's.
+    fn over(self, base: ThemeFile) -> ThemeFile {
+        ThemeFile {
+            base: self.base,
+            name: self.name.or(base.name),
+            foreground: self.foreground.or(base.foreground),
+            background: self.background.or(base.background),
+            muted: self.muted.or(base.muted),
+            accent: self.accent.or(base.accent),
+            border: self.border.or(base.border),
+            selection: self.selection.or(base.selection),
+            ok: self.ok.or(base.ok),
+            warn: self.warn.or(base.warn),
+            error: self.error.or(base.error),
+            info: self.info.or(base.info),
+            series: self.series.or(base.series),
+            heat: self.heat.or(base.heat),
+        }
+    }
+}
+
+/// The text of a built-in theme.
+fn builtin_text(name: &str) -> Option<&'static str> {
+    BUILTIN_THEMES.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
 }
 
 /// What the terminal can display.
@@ -90,64 +126,93 @@ pub const BUILTIN_THEMES: &[(&str, &str)] = &[
 ];
 
 impl Theme {
-    /// Parses a theme file and adapts it to `depth`.
+    /// Parses a user's theme file, lays it over its base (see [`ThemeFile`]) and adapts it to
+    /// `depth`.
     pub fn parse(text: &str, origin: &Path, depth: ColorDepth) -> Result<Self> {
-        let f: ThemeFile = ron::Options::default().from_str(text).map_err(|e| Error::Spec {
-            path: origin.to_path_buf(),
-            line: e.span.start.line,
-            col: e.span.start.col,
-            msg: e.code.to_string(),
-        })?;
+        let file = ThemeFile::parse(text, origin)?;
+        let stem = origin.file_stem().and_then(|s| s.to_str()).unwrap_or("dark");
+        let base_name = match &file.base {
+            Some(b) => b.clone(),
+            None => file.name.clone().unwrap_or_else(|| stem.to_string()),
+        };
+        let base_text = match builtin_text(&base_name) {
+            Some(t) => t,
+            None if file.base.is_some() => {
+                let names: Vec<&str> = BUILTIN_THEMES.iter().map(|(n, _)| *n).collect();
+                let msg = format!("no built-in theme named {base_name:?}; built in: {}", names.join(", "));
+                return Err(ConfigError::at_field(text, origin, "base", msg).into());
+            }
+            None => builtin_text("dark").expect("dark is built in"),
+        };
+        let base = ThemeFile::parse(base_text, &Path::new("themes").join(format!("{base_name}.ron")))
+            .expect("shipped themes parse (a test checks it)");
+        // The theme is called what its file says, else after the file, never after its base.
+        let name = file.name.clone().unwrap_or_else(|| stem.to_string());
+        let merged = ThemeFile { name: Some(name), ..file.over(base) };
+        Theme::resolve(merged, text, origin, depth)
+    }
+
+    /// A complete theme file adapted to `depth`; `text` is where a bad colour is looked up.
+    fn resolve(f: ThemeFile, text: &str, origin: &Path, depth: ColorDepth) -> Result<Self> {
         let color = |field: &str, value: &str| -> Result<Color> {
             let c: Color = value.parse().map_err(|_| {
-                let (line, col) = text
-                    .lines()
-                    .enumerate()
-                    .find_map(|(i, l)| l.find(&format!("\"{value}\"")).map(|c| (i + 1, c + 1)))
-                    .unwrap_or((1, 1));
-                Error::Spec {
-                    path: origin.to_path_buf(),
+                let (line, col) = locate_after(text, field, &format!("\"{value}\""));
+                ConfigError::at(
+                    origin,
                     line,
                     col,
-                    msg: format!(
+                    Some(field),
+                    format!(
                         "field `{field}`: {value:?} is not a colour (use a name such as \"lightblue\", \
                          \"#rrggbb\", or a 256-colour index)"
                     ),
-                }
+                )
             })?;
             Ok(adapt(c, depth))
         };
-        if f.series.len() < 4 || f.heat.len() < 3 {
-            return Err(Error::Spec {
-                path: origin.to_path_buf(),
-                line: 1,
-                col: 1,
-                msg: "a theme needs at least 4 `series` colours and 3 `heat` colours".into(),
-            });
+        let need = |field: &str, v: Option<String>| -> Result<String> {
+            v.ok_or_else(|| {
+                ConfigError::at(origin, 1, 1, Some(field), format!("missing field `{field}`")).into()
+            })
+        };
+        let (series, heat) = (f.series.unwrap_or_default(), f.heat.unwrap_or_default());
+        if series.len() < 4 || heat.len() < 3 {
+            let field = if series.len() < 4 { "series" } else { "heat" };
+            let (line, col) = locate(text, field);
+            return Err(ConfigError::at(
+                origin,
+                line,
+                col,
+                Some(field),
+                "a theme needs at least 4 `series` colours and 3 `heat` colours",
+            )
+            .into());
         }
         Ok(Theme {
-            name: f.name.clone(),
+            name: need("name", f.name)?,
             depth,
-            fg: color("foreground", &f.foreground)?,
-            bg: color("background", &f.background)?,
-            muted: color("muted", &f.muted)?,
-            accent: color("accent", &f.accent)?,
-            border: color("border", &f.border)?,
-            selection: color("selection", &f.selection)?,
-            ok: color("ok", &f.ok)?,
-            warn: color("warn", &f.warn)?,
-            error: color("error", &f.error)?,
-            info: color("info", &f.info)?,
-            series: f.series.iter().map(|s| color("series", s)).collect::<Result<_>>()?,
-            heat: f.heat.iter().map(|s| color("heat", s)).collect::<Result<_>>()?,
+            fg: color("foreground", &need("foreground", f.foreground)?)?,
+            bg: color("background", &f.background.unwrap_or_else(|| "reset".into()))?,
+            muted: color("muted", &need("muted", f.muted)?)?,
+            accent: color("accent", &need("accent", f.accent)?)?,
+            border: color("border", &need("border", f.border)?)?,
+            selection: color("selection", &need("selection", f.selection)?)?,
+            ok: color("ok", &need("ok", f.ok)?)?,
+            warn: color("warn", &need("warn", f.warn)?)?,
+            error: color("error", &need("error", f.error)?)?,
+            info: color("info", &need("info", f.info)?)?,
+            series: series.iter().map(|s| color("series", s)).collect::<Result<_>>()?,
+            heat: heat.iter().map(|s| color("heat", s)).collect::<Result<_>>()?,
         })
     }
 
     /// A built-in theme by name.
     pub fn builtin(name: &str, depth: ColorDepth) -> Option<Self> {
-        BUILTIN_THEMES.iter().find(|(n, _)| *n == name).map(|(n, text)| {
-            Theme::parse(text, &Path::new("themes").join(format!("{n}.ron")), depth)
-                .expect("shipped themes parse (a test checks it)")
+        builtin_text(name).map(|text| {
+            let origin = Path::new("themes").join(format!("{name}.ron"));
+            let file = ThemeFile::parse(text, &origin).expect("shipped themes parse (a test checks it)");
+            Theme::resolve(file, text, &origin, depth)
+                .expect("shipped themes are complete (a test checks it)")
         })
     }
 
@@ -166,7 +231,7 @@ impl Theme {
             }
         }
         Theme::builtin(name_or_path, depth).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::not_found(format!(
                 "no theme named {name_or_path:?}; built in: {}",
                 BUILTIN_THEMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             ))
@@ -359,8 +424,51 @@ mod tests {
         let text = BUILTIN_THEMES[0].1.replace("accent: \"", "accent: \"notacolour");
         let err = Theme::parse(&text, Path::new("t.ron"), ColorDepth::TrueColor).unwrap_err().to_string();
         assert!(err.starts_with("t.ron:") && err.contains("field `accent`"), "{err}");
-        let err =
-            Theme::parse("(name: \"x\")", Path::new("t.ron"), ColorDepth::TrueColor).unwrap_err().to_string();
-        assert!(err.contains("foreground"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_theme_is_laid_over_its_base() {
+        // Same name as a built-in: only the accent changes.
+        let t =
+            Theme::parse("(name: \"light\", accent: \"#ff0000\")", Path::new("t.ron"), ColorDepth::TrueColor)
+                .unwrap();
+        let light = Theme::builtin("light", ColorDepth::TrueColor).unwrap();
+        assert_eq!(t.accent, Color::Rgb(255, 0, 0));
+        assert_eq!(Theme { accent: light.accent, ..t.clone() }, light);
+        // A new name with an explicit base; a new name without one is laid over dark.
+        let t = Theme::parse(
+            "(base: \"ansi16\", name: \"mine\", ok: \"green\")",
+            Path::new("t.ron"),
+            ColorDepth::TrueColor,
+        )
+        .unwrap();
+        let ansi = Theme::builtin("ansi16", ColorDepth::TrueColor).unwrap();
+        assert_eq!((t.name.as_str(), t.ok, t.fg, &t.series), ("mine", Color::Green, ansi.fg, &ansi.series));
+        let t = Theme::parse("(muted: \"gray\")", Path::new("my-theme.ron"), ColorDepth::TrueColor).unwrap();
+        let dark = Theme::builtin("dark", ColorDepth::TrueColor).unwrap();
+        assert_eq!((t.name.as_str(), t.muted, t.accent), ("my-theme", Color::Gray, dark.accent));
+        let err = Theme::parse("(base: \"nope\")", Path::new("t.ron"), ColorDepth::TrueColor)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.ron:1:2: field `base`") && err.contains("high-contrast"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_with_its_place() {
+        let err = Theme::parse(
+            "(\n  name: \"x\",\n  acent: \"red\",\n)",
+            Path::new("t.ron"),
+            ColorDepth::TrueColor,
+        )
+        .unwrap_err();
+        match &err {
+            Error::Config(c) => {
+                assert_eq!((c.line, c.field.as_deref()), (3, Some("acent")), "{err}");
+                assert!(c.msg.contains("accent"), "the allowed fields are listed: {err}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert!(err.to_string().starts_with("t.ron:3:"), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -220,10 +220,10 @@ pub fn robustness_curve(
 ) -> Result<(Curve, Vec<AdversarialSet>)> {
     let n = data.labels.len();
     if n == 0 {
-        return Err(Error::Invalid("the split has no examples to attack".into()));
+        return Err(Error::unsuitable("the split has no examples to attack"));
     }
     if opts.eps.is_empty() {
-        return Err(Error::Invalid("no ε to attack with".into()));
+        return Err(Error::argument("no ε to attack with"));
     }
     for &e in &opts.eps {
         opts.attack.with_eps(e, opts.fixed_step).check(net.classes)?;
@@ -406,7 +406,7 @@ pub fn save(run: &RunDir, curve: &mut Curve, sets: &[AdversarialSet]) -> Result<
 /// Loads a saved adversarial set, refusing a file whose SHA-256 is not the one recorded.
 pub fn load_set(run: &RunDir, point: &CurvePoint) -> Result<AdversarialSet> {
     let rel =
-        point.file.as_deref().ok_or_else(|| Error::Invalid("this curve's examples were not saved".into()))?;
+        point.file.as_deref().ok_or_else(|| Error::not_found("this curve's examples were not saved"))?;
     let path = run.file(rel);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     if let Some(want) = &point.sha256 {

@@ -153,7 +153,7 @@ impl GaussianLayer {
         let (h, width) = rows(net, train, &|x| layer_features(net, layer, x))?;
         let n = train.labels.len();
         if n < 2 || width == 0 {
-            return Err(Error::Invalid("the training split is too small to fit the detector".into()));
+            return Err(Error::unsuitable("the training split is too small to fit the detector"));
         }
         let classes = net.classes;
         let mut sums = vec![vec![0f64; width]; classes];
@@ -178,7 +178,7 @@ impl GaussianLayer {
         }
         let precision = cov
             .cholesky()
-            .ok_or_else(|| Error::Invalid("the features' covariance is not positive definite".into()))?
+            .ok_or_else(|| Error::unsuitable("the features' covariance is not positive definite"))?
             .inverse();
         Ok(GaussianLayer {
             layer: layer.into(),
@@ -202,7 +202,7 @@ impl GaussianLayer {
     fn distances(&self, net: &Network, x: &Tensor) -> Result<Tensor> {
         let h = layer_features(net, &self.layer, x)?;
         if h.dim(1)? != self.features {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "the detector's {} layer was fitted on {} features, the network gives {}",
                 self.layer,
                 self.features,
@@ -220,7 +220,7 @@ impl GaussianLayer {
                 None => q,
             });
         }
-        best.ok_or_else(|| Error::Invalid("the detector has no class means".into()))
+        best.ok_or_else(|| Error::unsuitable("the detector has no class means"))
     }
 }
 
@@ -235,10 +235,10 @@ impl Detector {
         target_fpr: f64,
     ) -> Result<Detector> {
         if !(target_fpr > 0.0 && target_fpr < 1.0) {
-            return Err(Error::Invalid(format!("a false-positive rate of {target_fpr} is not in (0, 1)")));
+            return Err(Error::argument(format!("a false-positive rate of {target_fpr} is not in (0, 1)")));
         }
         if validation.labels.is_empty() {
-            return Err(Error::Invalid("the validation split is empty: nothing to calibrate on".into()));
+            return Err(Error::unsuitable("the validation split is empty: nothing to calibrate on"));
         }
         let mut d = Detector {
             kind,
@@ -286,7 +286,7 @@ impl Detector {
                         None => z,
                     });
                 }
-                let best = best.ok_or_else(|| Error::Invalid("the detector models no layer".into()))?;
+                let best = best.ok_or_else(|| Error::unsuitable("the detector models no layer"))?;
                 Ok(best.to_vec1::<f32>()?)
             }
         }

@@ -215,11 +215,11 @@ pub fn steal(
 ) -> Result<Vec<AgreementPoint>> {
     let d = shape.numel();
     if seeds.is_empty() || seeds.iter().any(|s| s.len() != d) {
-        return Err(Error::Invalid(format!("the thief needs seed inputs of {d} values each")));
+        return Err(Error::unsuitable(format!("the thief needs seed inputs of {d} values each")));
     }
-    let budget = *config.checkpoints.iter().max().ok_or_else(|| Error::Invalid("no query budget".into()))?;
+    let budget = *config.checkpoints.iter().max().ok_or_else(|| Error::argument("no query budget"))?;
     if seeds.len() > budget {
-        return Err(Error::Invalid(format!(
+        return Err(Error::argument(format!(
             "{} seeds are more than the budget of {budget} queries",
             seeds.len()
         )));
@@ -240,7 +240,7 @@ pub fn steal(
         for chunk in batch.chunks(config.batch.max(1)) {
             let a = oracle.query(chunk)?;
             if a.len() != chunk.len() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::bad_answer(format!(
                     "the victim answered {} of {} queries",
                     a.len(),
                     chunk.len()

@@ -106,7 +106,7 @@ impl Attack {
 
     /// Refuses settings that cannot be run, saying which and why.
     pub fn check(&self, classes: usize) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(m));
+        let bad = |m: String| Err(Error::argument(m));
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             return bad(format!("ε = {} must be a number >= 0", self.eps));
         }
@@ -382,7 +382,7 @@ pub fn perturb(
     let x = &space.values;
     let n = x.dim(0)?;
     if labels.len() != n {
-        return Err(Error::Invalid(format!("{} labels for {n} inputs", labels.len())));
+        return Err(Error::unsuitable(format!("{} labels for {n} inputs", labels.len())));
     }
     if attack.eps == 0.0 || n == 0 {
         return Ok(x.clone());
@@ -471,7 +471,7 @@ pub fn snap_to_words(net: &Network, embedded: &Tensor, ids: &Tensor) -> Result<T
         .iter()
         .find(|(n, _)| n == "embedding.weight")
         .map(|(_, v)| v.as_tensor().clone())
-        .ok_or_else(|| Error::Invalid("only text models have words to snap to".into()))?;
+        .ok_or_else(|| Error::unsuitable("only text models have words to snap to"))?;
     let (b, l, e) = embedded.dims3()?;
     let words = table.narrow(0, 2, table.dim(0)? - 2)?;
     let flat = embedded.reshape((b * l, e))?;

@@ -65,10 +65,10 @@ fn coefficients(n: usize) -> Vec<f64> {
 pub fn shapiro_wilk(values: &[f64]) -> Result<ShapiroWilk> {
     let n = values.len();
     if n < 3 {
-        return Err(Error::Invalid(format!("the Shapiro-Wilk test needs at least 3 values, not {n}")));
+        return Err(Error::unsuitable(format!("the Shapiro-Wilk test needs at least 3 values, not {n}")));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("value {i} ({}) is not a finite number", values[i])));
+        return Err(Error::unsuitable(format!("value {i} ({}) is not a finite number", values[i])));
     }
     let mut x = values.to_vec();
     x.sort_by(|a, b| a.total_cmp(b));
@@ -80,7 +80,7 @@ pub fn shapiro_wilk(values: &[f64]) -> Result<ShapiroWilk> {
     }
     let range = x[n - 1] - x[0];
     if range < 1e-19 {
-        return Err(Error::Invalid("all values are equal: normality cannot be tested".into()));
+        return Err(Error::unsuitable("all values are equal: normality cannot be tested"));
     }
     let a = coefficients(n);
     // The coefficient of order statistic i (0-based): -a[i] in the lower half, a[n-1-i] in the

@@ -98,7 +98,7 @@ impl PreparedData {
             } else if n_missing > 0 && !imputes {
                 let first = missing_rows.iter().position(|m| *m).unwrap_or(0);
                 let col = values[first * d..(first + 1) * d].iter().position(|v| v.is_nan()).unwrap_or(0);
-                return Err(Error::Invalid(format!(
+                return Err(Error::unsuitable(format!(
                     "{}: {n_missing} examples have missing values (the first is example {} at \
                      feature {}); add DropMissing or Impute(Mean|Median|Zero) to `preprocess`",
                     ds.origin,
@@ -108,7 +108,7 @@ impl PreparedData {
             }
         }
         if ds.len() < 10 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "{}: {} examples are too few to split into train, validation and test",
                 ds.origin,
                 ds.len()
@@ -124,7 +124,7 @@ impl PreparedData {
             None => Pipeline::fit(&spec.preprocess, &ds, &idx.train)?,
         };
         if pipeline.classes != ds.classes {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "{}: the data's classes {:?} differ from the run's {:?}",
                 ds.origin, ds.classes, pipeline.classes
             )));
@@ -142,7 +142,7 @@ impl PreparedData {
             .as_ref()
             .map(|s| pipeline.transform(&vec![0.0; s.numel()]))
             .transpose()
-            .map_err(Error::Invalid)?;
+            .map_err(Error::unsuitable)?;
         Ok(PreparedData {
             train: part(&idx.train),
             validation: part(&idx.validation),
@@ -171,9 +171,7 @@ impl Pipeline {
                         Preprocess::Tokenize(t) => Some(t),
                         _ => None,
                     })
-                    .ok_or_else(|| {
-                        Error::Invalid("text data needs a Tokenize step in `preprocess`".into())
-                    })?;
+                    .ok_or_else(|| Error::unsuitable("text data needs a Tokenize step in `preprocess`"))?;
                 let mut counts: HashMap<String, usize> = HashMap::new();
                 for &i in train {
                     for w in words(&texts[i], tok.lowercase) {
@@ -223,8 +221,8 @@ impl Pipeline {
                             FittedStep::MinMax { min, range }
                         }
                         Preprocess::Tokenize(_) => {
-                            return Err(Error::Invalid(
-                                "Tokenize applies to text data, and this data is numeric".into(),
+                            return Err(Error::unsuitable(
+                                "Tokenize applies to text data, and this data is numeric",
                             ));
                         }
                     };
@@ -325,7 +323,7 @@ impl Pipeline {
         match &ds.inputs {
             RawInputs::Text(texts) => {
                 let Some(FittedStep::Tokenize { vocab, lowercase, max_len }) = self.steps.first() else {
-                    return Err(Error::Invalid("text data needs a Tokenize step".into()));
+                    return Err(Error::unsuitable("text data needs a Tokenize step"));
                 };
                 let index: HashMap<&str, u32> =
                     vocab.iter().enumerate().map(|(i, w)| (w.as_str(), i as u32)).collect();

@@ -87,7 +87,7 @@ impl Method {
             "smoothgrad" => Method::SmoothGrad { noise_level: 0.15, samples: 50, seed: 0 },
             "occlusion" => Method::Occlusion { window, stride, baseline: Baseline::Zero },
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::not_found(format!(
                     "unknown attribution method {other:?}; the methods are {}",
                     METHOD_NAMES.join(", ")
                 )));
@@ -134,7 +134,7 @@ impl Method {
     }
 
     fn check(&self, input: &InputShape, width: usize) -> Result<()> {
-        let bad = |msg: String| Err(Error::Invalid(msg));
+        let bad = |msg: String| Err(Error::argument(msg));
         match self {
             Method::Ig { steps, rule, baseline } => {
                 let least = if matches!(rule, Rule::GaussLegendre) { 1 } else { 2 };
@@ -202,15 +202,15 @@ impl Baseline {
 
     fn check(&self, width: usize) -> Result<()> {
         match self {
-            Baseline::Custom(v) if v.len() != width => Err(Error::Invalid(format!(
+            Baseline::Custom(v) if v.len() != width => Err(Error::argument(format!(
                 "a custom baseline needs {width} values (one per input value), not {}",
                 v.len()
             ))),
             Baseline::Custom(v) if v.iter().any(|x| !x.is_finite()) => {
-                Err(Error::Invalid("a custom baseline holds a value that is not a finite number".into()))
+                Err(Error::argument("a custom baseline holds a value that is not a finite number"))
             }
             Baseline::Constant(v) if !v.is_finite() => {
-                Err(Error::Invalid(format!("the baseline {v} is not a finite number")))
+                Err(Error::argument(format!("the baseline {v} is not a finite number")))
             }
             _ => Ok(()),
         }
@@ -379,10 +379,10 @@ impl<'a> Explainer<'a> {
         let targets = match targets {
             Some(t) => {
                 if t.len() != space.n {
-                    return Err(Error::Invalid(format!("{} targets for {} inputs", t.len(), space.n)));
+                    return Err(Error::unsuitable(format!("{} targets for {} inputs", t.len(), space.n)));
                 }
                 if let Some(bad) = t.iter().find(|&&c| c >= self.net.classes) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::argument(format!(
                         "target class {bad} does not exist: the model has {} classes (0 to {})",
                         self.net.classes,
                         self.net.classes - 1
@@ -482,7 +482,7 @@ impl Space {
         let dims = net.input.dims();
         let got = inputs.dims();
         if got.len() != dims.len() + 1 || got[1..] != dims[..] {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "the model takes inputs of shape {dims:?} ({}), not {:?}",
                 net.input.describe(),
                 got.get(1..).unwrap_or(&[])
@@ -490,7 +490,7 @@ impl Space {
         }
         let n = got[0];
         if n == 0 {
-            return Err(Error::Invalid("there are no inputs to explain".into()));
+            return Err(Error::unsuitable("there are no inputs to explain"));
         }
         if net.takes_tokens() {
             let ids = inputs.to_dtype(DType::U32)?;

@@ -82,7 +82,7 @@ impl Canvas {
         let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let fail = |e: png::EncodingError| Error::Invalid(format!("cannot encode the picture: {e}"));
+        let fail = |e: png::EncodingError| Error::internal(format!("cannot encode the picture: {e}"));
         let mut w = enc.write_header().map_err(fail)?;
         w.write_image_data(&self.pixels).map_err(fail)?;
         w.finish().map_err(fail)?;
@@ -161,7 +161,7 @@ pub fn render_png(e: &Explanation, caption: &str, classes: &[String]) -> Result<
         (InputShape::Text { .. }, ExplainedInput::Tokens { ids, words }) => {
             text(&header, ids, words.as_deref(), &e.attributions, max)
         }
-        _ => return Err(Error::Invalid("the explanation's input does not match its layout".into())),
+        _ => return Err(Error::internal("the explanation's input does not match its layout")),
     };
     canvas.encode()
 }

@@ -50,7 +50,7 @@ impl Rule {
         .into_iter()
         .find(|r| r.name() == name)
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::argument(format!(
                 "unknown integration rule {name:?}; the rules are gauss-legendre, riemann-left, \
                      riemann-right, riemann-middle, riemann-trapezoid"
             ))
@@ -61,7 +61,7 @@ impl Rule {
     pub fn nodes(&self, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
         let least = if *self == Rule::GaussLegendre { 1 } else { 2 };
         if n < least {
-            return Err(Error::Invalid(format!("the {} rule needs at least {least} steps", self.name())));
+            return Err(Error::argument(format!("the {} rule needs at least {least} steps", self.name())));
         }
         let nf = n as f64;
         let linspace = |a: f64, b: f64| -> Vec<f64> {

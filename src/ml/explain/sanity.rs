@@ -179,7 +179,7 @@ pub fn deletion_test(
     let net = explainer.network();
     let space = Space::new(net, inputs)?;
     if labels.len() != space.n {
-        return Err(Error::Invalid(format!("{} labels for {} inputs", labels.len(), space.n)));
+        return Err(Error::unsuitable(format!("{} labels for {} inputs", labels.len(), space.n)));
     }
     let steps = steps.max(1);
     let targets = predicted(net, inputs)?;

@@ -142,7 +142,7 @@ impl QuantWeight {
             _ => QMatMul::from_qtensor(stored)?,
         };
         if padded < inputs || padded - inputs >= dtype.block_size().max(1) {
-            return Err(crate::error::Error::Invalid(format!(
+            return Err(crate::error::Error::unsuitable(format!(
                 "{name}: a stored width of {padded} does not fit a layer of {inputs} inputs"
             )));
         }

@@ -114,7 +114,7 @@ impl Network {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ INIT_SALT);
         let mut pb = ParamBuilder { vars: Vec::new(), rng: &mut rng, init, device: device.clone() };
         let mismatch = |what: &str| {
-            Error::Invalid(format!(
+            Error::unsuitable(format!(
                 "a {} model needs {what} input, but the data is {}",
                 spec.kind(),
                 input.describe()
@@ -147,7 +147,7 @@ impl Network {
                 let mut convs = Vec::new();
                 for (i, &out) in channels.iter().enumerate() {
                     if h < 2 || w < 2 {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::unsuitable(format!(
                             "{} conv+pool blocks shrink a {height}x{width} image below 1x1; use fewer channels entries",
                             channels.len()
                         )));
@@ -184,7 +184,7 @@ impl Network {
                     return Err(mismatch("text"));
                 };
                 let vocab =
-                    vocab.ok_or_else(|| Error::Invalid("a text model needs the vocabulary size".into()))?;
+                    vocab.ok_or_else(|| Error::unsuitable("a text model needs the vocabulary size"))?;
                 let embedding = pb.embedding("embedding.weight", vocab, *embed_dim)?;
                 let (enc, width) = match encoder {
                     TextEncoder::MeanPool => (None, *embed_dim),
@@ -303,7 +303,7 @@ impl Network {
         let names = self.dense_names();
         let device = self.device.clone();
         let Some(i) = names.iter().position(|n| n == name) else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "{name} is not a dense layer's weight; only those are stored quantised"
             )));
         };
@@ -313,7 +313,7 @@ impl Network {
             None => dense.weight.dims2()?,
         };
         if stored.shape().dims2()?.0 != outputs {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsuitable(format!(
                 "{name} is stored with shape {:?}; the layer has {outputs} outputs",
                 stored.shape().dims()
             )));
@@ -398,7 +398,7 @@ impl Network {
             var.set(&fresh.reshape(dims)?)?;
         }
         if !found {
-            return Err(Error::Invalid(format!(
+            return Err(Error::not_found(format!(
                 "the network has no layer {layer:?}; its layers are {}",
                 self.layer_names().join(", ")
             )));
@@ -536,7 +536,7 @@ impl Network {
                 let last = dropout(&last, *p, rng)?;
                 head.forward(&last)
             }
-            Arch::Text { .. } => Err(Error::Invalid("a text model takes token ids".into())),
+            Arch::Text { .. } => Err(Error::unsuitable("a text model takes token ids")),
         }
     }
 
@@ -662,7 +662,7 @@ pub fn tensors_to_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
     let contiguous: Vec<(String, Tensor)> =
         sorted.into_iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
     safetensors::tensor::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), None)
-        .map_err(|e| Error::Invalid(format!("cannot serialise tensors: {e}")))
+        .map_err(|e| Error::internal(format!("cannot serialise tensors: {e}")))
 }
 
 /// Logits to class probabilities.

@@ -43,7 +43,7 @@ impl Precision {
             "q8_0" | "q8" => Precision::Q8_0,
             "q4_0" | "q4" => Precision::Q4_0,
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::argument(format!(
                     "--quantize: unknown format {other:?}; use f16, q8_0, q4_0 or none"
                 )));
             }
@@ -92,15 +92,13 @@ impl VariantSpec {
         if let Some(p) = &self.prune
             && !(p.ratio > 0.0 && p.ratio < 1.0)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::argument(format!(
                 "--prune {}: give a fraction between 0 and 1, e.g. 0.5",
                 p.ratio
             )));
         }
         if self.precision == Precision::F32 && self.prune.is_none() {
-            return Err(Error::Invalid(
-                "nothing to do: give --quantize f16|q8_0|q4_0, --prune R, or both".into(),
-            ));
+            return Err(Error::argument("nothing to do: give --quantize f16|q8_0|q4_0, --prune R, or both"));
         }
         Ok(())
     }
@@ -264,7 +262,7 @@ pub fn finetune(trained: &Trained, data: &PreparedData, masks: &Masks, epochs: u
 pub fn speed(net: &Network, data: &Prepared, rounds: usize) -> Result<(f64, f64)> {
     let n = data.labels.len();
     if n == 0 {
-        return Err(Error::Invalid("the test split is empty: nothing to time".into()));
+        return Err(Error::unsuitable("the test split is empty: nothing to time"));
     }
     let one = data.features.batch(&[0], net.device())?;
     let idx: Vec<usize> = (0..256).map(|i| i % n).collect();
@@ -325,7 +323,7 @@ fn to_gguf(net: &Network, report_name: &str, base_sha: &str) -> Result<Vec<u8>> 
 pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Report> {
     spec.check()?;
     if run.is_sealed() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::refused(format!(
             "{} is sealed: variants are written in the clear, so unseal it first (vigil unseal {})",
             run.id, run.id
         )));
@@ -337,10 +335,9 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
     })?;
     let original = load_trained(run, Which::Best)?;
     if original.spec.privacy.is_some() && spec.prune.is_some_and(|p| p.finetune_epochs > 0) {
-        return Err(Error::Invalid(
+        return Err(Error::refused(
             "--finetune-epochs: fine-tuning a DP-SGD run without its noise would spend privacy the \
-             run never accounted for; prune without fine-tuning"
-                .into(),
+             run never accounted for; prune without fine-tuning",
         ));
     }
     let data = PreparedData::build(&original.spec, Some(&original.pipeline))?;
@@ -362,8 +359,8 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
     let gguf = to_gguf(&net, &name, &base_sha)?;
     let (file, bytes) = if spec.prune.is_some() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&gguf).map_err(|e| Error::Invalid(format!("compressing the variant: {e}")))?;
-        (PACKED_FILE, gz.finish().map_err(|e| Error::Invalid(format!("compressing the variant: {e}")))?)
+        gz.write_all(&gguf).map_err(|e| Error::internal(format!("compressing the variant: {e}")))?;
+        (PACKED_FILE, gz.finish().map_err(|e| Error::internal(format!("compressing the variant: {e}")))?)
     } else {
         (MODEL_FILE, gguf)
     };
@@ -477,7 +474,7 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     let dir = variant_dir(run, name);
     if !dir.join("manifest.json").exists() {
         let have: Vec<String> = list(run).into_iter().map(|r| r.variant).collect();
-        return Err(Error::Invalid(format!(
+        return Err(Error::not_found(format!(
             "{} has no variant {name:?}; it has {} (make one with `vigil optimize {} --quantize q8_0`)",
             run.id,
             if have.is_empty() { "none".into() } else { have.join(", ") },
@@ -492,7 +489,7 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
         .map_err(|e| Error::Corrupt { path: report_path.clone(), msg: e.to_string() })?;
     let base = run.manifest()?.files.get(Which::Best.file()).cloned().unwrap_or_default();
     if base != report.base_sha256 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::refused(format!(
             "variant {name} of {} was made from a checkpoint the run no longer has as its best; \
              make it again with `vigil optimize`",
             run.id

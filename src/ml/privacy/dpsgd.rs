@@ -48,7 +48,7 @@ impl DpPlan {
         epochs: usize,
     ) -> Result<Self> {
         if examples == 0 {
-            return Err(Error::Invalid("DP-SGD needs training examples".into()));
+            return Err(Error::unsuitable("DP-SGD needs training examples"));
         }
         let q = (batch as f64 / examples as f64).min(1.0);
         let sigma = match (dp.noise_multiplier, dp.target_epsilon) {
@@ -56,7 +56,7 @@ impl DpPlan {
             (None, Some(eps)) => {
                 let steps = steps_per_epoch * epochs as u64;
                 accountant::sigma_for(eps, dp.delta, q, steps).map_err(|e| {
-                    Error::Invalid(format!(
+                    Error::unsuitable(format!(
                         "privacy.target_epsilon: ε = {} cannot be reached in {steps} steps at sampling rate \
                          {q:.4} with δ = {} (no noise multiplier up to 1e6 is enough); raise the target, \
                          train fewer epochs or use smaller batches",
@@ -65,8 +65,8 @@ impl DpPlan {
                 })?
             }
             (None, None) => {
-                return Err(Error::Invalid(
-                    "privacy: give exactly one of `noise_multiplier` and `target_epsilon`".into(),
+                return Err(Error::argument(
+                    "privacy: give exactly one of `noise_multiplier` and `target_epsilon`",
                 ));
             }
         };
@@ -134,7 +134,7 @@ pub fn private_gradients(
     }
     let std = plan.sigma * plan.clip_norm;
     let noise = Normal::new(0.0f64, std)
-        .map_err(|e| Error::Invalid(format!("privacy: noise of standard deviation {std}: {e}")))?;
+        .map_err(|e| Error::internal(format!("privacy: noise of standard deviation {std}: {e}")))?;
     let mut out = Vec::with_capacity(vars.len());
     for ((_, v), mut sum) in vars.iter().zip(sums) {
         for s in &mut sum {
@@ -174,7 +174,7 @@ fn closed_form(
     let mut norm2 = vec![0.0f64; n];
     for layer in &tape {
         let g = grads.get(&layer.probe).ok_or_else(|| {
-            Error::Invalid("DP-SGD: a dense layer's output got no gradient (a bug in the taped pass)".into())
+            Error::internal("DP-SGD: a dense layer's output got no gradient (a bug in the taped pass)")
         })?;
         let delta = if layer.relu { (g * layer.output.gt(0.0)?.to_dtype(g.dtype())?)? } else { g.clone() };
         let d2 = delta.sqr()?.sum(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -197,9 +197,9 @@ fn closed_form(
     let f = Tensor::from_vec(factors, (n, 1), x.device())?.to_dtype(logits.dtype())?;
     let vars = net.vars();
     let slot = |t: &Tensor| {
-        vars.iter().position(|(_, v)| v.as_tensor().id() == t.id()).ok_or_else(|| {
-            Error::Invalid("DP-SGD: a dense layer's parameter is not among the network's".into())
-        })
+        vars.iter()
+            .position(|(_, v)| v.as_tensor().id() == t.id())
+            .ok_or_else(|| Error::internal("DP-SGD: a dense layer's parameter is not among the network's"))
     };
     for (layer, delta) in tape.iter().zip(deltas) {
         let scaled = delta.broadcast_mul(&f)?;
