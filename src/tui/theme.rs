@@ -424,6 +424,10 @@ mod tests {
         let text = BUILTIN_THEMES[0].1.replace("accent: \"", "accent: \"notacolour");
         let err = Theme::parse(&text, Path::new("t.ron"), ColorDepth::TrueColor).unwrap_err().to_string();
         assert!(err.starts_with("t.ron:") && err.contains("field `accent`"), "{err}");
+        // A theme that names only itself was refused when themes were one layer; it is now dark.
+        let t = Theme::parse("(name: \"x\")", Path::new("t.ron"), ColorDepth::TrueColor).unwrap();
+        let dark = Theme::builtin("dark", ColorDepth::TrueColor).unwrap();
+        assert_eq!(t, Theme { name: "x".into(), ..dark });
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn private_gradients(
     }
     let std = plan.sigma * plan.clip_norm;
     let noise = Normal::new(0.0f64, std)
-        .map_err(|e| Error::internal(format!("privacy: noise of standard deviation {std}: {e}")))?;
+        .map_err(|e| Error::unsuitable(format!("privacy: noise of standard deviation {std}: {e}")))?;
     let mut out = Vec::with_capacity(vars.len());
     for ((_, v), mut sum) in vars.iter().zip(sums) {
         for s in &mut sum {
