@@ -76,5 +76,18 @@ fn an_unknown_run_id_still_exits_2() {
         .args(["eval", "no-such-run"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no-such-run"));
+        .stderr(predicate::str::contains("no run \"no-such-run\""));
+}
+
+#[test]
+fn an_unknown_run_is_a_typed_input_error() {
+    use vigil::error::{Error, InputError};
+    let dir = tempfile::tempdir().unwrap();
+    match vigil::store::RunStore::new(dir.path()).resolve("nope") {
+        Err(Error::Input(InputError::UnknownRun { query, store })) => {
+            assert_eq!((query.as_str(), store.as_path()), ("nope", dir.path()));
+        }
+        Err(other) => panic!("expected an unknown run, got {other:?}"),
+        Ok(_) => panic!("an empty store has no run \"nope\""),
+    }
 }

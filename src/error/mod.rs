@@ -60,6 +60,12 @@ pub enum Error {
 /// Input from the user, other than a config or data file, that cannot be used. Always exit 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
+    /// No run in the store matches the id, prefix or suffix the user gave.
+    #[error("no run {query:?} in {} (`vigil runs` lists them)", store.display())]
+    UnknownRun { query: String, store: PathBuf },
+    /// More than one run matches the prefix or suffix the user gave.
+    #[error("{query:?} matches {} runs: {}", matches.len(), matches.join(", "))]
+    AmbiguousRun { query: String, matches: Vec<String> },
     /// A command-line argument or a parameter value that is out of range or malformed.
     #[error("{0}")]
     Argument(String),

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::atomic::{append_line, write_atomic};
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::ml::data::preprocess::Pipeline;
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
@@ -398,15 +398,12 @@ impl RunStore {
             runs.iter().filter(|r| r.id.starts_with(query) || r.id.ends_with(query)).collect();
         match matches.as_slice() {
             [one] => Ok(self.dir(&one.id)),
-            [] => Err(Error::not_found(format!(
-                "no run {query:?} in {} (`vigil runs` lists them)",
-                self.root.display()
-            ))),
-            many => Err(Error::argument(format!(
-                "{query:?} matches {} runs: {}",
-                many.len(),
-                many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-            ))),
+            [] => Err(InputError::UnknownRun { query: query.into(), store: self.root.clone() }.into()),
+            many => Err(InputError::AmbiguousRun {
+                query: query.into(),
+                matches: many.iter().map(|r| r.id.clone()).collect(),
+            }
+            .into()),
         }
     }
 
