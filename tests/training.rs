@@ -266,7 +266,7 @@ fn a_diverging_loss_fails_the_run_and_keeps_the_last_good_checkpoint() {
     s.schedule = Schedule::Step { every: 2, gamma: 1e38 };
     let run = store.create(&s).unwrap();
     let err = train(&run, false, &mut Silent, &TrainControl::default()).unwrap_err();
-    assert!(matches!(err, Error::Train(TrainError::Diverged(_))), "{err}");
+    assert!(matches!(err, Error::Train(TrainError::Diverged { epoch: 3, .. })), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("epoch 3") && (msg.contains("NaN") || msg.contains("infinite")), "{msg}");
     assert_eq!(err.exit_code(), 2);

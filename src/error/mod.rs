@@ -99,12 +99,16 @@ pub enum StoreError {
 }
 
 /// Why training, or loading what it saved, failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainError {
     /// The loss stopped being a finite number (exit 2: the spec's rates or the data's scale;
-    /// the README lists it among bad input).
-    #[error("{0}")]
-    Diverged(String),
+    /// the README lists it among bad input). `epoch` and `step` are 1-based.
+    #[error(
+        "the training loss became {} at epoch {epoch} step {step} (learning rate {lr:.3e}); the last \
+         good checkpoint is kept. Lower the learning rate or check the data's scale",
+        if loss.is_nan() { "NaN" } else { "infinite" }
+    )]
+    Diverged { epoch: usize, step: u64, loss: f64, lr: f64 },
     /// The device the spec asks for is not available on this machine (exit 1).
     #[error("{0}")]
     Device(String),
@@ -137,7 +141,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Data { .. } | Error::Input(_) => 2,
             Error::Store(StoreError::Sealed(_) | StoreError::Key(_)) => 2,
-            Error::Train(TrainError::Diverged(_)) => 2,
+            Error::Train(TrainError::Diverged { .. }) => 2,
             Error::Store(StoreError::Derive(_))
             | Error::Train(TrainError::Device(_) | TrainError::State(_))
             | Error::Service(_)
@@ -204,11 +208,6 @@ impl Error {
         StoreError::Derive(msg.into()).into()
     }
 
-    /// The loss stopped being finite ([`TrainError::Diverged`]).
-    pub fn diverged(msg: impl Into<String>) -> Self {
-        TrainError::Diverged(msg.into()).into()
-    }
-
     /// The device asked for is not available ([`TrainError::Device`]).
     pub fn device(msg: impl Into<String>) -> Self {
         TrainError::Device(msg.into()).into()
@@ -259,7 +258,7 @@ mod tests {
             Error::not_found("x"),
             Error::data("d.csv", "x"),
             StoreError::Sealed("x".into()).into(),
-            TrainError::Diverged("x".into()).into(),
+            TrainError::Diverged { epoch: 3, step: 40, loss: f64::NAN, lr: 0.1 }.into(),
             ConfigError::at(Path::new("a.ron"), 1, 1, None, "x").into(),
         ];
         for e in two {

@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrainError};
 use crate::ml::data::preprocess::{DataReport, Pipeline, Prepared, PreparedData};
 use crate::ml::data::{Features, augment};
 use crate::ml::metrics::Evaluation;
@@ -499,13 +499,8 @@ impl<'a> Trainer<'a> {
                         return Ok(());
                     }
                     let _ = run.update_info(|r| r.duration_s = state.duration_s + session_time);
-                    Err(Error::diverged(format!(
-                        "the training loss became {} at epoch {} step {} (learning rate {lr:.3e}); \
-                         the last good checkpoint is kept. Lower the learning rate or check the data's scale",
-                        if loss_value.is_nan() { "NaN" } else { "infinite" },
-                        epoch + 1,
-                        state.step + 1
-                    )))
+                    Err(TrainError::Diverged { epoch: epoch + 1, step: state.step + 1, loss: loss_value, lr }
+                        .into())
                 };
                 let (loss_value, preds) = match &self.dp {
                     Some(dp) => {
