@@ -3,9 +3,11 @@
 //! named), variants read back from their files, and each kind of bad input refused with its
 //! reason and exit code 2.
 
+mod common;
+
+use common::cli::vigil;
 use std::path::Path;
 
-use assert_cmd::Command;
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use predicates::prelude::*;
@@ -130,12 +132,6 @@ fn every_model_kind_quantises_what_it_can_and_names_the_rest() {
         assert!(r.agreement >= 0.95, "{name}: agreement {}", r.agreement);
         load_variant(&run, "q8_0").unwrap();
     }
-}
-
-fn vigil(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(dir);
-    c
 }
 
 #[test]

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod reference;
+
 use std::collections::BTreeMap;
 
 use vigil::engine::service::ServiceFeed;
