@@ -13,9 +13,9 @@ use candle_core::{Device, Tensor};
 use predicates::prelude::*;
 use vigil::ml::data::InputShape;
 use vigil::ml::model::Network;
-use vigil::ml::optimize::{Precision, Prune, VariantSpec, load_variant, optimize, variant_dir};
 use vigil::ml::spec::{self, Activation, Init, ModelSpec};
 use vigil::ml::train::{Silent, TrainControl, train};
+use vigil::ml::variants::{Precision, Prune, VariantSpec, load_variant, optimize, variant_dir};
 use vigil::store::{RunDir, RunStore};
 
 fn trained(store: &RunStore, name: &str, epochs: Option<usize>) -> RunDir {
@@ -72,12 +72,12 @@ fn digits_mlp_variants_meet_the_targets() {
         let acc =
             preds.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count() as f64 / preds.len() as f64;
         assert!((acc - v.report.measured.test_accuracy).abs() < 1e-12, "{name}");
-        let zeros = vigil::ml::optimize::sparsity(&v.trained.network).unwrap();
+        let zeros = vigil::ml::variants::sparsity(&v.trained.network).unwrap();
         if name.starts_with("prune") {
             assert!(zeros >= 0.5, "{name} read back with {zeros} zeros");
         }
     }
-    let listed: Vec<String> = vigil::ml::optimize::list(&run).into_iter().map(|r| r.variant).collect();
+    let listed: Vec<String> = vigil::ml::variants::list(&run).into_iter().map(|r| r.variant).collect();
     assert_eq!(listed, ["prune50-ft1", "q4_0", "q8_0"]);
 }
 
