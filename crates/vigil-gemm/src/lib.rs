@@ -198,7 +198,7 @@ mod tests {
         // Without a zero stride, a view of `rows` rows needs at least `rows` values, so a
         // wrapping result size `m·n` would need slices of 2^32 values; the same checked
         // multiplication guards it in `product` all the same.
-        let data = vec![1.0f32; 6];
+        let data = [1.0f32; 6];
         // A destination of the wrong size is refused.
         let a = Matrix::row_major(&data[..6], 2, 3).unwrap();
         let b = Matrix::row_major(&data[..6], 3, 2).unwrap();
