@@ -5,6 +5,8 @@
 //! false-positive rate, text models attacked in embedding space, the Shapiro–Wilk test against
 //! SciPy, saved adversarial sets, and the spec's adversarial-training errors.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -69,20 +71,7 @@ fn formula_network(case: &Case) -> Network {
     let net =
         Network::build(&spec, &case.input_shape, case.classes, None, Init::XavierUniform, 0, &Device::Cpu)
             .unwrap();
-    let mut vars: Vec<_> = net.vars().to_vec();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (k, (name, var)) in vars.iter().enumerate() {
-        let n = var.elem_count();
-        let leaf = name.rsplit('.').next().unwrap();
-        let fan = n / var.dims()[0];
-        let values: Vec<f32> = (0..n)
-            .map(|i| {
-                let s = (0.37 * i as f64 + 1.3 * k as f64 + 0.1).sin();
-                (if leaf.starts_with("bias") { 0.1 * s } else { 0.6 * s / (fan as f64).sqrt() }) as f32
-            })
-            .collect();
-        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap()).unwrap();
-    }
+    common::reference::formula_weights(&net);
     net
 }
 

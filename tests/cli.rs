@@ -1,21 +1,10 @@
 //! The headless command line as a script or an operator uses it: output, JSON shapes and exit
 //! codes, including every kind of bad input.
 
-use assert_cmd::Command;
+mod common;
+
+use common::cli::{train, vigil};
 use predicates::prelude::*;
-
-fn vigil(runs: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    c.env_remove("VIGIL_RUNS_DIR");
-    c
-}
-
-fn train_logreg(runs: &std::path::Path) -> String {
-    let out = vigil(runs).args(["train", "digits-logreg", "--epochs", "2"]).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("train prints the run id").to_string()
-}
 
 #[test]
 fn train_prints_epochs_a_metrics_table_and_the_run_id() {
@@ -35,8 +24,8 @@ fn train_prints_epochs_a_metrics_table_and_the_run_id() {
 #[test]
 fn runs_and_eval_json_have_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let first = train_logreg(dir.path());
-    let second = train_logreg(dir.path());
+    let first = train(dir.path(), "digits-logreg", "2");
+    let second = train(dir.path(), "digits-logreg", "2");
     let out = vigil(dir.path()).args(["runs", "--json"]).assert().success();
     let runs: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let runs = runs.as_array().unwrap();
@@ -177,7 +166,7 @@ fn unknown_runs_and_bad_arguments_exit_2() {
 #[test]
 fn resume_continues_a_cancelled_run_and_refuses_a_completed_one() {
     let dir = tempfile::tempdir().unwrap();
-    let id = train_logreg(dir.path());
+    let id = train(dir.path(), "digits-logreg", "2");
     vigil(dir.path())
         .args(["train", "--resume", &id])
         .assert()

@@ -739,7 +739,7 @@ fn s_serves_the_selected_run_and_asks_before_stopping() {
 #[test]
 fn run_detail_shows_variants_side_by_side() {
     use vigil::ml::model::LayerStorage;
-    use vigil::ml::optimize::{Measured, Precision, Report, VariantSpec};
+    use vigil::ml::variants::{Measured, Precision, Report, VariantSpec};
     let original = Measured {
         disk_bytes: 203_784,
         memory_bytes: 203_304,
@@ -820,7 +820,7 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
             if r.key.as_deref() == Some("bob") {
                 r.extraction_w = Some(0.97 - 0.004 * i as f64);
                 if i > 30 {
-                    r.flags = vec!["extraction".into()];
+                    r.flags = vec![vigil::serve::access_log::Flag::Extraction];
                 }
             } else if r.key.is_some() {
                 r.extraction_w = Some(0.95);

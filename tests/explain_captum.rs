@@ -6,6 +6,8 @@
 //! tests need no Python. The same networks also check that a batch's attributions equal the
 //! per-input ones, for every method.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use vigil::ml::data::InputShape;
@@ -61,20 +63,7 @@ fn network(case: &Case) -> Network {
         &Device::Cpu,
     )
     .unwrap();
-    let mut vars: Vec<_> = net.vars().to_vec();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (k, (name, var)) in vars.iter().enumerate() {
-        let n = var.elem_count();
-        let leaf = name.rsplit('.').next().unwrap();
-        let fan = n / var.dims()[0];
-        let values: Vec<f32> = (0..n)
-            .map(|i| {
-                let s = (0.37 * i as f64 + 1.3 * k as f64 + 0.1).sin();
-                (if leaf.starts_with("bias") { 0.1 * s } else { 0.6 * s / (fan as f64).sqrt() }) as f32
-            })
-            .collect();
-        var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).unwrap()).unwrap();
-    }
+    common::reference::formula_weights(&net);
     net
 }
 

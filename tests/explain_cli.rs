@@ -1,26 +1,10 @@
 //! `vigil explain` as an operator runs it: the summary, `--json`, `--png`, `--sanity`, `--bench`
 //! with a reference file, and every kind of bad argument (exit code 2, with what is wrong).
 
-use assert_cmd::Command;
+mod common;
+
+use common::cli::{json, train, vigil};
 use predicates::prelude::*;
-
-fn vigil(runs: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    c.env_remove("VIGIL_RUNS_DIR");
-    c
-}
-
-fn train(runs: &std::path::Path, spec: &str, epochs: &str) -> String {
-    let out = vigil(runs).args(["train", spec, "--epochs", epochs, "-q"]).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("train prints the run id").to_string()
-}
-
-fn json(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.assert().success();
-    serde_json::from_slice(&out.get_output().stdout).expect("stdout is one JSON value")
-}
 
 #[test]
 fn explain_prints_a_summary_json_and_a_picture() {

@@ -3,17 +3,19 @@
 //! named), variants read back from their files, and each kind of bad input refused with its
 //! reason and exit code 2.
 
+mod common;
+
+use common::cli::vigil;
 use std::path::Path;
 
-use assert_cmd::Command;
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use predicates::prelude::*;
 use vigil::ml::data::InputShape;
 use vigil::ml::model::Network;
-use vigil::ml::optimize::{Precision, Prune, VariantSpec, load_variant, optimize, variant_dir};
 use vigil::ml::spec::{self, Activation, Init, ModelSpec};
 use vigil::ml::train::{Silent, TrainControl, train};
+use vigil::ml::variants::{Precision, Prune, VariantSpec, load_variant, optimize, variant_dir};
 use vigil::store::{RunDir, RunStore};
 
 fn trained(store: &RunStore, name: &str, epochs: Option<usize>) -> RunDir {
@@ -70,12 +72,12 @@ fn digits_mlp_variants_meet_the_targets() {
         let acc =
             preds.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count() as f64 / preds.len() as f64;
         assert!((acc - v.report.measured.test_accuracy).abs() < 1e-12, "{name}");
-        let zeros = vigil::ml::optimize::sparsity(&v.trained.network).unwrap();
+        let zeros = vigil::ml::variants::sparsity(&v.trained.network).unwrap();
         if name.starts_with("prune") {
             assert!(zeros >= 0.5, "{name} read back with {zeros} zeros");
         }
     }
-    let listed: Vec<String> = vigil::ml::optimize::list(&run).into_iter().map(|r| r.variant).collect();
+    let listed: Vec<String> = vigil::ml::variants::list(&run).into_iter().map(|r| r.variant).collect();
     assert_eq!(listed, ["prune50-ft1", "q4_0", "q8_0"]);
 }
 
@@ -130,12 +132,6 @@ fn every_model_kind_quantises_what_it_can_and_names_the_rest() {
         assert!(r.agreement >= 0.95, "{name}: agreement {}", r.agreement);
         load_variant(&run, "q8_0").unwrap();
     }
-}
-
-fn vigil(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(dir);
-    c
 }
 
 #[test]

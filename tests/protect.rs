@@ -2,7 +2,9 @@
 //! sealing round-trips byte for byte, a wrong key changes nothing, a flipped byte or a
 //! truncated sealed file is named, and a signature catches a changed checkpoint.
 
-use assert_cmd::Command;
+mod common;
+
+use common::cli::{train, vigil};
 use predicates::prelude::*;
 
 const FILES: [&str; 4] = [
@@ -12,21 +14,6 @@ const FILES: [&str; 4] = [
     "preprocess.json",
 ];
 
-fn vigil(runs: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    for v in ["VIGIL_RUNS_DIR", "VIGIL_SEAL_KEY", "VIGIL_SEAL_PASSPHRASE", "VIGIL_SEAL_KEY_FILE"] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn trained(runs: &std::path::Path) -> String {
-    let out = vigil(runs).args(["train", "digits-logreg", "--epochs", "2", "-q"]).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("run id: ")).unwrap().to_string()
-}
-
 fn snapshot(run: &std::path::Path) -> Vec<Vec<u8>> {
     FILES.iter().map(|f| std::fs::read(run.join(f)).unwrap()).collect()
 }
@@ -35,7 +22,7 @@ fn snapshot(run: &std::path::Path) -> Vec<Vec<u8>> {
 fn seal_and_unseal_round_trip_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     let run = runs.join(&id);
     let before = snapshot(&run);
     let key = dir.path().join("seal.key");
@@ -72,7 +59,7 @@ fn seal_and_unseal_round_trip_byte_for_byte() {
 fn a_wrong_key_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     let key = dir.path().join("k");
     vigil(&runs).args(["seal", "--all", "--generate-key"]).arg(&key).assert().success();
     let sealed = snapshot(&runs.join(&id));
@@ -92,7 +79,7 @@ fn a_wrong_key_is_refused_and_changes_nothing() {
 fn a_flipped_byte_and_a_truncated_file_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     let key = dir.path().join("k");
     vigil(&runs).args(["seal", &id, "--generate-key"]).arg(&key).assert().success();
     let best = runs.join(&id).join("checkpoints/best.safetensors");
@@ -127,7 +114,7 @@ fn a_passphrase_seals_and_a_sealed_run_trains_on() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     // A run stopped after 2 of 4 epochs, sealed, then resumed with the passphrase.
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     let info = runs.join(&id).join("run.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
     v["status"] = "cancelled".into();
@@ -157,7 +144,7 @@ fn a_passphrase_seals_and_a_sealed_run_trains_on() {
 fn signatures_catch_a_changed_checkpoint_and_name_it() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     vigil(&runs).args(["sign", &id]).assert().code(2).stderr(predicate::str::contains("signing-create"));
     vigil(&runs)
         .args(["keys", "signing-create"])
@@ -203,7 +190,7 @@ fn signatures_catch_a_changed_checkpoint_and_name_it() {
 fn the_api_key_file_is_sealed_with_the_runs_and_stays_private() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    trained(&runs);
+    train(&runs, "digits-logreg", "2");
     vigil(&runs).args(["keys", "create", "--name", "alice", "--scope", "predict"]).assert().success();
     let key = dir.path().join("k");
     vigil(&runs)
@@ -241,7 +228,7 @@ fn the_api_key_file_is_sealed_with_the_runs_and_stays_private() {
 fn the_service_can_be_told_to_serve_only_signed_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let id = trained(&runs);
+    let id = train(&runs, "digits-logreg", "2");
     let store = vigil::store::RunStore::new(&runs);
     let load = |trusted: Option<&ed25519_dalek::VerifyingKey>| {
         vigil::serve::server::load_models_checked(&store, std::slice::from_ref(&id), Some(trusted))

@@ -15,11 +15,11 @@ use vigil::ml::data::{RawInputs, load};
 use vigil::ml::model::softmax;
 use vigil::ml::spec;
 use vigil::ml::train::{Silent, TrainControl, load_trained, train};
-use vigil::serve::access_log::{ACCESS_LOG, AccessRecord};
-use vigil::serve::app::RequestLimits;
+use vigil::serve::access_log::{ACCESS_LOG, AccessRecord, Flag};
 use vigil::serve::audit::verify_dir;
 use vigil::serve::keys::{Budget, KeyFile, NewKey, Period, RateLimit, Scope, key_file_path};
 use vigil::serve::monitor::{LogFollower, ServiceStats};
+use vigil::serve::router::RequestLimits;
 use vigil::serve::routes::{Access, ROUTES};
 use vigil::serve::traffic::{self, TrafficConfig};
 use vigil::serve::{ServeConfig, Server, ServerThread, TlsFiles};
@@ -999,7 +999,7 @@ async fn explanations_from_the_service_equal_the_command_lines_and_refuse_bad_op
 /// refuses explanations (quantised weights have no gradients) without spending the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_variant_is_served_and_named_in_the_log() {
-    use vigil::ml::optimize::{Precision, VariantSpec, load_variant, optimize};
+    use vigil::ml::variants::{Precision, VariantSpec, load_variant, optimize};
     let dir = fresh_store();
     let store = RunStore::new(dir.path());
     let id = run_id(dir.path(), "digits-logreg");
@@ -1180,8 +1180,8 @@ async fn out_of_distribution_inputs_are_flagged_and_refused_per_key() {
     server.shutdown().await.unwrap();
     let lines = log_lines(dir.path());
     let models: Vec<_> = lines.iter().filter(|l| l.model.is_some()).collect();
-    assert_eq!(models[0].flags, ["ood"]);
-    assert_eq!((models[1].status, models[1].flags.clone()), (422, vec!["ood".to_string()]));
+    assert_eq!(models[0].flags, [Flag::Ood]);
+    assert_eq!((models[1].status, models[1].flags.clone()), (422, vec![Flag::Ood]));
     assert!(models[2].flags.is_empty(), "{:?}", models[2]);
     // The refused request's 2 inputs were refunded: 1 of 10 spent.
     assert_eq!(models[2].budget_left, Some(9));

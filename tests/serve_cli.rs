@@ -1,26 +1,15 @@
 //! `vigil keys`, `vigil serve`, `vigil traffic` and `vigil audit verify` as an operator runs
 //! them: what they print, the files they leave, exit codes, and every kind of bad input.
 
+mod common;
+
+use common::cli::{train, vigil};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-
-fn vigil(runs: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    c.env_remove("VIGIL_RUNS_DIR").env_remove("VIGIL_KEY");
-    c
-}
-
-fn train(runs: &Path) -> String {
-    let out = vigil(runs).args(["train", "digits-logreg", "--epochs", "1", "-q"]).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("train prints the run id").to_string()
-}
 
 fn create_key(runs: &Path, name: &str, extra: &[&str]) -> String {
     let out = vigil(runs).args(["keys", "create", "--name", name]).args(extra).assert().success();
@@ -111,7 +100,7 @@ fn bad_key_commands_exit_2_and_say_why() {
 #[test]
 fn serve_refuses_what_it_cannot_serve_safely() {
     let dir = tempfile::tempdir().unwrap();
-    let run = train(dir.path());
+    let run = train(dir.path(), "digits-logreg", "1");
     vigil(dir.path()).args(["serve"]).assert().code(2).stderr(predicate::str::contains("RUN"));
     vigil(dir.path())
         .args(["serve", "nope"])
@@ -189,7 +178,7 @@ fn http(addr: &str, request: &str) -> String {
 #[test]
 fn a_served_session_traffic_shutdown_and_audit() {
     let dir = tempfile::tempdir().unwrap();
-    let run = train(dir.path());
+    let run = train(dir.path(), "digits-logreg", "1");
     let key = create_key(dir.path(), "client", &["--scope", "predict"]);
     let mut served = start_serving(dir.path(), &run);
     let health = http(&served.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -71,8 +71,8 @@ fn same_spec_and_seed_give_the_same_metrics() {
         m.into_iter()
             .map(|l| match l {
                 MetricLine::Step { step, loss, lr, .. } => (step, format!("{loss} {lr}")),
-                MetricLine::Epoch { step, val_loss, val_accuracy, train_loss, .. } => {
-                    (step, format!("{train_loss} {val_loss} {val_accuracy}"))
+                MetricLine::Epoch(m) => {
+                    (m.step, format!("{} {} {}", m.train_loss, m.val_loss, m.val_accuracy))
                 }
             })
             .collect()
@@ -156,11 +156,11 @@ fn run_folder_holds_what_the_store_promises() {
         let bytes = std::fs::read(run.file(f)).unwrap();
         assert_eq!(manifest.files.get(f), Some(&vigil::store::sha256_hex(&bytes)), "{f}");
     }
-    let kinds: Vec<String> = run.events().unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = run.events().unwrap().into_iter().map(|e| e.kind.to_string()).collect();
     for k in ["started", "data", "checkpoint", "finished"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} event in {kinds:?}");
     }
-    let epochs = run.metrics().unwrap().iter().filter(|m| matches!(m, MetricLine::Epoch { .. })).count();
+    let epochs = run.metrics().unwrap().iter().filter(|m| matches!(m, MetricLine::Epoch(_))).count();
     assert_eq!(epochs, 2);
 }
 
@@ -215,8 +215,8 @@ fn cancel_then_resume_matches_an_uninterrupted_run() {
             .unwrap()
             .into_iter()
             .filter_map(|m| match m {
-                MetricLine::Epoch { epoch, step, train_loss, val_loss, val_accuracy, .. } => {
-                    Some(format!("{epoch} {step} {train_loss} {val_loss} {val_accuracy}"))
+                MetricLine::Epoch(m) => {
+                    Some(format!("{} {} {} {} {}", m.epoch, m.step, m.train_loss, m.val_loss, m.val_accuracy))
                 }
                 _ => None,
             })
@@ -251,7 +251,7 @@ fn pause_and_resume_between_steps() {
     let outcome = train(&run, false, &mut observer, &control).unwrap();
     assert!(matches!(outcome, Outcome::Completed(_)));
     assert_eq!(*seen.lock().unwrap(), vec![RunStatus::Paused, RunStatus::Running]);
-    let kinds: Vec<String> = run.events().unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = run.events().unwrap().into_iter().map(|e| e.kind.to_string()).collect();
     assert!(kinds.contains(&"paused".to_string()) && kinds.contains(&"resumed".to_string()));
 }
 

@@ -9,14 +9,14 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 
-use super::{SplitArg, invalid};
+use super::{CheckpointArg, SplitArg, invalid};
 use crate::error::Result;
 use crate::ml::attack::curve::{Curve, CurveOptions, robustness_curve, save};
 use crate::ml::attack::detector::{self, Detector};
 use crate::ml::attack::{Attack, AttackMethod, Norm, fmt_num, norm_name};
 use crate::ml::data::preprocess::PreparedData;
 use crate::ml::train::load_trained;
-use crate::store::{RunStore, Which};
+use crate::store::{CheckpointKind, RunStore};
 
 /// Arguments of `vigil attack`.
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,7 @@ pub struct Args {
     pub split: SplitArg,
     /// Which checkpoint to attack.
     #[arg(long, value_enum, default_value = "best")]
-    pub checkpoint: Which,
+    pub checkpoint: CheckpointArg,
     /// Seed of PGD's random starts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -140,7 +140,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         return Err(invalid(format!("--step-size {s} must be a positive number")));
     }
     let dir = store.resolve(&args.run)?;
-    let trained = load_trained(&dir, args.checkpoint)?;
+    let trained = load_trained(&dir, args.checkpoint.into())?;
     let classes = trained.pipeline.classes.clone();
     let target = args.targeted.as_deref().map(|t| parse_class(t, &classes)).transpose()?;
     let mut attack = match method {
@@ -158,14 +158,11 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         SplitArg::Validation => ("validation", &data.validation),
         SplitArg::Test => ("test", &data.test),
     };
-    let checkpoint = match args.checkpoint {
-        Which::Best => "best",
-        Which::Last => "last",
-    };
+    let checkpoint = CheckpointKind::from(args.checkpoint).as_str();
     // The run's detector; a finished run trained before detectors existed gets one now.
     let mut det = detector::load(&dir)?;
     let finished = dir.info().is_ok_and(|i| !i.status.is_active());
-    if det.is_none() && finished && args.checkpoint == Which::Best {
+    if det.is_none() && finished && args.checkpoint == CheckpointArg::Best {
         det = Some(detector::fit_for_run(&dir, &trained.network, &data)?);
         // A signed run's manifest is what was signed: leave it, and the detector outside it.
         if !dir.file("signature.json").exists() {

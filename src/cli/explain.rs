@@ -11,7 +11,7 @@ use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 use serde::{Deserialize, Serialize};
 
-use super::{SplitArg, invalid};
+use super::{CheckpointArg, SplitArg, invalid};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{Prepared, PreparedData};
@@ -22,7 +22,7 @@ use crate::ml::explain::{
     picture,
 };
 use crate::ml::train::{Trained, load_trained};
-use crate::store::{RunStore, Which};
+use crate::store::RunStore;
 
 /// Arguments of `vigil explain`.
 #[derive(Debug, clap::Args)]
@@ -69,7 +69,7 @@ pub struct Args {
     pub output: OutputArg,
     /// Which checkpoint to load.
     #[arg(long, value_enum, default_value = "best")]
-    pub checkpoint: Which,
+    pub checkpoint: CheckpointArg,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -107,7 +107,7 @@ pub enum OutputArg {
 /// Runs `vigil explain`.
 pub fn run(store: &RunStore, args: Args) -> Result<()> {
     let dir = store.resolve(&args.run)?;
-    let trained = load_trained(&dir, args.checkpoint)?;
+    let trained = load_trained(&dir, args.checkpoint.into())?;
     let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
     let (split_name, part) = match args.split {
         SplitArg::Train => ("train", &data.train),

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ml::data::preprocess::PreparedData;
 use crate::ml::spec;
 use crate::ml::train::{evaluate, load_trained};
-use crate::store::{RunStore, Which};
+use crate::store::{CheckpointKind, RunStore};
 
 /// Train, evaluate, serve, secure and explain neural networks from the terminal.
 #[derive(Debug, Parser)]
@@ -74,7 +74,7 @@ pub enum Command {
         split: SplitArg,
         /// Which checkpoint to load.
         #[arg(long, value_enum, default_value = "best")]
-        checkpoint: Which,
+        checkpoint: CheckpointArg,
     },
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
@@ -203,6 +203,23 @@ pub enum SplitArg {
     Test,
 }
 
+/// A checkpoint on the command line (`--checkpoint best|last`); the store's
+/// [`CheckpointKind`] knows nothing of clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointArg {
+    Best,
+    Last,
+}
+
+impl From<CheckpointArg> for CheckpointKind {
+    fn from(a: CheckpointArg) -> Self {
+        match a {
+            CheckpointArg::Best => CheckpointKind::Best,
+            CheckpointArg::Last => CheckpointKind::Last,
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir);
@@ -237,7 +254,9 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
-        Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
+        Some(Command::Eval { run, json, split, checkpoint }) => {
+            eval(&store, &run, json, split, checkpoint.into())
+        }
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
@@ -262,7 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: Which) -> Result<()> {
+fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: CheckpointKind) -> Result<()> {
     let dir = store.resolve(run)?;
     let trained = load_trained(&dir, which)?;
     let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
@@ -275,15 +294,7 @@ fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: Which) 
     if json {
         println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
     } else {
-        println!(
-            "{} on the {name} split ({} examples), {} checkpoint",
-            dir.id,
-            e.samples,
-            match which {
-                Which::Best => "best",
-                Which::Last => "last",
-            }
-        );
+        println!("{} on the {name} split ({} examples), {} checkpoint", dir.id, e.samples, which);
         output::print_evaluation(&e);
     }
     Ok(())

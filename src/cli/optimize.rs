@@ -1,6 +1,6 @@
 //! `vigil optimize`: derive a smaller variant of a run's model (quantised, pruned, or both),
 //! store it with the run, and print what it costs and saves against the original. The work is
-//! done by [`crate::ml::optimize`]; this file parses arguments and prints.
+//! done by [`crate::ml::variants`]; this file parses arguments and prints.
 
 use std::io::IsTerminal;
 
@@ -10,7 +10,7 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use super::invalid;
 use crate::error::{Error, Result};
-use crate::ml::optimize::{Precision, Prune, Report, VariantSpec, optimize, variant_dir};
+use crate::ml::variants::{Precision, Prune, Report, VariantSpec, optimize, variant_dir};
 use crate::store::RunStore;
 
 /// Arguments of `vigil optimize`.

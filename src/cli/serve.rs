@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::invalid;
 use crate::error::{Error, Result};
-use crate::serve::app::RequestLimits;
 use crate::serve::keys::parse_duration;
+use crate::serve::router::RequestLimits;
 use crate::serve::{ServeConfig, Server, TlsFiles};
 
 #[derive(Debug, clap::Args)]

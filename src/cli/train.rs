@@ -234,7 +234,7 @@ impl View {
                     100.0 * s.val_accuracy,
                     s.val_macro_f1,
                     s.lr,
-                    s.elapsed_s,
+                    s.time,
                     if s.improved { "  *best" } else { "" }
                 ));
             }

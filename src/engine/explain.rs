@@ -332,7 +332,7 @@ pub fn served_run(
             && match variant {
                 None => dir.manifest().is_ok_and(|m| matches(m.files.get(Which::Best.file()))),
                 Some(v) => crate::store::read_json::<crate::store::Manifest>(
-                    &crate::ml::optimize::variant_dir(dir, v).join("manifest.json"),
+                    &crate::ml::variants::variant_dir(dir, v).join("manifest.json"),
                 )
                 .is_ok_and(|m| m.files.iter().any(|(f, sha)| f.starts_with("model.") && matches(Some(sha)))),
             }

@@ -23,19 +23,8 @@ pub struct StepPoint {
     pub time: f64,
 }
 
-/// One finished epoch of a run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EpochPoint {
-    pub epoch: usize,
-    pub step: u64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub val_macro_f1: f64,
-    pub lr: f64,
-    pub time: f64,
-}
+/// One finished epoch of a run: the store's record.
+pub type EpochPoint = crate::store::EpochMetrics;
 
 /// What changed in one run since the last report.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +44,7 @@ pub struct RunFeed {
     /// The final test evaluation, when it appeared or changed.
     pub evaluation: Option<Evaluation>,
     /// The variants made by `vigil optimize`, when they changed.
-    pub variants: Option<Vec<crate::ml::optimize::Report>>,
+    pub variants: Option<Vec<crate::ml::variants::Report>>,
     /// The robustness curves `vigil attack` saved, when they changed.
     pub attacks: Option<Vec<crate::ml::attack::curve::Curve>>,
     /// The run says it is active but the process training it is gone (killed, crashed, or its
@@ -177,33 +166,13 @@ impl StoreWatcher {
                 MetricLine::Step { step, epoch, loss, lr, samples_per_sec, time } => {
                     steps.push(StepPoint { step, epoch, loss, lr, samples_per_sec, time })
                 }
-                MetricLine::Epoch {
-                    epoch,
-                    step,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    val_macro_f1,
-                    lr,
-                    time,
-                } => epochs.push(EpochPoint {
-                    epoch,
-                    step,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    val_macro_f1,
-                    lr,
-                    time,
-                }),
+                MetricLine::Epoch(m) => epochs.push(m),
             }
         }
         let checkpoints =
             if ckpt_mtime != t.checkpoints_mtime { run.checkpoints().ok().map(|c| c.entries) } else { None };
         let evaluation = if eval_mtime != t.eval_mtime { run.evaluation().ok() } else { None };
-        let variants = (variants_mtime != t.variants_mtime).then(|| crate::ml::optimize::list(&run));
+        let variants = (variants_mtime != t.variants_mtime).then(|| crate::ml::variants::list(&run));
         t.variants_mtime = variants_mtime;
         let attacks = (attacks_mtime != t.attacks_mtime)
             .then(|| crate::ml::attack::curve::index(&run).map(|i| i.curves).unwrap_or_default());

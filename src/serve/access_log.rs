@@ -44,7 +44,83 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The longest request path logged (a client chooses it; the rest is cut).
 const MAX_PATH: usize = 256;
 
-/// What a handler knows about a finished request; the writer turns it into a line.
+/// A mark a detector leaves on a request in the access log; written as `"ood"` or
+/// `"extraction"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flag {
+    /// The input detector found an input unlike the training data.
+    Ood,
+    /// The key is in PRADA's model-extraction alarm.
+    Extraction,
+}
+
+impl Flag {
+    /// The flag as written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::Ood => "ood",
+            Flag::Extraction => "extraction",
+        }
+    }
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Flag {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "ood" => Ok(Flag::Ood),
+            "extraction" => Ok(Flag::Extraction),
+            other => Err(format!("unknown flag {other:?} (expected ood or extraction)")),
+        }
+    }
+}
+
+/// So that a list of flags joins into text (`flags.join(",")`) as a list of strings did.
+impl std::borrow::Borrow<str> for Flag {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Lets the console's `f == "ood"` read on until it names the flag.
+impl PartialEq<str> for Flag {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// What a handler found out about a request, for its log line: the handler hands it to the gate
+/// (as a response extension), and the gate adds what it knows ([`AccessEvent`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestNote {
+    pub model: Option<Arc<ServedModel>>,
+    /// Number of inputs in the request (0 when it never got that far).
+    pub inputs: usize,
+    /// Predicted class indices, one per input.
+    pub labels: Vec<u32>,
+    /// The raw inputs, hashed by the writer (and written out when raw logging is on).
+    pub raw: Option<RawBatch>,
+    pub policy: Option<OutputPolicy>,
+    /// What is left of the key's budget after this request.
+    pub budget_left: Option<u64>,
+    /// The body's size as the handler read it, when it did (the gate knows only the header's).
+    pub body_bytes: Option<u64>,
+    /// Marks left by detectors: `ood` (the input detector flagged an input), `extraction`
+    /// (the key is in PRADA's extraction alarm).
+    pub flags: Vec<Flag>,
+    /// The key's current PRADA statistic (Shapiro–Wilk W of its queries' distances), once known.
+    pub extraction_w: Option<f64>,
+}
+
+/// What the service knows about a finished request; the writer turns it into a line.
 #[derive(Debug)]
 pub struct AccessEvent {
     /// When the request arrived.
@@ -57,27 +133,41 @@ pub struct AccessEvent {
     /// The route template (`/v1/models/{name}/predict`), `None` for paths the service lacks.
     pub route: Option<&'static str>,
     pub path: String,
-    pub model: Option<Arc<ServedModel>>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub latency_us: u64,
-    /// Number of inputs in the request (0 when it never got that far).
-    pub inputs: usize,
-    /// Predicted class indices, one per input.
-    pub labels: Vec<u32>,
-    /// The raw inputs, hashed by the writer (and written out when raw logging is on).
-    pub raw: Option<RawBatch>,
-    pub policy: Option<OutputPolicy>,
-    /// What is left of the key's budget after this request.
-    pub budget_left: Option<u64>,
     /// Why the request failed, for 4xx and 5xx.
     pub error: Option<String>,
-    /// Marks left by detectors: `ood` (the input detector flagged an input), `extraction`
-    /// (the key is in PRADA's extraction alarm).
-    pub flags: Vec<String>,
-    /// The key's current PRADA statistic (Shapiro–Wilk W of its queries' distances), once known.
-    pub extraction_w: Option<f64>,
+    /// What the handler found out (nothing for requests no handler saw).
+    pub note: RequestNote,
+}
+
+impl AccessEvent {
+    /// A request that arrived now, answered 200 with nothing else known yet; set the rest
+    /// field by field.
+    pub fn new(
+        request_id: impl Into<Arc<str>>,
+        method: &'static str,
+        route: Option<&'static str>,
+        path: impl Into<String>,
+    ) -> Self {
+        AccessEvent {
+            time: SystemTime::now(),
+            request_id: request_id.into(),
+            key: None,
+            client: None,
+            method,
+            route,
+            path: path.into(),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            latency_us: 0,
+            error: None,
+            note: RequestNote::default(),
+        }
+    }
 }
 
 /// One line of the access log as read back.
@@ -111,7 +201,7 @@ pub struct AccessRecord {
     pub policy: Option<String>,
     pub budget_left: Option<u64>,
     pub error: Option<String>,
-    pub flags: Vec<String>,
+    pub flags: Vec<Flag>,
     /// The key's PRADA W at this request (lower is more like extraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extraction_w: Option<f64>,
@@ -148,7 +238,7 @@ struct RecordOut<'a> {
     policy: Option<String>,
     budget_left: Option<u64>,
     error: Option<&'a str>,
-    flags: &'a [String],
+    flags: &'a [Flag],
     #[serde(skip_serializing_if = "Option::is_none")]
     extraction_w: Option<f64>,
     prev: &'a str,
@@ -513,22 +603,25 @@ impl Writer {
             method: ev.method,
             route: ev.route,
             path,
-            model: ev.model.as_ref().map(|m| m.info.name.as_str()),
-            version: ev.model.as_ref().map(|m| m.info.version.as_str()),
-            variant: ev.model.as_ref().and_then(|m| m.info.variant.as_deref()),
+            model: ev.note.model.as_ref().map(|m| m.info.name.as_str()),
+            version: ev.note.model.as_ref().map(|m| m.info.version.as_str()),
+            variant: ev.note.model.as_ref().and_then(|m| m.info.variant.as_deref()),
             status: ev.status,
             bytes_in: ev.bytes_in,
             bytes_out: ev.bytes_out,
             latency_us: ev.latency_us,
-            inputs: ev.inputs,
-            labels: Labels { ids: &ev.labels, classes: ev.model.as_ref().map(|m| m.classes.as_slice()) },
-            input_sha256: ev.raw.as_ref().map(input_hashes).unwrap_or_default(),
-            raw_inputs: if self.raw_inputs { ev.raw.as_ref().map(RawOut) } else { None },
-            policy: ev.policy.map(|p| p.to_string()),
-            budget_left: ev.budget_left,
+            inputs: ev.note.inputs,
+            labels: Labels {
+                ids: &ev.note.labels,
+                classes: ev.note.model.as_ref().map(|m| m.classes.as_slice()),
+            },
+            input_sha256: ev.note.raw.as_ref().map(input_hashes).unwrap_or_default(),
+            raw_inputs: if self.raw_inputs { ev.note.raw.as_ref().map(RawOut) } else { None },
+            policy: ev.note.policy.map(|p| p.to_string()),
+            budget_left: ev.note.budget_left,
             error: ev.error.as_deref(),
-            flags: &ev.flags,
-            extraction_w: ev.extraction_w.map(|w| (w * 1e4).round() / 1e4),
+            flags: &ev.note.flags,
+            extraction_w: ev.note.extraction_w.map(|w| (w * 1e4).round() / 1e4),
             prev: &self.prev,
         };
         let mut line = serde_json::to_vec(&out).expect("access records always serialise");
@@ -612,28 +705,20 @@ mod tests {
     use super::*;
 
     fn event(status: u16) -> AccessEvent {
-        AccessEvent {
-            time: SystemTime::now(),
-            request_id: Arc::from("r1"),
-            key: Some("alice".into()),
-            client: Some("127.0.0.1:5000".parse().unwrap()),
-            method: "POST",
-            route: Some("/v1/models/{name}/predict"),
-            path: "/v1/models/m/predict".into(),
-            model: None,
-            status,
-            bytes_in: 10,
-            bytes_out: 20,
-            latency_us: 30,
+        let mut ev =
+            AccessEvent::new("r1", "POST", Some("/v1/models/{name}/predict"), "/v1/models/m/predict");
+        ev.key = Some("alice".into());
+        ev.client = Some("127.0.0.1:5000".parse().unwrap());
+        (ev.status, ev.bytes_in, ev.bytes_out, ev.latency_us) = (status, 10, 20, 30);
+        ev.note = RequestNote {
             inputs: 2,
             labels: vec![1, 0],
             raw: Some(RawBatch::Dense { width: 2, values: vec![1.0, f32::NAN, 3.0, 4.0] }),
             policy: Some("top-k:1".parse().unwrap()),
             budget_left: Some(5),
-            error: None,
-            flags: vec![],
-            extraction_w: None,
-        }
+            ..RequestNote::default()
+        };
+        ev
     }
 
     fn write_events(dir: &Path, n: usize, max_bytes: u64, raw: bool) {

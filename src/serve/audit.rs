@@ -278,28 +278,9 @@ mod tests {
             start(LogOptions { dir: dir.path().to_path_buf(), max_bytes: u64::MAX, raw_inputs: false })
                 .unwrap();
         for i in 0..n {
-            log.record(AccessEvent {
-                time: std::time::SystemTime::now(),
-                request_id: std::sync::Arc::from(format!("r{i}")),
-                key: Some("k".into()),
-                client: None,
-                method: "GET",
-                route: Some("/v1/models"),
-                path: "/v1/models".into(),
-                model: None,
-                status: 200,
-                bytes_in: 0,
-                bytes_out: 10,
-                latency_us: 5,
-                inputs: 0,
-                labels: vec![],
-                raw: None,
-                policy: None,
-                budget_left: None,
-                error: None,
-                flags: vec![],
-                extraction_w: None,
-            });
+            let mut ev = AccessEvent::new(format!("r{i}"), "GET", Some("/v1/models"), "/v1/models");
+            (ev.key, ev.bytes_out, ev.latency_us) = (Some("k".into()), 10, 5);
+            log.record(ev);
         }
         drop(log);
         writer.close();

@@ -3,7 +3,7 @@
 //!
 //! - [`server`]: start and stop the service ([`Server`], [`ServerThread`]); the CLI and the
 //!   console both go through it.
-//! - [`routes`]: the route table and what each route needs; [`app`]: the gate and handlers.
+//! - [`routes`]: the route table and what each route needs; [`router`]: the gate and handlers.
 //! - [`keys`]: the key file and key checks; [`auth`]: the keys in force; [`limits`]: rates and
 //!   budgets; [`policy`]: what a caller learns from a prediction.
 //! - [`model`]: a run's model with its preprocessing and input checks.
@@ -14,7 +14,6 @@
 //! Nothing in here draws on a terminal; the core ML code does not depend on this module.
 
 pub mod access_log;
-pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod keys;
@@ -23,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod policy;
+pub mod router;
 pub mod routes;
 pub mod server;
 pub mod traffic;

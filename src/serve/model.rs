@@ -169,7 +169,7 @@ impl ServedModel {
                 (load_trained(run, Which::Best)?, sha)
             }
             Some(name) => {
-                let v = crate::ml::optimize::load_variant(run, name)?;
+                let v = crate::ml::variants::load_variant(run, name)?;
                 (v.trained, v.sha256)
             }
         };

@@ -478,6 +478,7 @@ pub fn key_budgets(runs_dir: &Path, now_s: u64) -> Result<BTreeMap<String, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::access_log::Flag;
 
     /// A line at `t0 + ms` milliseconds, where t0 is 2026-01-01T00:00:00Z (Unix 1767225600).
     fn rec(seq: u64, ms: i64, status: u16, latency_us: u64, key: Option<&str>) -> AccessRecord {
@@ -571,7 +572,7 @@ mod tests {
         revoked.error = Some("the key was revoked at ...".into());
         s.push(revoked);
         let mut flagged = rec(6, 4000, 200, 100, Some("alice"));
-        flagged.flags = vec!["extraction".into()];
+        flagged.flags = vec![Flag::Extraction];
         s.push(flagged);
         s.push(rec(7, 5000, 503, 100, Some("alice")));
         let snap = s.snapshot(T0 + 10);
@@ -689,28 +690,9 @@ mod tests {
                 start(LogOptions { dir: dir.path().to_path_buf(), max_bytes: max, raw_inputs: false })
                     .unwrap();
             for i in 0..n {
-                log.record(AccessEvent {
-                    time: std::time::SystemTime::now(),
-                    request_id: std::sync::Arc::from(format!("r{i}")),
-                    key: None,
-                    client: None,
-                    method: "GET",
-                    route: Some("/healthz"),
-                    path: "/healthz".into(),
-                    model: None,
-                    status: 200,
-                    bytes_in: 0,
-                    bytes_out: 15,
-                    latency_us: 3,
-                    inputs: 0,
-                    labels: vec![],
-                    raw: None,
-                    policy: None,
-                    budget_left: None,
-                    error: None,
-                    flags: vec![],
-                    extraction_w: None,
-                });
+                let mut ev = AccessEvent::new(format!("r{i}"), "GET", Some("/healthz"), "/healthz");
+                (ev.bytes_out, ev.latency_us) = (15, 3);
+                log.record(ev);
             }
             drop(log);
             w.close();

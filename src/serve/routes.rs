@@ -1,5 +1,5 @@
 //! The route table: every route the service has, with what it takes to call it. The router is
-//! built from this table and nothing else ([`super::app::router`]), and the gate in front of it
+//! built from this table and nothing else ([`super::router::router`]), and the gate in front of it
 //! decides access from this table, so a route cannot be added without saying who may call it,
 //! and a path that is not in the table (or a method a route lacks) needs a valid key before it
 //! even learns that it does not exist.

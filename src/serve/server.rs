@@ -18,12 +18,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::access_log::{self, LogOptions, LogStats, LogWriter};
-use super::app::{AppState, RequestLimits, router};
 use super::auth::Keyring;
 use super::keys::{KeyStatus, Scope, key_file_path, permission_warning};
 use super::limits::UsageFile;
 use super::metrics::Metrics;
 use super::model::{ModelInfo, ServedModel};
+use super::router::{AppState, RequestLimits, router};
 use crate::error::{Error, Result};
 use crate::store::RunStore;
 

@@ -137,24 +137,31 @@ pub enum MetricLine {
         /// Seconds of training since the run started.
         time: f64,
     },
-    Epoch {
-        epoch: usize,
-        step: u64,
-        train_loss: f64,
-        train_accuracy: f64,
-        val_loss: f64,
-        val_accuracy: f64,
-        val_macro_f1: f64,
-        lr: f64,
-        time: f64,
-    },
+    Epoch(EpochMetrics),
+}
+
+/// One finished epoch's numbers: the `epoch` line of `metrics.jsonl`, the console's per-epoch
+/// curves, and (with what a live run adds) the training loop's epoch report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    pub lr: f64,
+    /// Seconds of training since the run started.
+    pub time: f64,
 }
 
 impl MetricLine {
     /// The global step the line belongs to.
     pub fn step(&self) -> u64 {
         match self {
-            MetricLine::Step { step, .. } | MetricLine::Epoch { step, .. } => *step,
+            MetricLine::Step { step, .. } => *step,
+            MetricLine::Epoch(m) => m.step,
         }
     }
 }
@@ -163,16 +170,64 @@ impl MetricLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventLine {
     pub time: String,
-    /// started, data, checkpoint, paused, resumed, early_stop, finished, failed, cancelled.
-    pub kind: String,
+    pub kind: EventKind,
     pub message: String,
+}
+
+/// What a line of a run's log is about; written in snake case (`early_stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Data,
+    Privacy,
+    Checkpoint,
+    Paused,
+    Resumed,
+    EarlyStop,
+    Finished,
+    Failed,
+    Cancelled,
+    Detector,
+}
+
+impl EventKind {
+    /// The kind as written in `events.jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Data => "data",
+            EventKind::Privacy => "privacy",
+            EventKind::Checkpoint => "checkpoint",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::EarlyStop => "early_stop",
+            EventKind::Finished => "finished",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Detector => "detector",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that the console's `{:<10}` aligns the kinds.
+        f.pad(self.as_str())
+    }
+}
+
+/// Lets `e.kind == "cancelled"` read on where a kind is compared with text.
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A saved checkpoint with the metrics it was saved at (`checkpoints/index.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointEntry {
-    /// "best" or "last".
-    pub kind: String,
+    pub kind: CheckpointKind,
     pub file: String,
     pub epoch: usize,
     pub step: u64,
@@ -252,19 +307,47 @@ impl ControlRequest {
     }
 }
 
-/// Which checkpoint to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Which {
+/// A run's two checkpoints: the one with the best validation metric and the rolling last one.
+/// Written as `"best"` / `"last"` in `checkpoints/index.json` and in training events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
     Best,
     Last,
 }
 
-impl Which {
+/// The name the console's call sites still use for [`CheckpointKind`] (which checkpoint to
+/// load); new code names the kind.
+pub type Which = CheckpointKind;
+
+impl CheckpointKind {
+    /// `"best"` or `"last"`, as in file names and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Best => "best",
+            CheckpointKind::Last => "last",
+        }
+    }
+
+    /// The checkpoint's file inside the run folder.
     pub fn file(&self) -> &'static str {
         match self {
-            Which::Best => "checkpoints/best.safetensors",
-            Which::Last => "checkpoints/last.safetensors",
+            CheckpointKind::Best => "checkpoints/best.safetensors",
+            CheckpointKind::Last => "checkpoints/last.safetensors",
         }
+    }
+}
+
+impl std::fmt::Display for CheckpointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets the console's `c.kind == "best"` read on until it names the kind.
+impl PartialEq<&str> for CheckpointKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -595,8 +678,8 @@ impl RunDir {
         write_atomic(&self.file("metrics.jsonl"), text.as_bytes())
     }
 
-    pub fn log(&self, kind: &str, message: impl Into<String>) -> Result<()> {
-        let line = EventLine { time: now(), kind: kind.to_string(), message: message.into() };
+    pub fn log(&self, kind: EventKind, message: impl Into<String>) -> Result<()> {
+        let line = EventLine { time: now(), kind, message: message.into() };
         append_line(&self.file("events.jsonl"), &serde_json::to_string(&line).expect("serialises"))
     }
 
@@ -629,10 +712,7 @@ impl RunDir {
             std::io::ErrorKind::NotFound => Error::not_found(format!(
                 "run {} has no {} checkpoint yet ({} is missing)",
                 self.id,
-                match which {
-                    Which::Best => "best",
-                    Which::Last => "last",
-                },
+                which,
                 path.display()
             )),
             _ => Error::io(&path, e),

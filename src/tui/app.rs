@@ -189,7 +189,7 @@ pub struct RunState {
     pub events: Vec<EventLine>,
     pub checkpoints: Vec<CheckpointEntry>,
     /// Smaller variants of the model (`vigil optimize`), by name.
-    pub variants: Vec<crate::ml::optimize::Report>,
+    pub variants: Vec<crate::ml::variants::Report>,
     /// Robustness curves `vigil attack` saved for the run.
     pub attacks: Vec<crate::ml::attack::curve::Curve>,
     pub evaluation: Option<Evaluation>,

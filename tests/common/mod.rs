@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod reference;
+
 use std::collections::BTreeMap;
 
 use vigil::engine::service::ServiceFeed;
@@ -11,7 +14,7 @@ use vigil::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::ml::metrics::Evaluation;
 use vigil::serve::access_log::AccessRecord;
 use vigil::serve::monitor::ServiceStats;
-use vigil::store::{CheckpointEntry, EventLine, RunInfo, RunStatus};
+use vigil::store::{CheckpointEntry, CheckpointKind, EventKind, EventLine, RunInfo, RunStatus};
 use vigil::tui::app::{App, Msg};
 use vigil::tui::keymap::Keymap;
 use vigil::tui::theme::{ColorDepth, Theme};
@@ -110,34 +113,34 @@ fn events(id: &str, failed: bool) -> Vec<EventLine> {
     let mut v = vec![
         EventLine {
             time: "2026-11-28T10:00:01Z".into(),
-            kind: "started".into(),
+            kind: EventKind::Started,
             message: format!("training {id} (mlp, 50186 parameters) for 40 epochs, 37 steps per epoch"),
         },
         EventLine {
             time: "2026-11-28T10:00:01Z".into(),
-            kind: "data".into(),
+            kind: EventKind::Data,
             message: "built-in UCI digits: 1797 examples, 1169 train / 269 validation / 359 test".into(),
         },
         EventLine {
             time: "2026-11-28T10:00:02Z".into(),
-            kind: "checkpoint".into(),
+            kind: EventKind::Checkpoint,
             message: "saved best checkpoint at epoch 1 (val loss 0.4012, val accuracy 88.10%)".into(),
         },
         EventLine {
             time: "2026-11-28T10:00:03Z".into(),
-            kind: "paused".into(),
+            kind: EventKind::Paused,
             message: "paused at epoch 3 step 90".into(),
         },
         EventLine {
             time: "2026-11-28T10:00:09Z".into(),
-            kind: "resumed".into(),
+            kind: EventKind::Resumed,
             message: "resumed at epoch 3 step 90".into(),
         },
     ];
     if failed {
         v.push(EventLine {
             time: "2026-11-28T10:00:12Z".into(),
-            kind: "failed".into(),
+            kind: EventKind::Failed,
             message: "the training loss became NaN at epoch 5 step 160 (learning rate 5.000e1); the last good checkpoint is kept".into(),
         });
     }
@@ -166,7 +169,7 @@ fn params(lr: &str, hidden: &str) -> BTreeMap<String, String> {
 fn checkpoints() -> Vec<CheckpointEntry> {
     vec![
         CheckpointEntry {
-            kind: "best".into(),
+            kind: CheckpointKind::Best,
             file: "checkpoints/best.safetensors".into(),
             epoch: 14,
             step: 518,
@@ -177,7 +180,7 @@ fn checkpoints() -> Vec<CheckpointEntry> {
             time: "2026-11-28T10:00:04Z".into(),
         },
         CheckpointEntry {
-            kind: "last".into(),
+            kind: CheckpointKind::Last,
             file: "checkpoints/last.safetensors".into(),
             epoch: 40,
             step: 1480,
@@ -456,7 +459,7 @@ pub fn access(
         policy: Some("full".into()),
         budget_left: key.filter(|k| *k == "alice").map(|_| 5000 - seq),
         error: error.map(String::from),
-        flags: flags.iter().map(|f| f.to_string()).collect(),
+        flags: flags.iter().map(|f| f.parse().expect("a known flag")).collect(),
         extraction_w: None,
         prev: String::new(),
         hash: String::new(),

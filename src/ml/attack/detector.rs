@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ml::data::preprocess::{Prepared, PreparedData};
 use crate::ml::model::Network;
-use crate::store::{RunDir, read_json, write_json};
+use crate::store::{EventKind, RunDir, read_json, write_json};
 
 /// The false-positive rate a detector is calibrated to on the validation split.
 pub const TARGET_FPR: f64 = 0.01;
@@ -362,7 +362,7 @@ pub fn fit_for_run(run: &RunDir, net: &Network, data: &PreparedData) -> Result<D
     let mut d = Detector::fit(net, &data.train, &data.validation, DetectorKind::Mahalanobis, TARGET_FPR)?;
     d.test_fpr = Some(d.flag_rate(net, &data.test)?);
     write_json(&run.file(FILE), &d)?;
-    run.log("detector", d.summary())?;
+    run.log(EventKind::Detector, d.summary())?;
     Ok(d)
 }
 

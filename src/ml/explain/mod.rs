@@ -68,42 +68,108 @@ pub enum Method {
     Occlusion { window: usize, stride: usize, baseline: Baseline },
 }
 
+/// Which attribution method, without its settings: what a user names on the command line, in
+/// the console and in the service's query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    Saliency,
+    GradInput,
+    Ig,
+    SmoothGrad,
+    Occlusion,
+}
+
+impl MethodKind {
+    /// Every method, in the order the command line and the console list them.
+    pub const ALL: [MethodKind; 5] = [
+        MethodKind::Saliency,
+        MethodKind::GradInput,
+        MethodKind::Ig,
+        MethodKind::SmoothGrad,
+        MethodKind::Occlusion,
+    ];
+
+    /// The short name ([`METHOD_NAMES`]).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Saliency => "saliency",
+            MethodKind::GradInput => "grad-input",
+            MethodKind::Ig => "ig",
+            MethodKind::SmoothGrad => "smoothgrad",
+            MethodKind::Occlusion => "occlusion",
+        }
+    }
+
+    /// The method by its short name or one of the longer names it is known by.
+    pub fn parse(name: &str) -> Option<MethodKind> {
+        Some(match name {
+            "saliency" | "gradient" => MethodKind::Saliency,
+            "grad-input" | "gradient-input" | "input-x-gradient" => MethodKind::GradInput,
+            "ig" | "integrated-gradients" => MethodKind::Ig,
+            "smoothgrad" => MethodKind::SmoothGrad,
+            "occlusion" => MethodKind::Occlusion,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The methods by name, as the command line and the console list them.
-pub const METHOD_NAMES: [&str; 5] = ["saliency", "grad-input", "ig", "smoothgrad", "occlusion"];
+pub const METHOD_NAMES: [&str; 5] = [
+    MethodKind::ALL[0].as_str(),
+    MethodKind::ALL[1].as_str(),
+    MethodKind::ALL[2].as_str(),
+    MethodKind::ALL[3].as_str(),
+    MethodKind::ALL[4].as_str(),
+];
 
 impl Method {
-    /// The method by name (see [`METHOD_NAMES`]) with the default settings for `input`:
-    /// 50 Gauss-Legendre steps from a zero baseline for IG (Captum's defaults), noise level
-    /// 0.15 and 50 samples for SmoothGrad (the paper's), a window of a quarter of the image side
-    /// (or a twelfth of the sequence, or one feature or token) with half of it as stride.
+    /// The method by name (see [`METHOD_NAMES`]) with the default settings for `input`
+    /// ([`Method::with_defaults`]).
     pub fn named(name: &str, input: &InputShape) -> Result<Method> {
+        match MethodKind::parse(name) {
+            Some(kind) => Ok(Method::with_defaults(kind, input)),
+            None => Err(Error::not_found(format!(
+                "unknown attribution method {name:?}; the methods are {}",
+                METHOD_NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// A method with the default settings for `input`: 50 Gauss-Legendre steps from a zero
+    /// baseline for IG (Captum's defaults), noise level 0.15 and 50 samples for SmoothGrad (the
+    /// paper's), a window of a quarter of the image side (or a twelfth of the sequence, or one
+    /// feature or token) with half of it as stride.
+    pub fn with_defaults(kind: MethodKind, input: &InputShape) -> Method {
         let (window, stride) = default_window(input);
-        Ok(match name {
-            "saliency" | "gradient" => Method::Saliency,
-            "grad-input" | "gradient-input" | "input-x-gradient" => Method::GradInput,
-            "ig" | "integrated-gradients" => {
-                Method::Ig { steps: 50, rule: Rule::GaussLegendre, baseline: Baseline::Zero }
-            }
-            "smoothgrad" => Method::SmoothGrad { noise_level: 0.15, samples: 50, seed: 0 },
-            "occlusion" => Method::Occlusion { window, stride, baseline: Baseline::Zero },
-            other => {
-                return Err(Error::not_found(format!(
-                    "unknown attribution method {other:?}; the methods are {}",
-                    METHOD_NAMES.join(", ")
-                )));
-            }
-        })
+        match kind {
+            MethodKind::Saliency => Method::Saliency,
+            MethodKind::GradInput => Method::GradInput,
+            MethodKind::Ig => Method::Ig { steps: 50, rule: Rule::GaussLegendre, baseline: Baseline::Zero },
+            MethodKind::SmoothGrad => Method::SmoothGrad { noise_level: 0.15, samples: 50, seed: 0 },
+            MethodKind::Occlusion => Method::Occlusion { window, stride, baseline: Baseline::Zero },
+        }
+    }
+
+    /// Which method this is.
+    pub fn kind(&self) -> MethodKind {
+        match self {
+            Method::Saliency => MethodKind::Saliency,
+            Method::GradInput => MethodKind::GradInput,
+            Method::Ig { .. } => MethodKind::Ig,
+            Method::SmoothGrad { .. } => MethodKind::SmoothGrad,
+            Method::Occlusion { .. } => MethodKind::Occlusion,
+        }
     }
 
     /// The short name ([`METHOD_NAMES`]).
     pub fn name(&self) -> &'static str {
-        match self {
-            Method::Saliency => "saliency",
-            Method::GradInput => "grad-input",
-            Method::Ig { .. } => "ig",
-            Method::SmoothGrad { .. } => "smoothgrad",
-            Method::Occlusion { .. } => "occlusion",
-        }
+        self.kind().as_str()
     }
 
     /// A description with the settings, for titles: `integrated gradients (50 steps, ...)`.

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::backward::deliver;
-use super::gemm::{Matrix, matmul};
+use super::gemm::{matmul, row_major};
 use super::par;
 use super::pool::pool_plane;
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
@@ -210,8 +210,8 @@ impl CustomOp3 for Conv2d {
         }
         let cols = im2col(x, &g);
         let (taps, columns, pixels) = (g.taps(), g.columns(), g.pixels());
-        let w = Matrix::row_major(contiguous(ws, wl)?, g.cout, taps)?;
-        let product = matmul(w, Matrix::row_major(&cols, taps, columns)?)?;
+        let w = row_major(contiguous(ws, wl)?, g.cout, taps)?;
+        let product = matmul(w, row_major(&cols, taps, columns)?)?;
         let relu = self.epilogue != Epilogue::Bias;
         let (out, argmax, shape) = if self.epilogue == Epilogue::ReluPool {
             // Each (channel, image) plane of the product is pooled where it lies.
@@ -329,10 +329,10 @@ impl CustomOp3 for Conv2d {
                 *d += s;
             }
         }
-        let dz = Matrix::row_major(&dz, columns, cout)?;
+        let dz = row_major(&dz, columns, cout)?;
         let dw = if wants_grad(w) {
             // dWᵀ (taps, Cout) = cols (taps, B·Ho·Wo) · dz, then turned the right way round.
-            let v = matmul(Matrix::row_major(&saved.cols, taps, columns)?, dz)?;
+            let v = matmul(row_major(&saved.cols, taps, columns)?, dz)?;
             let mut dw = zeros(cout * taps);
             for (tap, row) in v.chunks_exact(cout.max(1)).enumerate() {
                 for (co, value) in row.iter().enumerate() {
@@ -345,9 +345,8 @@ impl CustomOp3 for Conv2d {
         };
         let dx = if wants_grad(x) {
             // Wᵀ (taps, Cout) and dzᵀ (Cout, B·Ho·Wo), both read through strides.
-            let dcols = with_storage(w, |ws, wl| {
-                matmul(Matrix::row_major(contiguous(ws, wl)?, cout, taps)?.t(), dz.t())
-            })?;
+            let dcols =
+                with_storage(w, |ws, wl| matmul(row_major(contiguous(ws, wl)?, cout, taps)?.t(), dz.t()))?;
             Some(tensor(col2im(&dcols, &g), x.shape()))
         } else {
             None

@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::backward::deliver;
-use super::gemm::{Matrix, matmul};
+use super::gemm::{Matrix, matmul, row_major};
 use super::{column_sums, contiguous, matrix, tensor, wants_grad, with_storage};
 
 /// `x (n, in)`, `w (out, in)`, `b (out)` → `(n, out)`; `relu` fuses the activation. An `x` of
@@ -26,7 +26,7 @@ fn input<'a>(xs: &'a CpuStorage, xl: &Layout) -> candle_core::Result<Matrix<'a>>
     match *xl.dims() {
         [_, _] => matrix(xs, xl),
         [n, ref rest @ ..] if xl.is_contiguous() => {
-            Matrix::row_major(contiguous(xs, xl)?, n, rest.iter().product::<usize>())
+            row_major(contiguous(xs, xl)?, n, rest.iter().product::<usize>())
         }
         ref dims => candle_core::bail!("linear: input {dims:?} must be (n, in) or contiguous (n, ...)"),
     }
@@ -97,7 +97,7 @@ impl CustomOp3 for Linear {
             })
         })?;
         let db = if wants_grad(b) { deliver(b, column_sums(&dz, outputs)) } else { None };
-        let dz_m = Matrix::row_major(&dz, n, outputs)?;
+        let dz_m = row_major(&dz, n, outputs)?;
         let dx = if wants_grad(x) {
             let v = with_storage(w, |ws, wl| matmul(dz_m, matrix(ws, wl)?))?;
             Some(tensor(v, x.shape()))

@@ -7,9 +7,10 @@
 //! candle's generic path builds each of these from many small ops, every one of which allocates
 //! a tensor, and accumulates every gradient into a fresh zero tensor; on a two-core CPU that
 //! overhead, not arithmetic, is where training time went. The kernels here read and write
-//! candle's CPU storage as slices, call the `gemm` crate (see [`gemm`]) with strided operands
-//! (transposes are strides, never copies), and split their loops and products over candle's own
-//! worker pool (see [`par`]). Every reduction runs in a fixed order, so results do not depend on
+//! candle's CPU storage as slices, call the `gemm` crate through the bounds-checked front of the
+//! internal `vigil-gemm` crate (see [`gemm`]) with strided operands (transposes are strides,
+//! never copies), and split their loops and products over rayon's work-stealing pool (see
+//! [`par`]; candle's spinning pool was tried first). Every reduction runs in a fixed order, so results do not depend on
 //! thread timing and the same seed gives the same run.
 //!
 //! This module owns only arithmetic: the layers in [`crate::ml::model`], the optimiser and the
@@ -19,7 +20,7 @@
 
 pub mod backward;
 pub mod conv;
-pub mod gemm;
+pub(crate) mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
@@ -91,7 +92,7 @@ fn matrix<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<gemm::Matrix
     };
     let data = values(s)?;
     let data = data.get(offset..).unwrap_or(&[]);
-    gemm::Matrix::new(data, rows, cols, rs, cs)
+    gemm::strided(data, rows, cols, rs, cs)
 }
 
 /// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels

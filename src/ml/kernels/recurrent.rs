@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::backward::deliver;
-use super::gemm::{Matrix, matmul};
+use super::gemm::{matmul, row_major};
 use super::par;
 use super::{contiguous, matrix, missing_state, tensor, wants_grad, with_storage, zeros};
 
@@ -150,7 +150,7 @@ impl Recurrent {
             let hp = if step == 0 {
                 zeros(b * gh)
             } else {
-                matmul(Matrix::row_major(&hs[(step - 1) * b * h..], b, h)?, w_t)?
+                matmul(row_major(&hs[(step - 1) * b * h..], b, h)?, w_t)?
             };
             let (before, rest) = hs.split_at_mut(step * b * h);
             let prev: &[f32] = if step == 0 { &[] } else { &before[(step - 1) * b * h..] };
@@ -324,7 +324,7 @@ impl CustomOp3 for Recurrent {
                             direct
                         } else {
                             // dh_{t-1} = dhp_t W_hh (+ the GRU's direct path).
-                            let dhp_now = Matrix::row_major(&dhp[step * batch * gh..], batch, gh)?;
+                            let dhp_now = row_major(&dhp[step * batch * gh..], batch, gh)?;
                             let mut v = matmul(dhp_now, matrix(ws, wl)?)?;
                             v.iter_mut().zip(&direct).for_each(|(a, b)| *a += b);
                             v
@@ -340,7 +340,7 @@ impl CustomOp3 for Recurrent {
             // dW_hh = Σ_t dhp_tᵀ h_{t-1}: steps 1.. of dhp against steps ..T-1 of h, one product.
             let v = if t >= 2 && batch > 0 {
                 let rows = (t - 1) * batch;
-                matmul(Matrix::row_major(&dhp[batch * gh..], rows, gh)?.t(), Matrix::row_major(hs, rows, h)?)?
+                matmul(row_major(&dhp[batch * gh..], rows, gh)?.t(), row_major(hs, rows, h)?)?
             } else {
                 Vec::new()
             };

@@ -485,14 +485,13 @@ fn recurrent_matches_candle_and_finite_differences() {
 
 #[test]
 fn gemm_front_checks_bounds_and_multiplies_strided_views() {
-    use super::gemm::{Matrix, matmul};
+    use super::gemm::{matmul, row_major, strided};
     let mut rng = ChaCha8Rng::seed_from_u64(21);
     let a = random(&mut rng, &[40], 1.0);
     let b = random(&mut rng, &[40], 1.0);
     // A 3x5 view starting at 2 with strides (1, 7) (a transposed layout), times a 5x4 view at 1
     // with strides (8, 2); candle computes the same through its own strided matmul.
-    let got =
-        matmul(Matrix::new(&a[2..], 3, 5, 1, 7).unwrap(), Matrix::new(&b[1..], 5, 4, 8, 2).unwrap()).unwrap();
+    let got = matmul(strided(&a[2..], 3, 5, 1, 7).unwrap(), strided(&b[1..], 5, 4, 8, 2).unwrap()).unwrap();
     let ta = Tensor::from_vec(a.clone(), 40, &Device::Cpu).unwrap();
     let tb = Tensor::from_vec(b.clone(), 40, &Device::Cpu).unwrap();
     let va = ta.narrow(0, 2, 35).unwrap().reshape((5, 7)).unwrap().narrow(1, 0, 3).unwrap().t().unwrap();
@@ -500,15 +499,22 @@ fn gemm_front_checks_bounds_and_multiplies_strided_views() {
     let vb = vb.reshape((5, 4, 2)).unwrap().narrow(2, 0, 1).unwrap().squeeze(2).unwrap();
     assert_close("strided gemm", &got, &flat(&va.matmul(&vb).unwrap()), 1e-6);
     // Views that would read past their slice, and products whose sizes differ, are refused.
-    let overrun = Matrix::new(&a, 5, 9, 8, 1).unwrap_err().to_string();
+    let overrun = strided(&a, 5, 9, 8, 1).unwrap_err().to_string();
     assert!(overrun.contains("overruns 40 values"), "{overrun}");
-    let mismatch = matmul(Matrix::row_major(&a, 4, 10).unwrap(), Matrix::row_major(&b, 8, 5).unwrap());
+    let mismatch = matmul(row_major(&a, 4, 10).unwrap(), row_major(&b, 8, 5).unwrap());
     assert!(mismatch.unwrap_err().to_string().contains("inner sizes differ"));
-    // Empty products are zeros of the right size.
-    assert_eq!(
-        matmul(Matrix::row_major(&a, 3, 0).unwrap(), Matrix::row_major(&b, 0, 2).unwrap()).unwrap(),
-        vec![0.0; 6]
+    // A zero stride over a dimension longer than one is refused, and so are sizes whose product
+    // wraps (a 2^33 x 2^31 view of one value would otherwise make a zero-length result buffer).
+    assert!(strided(&a, 4, 4, 0, 1).unwrap_err().to_string().contains("cannot have strides"));
+    let half = usize::BITS / 2;
+    assert!(
+        strided(&a[..1], 1 << (half + 1), 1 << (half - 1), 0, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("too large")
     );
+    // Empty products are zeros of the right size.
+    assert_eq!(matmul(row_major(&a, 3, 0).unwrap(), row_major(&b, 0, 2).unwrap()).unwrap(), vec![0.0; 6]);
 }
 
 #[test]
@@ -530,12 +536,12 @@ fn gemm_front_splits_large_products_exactly() {
     // Large enough for threads: split by rows when tall or when there are many rows, else
     // threaded inside gemm. Each element is one gemm dot product either way, so the result
     // equals candle's own product (the same gemm crate, unsplit) to the last bit.
-    use super::gemm::{Matrix, matmul};
+    use super::gemm::{matmul, row_major};
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     for (m, k, n) in [(301, 57, 70), (70, 57, 301), (40, 57, 401)] {
         let a = random(&mut rng, &[m, k], 1.0);
         let b = random(&mut rng, &[k, n], 1.0);
-        let got = matmul(Matrix::row_major(&a, m, k).unwrap(), Matrix::row_major(&b, k, n).unwrap()).unwrap();
+        let got = matmul(row_major(&a, m, k).unwrap(), row_major(&b, k, n).unwrap()).unwrap();
         let ta = Tensor::from_vec(a, (m, k), &Device::Cpu).unwrap();
         let tb = Tensor::from_vec(b, (k, n), &Device::Cpu).unwrap();
         assert_eq!(got, flat(&ta.matmul(&tb).unwrap()), "{m}x{k} by {k}x{n}");

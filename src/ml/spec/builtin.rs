@@ -17,6 +17,7 @@ pub struct BuiltinSpec {
 pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
     BuiltinSpec { file: "digits-mlp.ron", text: include_str!("../../../models/digits-mlp.ron") },
     BuiltinSpec { file: "digits-mlp-pgd.ron", text: include_str!("../../../models/digits-mlp-pgd.ron") },
+    BuiltinSpec { file: "digits-mlp-dp.ron", text: include_str!("../../../models/digits-mlp-dp.ron") },
     BuiltinSpec { file: "digits-cnn.ron", text: include_str!("../../../models/digits-cnn.ron") },
     BuiltinSpec { file: "digits-logreg.ron", text: include_str!("../../../models/digits-logreg.ron") },
     BuiltinSpec { file: "waves-lstm.ron", text: include_str!("../../../models/waves-lstm.ron") },

@@ -261,7 +261,7 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     );
     let rows = r.checkpoints.iter().map(|c| {
         Row::new(vec![
-            Cell::from(c.kind.clone()),
+            Cell::from(c.kind.as_str()),
             Cell::from(c.epoch.to_string()),
             Cell::from(format!("{:.4}", c.val_loss)),
             Cell::from(format!("{:.2}%", 100.0 * c.val_accuracy)),

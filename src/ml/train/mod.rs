@@ -8,180 +8,35 @@
 //! metrics as one that was never interrupted.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::{D, DType, Device, Tensor, TensorId};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, TrainError};
-use crate::ml::data::preprocess::{DataReport, Pipeline, Prepared, PreparedData};
+use crate::ml::data::preprocess::{Pipeline, Prepared, PreparedData};
 use crate::ml::data::{Features, augment};
 use crate::ml::metrics::Evaluation;
 use crate::ml::model::{Network, tensors_to_bytes};
 use crate::ml::optim::{Optimizer, scheduled_lr};
 use crate::ml::privacy::dpsgd::{DpPlan, private_gradients};
 use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
-use crate::store::{CheckpointEntry, MetricLine, ResumeState, RunDir, RunStatus, Which, now, sha256_hex};
+use crate::store::{
+    CheckpointEntry, CheckpointKind, EpochMetrics, EventKind, MetricLine, ResumeState, RunDir, RunStatus,
+    Which, now, sha256_hex,
+};
+
+mod control;
+mod events;
+
+use control::ControlFile;
+pub use control::TrainControl;
+pub use events::{EpochSummary, Outcome, Silent, TrainEvent, TrainObserver};
 
 /// Examples per forward pass when evaluating; large batches amortise per-op overhead.
 const EVAL_BATCH: usize = 512;
-
-/// Shared switches a viewer flips to steer a run between steps.
-#[derive(Debug, Default)]
-pub struct TrainControl {
-    paused: AtomicBool,
-    cancelled: AtomicBool,
-}
-
-impl TrainControl {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-    pub fn pause(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-    }
-    pub fn resume(&self) {
-        self.paused.store(false, Ordering::SeqCst);
-    }
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-    }
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::SeqCst)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-}
-
-/// Reads a run's `control` file at most twice a second and applies what it asks to the
-/// [`TrainControl`], so that another process can steer this run.
-struct ControlFile {
-    next_check: Instant,
-    seen: Option<std::time::SystemTime>,
-}
-
-impl ControlFile {
-    fn new(run: &RunDir) -> Self {
-        // A request left from an earlier session of this run is not for this one.
-        let seen = std::fs::metadata(run.file("control")).and_then(|m| m.modified()).ok();
-        ControlFile { next_check: Instant::now(), seen }
-    }
-
-    fn poll(&mut self, run: &RunDir, control: &TrainControl) {
-        if Instant::now() < self.next_check {
-            return;
-        }
-        self.next_check = Instant::now() + Duration::from_millis(500);
-        let modified = std::fs::metadata(run.file("control")).and_then(|m| m.modified()).ok();
-        if modified.is_none() || modified == self.seen {
-            return;
-        }
-        self.seen = modified;
-        match run.read_control() {
-            Some(crate::store::ControlRequest::Pause) => control.pause(),
-            Some(crate::store::ControlRequest::Run) => control.resume(),
-            Some(crate::store::ControlRequest::Stop) => control.cancel(),
-            None => {}
-        }
-    }
-}
-
-/// Metrics of one finished epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochSummary {
-    pub epoch: usize,
-    pub epochs: usize,
-    pub step: u64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub val_macro_f1: f64,
-    pub lr: f64,
-    pub improved: bool,
-    pub elapsed_s: f64,
-}
-
-/// What a run reports as it goes: plain data, no handles.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TrainEvent {
-    Started {
-        run_id: String,
-        spec: String,
-        epochs: usize,
-        steps_per_epoch: u64,
-        parameters: usize,
-        data: DataReport,
-        resumed_from_epoch: Option<usize>,
-    },
-    Step {
-        epoch: usize,
-        step: u64,
-        step_in_epoch: u64,
-        loss: f64,
-        lr: f64,
-        samples_per_sec: f64,
-    },
-    Epoch(EpochSummary),
-    Checkpoint {
-        epoch: usize,
-        kind: String,
-    },
-    Paused {
-        epoch: usize,
-        step: u64,
-    },
-    Resumed {
-        epoch: usize,
-        step: u64,
-    },
-    EarlyStopped {
-        epoch: usize,
-        best_epoch: usize,
-    },
-    Finished {
-        test: Evaluation,
-        best_epoch: usize,
-        duration_s: f64,
-    },
-    Failed {
-        reason: String,
-    },
-    Cancelled {
-        epoch: usize,
-        step: u64,
-    },
-}
-
-/// Receives a run's events as they happen (a progress bar, a log printer, a channel).
-pub trait TrainObserver: Send {
-    fn on_event(&mut self, event: &TrainEvent);
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl TrainObserver for Silent {
-    fn on_event(&mut self, _: &TrainEvent) {}
-}
-
-impl<F: FnMut(&TrainEvent) + Send> TrainObserver for F {
-    fn on_event(&mut self, event: &TrainEvent) {
-        self(event)
-    }
-}
-
-/// How a run ended when it did not fail.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Completed(Box<Evaluation>),
-    Cancelled,
-}
 
 /// The device for a spec.
 pub fn device_for(spec: DeviceSpec) -> Result<Device> {
@@ -293,7 +148,7 @@ pub fn train(
             i.finished = Some(now());
             i.pid = None;
         });
-        let _ = run.log("failed", &reason);
+        let _ = run.log(EventKind::Failed, &reason);
         observer.on_event(&TrainEvent::Failed { reason });
     }
     result
@@ -390,12 +245,12 @@ impl<'a> Trainer<'a> {
         let report = self.data.report.clone();
         if self.resumed {
             run.log(
-                "resumed",
+                EventKind::Resumed,
                 format!("resumed from the checkpoint of epoch {} (step {})", start_epoch, self.state.step),
             )?;
         } else {
             run.log(
-                "started",
+                EventKind::Started,
                 format!(
                     "training {} ({}, {} parameters) for {} epochs, {} steps per epoch",
                     spec.name,
@@ -418,10 +273,10 @@ impl<'a> Trainer<'a> {
             if let Some(v) = report.vocabulary {
                 msg.push_str(&format!("; vocabulary of {v} words"));
             }
-            run.log("data", msg)?;
+            run.log(EventKind::Data, msg)?;
             if let Some(dp) = &self.dp {
                 run.log(
-                    "privacy",
+                    EventKind::Privacy,
                     format!(
                         "DP-SGD: per-example gradients clipped to {}, noise multiplier σ = {:.4}, \
                          Poisson sampling at q = {:.4}, δ = {:e}; ε after all {} epochs: {:.3}",
@@ -470,7 +325,10 @@ impl<'a> Trainer<'a> {
                 control_file.poll(run, control);
                 if control.is_paused() {
                     run.update_info(|r| r.status = RunStatus::Paused)?;
-                    run.log("paused", format!("paused at epoch {} step {}", epoch + 1, self.state.step))?;
+                    run.log(
+                        EventKind::Paused,
+                        format!("paused at epoch {} step {}", epoch + 1, self.state.step),
+                    )?;
                     observer.on_event(&TrainEvent::Paused { epoch: epoch + 1, step: self.state.step });
                     while control.is_paused() && !control.is_cancelled() {
                         std::thread::sleep(Duration::from_millis(50));
@@ -479,7 +337,7 @@ impl<'a> Trainer<'a> {
                     if !control.is_cancelled() {
                         run.update_info(|r| r.status = RunStatus::Running)?;
                         run.log(
-                            "resumed",
+                            EventKind::Resumed,
                             format!("resumed at epoch {} step {}", epoch + 1, self.state.step),
                         )?;
                         observer.on_event(&TrainEvent::Resumed { epoch: epoch + 1, step: self.state.step });
@@ -559,25 +417,27 @@ impl<'a> Trainer<'a> {
             let val = evaluate(&self.net, &self.data.validation, &classes, "validation")?;
             session_time += t_eval.elapsed().as_secs_f64();
             let mut summary = EpochSummary {
-                epoch: epoch + 1,
+                metrics: EpochMetrics {
+                    epoch: epoch + 1,
+                    step: self.state.step,
+                    train_loss: loss_sum / seen.max(1) as f64,
+                    train_accuracy: correct as f64 / seen.max(1) as f64,
+                    val_loss: val.loss,
+                    val_accuracy: val.accuracy,
+                    val_macro_f1: val.macro_f1,
+                    lr: self.opt.lr(),
+                    time: self.state.duration_s + session_time,
+                },
                 epochs: spec.epochs,
-                step: self.state.step,
-                train_loss: loss_sum / seen.max(1) as f64,
-                train_accuracy: correct as f64 / seen.max(1) as f64,
-                val_loss: val.loss,
-                val_accuracy: val.accuracy,
-                val_macro_f1: val.macro_f1,
-                lr: self.opt.lr(),
                 improved: false,
-                elapsed_s: self.state.duration_s + session_time,
             };
             let s = score(monitor, &summary);
             if better(monitor, s, self.state.best_score, 0.0) {
                 summary.improved = true;
                 self.state.best_score = Some(s);
                 self.state.best_epoch = Some(epoch + 1);
-                self.save_checkpoint("best", &summary, true)?;
-                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "best".into() });
+                self.save_checkpoint(CheckpointKind::Best, &summary, true)?;
+                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: CheckpointKind::Best });
             }
             // Early stopping watches its own metric, which may differ from the checkpoint's.
             let stop = match &spec.early_stopping {
@@ -598,21 +458,11 @@ impl<'a> Trainer<'a> {
             if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
                 self.state.duration_s += session_time;
                 session_time = 0.0;
-                self.save_checkpoint("last", &summary, last_epoch)?;
+                self.save_checkpoint(CheckpointKind::Last, &summary, last_epoch)?;
                 self.save_resume_state()?;
-                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: "last".into() });
+                observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: CheckpointKind::Last });
             }
-            run.append_metric(&MetricLine::Epoch {
-                epoch: epoch + 1,
-                step: self.state.step,
-                train_loss: summary.train_loss,
-                train_accuracy: summary.train_accuracy,
-                val_loss: summary.val_loss,
-                val_accuracy: summary.val_accuracy,
-                val_macro_f1: summary.val_macro_f1,
-                lr: summary.lr,
-                time: summary.elapsed_s,
-            })?;
+            run.append_metric(&MetricLine::Epoch(summary.metrics))?;
             let best_epoch = self.state.best_epoch;
             let dp_spent = self.dp.as_ref().map(|d| d.spent(self.state.step));
             let duration = self.state.duration_s + session_time;
@@ -631,7 +481,7 @@ impl<'a> Trainer<'a> {
             })?;
             if let Some(d) = &dp_spent {
                 run.log(
-                    "privacy",
+                    EventKind::Privacy,
                     format!(
                         "epoch {}: ε = {:.3} spent (δ = {:e}, {} noisy steps)",
                         epoch + 1,
@@ -645,7 +495,7 @@ impl<'a> Trainer<'a> {
             if stop {
                 let best = self.state.best_epoch.unwrap_or(epoch + 1);
                 run.log(
-                    "early_stop",
+                    EventKind::EarlyStop,
                     format!(
                         "stopped early after epoch {}: no improvement for {} epochs (best epoch {best})",
                         epoch + 1,
@@ -707,19 +557,19 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    fn save_checkpoint(&self, kind: &str, s: &EpochSummary, announce: bool) -> Result<()> {
+    fn save_checkpoint(&self, kind: CheckpointKind, s: &EpochSummary, announce: bool) -> Result<()> {
         let run = self.run;
-        let file = format!("checkpoints/{kind}.safetensors");
+        let file = kind.file().to_string();
         let bytes = self.net.to_safetensors()?;
         run.write_sensitive(&file, &bytes)?;
-        if kind == "last" {
+        if kind == CheckpointKind::Last {
             let opt = tensors_to_bytes(&self.opt.state())?;
             run.write_sensitive("checkpoints/optimizer.safetensors", &opt)?;
         }
         let mut index = run.checkpoints()?;
         index.entries.retain(|e| e.kind != kind);
         index.entries.push(CheckpointEntry {
-            kind: kind.to_string(),
+            kind,
             file: file.clone(),
             epoch: s.epoch,
             step: s.step,
@@ -734,7 +584,7 @@ impl<'a> Trainer<'a> {
         // the end, or it would drown everything else.
         if announce {
             run.log(
-                "checkpoint",
+                EventKind::Checkpoint,
                 format!(
                     "saved {kind} checkpoint at epoch {} (val loss {:.4}, val accuracy {:.2}%)",
                     s.epoch,
@@ -773,7 +623,7 @@ impl<'a> Trainer<'a> {
             r.duration_s = duration;
         })?;
         run.log(
-            "cancelled",
+            EventKind::Cancelled,
             format!(
                 "stopped at epoch {} step {step}; `vigil train --resume {}` continues from the checkpoint of epoch {}",
                 epoch + 1,
@@ -802,7 +652,7 @@ impl<'a> Trainer<'a> {
         // The input detector the service flags unusual inputs with, calibrated on validation.
         crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
         run.log(
-            "privacy",
+            EventKind::Privacy,
             format!(
                 "membership inference (loss threshold): advantage {:.3}, AUC {:.3}, TPR {:.3} at 0.1% FPR",
                 membership.advantage, membership.auc, membership.tpr_at_0_1pct_fpr
@@ -820,7 +670,7 @@ impl<'a> Trainer<'a> {
             r.duration_s = duration;
         })?;
         run.log(
-            "finished",
+            EventKind::Finished,
             format!(
                 "finished: test accuracy {:.2}%, macro F1 {:.4} (best epoch {best_epoch}, {:.1} s)",
                 100.0 * test.accuracy,

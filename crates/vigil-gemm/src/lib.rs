@@ -1,0 +1,219 @@
+//! The one place in Vigil that contains `unsafe`: a bounds-checked safe front for the `gemm`
+//! crate's raw-pointer matrix product, which is the product candle itself uses. It lives in its
+//! own crate so that the main crate can `forbid(unsafe_code)`.
+//!
+//! Why not candle's safe CPU product, which the kernels used at first: in candle 0.11.1 every
+//! call asks `candle_core::utils::get_num_threads()`, which, unless `RAYON_NUM_THREADS` is set,
+//! rereads `/proc/cpuinfo` through `num_cpus::get_physical()`: 40-50 µs per product, measured on
+//! a two-core machine, or a fifth of an MLP training step of eight products. A process cannot
+//! set that variable for itself in safe Rust.
+//!
+//! Everything `gemm::gemm` relies on is checked here before it is called: every element of
+//! each operand lies inside its slice, no stride of a dimension longer than one is zero, every
+//! size product (`rows·cols`) is computed with checked multiplication, and the destination
+//! holds exactly `m·n` values. This crate owns only that check and the call; how a product is
+//! split over threads is Vigil's (`src/ml/kernels/gemm.rs`).
+
+use std::fmt;
+
+pub use gemm::Parallelism;
+
+/// Why a matrix or a product was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Some element of the view lies outside its slice.
+    Overrun { rows: usize, cols: usize, row_stride: usize, col_stride: usize, len: usize },
+    /// A stride of zero over a dimension longer than one (every row or column the same values),
+    /// or a stride beyond `isize`.
+    BadStride { rows: usize, cols: usize, row_stride: usize, col_stride: usize },
+    /// `rows·cols` (of an operand or of the result) does not fit in `usize`.
+    TooLarge { rows: usize, cols: usize },
+    /// The inner sizes of a product differ.
+    InnerSizes { m: usize, k: usize, k2: usize, n: usize },
+    /// The destination does not hold `m·n` values.
+    Destination { m: usize, n: usize, len: usize },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Overrun { rows, cols, row_stride, col_stride, len } => {
+                write!(
+                    f,
+                    "matrix {rows}x{cols} with strides ({row_stride}, {col_stride}) overruns {len} values"
+                )
+            }
+            Error::BadStride { rows, cols, row_stride, col_stride } => {
+                write!(f, "matrix {rows}x{cols} cannot have strides ({row_stride}, {col_stride})")
+            }
+            Error::TooLarge { rows, cols } => write!(f, "matrix {rows}x{cols} is too large"),
+            Error::InnerSizes { m, k, k2, n } => {
+                write!(f, "matmul: inner sizes differ ({m}x{k} by {k2}x{n})")
+            }
+            Error::Destination { m, n, len } => write!(f, "product: {m}x{n} result into {len} values"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A read-only matrix inside a slice: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+/// Construction checks that every element lies inside the slice, that `rows·cols` fits in
+/// `usize`, and that no dimension longer than one has stride zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, Error> {
+        if rows.checked_mul(cols).is_none() {
+            return Err(Error::TooLarge { rows, cols });
+        }
+        if rows > 0 && cols > 0 {
+            let zero = (rows > 1 && row_stride == 0) || (cols > 1 && col_stride == 0);
+            if zero || isize::try_from(row_stride).is_err() || isize::try_from(col_stride).is_err() {
+                return Err(Error::BadStride { rows, cols, row_stride, col_stride });
+            }
+            let last = (rows - 1)
+                .checked_mul(row_stride)
+                .zip((cols - 1).checked_mul(col_stride))
+                .and_then(|(a, b)| a.checked_add(b));
+            if !matches!(last, Some(last) if last < data.len()) {
+                return Err(Error::Overrun { rows, cols, row_stride, col_stride, len: data.len() });
+            }
+        }
+        Ok(Matrix { data, rows, cols, row_stride, col_stride })
+    }
+
+    /// A row-major `rows x cols` matrix at the start of `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self, Error> {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose: the same values with the strides swapped.
+    pub fn t(self) -> Self {
+        Matrix {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows `first..first + count` (checked again by [`Matrix::new`]).
+    pub fn row_block(self, first: usize, count: usize) -> Result<Self, Error> {
+        let start = first.checked_mul(self.row_stride);
+        let data = start.and_then(|s| self.data.get(s..)).unwrap_or(&[]);
+        Matrix::new(data, count, self.cols, self.row_stride, self.col_stride)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// `dst = a · b`; `dst` is row-major `(a.rows, b.cols)` and must hold exactly that many values.
+pub fn product(dst: &mut [f32], a: Matrix, b: Matrix, parallelism: Parallelism) -> Result<(), Error> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(Error::InnerSizes { m, k, k2: b.rows, n });
+    }
+    match m.checked_mul(n) {
+        None => return Err(Error::TooLarge { rows: m, cols: n }),
+        Some(size) if size != dst.len() => return Err(Error::Destination { m, n, len: dst.len() }),
+        Some(_) => {}
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        dst.fill(0.0);
+        return Ok(());
+    }
+    // Checked by `Matrix::new` to fit in isize; `n` is at most `dst.len()`, which fits too.
+    let s = |v: usize| v as isize;
+    // SAFETY: gemm reads `a` at `i·a.row_stride + j·a.col_stride` for i < m, j < k and `b`
+    // likewise for i < k, j < n: `Matrix::new` checked that all of those lie inside the borrowed
+    // slices. It writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` values of the
+    // exclusive borrow `dst` (checked above, without wrapping; so it aliases neither input),
+    // each position once, from as many threads as `parallelism` allows, all joined before it
+    // returns. f32 is a type gemm supports, and with `read_dst` false the initial contents of
+    // `dst` are not used.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            s(n),
+            false,
+            a.data.as_ptr(),
+            s(a.col_stride),
+            s(a.row_stride),
+            b.data.as_ptr(),
+            s(b.col_stride),
+            s(b.row_stride),
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_whose_product_wraps_are_refused() {
+        // With stride 0 a 2^33 x 2^31 view fits in one value, and 2^33·2^31 wraps to 0 in a
+        // 64-bit usize: gemm would then write 2^64 values through an empty buffer.
+        let one = [1.0f32];
+        let big = 1usize << (usize::BITS / 2 + 1);
+        let small = 1usize << (usize::BITS / 2 - 1);
+        assert!(matches!(Matrix::new(&one, big, small, 0, 0), Err(Error::TooLarge { .. })));
+        assert!(matches!(Matrix::new(&one, 2, 2, 0, 0), Err(Error::BadStride { .. })));
+        assert!(matches!(Matrix::new(&one, 1, 2, 5, 0), Err(Error::BadStride { .. })));
+        // Without a zero stride, a view of `rows` rows needs at least `rows` values, so a
+        // wrapping result size `m·n` would need slices of 2^32 values; the same checked
+        // multiplication guards it in `product` all the same.
+        let data = [1.0f32; 6];
+        // A destination of the wrong size is refused.
+        let a = Matrix::row_major(&data[..6], 2, 3).unwrap();
+        let b = Matrix::row_major(&data[..6], 3, 2).unwrap();
+        let mut dst = [0.0f32; 3];
+        assert!(matches!(product(&mut dst, a, b, Parallelism::None), Err(Error::Destination { .. })));
+        let mut dst = [0.0f32; 4];
+        product(&mut dst, a, b, Parallelism::None).unwrap();
+        assert_eq!(dst, [3.0; 4]);
+    }
+
+    #[test]
+    fn dimensions_of_one_may_have_any_stride() {
+        let data = [1.0f32, 2.0, 3.0];
+        assert!(Matrix::new(&data, 1, 3, 0, 1).is_ok());
+        assert!(Matrix::new(&data, 3, 1, 1, 0).is_ok());
+        assert!(Matrix::new(&data, 0, 7, 0, 0).is_ok());
+    }
+}
