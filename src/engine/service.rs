@@ -61,7 +61,7 @@ fn now_s() -> i64 {
 /// Follows `runs_dir`'s access log until `send` returns false (the console is gone).
 pub fn follow(runs_dir: PathBuf, poll: Duration, mut send: impl FnMut(ServiceFeed) -> bool) {
     let mut follower = LogFollower::tail(&runs_dir, BACKLOG_BYTES);
-    let mut stats = ServiceStats::new(WINDOW_S, 0);
+    let mut stats = ServiceStats::new(WINDOW_S);
     if let Ok(b) = key_budgets(&runs_dir, now_s().max(0) as u64) {
         stats.seed_budgets(b);
     }

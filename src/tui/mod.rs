@@ -10,6 +10,7 @@ pub mod export;
 pub mod filter;
 pub mod form;
 pub mod keymap;
+pub mod state;
 pub mod theme;
 pub mod views;
 pub mod widgets;
@@ -170,8 +171,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
         );
     }
 
-    let mut terminal =
-        ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
+    let mut terminal = ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
     if let Ok(size) = terminal.size() {
         app.size = (size.width, size.height);
     }
@@ -230,6 +230,10 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
                     Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
                     Err(err) => app.say(Level::Error, err.to_string()),
                 },
+                Effect::LoadTheme(name) => {
+                    let theme = Theme::find(&name, app.theme.depth).map(Box::new).map_err(|e| e.to_string());
+                    app.update(Msg::Theme(theme));
+                }
                 Effect::Quit { stop_runs: s } => stop_runs = s,
             }
         }

@@ -477,7 +477,7 @@ pub fn service_feed() -> ServiceFeed {
     records.push(access(41, 31, 422, Some("alice"), Some("inputs[0]: expected 64 values, got 2"), &[]));
     records.push(access(42, 32, 429, Some("bob"), Some("over the rate limit; retry in 1 s"), &[]));
     records.push(access(43, 33, 200, Some("alice"), None, &["ood"]));
-    let mut stats = ServiceStats::new(60, 0);
+    let mut stats = ServiceStats::new(60);
     stats.extend(records.iter().cloned());
     let snapshot = stats.snapshot(SERVICE_T0 + 40);
     ServiceFeed { records, snapshot }

@@ -10,8 +10,9 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, chart_with, panel, series_of};
+use super::{chart_caption, chart_with, panel};
 use crate::tui::app::{App, Metric};
+use crate::tui::state::chart::series_of;
 use crate::tui::widgets::chart::{GLYPHS, Series, ema, fmt_num, value_at};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
