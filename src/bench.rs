@@ -227,7 +227,7 @@ pub fn render_frames(
     points: usize,
     frames: usize,
 ) -> Vec<RenderResult> {
-    use crate::engine::watch::{RunFeed, StepPoint, StoreUpdate};
+    use crate::engine::follow::{RunFeed, StepPoint, StoreUpdate};
     use crate::store::{RunInfo, RunStatus};
     use crate::tui::app::{App, Msg, View};
     use ratatui::Terminal;

@@ -6,8 +6,8 @@ mod common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
+use vigil::engine::follow::StoreUpdate;
 use vigil::engine::runner::{RunnerCommand, RunnerEvent};
-use vigil::engine::watch::StoreUpdate;
 use vigil::store::Which;
 use vigil::tui::app::{App, Confirm, DetailTab, Effect, Metric, Mode, Msg, View, XAxis};
 use vigil::tui::theme::ColorDepth;
@@ -317,7 +317,7 @@ fn store_updates_append_and_removals_drop_runs() {
     let before = app.runs["digits-cnn-a1b2c3"].steps.len();
     let mut feed = match common::app().runs.get("digits-cnn-a1b2c3") {
         Some(r) => {
-            vigil::engine::watch::RunFeed { steps: common::steps(3), ..common::bare_feed(r.info.clone()) }
+            vigil::engine::follow::RunFeed { steps: common::steps(3), ..common::bare_feed(r.info.clone()) }
         }
         None => unreachable!(),
     };
@@ -906,4 +906,50 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
         assert!(t.contains("alarm") && t.contains("extraction bob"), "{t}");
         insta::assert_snapshot!(format!("security_80x24{suffix}"), t);
     }
+}
+
+// ---- the headless console -------------------------------------------------------------------
+
+/// The real engines and effects without a terminal: a one-epoch run started from the new-run
+/// form trains on a temporary store, and the app sees it finish through the store follower.
+#[test]
+fn the_headless_console_trains_a_run_through_its_real_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = vigil::tui::ConsoleOptions {
+        runs_dir: dir.path().to_path_buf(),
+        models_dir: "models".into(),
+        theme: None,
+        keymap: None,
+        concurrency: Some(1),
+        start_default: false,
+        sample_every: std::time::Duration::from_millis(200),
+        serve_log_raw_inputs: false,
+    };
+    let specs: Vec<_> =
+        vigil::ml::spec::list(&opts.models_dir).into_iter().filter_map(|e| e.spec.ok()).collect();
+    let app = App::new(common::theme(ColorDepth::TrueColor), vigil::tui::keymap::Keymap::defaults(), specs);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut h = vigil::tui::Headless::start(&opts, app).unwrap();
+        let press = |code| Msg::Key(KeyEvent::new(code, KeyModifiers::NONE));
+        h.update(press(KeyCode::Char('n')));
+        h.update(press(KeyCode::Down));
+        h.update(press(KeyCode::Backspace));
+        h.update(press(KeyCode::Backspace));
+        h.update(press(KeyCode::Char('1')));
+        h.update(Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+        assert_eq!(h.app.mode, Mode::Normal);
+        let done = h
+            .run_until(std::time::Duration::from_secs(120), |app| {
+                app.runs.values().any(|r| r.info.status == vigil::store::RunStatus::Completed)
+            })
+            .await;
+        assert!(done, "the run did not finish: {:?}", h.app.status);
+        let r = h.app.runs.values().next().unwrap();
+        assert_eq!((r.info.epochs, r.info.epoch), (1, 1));
+        assert!(!r.steps.is_empty() && !r.epochs.is_empty(), "the follower fed its metrics");
+        // The sampler runs too.
+        assert!(h.run_until(std::time::Duration::from_secs(10), |app| app.system.is_some()).await);
+        h.finish().await;
+    });
 }

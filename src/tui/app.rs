@@ -19,10 +19,10 @@ use super::state::screens::{CompareView, OverviewView, RunsView, SecurityView, S
 use super::state::{ViewState, chart, global, modes};
 use super::theme::Theme;
 use crate::engine::explain::{ExplainCommand, ExplainEvent};
+use crate::engine::follow::StoreUpdate;
 use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::engine::system::SystemSample;
-use crate::engine::watch::StoreUpdate;
 use crate::ml::spec::ExperimentSpec;
 use crate::store::Which;
 

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use vigil::engine::follow::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::engine::service::ServiceFeed;
 use vigil::engine::system::SystemSample;
-use vigil::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::ml::metrics::Evaluation;
 use vigil::serve::access_log::AccessRecord;
 use vigil::serve::monitor::ServiceStats;

@@ -91,12 +91,12 @@ pub fn series_of(r: &RunState, metric: Metric, axis: XAxis) -> Vec<SeriesData> {
         XAxis::Epoch => step as f64 / spe,
         XAxis::Time => time,
     };
-    let per_epoch = |name: &'static str, f: fn(&crate::engine::watch::EpochPoint) -> f64| SeriesData {
+    let per_epoch = |name: &'static str, f: fn(&crate::engine::follow::EpochPoint) -> f64| SeriesData {
         name,
         points: r.epochs.iter().map(|e| (sx(e.step, e.time), f(e))).collect(),
         per_step: false,
     };
-    let per_step = |name: &'static str, smooth: bool, f: fn(&crate::engine::watch::StepPoint) -> f64| {
+    let per_step = |name: &'static str, smooth: bool, f: fn(&crate::engine::follow::StepPoint) -> f64| {
         SeriesData { name, points: r.steps().map(|s| (sx(s.step, s.time), f(s))).collect(), per_step: smooth }
     };
     match metric {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::engine::watch::{EpochPoint, RunFeed, StepPoint};
+use crate::engine::follow::{EpochPoint, RunFeed, StepPoint};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
 use crate::store::{CheckpointEntry, EventLine, RunInfo, RunStatus, Which};
