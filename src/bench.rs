@@ -253,7 +253,7 @@ pub fn render_frames(
             })
             .collect();
         let info = RunInfo {
-            id: id.clone(),
+            id,
             spec: "bench".into(),
             model: "mlp".into(),
             status: RunStatus::Completed,
@@ -280,20 +280,7 @@ pub fn render_frames(
             pid: None,
             seed: 0,
         };
-        app.update(Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
-            id,
-            info,
-            spec: None,
-            steps,
-            epochs: vec![],
-            reset: false,
-            events: vec![],
-            checkpoints: None,
-            evaluation: None,
-            attacks: None,
-            variants: None,
-            interrupted: false,
-        }))));
+        app.update(Msg::Store(StoreUpdate::Run(Box::new(RunFeed { steps, ..RunFeed::new(info) }))));
     }
     app.update(Msg::Resize(width, height));
     let mut out = Vec::new();

@@ -69,6 +69,27 @@ pub struct RunFeed {
     pub interrupted: bool,
 }
 
+impl RunFeed {
+    /// A feed with the run's info and nothing else changed; fill in the rest with struct
+    /// update syntax (`RunFeed { steps, ..RunFeed::new(info) }`).
+    pub fn new(info: RunInfo) -> Self {
+        RunFeed {
+            id: info.id.clone(),
+            info,
+            spec: None,
+            steps: vec![],
+            epochs: vec![],
+            reset: false,
+            events: vec![],
+            checkpoints: None,
+            evaluation: None,
+            variants: None,
+            attacks: None,
+            interrupted: false,
+        }
+    }
+}
+
 /// A change in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreUpdate {

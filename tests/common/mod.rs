@@ -200,18 +200,12 @@ fn feed(
 ) -> Msg {
     let _ = params;
     Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
         steps,
         epochs,
-        reset: false,
         events,
         checkpoints: Some(checkpoints()),
         evaluation: eval,
-        attacks: None,
-        variants: None,
-        interrupted: false,
+        ..RunFeed::new(info)
     })))
 }
 
@@ -503,18 +497,5 @@ pub fn text(buf: &ratatui::buffer::Buffer) -> String {
 
 /// A store update for a run with nothing but its info; tests fill in what they need.
 pub fn bare_feed(info: RunInfo) -> RunFeed {
-    RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
-        steps: vec![],
-        epochs: vec![],
-        reset: false,
-        events: vec![],
-        checkpoints: None,
-        evaluation: None,
-        attacks: None,
-        variants: None,
-        interrupted: false,
-    }
+    RunFeed::new(info)
 }

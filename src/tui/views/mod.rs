@@ -15,8 +15,6 @@ mod security;
 mod service;
 mod system;
 
-use std::borrow::Cow;
-
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -182,28 +180,10 @@ pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ra
         let glyph = GLYPHS[i % GLYPHS.len()];
         if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
             let smooth = ema(&s.points, app.chart.weight);
-            series.push(Series {
-                name: format!("{} (raw)", s.name),
-                points: Cow::Owned(s.points),
-                color,
-                glyph,
-                faint: true,
-            });
-            series.push(Series {
-                name: s.name.to_string(),
-                points: Cow::Owned(smooth),
-                color,
-                glyph,
-                faint: false,
-            });
+            series.push(Series::new(format!("{} (raw)", s.name), s.points, color, glyph).faint());
+            series.push(Series::new(s.name, smooth, color, glyph));
         } else {
-            series.push(Series {
-                name: s.name.to_string(),
-                points: Cow::Owned(s.points),
-                color,
-                glyph,
-                faint: false,
-            });
+            series.push(Series::new(s.name, s.points, color, glyph));
         }
         legend.push((s.name.to_string(), color, glyph));
     }
@@ -231,16 +211,12 @@ pub fn chart_with<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
         (Some(c), Some((lo, hi))) => Some(lo + c * (hi - lo)),
         _ => None,
     };
-    LineChart {
-        series,
-        x_window: window,
-        log_y: app.chart.log_y,
-        y_range: None,
-        cursor,
-        colored: app.theme.colored(),
-        axis_style: app.theme.muted(),
-        cursor_style: app.theme.accent(),
-    }
+    themed(app, series).x_window(window).log_y(app.chart.log_y).cursor(cursor)
+}
+
+/// A chart in the theme's colours.
+pub fn themed<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
+    LineChart::new(series).styled(app.theme.colored(), app.theme.muted(), app.theme.accent())
 }
 
 /// The legend line under a chart, with the value of each series at the cursor when there is one.
