@@ -56,7 +56,7 @@ impl Steps {
             && let Some(old) = self.recent.pop_front()
         {
             let stride = self.stride.max(1);
-            if self.skipped % stride == 0 {
+            if self.skipped.is_multiple_of(stride) {
                 self.history.push(old);
             }
             self.skipped += 1;

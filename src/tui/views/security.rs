@@ -1,8 +1,8 @@
 //! Security: the attack lab and the service's detectors in one place. Robustness curves of the
 //! runs (test accuracy under each saved attack against ε), defended and undefended overlaid;
 //! the service's extraction watch per key (PRADA's W over the key's requests, and whether it is
-//! in alarm); and the requests the detectors flagged, newest first. It reads what the watcher
-//! and the access-log follower put in the state; the adversarial examples themselves are browsed
+//! in alarm); and the requests the detectors flagged, newest first. It reads what the store
+//! follower and the access-log follower put in the state; the adversarial examples are browsed
 //! in the Explain view (`a`).
 
 use std::collections::BTreeMap;
