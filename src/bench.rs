@@ -227,7 +227,7 @@ pub fn render_frames(
     points: usize,
     frames: usize,
 ) -> Vec<RenderResult> {
-    use crate::engine::watch::{RunFeed, StepPoint, StoreUpdate};
+    use crate::engine::follow::{RunFeed, StepPoint, StoreUpdate};
     use crate::store::{RunInfo, RunStatus};
     use crate::tui::app::{App, Msg, View};
     use ratatui::Terminal;
@@ -253,7 +253,7 @@ pub fn render_frames(
             })
             .collect();
         let info = RunInfo {
-            id: id.clone(),
+            id,
             spec: "bench".into(),
             model: "mlp".into(),
             status: RunStatus::Completed,
@@ -280,20 +280,7 @@ pub fn render_frames(
             pid: None,
             seed: 0,
         };
-        app.update(Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
-            id,
-            info,
-            spec: None,
-            steps,
-            epochs: vec![],
-            reset: false,
-            events: vec![],
-            checkpoints: None,
-            evaluation: None,
-            attacks: None,
-            variants: None,
-            interrupted: false,
-        }))));
+        app.update(Msg::Store(StoreUpdate::Run(Box::new(RunFeed { steps, ..RunFeed::new(info) }))));
     }
     app.update(Msg::Resize(width, height));
     let mut out = Vec::new();

@@ -3,7 +3,8 @@
 //!
 //! - [`ml`]: the headless core (specs, data, models, training, metrics); no UI or HTTP.
 //! - [`store`]: the run store on disk, the source of truth for every run.
-//! - [`engine`]: background work for the console (run queue, store watcher, system sampler).
+//! - [`engine`]: background work for the console (run queue, store follower, explanations,
+//!   system sampler, service), each started as `spawn(deps, sink) -> Handle`.
 //! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.

@@ -199,12 +199,9 @@ fn the_engine_explains_a_saved_adversarial_example_beside_its_input() {
     let (mut c, sets) = robustness_curve(&t.network, &t.pipeline, &data.test, &opts).unwrap();
     save(&run, &mut c, &sets).unwrap();
 
-    let (cmd_tx, cmd_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
-    let engine_store = store.clone();
-    let handle = std::thread::spawn(move || {
-        vigil::engine::explain::serve(engine_store, cmd_rx, |e| ev_tx.send(e).is_ok())
-    });
+    let engine = vigil::engine::explain::spawn(store.clone(), move |e| ev_tx.send(e).is_ok()).unwrap();
+    let cmd_tx = engine.commands.clone();
     cmd_tx.send(ExplainCommand::Open(run.id.clone())).unwrap();
     let next = || ev_rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the engine answers");
     assert!(matches!(next(), ExplainEvent::Opened(_)));
@@ -239,6 +236,10 @@ fn the_engine_explains_a_saved_adversarial_example_beside_its_input() {
     };
     let moved = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!((moved - 0.3).abs() < 1e-5, "{moved}");
+    // Closing the commands ends the engine's thread.
     drop(cmd_tx);
-    handle.join().unwrap();
+    let vigil::engine::Handle { commands, join } = engine;
+    drop(commands);
+    let vigil::engine::Join::Thread(t) = join else { panic!("the explanation engine runs on a thread") };
+    t.join().unwrap();
 }

@@ -6,8 +6,8 @@ mod common;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
+use vigil::engine::follow::StoreUpdate;
 use vigil::engine::runner::{RunnerCommand, RunnerEvent};
-use vigil::engine::watch::StoreUpdate;
 use vigil::store::Which;
 use vigil::tui::app::{App, Confirm, DetailTab, Effect, Metric, Mode, Msg, View, XAxis};
 use vigil::tui::theme::ColorDepth;
@@ -61,6 +61,79 @@ fn number_keys_and_commands_switch_views() {
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.view, View::Logs);
     assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn every_view_has_its_command_and_serve_is_one() {
+    let mut app = common::app();
+    for (cmd, v) in [("service", View::Service), ("security", View::Security), ("explain", View::Explain)] {
+        ch(&mut app, ':');
+        typed(&mut app, cmd);
+        key(&mut app, KeyCode::Enter);
+        assert_eq!(app.view, v, ":{cmd}");
+    }
+    ch(&mut app, ':');
+    typed(&mut app, "serve");
+    let effects = key(&mut app, KeyCode::Enter);
+    assert!(matches!(effects.as_slice(), [Effect::Service(_)]), "{effects:?}");
+}
+
+/// A view made of nothing but its state struct and one table row gets a key, a footer hint, a
+/// `:` command and a help line: the footer, the commands and the help are read from the tables.
+#[test]
+fn a_view_is_its_state_and_its_table() {
+    use vigil::tui::keymap::Action;
+    use vigil::tui::state::{Binding, ViewState};
+    struct Pings;
+    const ROWS: &[Binding] = &[Binding::new(&[Action::NextAttack]).hint("ping").commands(&["ping"])];
+    impl ViewState for Pings {
+        fn title(&self) -> &'static str {
+            "Pings"
+        }
+        fn bindings(&self) -> &'static [Binding] {
+            ROWS
+        }
+        fn handle(&mut self, action: Action, _app: &mut App) -> Option<Vec<Effect>> {
+            (action == Action::NextAttack).then(|| vec![Effect::ExportPng])
+        }
+    }
+    let mut app = common::app();
+    let v = app.register_view(Box::new(Pings));
+    app.show(v);
+    // The key: `A` (NextAttack's default key) reaches the view.
+    assert_eq!(ch(&mut app, 'A'), vec![Effect::ExportPng]);
+    // The footer hint.
+    let screen = text(&render(&mut app, 80, 24));
+    assert!(screen.lines().last().unwrap().contains("A ping"), "{screen}");
+    // The command, offered by completion too.
+    assert_eq!(vigil::tui::app::completions("pin", &app), vec!["ping".to_string()]);
+    ch(&mut app, ':');
+    typed(&mut app, "ping");
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::ExportPng]);
+    // The help line, in a group of its own (first: it is the active view).
+    let help = vigil::tui::state::help(&app);
+    assert_eq!(help[0], ("Pings", vec![("A".to_string(), Action::NextAttack.describe())]));
+    ch(&mut app, '?');
+    assert!(text(&render(&mut app, 80, 24)).contains("Pings"));
+}
+
+#[test]
+fn every_action_has_a_line_in_the_help_and_themes_load_by_effect() {
+    use strum::IntoEnumIterator;
+    use vigil::tui::keymap::Action;
+    let mut app = common::app();
+    let help = vigil::tui::state::help(&app);
+    for a in Action::iter().filter(|a| *a != Action::Nothing) {
+        assert!(help.iter().any(|(_, lines)| lines.iter().any(|(_, d)| *d == a.describe())), "{a:?}");
+    }
+    // `t` asks the event loop to load the next theme; the app only takes what comes back.
+    let effects = ch(&mut app, 't');
+    let [Effect::LoadTheme(name)] = effects.as_slice() else { panic!("{effects:?}") };
+    let theme = vigil::tui::theme::Theme::find(name, app.theme.depth).unwrap();
+    app.update(Msg::Theme(Ok(Box::new(theme))));
+    assert_eq!(&app.theme.name, name);
+    app.update(Msg::Theme(Err("no theme named \"nope\"".into())));
+    assert!(app.status.as_ref().unwrap().text.contains("nope"));
 }
 
 #[test]
@@ -202,7 +275,7 @@ fn chart_toggles_zoom_and_cursor() {
     ch(&mut app, '0');
     assert_eq!((app.chart.window, app.chart.cursor), (None, None));
     key(&mut app, KeyCode::Tab);
-    assert_eq!(app.tab, DetailTab::Evaluation);
+    assert_eq!(app.detail.tab, DetailTab::Evaluation);
 }
 
 #[test]
@@ -244,7 +317,7 @@ fn store_updates_append_and_removals_drop_runs() {
     let before = app.runs["digits-cnn-a1b2c3"].steps.len();
     let mut feed = match common::app().runs.get("digits-cnn-a1b2c3") {
         Some(r) => {
-            vigil::engine::watch::RunFeed { steps: common::steps(3), ..common::bare_feed(r.info.clone()) }
+            vigil::engine::follow::RunFeed { steps: common::steps(3), ..common::bare_feed(r.info.clone()) }
         }
         None => unreachable!(),
     };
@@ -255,7 +328,7 @@ fn store_updates_append_and_removals_drop_runs() {
     assert_eq!(app.runs["digits-cnn-a1b2c3"].steps.len(), 3, "a rewritten metrics file replaces the series");
     feed.interrupted = true;
     app.update(Msg::Store(StoreUpdate::Run(Box::new(feed))));
-    assert_eq!(app.runs["digits-cnn-a1b2c3"].status(), "interrupted");
+    assert_eq!(app.runs["digits-cnn-a1b2c3"].status(), vigil::tui::app::ShownStatus::Interrupted);
     assert!(app.marked.is_empty());
     app.update(Msg::Store(StoreUpdate::Removed("digits-cnn-a1b2c3".into())));
     assert!(!app.runs.contains_key("digits-cnn-a1b2c3"));
@@ -356,7 +429,7 @@ fn too_small_terminals_get_a_message() {
 fn every_view_renders_at_every_size_without_panic() {
     for w in [80u16, 81, 99, 100, 119, 120, 130, 200] {
         for h in [24u16, 25, 30, 48, 60] {
-            for k in ['1', '2', '3', '4', '5', '6', '?', 'n'] {
+            for k in ['1', '2', '3', '4', '5', '6', '7', '8', '9', '?', 'n'] {
                 let mut app = common::app();
                 ch(&mut app, k);
                 render(&mut app, w, h);
@@ -833,4 +906,50 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
         assert!(t.contains("alarm") && t.contains("extraction bob"), "{t}");
         insta::assert_snapshot!(format!("security_80x24{suffix}"), t);
     }
+}
+
+// ---- the headless console -------------------------------------------------------------------
+
+/// The real engines and effects without a terminal: a one-epoch run started from the new-run
+/// form trains on a temporary store, and the app sees it finish through the store follower.
+#[test]
+fn the_headless_console_trains_a_run_through_its_real_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = vigil::tui::ConsoleOptions {
+        runs_dir: dir.path().to_path_buf(),
+        models_dir: "models".into(),
+        theme: None,
+        keymap: None,
+        concurrency: Some(1),
+        start_default: false,
+        sample_every: std::time::Duration::from_millis(200),
+        serve_log_raw_inputs: false,
+    };
+    let specs: Vec<_> =
+        vigil::ml::spec::list(&opts.models_dir).into_iter().filter_map(|e| e.spec.ok()).collect();
+    let app = App::new(common::theme(ColorDepth::TrueColor), vigil::tui::keymap::Keymap::defaults(), specs);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut h = vigil::tui::Headless::start(&opts, app).unwrap();
+        let press = |code| Msg::Key(KeyEvent::new(code, KeyModifiers::NONE));
+        h.update(press(KeyCode::Char('n')));
+        h.update(press(KeyCode::Down));
+        h.update(press(KeyCode::Backspace));
+        h.update(press(KeyCode::Backspace));
+        h.update(press(KeyCode::Char('1')));
+        h.update(Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL)));
+        assert_eq!(h.app.mode, Mode::Normal);
+        let done = h
+            .run_until(std::time::Duration::from_secs(120), |app| {
+                app.runs.values().any(|r| r.info.status == vigil::store::RunStatus::Completed)
+            })
+            .await;
+        assert!(done, "the run did not finish: {:?}", h.app.status);
+        let r = h.app.runs.values().next().unwrap();
+        assert_eq!((r.info.epochs, r.info.epoch), (1, 1));
+        assert!(!r.steps.is_empty() && !r.epochs.is_empty(), "the follower fed its metrics");
+        // The sampler runs too.
+        assert!(h.run_until(std::time::Duration::from_secs(10), |app| app.system.is_some()).await);
+        h.finish().await;
+    });
 }

@@ -59,12 +59,9 @@ fn the_engine_explains_a_logged_request_with_the_run_that_answered_it() {
     let sha = run.manifest().unwrap().files[Which::Best.file()].clone();
     let version = &sha[..12];
 
-    let (cmd_tx, cmd_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
-    let engine_store = store.clone();
-    let handle = std::thread::spawn(move || {
-        vigil::engine::explain::serve(engine_store, cmd_rx, |e| ev_tx.send(e).is_ok())
-    });
+    let engine = vigil::engine::explain::spawn(store.clone(), move |e| ev_tx.send(e).is_ok()).unwrap();
+    let cmd_tx = engine.commands.clone();
     let next = || ev_rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the engine answers");
     let ask = |record: &AccessRecord, input: usize, method: &str| {
         let input = LoggedInput::of_record(record).into_iter().nth(input).expect("an explainable input");
@@ -107,8 +104,12 @@ fn the_engine_explains_a_logged_request_with_the_run_that_answered_it() {
         ExplainEvent::Failed(m) => assert!(m.contains("takes numbers"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // Closing the commands ends the engine's thread.
     drop(cmd_tx);
-    handle.join().unwrap();
+    let vigil::engine::Handle { commands, join } = engine;
+    drop(commands);
+    let vigil::engine::Join::Thread(t) = join else { panic!("the explanation engine runs on a thread") };
+    t.join().unwrap();
 }
 
 #[test]

@@ -868,7 +868,7 @@ async fn traffic_sends_test_inputs_and_the_follower_sees_every_line() {
     // The follower reads what the server wrote, and the stats count it.
     let log = server.log_stats();
     let mut follower = LogFollower::new(dir.path());
-    let mut stats = ServiceStats::new(60, 1000);
+    let mut stats = ServiceStats::new(60);
     let mut seen = 0;
     for _ in 0..100 {
         let batch = follower.poll().unwrap();

@@ -6,9 +6,9 @@
 //! explains inputs of requests from the service's access log (when the service logged them raw),
 //! through the same checks and preprocessing the service applied to them.
 
-use std::sync::mpsc;
-
 use serde::Serialize;
+
+use super::{Commands, Handle, Sink};
 
 use crate::ml::attack::curve::{AdversarialSet, load_set};
 use crate::ml::data::InputShape;
@@ -414,16 +414,20 @@ fn explain_request(
     })
 }
 
+/// Starts the explanation engine on a thread of its own (candle work stays off the async
+/// runtime). It serves commands until the sender is dropped or the sink closes.
+pub fn spawn(store: RunStore, sink: impl Sink<ExplainEvent>) -> crate::error::Result<Handle<ExplainCommand>> {
+    let (commands, rx) = super::channel();
+    let join = super::thread("vigil-explain", "the explanation engine", move || serve(store, rx, sink))?;
+    Ok(Handle { commands, join })
+}
+
 /// Serves commands until the sender is dropped. Only the newest request of a burst is computed
 /// (holding a key down skips the examples in between).
-pub fn serve(
-    store: RunStore,
-    commands: mpsc::Receiver<ExplainCommand>,
-    events: impl Fn(ExplainEvent) -> bool,
-) {
+fn serve(store: RunStore, mut commands: Commands<ExplainCommand>, events: impl Fn(ExplainEvent) -> bool) {
     let mut loaded: Option<Loaded> = None;
     let mut served: Option<Served> = None;
-    while let Ok(first) = commands.recv() {
+    while let Some(first) = commands.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(next) = commands.try_recv() {
             batch.push(next);

@@ -1,12 +1,14 @@
 //! The run queue: takes [`RunnerCommand`]s from the console, trains runs on blocking threads
 //! (never on the async runtime), at most `concurrency` at a time, and reports [`RunnerEvent`]s.
-//! Progress itself reaches the console through the run store (see [`super::watch`]); this module
+//! Progress itself reaches the console through the run store (see [`super::follow`]); this module
 //! only says what started, ended, or could not be done.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+
+use super::{Handle, Join, Sink};
 
 use crate::ml::data::preprocess::PreparedData;
 use crate::ml::metrics::Evaluation;
@@ -70,6 +72,32 @@ pub struct Runner {
     events: mpsc::UnboundedSender<RunnerEvent>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+/// What the runner needs.
+pub struct RunnerDeps {
+    pub store: RunStore,
+    /// Runs trained at once.
+    pub concurrency: usize,
+}
+
+/// Starts the run queue on the current runtime. It ends when the command sender is dropped and
+/// every run it started has stopped (checkpoints written).
+pub fn spawn(deps: RunnerDeps, sink: impl Sink<RunnerEvent>) -> crate::error::Result<Handle<RunnerCommand>> {
+    let (commands, rx) = super::channel();
+    let (events, mut ev_rx) = mpsc::unbounded_channel();
+    let runner = Runner::new(deps.store, deps.concurrency, events);
+    let task = tokio::spawn(async move {
+        let forward = async move {
+            while let Some(e) = ev_rx.recv().await {
+                if !sink(e) {
+                    break;
+                }
+            }
+        };
+        tokio::join!(runner.run(rx), forward);
+    });
+    Ok(Handle { commands, join: Join::Task(task) })
 }
 
 /// One training run per two cores keeps the machine responsive for everything else.

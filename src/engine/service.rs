@@ -1,19 +1,21 @@
 //! The model service as the console sees and drives it.
 //!
 //! Two pieces, both free of UI code:
-//! - [`follow`] runs on a thread of its own and follows the store's access log with
+//! - [`spawn_log`] runs on a thread of its own and follows the store's access log with
 //!   [`LogFollower`], folding the new lines into [`ServiceStats`]; it emits a [`ServiceFeed`]
 //!   (the new lines and the numbers over the last minute) whenever lines arrive, and once a
 //!   second otherwise so that rates decay when traffic stops. The log is the only input, so a
 //!   service started by `vigil serve` in another process shows just like one started here.
-//! - [`control`] is an async task that owns the [`Server`] the console started (`s` on a run):
+//! - [`spawn`] starts an async task that owns the [`Server`] the console started (`s` on a run):
 //!   it takes [`ServiceCommand`]s and reports [`ServiceEvent`]s. Dropping its command sender
 //!   stops the server gracefully, so quitting the console never leaves a port bound.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::{Commands, Handle, Join, Sink};
 
 use crate::serve::access_log::AccessRecord;
 use crate::serve::monitor::{LogFollower, ServiceStats, Snapshot, key_budgets};
@@ -58,10 +60,45 @@ fn now_s() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Follows `runs_dir`'s access log until `send` returns false (the console is gone).
-pub fn follow(runs_dir: PathBuf, poll: Duration, mut send: impl FnMut(ServiceFeed) -> bool) {
+/// What the access-log follower needs.
+pub struct LogDeps {
+    pub runs_dir: PathBuf,
+    pub poll: Duration,
+}
+
+/// Starts the access-log follower on a thread of its own (file reads). It stops when the sink
+/// or the command channel closes.
+pub fn spawn_log(deps: LogDeps, sink: impl Sink<ServiceFeed>) -> crate::error::Result<Handle<()>> {
+    let (commands, stop) = super::channel::<()>();
+    let join = super::thread("vigil-service-log", "the access-log follower", move || {
+        follow(deps.runs_dir, deps.poll, stop, sink)
+    })?;
+    Ok(Handle { commands, join })
+}
+
+/// What the service control needs.
+pub struct ServiceDeps {
+    pub runs_dir: PathBuf,
+    /// Log raw inputs too (the operator's choice at start, as `vigil serve --log-raw-inputs`).
+    pub log_raw_inputs: bool,
+}
+
+/// Starts the service control on the current runtime: it owns the server the console starts and
+/// stops it when the command sender is dropped.
+pub fn spawn(
+    deps: ServiceDeps,
+    sink: impl Sink<ServiceEvent>,
+) -> crate::error::Result<Handle<ServiceCommand>> {
+    let (commands, rx) = super::channel();
+    let task = tokio::spawn(control(deps.runs_dir, deps.log_raw_inputs, rx, sink));
+    Ok(Handle { commands, join: Join::Task(task) })
+}
+
+/// Follows `runs_dir`'s access log until `send` returns false (the console is gone) or `stop`
+/// closes.
+fn follow(runs_dir: PathBuf, poll: Duration, mut stop: Commands<()>, send: impl Fn(ServiceFeed) -> bool) {
     let mut follower = LogFollower::tail(&runs_dir, BACKLOG_BYTES);
-    let mut stats = ServiceStats::new(WINDOW_S, 0);
+    let mut stats = ServiceStats::new(WINDOW_S);
     if let Ok(b) = key_budgets(&runs_dir, now_s().max(0) as u64) {
         stats.seed_budgets(b);
     }
@@ -77,16 +114,19 @@ pub fn follow(runs_dir: PathBuf, poll: Duration, mut send: impl FnMut(ServiceFee
             last_sent = Instant::now();
         }
         std::thread::sleep(poll);
+        if matches!(stop.try_recv(), Err(TryRecvError::Disconnected)) {
+            return;
+        }
     }
 }
 
 /// Owns the service the console started; ends (stopping it) when the command channel closes.
 /// `log_raw_inputs` makes it log raw inputs too (the operator's choice at start, as with
 /// `vigil serve --log-raw-inputs`), so that the Explain view can explain its requests.
-pub async fn control(
+async fn control(
     runs_dir: PathBuf,
     log_raw_inputs: bool,
-    mut commands: UnboundedReceiver<ServiceCommand>,
+    mut commands: Commands<ServiceCommand>,
     emit: impl Fn(ServiceEvent) -> bool,
 ) {
     let mut server: Option<Server> = None;

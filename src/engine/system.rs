@@ -1,8 +1,8 @@
 //! The system sampler: CPU (per core and total), load average, memory and swap, disk and
 //! network throughput, the CPU and memory of each process that trains a run, and NVIDIA GPUs
 //! through NVML (utilisation, memory, temperature, power, clocks, and GPU memory per process,
-//! mapped to the runs those processes train). Samples go out on a `watch` channel, since a view
-//! only needs the latest; the console keeps the history.
+//! mapped to the runs those processes train). [`spawn`] sends a sample into its sink once a
+//! period; only the latest matters to a view, and the console keeps the history.
 //!
 //! NVML is loaded at run time (`nvml-wrapper`), so the binary runs on machines without an
 //! NVIDIA driver: there the GPU list is empty and `gpu_note` says "no GPU found" and why.
@@ -276,20 +276,40 @@ impl Sampler {
     }
 }
 
-/// Samples every `period` until the receiver side is gone. The first sample comes after one
-/// period, since CPU usage needs two readings.
-pub async fn run(period: Duration, store: Option<RunStore>, tx: tokio::sync::watch::Sender<SystemSample>) {
-    // NVML's first load and the first reading touch the disk: off the async workers.
-    let Ok(mut sampler) = tokio::task::spawn_blocking(move || Sampler::new(store)).await else { return };
-    let mut tick = tokio::time::interval(period.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
-    tick.tick().await;
-    loop {
+/// What the system sampler needs.
+pub struct SystemDeps {
+    pub period: Duration,
+    /// The store, to map GPU processes to the runs they train.
+    pub store: Option<RunStore>,
+}
+
+/// Starts the sampler on the current runtime: a sample every `period` until the sink or the
+/// command channel closes. The first sample comes after one period, since CPU usage needs two
+/// readings.
+pub fn spawn(
+    deps: SystemDeps,
+    sink: impl super::Sink<SystemSample>,
+) -> crate::error::Result<super::Handle<()>> {
+    let (commands, mut stop) = super::channel::<()>();
+    let task = tokio::spawn(async move {
+        let store = deps.store;
+        // NVML's first load and the first reading touch the disk: off the async workers.
+        let Ok(mut sampler) = tokio::task::spawn_blocking(move || Sampler::new(store)).await else { return };
+        let mut tick = tokio::time::interval(deps.period.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
         tick.tick().await;
-        let s = sampler.sample();
-        if tx.send(s).is_err() {
-            break;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if !sink(sampler.sample()) {
+                        break;
+                    }
+                }
+                // Only a closed channel ends this: the sampler takes no commands.
+                None = stop.recv() => break,
+            }
         }
-    }
+    });
+    Ok(super::Handle { commands, join: super::Join::Task(task) })
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! that wants the numbers): [`LogFollower`] reads the lines appended since its last call, across
 //! rotations and restarts, and [`ServiceStats`] turns them into what the view shows over the last
 //! minute: requests per second, p50/p99 latency, error rate, per-key counts and budgets left, and
-//! alerts, plus a bounded tail of recent lines with a [`TailFilter`].
+//! alerts. The console keeps its own
+//! tail of lines, with its own filter (`tui::state::service`).
 //!
 //! The log file is the only input, so the view works for a service started by another process
 //! just as for one the console started. No UI code here: the computations take the current time
@@ -161,27 +162,6 @@ impl Second {
     }
 }
 
-/// Which lines the tail shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TailFilter {
-    /// 2 for 2xx, 4 for 4xx, ...
-    pub status_class: Option<u16>,
-    pub key: Option<String>,
-    /// A route template (`/v1/models/{name}/predict`) or, for unknown paths, the path.
-    pub route: Option<String>,
-    pub flagged_only: bool,
-}
-
-impl TailFilter {
-    /// Whether a line passes.
-    pub fn matches(&self, r: &AccessRecord) -> bool {
-        self.status_class.is_none_or(|c| r.status / 100 == c)
-            && self.key.as_deref().is_none_or(|k| r.key.as_deref() == Some(k))
-            && self.route.as_deref().is_none_or(|route| r.route.as_deref().unwrap_or(&r.path) == route)
-            && (!self.flagged_only || !r.flags.is_empty())
-    }
-}
-
 /// The last minute of a service, fed line by line.
 pub struct ServiceStats {
     window: i64,
@@ -190,8 +170,6 @@ pub struct ServiceStats {
     alerts: VecDeque<Alert>,
     /// When each (kind, subject) last raised an alert, to raise it at most once a window.
     raised: HashMap<(String, String), i64>,
-    tail: VecDeque<AccessRecord>,
-    tail_capacity: usize,
 }
 
 /// Alerts kept.
@@ -205,16 +183,14 @@ fn unix_micros(time: &str) -> Option<i64> {
 }
 
 impl ServiceStats {
-    /// Stats over the last `window_s` seconds, keeping the newest `tail_capacity` lines.
-    pub fn new(window_s: u64, tail_capacity: usize) -> Self {
+    /// Stats over the last `window_s` seconds.
+    pub fn new(window_s: u64) -> Self {
         ServiceStats {
             window: window_s.max(1) as i64,
             seconds: VecDeque::new(),
             budgets: BTreeMap::new(),
             alerts: VecDeque::new(),
             raised: HashMap::new(),
-            tail: VecDeque::new(),
-            tail_capacity,
         }
     }
 
@@ -268,10 +244,6 @@ impl ServiceStats {
             }
         }
         self.alerts_for(&r, at);
-        self.tail.push_back(r);
-        while self.tail.len() > self.tail_capacity {
-            self.tail.pop_front();
-        }
         // Keep a little more than the window, for lines that arrive late.
         let newest = self.seconds.back().map_or(at, |s| s.at);
         while self.seconds.front().is_some_and(|s| s.at <= newest - 2 * self.window) {
@@ -441,14 +413,6 @@ impl ServiceStats {
             alerts,
         }
     }
-
-    /// The newest lines that pass `filter`, oldest first, at most `limit`.
-    pub fn tail(&self, filter: &TailFilter, limit: usize) -> Vec<&AccessRecord> {
-        let mut out: Vec<&AccessRecord> =
-            self.tail.iter().rev().filter(|r| filter.matches(r)).take(limit).collect();
-        out.reverse();
-        out
-    }
 }
 
 /// What each key's budget has left at Unix time `now_s`, from the key file and the saved usage
@@ -518,7 +482,7 @@ mod tests {
 
     #[test]
     fn rate_percentiles_and_error_rate_over_the_window() {
-        let mut s = ServiceStats::new(60, 100);
+        let mut s = ServiceStats::new(60);
         // 100 requests over the minute: latencies 1..=100 ms; every 10th a 500, and 10 are 401s.
         for i in 0..100u64 {
             let status = if i % 10 == 9 {
@@ -556,7 +520,7 @@ mod tests {
 
     #[test]
     fn keys_budgets_and_alerts() {
-        let mut s = ServiceStats::new(60, 100);
+        let mut s = ServiceStats::new(60);
         let mut a = rec(1, 0, 200, 100, Some("alice"));
         a.budget_left = Some(10);
         s.push(a);
@@ -621,7 +585,7 @@ mod tests {
         // The next day the budget is whole again.
         assert_eq!(key_budgets(dir.path(), T0 as u64 + 86_400).unwrap()["a"], Some(100));
 
-        let mut s = ServiceStats::new(60, 10);
+        let mut s = ServiceStats::new(60);
         s.seed_budgets(key_budgets(dir.path(), T0 as u64 + 5).unwrap());
         let snap = s.snapshot(T0 + 5);
         assert_eq!(
@@ -636,7 +600,7 @@ mod tests {
 
     #[test]
     fn many_refusals_from_one_address_raise_a_guessing_alert() {
-        let mut s = ServiceStats::new(60, 10);
+        let mut s = ServiceStats::new(60);
         for i in 0..25 {
             s.push(rec(i + 1, i as i64 * 100, 401, 50, None));
         }
@@ -648,7 +612,7 @@ mod tests {
         assert_eq!(messages[0], "100% of the last minute's 25 requests failed");
         assert!(messages[1].starts_with("20 requests without a valid key from 10.0.0.7"), "{messages:?}");
         assert_eq!(snap.alerts[1].level, AlertLevel::Critical);
-        let mut s2 = ServiceStats::new(60, 10);
+        let mut s2 = ServiceStats::new(60);
         for i in 0..25 {
             s2.push(rec(i + 1, i as i64 * 100, 200, 50, Some("k")));
         }
@@ -661,24 +625,6 @@ mod tests {
             "{:?}",
             snap.alerts
         );
-    }
-
-    #[test]
-    fn the_tail_filters_and_stays_bounded() {
-        let mut s = ServiceStats::new(60, 5);
-        for i in 0..8u64 {
-            let status = if i % 2 == 0 { 200 } else { 429 };
-            s.push(rec(i + 1, i as i64, status, 10, Some(if i < 4 { "a" } else { "b" })));
-        }
-        let all = s.tail(&TailFilter::default(), 100);
-        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
-        let f = TailFilter { status_class: Some(4), key: Some("b".into()), ..Default::default() };
-        assert_eq!(s.tail(&f, 100).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![6, 8]);
-        assert_eq!(s.tail(&f, 1).iter().map(|r| r.seq).collect::<Vec<_>>(), vec![8]);
-        let flagged = TailFilter { flagged_only: true, ..Default::default() };
-        assert!(s.tail(&flagged, 10).is_empty());
-        let route = TailFilter { route: Some("/v1/models/{name}/predict".into()), ..Default::default() };
-        assert_eq!(s.tail(&route, 10).len(), 5);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::app::{App, Metric, View};
-use super::views::series_of;
+use super::state::chart::series_of;
 use super::widgets::chart::ema;
 use crate::error::{Error, Result};
 

@@ -1,15 +1,18 @@
-//! The interactive console. [`run`] wires the engines to the app: the runner (training on
-//! blocking threads), the store watcher (a thread that follows `runs/` on disk) and the system
-//! sampler send plain messages into one channel; the loop feeds every queued message to
-//! [`app::App::update`], carries out the effects, and draws once when something changed, at most
-//! 30 times a second. When the terminal goes away (SSH drop, SIGHUP), the loop stops drawing and
-//! lets the runs it started finish headless before the process exits.
+//! The interactive console. [`Engines::start`] starts every engine in one place (the runner
+//! training on blocking threads, the store follower and the access-log follower on threads of
+//! their own, the system sampler, the explanation engine and the service control), each sending
+//! plain messages into one channel; [`run`]'s loop feeds every queued message to
+//! [`app::App::update`], carries out the effects ([`carry_out`]), and draws once when something
+//! changed, at most 30 times a second. When the terminal goes away (SSH drop, SIGHUP), the loop
+//! stops drawing and lets the runs it started finish headless before the process exits.
+//! [`Headless`] is the same wiring without a terminal, for tests and scripts.
 
 pub mod app;
 pub mod export;
 pub mod filter;
 pub mod form;
 pub mod keymap;
+pub mod state;
 pub mod theme;
 pub mod views;
 pub mod widgets;
@@ -22,10 +25,13 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use self::app::{App, Effect, Level, Msg};
-use self::keymap::Keymap;
+use self::keymap::{Action, Keymap};
 use self::theme::{ColorDepth, Theme};
-use crate::engine::runner::{Runner, RunnerCommand, RunnerEvent, default_concurrency};
-use crate::engine::watch::StoreWatcher;
+use crate::engine::explain::ExplainCommand;
+use crate::engine::runner::{RunnerCommand, RunnerDeps, default_concurrency};
+use crate::engine::service::{LogDeps, ServiceCommand, ServiceDeps};
+use crate::engine::system::SystemDeps;
+use crate::engine::{Handle, Sink, explain, follow, runner, service, system};
 use crate::error::{Error, Result};
 use crate::ml::spec;
 use crate::store::RunStore;
@@ -72,103 +78,166 @@ pub fn run(opts: ConsoleOptions) -> Result<()> {
     runtime.block_on(console(opts, App::new(theme, keymap, specs)))
 }
 
-async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
-    let store = RunStore::new(&opts.runs_dir);
-    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
+/// A sink that wraps an engine's events into the console's messages.
+fn into_msgs<E: 'static>(tx: &mpsc::UnboundedSender<Msg>, wrap: fn(E) -> Msg) -> impl Sink<E> {
+    let tx = tx.clone();
+    move |e| tx.send(wrap(e)).is_ok()
+}
 
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<RunnerCommand>();
-    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<RunnerEvent>();
-    let runner = Runner::new(store.clone(), opts.concurrency.unwrap_or_else(default_concurrency), ev_tx);
-    let runner_task = tokio::spawn(runner.run(cmd_rx));
-    {
-        let tx = msg_tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = ev_rx.recv().await {
-                if tx.send(Msg::Runner(e)).is_err() {
-                    break;
-                }
+/// The engines the console runs.
+pub struct Engines {
+    store: RunStore,
+    runner: Handle<RunnerCommand>,
+    explain: Handle<ExplainCommand>,
+    service: Handle<ServiceCommand>,
+    follow: Handle<()>,
+    system: Handle<()>,
+    service_log: Handle<()>,
+}
+
+impl Engines {
+    /// Starts every engine on the current runtime; their events arrive on `msgs`.
+    pub fn start(opts: &ConsoleOptions, msgs: &mpsc::UnboundedSender<Msg>) -> Result<Self> {
+        let store = RunStore::new(&opts.runs_dir);
+        let concurrency = opts.concurrency.unwrap_or_else(default_concurrency);
+        let root = store.root().to_path_buf();
+        Ok(Engines {
+            runner: runner::spawn(
+                RunnerDeps { store: store.clone(), concurrency },
+                into_msgs(msgs, Msg::Runner),
+            )?,
+            follow: follow::spawn(
+                follow::FollowDeps { store: store.clone(), poll: POLL },
+                into_msgs(msgs, Msg::Store),
+            )?,
+            system: system::spawn(
+                SystemDeps { period: opts.sample_every, store: Some(store.clone()) },
+                into_msgs(msgs, Msg::System),
+            )?,
+            explain: explain::spawn(store.clone(), into_msgs(msgs, Msg::Explain))?,
+            service_log: service::spawn_log(
+                LogDeps { runs_dir: root.clone(), poll: POLL },
+                into_msgs(msgs, |f| Msg::ServiceFeed(Box::new(f))),
+            )?,
+            service: service::spawn(
+                ServiceDeps { runs_dir: root, log_raw_inputs: opts.serve_log_raw_inputs },
+                into_msgs(msgs, Msg::Service),
+            )?,
+            store,
+        })
+    }
+
+    /// Starts the default experiment when the store is empty and the options ask for it.
+    fn start_default(&self, opts: &ConsoleOptions, app: &mut App) -> Result<()> {
+        if opts.start_default && self.store.list().is_empty() {
+            let (spec, _) = spec::resolve(spec::DEFAULT_SPEC, &opts.models_dir)?;
+            self.runner.send(RunnerCommand::Start(Box::new(spec)));
+            app.say(
+                Level::Info,
+                format!("the store was empty: starting the default experiment {}", spec::DEFAULT_SPEC),
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops what the console started: the runs too when `stop_runs` (their checkpoints are
+    /// kept), the service it serves (letting requests finish); then waits for the runner, which
+    /// ends when every run it started has stopped.
+    pub async fn shutdown(self, stop_runs: bool) {
+        if stop_runs {
+            self.runner.send(RunnerCommand::StopAll);
+        }
+        // The followers, the sampler and the explanation engine stop when their commands close.
+        drop((self.follow, self.system, self.service_log, self.explain));
+        self.service.finish().await;
+        self.runner.finish().await;
+    }
+}
+
+/// Carries out one effect of [`App::update`]; `Some(stop_runs)` when it is time to leave.
+pub fn carry_out(app: &mut App, engines: &Engines, effect: Effect) -> Option<bool> {
+    match effect {
+        Effect::Runner(c) => engines.runner.send(c),
+        Effect::Explain(c) => engines.explain.send(c),
+        Effect::Service(c) => engines.service.send(c),
+        Effect::ExportCsv => match export::csv(app, engines.store.root()) {
+            Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
+            Err(err) => app.say(Level::Error, err.to_string()),
+        },
+        Effect::ExportPng => match export::png(app, engines.store.root()) {
+            Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
+            Err(err) => app.say(Level::Error, err.to_string()),
+        },
+        Effect::LoadTheme(name) => {
+            let theme = Theme::find(&name, app.theme.depth).map(Box::new).map_err(|e| e.to_string());
+            let more = app.update(Msg::Theme(theme));
+            debug_assert!(more.is_empty(), "a theme change asks for nothing");
+        }
+        Effect::Quit { stop_runs } => return Some(stop_runs),
+    }
+    None
+}
+
+/// The console without a terminal, in the manner of television's `run_headless`: the real
+/// engines and effects, driven by [`Msg`]s and [`Action`]s, so that tests can run the whole
+/// wiring. Runs on the current tokio runtime.
+pub struct Headless {
+    pub app: App,
+    engines: Engines,
+    msgs: mpsc::UnboundedReceiver<Msg>,
+    stop_runs: bool,
+}
+
+impl Headless {
+    /// Starts the engines for `opts` (the default experiment too, if asked for).
+    pub fn start(opts: &ConsoleOptions, mut app: App) -> Result<Self> {
+        let (tx, msgs) = mpsc::unbounded_channel();
+        let engines = Engines::start(opts, &tx)?;
+        engines.start_default(opts, &mut app)?;
+        Ok(Headless { app, engines, msgs, stop_runs: false })
+    }
+
+    /// Feeds one message to the app and carries out what it asks.
+    pub fn update(&mut self, msg: Msg) {
+        for e in self.app.update(msg) {
+            if let Some(stop) = carry_out(&mut self.app, &self.engines, e) {
+                self.stop_runs = stop;
             }
-        });
+        }
     }
-    // The watcher reads files: a thread of its own keeps that off the async workers.
-    {
-        let tx = msg_tx.clone();
-        let store = store.clone();
-        std::thread::Builder::new()
-            .name("vigil-watch".into())
-            .spawn(move || {
-                let mut watcher = StoreWatcher::new(store);
-                loop {
-                    for u in watcher.poll() {
-                        if tx.send(Msg::Store(u)).is_err() {
-                            return;
-                        }
-                    }
-                    std::thread::sleep(POLL);
-                    if tx.is_closed() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::startup("the store watcher", e))?;
-    }
-    {
-        let (sys_tx, mut sys_rx) = tokio::sync::watch::channel(Default::default());
-        tokio::spawn(crate::engine::system::run(opts.sample_every, Some(store.clone()), sys_tx));
-        let tx = msg_tx.clone();
-        tokio::spawn(async move {
-            while sys_rx.changed().await.is_ok() {
-                let s = sys_rx.borrow_and_update().clone();
-                if tx.send(Msg::System(s)).is_err() {
-                    break;
-                }
+
+    /// Carries out an action as its key would.
+    pub fn act(&mut self, action: Action) {
+        for e in self.app.act(action) {
+            if let Some(stop) = carry_out(&mut self.app, &self.engines, e) {
+                self.stop_runs = stop;
             }
-        });
+        }
     }
-    // Explanations are CPU work on a model held in memory: a thread of their own.
-    let (explain_tx, explain_rx) = std::sync::mpsc::channel();
-    {
-        let tx = msg_tx.clone();
-        let store = store.clone();
-        std::thread::Builder::new()
-            .name("vigil-explain".into())
-            .spawn(move || {
-                crate::engine::explain::serve(store, explain_rx, |e| tx.send(Msg::Explain(e)).is_ok())
-            })
-            .map_err(|e| Error::startup("the explanation engine", e))?;
+
+    /// Feeds the engines' messages to the app until `done` holds or `timeout` passes; says
+    /// whether `done` held.
+    pub async fn run_until(&mut self, timeout: Duration, done: impl Fn(&App) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&self.app) {
+            match tokio::time::timeout_at(deadline, self.msgs.recv()).await {
+                Ok(Some(msg)) => self.update(msg),
+                _ => return done(&self.app),
+            }
+        }
+        true
     }
-    // The access log is followed on a thread of its own (file reads); the server the console
-    // starts lives on this runtime, owned by the service control task.
-    {
-        let tx = msg_tx.clone();
-        let dir = store.root().to_path_buf();
-        std::thread::Builder::new()
-            .name("vigil-service-log".into())
-            .spawn(move || {
-                crate::engine::service::follow(dir, POLL, |feed| {
-                    tx.send(Msg::ServiceFeed(Box::new(feed))).is_ok()
-                })
-            })
-            .map_err(|e| Error::startup("the access-log follower", e))?;
+
+    /// Stops the engines as quitting the console does.
+    pub async fn finish(self) {
+        self.engines.shutdown(self.stop_runs).await;
     }
-    let (service_tx, service_rx) = mpsc::unbounded_channel();
-    let service_task = {
-        let tx = msg_tx.clone();
-        tokio::spawn(crate::engine::service::control(
-            store.root().to_path_buf(),
-            opts.serve_log_raw_inputs,
-            service_rx,
-            move |e| tx.send(Msg::Service(e)).is_ok(),
-        ))
-    };
-    if opts.start_default && store.list().is_empty() {
-        let (spec, _) = spec::resolve(spec::DEFAULT_SPEC, &opts.models_dir)?;
-        let _ = cmd_tx.send(RunnerCommand::Start(Box::new(spec)));
-        app.say(
-            Level::Info,
-            format!("the store was empty: starting the default experiment {}", spec::DEFAULT_SPEC),
-        );
-    }
+}
+
+async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
+    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
+    let engines = Engines::start(&opts, &msg_tx)?;
+    engines.start_default(&opts, &mut app)?;
 
     let mut terminal = ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
     if let Ok(size) = terminal.size() {
@@ -211,25 +280,8 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             _ = tokio::time::sleep_until(next_frame), if app.dirty && !headless => {}
         }
         for e in effects {
-            match e {
-                Effect::Runner(c) => {
-                    let _ = cmd_tx.send(c);
-                }
-                Effect::Explain(c) => {
-                    let _ = explain_tx.send(c);
-                }
-                Effect::Service(c) => {
-                    let _ = service_tx.send(c);
-                }
-                Effect::ExportCsv => match export::csv(&app, store.root()) {
-                    Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
-                    Err(err) => app.say(Level::Error, err.to_string()),
-                },
-                Effect::ExportPng => match export::png(&app, store.root()) {
-                    Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
-                    Err(err) => app.say(Level::Error, err.to_string()),
-                },
-                Effect::Quit { stop_runs: s } => stop_runs = s,
+            if let Some(stop) = carry_out(&mut app, &engines, e) {
+                stop_runs = stop;
             }
         }
         if app.quit {
@@ -255,14 +307,6 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
     if !headless {
         ratatui::restore();
     }
-    if stop_runs {
-        let _ = cmd_tx.send(RunnerCommand::StopAll);
-    }
-    drop(cmd_tx);
-    // Closing the channel stops the service the console started, letting requests finish.
-    drop(service_tx);
-    let _ = service_task.await;
-    // The runner ends when every run it started has stopped (checkpoints written).
-    let _ = runner_task.await;
+    engines.shutdown(stop_runs).await;
     Ok(())
 }

@@ -8,9 +8,9 @@ pub mod reference;
 
 use std::collections::BTreeMap;
 
+use vigil::engine::follow::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::engine::service::ServiceFeed;
 use vigil::engine::system::SystemSample;
-use vigil::engine::watch::{EpochPoint, RunFeed, StepPoint, StoreUpdate};
 use vigil::ml::metrics::Evaluation;
 use vigil::serve::access_log::AccessRecord;
 use vigil::serve::monitor::ServiceStats;
@@ -203,18 +203,12 @@ fn feed(
 ) -> Msg {
     let _ = params;
     Msg::Store(StoreUpdate::Run(Box::new(RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
         steps,
         epochs,
-        reset: false,
         events,
         checkpoints: Some(checkpoints()),
         evaluation: eval,
-        attacks: None,
-        variants: None,
-        interrupted: false,
+        ..RunFeed::new(info)
     })))
 }
 
@@ -480,7 +474,7 @@ pub fn service_feed() -> ServiceFeed {
     records.push(access(41, 31, 422, Some("alice"), Some("inputs[0]: expected 64 values, got 2"), &[]));
     records.push(access(42, 32, 429, Some("bob"), Some("over the rate limit; retry in 1 s"), &[]));
     records.push(access(43, 33, 200, Some("alice"), None, &["ood"]));
-    let mut stats = ServiceStats::new(60, 0);
+    let mut stats = ServiceStats::new(60);
     stats.extend(records.iter().cloned());
     let snapshot = stats.snapshot(SERVICE_T0 + 40);
     ServiceFeed { records, snapshot }
@@ -506,18 +500,5 @@ pub fn text(buf: &ratatui::buffer::Buffer) -> String {
 
 /// A store update for a run with nothing but its info; tests fill in what they need.
 pub fn bare_feed(info: RunInfo) -> RunFeed {
-    RunFeed {
-        id: info.id.clone(),
-        info,
-        spec: None,
-        steps: vec![],
-        epochs: vec![],
-        reset: false,
-        events: vec![],
-        checkpoints: None,
-        evaluation: None,
-        attacks: None,
-        variants: None,
-        interrupted: false,
-    }
+    RunFeed::new(info)
 }

@@ -1,7 +1,6 @@
 //! Compare: the curves of several runs overlaid, each in a stable colour (and a distinct glyph
 //! without colour), with their parameters side by side and the ones that differ highlighted.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use ratatui::Frame;
@@ -10,8 +9,9 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, chart_with, panel, series_of};
+use super::{chart_caption, chart_with, panel};
 use crate::tui::app::{App, Metric};
+use crate::tui::state::chart::series_of;
 use crate::tui::widgets::chart::{GLYPHS, Series, ema, fmt_num, value_at};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -50,13 +50,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         } else {
             s.points
         };
-        series.push(Series {
-            name: r.info.id.clone(),
-            points: Cow::Owned(points),
-            color: app.theme.series(slot),
-            glyph: GLYPHS[slot % GLYPHS.len()],
-            faint: false,
-        });
+        series.push(Series::new(
+            r.info.id.clone(),
+            points,
+            app.theme.series(slot),
+            GLYPHS[slot % GLYPHS.len()],
+        ));
     }
     let chart = chart_with(app, series);
     let mut spans = Vec::new();

@@ -28,7 +28,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0)]).areas(area);
     draw_head(f, app, r, head);
     draw_tabs(f, app, tabs);
-    match app.tab {
+    match app.detail.tab {
         DetailTab::Curves => {
             if body.width >= 130 {
                 let [left, right] =
@@ -75,7 +75,7 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
         (DetailTab::Evaluation, "Evaluation"),
         (DetailTab::Params, "Parameters & checkpoints"),
     ] {
-        let style = if app.tab == tab { t.selected() } else { t.muted() };
+        let style = if app.detail.tab == tab { t.selected() } else { t.muted() };
         spans.push(Span::styled(format!(" {name} "), style));
         spans.push(Span::raw(" "));
     }
@@ -242,7 +242,7 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     let rows = params_area.height.saturating_sub(2) as usize;
     let columns = if params_area.width >= 110 { 2 } else { 1 };
     let per_page = (rows * columns).max(1);
-    let scroll = app.params_scroll.min(items.len().saturating_sub(per_page));
+    let scroll = app.detail.params_scroll.min(items.len().saturating_sub(per_page));
     let shown = &items[scroll..(scroll + per_page).min(items.len())];
     let title = if items.len() > per_page {
         format!("Hyperparameters {}-{} of {} (pgup/pgdn)", scroll + 1, scroll + shown.len(), items.len())

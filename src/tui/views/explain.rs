@@ -354,22 +354,8 @@ pub(super) fn draw_sequence(
     let [signal, strip] = Layout::vertical([Constraint::Min(4), Constraint::Length(4)]).areas(area);
     // The first feature as a line, the per-step attribution (summed over features) as a strip.
     let points: Vec<(f64, f64)> = (0..steps).map(|s| (s as f64, input[s * features] as f64)).collect();
-    let chart = crate::tui::widgets::chart::LineChart {
-        series: vec![crate::tui::widgets::chart::Series {
-            name: "signal".into(),
-            points: std::borrow::Cow::Owned(points),
-            color: app.theme.series(0),
-            glyph: '*',
-            faint: false,
-        }],
-        x_window: None,
-        log_y: false,
-        y_range: None,
-        cursor: None,
-        colored: app.theme.colored(),
-        axis_style: app.theme.muted(),
-        cursor_style: app.theme.accent(),
-    };
+    let line = crate::tui::widgets::chart::Series::new("signal", points, app.theme.series(0), '*');
+    let chart = super::themed(app, vec![line]);
     let block = panel(app, format!("Input: {steps} steps"));
     let inner = block.inner(signal);
     f.render_widget(block, signal);

@@ -17,7 +17,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     };
     let height = area.height.saturating_sub(2) as usize;
     let total = r.events.len();
-    let scroll = app.log_scroll.min(total.saturating_sub(height));
+    let scroll = app.logs.scroll.min(total.saturating_sub(height));
     let end = total - scroll;
     let start = end.saturating_sub(height);
     let lines: Vec<Line> = r.events[start..end]

@@ -1,6 +1,7 @@
 //! Drawing: one file per screen, plus the frame around them (header with the view tabs, footer
-//! with hints, the status line or the input being typed) and the overlays (help, forms,
-//! confirmations). Views take `&App` and never change it.
+//! with the hints read from the views' key tables, the status line or the input being typed) and
+//! the overlays (help, forms, confirmations). Views take `&App` and never change it; the state
+//! they draw lives in `state/`, which never imports this module.
 
 mod adversarial;
 mod compare;
@@ -14,16 +15,15 @@ mod security;
 mod service;
 mod system;
 
-use std::borrow::Cow;
-
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::app::{App, Level, Metric, Mode, RunState, View, XAxis};
+use super::app::{App, Level, Mode, RunState, ShownStatus, View};
 use super::keymap::Action;
+use super::state::chart::series_of;
 use super::widgets::chart::{GLYPHS, LineChart, Series, ema, value_at};
 
 /// The smallest terminal every view is laid out for.
@@ -58,6 +58,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Explain => explain::draw(f, app, body),
         View::Service => service::draw(f, app, body),
         View::Security => security::draw(f, app, body),
+        View::Extra(_) => f.render_widget(panel(app, app.view_state(app.view).title()), body),
     }
     draw_footer(f, app, footer);
     overlays::draw(f, app, body);
@@ -138,70 +139,16 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-/// The key hints of the current view, built from the keymap so they follow a user's bindings.
+/// The key hints of the current view, from its key table and the keymap (so they follow a
+/// user's bindings).
 fn hints(app: &App) -> Line<'static> {
     let k = |a: Action| app.keymap.hint(a);
-    let mut items: Vec<(String, &str)> = vec![(k(Action::Help), "help")];
-    match app.view {
-        View::Overview | View::Runs => {
-            items.extend([
-                (k(Action::Open), "detail"),
-                (k(Action::NewRun), "new"),
-                (k(Action::PauseResume), "pause/resume"),
-                (k(Action::StopRun), "stop"),
-                (k(Action::Filter), "filter"),
-            ]);
-            if app.view == View::Runs {
-                items.extend([(k(Action::ToggleMark), "mark"), (k(Action::SortNext), "sort")]);
-            }
-        }
-        View::Detail | View::Compare => items.extend([
-            (k(Action::NextTab), "next tab"),
-            (k(Action::NextMetric), "metric"),
-            (k(Action::ToggleSmoothing), "smooth"),
-            (k(Action::ToggleLogScale), "log"),
-            (k(Action::CycleXAxis), "x axis"),
-            (format!("{}{}", k(Action::ZoomIn), k(Action::ZoomOut)), "zoom"),
-            (k(Action::ExportCsv), "csv"),
-        ]),
-        View::Logs => items.extend([(k(Action::Up), "scroll"), (k(Action::Bottom), "follow")]),
-        View::Explain if app.explain.requests.on => items.extend([
-            (format!("{}{}", k(Action::Left), k(Action::Right)), "request"),
-            (k(Action::NextMetric), "method"),
-            (k(Action::ExplainRequests), "test examples"),
-        ]),
-        View::Explain if !app.explain.attacks.is_empty() => items.extend([
-            (k(Action::ToggleAdversarial), "adversarial"),
-            (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
-            (k(Action::NextAttack), "next attack"),
-            (k(Action::NextMetric), "method"),
-        ]),
-        View::Explain => items.extend([
-            (format!("{}{}", k(Action::Left), k(Action::Right)), "example"),
-            (k(Action::NextMetric), "method"),
-            (k(Action::NextMistake), "misclassified"),
-            (k(Action::CycleClass), "class"),
-            (k(Action::ExplainRequests), "requests"),
-        ]),
-        View::System => {}
-        View::Service => items.extend([
-            (k(Action::ToggleService), "serve/stop"),
-            (k(Action::Open), "explain"),
-            (k(Action::ServiceStatusFilter), "status"),
-            (k(Action::ServiceKeyFilter), "key"),
-            (k(Action::ServiceRouteFilter), "route"),
-            (k(Action::ServiceFlaggedOnly), "flagged"),
-            (k(Action::Bottom), "follow"),
-        ]),
-        View::Security => items.extend([
-            (k(Action::ToggleMark), "runs to compare (in 2)"),
-            (k(Action::ShowExplain), "adversarial examples"),
-        ]),
-    }
+    let mut items = crate::tui::state::footer(app);
     // Quit and the command line always show; the view's own keys fill the room left.
     let tail = [(k(Action::Command), "command"), (k(Action::Quit), "quit")];
-    let width =
-        |items: &[(String, &str)]| items.iter().map(|(k, w)| k.chars().count() + w.len() + 3).sum::<usize>();
+    let width = |items: &[(String, &'static str)]| {
+        items.iter().map(|(k, w)| k.chars().count() + w.len() + 3).sum::<usize>()
+    };
     let room = (app.size.0 as usize).saturating_sub(width(&tail));
     while width(&items) > room && items.len() > 1 {
         items.pop();
@@ -223,54 +170,6 @@ pub(super) fn panel<'a>(app: &App, title: impl Into<String>) -> Block<'a> {
         .title(Span::styled(format!(" {} ", title.into()), app.theme.accent()))
 }
 
-/// A named series of one run for a metric, and whether it is per step (smoothable).
-pub struct SeriesData {
-    pub name: &'static str,
-    pub points: Vec<(f64, f64)>,
-    pub per_step: bool,
-}
-
-/// The series a run has for a metric, with x in the chosen unit.
-pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(&'static str, Vec<(f64, f64)>)> {
-    series_of(r, metric, axis).into_iter().map(|s| (s.name, s.points)).collect()
-}
-
-pub fn series_of(r: &RunState, metric: Metric, axis: XAxis) -> Vec<SeriesData> {
-    let spe = r.info.steps_per_epoch.max(1) as f64;
-    let sx = |step: u64, time: f64| match axis {
-        XAxis::Step => step as f64,
-        XAxis::Epoch => step as f64 / spe,
-        XAxis::Time => time,
-    };
-    let per_epoch = |name: &'static str, f: fn(&crate::engine::watch::EpochPoint) -> f64| SeriesData {
-        name,
-        points: r.epochs.iter().map(|e| (sx(e.step, e.time), f(e))).collect(),
-        per_step: false,
-    };
-    match metric {
-        Metric::Loss => vec![
-            SeriesData {
-                name: "train loss",
-                points: r.steps.iter().map(|s| (sx(s.step, s.time), s.loss)).collect(),
-                per_step: true,
-            },
-            per_epoch("val loss", |e| e.val_loss),
-        ],
-        Metric::Accuracy => vec![
-            per_epoch("train acc", |e| e.train_accuracy),
-            per_epoch("val acc", |e| e.val_accuracy),
-            per_epoch("val F1", |e| e.val_macro_f1),
-        ],
-        Metric::LearningRate => {
-            vec![SeriesData {
-                name: "lr",
-                points: r.steps.iter().map(|s| (sx(s.step, s.time), s.lr)).collect(),
-                per_step: false,
-            }]
-        }
-    }
-}
-
 /// The chart of one run (detail and overview): each series in its own colour, per-step series
 /// smoothed over their faint raw line.
 pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ratatui::style::Color, char)>) {
@@ -281,28 +180,10 @@ pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ra
         let glyph = GLYPHS[i % GLYPHS.len()];
         if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
             let smooth = ema(&s.points, app.chart.weight);
-            series.push(Series {
-                name: format!("{} (raw)", s.name),
-                points: Cow::Owned(s.points),
-                color,
-                glyph,
-                faint: true,
-            });
-            series.push(Series {
-                name: s.name.to_string(),
-                points: Cow::Owned(smooth),
-                color,
-                glyph,
-                faint: false,
-            });
+            series.push(Series::new(format!("{} (raw)", s.name), s.points, color, glyph).faint());
+            series.push(Series::new(s.name, smooth, color, glyph));
         } else {
-            series.push(Series {
-                name: s.name.to_string(),
-                points: Cow::Owned(s.points),
-                color,
-                glyph,
-                faint: false,
-            });
+            series.push(Series::new(s.name, s.points, color, glyph));
         }
         legend.push((s.name.to_string(), color, glyph));
     }
@@ -330,16 +211,12 @@ pub fn chart_with<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
         (Some(c), Some((lo, hi))) => Some(lo + c * (hi - lo)),
         _ => None,
     };
-    LineChart {
-        series,
-        x_window: window,
-        log_y: app.chart.log_y,
-        y_range: None,
-        cursor,
-        colored: app.theme.colored(),
-        axis_style: app.theme.muted(),
-        cursor_style: app.theme.accent(),
-    }
+    themed(app, series).x_window(window).log_y(app.chart.log_y).cursor(cursor)
+}
+
+/// A chart in the theme's colours.
+pub fn themed<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
+    LineChart::new(series).styled(app.theme.colored(), app.theme.muted(), app.theme.accent())
 }
 
 /// The legend line under a chart, with the value of each series at the cursor when there is one.
@@ -404,13 +281,14 @@ pub fn chart_caption(app: &App) -> String {
 pub use crate::store::fmt_duration;
 
 /// The style of a run status.
-pub fn status_style(app: &App, status: &str) -> Style {
+pub fn status_style(app: &App, status: ShownStatus) -> Style {
+    use crate::store::RunStatus;
     match status {
-        "running" => app.theme.ok(),
-        "paused" | "queued" => app.theme.warn(),
-        "failed" | "interrupted" => app.theme.error(),
-        "cancelled" => app.theme.muted(),
-        _ => app.theme.base(),
+        ShownStatus::Run(RunStatus::Running) => app.theme.ok(),
+        ShownStatus::Run(RunStatus::Paused | RunStatus::Queued) => app.theme.warn(),
+        ShownStatus::Run(RunStatus::Failed) | ShownStatus::Interrupted => app.theme.error(),
+        ShownStatus::Run(RunStatus::Cancelled) => app.theme.muted(),
+        ShownStatus::Run(RunStatus::Completed) => app.theme.base(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Overlays drawn over the view: the help (generated from the keymap), the new-run and clone
+//! Overlays drawn over the view: the help (generated from the views' key tables, grouped by
+//! view), the new-run and clone
 //! form, and confirmations.
 
 use ratatui::Frame;
@@ -19,14 +20,19 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     match &app.mode {
         Mode::Help { scroll } => {
-            let help = app.keymap.help();
-            let key_w = help.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(8).min(22);
-            let lines: Vec<Line> = help
-                .iter()
-                .map(|(keys, what)| {
+            let groups = crate::tui::state::help(app);
+            let key_w =
+                groups.iter().flat_map(|(_, l)| l).map(|(k, _)| k.chars().count()).max().unwrap_or(8).min(22);
+            let mut lines: Vec<Line> = Vec::new();
+            for (title, help) in &groups {
+                if !lines.is_empty() {
+                    lines.push(Line::from(""));
+                }
+                lines.push(Line::from(Span::styled(title.to_string(), t.accent())));
+                lines.extend(help.iter().map(|(keys, what)| {
                     Line::from(vec![Span::styled(format!("{keys:>key_w$}  "), t.accent()), Span::raw(*what)])
-                })
-                .collect();
+                }));
+            }
             let r = centered(area, 76, area.height);
             f.render_widget(Clear, r);
             let block = panel(app, "Keys (↑↓ scroll, Esc closes; the keymap is config/keymap.ron)");

@@ -78,7 +78,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         let mut cells = vec![
             Cell::from(Span::styled(mark, t.accent())),
             Cell::from(i.id.clone()),
-            Cell::from(Span::styled(r.status(), status_style(app, r.status()))),
+            Cell::from(Span::styled(r.status().label(), status_style(app, r.status()))),
             Cell::from(format!("{}/{}", i.epoch, i.epochs)),
             Cell::from(r.last_loss().map_or("-".into(), |l| format!("{l:.4}"))),
             Cell::from(pct(i.best_val_accuracy)),

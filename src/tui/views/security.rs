@@ -1,11 +1,10 @@
 //! Security: the attack lab and the service's detectors in one place. Robustness curves of the
 //! runs (test accuracy under each saved attack against ε), defended and undefended overlaid;
 //! the service's extraction watch per key (PRADA's W over the key's requests, and whether it is
-//! in alarm); and the requests the detectors flagged, newest first. It reads what the watcher
-//! and the access-log follower put in the state; the adversarial examples themselves are browsed
+//! in alarm); and the requests the detectors flagged, newest first. It reads what the store
+//! follower and the access-log follower put in the state; the adversarial examples are browsed
 //! in the Explain view (`a`).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use ratatui::Frame;
@@ -16,7 +15,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::panel;
 use crate::tui::app::{App, RunState};
-use crate::tui::widgets::chart::{GLYPHS, LineChart, Series};
+use crate::tui::widgets::chart::{GLYPHS, Series};
 
 /// Unicode eighths for W from 0.8 (lowest) to 1.0: below 0.8 is as low as it draws.
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -67,25 +66,10 @@ fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
             let name = format!("{} {}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
             let glyph = GLYPHS[slot % GLYPHS.len()];
             legend.push((name.clone(), t.series(slot), glyph));
-            series.push(Series {
-                name,
-                points: Cow::Owned(points),
-                color: t.series(slot),
-                glyph,
-                faint: false,
-            });
+            series.push(Series::new(name, points, t.series(slot), glyph));
         }
     }
-    let chart = LineChart {
-        series,
-        x_window: None,
-        log_y: false,
-        y_range: Some((0.0, 1.0)),
-        cursor: None,
-        colored: t.colored(),
-        axis_style: t.muted(),
-        cursor_style: t.accent(),
-    };
+    let chart = super::themed(app, series).y_range(0.0, 1.0);
     f.render_widget(chart, plot);
     let spans: Vec<Span> = legend
         .iter()

@@ -2,8 +2,6 @@
 //! temperature, power and clocks with their history, and a table of the processes that train
 //! runs (CPU, resident memory, GPU memory). Without a GPU the panel says "no GPU found".
 
-use std::borrow::Cow;
-
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -101,26 +99,12 @@ fn draw_cpu(f: &mut Frame, app: &App, s: &SystemSample, per_row: u16, area: Rect
 
 fn percent_chart<'a>(app: &App, series: Vec<(String, Vec<(f64, f64)>)>) -> LineChart<'a> {
     let t = &app.theme;
-    LineChart {
-        series: series
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, points))| Series {
-                name,
-                points: Cow::Owned(points),
-                color: t.series(i),
-                glyph: GLYPHS[i % GLYPHS.len()],
-                faint: false,
-            })
-            .collect(),
-        x_window: None,
-        log_y: false,
-        y_range: Some((0.0, 100.0)),
-        cursor: None,
-        colored: t.colored(),
-        axis_style: t.muted(),
-        cursor_style: t.accent(),
-    }
+    let series = series
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, points))| Series::new(name, points, t.series(i), GLYPHS[i % GLYPHS.len()]))
+        .collect();
+    super::themed(app, series).y_range(0.0, 100.0)
 }
 
 fn legend(app: &App, names: &[String]) -> Line<'static> {

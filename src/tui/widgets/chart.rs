@@ -42,6 +42,64 @@ pub struct LineChart<'a> {
     pub cursor_style: Style,
 }
 
+impl<'a> Series<'a> {
+    /// A series drawn in `color` (or `glyph` without colour), not faint.
+    pub fn new(
+        name: impl Into<String>,
+        points: impl Into<Cow<'a, [(f64, f64)]>>,
+        color: Color,
+        glyph: char,
+    ) -> Self {
+        Series { name: name.into(), points: points.into(), color, glyph, faint: false }
+    }
+
+    /// Drawn dim and underneath (the raw line behind a smoothed one).
+    pub fn faint(self) -> Self {
+        Series { faint: true, ..self }
+    }
+}
+
+impl<'a> LineChart<'a> {
+    /// A chart of `series` over the data's whole range, linear, without a cursor, without colour
+    /// and with plain styles until [`LineChart::styled`] says otherwise.
+    pub fn new(series: Vec<Series<'a>>) -> Self {
+        LineChart {
+            series,
+            x_window: None,
+            log_y: false,
+            y_range: None,
+            cursor: None,
+            colored: false,
+            axis_style: Style::default(),
+            cursor_style: Style::default(),
+        }
+    }
+
+    /// Colour on or off, and the styles of the axes and the cursor.
+    pub fn styled(self, colored: bool, axis_style: Style, cursor_style: Style) -> Self {
+        LineChart { colored, axis_style, cursor_style, ..self }
+    }
+
+    /// The x window to show (`None`: the data's whole range).
+    pub fn x_window(self, x_window: Option<(f64, f64)>) -> Self {
+        LineChart { x_window, ..self }
+    }
+
+    /// A fixed y range (percentages).
+    pub fn y_range(self, lo: f64, hi: f64) -> Self {
+        LineChart { y_range: Some((lo, hi)), ..self }
+    }
+
+    pub fn log_y(self, log_y: bool) -> Self {
+        LineChart { log_y, ..self }
+    }
+
+    /// The readout cursor's x.
+    pub fn cursor(self, cursor: Option<f64>) -> Self {
+        LineChart { cursor, ..self }
+    }
+}
+
 /// Where a chart's data lies, for zoom and the cursor readout.
 pub fn x_extent(series: &[Series]) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
@@ -311,22 +369,7 @@ mod tests {
     fn ten_thousand_points_fit_and_spikes_survive() {
         let mut pts: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, 1.0)).collect();
         pts[5_000].1 = 100.0;
-        let chart = LineChart {
-            series: vec![Series {
-                name: "a".into(),
-                points: Cow::Owned(pts),
-                color: Color::Red,
-                glyph: '*',
-                faint: false,
-            }],
-            x_window: None,
-            log_y: false,
-            y_range: None,
-            cursor: None,
-            colored: false,
-            axis_style: Style::default(),
-            cursor_style: Style::default(),
-        };
+        let chart = LineChart::new(vec![Series::new("a", pts, Color::Red, '*')]);
         let area = Rect::new(0, 0, 40, 10);
         let mut buf = Buffer::empty(area);
         chart.render(area, &mut buf);
@@ -339,31 +382,10 @@ mod tests {
     fn glyphs_tell_series_apart_without_colour() {
         let a: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 0.0)).collect();
         let b: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 10.0)).collect();
-        let chart = LineChart {
-            series: vec![
-                Series {
-                    name: "a".into(),
-                    points: Cow::Owned(a),
-                    color: Color::Reset,
-                    glyph: GLYPHS[0],
-                    faint: false,
-                },
-                Series {
-                    name: "b".into(),
-                    points: Cow::Owned(b),
-                    color: Color::Reset,
-                    glyph: GLYPHS[1],
-                    faint: false,
-                },
-            ],
-            x_window: None,
-            log_y: false,
-            y_range: None,
-            cursor: None,
-            colored: false,
-            axis_style: Style::default(),
-            cursor_style: Style::default(),
-        };
+        let chart = LineChart::new(vec![
+            Series::new("a", a, Color::Reset, GLYPHS[0]),
+            Series::new("b", b, Color::Reset, GLYPHS[1]),
+        ]);
         let area = Rect::new(0, 0, 30, 8);
         let mut buf = Buffer::empty(area);
         chart.render(area, &mut buf);

@@ -1,4 +1,5 @@
-//! Follows the run store on disk and reports what changed as plain data. The disk is the source
+//! The store follower: follows the run store on disk and reports what changed as plain data
+//! ([`StoreUpdate`]s). The disk is the source
 //! of truth: runs trained by this console and by any other process (another shell, nohup, a
 //! batch scheduler) look the same. Each file is read from where the last read stopped, and a run
 //! that has finished is looked at less often, so an idle console costs next to nothing.
@@ -6,6 +7,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::{Handle, Sink};
+use crate::error::Result;
 
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
@@ -52,6 +58,27 @@ pub struct RunFeed {
     pub interrupted: bool,
 }
 
+impl RunFeed {
+    /// A feed with the run's info and nothing else changed; fill in the rest with struct
+    /// update syntax (`RunFeed { steps, ..RunFeed::new(info) }`).
+    pub fn new(info: RunInfo) -> Self {
+        RunFeed {
+            id: info.id.clone(),
+            info,
+            spec: None,
+            steps: vec![],
+            epochs: vec![],
+            reset: false,
+            events: vec![],
+            checkpoints: None,
+            evaluation: None,
+            variants: None,
+            attacks: None,
+            interrupted: false,
+        }
+    }
+}
+
 /// A change in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreUpdate {
@@ -77,7 +104,7 @@ struct Tracked {
 }
 
 /// Follows a run store.
-pub struct StoreWatcher {
+pub struct StoreFollower {
     store: RunStore,
     tracked: HashMap<String, Tracked>,
     next_listing: Instant,
@@ -92,9 +119,9 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-impl StoreWatcher {
+impl StoreFollower {
     pub fn new(store: RunStore) -> Self {
-        StoreWatcher { store, tracked: HashMap::new(), next_listing: Instant::now() }
+        StoreFollower { store, tracked: HashMap::new(), next_listing: Instant::now() }
     }
 
     /// Reads what changed on disk since the last call.
@@ -207,6 +234,34 @@ impl StoreWatcher {
     }
 }
 
+/// What the store follower needs.
+pub struct FollowDeps {
+    pub store: RunStore,
+    /// How often the store is looked at.
+    pub poll: Duration,
+}
+
+/// Starts the store follower on a thread of its own (it reads files: that keeps them off the
+/// async workers). It stops when the sink or the command channel closes.
+pub fn spawn(deps: FollowDeps, sink: impl Sink<StoreUpdate>) -> Result<Handle<()>> {
+    let (commands, mut stop) = super::channel::<()>();
+    let join = super::thread("vigil-follow", "the store follower", move || {
+        let mut follower = StoreFollower::new(deps.store);
+        loop {
+            for u in follower.poll() {
+                if !sink(u) {
+                    return;
+                }
+            }
+            std::thread::sleep(deps.poll);
+            if matches!(stop.try_recv(), Err(TryRecvError::Disconnected)) {
+                return;
+            }
+        }
+    })?;
+    Ok(Handle { commands, join })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +271,7 @@ mod tests {
     fn reports_new_runs_then_only_changes_then_removals() {
         let dir = tempfile::tempdir().unwrap();
         let store = RunStore::new(dir.path());
-        let mut w = StoreWatcher::new(store.clone());
+        let mut w = StoreFollower::new(store.clone());
         assert!(w.poll().is_empty());
         let s = spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
         let run = store.create(&s).unwrap();

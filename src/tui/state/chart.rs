@@ -1,0 +1,223 @@
+//! The charts' state (metric, smoothing, scale, x axis, zoom window, readout cursor), the
+//! series a run has for a metric, and the chart keys, which work in every view that draws a run's
+//! curves. Drawing is `views/`' business; nothing here imports it.
+
+use super::{App, Binding, Effect, View};
+use crate::tui::keymap::Action;
+use crate::tui::state::run::RunState;
+
+/// Which metric the charts show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Loss,
+    Accuracy,
+    LearningRate,
+}
+
+impl Metric {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+            Metric::LearningRate => "learning rate",
+        }
+    }
+}
+
+/// The x axis of the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XAxis {
+    Step,
+    Epoch,
+    Time,
+}
+
+impl XAxis {
+    pub fn label(&self) -> &'static str {
+        match self {
+            XAxis::Step => "step",
+            XAxis::Epoch => "epoch",
+            XAxis::Time => "seconds",
+        }
+    }
+}
+
+/// How the charts are drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartOptions {
+    pub metric: Metric,
+    pub smoothing: bool,
+    /// EMA weight in [0, 0.99].
+    pub weight: f64,
+    pub log_y: bool,
+    pub x_axis: XAxis,
+    /// The x window (zoom and pan); the whole range when `None`.
+    pub window: Option<(f64, f64)>,
+    /// The readout cursor, as a fraction of the window (0..1).
+    pub cursor: Option<f64>,
+}
+
+impl Default for ChartOptions {
+    fn default() -> Self {
+        ChartOptions {
+            metric: Metric::Loss,
+            smoothing: true,
+            weight: 0.6,
+            log_y: false,
+            x_axis: XAxis::Step,
+            window: None,
+            cursor: None,
+        }
+    }
+}
+
+/// A named series of one run for a metric, and whether it is per step (smoothable).
+pub struct SeriesData {
+    pub name: &'static str,
+    pub points: Vec<(f64, f64)>,
+    pub per_step: bool,
+}
+
+/// The series a run has for a metric, with x in the chosen unit.
+pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    series_of(r, metric, axis).into_iter().map(|s| (s.name, s.points)).collect()
+}
+
+/// The series a run has for a metric, with whether each is per step.
+pub fn series_of(r: &RunState, metric: Metric, axis: XAxis) -> Vec<SeriesData> {
+    let spe = r.info.steps_per_epoch.max(1) as f64;
+    let sx = |step: u64, time: f64| match axis {
+        XAxis::Step => step as f64,
+        XAxis::Epoch => step as f64 / spe,
+        XAxis::Time => time,
+    };
+    let per_epoch = |name: &'static str, f: fn(&crate::engine::follow::EpochPoint) -> f64| SeriesData {
+        name,
+        points: r.epochs.iter().map(|e| (sx(e.step, e.time), f(e))).collect(),
+        per_step: false,
+    };
+    let per_step = |name: &'static str, smooth: bool, f: fn(&crate::engine::follow::StepPoint) -> f64| {
+        SeriesData { name, points: r.steps().map(|s| (sx(s.step, s.time), f(s))).collect(), per_step: smooth }
+    };
+    match metric {
+        Metric::Loss => vec![per_step("train loss", true, |s| s.loss), per_epoch("val loss", |e| e.val_loss)],
+        Metric::Accuracy => vec![
+            per_epoch("train acc", |e| e.train_accuracy),
+            per_epoch("val acc", |e| e.val_accuracy),
+            per_epoch("val F1", |e| e.val_macro_f1),
+        ],
+        Metric::LearningRate => vec![per_step("lr", false, |s| s.lr)],
+    }
+}
+
+/// The chart keys: offered after the active view's own keys, in every view (the options they
+/// change are shared by every chart).
+pub const BINDINGS: &[Binding] = &[
+    Binding::new(&[Action::NextTab]).hint("next tab"),
+    Binding::new(&[Action::NextMetric]).hint("metric"),
+    Binding::new(&[Action::ToggleSmoothing]).hint("smooth"),
+    Binding::new(&[Action::SmoothMore]),
+    Binding::new(&[Action::SmoothLess]),
+    Binding::new(&[Action::ToggleLogScale]).hint("log"),
+    Binding::new(&[Action::CycleXAxis]).hint("x axis"),
+    Binding::new(&[Action::ZoomIn, Action::ZoomOut]).hint("zoom"),
+    Binding::new(&[Action::PanLeft]),
+    Binding::new(&[Action::PanRight]),
+    Binding::new(&[Action::ResetZoom]),
+    Binding::new(&[Action::ExportCsv]).hint("csv").commands(&["export"]),
+    Binding::new(&[Action::ExportPng]),
+];
+
+/// The chart keys' effect on the shared chart options.
+pub fn handle(action: Action, app: &mut App) -> Option<Vec<Effect>> {
+    let chart = &mut app.chart;
+    match action {
+        Action::NextMetric => {
+            chart.metric = match chart.metric {
+                Metric::Loss => Metric::Accuracy,
+                Metric::Accuracy => Metric::LearningRate,
+                Metric::LearningRate => Metric::Loss,
+            };
+        }
+        Action::ToggleSmoothing => chart.smoothing = !chart.smoothing,
+        Action::SmoothMore | Action::SmoothLess => {
+            let d = if action == Action::SmoothMore { 0.1 } else { -0.1 };
+            chart.weight = ((chart.weight + d) * 10.0).round().clamp(0.0, 9.9) / 10.0;
+            chart.weight = chart.weight.min(0.99);
+            chart.smoothing = chart.weight > 0.0;
+            let text = format!("smoothing {:.1}", chart.weight);
+            app.say(crate::tui::app::Level::Info, text);
+        }
+        Action::ToggleLogScale => chart.log_y = !chart.log_y,
+        Action::CycleXAxis => {
+            chart.x_axis = match chart.x_axis {
+                XAxis::Step => XAxis::Epoch,
+                XAxis::Epoch => XAxis::Time,
+                XAxis::Time => XAxis::Step,
+            };
+            chart.window = None;
+        }
+        Action::ZoomIn | Action::ZoomOut | Action::PanLeft | Action::PanRight => zoom(app, action),
+        Action::ResetZoom => {
+            chart.window = None;
+            chart.cursor = None;
+        }
+        Action::ExportCsv => return Some(vec![Effect::ExportCsv]),
+        Action::ExportPng => return Some(vec![Effect::ExportPng]),
+        _ => return None,
+    }
+    Some(vec![])
+}
+
+/// Moves the readout cursor (left or right) in the views that draw it.
+pub fn move_cursor(app: &mut App, action: Action) -> Option<Vec<Effect>> {
+    let step = match action {
+        Action::Left => -0.02,
+        Action::Right => 0.02,
+        _ => return None,
+    };
+    let c = app.chart.cursor.unwrap_or(if step < 0.0 { 1.0 } else { 0.0 });
+    app.chart.cursor = Some((c + step).clamp(0.0, 1.0));
+    Some(vec![])
+}
+
+/// Zooms or pans the x window of the charts, around the cursor when there is one.
+fn zoom(app: &mut App, action: Action) {
+    let Some((lo, hi)) = full_x_range(app) else { return };
+    let chart = &mut app.chart;
+    let (wlo, whi) = chart.window.unwrap_or((lo, hi));
+    let width = whi - wlo;
+    let (nlo, nhi) = match action {
+        Action::ZoomIn => {
+            let center = wlo + width * chart.cursor.unwrap_or(0.5);
+            (center - width / 4.0, center + width / 4.0)
+        }
+        Action::ZoomOut => {
+            let center = (wlo + whi) / 2.0;
+            (center - width, center + width)
+        }
+        Action::PanLeft => (wlo - width / 4.0, whi - width / 4.0),
+        _ => (wlo + width / 4.0, whi + width / 4.0),
+    };
+    // Keep the window inside the data and at least a few points wide.
+    let w = (nhi - nlo).clamp((hi - lo) / 1000.0, hi - lo);
+    let nlo = nlo.clamp(lo, (hi - w).max(lo));
+    chart.window = if w >= hi - lo { None } else { Some((nlo, nlo + w)) };
+}
+
+/// The x range of the chart currently shown (for zoom).
+pub fn full_x_range(app: &App) -> Option<(f64, f64)> {
+    let runs: Vec<&RunState> = match app.view {
+        View::Compare => app.compared(),
+        _ => app.selected().into_iter().collect(),
+    };
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for r in runs {
+        for (x, _) in series_points(r, app.chart.metric, app.chart.x_axis).into_iter().flat_map(|s| s.1) {
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+    }
+    (lo < hi).then_some((lo, hi))
+}

@@ -1,0 +1,218 @@
+//! Keys while something other than a view has them: the help overlay, the filter and command
+//! lines, the new-run form and confirmations; and the `:` command line, whose commands come from
+//! the key tables (see [`super::commands`]).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::{App, Effect, Level, View};
+use crate::engine::runner::RunnerCommand;
+use crate::engine::service::ServiceCommand;
+use crate::store::Which;
+use crate::tui::app::{Confirm, Mode, SortKey};
+use crate::tui::form::RunForm;
+use crate::tui::keymap::Action;
+use crate::tui::theme::Theme;
+
+/// A key in the current mode.
+pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+    match std::mem::replace(&mut app.mode, Mode::Normal) {
+        Mode::Normal => {
+            let Some(action) = app.keymap.action(&k) else { return vec![] };
+            app.act(action)
+        }
+        Mode::Help { scroll } => {
+            let scroll = match app.keymap.action(&k) {
+                Some(Action::Down) => scroll.saturating_add(1),
+                Some(Action::Up) => scroll.saturating_sub(1),
+                Some(Action::PageDown) => scroll.saturating_add(10),
+                Some(Action::PageUp) => scroll.saturating_sub(10),
+                Some(Action::Quit) if ctrl => return app.act(Action::Quit),
+                _ => return vec![],
+            };
+            app.mode = Mode::Help { scroll };
+            vec![]
+        }
+        Mode::Filter(mut text) => {
+            match k.code {
+                KeyCode::Esc => {
+                    text.clear();
+                    app.set_filter(text);
+                }
+                KeyCode::Enter => {}
+                KeyCode::Backspace => {
+                    text.pop();
+                    app.set_filter(text.clone());
+                    app.mode = Mode::Filter(text);
+                }
+                KeyCode::Char(c) if !ctrl => {
+                    text.push(c);
+                    app.set_filter(text.clone());
+                    app.mode = Mode::Filter(text);
+                }
+                _ => app.mode = Mode::Filter(text),
+            }
+            vec![]
+        }
+        Mode::Command { mut input, completion } => {
+            match k.code {
+                KeyCode::Esc => {}
+                KeyCode::Enter => return command(app, input.trim()),
+                KeyCode::Tab => {
+                    let options = completions(&input, app);
+                    if let Some(c) = options.get(completion % options.len().max(1)) {
+                        input = c.clone();
+                    }
+                    app.mode = Mode::Command { input, completion: completion + 1 };
+                }
+                KeyCode::Backspace => {
+                    if input.pop().is_some() {
+                        app.mode = Mode::Command { input, completion: 0 };
+                    }
+                }
+                KeyCode::Char(c) if !ctrl => {
+                    input.push(c);
+                    app.mode = Mode::Command { input, completion: 0 };
+                }
+                _ => app.mode = Mode::Command { input, completion },
+            }
+            vec![]
+        }
+        Mode::Form(mut form) => {
+            match k.code {
+                KeyCode::Esc => return vec![],
+                KeyCode::Enter if form.focus >= form.fields.len() || ctrl => return submit_form(app, form),
+                KeyCode::Char('s') if ctrl => return submit_form(app, form),
+                KeyCode::Enter | KeyCode::Down | KeyCode::Tab => form.next(),
+                KeyCode::Up | KeyCode::BackTab => form.prev(),
+                KeyCode::Left if form.focus == 0 => form.cycle_spec(false),
+                KeyCode::Right if form.focus == 0 => form.cycle_spec(true),
+                KeyCode::Backspace => form.backspace(),
+                KeyCode::Char(c) => form.type_char(c),
+                _ => {}
+            }
+            app.mode = Mode::Form(form);
+            vec![]
+        }
+        Mode::Confirm(c) => {
+            let yes = matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter);
+            match (c, k.code) {
+                (Confirm::Quit { .. }, KeyCode::Char('s')) | (Confirm::Quit { .. }, KeyCode::Char('y')) => {
+                    app.quit = true;
+                    vec![Effect::Quit { stop_runs: true }]
+                }
+                (Confirm::Stop(id), _) if yes => vec![Effect::Runner(RunnerCommand::Stop(id))],
+                (Confirm::StopService { .. }, _) if yes => vec![Effect::Service(ServiceCommand::Stop)],
+                (Confirm::Delete(id), KeyCode::Char('d')) => vec![Effect::Runner(RunnerCommand::Delete(id))],
+                (Confirm::Delete(id), KeyCode::Char('a')) => vec![Effect::Runner(RunnerCommand::Archive(id))],
+                _ => vec![],
+            }
+        }
+    }
+}
+
+fn submit_form(app: &mut App, mut form: Box<RunForm>) -> Vec<Effect> {
+    match form.submit() {
+        Some(spec) => {
+            let what = match &form.clone_of {
+                Some(id) => format!("cloning {id}"),
+                None => format!("starting {}", spec.name),
+            };
+            app.say(Level::Info, what);
+            vec![Effect::Runner(RunnerCommand::Start(Box::new(spec)))]
+        }
+        None => {
+            app.mode = Mode::Form(form);
+            vec![]
+        }
+    }
+}
+
+/// Runs a `:` command: its name finds the action in the key tables; the commands that take an
+/// argument read it here.
+pub fn command(app: &mut App, line: &str) -> Vec<Effect> {
+    let mut words = line.split_whitespace();
+    let Some(cmd) = words.next() else { return vec![] };
+    let arg = words.collect::<Vec<_>>().join(" ");
+    let Some(action) = super::commands(app).into_iter().find(|(c, _)| *c == cmd).map(|(_, a)| a) else {
+        app.say(Level::Error, format!("unknown command :{cmd} (Tab completes; ? lists keys)"));
+        return vec![];
+    };
+    match with_argument(app, action, arg) {
+        Some(effects) => effects,
+        None => app.act(action),
+    }
+}
+
+/// The commands that read an argument; `None` runs the action as its key does.
+fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effect>> {
+    let effects = match action {
+        Action::NewRun => {
+            let name = if arg.is_empty() { crate::ml::spec::DEFAULT_SPEC.to_string() } else { arg };
+            match RunForm::new_run(app.specs.clone(), &name) {
+                Some(f) if f.spec().name == name => app.mode = Mode::Form(Box::new(f)),
+                _ => app.say(Level::Error, format!("no spec named {name:?} (:new <Tab> lists them)")),
+            }
+            vec![]
+        }
+        Action::Evaluate => match (app.selected_id(), arg.as_str()) {
+            (Some(id), "last") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Last))],
+            (Some(id), "" | "best") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Best))],
+            (Some(_), other) => {
+                app.say(Level::Error, format!("eval takes best or last, not {other:?}"));
+                vec![]
+            }
+            (None, _) => vec![],
+        },
+        Action::CycleTheme if !arg.is_empty() => vec![Effect::LoadTheme(arg)],
+        Action::Filter => {
+            app.set_filter(arg);
+            app.view = View::Runs;
+            vec![]
+        }
+        Action::SortNext => {
+            match SortKey::ALL.iter().find(|k| k.label().replace(' ', "") == arg.replace(' ', "")) {
+                Some(k) => app.sort = *k,
+                None => {
+                    let all = SortKey::ALL.iter().map(|k| k.label()).collect::<Vec<_>>().join(", ");
+                    app.say(Level::Error, format!("sort by one of: {all}"))
+                }
+            }
+            vec![]
+        }
+        Action::ExportCsv => match arg.as_str() {
+            "csv" | "" => vec![Effect::ExportCsv],
+            "png" => vec![Effect::ExportPng],
+            other => {
+                app.say(Level::Error, format!("export csv or png, not {other:?}"));
+                vec![]
+            }
+        },
+        _ => return None,
+    };
+    Some(effects)
+}
+
+/// Completions of a partial command line.
+pub fn completions(input: &str, app: &App) -> Vec<String> {
+    let names: Vec<&str> = super::commands(app).into_iter().map(|(c, _)| c).collect();
+    let parts: Vec<&str> = input.split_whitespace().collect();
+    let trailing_space = input.ends_with(' ');
+    match (parts.as_slice(), trailing_space) {
+        ([], _) => names.iter().map(|c| c.to_string()).collect(),
+        ([p], false) => names.iter().filter(|c| c.starts_with(p)).map(|c| c.to_string()).collect(),
+        ([cmd], true) | ([cmd, _], false) => {
+            let prefix = if trailing_space { "" } else { parts[1] };
+            let options: Vec<String> = match *cmd {
+                "new" => app.specs.iter().map(|s| s.name.clone()).collect(),
+                "theme" => Theme::names(),
+                "eval" => vec!["best".into(), "last".into()],
+                "export" => vec!["csv".into(), "png".into()],
+                "sort" => SortKey::ALL.iter().map(|k| k.label().replace(' ', "")).collect(),
+                _ => vec![],
+            };
+            options.into_iter().filter(|o| o.starts_with(prefix)).map(|o| format!("{cmd} {o}")).collect()
+        }
+        _ => vec![],
+    }
+}
