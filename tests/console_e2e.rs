@@ -42,6 +42,19 @@ impl Tmux {
         }
     }
 
+    /// Waits until the screen no longer shows `text`. Keys sent right after `Escape` can reach
+    /// the console in the same read as it, and an escape followed by `2` is Alt+2: a test (or
+    /// a user) must see the overlay close before typing on.
+    fn wait_gone(&self, text: &str, secs: u64) {
+        let start = Instant::now();
+        while self.screen().contains(text) {
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("waited {secs}s for {text:?} to go; the screen shows:\n{}", self.screen());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn alive(&self) -> bool {
         Command::new("tmux")
             .args(["-L", &self.socket, "has-session", "-t", &self.session])
@@ -111,6 +124,7 @@ fn console_drives_a_run_from_the_keyboard_at_80x24() {
     let s = t.wait_for("Pause or resume the selected run", 5);
     assert!(s.contains("Filter runs") || s.contains("Command line"), "{s}");
     t.keys(&["Escape"]);
+    t.wait_gone("Keys (", 5);
 
     // Runs view and the filter.
     t.keys(&["2"]);
@@ -118,6 +132,7 @@ fn console_drives_a_run_from_the_keyboard_at_80x24() {
     t.keys(&["/", "m", "l", "p", "Enter"]);
     t.wait_for("filter: mlp", 5);
     t.keys(&["Escape"]);
+    t.wait_gone("filter: mlp", 5);
     t.keys(&["/", "c", "n", "n", "Enter"]);
     t.wait_for("no run matches the filter", 5);
     t.keys(&["Escape"]);

@@ -2,32 +2,25 @@
 //! run), 1 for what the machine or the network refused (a port already bound, no terminal, a
 //! service that does not answer). Every command runs under a timeout, so none can hang.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use assert_cmd::Command;
+use common::cli::{train, vigil};
 use predicates::prelude::*;
 
+/// Every command here runs under this limit, so that none can hang the suite.
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn vigil(runs: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs).timeout(LIMIT);
-    c.env_remove("VIGIL_RUNS_DIR").env_remove("VIGIL_KEY").env_remove("VIGIL_THEME");
-    c
-}
 
 #[test]
 fn a_port_already_bound_exits_1_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let out = vigil(dir.path()).args(["train", "digits-logreg", "--epochs", "1", "-q"]).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    let run =
-        text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("train prints the run id").to_string();
+    let run = train(dir.path(), "digits-logreg", "1");
     // Held for the whole test: the service must fail to bind it, not wait for it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     vigil(dir.path())
+        .timeout(LIMIT)
         .args(["serve", &run, "--addr", &addr])
         .assert()
         .code(1)
@@ -40,6 +33,7 @@ fn a_console_without_a_terminal_exits_1_with_the_reason() {
     // assert_cmd gives the child pipes, not a terminal, for stdin and stdout.
     let dir = tempfile::tempdir().unwrap();
     vigil(dir.path())
+        .timeout(LIMIT)
         .write_stdin("")
         .assert()
         .code(1)
@@ -53,31 +47,16 @@ fn a_service_that_does_not_answer_exits_1() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     vigil(dir.path())
+        .timeout(LIMIT)
         .args(["traffic", "--addr", &addr, "--key", "vk_none", "--duration", "1s"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("cannot reach the service"));
 }
 
-#[test]
-fn a_bad_spec_still_exits_2_with_file_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    vigil(dir.path())
-        .args(["train", "tests/fixtures/bad-specs/wrong-type.ron"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("tests/fixtures/bad-specs/wrong-type.ron:5:24: in field `lr`"));
-}
-
-#[test]
-fn an_unknown_run_id_still_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    vigil(dir.path())
-        .args(["eval", "no-such-run"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("no run \"no-such-run\""));
-}
+// A bad spec (exit 2 with file:line:col) and an unknown run id (exit 2) are checked in
+// tests/cli.rs: `a_malformed_spec_exits_2_naming_file_line_and_field` and
+// `unknown_runs_and_bad_arguments_exit_2`.
 
 #[test]
 fn an_unknown_run_is_a_typed_input_error() {

@@ -27,7 +27,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -170,7 +169,8 @@ impl AccessEvent {
     }
 }
 
-/// One line of the access log as read back.
+/// One line of the access log: what the writer serialises (field order is the line's order) and
+/// what readers parse back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessRecord {
     pub seq: u64,
@@ -206,71 +206,36 @@ pub struct AccessRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extraction_w: Option<f64>,
     pub prev: String,
-    #[serde(default)]
+    /// SHA-256 of the line's text without this field; empty (and not written) while the writer
+    /// hashes the rest.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
 }
 
-/// The same line, borrowed, as the writer serialises it (field order is the line's order; the
-/// hash is appended after hashing).
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    seq: u64,
-    time: &'a str,
-    request_id: &'a str,
-    key: Option<&'a str>,
-    client: Option<String>,
-    method: &'a str,
-    route: Option<&'a str>,
-    path: &'a str,
-    model: Option<&'a str>,
-    version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<&'a str>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    latency_us: u64,
-    inputs: usize,
-    labels: Labels<'a>,
-    input_sha256: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_inputs: Option<RawOut<'a>>,
-    policy: Option<String>,
-    budget_left: Option<u64>,
-    error: Option<&'a str>,
-    flags: &'a [Flag],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extraction_w: Option<f64>,
-    prev: &'a str,
-}
-
-struct Labels<'a> {
-    ids: &'a [u32],
-    classes: Option<&'a [String]>,
-}
-
-impl Serialize for Labels<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.ids.len()))?;
-        for &i in self.ids {
-            match self.classes.and_then(|c| c.get(i as usize)) {
-                Some(name) => seq.serialize_element(name)?,
-                None => seq.serialize_element(&i.to_string())?,
-            }
-        }
-        seq.end()
-    }
-}
-
-struct RawOut<'a>(&'a RawBatch);
-
-impl Serialize for RawOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self.0 {
-            // serde_json writes NaN (a missing value) as null, as the request had it.
-            RawBatch::Dense { width, values } => s.collect_seq(values.chunks((*width).max(1))),
-            RawBatch::Texts(t) => s.collect_seq(t),
-        }
+/// Raw inputs as a line holds them: rows of numbers (null for a missing value) or texts. Each
+/// f32 is written with the shortest digits that read back as the same f32 (`0.1`, not
+/// `0.10000000149011612`), so a logged input reads back exactly as the service received it.
+pub fn raw_json(raw: &RawBatch) -> serde_json::Value {
+    use serde_json::Value;
+    match raw {
+        RawBatch::Dense { width, values } => Value::Array(
+            values
+                .chunks((*width).max(1))
+                .map(|row| {
+                    Value::Array(
+                        row.iter()
+                            .map(|v| {
+                                // f32 -> its shortest decimal -> the f64 nearest it, which
+                                // serde_json prints back with the same digits.
+                                let shortest: f64 = v.to_string().parse().unwrap_or(f64::NAN);
+                                serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ),
+        RawBatch::Texts(t) => Value::Array(t.iter().cloned().map(Value::String).collect()),
     }
 }
 
@@ -594,35 +559,43 @@ impl Writer {
             &ev.path
         };
         let seq = self.seq + 1;
-        let out = RecordOut {
+        let model = ev.note.model.as_deref();
+        let out = AccessRecord {
             seq,
-            time: &time,
-            request_id: &ev.request_id,
-            key: ev.key.as_deref(),
+            time,
+            request_id: ev.request_id.to_string(),
+            key: ev.key.as_deref().map(str::to_string),
             client: ev.client.map(|c| c.to_string()),
-            method: ev.method,
-            route: ev.route,
-            path,
-            model: ev.note.model.as_ref().map(|m| m.info.name.as_str()),
-            version: ev.note.model.as_ref().map(|m| m.info.version.as_str()),
-            variant: ev.note.model.as_ref().and_then(|m| m.info.variant.as_deref()),
+            method: ev.method.to_string(),
+            route: ev.route.map(str::to_string),
+            path: path.to_string(),
+            model: model.map(|m| m.info.name.clone()),
+            version: model.map(|m| m.info.version.clone()),
+            variant: model.and_then(|m| m.info.variant.clone()),
             status: ev.status,
             bytes_in: ev.bytes_in,
             bytes_out: ev.bytes_out,
             latency_us: ev.latency_us,
             inputs: ev.note.inputs,
-            labels: Labels {
-                ids: &ev.note.labels,
-                classes: ev.note.model.as_ref().map(|m| m.classes.as_slice()),
-            },
+            // Class names where the model has them, else the class index.
+            labels: ev
+                .note
+                .labels
+                .iter()
+                .map(|&i| {
+                    model.and_then(|m| m.classes.get(i as usize)).cloned().unwrap_or_else(|| i.to_string())
+                })
+                .collect(),
             input_sha256: ev.note.raw.as_ref().map(input_hashes).unwrap_or_default(),
-            raw_inputs: if self.raw_inputs { ev.note.raw.as_ref().map(RawOut) } else { None },
+            raw_inputs: if self.raw_inputs { ev.note.raw.as_ref().map(raw_json) } else { None },
             policy: ev.note.policy.map(|p| p.to_string()),
             budget_left: ev.note.budget_left,
-            error: ev.error.as_deref(),
-            flags: &ev.note.flags,
+            error: ev.error,
+            flags: ev.note.flags,
             extraction_w: ev.note.extraction_w.map(|w| (w * 1e4).round() / 1e4),
-            prev: &self.prev,
+            prev: self.prev.clone(),
+            // Hashed without it, then appended below.
+            hash: String::new(),
         };
         let mut line = serde_json::to_vec(&out).expect("access records always serialise");
         let hash = hex::encode(Sha256::digest(&line));
