@@ -178,7 +178,7 @@ impl StoreFollower {
         if !changed {
             return None;
         }
-        let run = crate::store::RunDir { id: id.to_string(), path: dir.clone() };
+        let run = self.store.dir(id);
         // A run.json caught mid-rename or not yet written: try again on the next poll.
         let info = run.info().ok()?;
         let reset = metrics_len < t.metrics_offset;

@@ -21,12 +21,14 @@ pub mod sign;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::atomic::{append_line, write_atomic};
+use self::seal::SealKey;
 use crate::error::{Error, InputError, Result};
 use crate::ml::data::preprocess::Pipeline;
 use crate::ml::metrics::Evaluation;
@@ -376,22 +378,53 @@ pub fn now() -> String {
         .expect("UTC times always format")
 }
 
-/// The folder that holds all runs.
+/// The folder that holds all runs, and the key its sealed files open with, if one was given.
+/// Cloning is cheap: the key is shared, and zeroed when the last holder drops it.
 #[derive(Debug, Clone)]
 pub struct RunStore {
     root: PathBuf,
+    key: Option<Arc<SealKey>>,
 }
 
-/// One run's folder.
+/// One run's folder, with the store's sealing key.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub id: String,
     pub path: PathBuf,
+    key: Option<Arc<SealKey>>,
+}
+
+impl From<&Path> for RunStore {
+    fn from(root: &Path) -> Self {
+        RunStore::new(root)
+    }
+}
+
+impl From<PathBuf> for RunStore {
+    fn from(root: PathBuf) -> Self {
+        RunStore::new(root)
+    }
 }
 
 impl RunStore {
+    /// A store without a sealing key: sealed files are refused by name.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        RunStore { root: root.into() }
+        RunStore { root: root.into(), key: None }
+    }
+
+    /// The same store opening (and writing) sealed files with `key`.
+    pub fn with_key(self, key: Option<Arc<SealKey>>) -> Self {
+        RunStore { key, ..self }
+    }
+
+    /// The key sealed files open with, if one was given.
+    pub fn key(&self) -> Option<&SealKey> {
+        self.key.as_deref()
+    }
+
+    /// The key, shared, for a holder that outlives this borrow (a server, an engine).
+    pub fn shared_key(&self) -> Option<Arc<SealKey>> {
+        self.key.clone()
     }
 
     pub fn root(&self) -> &Path {
@@ -407,7 +440,7 @@ impl RunStore {
             let path = self.root.join(&id);
             match std::fs::create_dir(&path) {
                 Ok(()) => {
-                    let run = RunDir { id: id.clone(), path };
+                    let run = RunDir { id: id.clone(), path, key: self.key.clone() };
                     std::fs::create_dir_all(run.path.join("checkpoints"))
                         .map_err(|e| Error::io(&run.path, e))?;
                     write_atomic(&run.file("spec.ron"), spec.to_ron().as_bytes())?;
@@ -462,7 +495,7 @@ impl RunStore {
         entries
             .flatten()
             .filter(|e| e.path().join("run.json").is_file())
-            .filter_map(|e| Some(RunDir { id: e.file_name().to_str()?.to_string(), path: e.path() }))
+            .filter_map(|e| Some(self.dir(e.file_name().to_str()?)))
             .collect()
     }
 
@@ -490,8 +523,9 @@ impl RunStore {
         }
     }
 
-    fn dir(&self, id: &str) -> RunDir {
-        RunDir { id: id.to_string(), path: self.root.join(id) }
+    /// The folder of run `id` (which need not exist yet).
+    pub fn dir(&self, id: &str) -> RunDir {
+        RunDir { id: id.to_string(), path: self.root.join(id), key: self.key.clone() }
     }
 }
 
@@ -601,6 +635,11 @@ impl RunDir {
         self.write_sensitive("preprocess.json", &serde_json::to_vec_pretty(p).expect("serialises"))
     }
 
+    /// The key the run's sealed files open with (the store's), if one was given.
+    pub fn key(&self) -> Option<&SealKey> {
+        self.key.as_deref()
+    }
+
     /// Whether the run's sensitive files are sealed (`vigil seal`).
     pub fn is_sealed(&self) -> bool {
         self.file("sealed").exists()
@@ -608,12 +647,12 @@ impl RunDir {
 
     /// Reads a file of the run, decrypting it when it is sealed.
     pub fn read_sensitive(&self, rel: &str) -> Result<Vec<u8>> {
-        seal::read(&self.file(rel), rel)
+        seal::read(&self.file(rel), rel, self.key())
     }
 
     /// Writes a file of the run atomically, sealed when the run is sealed.
     pub fn write_sensitive(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        seal::write(&self.file(rel), rel, bytes, self.is_sealed())
+        seal::write(&self.file(rel), rel, bytes, self.is_sealed(), self.key())
     }
 
     /// Encrypts the run's sensitive files in place. Nothing is written for a file that is
@@ -717,7 +756,7 @@ impl RunDir {
             )),
             _ => Error::io(&path, e),
         })?;
-        let bytes = seal::open_bytes(raw, &path, rel)?;
+        let bytes = seal::open_bytes(raw, &path, rel, self.key())?;
         // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
         // an entry that is missing is treated like a changed file.
         let manifest = self.manifest().map_err(|e| Error::Corrupt {
@@ -786,7 +825,7 @@ impl RunDir {
                 // Hashes are of the plain content, so sealing does not change the manifest; a
                 // sealed file this process cannot open keeps the hash it had.
                 if seal::is_sealed(&bytes) {
-                    match seal::process_key().map(|k| k.open(&rel, &bytes, &p)) {
+                    match self.key().map(|k| k.open(&rel, &bytes, &p)) {
                         Some(Ok(plain)) => bytes = plain,
                         _ => {
                             if let Some(h) = previous.files.get(&rel) {
@@ -838,5 +877,30 @@ mod tests {
         assert!(err.contains("matches 2 runs"), "{err}");
         let err = store.resolve("zzz").unwrap_err().to_string();
         assert!(err.contains("vigil runs"), "{err}");
+    }
+
+    #[test]
+    fn the_seal_key_travels_with_the_store_not_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(SealKey::generate());
+        let keyed = RunStore::new(dir.path()).with_key(Some(key.clone()));
+        let spec = crate::ml::spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
+        let run = keyed.create(&spec).unwrap();
+        run.write_sensitive("preprocess.json", b"{}").unwrap();
+        run.seal(&key).unwrap();
+        // The store's key opens the file; stores without it, or with another, in the same
+        // process do not: nothing about the key is global.
+        assert_eq!(keyed.resolve(&run.id).unwrap().read_sensitive("preprocess.json").unwrap(), b"{}");
+        let bare = RunStore::new(dir.path()).resolve(&run.id).unwrap();
+        let err = bare.read_sensitive("preprocess.json").unwrap_err().to_string();
+        assert!(err.contains("is sealed"), "{err}");
+        assert!(bare.write_sensitive("preprocess.json", b"{}").is_err());
+        let other = RunStore::new(dir.path()).with_key(Some(Arc::new(SealKey::generate())));
+        assert!(other.resolve(&run.id).unwrap().read_sensitive("preprocess.json").is_err());
+        // A sealed write with the store's key stays sealed and opens again.
+        let again = keyed.dir(&run.id);
+        again.write_sensitive("preprocess.json", b"[]").unwrap();
+        assert!(seal::is_sealed(&std::fs::read(again.file("preprocess.json")).unwrap()));
+        assert_eq!(again.read_sensitive("preprocess.json").unwrap(), b"[]");
     }
 }
