@@ -63,7 +63,7 @@ fn fresh_store() -> tempfile::TempDir {
 }
 
 fn run_id(store: &Path, spec: &str) -> String {
-    RunStore::new(store).list().into_iter().find(|r| r.spec == spec).unwrap().id
+    RunStore::new(store).list().into_iter().find(|r| r.spec == spec).unwrap().id.into()
 }
 
 fn config(store: &Path) -> ServeConfig {

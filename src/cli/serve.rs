@@ -135,7 +135,7 @@ fn print_banner(server: &Server, runs_dir: &Path) {
         };
         let run = match &m.variant {
             Some(v) => format!("{}@{v}", m.run),
-            None => m.run.clone(),
+            None => m.run.to_string(),
         };
         println!("  {}  version {}  run {run}  {input} -> {} classes", m.name, m.version, m.classes.len());
     }

@@ -19,7 +19,7 @@ use super::{Commands, Handle, Join, Sink};
 use crate::serve::access_log::AccessRecord;
 use crate::serve::monitor::{LogFollower, ServiceStats, Snapshot, key_budgets};
 use crate::serve::{ServeConfig, Server};
-use crate::store::RunStore;
+use crate::store::{RunId, RunStore};
 
 /// The statistics window, as the service issue asks: the last minute.
 pub const WINDOW_S: u64 = 60;
@@ -38,7 +38,7 @@ pub struct ServiceFeed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceCommand {
     /// Serve this run (stopping the one served before, if any).
-    Start(String),
+    Start(RunId),
     Stop,
 }
 
@@ -47,7 +47,7 @@ pub enum ServiceCommand {
 pub enum ServiceEvent {
     Started {
         url: String,
-        run: String,
+        run: RunId,
         /// Model names served, with the version.
         models: Vec<String>,
         warnings: Vec<String>,
@@ -140,7 +140,8 @@ async fn control(
             }
         }
         if let ServiceCommand::Start(run) = cmd {
-            let config = ServeConfig { log_raw_inputs, ..ServeConfig::new(store.clone(), vec![run.clone()]) };
+            let config =
+                ServeConfig { log_raw_inputs, ..ServeConfig::new(store.clone(), vec![run.to_string()]) };
             match Server::start(config).await {
                 Ok(s) => {
                     let event = ServiceEvent::Started {

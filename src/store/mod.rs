@@ -15,6 +15,7 @@
 //! ```
 
 pub mod atomic;
+mod run_id;
 pub mod seal;
 pub mod sign;
 
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::atomic::{append_line, write_atomic};
+pub use self::run_id::RunId;
 use self::seal::SealKey;
 use crate::error::{Error, InputError, Result};
 use crate::ml::data::preprocess::Pipeline;
@@ -73,7 +75,7 @@ impl std::fmt::Display for RunStatus {
 /// `run.json`: what a table of runs shows, rewritten as the run goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
-    pub id: String,
+    pub id: RunId,
     /// The spec's name.
     pub spec: String,
     /// The model family (mlp, cnn, lstm, ...).
@@ -389,7 +391,7 @@ pub struct RunStore {
 /// One run's folder, with the store's sealing key.
 #[derive(Debug, Clone)]
 pub struct RunDir {
-    pub id: String,
+    pub id: RunId,
     pub path: PathBuf,
     key: Option<Arc<SealKey>>,
 }
@@ -436,7 +438,7 @@ impl RunStore {
     pub fn create(&self, spec: &ExperimentSpec) -> Result<RunDir> {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         for attempt in 0u32.. {
-            let id = format!("{}-{}", spec.name, short_hash(attempt));
+            let id = RunId::from(format!("{}-{}", spec.name, short_hash(attempt)));
             let path = self.root.join(&id);
             match std::fs::create_dir(&path) {
                 Ok(()) => {
@@ -517,7 +519,7 @@ impl RunStore {
             [] => Err(InputError::UnknownRun { query: query.into(), store: self.root.clone() }.into()),
             many => Err(InputError::AmbiguousRun {
                 query: query.into(),
-                matches: many.iter().map(|r| r.id.clone()).collect(),
+                matches: many.iter().map(|r| r.id.to_string()).collect(),
             }
             .into()),
         }
@@ -525,7 +527,7 @@ impl RunStore {
 
     /// The folder of run `id` (which need not exist yet).
     pub fn dir(&self, id: &str) -> RunDir {
-        RunDir { id: id.to_string(), path: self.root.join(id), key: self.key.clone() }
+        RunDir { id: id.into(), path: self.root.join(id), key: self.key.clone() }
     }
 }
 
