@@ -253,7 +253,7 @@ pub fn render_frames(
             })
             .collect();
         let info = RunInfo {
-            id,
+            id: id.into(),
             spec: "bench".into(),
             model: "mlp".into(),
             status: RunStatus::Completed,

@@ -916,7 +916,7 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
 fn the_headless_console_trains_a_run_through_its_real_engines() {
     let dir = tempfile::tempdir().unwrap();
     let opts = vigil::tui::ConsoleOptions {
-        runs_dir: dir.path().to_path_buf(),
+        store: vigil::store::RunStore::new(dir.path()),
         models_dir: "models".into(),
         theme: None,
         keymap: None,

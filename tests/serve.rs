@@ -63,7 +63,7 @@ fn fresh_store() -> tempfile::TempDir {
 }
 
 fn run_id(store: &Path, spec: &str) -> String {
-    RunStore::new(store).list().into_iter().find(|r| r.spec == spec).unwrap().id
+    RunStore::new(store).list().into_iter().find(|r| r.spec == spec).unwrap().id.into()
 }
 
 fn config(store: &Path) -> ServeConfig {
@@ -845,7 +845,7 @@ async fn traffic_sends_test_inputs_and_the_follower_sees_every_line() {
             model: Some("digits-logreg".into()),
             batch: 2,
             ca_cert: None,
-            runs_dir: dir.path().to_path_buf(),
+            store: RunStore::new(dir.path()),
             models_dir: PathBuf::from("models"),
             max_in_flight: 64,
             profile: traffic::Profile::Benign,
@@ -1061,7 +1061,7 @@ fn traffic_config(store: &Path, server: &Server, key: String, profile: traffic::
         model: Some("digits-logreg".into()),
         batch: 100,
         ca_cert: None,
-        runs_dir: store.to_path_buf(),
+        store: RunStore::new(store),
         models_dir: PathBuf::from("models"),
         max_in_flight: 64,
         profile,

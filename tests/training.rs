@@ -17,7 +17,7 @@ fn spec(name: &str) -> ExperimentSpec {
 fn run_to_end(store: &RunStore, s: &ExperimentSpec) -> (String, Outcome) {
     let run = store.create(s).unwrap();
     let outcome = train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    (run.id, outcome)
+    (run.id.into(), outcome)
 }
 
 fn test_accuracy(o: &Outcome) -> f64 {

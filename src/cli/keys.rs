@@ -16,6 +16,7 @@ use crate::serve::keys::{
 };
 use crate::serve::limits::{UsageFile, unix_now};
 use crate::serve::policy::OutputPolicy;
+use crate::store::RunStore;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -73,7 +74,8 @@ pub enum Action {
     },
 }
 
-pub fn run(runs_dir: &Path, action: Action) -> Result<()> {
+pub fn run(store: &RunStore, action: Action) -> Result<()> {
+    let runs_dir = store.root();
     let path = key_file_path(runs_dir);
     if let Some(w) = permission_warning(&path) {
         eprintln!("warning: {w}");
@@ -96,11 +98,11 @@ pub fn run(runs_dir: &Path, action: Action) -> Result<()> {
                 "none" => None,
                 b => Some(b.parse::<Budget>().map_err(invalid)?),
             };
-            let mut file = KeyFile::load(&path)?;
+            let mut file = KeyFile::load_with_key(&path, store.key())?;
             let guard = Guard { reject_ood, on_extraction };
             let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output, guard };
             let (rec, key) = file.create(new, OffsetDateTime::now_utc())?;
-            file.save(&path)?;
+            file.save_with_key(&path, store.key())?;
             if json {
                 let v = serde_json::json!({
                     "name": rec.name, "key": key, "scopes": rec.scopes, "expires": rec.expires,
@@ -126,14 +128,12 @@ pub fn run(runs_dir: &Path, action: Action) -> Result<()> {
             }
             Ok(())
         }
-        Action::List { json } => list(&path, runs_dir, json),
-        Action::SigningCreate { file } => {
-            super::protect::create_signing_key(&crate::store::RunStore::new(runs_dir), file)
-        }
+        Action::List { json } => list(&path, store, json),
+        Action::SigningCreate { file } => super::protect::create_signing_key(store, file),
         Action::Revoke { name } => {
-            let mut file = KeyFile::load(&path)?;
+            let mut file = KeyFile::load_with_key(&path, store.key())?;
             if file.revoke(&name, OffsetDateTime::now_utc())? {
-                file.save(&path)?;
+                file.save_with_key(&path, store.key())?;
                 println!("revoked key {name:?}; a running server refuses it within a second");
             } else {
                 let when = file.keys.iter().find(|k| k.name == name).and_then(|k| k.revoked.clone());
@@ -169,9 +169,9 @@ fn rate_text(r: Option<RateLimit>) -> String {
     r.map_or("none".into(), |r| format!("{}/s (burst {})", r.per_second, r.burst))
 }
 
-fn list(path: &Path, runs_dir: &Path, json: bool) -> Result<()> {
-    let file = KeyFile::load(path)?;
-    let usage = UsageFile::load(&UsageFile::path(runs_dir))?;
+fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
+    let file = KeyFile::load_with_key(path, store.key())?;
+    let usage = UsageFile::load(&UsageFile::path(store.root()))?;
     let now = OffsetDateTime::now_utc();
     let now_s = unix_now();
     let rows: Vec<serde_json::Value> = file

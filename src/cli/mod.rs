@@ -222,14 +222,14 @@ impl From<CheckpointArg> for CheckpointKind {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let store = RunStore::new(&cli.runs_dir);
     let seal_opts = crate::store::seal::KeyOptions::from_env(cli.seal_key_file.clone());
-    // Every command opens sealed runs when given the key; sealing itself checks it separately.
-    if !matches!(cli.command, Some(Command::Seal { .. }))
-        && let Some(k) = seal_opts.resolve(store.root(), false)?
-    {
-        crate::store::seal::set_process_key(k);
-    }
+    // The key is resolved once and travels with the store: every command opens sealed runs when
+    // given it; sealing itself checks it separately.
+    let key = match cli.command {
+        Some(Command::Seal { .. }) => None,
+        _ => seal_opts.resolve(&cli.runs_dir, false)?,
+    };
+    let store = RunStore::new(&cli.runs_dir).with_key(key.map(std::sync::Arc::new));
     match cli.command {
         None => {
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
@@ -243,7 +243,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(invalid("--jobs must be at least 1"));
             }
             crate::tui::run(crate::tui::ConsoleOptions {
-                runs_dir: cli.runs_dir,
+                store,
                 models_dir: cli.models_dir,
                 theme: cli.theme,
                 keymap: cli.keymap,
@@ -274,10 +274,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
         Some(Command::Bench { json, repeats, ui: false, peak }) => bench(json, repeats.max(1), peak),
-        Some(Command::Serve(args)) => serve::run(&cli.runs_dir, args),
-        Some(Command::Keys { action }) => keys::run(&cli.runs_dir, action),
+        Some(Command::Serve(args)) => serve::run(&store, args),
+        Some(Command::Keys { action }) => keys::run(&store, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
-        Some(Command::Traffic(args)) => traffic::run(&cli.runs_dir, &cli.models_dir, args),
+        Some(Command::Traffic(args)) => traffic::run(&store, &cli.models_dir, args),
     }
 }
 

@@ -75,7 +75,7 @@ pub fn print_runs(runs: &[RunInfo]) {
     let mut t = table(&["id", "spec", "status", "epoch", "best val acc", "test acc", "duration"]);
     for r in runs {
         t.add_row(vec![
-            r.id.clone(),
+            r.id.to_string(),
             r.spec.clone(),
             observed_status(r),
             format!("{}/{}", r.epoch, r.epochs),

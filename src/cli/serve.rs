@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::serve::keys::parse_duration;
 use crate::serve::router::RequestLimits;
 use crate::serve::{ServeConfig, Server, TlsFiles};
+use crate::store::RunStore;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,14 +86,14 @@ pub fn resolve_addr(text: &str) -> Result<SocketAddr> {
     addrs.next().ok_or_else(|| invalid(format!("--addr {text:?} resolves to no address")))
 }
 
-pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
+pub fn run(store: &RunStore, args: Args) -> Result<()> {
     crate::serve::server::ensure_thread_count_env();
     let addr = resolve_addr(&args.addr)?;
     let max_body = usize::try_from(args.max_body).map_err(|_| invalid("--max-body is too large"))?;
     if args.max_inputs == 0 {
         return Err(invalid("--max-inputs must be at least 1"));
     }
-    let mut config = ServeConfig::new(runs_dir, args.runs);
+    let mut config = ServeConfig::new(store.clone(), args.runs);
     config.addr = addr;
     config.tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key });
     config.limits = RequestLimits { max_body, max_inputs: args.max_inputs, timeout: args.timeout };
@@ -110,7 +111,7 @@ pub fn run(runs_dir: &Path, args: Args) -> Result<()> {
     let runtime = builder.enable_all().build().map_err(|e| Error::startup("the async runtime", e))?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
-        print_banner(&server, runs_dir);
+        print_banner(&server, store.root());
         wait_for_stop().await;
         eprintln!("stopping: finishing requests in flight and writing the access log ...");
         let stats = server.log_stats();
@@ -134,7 +135,7 @@ fn print_banner(server: &Server, runs_dir: &Path) {
         };
         let run = match &m.variant {
             Some(v) => format!("{}@{v}", m.run),
-            None => m.run.clone(),
+            None => m.run.to_string(),
         };
         println!("  {}  version {}  run {run}  {input} -> {} classes", m.name, m.version, m.classes.len());
     }

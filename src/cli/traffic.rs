@@ -13,6 +13,7 @@ use super::invalid;
 use crate::error::{Error, Result};
 use crate::serve::keys::parse_duration;
 use crate::serve::traffic::{Profile, TrafficConfig, TrafficReport, run as send_traffic};
+use crate::store::RunStore;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,7 +51,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
+pub fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()> {
     if args.batch == 0 {
         return Err(invalid("--batch must be at least 1"));
     }
@@ -65,7 +66,7 @@ pub fn run(runs_dir: &Path, models_dir: &Path, args: Args) -> Result<()> {
         model: args.model,
         batch: args.batch,
         ca_cert: args.ca_cert,
-        runs_dir: runs_dir.to_path_buf(),
+        store: store.clone(),
         models_dir: models_dir.to_path_buf(),
         max_in_flight: 256,
         profile: args.profile,

@@ -17,18 +17,18 @@ use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::train::{Trained, load_trained, predict};
 use crate::serve::access_log::AccessRecord;
 use crate::serve::model::{PredictBody, ServedModel};
-use crate::store::{RunDir, RunStore, Which};
+use crate::store::{RunDir, RunId, RunStore, Which};
 
 /// What the console asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExplainCommand {
     /// Load a run's model and test split.
-    Open(String),
+    Open(RunId),
     /// Explain test example `index` of the open run with a method by name.
-    Explain { run: String, index: usize, method: String },
+    Explain { run: RunId, index: usize, method: String },
     /// Explain test example `index` and its adversarial version from a saved attack, both with
     /// a method by name.
-    Adversarial { run: String, index: usize, method: String, attack: AttackChoice },
+    Adversarial { run: RunId, index: usize, method: String, attack: AttackChoice },
     /// Explain one input of a logged request with a method by name.
     Request { input: Box<LoggedInput>, method: String },
 }
@@ -136,7 +136,7 @@ impl AttackChoice {
 /// A test example and its adversarial version, each explained.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdversarialResult {
-    pub run: String,
+    pub run: RunId,
     pub index: usize,
     pub attack: AttackChoice,
     pub clean: Explanation,
@@ -159,7 +159,7 @@ pub struct Example {
 /// An opened run: its classes, input layout and every test example's label and prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExplainSet {
-    pub run: String,
+    pub run: RunId,
     pub classes: Vec<String>,
     pub layout: InputShape,
     pub examples: Vec<Example>,
@@ -168,7 +168,7 @@ pub struct ExplainSet {
 /// One explanation, ready to draw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExplainResult {
-    pub run: String,
+    pub run: RunId,
     pub index: usize,
     pub explanation: Explanation,
     /// Milliseconds it took.
@@ -182,7 +182,7 @@ pub enum ExplainEvent {
     Explained(Box<ExplainResult>),
     /// The saved attacks of the run just opened (radius 0 left out), after `Opened`.
     Attacks {
-        run: String,
+        run: RunId,
         attacks: Vec<AttackChoice>,
     },
     ExplainedAdversarial(Box<AdversarialResult>),
@@ -191,7 +191,7 @@ pub enum ExplainEvent {
 }
 
 struct Loaded {
-    run: String,
+    run: RunId,
     dir: crate::store::RunDir,
     trained: Trained,
     test: Prepared,
@@ -351,7 +351,7 @@ struct Served {
     model: String,
     version: String,
     variant: Option<String>,
-    run: String,
+    run: RunId,
     served: ServedModel,
 }
 

@@ -15,7 +15,7 @@ use crate::error::Result;
 
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::{CheckpointEntry, EventLine, MetricLine, RunInfo, RunStore, read_jsonl};
+use crate::store::{CheckpointEntry, EventLine, MetricLine, RunId, RunInfo, RunStore, read_jsonl};
 
 /// One training step of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,7 +35,7 @@ pub type EpochPoint = crate::store::EpochMetrics;
 /// What changed in one run since the last report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFeed {
-    pub id: String,
+    pub id: RunId,
     /// The current `run.json` (always sent).
     pub info: RunInfo,
     /// The spec as run, sent the first time the run is seen.
@@ -83,7 +83,7 @@ impl RunFeed {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreUpdate {
     Run(Box<RunFeed>),
-    Removed(String),
+    Removed(RunId),
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +106,7 @@ struct Tracked {
 /// Follows a run store.
 pub struct StoreFollower {
     store: RunStore,
-    tracked: HashMap<String, Tracked>,
+    tracked: HashMap<RunId, Tracked>,
     next_listing: Instant,
 }
 
@@ -130,8 +130,8 @@ impl StoreFollower {
         let mut out = Vec::new();
         if now >= self.next_listing {
             self.next_listing = now + LISTING_EVERY;
-            let present: Vec<String> = self.store.dirs().into_iter().map(|d| d.id).collect();
-            let gone: Vec<String> = self.tracked.keys().filter(|id| !present.contains(id)).cloned().collect();
+            let present: Vec<RunId> = self.store.dirs().into_iter().map(|d| d.id).collect();
+            let gone: Vec<RunId> = self.tracked.keys().filter(|id| !present.contains(id)).cloned().collect();
             for id in gone {
                 self.tracked.remove(&id);
                 out.push(StoreUpdate::Removed(id));
@@ -140,7 +140,7 @@ impl StoreFollower {
                 self.tracked.entry(id).or_default();
             }
         }
-        let ids: Vec<String> = self.tracked.keys().cloned().collect();
+        let ids: Vec<RunId> = self.tracked.keys().cloned().collect();
         for id in ids {
             if let Some(feed) = self.check(&id, now) {
                 out.push(StoreUpdate::Run(Box::new(feed)));
@@ -178,7 +178,7 @@ impl StoreFollower {
         if !changed {
             return None;
         }
-        let run = crate::store::RunDir { id: id.to_string(), path: dir.clone() };
+        let run = self.store.dir(id);
         // A run.json caught mid-rename or not yet written: try again on the next poll.
         let info = run.info().ok()?;
         let reset = metrics_len < t.metrics_offset;
@@ -218,7 +218,7 @@ impl StoreFollower {
         // An interrupted run changes no more unless someone resumes it: look at it less often.
         t.settled = !info.status.is_active() || interrupted;
         Some(RunFeed {
-            id: id.to_string(),
+            id: id.into(),
             info,
             spec,
             steps,

@@ -14,7 +14,7 @@ use crate::ml::data::preprocess::PreparedData;
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
 use crate::ml::train::{Outcome, Silent, TrainControl, evaluate, load_trained, train};
-use crate::store::{ControlRequest, RunDir, RunStatus, RunStore, Which, write_json};
+use crate::store::{ControlRequest, RunDir, RunId, RunStatus, RunStore, Which, write_json};
 
 /// What the console asks of the runner.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,18 +22,18 @@ pub enum RunnerCommand {
     /// Create a run for this spec and queue it.
     Start(Box<ExperimentSpec>),
     /// Queue a stopped run to continue from its last checkpoint.
-    Resume(String),
+    Resume(RunId),
     /// Pause or resume a run between steps (also runs trained by other processes).
-    Pause(String),
-    Unpause(String),
+    Pause(RunId),
+    Unpause(RunId),
     /// Stop a run (its last checkpoint is kept), or drop it from the queue.
-    Stop(String),
+    Stop(RunId),
     /// Evaluate a checkpoint on the test split.
-    Evaluate(String, Which),
+    Evaluate(RunId, Which),
     /// Remove a finished run's folder.
-    Delete(String),
+    Delete(RunId),
     /// Move a finished run's folder to `<runs>/.archive/`.
-    Archive(String),
+    Archive(RunId),
     /// Stop every active run (checkpoints kept) and end.
     StopAll,
 }
@@ -41,14 +41,14 @@ pub enum RunnerCommand {
 /// What the runner reports back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunnerEvent {
-    Queued(String),
-    Started(String),
-    Completed(String),
-    Cancelled(String),
-    Failed(String, String),
-    Evaluated(String, Which, Box<Evaluation>),
-    Deleted(String),
-    Archived(String),
+    Queued(RunId),
+    Started(RunId),
+    Completed(RunId),
+    Cancelled(RunId),
+    Failed(RunId, String),
+    Evaluated(RunId, Which, Box<Evaluation>),
+    Deleted(RunId),
+    Archived(RunId),
     /// Something asked could not be done; a message for the status line.
     Refused(String),
     /// Runs training or queued in this process.
@@ -59,8 +59,8 @@ pub enum RunnerEvent {
 }
 
 enum Done {
-    Trained(String, Result<Outcome, String>),
-    Evaluated(String, Which, Result<Evaluation, String>),
+    Trained(RunId, Result<Outcome, String>),
+    Evaluated(RunId, Which, Result<Evaluation, String>),
 }
 
 /// The queue and the runs this process trains.
@@ -68,7 +68,7 @@ pub struct Runner {
     store: RunStore,
     concurrency: usize,
     queue: VecDeque<(RunDir, bool)>,
-    active: HashMap<String, Arc<TrainControl>>,
+    active: HashMap<RunId, Arc<TrainControl>>,
     events: mpsc::UnboundedSender<RunnerEvent>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -265,7 +265,7 @@ impl Runner {
                     }
                 } else if request == ControlRequest::Run {
                     // A stopped run: "resume" means continue it here from its checkpoint.
-                    self.handle(RunnerCommand::Resume(id.to_string()));
+                    self.handle(RunnerCommand::Resume(id.into()));
                 } else {
                     self.emit(RunnerEvent::Refused(format!("{id} is not training")));
                 }

@@ -10,7 +10,6 @@
 //!   it takes [`ServiceCommand`]s and reports [`ServiceEvent`]s. Dropping its command sender
 //!   stops the server gracefully, so quitting the console never leaves a port bound.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -20,6 +19,7 @@ use super::{Commands, Handle, Join, Sink};
 use crate::serve::access_log::AccessRecord;
 use crate::serve::monitor::{LogFollower, ServiceStats, Snapshot, key_budgets};
 use crate::serve::{ServeConfig, Server};
+use crate::store::{RunId, RunStore};
 
 /// The statistics window, as the service issue asks: the last minute.
 pub const WINDOW_S: u64 = 60;
@@ -38,7 +38,7 @@ pub struct ServiceFeed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceCommand {
     /// Serve this run (stopping the one served before, if any).
-    Start(String),
+    Start(RunId),
     Stop,
 }
 
@@ -47,7 +47,7 @@ pub enum ServiceCommand {
 pub enum ServiceEvent {
     Started {
         url: String,
-        run: String,
+        run: RunId,
         /// Model names served, with the version.
         models: Vec<String>,
         warnings: Vec<String>,
@@ -62,7 +62,8 @@ fn now_s() -> i64 {
 
 /// What the access-log follower needs.
 pub struct LogDeps {
-    pub runs_dir: PathBuf,
+    /// The run store (with its sealing key, for a sealed key file).
+    pub store: RunStore,
     pub poll: Duration,
 }
 
@@ -71,14 +72,15 @@ pub struct LogDeps {
 pub fn spawn_log(deps: LogDeps, sink: impl Sink<ServiceFeed>) -> crate::error::Result<Handle<()>> {
     let (commands, stop) = super::channel::<()>();
     let join = super::thread("vigil-service-log", "the access-log follower", move || {
-        follow(deps.runs_dir, deps.poll, stop, sink)
+        follow(deps.store, deps.poll, stop, sink)
     })?;
     Ok(Handle { commands, join })
 }
 
 /// What the service control needs.
 pub struct ServiceDeps {
-    pub runs_dir: PathBuf,
+    /// The run store the service serves from, with its sealing key.
+    pub store: RunStore,
     /// Log raw inputs too (the operator's choice at start, as `vigil serve --log-raw-inputs`).
     pub log_raw_inputs: bool,
 }
@@ -90,16 +92,16 @@ pub fn spawn(
     sink: impl Sink<ServiceEvent>,
 ) -> crate::error::Result<Handle<ServiceCommand>> {
     let (commands, rx) = super::channel();
-    let task = tokio::spawn(control(deps.runs_dir, deps.log_raw_inputs, rx, sink));
+    let task = tokio::spawn(control(deps.store, deps.log_raw_inputs, rx, sink));
     Ok(Handle { commands, join: Join::Task(task) })
 }
 
-/// Follows `runs_dir`'s access log until `send` returns false (the console is gone) or `stop`
+/// Follows the store's access log until `send` returns false (the console is gone) or `stop`
 /// closes.
-fn follow(runs_dir: PathBuf, poll: Duration, mut stop: Commands<()>, send: impl Fn(ServiceFeed) -> bool) {
-    let mut follower = LogFollower::tail(&runs_dir, BACKLOG_BYTES);
+fn follow(store: RunStore, poll: Duration, mut stop: Commands<()>, send: impl Fn(ServiceFeed) -> bool) {
+    let mut follower = LogFollower::tail(store.root(), BACKLOG_BYTES);
     let mut stats = ServiceStats::new(WINDOW_S);
-    if let Ok(b) = key_budgets(&runs_dir, now_s().max(0) as u64) {
+    if let Ok(b) = key_budgets(&store, now_s().max(0) as u64) {
         stats.seed_budgets(b);
     }
     let mut last_sent = Instant::now() - Duration::from_secs(1);
@@ -124,7 +126,7 @@ fn follow(runs_dir: PathBuf, poll: Duration, mut stop: Commands<()>, send: impl 
 /// `log_raw_inputs` makes it log raw inputs too (the operator's choice at start, as with
 /// `vigil serve --log-raw-inputs`), so that the Explain view can explain its requests.
 async fn control(
-    runs_dir: PathBuf,
+    store: RunStore,
     log_raw_inputs: bool,
     mut commands: Commands<ServiceCommand>,
     emit: impl Fn(ServiceEvent) -> bool,
@@ -138,7 +140,8 @@ async fn control(
             }
         }
         if let ServiceCommand::Start(run) = cmd {
-            let config = ServeConfig { log_raw_inputs, ..ServeConfig::new(&runs_dir, vec![run.clone()]) };
+            let config =
+                ServeConfig { log_raw_inputs, ..ServeConfig::new(store.clone(), vec![run.to_string()]) };
             match Server::start(config).await {
                 Ok(s) => {
                     let event = ServiceEvent::Started {

@@ -269,7 +269,7 @@ impl Sampler {
         let mut map: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for r in store.list() {
             if let (true, Some(pid)) = (r.status.is_active(), r.pid) {
-                map.entry(pid).or_default().push(r.id);
+                map.entry(pid).or_default().push(r.id.into());
             }
         }
         self.run_pids = map;

@@ -20,6 +20,7 @@ use super::limits::{BudgetCounter, Rate, UsageFile};
 use super::metrics::{KeyLabels, Metrics};
 use super::policy::OutputPolicy;
 use crate::error::Result;
+use crate::store::seal::SealKey;
 
 /// A key the service accepts, with its run-time counters.
 pub struct Caller {
@@ -145,9 +146,10 @@ impl Keyring {
         usage: &UsageFile,
         previous: Option<&Keyring>,
         metrics: &Metrics,
+        seal: Option<&SealKey>,
     ) -> Result<Self> {
         let stamp = FileStamp::of(path);
-        let file = KeyFile::load(path)?;
+        let file = KeyFile::load_with_key(path, seal)?;
         let old: HashMap<&str, &Arc<Caller>> =
             previous.map(|p| p.callers.iter().map(|c| (&*c.name, c)).collect()).unwrap_or_default();
         let mut callers = Vec::with_capacity(file.keys.len());
@@ -274,7 +276,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
         file.save(&path).unwrap();
-        let ring = Keyring::load(&path, &UsageFile::default(), None, &Metrics::new()).unwrap();
+        let ring = Keyring::load(&path, &UsageFile::default(), None, &Metrics::new(), None).unwrap();
         (ring, secrets, file)
     }
 
@@ -326,7 +328,8 @@ mod tests {
         let path = dir.path().join("keys.json");
         file.revoke("p", OffsetDateTime::now_utc()).unwrap();
         file.save(&path).unwrap();
-        let reloaded = Keyring::load(&path, &UsageFile::default(), Some(&ring), &Metrics::new()).unwrap();
+        let reloaded =
+            Keyring::load(&path, &UsageFile::default(), Some(&ring), &Metrics::new(), None).unwrap();
         let d = reloaded.authenticate(Some(&bearer(&keys[0])), None, now_unix()).unwrap_err().denied;
         assert!(matches!(d, Denied::Revoked(_)), "{d:?}");
         assert_eq!(d.status(), 401);

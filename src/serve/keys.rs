@@ -24,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::policy::OutputPolicy;
 use crate::error::{Error, Result};
+use crate::store::seal::SealKey;
 
 /// The key file's name inside the run store.
 pub const KEY_FILE: &str = "keys.json";
@@ -332,15 +333,21 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 impl KeyFile {
-    /// Reads the key file; a missing file is an empty one.
+    /// Reads a key file that is not sealed; a missing file is an empty one.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_key(path, None)
+    }
+
+    /// Reads the key file, opening it with `seal` when `vigil seal` sealed it; a missing file
+    /// is an empty one.
+    pub fn load_with_key(path: &Path, seal: Option<&SealKey>) -> Result<Self> {
         let bytes = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(KeyFile::default()),
             Err(e) => return Err(Error::io(path, e)),
         };
-        // `vigil seal` seals the key file with the runs; it opens with the process's key.
-        let bytes = crate::store::seal::open_bytes(bytes, path, "keys.json")?;
+        // `vigil seal` seals the key file with the runs; it opens with the store's key.
+        let bytes = crate::store::seal::open_bytes(bytes, path, "keys.json", seal)?;
         let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             path: path.to_path_buf(),
             msg: format!("line {}, column {}: {e}", e.line(), e.column()),
@@ -356,13 +363,19 @@ impl KeyFile {
         Ok(file)
     }
 
-    /// Writes the key file atomically with mode 0600 (owner read and write only).
+    /// Writes a key file that is not sealed atomically with mode 0600 (owner read and write
+    /// only).
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with_key(path, None)
+    }
+
+    /// Writes the key file atomically with mode 0600, sealed with `seal` when it was sealed.
+    pub fn save_with_key(&self, path: &Path, seal: Option<&SealKey>) -> Result<()> {
         let text = serde_json::to_vec_pretty(self).expect("key files always serialise");
         // A sealed key file stays sealed when keys are added or revoked.
         let sealed = std::fs::read(path).is_ok_and(|b| crate::store::seal::is_sealed(&b));
         if sealed {
-            let key = crate::store::seal::process_key().ok_or_else(|| {
+            let key = seal.ok_or_else(|| {
                 Error::sealed(format!("{} is sealed: give the sealing key to change it", path.display()))
             })?;
             return write_private(path, &key.seal("keys.json", &text));

@@ -18,7 +18,7 @@ use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::model::Network;
 use crate::ml::train::load_trained;
-use crate::store::{RunDir, Which};
+use crate::store::{RunDir, RunId, Which};
 
 /// Length of the version string: a prefix of the checkpoint's SHA-256.
 pub const VERSION_LEN: usize = 12;
@@ -37,7 +37,7 @@ pub struct ModelInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// The run it comes from.
-    pub run: String,
+    pub run: RunId,
     /// The model family (mlp, cnn, rnn, text, logreg).
     pub kind: String,
     /// `inputs` (numbers) or `texts`.

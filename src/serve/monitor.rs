@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::access_log::{ACCESS_LOG, AccessRecord, rotated_files};
 use crate::error::Result;
-use crate::store::read_jsonl;
+use crate::store::{RunStore, read_jsonl};
 
 /// Reads an access log incrementally.
 #[derive(Debug, Clone)]
@@ -418,9 +418,9 @@ impl ServiceStats {
 /// What each key's budget has left at Unix time `now_s`, from the key file and the saved usage
 /// (which a running service updates about once a second); `None` for keys without a budget.
 /// Revoked keys are left out.
-pub fn key_budgets(runs_dir: &Path, now_s: u64) -> Result<BTreeMap<String, Option<u64>>> {
-    let keys = super::keys::KeyFile::load(&super::keys::key_file_path(runs_dir))?;
-    let usage = super::limits::UsageFile::load(&super::limits::UsageFile::path(runs_dir))?;
+pub fn key_budgets(store: &RunStore, now_s: u64) -> Result<BTreeMap<String, Option<u64>>> {
+    let keys = super::keys::KeyFile::load_with_key(&super::keys::key_file_path(store.root()), store.key())?;
+    let usage = super::limits::UsageFile::load(&super::limits::UsageFile::path(store.root()))?;
     Ok(keys
         .keys
         .iter()
@@ -580,13 +580,13 @@ mod tests {
         let mut usage = UsageFile::default();
         usage.keys.insert("a".into(), Usage { window: T0 as u64 / 86_400, used: 30 });
         usage.save(&UsageFile::path(dir.path())).unwrap();
-        let budgets = key_budgets(dir.path(), T0 as u64 + 5).unwrap();
+        let budgets = key_budgets(&RunStore::new(dir.path()), T0 as u64 + 5).unwrap();
         assert_eq!(budgets.into_iter().collect::<Vec<_>>(), vec![("a".into(), Some(70)), ("b".into(), None)]);
         // The next day the budget is whole again.
-        assert_eq!(key_budgets(dir.path(), T0 as u64 + 86_400).unwrap()["a"], Some(100));
+        assert_eq!(key_budgets(&RunStore::new(dir.path()), T0 as u64 + 86_400).unwrap()["a"], Some(100));
 
         let mut s = ServiceStats::new(60);
-        s.seed_budgets(key_budgets(dir.path(), T0 as u64 + 5).unwrap());
+        s.seed_budgets(key_budgets(&RunStore::new(dir.path()), T0 as u64 + 5).unwrap());
         let snap = s.snapshot(T0 + 5);
         assert_eq!(
             snap.keys,

@@ -37,8 +37,9 @@ pub struct TlsFiles {
 /// Everything `vigil serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The run store: runs, the key file, the usage file and the access log live there.
-    pub runs_dir: PathBuf,
+    /// The run store (with its sealing key): runs, the key file, the usage file and the access
+    /// log live there.
+    pub store: RunStore,
     /// Run ids (or unique prefixes/suffixes, or `latest`) to serve.
     pub runs: Vec<String>,
     pub addr: SocketAddr,
@@ -59,9 +60,9 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// The defaults for a run store and runs: 127.0.0.1:7878, 1 MiB bodies, 256 inputs per
     /// request, a 10 s timeout, 64 MiB log files.
-    pub fn new(runs_dir: impl Into<PathBuf>, runs: Vec<String>) -> Self {
+    pub fn new(store: impl Into<RunStore>, runs: Vec<String>) -> Self {
         ServeConfig {
-            runs_dir: runs_dir.into(),
+            store: store.into(),
             runs,
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
             tls: None,
@@ -154,16 +155,16 @@ impl Server {
                 config.addr
             )));
         }
-        let store = RunStore::new(&config.runs_dir);
+        let store = &config.store;
         let signed = config.require_signed.then_some(config.trusted_key.as_ref());
-        let models = load_models_checked(&store, &config.runs, signed)?;
+        let models = load_models_checked(store, &config.runs, signed)?;
         let mut warnings = Vec::new();
 
         let metrics = Metrics::new();
-        let key_path = key_file_path(&config.runs_dir);
-        let usage_path = UsageFile::path(&config.runs_dir);
+        let key_path = key_file_path(store.root());
+        let usage_path = UsageFile::path(store.root());
         let usage = UsageFile::load(&usage_path)?;
-        let keyring = Keyring::load(&key_path, &usage, None, &metrics)?;
+        let keyring = Keyring::load(&key_path, &usage, None, &metrics, store.key())?;
         if let Some(w) = permission_warning(&key_path) {
             warnings.push(w);
         }
@@ -195,13 +196,21 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| Error::service_failed(format!("cannot listen: {e}")))?;
 
         let (log, writer) = access_log::start(LogOptions {
-            dir: config.runs_dir.clone(),
+            dir: store.root().to_path_buf(),
             max_bytes: config.log_max_bytes,
             raw_inputs: config.log_raw_inputs,
         })?;
         let log_path = log.path.clone();
         let infos = models.iter().map(|m| m.info.clone()).collect();
-        let state = Arc::new(AppState::new(models, keyring, key_path, log, metrics, config.limits));
+        let state = Arc::new(AppState::new(
+            models,
+            keyring,
+            key_path,
+            store.shared_key(),
+            log,
+            metrics,
+            config.limits,
+        ));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
         let mut listening =

@@ -38,8 +38,9 @@ pub struct TrafficConfig {
     pub batch: usize,
     /// A PEM CA certificate to trust (for a self-signed service certificate).
     pub ca_cert: Option<PathBuf>,
-    /// Where to look for the served run, to use its own test split.
-    pub runs_dir: PathBuf,
+    /// Where to look for the served run, to use its own test split (with the store's sealing
+    /// key, for a sealed run).
+    pub store: RunStore,
     pub models_dir: PathBuf,
     /// Most requests waiting for an answer at once; beyond it requests are skipped and counted.
     pub max_in_flight: usize,
@@ -158,11 +159,11 @@ pub type TestRequest = (Vec<u8>, Vec<String>);
 /// description of where they came from.
 pub fn test_requests(
     info: &ModelInfo,
-    runs_dir: &std::path::Path,
+    store: &RunStore,
     models_dir: &std::path::Path,
     batch: usize,
 ) -> Result<(Vec<TestRequest>, String)> {
-    let (ds, test, from) = test_split(info, runs_dir, models_dir)?;
+    let (ds, test, from) = test_split(info, store, models_dir)?;
     let label = |i: usize| ds.classes[ds.labels[i] as usize].clone();
     let mut out = Vec::new();
     for chunk in test.chunks(batch.max(1)) {
@@ -223,10 +224,9 @@ impl Source {
 /// The test split of the served run (or of its spec), raw, with labels.
 fn test_split(
     info: &ModelInfo,
-    runs_dir: &std::path::Path,
+    store: &RunStore,
     models_dir: &std::path::Path,
 ) -> Result<(crate::ml::data::Dataset, Vec<usize>, String)> {
-    let store = RunStore::new(runs_dir);
     let (spec, from) = match store.resolve(&info.run).and_then(|d| d.spec()) {
         Ok(s) => (s, format!("the test split of run {}", info.run)),
         Err(_) => {
@@ -235,7 +235,7 @@ fn test_split(
                     "cannot find test data for model {}: run {} is not in {} and no spec is named {}",
                     info.name,
                     info.run,
-                    runs_dir.display(),
+                    store.root().display(),
                     info.name
                 ))
             })?;
@@ -254,11 +254,11 @@ fn test_split(
 /// repeating the same inputs would look like nothing real), test texts in turn for text models.
 pub fn request_source(
     info: &ModelInfo,
-    runs_dir: &std::path::Path,
+    store: &RunStore,
     models_dir: &std::path::Path,
     batch: usize,
 ) -> Result<(Source, String)> {
-    let (ds, test, from) = test_split(info, runs_dir, models_dir)?;
+    let (ds, test, from) = test_split(info, store, models_dir)?;
     match &ds.inputs {
         RawInputs::Dense { values, shape } if !values.iter().any(|v| v.is_nan()) => {
             let d = shape.numel();
@@ -268,7 +268,7 @@ pub fn request_source(
             Ok((Source::Benign { stream, labels, batch: batch.max(1) }, format!("variations of {from}")))
         }
         _ => {
-            let (requests, from) = test_requests(info, runs_dir, models_dir, batch)?;
+            let (requests, from) = test_requests(info, store, models_dir, batch)?;
             Ok((Source::Cycle { requests, next: 0 }, from))
         }
     }
@@ -277,17 +277,12 @@ pub fn request_source(
 /// The adversarial profile's requests: the examples `vigil attack` saved for the served run (the
 /// PGD L∞ curve's radius nearest 0.1, else any saved curve's), mapped back to raw values through
 /// the run's preprocessing, as an attacker would send them.
-pub fn adversarial_source(
-    info: &ModelInfo,
-    runs_dir: &std::path::Path,
-    batch: usize,
-) -> Result<(Source, String)> {
+pub fn adversarial_source(info: &ModelInfo, store: &RunStore, batch: usize) -> Result<(Source, String)> {
     use crate::ml::attack::curve::{index, load_set};
-    let store = RunStore::new(runs_dir);
     let run = store.resolve(&info.run).map_err(|e| {
         Error::not_found(format!(
             "the adversarial profile needs the served run in {}: {e}",
-            runs_dir.display()
+            store.root().display()
         ))
     })?;
     let curves = index(&run)?.curves;
@@ -423,11 +418,11 @@ async fn extraction(
     client: reqwest::Client,
     url: &str,
 ) -> Result<TrafficReport> {
-    let store = RunStore::new(&config.runs_dir);
+    let store = &config.store;
     let run = store.resolve(&info.run).map_err(|e| {
         Error::not_found(format!(
             "the extraction profile needs the served run in {}: {e}",
-            config.runs_dir.display()
+            config.store.root().display()
         ))
     })?;
     let trained = crate::ml::train::load_trained(&run, crate::store::Which::Best)?;
@@ -586,8 +581,8 @@ pub async fn run(
         return extraction(&config, &info, client, &url).await;
     }
     let (mut source, from) = match config.profile {
-        Profile::Adversarial => adversarial_source(&info, &config.runs_dir, config.batch)?,
-        _ => request_source(&info, &config.runs_dir, &config.models_dir, config.batch)?,
+        Profile::Adversarial => adversarial_source(&info, &config.store, config.batch)?,
+        _ => request_source(&info, &config.store, &config.models_dir, config.batch)?,
     };
     let predict_url: Arc<str> = Arc::from(format!("{url}/v1/models/{}/predict", info.name));
     let key: Arc<str> = Arc::from(config.key.as_str());

@@ -15,19 +15,25 @@
 //! ```
 
 pub mod atomic;
+mod run_id;
+mod run_store;
 pub mod seal;
 pub mod sign;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use self::atomic::{append_line, write_atomic};
-use crate::error::{Error, InputError, Result};
+pub use self::run_id::RunId;
+pub use self::run_store::RunStore;
+use self::seal::SealKey;
+use crate::error::{Error, Result};
 use crate::ml::data::preprocess::Pipeline;
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
@@ -71,7 +77,7 @@ impl std::fmt::Display for RunStatus {
 /// `run.json`: what a table of runs shows, rewritten as the run goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
-    pub id: String,
+    pub id: RunId,
     /// The spec's name.
     pub spec: String,
     /// The model family (mlp, cnn, lstm, ...).
@@ -376,137 +382,12 @@ pub fn now() -> String {
         .expect("UTC times always format")
 }
 
-/// The folder that holds all runs.
-#[derive(Debug, Clone)]
-pub struct RunStore {
-    root: PathBuf,
-}
-
-/// One run's folder.
+/// One run's folder, with the store's sealing key.
 #[derive(Debug, Clone)]
 pub struct RunDir {
-    pub id: String,
+    pub id: RunId,
     pub path: PathBuf,
-}
-
-impl RunStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        RunStore { root: root.into() }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Creates a new run for a spec: a fresh id, its folder, the spec as run, and a `run.json`
-    /// in the `queued` state.
-    pub fn create(&self, spec: &ExperimentSpec) -> Result<RunDir> {
-        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        for attempt in 0u32.. {
-            let id = format!("{}-{}", spec.name, short_hash(attempt));
-            let path = self.root.join(&id);
-            match std::fs::create_dir(&path) {
-                Ok(()) => {
-                    let run = RunDir { id: id.clone(), path };
-                    std::fs::create_dir_all(run.path.join("checkpoints"))
-                        .map_err(|e| Error::io(&run.path, e))?;
-                    write_atomic(&run.file("spec.ron"), spec.to_ron().as_bytes())?;
-                    let t = now();
-                    run.write_info(&RunInfo {
-                        id,
-                        spec: spec.name.clone(),
-                        model: spec.model.kind().to_string(),
-                        status: RunStatus::Queued,
-                        created: t.clone(),
-                        started: None,
-                        finished: None,
-                        updated: t,
-                        epoch: 0,
-                        epochs: spec.epochs,
-                        step: 0,
-                        steps_per_epoch: 0,
-                        train_loss: None,
-                        val_loss: None,
-                        val_accuracy: None,
-                        best_val_accuracy: None,
-                        best_epoch: None,
-                        test_accuracy: None,
-                        test_macro_f1: None,
-                        membership_advantage: None,
-                        dp: None,
-                        duration_s: 0.0,
-                        samples_per_sec: None,
-                        failure: None,
-                        pid: None,
-                        seed: spec.seed,
-                    })?;
-                    return Ok(run);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => continue,
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        unreachable!("the loop returns within 100 attempts")
-    }
-
-    /// Every run in the store with a readable `run.json`, oldest first.
-    pub fn list(&self) -> Vec<RunInfo> {
-        let mut out: Vec<RunInfo> = self.dirs().into_iter().filter_map(|d| d.info().ok()).collect();
-        out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
-        out
-    }
-
-    /// The run folders (those holding a `run.json`).
-    pub fn dirs(&self) -> Vec<RunDir> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return vec![] };
-        entries
-            .flatten()
-            .filter(|e| e.path().join("run.json").is_file())
-            .filter_map(|e| Some(RunDir { id: e.file_name().to_str()?.to_string(), path: e.path() }))
-            .collect()
-    }
-
-    /// Finds a run by id, unique prefix or unique suffix, or `latest` for the newest.
-    pub fn resolve(&self, query: &str) -> Result<RunDir> {
-        let runs = self.list();
-        if query == "latest" {
-            return runs.last().map(|r| self.dir(&r.id)).ok_or_else(|| {
-                Error::not_found(format!("the run store {} holds no runs", self.root.display()))
-            });
-        }
-        if let Some(r) = runs.iter().find(|r| r.id == query) {
-            return Ok(self.dir(&r.id));
-        }
-        let matches: Vec<&RunInfo> =
-            runs.iter().filter(|r| r.id.starts_with(query) || r.id.ends_with(query)).collect();
-        match matches.as_slice() {
-            [one] => Ok(self.dir(&one.id)),
-            [] => Err(InputError::UnknownRun { query: query.into(), store: self.root.clone() }.into()),
-            many => Err(InputError::AmbiguousRun {
-                query: query.into(),
-                matches: many.iter().map(|r| r.id.clone()).collect(),
-            }
-            .into()),
-        }
-    }
-
-    fn dir(&self, id: &str) -> RunDir {
-        RunDir { id: id.to_string(), path: self.root.join(id) }
-    }
-}
-
-/// Six hex digits from the clock, the process and an attempt counter: short enough to type,
-/// unique enough for one store.
-fn short_hash(attempt: u32) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let mut h = Sha256::new();
-    h.update(nanos.to_le_bytes());
-    h.update(std::process::id().to_le_bytes());
-    h.update(attempt.to_le_bytes());
-    hex::encode(&h.finalize()[..3])
+    key: Option<Arc<SealKey>>,
 }
 
 /// SHA-256 of bytes, in hex.
@@ -601,6 +482,11 @@ impl RunDir {
         self.write_sensitive("preprocess.json", &serde_json::to_vec_pretty(p).expect("serialises"))
     }
 
+    /// The key the run's sealed files open with (the store's), if one was given.
+    pub fn key(&self) -> Option<&SealKey> {
+        self.key.as_deref()
+    }
+
     /// Whether the run's sensitive files are sealed (`vigil seal`).
     pub fn is_sealed(&self) -> bool {
         self.file("sealed").exists()
@@ -608,12 +494,12 @@ impl RunDir {
 
     /// Reads a file of the run, decrypting it when it is sealed.
     pub fn read_sensitive(&self, rel: &str) -> Result<Vec<u8>> {
-        seal::read(&self.file(rel), rel)
+        seal::read(&self.file(rel), rel, self.key())
     }
 
     /// Writes a file of the run atomically, sealed when the run is sealed.
     pub fn write_sensitive(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        seal::write(&self.file(rel), rel, bytes, self.is_sealed())
+        seal::write(&self.file(rel), rel, bytes, self.is_sealed(), self.key())
     }
 
     /// Encrypts the run's sensitive files in place. Nothing is written for a file that is
@@ -717,7 +603,7 @@ impl RunDir {
             )),
             _ => Error::io(&path, e),
         })?;
-        let bytes = seal::open_bytes(raw, &path, rel)?;
+        let bytes = seal::open_bytes(raw, &path, rel, self.key())?;
         // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
         // an entry that is missing is treated like a changed file.
         let manifest = self.manifest().map_err(|e| Error::Corrupt {
@@ -786,7 +672,7 @@ impl RunDir {
                 // Hashes are of the plain content, so sealing does not change the manifest; a
                 // sealed file this process cannot open keeps the hash it had.
                 if seal::is_sealed(&bytes) {
-                    match seal::process_key().map(|k| k.open(&rel, &bytes, &p)) {
+                    match self.key().map(|k| k.open(&rel, &bytes, &p)) {
                         Some(Ok(plain)) => bytes = plain,
                         _ => {
                             if let Some(h) = previous.files.get(&rel) {
@@ -821,22 +707,5 @@ mod tests {
         std::io::Write::write_all(&mut f, b"3}\n").unwrap();
         let (more, _) = read_jsonl::<serde_json::Value>(&path, offset).unwrap();
         assert_eq!(more, vec![serde_json::json!({"a": 3})]);
-    }
-
-    #[test]
-    fn resolve_by_prefix_suffix_and_latest_and_explain_ambiguity() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RunStore::new(dir.path());
-        let spec = crate::ml::spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
-        let a = store.create(&spec).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        let b = store.create(&spec).unwrap();
-        assert_eq!(store.resolve(&a.id).unwrap().id, a.id);
-        assert_eq!(store.resolve(&b.id[b.id.len() - 6..]).unwrap().id, b.id);
-        assert_eq!(store.resolve("latest").unwrap().id, b.id);
-        let err = store.resolve("digits-logreg").unwrap_err().to_string();
-        assert!(err.contains("matches 2 runs"), "{err}");
-        let err = store.resolve("zzz").unwrap_err().to_string();
-        assert!(err.contains("vigil runs"), "{err}");
     }
 }

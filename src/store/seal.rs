@@ -4,13 +4,15 @@
 //! The key comes from a key file, `VIGIL_SEAL_KEY` (64 hex digits) or a passphrase
 //! (`VIGIL_SEAL_PASSPHRASE`) stretched with Argon2id; `<runs>/seal.json` keeps the passphrase's
 //! salt and a check value, so a wrong key is refused before anything is read or written.
+//! The command line resolves the key once and hands it to the [`super::RunStore`]
+//! (`RunStore::with_key`), which passes it to every run folder it opens: there is no
+//! process-wide key, so two stores (or two tests) in one process never share one.
 //!
 //! Only what leaks the data or the model is sealed: checkpoints, optimiser state, the fitted
 //! preprocessing and the API key file. Specs, metrics and logs stay readable, so the console can
 //! list and plot sealed runs without the key.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -169,44 +171,37 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
-static PROCESS_KEY: OnceLock<SealKey> = OnceLock::new();
-
-/// Sets the key this process opens sealed files with (from the command line, once).
-pub fn set_process_key(key: SealKey) {
-    let _ = PROCESS_KEY.set(key);
+/// The error for a sealed file and no key to open it with.
+fn no_key(path: &Path) -> Error {
+    Error::sealed(format!(
+        "{} is sealed: give the key with --seal-key-file FILE, VIGIL_SEAL_KEY or VIGIL_SEAL_PASSPHRASE",
+        path.display()
+    ))
 }
 
-/// The key this process opens sealed files with, if one was given.
-pub fn process_key() -> Option<&'static SealKey> {
-    PROCESS_KEY.get()
-}
-
-/// Reads a file that may be sealed, decrypting it with the process key.
-pub fn read(path: &Path, rel: &str) -> Result<Vec<u8>> {
+/// Reads a file that may be sealed, decrypting it with `key`.
+pub fn read(path: &Path, rel: &str, key: Option<&SealKey>) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    open_bytes(bytes, path, rel)
+    open_bytes(bytes, path, rel, key)
 }
 
-/// Decrypts bytes read from `path` when they are sealed.
-pub fn open_bytes(bytes: Vec<u8>, path: &Path, rel: &str) -> Result<Vec<u8>> {
+/// Decrypts bytes read from `path` with `key` when they are sealed.
+pub fn open_bytes(bytes: Vec<u8>, path: &Path, rel: &str, key: Option<&SealKey>) -> Result<Vec<u8>> {
     if !is_sealed(&bytes) {
         return Ok(bytes);
     }
-    match process_key() {
+    match key {
         Some(k) => k.open(rel, &bytes, path),
-        None => Err(Error::sealed(format!(
-            "{} is sealed: give the key with --seal-key-file FILE, VIGIL_SEAL_KEY or VIGIL_SEAL_PASSPHRASE",
-            path.display()
-        ))),
+        None => Err(no_key(path)),
     }
 }
 
-/// Writes a file, sealed when `seal` is set (with the process key).
-pub fn write(path: &Path, rel: &str, plain: &[u8], seal: bool) -> Result<()> {
+/// Writes a file, sealed with `key` when `seal` is set.
+pub fn write(path: &Path, rel: &str, plain: &[u8], seal: bool, key: Option<&SealKey>) -> Result<()> {
     if !seal {
         return write_atomic(path, plain);
     }
-    let key = process_key().ok_or_else(|| {
+    let key = key.ok_or_else(|| {
         Error::sealed(format!("{} belongs to a sealed run: give the key to write it", path.display()))
     })?;
     write_atomic(path, &key.seal(rel, plain))

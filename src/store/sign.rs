@@ -105,7 +105,7 @@ pub fn verify(run: &RunDir, trusted: Option<&VerifyingKey>) -> Result<RunSignatu
     for (rel, want) in &manifest.files {
         let path = run.file(rel);
         let bytes = match std::fs::read(&path) {
-            Ok(b) => super::seal::open_bytes(b, &path, rel)?,
+            Ok(b) => super::seal::open_bytes(b, &path, rel, run.key())?,
             Err(_) => {
                 return Err(Error::Corrupt { path, msg: "is in the signed manifest but missing".into() });
             }

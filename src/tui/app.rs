@@ -24,7 +24,7 @@ use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::engine::system::SystemSample;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::Which;
+use crate::store::{RunId, Which};
 
 pub use super::state::chart::{ChartOptions, Metric, XAxis};
 pub use super::state::explain::{ExplainState, RequestPick};
@@ -119,8 +119,8 @@ pub enum Confirm {
     Quit {
         active: usize,
     },
-    Stop(String),
-    Delete(String),
+    Stop(RunId),
+    Delete(RunId),
     /// Stop the model service the console started.
     StopService {
         url: String,
@@ -202,7 +202,7 @@ pub enum Msg {
 
 /// The console's state.
 pub struct App {
-    pub runs: BTreeMap<String, RunState>,
+    pub runs: BTreeMap<RunId, RunState>,
     pub view: View,
     /// The view to return to from Detail and Logs.
     pub previous: View,
@@ -211,7 +211,7 @@ pub struct App {
     pub cursor: usize,
     /// Whether the user moved the cursor (then it follows its run, not its row).
     pub pinned: bool,
-    pub marked: BTreeSet<String>,
+    pub marked: BTreeSet<RunId>,
     pub sort: SortKey,
     pub sort_desc: bool,
     pub filter_text: String,
@@ -291,7 +291,7 @@ impl App {
             let f = |x: Option<f64>| (x.unwrap_or(f64::NEG_INFINITY) * 1e6) as i64;
             match self.sort {
                 SortKey::Started => (0, r.info.created.clone()),
-                SortKey::Id => (0, r.info.id.clone()),
+                SortKey::Id => (0, r.info.id.to_string()),
                 SortKey::Status => (0, r.status().label().to_string()),
                 SortKey::Epoch => (r.info.epoch as i64, String::new()),
                 SortKey::TrainLoss => (f(r.last_loss()), String::new()),
@@ -312,7 +312,7 @@ impl App {
         v.get(self.cursor.min(v.len().saturating_sub(1))).copied()
     }
 
-    pub fn selected_id(&self) -> Option<String> {
+    pub fn selected_id(&self) -> Option<RunId> {
         self.selected().map(|r| r.info.id.clone())
     }
 

@@ -40,7 +40,7 @@ pub fn visible_series(app: &App) -> (String, Vec<Exported>) {
                 } else {
                     s.points
                 };
-                out.push(Exported { name: r.info.id.clone(), points });
+                out.push(Exported { name: r.info.id.to_string(), points });
             }
         }
     } else {

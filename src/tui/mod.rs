@@ -39,7 +39,8 @@ use crate::store::RunStore;
 /// How the console is started.
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
-    pub runs_dir: PathBuf,
+    /// The run store, with the sealing key the command line resolved.
+    pub store: RunStore,
     pub models_dir: PathBuf,
     /// Theme name or file.
     pub theme: Option<String>,
@@ -98,9 +99,8 @@ pub struct Engines {
 impl Engines {
     /// Starts every engine on the current runtime; their events arrive on `msgs`.
     pub fn start(opts: &ConsoleOptions, msgs: &mpsc::UnboundedSender<Msg>) -> Result<Self> {
-        let store = RunStore::new(&opts.runs_dir);
+        let store = opts.store.clone();
         let concurrency = opts.concurrency.unwrap_or_else(default_concurrency);
-        let root = store.root().to_path_buf();
         Ok(Engines {
             runner: runner::spawn(
                 RunnerDeps { store: store.clone(), concurrency },
@@ -116,11 +116,11 @@ impl Engines {
             )?,
             explain: explain::spawn(store.clone(), into_msgs(msgs, Msg::Explain))?,
             service_log: service::spawn_log(
-                LogDeps { runs_dir: root.clone(), poll: POLL },
+                LogDeps { store: store.clone(), poll: POLL },
                 into_msgs(msgs, |f| Msg::ServiceFeed(Box::new(f))),
             )?,
             service: service::spawn(
-                ServiceDeps { runs_dir: root, log_raw_inputs: opts.serve_log_raw_inputs },
+                ServiceDeps { store: store.clone(), log_raw_inputs: opts.serve_log_raw_inputs },
                 into_msgs(msgs, Msg::Service),
             )?,
             store,

@@ -21,7 +21,7 @@ use vigil::tui::theme::{ColorDepth, Theme};
 
 pub fn info(id: &str, status: RunStatus, epoch: usize, epochs: usize, step: u64) -> RunInfo {
     RunInfo {
-        id: id.to_string(),
+        id: id.into(),
         spec: id.rsplit_once('-').map_or(id, |(s, _)| s).to_string(),
         model: "mlp".into(),
         status,

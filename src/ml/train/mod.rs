@@ -291,7 +291,7 @@ impl<'a> Trainer<'a> {
             }
         }
         observer.on_event(&TrainEvent::Started {
-            run_id: run.id.clone(),
+            run_id: run.id.to_string(),
             spec: spec.name.clone(),
             epochs: spec.epochs,
             steps_per_epoch: self.steps_per_epoch,

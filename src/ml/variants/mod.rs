@@ -417,7 +417,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
             .to_string(),
     });
     let report = Report {
-        run: run.id.clone(),
+        run: run.id.to_string(),
         variant: name.clone(),
         spec: *spec,
         base_sha256: base_sha,

@@ -34,6 +34,7 @@ use super::model::Batch;
 use super::model::{PredictBody, ServedModel};
 use super::routes::{self, Access, EXPLAIN, PREDICT, ROUTES, RouteSpec};
 use crate::ml::attack::prada::{Prada, PradaConfig};
+use crate::store::seal::SealKey;
 
 mod handlers;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     prediction_counters: HashMap<String, prometheus_client::metrics::counter::Counter>,
     pub keys: RwLock<Arc<Keyring>>,
     key_path: PathBuf,
+    /// The store's sealing key, for a key file that `vigil seal` sealed.
+    key_seal: Option<Arc<SealKey>>,
     /// Serialises reloads of the key file and remembers when it was last looked at.
     reload: Mutex<Instant>,
     pub log: AccessLog,
@@ -98,6 +101,7 @@ impl AppState {
         models: Vec<Arc<ServedModel>>,
         keys: Keyring,
         key_path: PathBuf,
+        key_seal: Option<Arc<SealKey>>,
         log: AccessLog,
         metrics: Metrics,
         limits: RequestLimits,
@@ -121,6 +125,7 @@ impl AppState {
             prediction_counters,
             keys: RwLock::new(Arc::new(keys)),
             key_path,
+            key_seal,
             reload: Mutex::new(Instant::now()),
             log,
             metrics,
@@ -163,7 +168,13 @@ impl AppState {
         if FileStamp::of(&self.key_path) == current.stamp {
             return false;
         }
-        match Keyring::load(&self.key_path, &current.usage(), Some(&current), &self.metrics) {
+        match Keyring::load(
+            &self.key_path,
+            &current.usage(),
+            Some(&current),
+            &self.metrics,
+            self.key_seal.as_deref(),
+        ) {
             Ok(ring) => {
                 *self.keys.write().expect("the key lock is never poisoned: no panics inside") =
                     Arc::new(ring);

@@ -9,6 +9,7 @@ use crate::engine::explain::LoggedInput;
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::serve::access_log::AccessRecord;
 use crate::serve::monitor::Snapshot;
+use crate::store::RunId;
 use crate::tui::app::{Confirm, Mode, View};
 use crate::tui::keymap::Action;
 
@@ -42,10 +43,11 @@ pub enum ServerState {
     /// Not started here (one started by `vigil serve` elsewhere still shows in the numbers).
     #[default]
     Stopped,
-    Starting(String),
+    /// Starting to serve this run.
+    Starting(RunId),
     Running {
         url: String,
-        run: String,
+        run: RunId,
         models: Vec<String>,
     },
     Failed(String),

@@ -77,7 +77,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         let started = &i.created;
         let mut cells = vec![
             Cell::from(Span::styled(mark, t.accent())),
-            Cell::from(i.id.clone()),
+            Cell::from(i.id.to_string()),
             Cell::from(Span::styled(r.status().label(), status_style(app, r.status()))),
             Cell::from(format!("{}/{}", i.epoch, i.epochs)),
             Cell::from(r.last_loss().map_or("-".into(), |l| format!("{l:.4}"))),
