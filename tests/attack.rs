@@ -67,12 +67,7 @@ struct Reference {
 
 /// The network of a case with the weights of `formula_weights` in bench/captum_reference.py.
 fn formula_network(case: &Case) -> Network {
-    let spec: ModelSpec = ron::from_str(&case.model).expect("the fixture's model spec parses");
-    let net =
-        Network::build(&spec, &case.input_shape, case.classes, None, Init::XavierUniform, 0, &Device::Cpu)
-            .unwrap();
-    common::reference::formula_weights(&net);
-    net
+    common::reference::formula_network(&case.model, &case.input_shape, case.classes, None)
 }
 
 fn batch(rows: &[Vec<f32>], shape: &InputShape) -> Tensor {

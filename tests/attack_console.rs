@@ -177,15 +177,12 @@ fn the_engine_explains_a_saved_adversarial_example_beside_its_input() {
     use vigil::ml::attack::curve::{CurveOptions, robustness_curve, save};
     use vigil::ml::attack::{Attack, Norm};
     use vigil::ml::data::preprocess::PreparedData;
-    use vigil::ml::train::{Silent, TrainControl, load_trained, train};
+    use vigil::ml::train::load_trained;
     use vigil::store::{RunStore, Which};
 
     let dir = tempfile::tempdir().unwrap();
     let store = RunStore::new(dir.path());
-    let mut s = vigil::ml::spec::resolve("digits-logreg", std::path::Path::new("models")).unwrap().0;
-    s.epochs = 3;
-    let run = store.create(&s).unwrap();
-    train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
+    let run = common::trained_logreg(&store, 3);
     let t = load_trained(&run, Which::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let opts = CurveOptions {

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use vigil::ml::data::InputShape;
 use vigil::ml::explain::{Explainer, Method};
 use vigil::ml::model::Network;
-use vigil::ml::spec::{Init, ModelSpec};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -48,23 +47,9 @@ fn fixture() -> Fixture {
     serde_json::from_str(&text).expect("the fixture parses")
 }
 
-/// The network of a case with the formula weights of `formula_weights` in the script:
-/// parameter k in name order, value i: 0.6 sin(0.37 i + 1.3 k + 0.1) / sqrt(fan-in) for
-/// weights, 0.1 sin(...) for biases.
+/// The network of a case with the formula weights of `formula_weights` in the script.
 fn network(case: &Case) -> Network {
-    let spec: ModelSpec = ron::from_str(&case.model).expect("the fixture's model spec parses");
-    let net = Network::build(
-        &spec,
-        &case.input_shape,
-        case.classes,
-        case.vocabulary,
-        Init::XavierUniform,
-        0,
-        &Device::Cpu,
-    )
-    .unwrap();
-    common::reference::formula_weights(&net);
-    net
+    common::reference::formula_network(&case.model, &case.input_shape, case.classes, case.vocabulary)
 }
 
 fn inputs(case: &Case) -> Tensor {

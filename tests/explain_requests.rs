@@ -47,15 +47,12 @@ fn logged(seq: u64, model: &str, version: &str, raw: serde_json::Value) -> Acces
 #[test]
 fn the_engine_explains_a_logged_request_with_the_run_that_answered_it() {
     use vigil::ml::explain::{Explainer, Method};
-    use vigil::ml::train::{Silent, TrainControl, load_trained, train};
+    use vigil::ml::train::load_trained;
     use vigil::store::{RunStore, Which};
 
     let dir = tempfile::tempdir().unwrap();
     let store = RunStore::new(dir.path());
-    let mut s = vigil::ml::spec::resolve("digits-logreg", std::path::Path::new("models")).unwrap().0;
-    s.epochs = 3;
-    let run = store.create(&s).unwrap();
-    train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
+    let run = common::trained_logreg(&store, 3);
     let sha = run.manifest().unwrap().files[Which::Best.file()].clone();
     let version = &sha[..12];
 

@@ -502,3 +502,14 @@ pub fn text(buf: &ratatui::buffer::Buffer) -> String {
 pub fn bare_feed(info: RunInfo) -> RunFeed {
     RunFeed::new(info)
 }
+
+/// A digits-logreg run trained for `epochs` epochs in `store`, silently: the small real run the
+/// engine tests explain.
+pub fn trained_logreg(store: &vigil::store::RunStore, epochs: usize) -> vigil::store::RunDir {
+    use vigil::ml::train::{Silent, TrainControl, train};
+    let mut s = vigil::ml::spec::resolve("digits-logreg", std::path::Path::new("models")).unwrap().0;
+    s.epochs = epochs;
+    let run = store.create(&s).unwrap();
+    train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
+    run
+}
