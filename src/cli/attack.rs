@@ -163,15 +163,20 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         Which::Last => "last",
     };
     // The run's detector; a finished run trained before detectors existed gets one now.
+    // (Fitting is deterministic, so a run whose data allowed none is told the same reason again.)
     let mut det = detector::load(&dir)?;
     let finished = dir.info().is_ok_and(|i| !i.status.is_active());
-    if det.is_none() && finished && args.checkpoint == Which::Best {
-        det = Some(detector::fit_for_run(&dir, &trained.network, &data)?);
+    if det.is_err() && finished && args.checkpoint == Which::Best {
+        det = detector::fit_for_run(&dir, &trained.network, &data)?;
         // A signed run's manifest is what was signed: leave it, and the detector outside it.
         if !dir.file("signature.json").exists() {
             dir.write_manifest()?;
         }
     }
+    if let (Err(reason), false) = (&det, args.json) {
+        eprintln!("{reason}; the attacks are measured without the detector's column");
+    }
+    let det = det.ok();
     if !args.json && std::io::stderr().is_terminal() {
         eprintln!(
             "attacking {} with {} at {} radii on {} {split} examples ...",
@@ -329,9 +334,9 @@ fn print_curve(
     if let Some(d) = det {
         println!(
             "flagged: the share of the attacked inputs the run's {} detector flags (at ε = 0, its false \
-             positives on this split; calibrated to {:.0}% on validation, {:.2}% there)",
+             positives on this split; calibrated to {:.1}% on validation, {:.2}% there)",
             d.kind.name(),
-            100.0 * d.target_fpr,
+            100.0 * d.calibrated_fpr(),
             100.0 * d.validation_fpr
         );
     }

@@ -799,8 +799,9 @@ impl<'a> Trainer<'a> {
             &run.file("privacy.json"),
             &serde_json::json!({ "membership": membership }),
         )?;
-        // The input detector the service flags unusual inputs with, calibrated on validation.
-        crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
+        // The input detector the service flags unusual inputs with, calibrated on validation;
+        // data too small for one leaves the reason in detector.json and the log instead.
+        let _detector = crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
         run.log(
             "privacy",
             format!(

@@ -7,6 +7,7 @@
 //! - `builtin.rs`: the specs embedded from `models/`, and finding a spec by name or path.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 mod builtin;
 mod parse;
@@ -94,6 +95,32 @@ pub enum DataSource {
     },
     /// A text file of `label<TAB>text` lines.
     Tsv { path: String },
+}
+
+impl DataSource {
+    /// Makes the files it names absolute, resolving relative ones against `base` (the spec's
+    /// folder). A relative path found only from the current directory is kept as that: specs and
+    /// runs written before paths were resolved against the spec meant it so.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut String| {
+            let given = Path::new(p.as_str());
+            if given.is_absolute() {
+                return;
+            }
+            let beside = base.join(given);
+            let chosen = if !beside.exists() && given.exists() { given.to_path_buf() } else { beside };
+            let absolute = std::path::absolute(&chosen).unwrap_or(chosen);
+            *p = absolute.display().to_string();
+        };
+        match self {
+            DataSource::Csv { path, .. } | DataSource::Tsv { path } => resolve(path),
+            DataSource::Idx { images, labels, .. } => {
+                resolve(images);
+                resolve(labels);
+            }
+            DataSource::Digits | DataSource::Topics | DataSource::Waveforms { .. } => {}
+        }
+    }
 }
 
 fn default_noise() -> f32 {

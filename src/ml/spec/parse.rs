@@ -34,10 +34,15 @@ impl ExperimentSpec {
         Ok(spec)
     }
 
-    /// Reads and parses a spec file.
+    /// Reads and parses a spec file. Relative data paths are resolved against the file's folder
+    /// and made absolute, so that a run records exactly which file it read and `eval` from any
+    /// directory finds it.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        let mut spec = Self::parse(&text, path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        spec.data.source.resolve_paths(&base);
+        Ok(spec)
     }
 
     /// Serialises the spec as pretty RON, as stored with a run.
