@@ -119,7 +119,7 @@ pub fn load(source: &DataSource) -> Result<Dataset> {
         DataSource::Waveforms { samples, length, noise } => {
             Ok(loaders::waveforms(*samples, *length, *noise, 0x005e_ed0f_3a7e))
         }
-        DataSource::Csv { path, label } => loaders::csv(path.as_ref(), label),
+        DataSource::Csv { path, label, header } => loaders::csv(path.as_ref(), label, *header),
         DataSource::Idx { images, labels, limit } => loaders::idx(images.as_ref(), labels.as_ref(), *limit),
         DataSource::Tsv { path } => loaders::tsv(path.as_ref()),
     }

@@ -84,8 +84,16 @@ pub enum DataSource {
         #[serde(default = "default_noise")]
         noise: f32,
     },
-    /// A CSV file with a header: numeric feature columns and one label column chosen by name.
-    Csv { path: String, label: String },
+    /// A CSV file: numeric feature columns and one label column, chosen by name (or, in a file
+    /// without a header, by its position from 0). `header` says whether the first line names
+    /// the columns; without it a first line of numbers is read as data and anything else as
+    /// the header.
+    Csv {
+        path: String,
+        label: String,
+        #[serde(default)]
+        header: Option<bool>,
+    },
     /// MNIST-style IDX files (`*-ubyte`, gzipped or not).
     Idx {
         images: String,

@@ -16,6 +16,11 @@ fn ron_options() -> ron::Options {
     ron::Options::default().with_default_extension(RON_EXTENSIONS)
 }
 
+/// The accepted form of each data source that takes fields, for errors: the fields are named.
+pub const DATA_SOURCE_FORMS: &str = "a data source names its fields: `Csv(path: \"data.csv\", label: \"class\")` \
+     (optionally `header: false`), `Idx(images: \"train-images-idx3-ubyte\", labels: \"train-labels-idx1-ubyte\")`, \
+     `Tsv(path: \"texts.tsv\")`, `Waveforms(samples: 400, length: 64)`";
+
 impl ExperimentSpec {
     /// Parses and checks a spec from RON text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self> {
@@ -27,6 +32,8 @@ impl ExperimentSpec {
                 err.msg.push_str(" (specs leave out `Some`: write `field: (...)` for an optional value)");
             } else if here.contains("((") {
                 err.msg.push_str(" (write `Variant(field: ...)` rather than `Variant((field: ...))`)");
+            } else if ["Csv(", "Idx(", "Tsv(", "Waveforms("].iter().any(|s| here.contains(s)) {
+                err.msg.push_str(&format!(" ({DATA_SOURCE_FORMS})"));
             }
             err
         })?;
