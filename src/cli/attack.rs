@@ -14,7 +14,6 @@ use crate::error::Result;
 use crate::ml::attack::curve::{Curve, CurveOptions, robustness_curve, save};
 use crate::ml::attack::detector::{self, Detector};
 use crate::ml::attack::{Attack, AttackMethod, Norm, fmt_num, norm_name};
-use crate::ml::data::preprocess::PreparedData;
 use crate::ml::train::load_trained;
 use crate::store::{RunStore, Which};
 
@@ -23,6 +22,10 @@ use crate::store::{RunStore, Which};
 pub struct Args {
     /// Run id, a unique prefix or suffix of one, or `latest`.
     pub run: String,
+    /// Split the data file as it is now instead of using the splits the run recorded when it
+    /// trained (refused by default when the file changed since).
+    #[arg(long)]
+    pub split_from_file: bool,
     /// The attack: fgsm (one step of ε) or pgd (projected gradient descent).
     #[arg(long, value_enum, default_value = "pgd")]
     pub method: MethodArg,
@@ -152,7 +155,8 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     attack.random_start = method == AttackMethod::Pgd && args.random_start;
     attack.keep_first_success = method == AttackMethod::Pgd && !args.last_iterate;
     attack.check(classes.len())?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data =
+        crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, args.split_from_file)?;
     let (split, part) = match args.split {
         SplitArg::Train => ("train", &data.train),
         SplitArg::Validation => ("validation", &data.validation),

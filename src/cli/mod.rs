@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::ml::data::preprocess::PreparedData;
 use crate::ml::spec;
 use crate::ml::train::{evaluate, load_trained};
 use crate::store::{RunStore, Which};
@@ -75,6 +74,10 @@ pub enum Command {
         /// Which checkpoint to load.
         #[arg(long, value_enum, default_value = "best")]
         checkpoint: Which,
+        /// Split the data file as it is now instead of using the splits the run recorded when it
+        /// trained (refused by default when the file changed since).
+        #[arg(long)]
+        split_from_file: bool,
     },
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
@@ -237,7 +240,9 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
-        Some(Command::Eval { run, json, split, checkpoint }) => eval(&store, &run, json, split, checkpoint),
+        Some(Command::Eval { run, json, split, checkpoint, split_from_file }) => {
+            eval(&store, &run, json, split, checkpoint, split_from_file)
+        }
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
@@ -262,10 +267,20 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: Which) -> Result<()> {
+fn eval(
+    store: &RunStore,
+    run: &str,
+    json: bool,
+    split: SplitArg,
+    which: Which,
+    split_from_file: bool,
+) -> Result<()> {
     let dir = store.resolve(run)?;
     let trained = load_trained(&dir, which)?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data = crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, split_from_file)?;
+    if split_from_file {
+        eprintln!("split from the data file as it is now, not the run's recorded splits");
+    }
     let (name, part) = match split {
         SplitArg::Train => ("train", &data.train),
         SplitArg::Validation => ("validation", &data.validation),

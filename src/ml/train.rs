@@ -325,10 +325,11 @@ impl<'a> Trainer<'a> {
                 ))
             })?;
             let pipeline = run.pipeline()?;
-            (PreparedData::build(spec, Some(&pipeline))?, state)
+            (crate::ml::data::splits::for_run(run, spec, &pipeline, false)?, state)
         } else {
             let data = PreparedData::build(spec, None)?;
             run.write_pipeline(&data.pipeline)?;
+            crate::ml::data::splits::record(run, spec, &data)?;
             let state = ResumeState {
                 epoch: 0,
                 step: 0,

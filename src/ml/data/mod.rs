@@ -1,10 +1,13 @@
 //! Data sets in memory: loading them (built in, generated, or from the files users bring),
 //! the seeded stratified split, and batching into tensors. Preprocessing lives in
-//! [`preprocess`], augmentation in [`augment`]. Nothing here trains or writes to the run store.
+//! [`preprocess`], augmentation in [`augment`], the splits a run fixed when it trained in
+//! [`splits`] (the one module here that reads and writes a run's folder: its `splits.json`).
+//! Nothing here trains.
 
 pub mod augment;
 pub mod loaders;
 pub mod preprocess;
+pub mod splits;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;

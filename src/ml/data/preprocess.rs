@@ -77,12 +77,24 @@ pub struct PreparedData {
     /// What each input value becomes when the raw value is zero: the fill for pixels that
     /// augmentation shifts in.
     pub zero_fill: Option<Vec<f32>>,
+    /// Which examples went to which split, and of how many ([`super::splits`] records them).
+    pub indices: SplitIndices,
+    pub examples: usize,
 }
 
 impl PreparedData {
     /// Loads the spec's data, splits it by the spec's seed and fits the preprocessing on the
     /// training split, or applies `fitted` (a run's saved pipeline) instead of fitting.
     pub fn build(spec: &ExperimentSpec, fitted: Option<&Pipeline>) -> Result<Self> {
+        Self::build_with(spec, fitted, None)
+    }
+
+    /// [`Self::build`] with the splits a run recorded instead of splitting anew.
+    pub fn build_with(
+        spec: &ExperimentSpec,
+        fitted: Option<&Pipeline>,
+        recorded: Option<&super::splits::RecordedSplits>,
+    ) -> Result<Self> {
         let mut ds = super::load(&spec.data.source)?;
         let mut report = DataReport { origin: ds.origin.clone(), examples: ds.len(), ..Default::default() };
         let drops = spec.preprocess.iter().any(|p| matches!(p, Preprocess::DropMissing));
@@ -114,8 +126,22 @@ impl PreparedData {
                 ds.len()
             )));
         }
-        let seed = spec.data.split.seed.unwrap_or(spec.seed);
-        let idx = split(&ds.labels, ds.classes.len(), &spec.data.split, seed);
+        let idx = match recorded {
+            None => Self::split_of(spec, &ds),
+            Some(r) => {
+                let largest =
+                    r.indices.train.iter().chain(&r.indices.validation).chain(&r.indices.test).max();
+                if r.examples != ds.len() || largest.is_some_and(|&i| i >= ds.len()) {
+                    return Err(Error::unsuitable(format!(
+                        "{}: {} examples, but the run's recorded splits are of {}",
+                        ds.origin,
+                        ds.len(),
+                        r.examples
+                    )));
+                }
+                r.indices.clone()
+            }
+        };
         report.train = idx.train.len();
         report.validation = idx.validation.len();
         report.test = idx.test.len();
@@ -150,6 +176,8 @@ impl PreparedData {
             pipeline,
             report,
             zero_fill,
+            examples: ds.len(),
+            indices: idx,
         })
     }
 
