@@ -95,7 +95,7 @@ impl PreparedData {
         fitted: Option<&Pipeline>,
         recorded: Option<&super::splits::RecordedSplits>,
     ) -> Result<Self> {
-        let mut ds = super::load(&spec.data.source)?;
+        let (mut ds, mut parts) = super::load_data(&spec.data)?;
         let mut report = DataReport { origin: ds.origin.clone(), examples: ds.len(), ..Default::default() };
         let drops = spec.preprocess.iter().any(|p| matches!(p, Preprocess::DropMissing));
         let imputes = spec.preprocess.iter().any(|p| matches!(p, Preprocess::Impute(_)));
@@ -106,6 +106,8 @@ impl PreparedData {
             let n_missing = missing_rows.iter().filter(|m| **m).count();
             if n_missing > 0 && drops {
                 ds.retain(|i| !missing_rows[i]);
+                let mut kept = missing_rows.iter().map(|m| !m);
+                parts.retain(|_| kept.next().unwrap_or(true));
                 report.dropped_missing = n_missing;
             } else if n_missing > 0 && !imputes {
                 let first = missing_rows.iter().position(|m| *m).unwrap_or(0);
@@ -127,7 +129,10 @@ impl PreparedData {
             )));
         }
         let idx = match recorded {
-            None => Self::split_of(spec, &ds),
+            None => {
+                let seed = spec.data.split.seed.unwrap_or(spec.seed);
+                super::split_parts(&ds.labels, &parts, ds.classes.len(), &spec.data.split, seed)
+            }
             Some(r) => {
                 let largest =
                     r.indices.train.iter().chain(&r.indices.validation).chain(&r.indices.test).max();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::SplitIndices;
 use super::preprocess::{Pipeline, PreparedData};
 use crate::error::{Error, Result};
-use crate::ml::spec::{DataSource, ExperimentSpec};
+use crate::ml::spec::{DataSource, DataSpec, ExperimentSpec};
 use crate::store::{RunDir, read_json, sha256_hex, write_json};
 
 /// Where a run keeps its splits.
@@ -37,6 +37,11 @@ pub struct RecordedSplits {
     pub indices: SplitIndices,
 }
 
+/// The files a spec's data reads, its separate validation and test sources included.
+pub fn data_paths(data: &DataSpec) -> Vec<PathBuf> {
+    data.sources().flat_map(source_paths).collect()
+}
+
 /// The files a data source reads.
 pub fn source_paths(source: &DataSource) -> Vec<PathBuf> {
     match source {
@@ -46,9 +51,9 @@ pub fn source_paths(source: &DataSource) -> Vec<PathBuf> {
     }
 }
 
-/// The files of a source with their SHA-256 now.
-fn hash_sources(source: &DataSource) -> Result<Vec<SourceFile>> {
-    source_paths(source)
+/// The files of a spec's data with their SHA-256 now.
+fn hash_sources(data: &DataSpec) -> Result<Vec<SourceFile>> {
+    data_paths(data)
         .into_iter()
         .map(|path| {
             let bytes = std::fs::read(&path)
@@ -62,7 +67,7 @@ fn hash_sources(source: &DataSource) -> Result<Vec<SourceFile>> {
 /// Records the splits of freshly built `data` in the run.
 pub fn record(run: &RunDir, spec: &ExperimentSpec, data: &PreparedData) -> Result<()> {
     let rec = RecordedSplits {
-        sources: hash_sources(&spec.data.source)?,
+        sources: hash_sources(&spec.data)?,
         examples: data.examples,
         indices: data.indices.clone(),
     };
@@ -84,7 +89,7 @@ pub fn for_run(
         return PreparedData::build(spec, Some(pipeline));
     }
     let rec: RecordedSplits = read_json(&path)?;
-    let now = hash_sources(&spec.data.source)?;
+    let now = hash_sources(&spec.data)?;
     for (then, now) in rec.sources.iter().zip(&now) {
         if then.sha256 != now.sha256 {
             return Err(Error::data(

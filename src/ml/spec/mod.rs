@@ -67,6 +67,21 @@ pub struct DataSpec {
     pub source: DataSource,
     #[serde(default)]
     pub split: Split,
+    /// A separate source of validation examples (a given `valid.csv`); `split.validation` of
+    /// `source` when absent.
+    #[serde(default)]
+    pub validation: Option<DataSource>,
+    /// A separate source of test examples (MNIST's t10k files, a given `test.csv`): the test
+    /// split is exactly these, and `split.test` is not taken from `source`.
+    #[serde(default)]
+    pub test: Option<DataSource>,
+}
+
+impl DataSpec {
+    /// Every source: the main one, then the validation and test sources given.
+    pub fn sources(&self) -> impl Iterator<Item = &DataSource> {
+        std::iter::once(&self.source).chain(self.validation.as_ref()).chain(self.test.as_ref())
+    }
 }
 
 /// A data set: built in, generated, or a file the user brings.

@@ -48,7 +48,12 @@ impl ExperimentSpec {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut spec = Self::parse(&text, path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        spec.data.source.resolve_paths(&base);
+        let data = &mut spec.data;
+        for source in
+            std::iter::once(&mut data.source).chain(data.validation.as_mut()).chain(data.test.as_mut())
+        {
+            source.resolve_paths(&base);
+        }
         Ok(spec)
     }
 
