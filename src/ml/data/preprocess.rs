@@ -130,7 +130,7 @@ impl PreparedData {
         }
         let idx = match recorded {
             None => {
-                let seed = spec.data.split.seed.unwrap_or(spec.seed);
+                let seed = spec.data.split.seed();
                 super::split_parts(&ds.labels, &parts, ds.classes.len(), &spec.data.split, seed)
             }
             Some(r) => {
@@ -188,7 +188,7 @@ impl PreparedData {
 
     /// The split indices for a spec, without preprocessing (used to look up raw examples).
     pub fn split_of(spec: &ExperimentSpec, ds: &Dataset) -> SplitIndices {
-        let seed = spec.data.split.seed.unwrap_or(spec.seed);
+        let seed = spec.data.split.seed();
         split(&ds.labels, ds.classes.len(), &spec.data.split, seed)
     }
 }

@@ -158,10 +158,20 @@ pub struct Split {
     pub validation: f64,
     #[serde(default = "default_test")]
     pub test: f64,
-    /// Seed of the split; the experiment's seed when absent, so that changing the training seed
-    /// can be asked to keep the same split.
+    /// Seed of the split; [`DEFAULT_SPLIT_SEED`] when absent, not the experiment's seed, so that
+    /// `--seed` (a new initialisation and batch order) keeps the same test split.
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+/// The split's seed when a spec names none.
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
+impl Split {
+    /// The seed the examples are split with.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(DEFAULT_SPLIT_SEED)
+    }
 }
 
 fn default_validation() -> f64 {
