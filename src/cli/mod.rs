@@ -78,6 +78,10 @@ pub enum Command {
         /// trained (refused by default when the file changed since).
         #[arg(long)]
         split_from_file: bool,
+        /// With --json: every example's index in the data set, true and predicted label and
+        /// class probabilities, to check the metrics with other tools.
+        #[arg(long, requires = "json")]
+        predictions: bool,
     },
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
@@ -240,8 +244,8 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
-        Some(Command::Eval { run, json, split, checkpoint, split_from_file }) => {
-            eval(&store, &run, json, split, checkpoint, split_from_file)
+        Some(Command::Eval { run, json, split, checkpoint, split_from_file, predictions }) => {
+            eval(&store, &run, EvalOutput { json, predictions }, split, checkpoint, split_from_file)
         }
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
@@ -267,14 +271,31 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// What `vigil eval` prints.
+struct EvalOutput {
+    json: bool,
+    predictions: bool,
+}
+
+/// One example's prediction in `vigil eval --json --predictions`.
+#[derive(serde::Serialize)]
+struct PredictionJson<'a> {
+    /// The example's position in the data set (0-based; for a CSV, its row after the header).
+    index: usize,
+    true_label: &'a str,
+    predicted_label: &'a str,
+    probabilities: &'a [f32],
+}
+
 fn eval(
     store: &RunStore,
     run: &str,
-    json: bool,
+    out: EvalOutput,
     split: SplitArg,
     which: Which,
     split_from_file: bool,
 ) -> Result<()> {
+    let json = out.json;
     let dir = store.resolve(run)?;
     let trained = load_trained(&dir, which)?;
     let data = crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, split_from_file)?;
@@ -288,7 +309,27 @@ fn eval(
     };
     let e = evaluate(&trained.network, part, &trained.pipeline.classes, name)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
+        let mut v = serde_json::to_value(&e).expect("serialises");
+        v["confusion_matrix_orientation"] = "rows are the true class, columns the predicted class".into();
+        if out.predictions {
+            let indices = match split {
+                SplitArg::Train => &data.indices.train,
+                SplitArg::Validation => &data.indices.validation,
+                SplitArg::Test => &data.indices.test,
+            };
+            let (_, predicted, probabilities) = crate::ml::train::predict(&trained.network, part)?;
+            let classes = &trained.pipeline.classes;
+            let rows: Vec<PredictionJson> = (0..part.labels.len())
+                .map(|i| PredictionJson {
+                    index: indices[i],
+                    true_label: &classes[part.labels[i] as usize],
+                    predicted_label: &classes[predicted[i] as usize],
+                    probabilities: &probabilities[i],
+                })
+                .collect();
+            v["predictions"] = serde_json::to_value(rows).expect("serialises");
+        }
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
     } else {
         println!(
             "{} on the {name} split ({} examples), {} checkpoint",
