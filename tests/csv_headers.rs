@@ -145,3 +145,29 @@ fn training_on_a_file_without_a_header_says_which_was_done() {
             "plain.csv (no header: line 1 is an example, not column names) (38 train",
         ));
 }
+
+#[test]
+fn a_bare_batch_size_is_told_the_accepted_forms_not_a_raw_identifier() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "plain.csv", &rows());
+    let spec = write(
+        dir.path(),
+        "b.ron",
+        "(name: \"p\", data: (source: Csv(path: \"plain.csv\", label: \"2\")), model: LogReg, \
+         optimizer: Sgd(lr: 0.1), batch: 32, epochs: 1)",
+    );
+    Command::cargo_bin("vigil")
+        .unwrap()
+        .arg("--runs-dir")
+        .arg(dir.path().join("runs"))
+        .arg("train")
+        .arg(&spec)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "found the number 32 where a name is expected (`batch` is `Full`, `Mini(32)` for mini-batches of \
+             32, or `Stochastic`)",
+        ))
+        .stderr(predicate::str::contains("r#32").not())
+        .stderr(predicate::str::contains("a data source names its fields").not());
+}

@@ -28,11 +28,32 @@ impl ExperimentSpec {
             let mut err = ConfigError::from_ron(&e, text, origin);
             // The two extensions change what RON users may be used to writing; say so.
             let here = text.lines().nth(err.line.saturating_sub(1)).unwrap_or("");
-            if here.contains("Some(") {
+            let before: String = here.chars().take(err.col.saturating_sub(1)).collect();
+            // Inside a data source's parentheses with no field name yet: `Csv("a.csv", "y")`.
+            let positional = before.rfind('(').is_some_and(|open| {
+                ["Csv", "Idx", "Tsv", "Waveforms"].iter().any(|s| before[..open].trim_end().ends_with(s))
+                    && !before[open..].contains(':')
+            });
+            // RON reads a bare number where a variant belongs as a bad identifier and suggests
+            // `r#32`, which no spec means.
+            let number = err
+                .msg
+                .strip_prefix("Found invalid std identifier \"")
+                .and_then(|m| m.split('"').next())
+                .filter(|n| n.parse::<f64>().is_ok())
+                .map(String::from);
+            if let Some(n) = number {
+                err.msg = format!("found the number {n} where a name is expected");
+                if before.trim_end().ends_with("batch:") {
+                    err.msg.push_str(&format!(
+                        " (`batch` is `Full`, `Mini({n})` for mini-batches of {n}, or `Stochastic`)"
+                    ));
+                }
+            } else if here.contains("Some(") {
                 err.msg.push_str(" (specs leave out `Some`: write `field: (...)` for an optional value)");
             } else if here.contains("((") {
                 err.msg.push_str(" (write `Variant(field: ...)` rather than `Variant((field: ...))`)");
-            } else if ["Csv(", "Idx(", "Tsv(", "Waveforms("].iter().any(|s| here.contains(s)) {
+            } else if positional {
                 err.msg.push_str(&format!(" ({DATA_SOURCE_FORMS})"));
             }
             err
