@@ -85,8 +85,15 @@ pub fn for_run(
     split_from_file: bool,
 ) -> Result<PreparedData> {
     let path = run.file(FILE);
-    if split_from_file || !path.exists() {
+    if split_from_file {
         return PreparedData::build(spec, Some(pipeline));
+    }
+    if !path.exists() {
+        // Runs from before splits were recorded split with the experiment's seed when the spec
+        // named no split seed (the default is fixed now): rebuild theirs as they were.
+        let mut then = spec.clone();
+        then.data.split.seed = Some(spec.data.split.seed.unwrap_or(spec.seed));
+        return PreparedData::build(&then, Some(pipeline));
     }
     let rec: RecordedSplits = read_json(&path)?;
     let now = hash_sources(&spec.data)?;
