@@ -40,7 +40,7 @@ fn embedded_digits_are_the_uci_set() {
 fn csv_loads_with_the_named_label_column() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "iris.csv", b"a,b,species\n1.0,2,setosa\n3,4.5,virginica\n5,6,setosa\n");
-    let ds = loaders::csv(&p, "species").unwrap();
+    let ds = loaders::csv(&p, "species", None).unwrap();
     assert_eq!(ds.classes, vec!["setosa", "virginica"]);
     assert_eq!(ds.labels, vec![0, 1, 0]);
     let RawInputs::Dense { values, shape } = ds.inputs else { panic!() };
@@ -52,7 +52,7 @@ fn csv_loads_with_the_named_label_column() {
 fn csv_numeric_labels_sort_as_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "n.csv", b"x,y\n1,10\n2,9\n3,2\n");
-    let ds = loaders::csv(&p, "y").unwrap();
+    let ds = loaders::csv(&p, "y", None).unwrap();
     assert_eq!(ds.classes, vec!["2", "9", "10"]);
 }
 
@@ -60,7 +60,7 @@ fn csv_numeric_labels_sort_as_numbers() {
 fn csv_reads_blank_and_na_cells_as_missing() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "m.csv", b"x,z,y\n1,,a\nNA,2,b\n3,4,a\n");
-    let ds = loaders::csv(&p, "y").unwrap();
+    let ds = loaders::csv(&p, "y", None).unwrap();
     let RawInputs::Dense { values, .. } = ds.inputs else { panic!() };
     assert!(values[1].is_nan() && values[2].is_nan());
 }
@@ -69,24 +69,27 @@ fn csv_reads_blank_and_na_cells_as_missing() {
 fn csv_non_numeric_cell_names_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "bad.csv", b"x,z,y\n1,2,a\n3,oops,b\n");
-    let (path, msg) = data_error(loaders::csv(&p, "y"));
+    let (path, msg) = data_error(loaders::csv(&p, "y", None));
     assert_eq!(path, p);
     assert_eq!(msg, "line 3, column \"z\": \"oops\" is not a number");
 }
 
 #[test]
-fn csv_missing_label_column_lists_the_columns() {
+fn csv_missing_label_column_names_the_closest_columns() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "bad.csv", b"x,z,y\n1,2,a\n");
-    let (_, msg) = data_error(loaders::csv(&p, "label"));
-    assert!(msg.contains("no column named \"label\"") && msg.contains("x, z, y"), "{msg}");
+    let (_, msg) = data_error(loaders::csv(&p, "label", None));
+    assert_eq!(
+        msg,
+        "line 1: no column named \"label\" for the label; of its 3 columns the closest are: \"x\", \"z\", \"y\""
+    );
 }
 
 #[test]
 fn csv_ragged_row_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "bad.csv", b"x,z,y\n1,2,a\n3,b\n");
-    let (_, msg) = data_error(loaders::csv(&p, "y"));
+    let (_, msg) = data_error(loaders::csv(&p, "y", None));
     assert!(msg.starts_with("line 3:"), "{msg}");
 }
 
@@ -94,13 +97,13 @@ fn csv_ragged_row_is_refused() {
 fn csv_with_one_class_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "one.csv", b"x,y\n1,a\n2,a\n");
-    let (_, msg) = data_error(loaders::csv(&p, "y"));
+    let (_, msg) = data_error(loaders::csv(&p, "y", None));
     assert!(msg.contains("at least two classes"), "{msg}");
 }
 
 #[test]
 fn a_missing_file_names_the_file() {
-    let err = loaders::csv(Path::new("/nonexistent/data.csv"), "y").err().unwrap();
+    let err = loaders::csv(Path::new("/nonexistent/data.csv"), "y", None).err().unwrap();
     assert!(err.to_string().starts_with("/nonexistent/data.csv:"), "{err}");
 }
 

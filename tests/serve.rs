@@ -1206,7 +1206,7 @@ async fn adversarial_traffic_replays_the_saved_attack() {
         attack: Attack::pgd(Norm::Linf, 0.0, 10),
         eps: vec![0.0, 0.1],
         fixed_step: None,
-        detector: det.as_ref(),
+        detector: det.as_ref().ok(),
         split: "test".into(),
         checkpoint: "best".into(),
     };

@@ -14,7 +14,6 @@ use crate::error::Result;
 use crate::ml::attack::curve::{Curve, CurveOptions, robustness_curve, save};
 use crate::ml::attack::detector::{self, Detector};
 use crate::ml::attack::{Attack, AttackMethod, Norm, fmt_num, norm_name};
-use crate::ml::data::preprocess::PreparedData;
 use crate::ml::train::load_trained;
 use crate::store::{CheckpointKind, RunStore};
 
@@ -23,6 +22,10 @@ use crate::store::{CheckpointKind, RunStore};
 pub struct Args {
     /// Run id, a unique prefix or suffix of one, or `latest`.
     pub run: String,
+    /// Split the data file as it is now instead of using the splits the run recorded when it
+    /// trained (refused by default when the file changed since).
+    #[arg(long)]
+    pub split_from_file: bool,
     /// The attack: fgsm (one step of ε) or pgd (projected gradient descent).
     #[arg(long, value_enum, default_value = "pgd")]
     pub method: MethodArg,
@@ -152,7 +155,8 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     attack.random_start = method == AttackMethod::Pgd && args.random_start;
     attack.keep_first_success = method == AttackMethod::Pgd && !args.last_iterate;
     attack.check(classes.len())?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data =
+        crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, args.split_from_file)?;
     let (split, part) = match args.split {
         SplitArg::Train => ("train", &data.train),
         SplitArg::Validation => ("validation", &data.validation),
@@ -160,15 +164,20 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     };
     let checkpoint = CheckpointKind::from(args.checkpoint).as_str();
     // The run's detector; a finished run trained before detectors existed gets one now.
+    // (Fitting is deterministic, so a run whose data allowed none is told the same reason again.)
     let mut det = detector::load(&dir)?;
     let finished = dir.info().is_ok_and(|i| !i.status.is_active());
-    if det.is_none() && finished && args.checkpoint == CheckpointArg::Best {
-        det = Some(detector::fit_for_run(&dir, &trained.network, &data)?);
+    if det.is_err() && finished && args.checkpoint == CheckpointArg::Best {
+        det = detector::fit_for_run(&dir, &trained.network, &data)?;
         // A signed run's manifest is what was signed: leave it, and the detector outside it.
         if !dir.file("signature.json").exists() {
             dir.write_manifest()?;
         }
     }
+    if let (Err(reason), false) = (&det, args.json) {
+        eprintln!("{reason}; the attacks are measured without the detector's column");
+    }
+    let det = det.ok();
     if !args.json && std::io::stderr().is_terminal() {
         eprintln!(
             "attacking {} with {} at {} radii on {} {split} examples ...",
@@ -326,9 +335,9 @@ fn print_curve(
     if let Some(d) = det {
         println!(
             "flagged: the share of the attacked inputs the run's {} detector flags (at ε = 0, its false \
-             positives on this split; calibrated to {:.0}% on validation, {:.2}% there)",
+             positives on this split; calibrated to {:.1}% on validation, {:.2}% there)",
             d.kind.name(),
-            100.0 * d.target_fpr,
+            100.0 * d.calibrated_fpr(),
             100.0 * d.validation_fpr
         );
     }

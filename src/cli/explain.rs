@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{CheckpointArg, SplitArg, invalid};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
-use crate::ml::data::preprocess::{Prepared, PreparedData};
+use crate::ml::data::preprocess::Prepared;
 use crate::ml::explain::bench::{Timing, time_explanation};
 use crate::ml::explain::sanity::{SanityReport, sanity};
 use crate::ml::explain::{
@@ -29,6 +29,10 @@ use crate::store::RunStore;
 pub struct Args {
     /// Run id, a unique prefix or suffix of one, or `latest`.
     pub run: String,
+    /// Split the data file as it is now instead of using the splits the run recorded when it
+    /// trained (refused by default when the file changed since).
+    #[arg(long)]
+    pub split_from_file: bool,
     /// Which example of the split to explain (0-based).
     #[arg(long, required_unless_present = "sanity")]
     pub sample: Option<usize>,
@@ -108,7 +112,8 @@ pub enum OutputArg {
 pub fn run(store: &RunStore, args: Args) -> Result<()> {
     let dir = store.resolve(&args.run)?;
     let trained = load_trained(&dir, args.checkpoint.into())?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data =
+        crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, args.split_from_file)?;
     let (split_name, part) = match args.split {
         SplitArg::Train => ("train", &data.train),
         SplitArg::Validation => ("validation", &data.validation),

@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::ml::data::preprocess::PreparedData;
 use crate::ml::spec;
 use crate::ml::train::{evaluate, load_trained};
 use crate::store::{CheckpointKind, RunStore};
@@ -75,6 +74,14 @@ pub enum Command {
         /// Which checkpoint to load.
         #[arg(long, value_enum, default_value = "best")]
         checkpoint: CheckpointArg,
+        /// Split the data file as it is now instead of using the splits the run recorded when it
+        /// trained (refused by default when the file changed since).
+        #[arg(long)]
+        split_from_file: bool,
+        /// With --json: every example's index in the data set, true and predicted label and
+        /// class probabilities, to check the metrics with other tools.
+        #[arg(long, requires = "json")]
+        predictions: bool,
     },
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
@@ -254,8 +261,8 @@ pub fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
-        Some(Command::Eval { run, json, split, checkpoint }) => {
-            eval(&store, &run, json, split, checkpoint.into())
+        Some(Command::Eval { run, json, split, checkpoint, split_from_file, predictions }) => {
+            eval(&store, &run, EvalOutput { json, predictions }, split, checkpoint.into(), split_from_file)
         }
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
@@ -281,10 +288,37 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: CheckpointKind) -> Result<()> {
+/// What `vigil eval` prints.
+struct EvalOutput {
+    json: bool,
+    predictions: bool,
+}
+
+/// One example's prediction in `vigil eval --json --predictions`.
+#[derive(serde::Serialize)]
+struct PredictionJson<'a> {
+    /// The example's position in the data set (0-based; for a CSV, its row after the header).
+    index: usize,
+    true_label: &'a str,
+    predicted_label: &'a str,
+    probabilities: &'a [f32],
+}
+
+fn eval(
+    store: &RunStore,
+    run: &str,
+    out: EvalOutput,
+    split: SplitArg,
+    which: CheckpointKind,
+    split_from_file: bool,
+) -> Result<()> {
+    let json = out.json;
     let dir = store.resolve(run)?;
     let trained = load_trained(&dir, which)?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data = crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, split_from_file)?;
+    if split_from_file {
+        eprintln!("split from the data file as it is now, not the run's recorded splits");
+    }
     let (name, part) = match split {
         SplitArg::Train => ("train", &data.train),
         SplitArg::Validation => ("validation", &data.validation),
@@ -292,7 +326,27 @@ fn eval(store: &RunStore, run: &str, json: bool, split: SplitArg, which: Checkpo
     };
     let e = evaluate(&trained.network, part, &trained.pipeline.classes, name)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&e).expect("serialises"));
+        let mut v = serde_json::to_value(&e).expect("serialises");
+        v["confusion_matrix_orientation"] = "rows are the true class, columns the predicted class".into();
+        if out.predictions {
+            let indices = match split {
+                SplitArg::Train => &data.indices.train,
+                SplitArg::Validation => &data.indices.validation,
+                SplitArg::Test => &data.indices.test,
+            };
+            let (_, predicted, probabilities) = crate::ml::train::predict(&trained.network, part)?;
+            let classes = &trained.pipeline.classes;
+            let rows: Vec<PredictionJson> = (0..part.labels.len())
+                .map(|i| PredictionJson {
+                    index: indices[i],
+                    true_label: &classes[part.labels[i] as usize],
+                    predicted_label: &classes[predicted[i] as usize],
+                    probabilities: &probabilities[i],
+                })
+                .collect();
+            v["predictions"] = serde_json::to_value(rows).expect("serialises");
+        }
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
     } else {
         println!("{} on the {name} split ({} examples), {} checkpoint", dir.id, e.samples, which);
         output::print_evaluation(&e);

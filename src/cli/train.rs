@@ -56,6 +56,9 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
                 }
                 spec.optimizer.set_lr(lr);
             }
+            // The data is checked before the run exists, so that a bad file leaves no failed run
+            // behind (it is read again by the trainer: a run keeps no data in memory for it).
+            crate::ml::data::preprocess::PreparedData::build(&spec, None)?;
             (store.create(&spec)?, false)
         }
     };

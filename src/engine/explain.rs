@@ -12,7 +12,7 @@ use super::{Commands, Handle, Sink};
 
 use crate::ml::attack::curve::{AdversarialSet, load_set};
 use crate::ml::data::InputShape;
-use crate::ml::data::preprocess::{Prepared, PreparedData};
+use crate::ml::data::preprocess::Prepared;
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::train::{Trained, load_trained, predict};
 use crate::serve::access_log::AccessRecord;
@@ -220,7 +220,7 @@ fn attacks_of(dir: &crate::store::RunDir) -> Vec<AttackChoice> {
 fn open(store: &RunStore, run: &str) -> crate::error::Result<(Loaded, ExplainSet)> {
     let dir = store.resolve(run)?;
     let trained = load_trained(&dir, Which::Best)?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data = crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, false)?;
     let (_, preds, _) = predict(&trained.network, &data.test)?;
     let examples = data
         .test

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 
 use super::{Handle, Join, Sink};
 
-use crate::ml::data::preprocess::PreparedData;
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
 use crate::ml::train::{Outcome, Silent, TrainControl, evaluate, load_trained, train};
@@ -312,7 +311,7 @@ impl Runner {
 /// Scores a checkpoint on the test split and keeps the result as `evals/<which>-test.json`.
 pub fn evaluate_checkpoint(run: &RunDir, which: Which) -> crate::error::Result<Evaluation> {
     let trained = load_trained(run, which)?;
-    let data = PreparedData::build(&trained.spec, Some(&trained.pipeline))?;
+    let data = crate::ml::data::splits::for_run(run, &trained.spec, &trained.pipeline, false)?;
     let e = evaluate(&trained.network, &data.test, &trained.pipeline.classes, "test")?;
     let dir = run.file("evals");
     std::fs::create_dir_all(&dir).map_err(|err| crate::error::Error::io(&dir, err))?;

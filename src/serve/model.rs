@@ -72,8 +72,8 @@ pub struct ServedModel {
     vocab_index: Option<HashMap<String, u32>>,
     parameters: usize,
     /// The run's input detector (`vigil attack` or training fit it), which flags inputs unlike
-    /// the training data.
-    detector: Option<crate::ml::attack::detector::Detector>,
+    /// the training data, or why the run has none.
+    detector: std::result::Result<crate::ml::attack::detector::Detector, String>,
 }
 
 /// A request's inputs, checked and preprocessed, ready for the network.
@@ -362,10 +362,15 @@ impl ServedModel {
     pub fn predict_guarded(&self, batch: &Batch) -> Result<(Vec<f32>, Vec<bool>)> {
         let x = self.tensor(batch.clone())?;
         let flags = match &self.detector {
-            Some(d) => d.flags(&self.network, &x)?,
-            None => vec![false; batch.len()],
+            Ok(d) => d.flags(&self.network, &x)?,
+            Err(_) => vec![false; batch.len()],
         };
         Ok((self.probabilities(&x)?, flags))
+    }
+
+    /// The run's input detector, or why it has none.
+    pub fn detector(&self) -> std::result::Result<&crate::ml::attack::detector::Detector, &str> {
+        self.detector.as_ref().map_err(String::as_str)
     }
 
     /// Why this model cannot explain its predictions, if it cannot: quantised weights have no

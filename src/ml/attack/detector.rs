@@ -20,13 +20,17 @@ use candle_core::{D, DType, Device, Tensor};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::ml::data::preprocess::{Prepared, PreparedData};
 use crate::ml::model::Network;
 use crate::store::{EventKind, RunDir, read_json, write_json};
 
 /// The false-positive rate a detector is calibrated to on the validation split.
 pub const TARGET_FPR: f64 = 0.01;
+
+/// The largest false-positive bound a detector is fitted with when the validation split is too
+/// small for [`TARGET_FPR`]: below 9 examples there is no threshold worth the name.
+pub const MAX_FPR_BOUND: f64 = 0.1;
 
 /// Examples scored at once.
 const BATCH: usize = 512;
@@ -84,6 +88,11 @@ pub struct Detector {
     /// The share of the validation split flagged (at most the target).
     pub validation_fpr: f64,
     pub validation_examples: usize,
+    /// The false-positive rate the threshold promises on new benign inputs when the validation
+    /// split is too small for `target_fpr`: 1/(n + 1) for n validation examples, the threshold
+    /// being their largest score (a 1% rate needs at least 99). `None`: the target holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr_bound: Option<f64>,
     /// The share of the test split flagged, measured when the detector was fitted.
     #[serde(default)]
     pub test_fpr: Option<f64>,
@@ -135,17 +144,20 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 /// above it are flagged): the ⌈(1 − fpr)(n + 1)⌉-th smallest score, the conformal quantile, so
 /// that a new benign input, exchangeable with these, is flagged with probability at most
 /// `fpr`. (The plain empirical quantile flags `fpr` of the calibration scores and about
-/// `fpr` + 1/n of new ones.)
-pub fn calibrate(scores: &[f64], fpr: f64) -> f64 {
+/// `fpr` + 1/n of new ones.) With fewer than 1/`fpr` − 1 scores no order statistic promises
+/// `fpr`: the largest score is the threshold and the rate it promises, 1/(n + 1), comes back
+/// beside it. `None` for no scores.
+pub fn calibrate(scores: &[f64], fpr: f64) -> Option<(f64, Option<f64>)> {
     let mut v: Vec<f64> = scores.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     let rank = ((1.0 - fpr) * (n + 1) as f64).ceil() as usize;
-    if rank == 0 || rank > n {
-        // Too few scores for this rate: flag nothing rather than a guessed share.
-        return f64::INFINITY;
+    match rank {
+        _ if n == 0 => None,
+        0 => Some((v[0], None)),
+        r if r > n => Some((v[n - 1], Some(1.0 / (n + 1) as f64))),
+        r => Some((v[r - 1], None)),
     }
-    v[rank - 1]
 }
 
 impl GaussianLayer {
@@ -246,6 +258,7 @@ impl Detector {
             target_fpr,
             validation_fpr: 0.0,
             validation_examples: validation.labels.len(),
+            fpr_bound: None,
             test_fpr: None,
             layers: vec![],
         };
@@ -265,7 +278,21 @@ impl Detector {
             }
         }
         let scores = split_values(net, validation, &|x| d.scores(net, x))?;
-        d.threshold = calibrate(&scores, target_fpr);
+        let n = scores.len();
+        let (threshold, bound) = calibrate(&scores, target_fpr)
+            .ok_or_else(|| Error::unsuitable("the validation split is empty: nothing to calibrate on"))?;
+        if bound.is_some_and(|b| b > MAX_FPR_BOUND) {
+            return Err(Error::unsuitable(format!(
+                "the validation split has {n} examples, too few to calibrate a threshold (a {:.0}% \
+                 false-positive rate needs at least {}, {:.0}% at least {})",
+                100.0 * target_fpr,
+                (1.0 / target_fpr).ceil() as usize - 1,
+                100.0 * MAX_FPR_BOUND,
+                (1.0 / MAX_FPR_BOUND).ceil() as usize - 1
+            )));
+        }
+        d.threshold = threshold;
+        d.fpr_bound = bound;
         d.validation_fpr = scores.iter().filter(|s| **s > d.threshold).count() as f64 / scores.len() as f64;
         Ok(d)
     }
@@ -315,14 +342,36 @@ impl Detector {
         }
     }
 
+    /// The false-positive rate the threshold is calibrated to: the target, or the bound a small
+    /// validation split allows.
+    pub fn calibrated_fpr(&self) -> f64 {
+        self.fpr_bound.unwrap_or(self.target_fpr)
+    }
+
+    /// What the threshold promises, in words: "1% false positives on validation data", or the
+    /// bound a small validation split allows and why.
+    pub fn calibration(&self) -> String {
+        match self.fpr_bound {
+            None => format!("{:.0}% false positives on validation data", 100.0 * self.target_fpr),
+            Some(b) => format!(
+                "at most {:.1}% false positives: the validation split's {} examples allow no lower \
+                 rate (the target {:.0}% needs {})",
+                100.0 * b,
+                self.validation_examples,
+                100.0 * self.target_fpr,
+                (1.0 / self.target_fpr).ceil() as usize - 1
+            ),
+        }
+    }
+
     /// One line for logs: the score, the threshold and the false-positive rates.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "input detector ({}): threshold {:.4} flags {:.2}% of the validation split (target {:.0}%)",
+            "input detector ({}): threshold {:.4} flags {:.2}% of the validation split (calibrated to {})",
             self.describe(),
             self.threshold,
             100.0 * self.validation_fpr,
-            100.0 * self.target_fpr
+            self.calibration()
         );
         if let Some(t) = self.test_fpr {
             s.push_str(&format!(" and {:.2}% of the test split", 100.0 * t));
@@ -346,24 +395,68 @@ fn split_values(net: &Network, data: &Prepared, f: &dyn Fn(&Tensor) -> Result<Ve
 /// Where a run keeps its detector.
 pub const FILE: &str = "detector.json";
 
-/// The run's detector, if it has one.
-pub fn load(run: &RunDir) -> Result<Option<Detector>> {
+/// What `detector.json` holds: a fitted detector, or the reason the run has none (fitting
+/// failed on this run's data, e.g. a validation split too small to calibrate on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Fitted(Box<Detector>),
+    Unavailable { unavailable: String },
+}
+
+/// The run's detector, or the reason it has none, in words for the user.
+pub fn load(run: &RunDir) -> Result<std::result::Result<Detector, String>> {
     let path = run.file(FILE);
     if !path.exists() {
-        return Ok(None);
+        return Ok(Err(format!(
+            "run {} has no detector.json (trained before input detectors; `vigil attack {}` fits one)",
+            run.id, run.id
+        )));
     }
-    read_json(&path).map(Some)
+    let value: serde_json::Value = read_json(&path)?;
+    // Earlier versions wrote a threshold they could not calibrate (too few validation examples)
+    // as null.
+    if value.get("threshold").is_some_and(|t| t.is_null()) {
+        return Ok(Err(format!(
+            "run {}'s detector has no threshold: its {} validation examples were too few to calibrate one",
+            run.id,
+            value.get("validation_examples").and_then(|v| v.as_u64()).unwrap_or(0)
+        )));
+    }
+    let stored: Stored = serde_json::from_value(value)
+        .map_err(|e| Error::Corrupt { path: path.clone(), msg: format!("not a detector: {e}") })?;
+    Ok(match stored {
+        Stored::Fitted(d) => Ok(*d),
+        Stored::Unavailable { unavailable } => {
+            Err(format!("run {} has no input detector: {unavailable}", run.id))
+        }
+    })
 }
 
 /// Fits the default detector (Mahalanobis, 1% on validation) for a trained network, measures
-/// its false-positive rate on the test split, writes it to the run and logs it. The caller
-/// refreshes the manifest.
-pub fn fit_for_run(run: &RunDir, net: &Network, data: &PreparedData) -> Result<Detector> {
-    let mut d = Detector::fit(net, &data.train, &data.validation, DetectorKind::Mahalanobis, TARGET_FPR)?;
-    d.test_fpr = Some(d.flag_rate(net, &data.test)?);
-    write_json(&run.file(FILE), &d)?;
-    run.log(EventKind::Detector, d.summary())?;
-    Ok(d)
+/// its false-positive rate on the test split, writes it to the run and logs it. Data that a
+/// detector cannot be fitted on (a validation split too small, features whose covariance is
+/// singular) leaves the reason in `detector.json` instead and gives `Err(reason)`: the run is
+/// still served and attacked, without `ood` flags. The caller refreshes the manifest.
+pub fn fit_for_run(
+    run: &RunDir,
+    net: &Network,
+    data: &PreparedData,
+) -> Result<std::result::Result<Detector, String>> {
+    match Detector::fit(net, &data.train, &data.validation, DetectorKind::Mahalanobis, TARGET_FPR) {
+        Ok(mut d) => {
+            d.test_fpr = Some(d.flag_rate(net, &data.test)?);
+            write_json(&run.file(FILE), &Stored::Fitted(Box::new(d.clone())))?;
+            run.log(EventKind::Detector, d.summary())?;
+            Ok(Ok(d))
+        }
+        Err(Error::Input(InputError::Unsuitable(reason))) => {
+            write_json(&run.file(FILE), &Stored::Unavailable { unavailable: reason.clone() })?;
+            run.log(EventKind::Detector, format!("no input detector: {reason}"))?;
+            Ok(Err(format!("run {} has no input detector: {reason}", run.id)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -378,5 +471,20 @@ mod tests {
         assert!((quantile(&v, 0.5) - 3.5).abs() < 1e-12);
         assert!((quantile(&v, 0.99) - 8.79).abs() < 1e-9);
         assert_eq!(quantile(&v, 1.0), 9.0);
+    }
+}
+
+#[cfg(test)]
+mod calibration_tests {
+    use super::calibrate;
+
+    #[test]
+    fn enough_scores_give_the_conformal_quantile_and_too_few_the_largest_with_its_bound() {
+        let scores: Vec<f64> = (1..=199).map(f64::from).collect();
+        // ⌈0.99 × 200⌉ = 198: the 198th smallest.
+        assert_eq!(calibrate(&scores, 0.01), Some((198.0, None)));
+        let few: Vec<f64> = (1..=24).map(f64::from).collect();
+        assert_eq!(calibrate(&few, 0.01), Some((24.0, Some(1.0 / 25.0))));
+        assert_eq!(calibrate(&[], 0.01), None);
     }
 }

@@ -142,38 +142,140 @@ fn is_missing(cell: &str) -> bool {
     matches!(cell.trim().to_ascii_lowercase().as_str(), "" | "na" | "n/a" | "nan" | "null" | "?" | "none")
 }
 
-/// A CSV file with a header row. The `label` column holds the class; every other column must
-/// be numeric, with empty, `NA`, `NaN`, `null` or `?` cells read as missing.
-pub fn csv(path: &Path, label: &str) -> Result<Dataset> {
+/// Edit distance between two column names (case-insensitive), for naming the closest ones.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) =
+        (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The columns nearest to `name`, at most five, for an error that must not list 785 columns.
+fn closest<'a>(name: &str, columns: &[&'a str]) -> Vec<&'a str> {
+    let mut ranked: Vec<(usize, usize, &str)> =
+        columns.iter().enumerate().map(|(i, c)| (distance(name, c), i, *c)).collect();
+    ranked.sort();
+    ranked.into_iter().take(5).map(|(_, _, c)| c).collect()
+}
+
+/// Whether a cell reads as a number or a missing value, as a feature cell must.
+fn numeric(cell: &str) -> bool {
+    is_missing(cell) || cell.parse::<f64>().is_ok()
+}
+
+/// A CSV file. The `label` column holds the class; every other column must be numeric, with
+/// empty, `NA`, `NaN`, `null` or `?` cells read as missing. `header`: whether line 1 names the
+/// columns; `None` decides from line 1 itself (all numbers: data) and the origin says which was
+/// done. Without a header the label is chosen by its column's position from 0.
+pub fn csv(path: &Path, label: &str, header: Option<bool>) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| unreadable(path, e))?;
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(true).trim(::csv::Trim::All).from_reader(file);
-    let headers =
-        reader.headers().map_err(|e| Error::data(path, format!("cannot read the header row: {e}")))?.clone();
-    let label_col = headers.iter().position(|h| h == label).ok_or_else(|| {
-        Error::data(
-            path,
-            format!(
-                "line 1: no column named {label:?} for the label; the columns are: {}",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ),
-        )
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_reader(file);
+    let mut records = Vec::new();
+    for record in reader.records() {
+        records.push(record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            Error::data(path, format!("line {line}: {e}"))
+        })?);
+    }
+    let Some(first) = records.first().cloned() else {
+        return Err(Error::data(path, "holds no examples"));
+    };
+    // Line 1 names the columns when it holds the label's name, or words above a column of
+    // numbers; otherwise it is an example like the rest (a label column of class names is words
+    // on every line).
+    let below = &records[1..records.len().min(51)];
+    let words_over_numbers = first.iter().enumerate().any(|(i, cell)| {
+        !numeric(cell) && !below.is_empty() && below.iter().all(|r| r.get(i).is_none_or(numeric))
+    });
+    let has_header = header.unwrap_or(first.iter().any(|c| c == label) || words_over_numbers);
+    let width = if has_header { records.get(1).map_or(first.len(), |r| r.len()) } else { first.len() };
+    // scikit-learn's bundled CSVs (iris, wine, breast cancer) open with a line of the number of
+    // examples, the number of features and the class names, not column names.
+    if has_header {
+        let count = |i: usize| first.get(i).and_then(|c| c.parse::<usize>().ok());
+        if count(0) == Some(records.len() - 1) && count(1) == Some(width.saturating_sub(1)) {
+            let names: Vec<&str> = first.iter().skip(2).collect();
+            return Err(Error::data(
+                path,
+                format!(
+                    "line 1 is not column names: it is scikit-learn's count line ({} examples, {} \
+                     features{}). Replace it with a line naming the {width} columns (e.g. \
+                     `f0,...,f{},target`); to keep the class names, write them in the label column \
+                     instead of their numbers",
+                    records.len() - 1,
+                    width - 1,
+                    if names.is_empty() { String::new() } else { format!(", classes {}", names.join(", ")) },
+                    width.saturating_sub(2),
+                ),
+            ));
+        }
+    }
+    let (names, rows): (Vec<String>, &[::csv::StringRecord]) = if has_header {
+        (first.iter().map(String::from).collect(), &records[1..])
+    } else {
+        ((0..first.len()).map(|i| i.to_string()).collect(), &records[..])
+    };
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+    let label_col = columns.iter().position(|h| *h == label).ok_or_else(|| {
+        if has_header {
+            Error::data(
+                path,
+                format!(
+                    "line 1: no column named {label:?} for the label; of its {} columns the closest are: {}",
+                    columns.len(),
+                    closest(label, &columns).iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        } else {
+            Error::data(
+                path,
+                format!(
+                    "no header ({}), so the label is a column's position: 0 to {}, not {label:?}{}",
+                    if header.is_some() {
+                        "header: false"
+                    } else {
+                        "line 1 is not column names but an example"
+                    },
+                    columns.len() - 1,
+                    if header.is_some() {
+                        ""
+                    } else {
+                        " (or set `header: true` if line 1 names the columns)"
+                    }
+                ),
+            )
+        }
     })?;
-    let features = headers.len() - 1;
+    let features = columns.len() - 1;
     if features == 0 {
         return Err(Error::data(path, "line 1: no feature columns besides the label"));
     }
     let mut values = Vec::new();
     let mut raw_labels = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            Error::data(path, format!("line {line}: {e}"))
-        })?;
+    for record in rows {
         let line = record.position().map_or(0, |p| p.line());
-        if record.len() != headers.len() {
+        if record.len() != columns.len() {
             return Err(Error::data(
                 path,
-                format!("line {line}: {} fields, but the header has {}", record.len(), headers.len()),
+                format!(
+                    "line {line}: {} fields, but {} has {}",
+                    record.len(),
+                    if has_header { "the header" } else { "line 1" },
+                    columns.len()
+                ),
             ));
         }
         for (col, cell) in record.iter().enumerate() {
@@ -191,13 +293,13 @@ pub fn csv(path: &Path, label: &str) -> Result<Dataset> {
                 let v: f32 = cell.parse().map_err(|_| {
                     Error::data(
                         path,
-                        format!("line {line}, column {:?}: {cell:?} is not a number", &headers[col]),
+                        format!("line {line}, column {:?}: {cell:?} is not a number", &columns[col]),
                     )
                 })?;
                 if !v.is_finite() {
                     return Err(Error::data(
                         path,
-                        format!("line {line}, column {:?}: {cell:?} is not finite", &headers[col]),
+                        format!("line {line}, column {:?}: {cell:?} is not finite", &columns[col]),
                     ));
                 }
                 values.push(v);
@@ -206,8 +308,14 @@ pub fn csv(path: &Path, label: &str) -> Result<Dataset> {
     }
     let (labels, classes) = index_labels(&raw_labels);
     check_classes(path, &classes, labels.len())?;
+    // Only the guess that may surprise is said: a header is what a CSV usually has.
+    let how = if header.is_none() && !has_header {
+        " (no header: line 1 is an example, not column names)"
+    } else {
+        ""
+    };
     Ok(Dataset {
-        origin: path.display().to_string(),
+        origin: format!("{}{how}", path.display()),
         inputs: RawInputs::Dense { values, shape: InputShape::Tabular { features } },
         labels,
         classes,

@@ -1,10 +1,13 @@
 //! Data sets in memory: loading them (built in, generated, or from the files users bring),
 //! the seeded stratified split, and batching into tensors. Preprocessing lives in
-//! [`preprocess`], augmentation in [`augment`]. Nothing here trains or writes to the run store.
+//! [`preprocess`], augmentation in [`augment`], the splits a run fixed when it trained in
+//! [`splits`] (the one module here that reads and writes a run's folder: its `splits.json`).
+//! Nothing here trains.
 
 pub mod augment;
 pub mod loaders;
 pub mod preprocess;
+pub mod splits;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -13,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::ml::spec::{DataSource, Split};
+use crate::ml::spec::{DataSource, DataSpec, Split};
 
 /// The shape of one example as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,44 @@ impl Dataset {
         }
     }
 
+    /// Appends the examples of `other` (a separate validation or test source), its labels
+    /// mapped to this set's classes by name. Refused when its examples have another shape or
+    /// it has a class this set lacks.
+    pub fn append(&mut self, other: Dataset) -> Result<()> {
+        let refuse = |msg: String| Err(crate::error::Error::data(other.origin.clone(), msg));
+        if let Some(c) = other.classes.iter().find(|c| !self.classes.contains(c)) {
+            return refuse(format!(
+                "class {c:?} does not occur in the training data {} (its classes: {})",
+                self.origin,
+                self.classes.join(", ")
+            ));
+        }
+        let map: Vec<u32> = other
+            .classes
+            .iter()
+            .map(|c| self.classes.iter().position(|s| s == c).expect("checked above") as u32)
+            .collect();
+        match (&mut self.inputs, other.inputs) {
+            (RawInputs::Dense { values, shape }, RawInputs::Dense { values: more, shape: theirs }) => {
+                if *shape != theirs {
+                    return refuse(format!(
+                        "its examples are {}, those of {} are {}",
+                        theirs.describe(),
+                        self.origin,
+                        shape.describe()
+                    ));
+                }
+                values.extend(more);
+            }
+            (RawInputs::Text(texts), RawInputs::Text(more)) => texts.extend(more),
+            _ => {
+                return refuse(format!("its examples and those of {} are not of the same kind", self.origin));
+            }
+        }
+        self.labels.extend(other.labels.iter().map(|&l| map[l as usize]));
+        Ok(())
+    }
+
     /// Keeps only the examples whose index `keep` returns true for.
     pub fn retain(&mut self, keep: impl Fn(usize) -> bool) {
         let kept: Vec<usize> = (0..self.len()).filter(|&i| keep(i)).collect();
@@ -119,9 +160,56 @@ pub fn load(source: &DataSource) -> Result<Dataset> {
         DataSource::Waveforms { samples, length, noise } => {
             Ok(loaders::waveforms(*samples, *length, *noise, 0x005e_ed0f_3a7e))
         }
-        DataSource::Csv { path, label } => loaders::csv(path.as_ref(), label),
+        DataSource::Csv { path, label, header } => loaders::csv(path.as_ref(), label, *header),
         DataSource::Idx { images, labels, limit } => loaders::idx(images.as_ref(), labels.as_ref(), *limit),
         DataSource::Tsv { path } => loaders::tsv(path.as_ref()),
+    }
+}
+
+/// Which source an example of a data set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The spec's `source`, split by `split`.
+    Main,
+    /// The spec's separate `validation` source.
+    Validation,
+    /// The spec's separate `test` source.
+    Test,
+}
+
+/// Loads a spec's data: its source, then the examples of its separate validation and test
+/// sources (if given) appended, with the part each example came from.
+pub fn load_data(data: &DataSpec) -> Result<(Dataset, Vec<Part>)> {
+    let mut ds = load(&data.source)?;
+    let mut parts = vec![Part::Main; ds.len()];
+    for (part, source) in [(Part::Validation, &data.validation), (Part::Test, &data.test)] {
+        if let Some(source) = source {
+            let extra = load(source)?;
+            let n = extra.len();
+            ds.append(extra)?;
+            parts.extend(std::iter::repeat_n(part, n));
+        }
+    }
+    Ok((ds, parts))
+}
+
+/// [`split`] of the main part's examples, with the separate validation and test parts as
+/// their splits: a part given replaces its fraction of the main source.
+pub fn split_parts(labels: &[u32], parts: &[Part], classes: usize, s: &Split, seed: u64) -> SplitIndices {
+    let of = |p: Part| -> Vec<usize> { (0..labels.len()).filter(|&i| parts[i] == p).collect() };
+    let (main, validation, test) = (of(Part::Main), of(Part::Validation), of(Part::Test));
+    let fractions = Split {
+        validation: if validation.is_empty() { s.validation } else { 0.0 },
+        test: if test.is_empty() { s.test } else { 0.0 },
+        seed: s.seed,
+    };
+    let main_labels: Vec<u32> = main.iter().map(|&i| labels[i]).collect();
+    let inner = split(&main_labels, classes, &fractions, seed);
+    let map = |ids: Vec<usize>| -> Vec<usize> { ids.into_iter().map(|i| main[i]).collect() };
+    SplitIndices {
+        train: map(inner.train),
+        validation: if validation.is_empty() { map(inner.validation) } else { validation },
+        test: if test.is_empty() { map(inner.test) } else { test },
     }
 }
 

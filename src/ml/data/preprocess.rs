@@ -77,13 +77,25 @@ pub struct PreparedData {
     /// What each input value becomes when the raw value is zero: the fill for pixels that
     /// augmentation shifts in.
     pub zero_fill: Option<Vec<f32>>,
+    /// Which examples went to which split, and of how many ([`super::splits`] records them).
+    pub indices: SplitIndices,
+    pub examples: usize,
 }
 
 impl PreparedData {
     /// Loads the spec's data, splits it by the spec's seed and fits the preprocessing on the
     /// training split, or applies `fitted` (a run's saved pipeline) instead of fitting.
     pub fn build(spec: &ExperimentSpec, fitted: Option<&Pipeline>) -> Result<Self> {
-        let mut ds = super::load(&spec.data.source)?;
+        Self::build_with(spec, fitted, None)
+    }
+
+    /// [`Self::build`] with the splits a run recorded instead of splitting anew.
+    pub fn build_with(
+        spec: &ExperimentSpec,
+        fitted: Option<&Pipeline>,
+        recorded: Option<&super::splits::RecordedSplits>,
+    ) -> Result<Self> {
+        let (mut ds, mut parts) = super::load_data(&spec.data)?;
         let mut report = DataReport { origin: ds.origin.clone(), examples: ds.len(), ..Default::default() };
         let drops = spec.preprocess.iter().any(|p| matches!(p, Preprocess::DropMissing));
         let imputes = spec.preprocess.iter().any(|p| matches!(p, Preprocess::Impute(_)));
@@ -94,6 +106,8 @@ impl PreparedData {
             let n_missing = missing_rows.iter().filter(|m| **m).count();
             if n_missing > 0 && drops {
                 ds.retain(|i| !missing_rows[i]);
+                let mut kept = missing_rows.iter().map(|m| !m);
+                parts.retain(|_| kept.next().unwrap_or(true));
                 report.dropped_missing = n_missing;
             } else if n_missing > 0 && !imputes {
                 let first = missing_rows.iter().position(|m| *m).unwrap_or(0);
@@ -114,8 +128,25 @@ impl PreparedData {
                 ds.len()
             )));
         }
-        let seed = spec.data.split.seed.unwrap_or(spec.seed);
-        let idx = split(&ds.labels, ds.classes.len(), &spec.data.split, seed);
+        let idx = match recorded {
+            None => {
+                let seed = spec.data.split.seed();
+                super::split_parts(&ds.labels, &parts, ds.classes.len(), &spec.data.split, seed)
+            }
+            Some(r) => {
+                let largest =
+                    r.indices.train.iter().chain(&r.indices.validation).chain(&r.indices.test).max();
+                if r.examples != ds.len() || largest.is_some_and(|&i| i >= ds.len()) {
+                    return Err(Error::unsuitable(format!(
+                        "{}: {} examples, but the run's recorded splits are of {}",
+                        ds.origin,
+                        ds.len(),
+                        r.examples
+                    )));
+                }
+                r.indices.clone()
+            }
+        };
         report.train = idx.train.len();
         report.validation = idx.validation.len();
         report.test = idx.test.len();
@@ -150,12 +181,14 @@ impl PreparedData {
             pipeline,
             report,
             zero_fill,
+            examples: ds.len(),
+            indices: idx,
         })
     }
 
     /// The split indices for a spec, without preprocessing (used to look up raw examples).
     pub fn split_of(spec: &ExperimentSpec, ds: &Dataset) -> SplitIndices {
-        let seed = spec.data.split.seed.unwrap_or(spec.seed);
+        let seed = spec.data.split.seed();
         split(&ds.labels, ds.classes.len(), &spec.data.split, seed)
     }
 }

@@ -327,7 +327,8 @@ pub struct Completeness {
     pub output: f64,
     /// F(baseline).
     pub baseline_output: f64,
-    /// |Σ attributions − (F(x) − F(baseline))|, Captum's `delta`.
+    /// |Σ attributions − (F(x) − F(baseline))|: the absolute value of Captum's `delta`, which
+    /// keeps the sign.
     pub gap: f64,
 }
 

@@ -7,6 +7,7 @@
 //! - `builtin.rs`: the specs embedded from `models/`, and finding a spec by name or path.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 mod builtin;
 mod parse;
@@ -66,6 +67,21 @@ pub struct DataSpec {
     pub source: DataSource,
     #[serde(default)]
     pub split: Split,
+    /// A separate source of validation examples (a given `valid.csv`); `split.validation` of
+    /// `source` when absent.
+    #[serde(default)]
+    pub validation: Option<DataSource>,
+    /// A separate source of test examples (MNIST's t10k files, a given `test.csv`): the test
+    /// split is exactly these, and `split.test` is not taken from `source`.
+    #[serde(default)]
+    pub test: Option<DataSource>,
+}
+
+impl DataSpec {
+    /// Every source: the main one, then the validation and test sources given.
+    pub fn sources(&self) -> impl Iterator<Item = &DataSource> {
+        std::iter::once(&self.source).chain(self.validation.as_ref()).chain(self.test.as_ref())
+    }
 }
 
 /// A data set: built in, generated, or a file the user brings.
@@ -83,8 +99,16 @@ pub enum DataSource {
         #[serde(default = "default_noise")]
         noise: f32,
     },
-    /// A CSV file with a header: numeric feature columns and one label column chosen by name.
-    Csv { path: String, label: String },
+    /// A CSV file: numeric feature columns and one label column, chosen by name (or, in a file
+    /// without a header, by its position from 0). `header` says whether the first line names
+    /// the columns; without it a first line of numbers is read as data and anything else as
+    /// the header.
+    Csv {
+        path: String,
+        label: String,
+        #[serde(default)]
+        header: Option<bool>,
+    },
     /// MNIST-style IDX files (`*-ubyte`, gzipped or not).
     Idx {
         images: String,
@@ -94,6 +118,32 @@ pub enum DataSource {
     },
     /// A text file of `label<TAB>text` lines.
     Tsv { path: String },
+}
+
+impl DataSource {
+    /// Makes the files it names absolute, resolving relative ones against `base` (the spec's
+    /// folder). A relative path found only from the current directory is kept as that: specs and
+    /// runs written before paths were resolved against the spec meant it so.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut String| {
+            let given = Path::new(p.as_str());
+            if given.is_absolute() {
+                return;
+            }
+            let beside = base.join(given);
+            let chosen = if !beside.exists() && given.exists() { given.to_path_buf() } else { beside };
+            let absolute = std::path::absolute(&chosen).unwrap_or(chosen);
+            *p = absolute.display().to_string();
+        };
+        match self {
+            DataSource::Csv { path, .. } | DataSource::Tsv { path } => resolve(path),
+            DataSource::Idx { images, labels, .. } => {
+                resolve(images);
+                resolve(labels);
+            }
+            DataSource::Digits | DataSource::Topics | DataSource::Waveforms { .. } => {}
+        }
+    }
 }
 
 fn default_noise() -> f32 {
@@ -108,10 +158,20 @@ pub struct Split {
     pub validation: f64,
     #[serde(default = "default_test")]
     pub test: f64,
-    /// Seed of the split; the experiment's seed when absent, so that changing the training seed
-    /// can be asked to keep the same split.
+    /// Seed of the split; [`DEFAULT_SPLIT_SEED`] when absent, not the experiment's seed, so that
+    /// `--seed` (a new initialisation and batch order) keeps the same test split.
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+/// The split's seed when a spec names none.
+pub const DEFAULT_SPLIT_SEED: u64 = 42;
+
+impl Split {
+    /// The seed the examples are split with.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(DEFAULT_SPLIT_SEED)
+    }
 }
 
 fn default_validation() -> f64 {

@@ -16,6 +16,11 @@ fn ron_options() -> ron::Options {
     ron::Options::default().with_default_extension(RON_EXTENSIONS)
 }
 
+/// The accepted form of each data source that takes fields, for errors: the fields are named.
+pub const DATA_SOURCE_FORMS: &str = "a data source names its fields: `Csv(path: \"data.csv\", label: \"class\")` \
+     (optionally `header: false`), `Idx(images: \"train-images-idx3-ubyte\", labels: \"train-labels-idx1-ubyte\")`, \
+     `Tsv(path: \"texts.tsv\")`, `Waveforms(samples: 400, length: 64)`";
+
 impl ExperimentSpec {
     /// Parses and checks a spec from RON text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self> {
@@ -23,10 +28,33 @@ impl ExperimentSpec {
             let mut err = ConfigError::from_ron(&e, text, origin);
             // The two extensions change what RON users may be used to writing; say so.
             let here = text.lines().nth(err.line.saturating_sub(1)).unwrap_or("");
-            if here.contains("Some(") {
+            let before: String = here.chars().take(err.col.saturating_sub(1)).collect();
+            // Inside a data source's parentheses with no field name yet: `Csv("a.csv", "y")`.
+            let positional = before.rfind('(').is_some_and(|open| {
+                ["Csv", "Idx", "Tsv", "Waveforms"].iter().any(|s| before[..open].trim_end().ends_with(s))
+                    && !before[open..].contains(':')
+            });
+            // RON reads a bare number where a variant belongs as a bad identifier and suggests
+            // `r#32`, which no spec means.
+            let number = err
+                .msg
+                .strip_prefix("Found invalid std identifier \"")
+                .and_then(|m| m.split('"').next())
+                .filter(|n| n.parse::<f64>().is_ok())
+                .map(String::from);
+            if let Some(n) = number {
+                err.msg = format!("found the number {n} where a name is expected");
+                if before.trim_end().ends_with("batch:") {
+                    err.msg.push_str(&format!(
+                        " (`batch` is `Full`, `Mini({n})` for mini-batches of {n}, or `Stochastic`)"
+                    ));
+                }
+            } else if here.contains("Some(") {
                 err.msg.push_str(" (specs leave out `Some`: write `field: (...)` for an optional value)");
             } else if here.contains("((") {
                 err.msg.push_str(" (write `Variant(field: ...)` rather than `Variant((field: ...))`)");
+            } else if positional {
+                err.msg.push_str(&format!(" ({DATA_SOURCE_FORMS})"));
             }
             err
         })?;
@@ -34,10 +62,20 @@ impl ExperimentSpec {
         Ok(spec)
     }
 
-    /// Reads and parses a spec file.
+    /// Reads and parses a spec file. Relative data paths are resolved against the file's folder
+    /// and made absolute, so that a run records exactly which file it read and `eval` from any
+    /// directory finds it.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        let mut spec = Self::parse(&text, path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let data = &mut spec.data;
+        for source in
+            std::iter::once(&mut data.source).chain(data.validation.as_mut()).chain(data.test.as_mut())
+        {
+            source.resolve_paths(&base);
+        }
+        Ok(spec)
     }
 
     /// Serialises the spec as pretty RON, as stored with a run.

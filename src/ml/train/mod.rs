@@ -180,10 +180,11 @@ impl<'a> Trainer<'a> {
                 ))
             })?;
             let pipeline = run.pipeline()?;
-            (PreparedData::build(spec, Some(&pipeline))?, state)
+            (crate::ml::data::splits::for_run(run, spec, &pipeline, false)?, state)
         } else {
             let data = PreparedData::build(spec, None)?;
             run.write_pipeline(&data.pipeline)?;
+            crate::ml::data::splits::record(run, spec, &data)?;
             let state = ResumeState {
                 epoch: 0,
                 step: 0,
@@ -649,8 +650,9 @@ impl<'a> Trainer<'a> {
             &run.file("privacy.json"),
             &serde_json::json!({ "membership": membership }),
         )?;
-        // The input detector the service flags unusual inputs with, calibrated on validation.
-        crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
+        // The input detector the service flags unusual inputs with, calibrated on validation;
+        // data too small for one leaves the reason in detector.json and the log instead.
+        let _detector = crate::ml::attack::detector::fit_for_run(run, &self.net, &self.data)?;
         run.log(
             EventKind::Privacy,
             format!(

@@ -340,7 +340,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
              run never accounted for; prune without fine-tuning",
         ));
     }
-    let data = PreparedData::build(&original.spec, Some(&original.pipeline))?;
+    let data = crate::ml::data::splits::for_run(run, &original.spec, &original.pipeline, false)?;
     // A second copy to change: a cloned `Network` would share its variables with the original.
     let variant = load_trained(run, Which::Best)?;
     let mut sparsity_after = None;

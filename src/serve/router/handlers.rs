@@ -312,6 +312,15 @@ pub(super) async fn predict(
             }
         }
     }
+    // A key that refuses unusual inputs cannot be served by a model that cannot tell them.
+    if let (true, Err(reason)) = (guard.reject_ood, model.detector()) {
+        refund(&note);
+        let msg = format!(
+            "this key refuses inputs unlike the training data, but {name} has no input detector to \
+             tell them ({reason}); use a key without --reject-ood"
+        );
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, msg, note);
+    }
     let m = model.clone();
     // The batch comes back with the answer: PRADA needs the inputs afterwards.
     let work = move || -> crate::error::Result<(Vec<f32>, Vec<bool>, Batch)> {
@@ -339,7 +348,8 @@ pub(super) async fn predict(
             refund(&note);
             let msg = format!(
                 "inputs[{i}] is unlike the data {name} was trained on (its input detector flags it; \
-                 calibrated to 1% false positives on validation data), and this key refuses such inputs"
+                 calibrated to {}), and this key refuses such inputs",
+                model.detector().map(|d| d.calibration()).unwrap_or_default()
             );
             return fail(StatusCode::UNPROCESSABLE_ENTITY, msg, note);
         }
