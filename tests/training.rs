@@ -99,6 +99,22 @@ fn a_different_seed_gives_different_weights() {
 }
 
 #[test]
+fn the_reported_samples_per_second_is_the_runs_true_average() {
+    let store = RunStore::new(tempfile::tempdir().unwrap().keep());
+    let mut s = spec("digits-logreg");
+    s.epochs = 3;
+    let (id, _) = run_to_end(&store, &s);
+    let run = store.resolve(&id).unwrap();
+    let info = run.info().unwrap();
+    let splits: vigil::ml::data::splits::RecordedSplits =
+        vigil::store::read_json(&run.file(vigil::ml::data::splits::FILE)).unwrap();
+    let train_examples = splits.indices.train.len();
+    let expected = 3.0 * train_examples as f64 / info.duration_s;
+    let got = info.samples_per_sec.expect("a finished run reports its throughput");
+    assert!((got / expected - 1.0).abs() < 1e-9, "reported {got}, true average {expected}");
+}
+
+#[test]
 fn full_mini_and_stochastic_batches_all_learn() {
     let dir = tempfile::tempdir().unwrap();
     let store = RunStore::new(dir.path());

@@ -477,7 +477,9 @@ impl<'a> Trainer<'a> {
                     Some(r.best_val_accuracy.map_or(summary.val_accuracy, |b| b.max(summary.val_accuracy)));
                 r.best_epoch = best_epoch;
                 r.duration_s = duration;
-                r.samples_per_sec = throughput;
+                // The run's true average, evaluation included: the smoothed per-step figure is
+                // for the live display and reads above it.
+                r.samples_per_sec = Some((epoch + 1) as f64 * n_train as f64 / duration.max(1e-9));
                 r.dp = dp_spent.clone();
             })?;
             if let Some(d) = &dp_spent {
