@@ -26,7 +26,7 @@ use vigil::ml::data::preprocess::PreparedData;
 use vigil::ml::model::Network;
 use vigil::ml::spec::{self, ExperimentSpec, Init, ModelSpec};
 use vigil::ml::train::{Silent, TrainControl, Trained, load_trained, train};
-use vigil::store::{RunDir, RunStore, Which};
+use vigil::store::{CheckpointKind, RunDir, RunStore};
 
 // ---- IBM ART on fixed networks ---------------------------------------------------------------
 
@@ -219,7 +219,7 @@ fn trained(store: &RunStore, name: &str) -> (RunDir, Trained, PreparedData) {
     let s = spec::resolve(name, Path::new("models")).unwrap().0;
     let run = store.create(&s).unwrap();
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     (run, t, data)
 }
@@ -335,7 +335,7 @@ fn adversarial_batches_replace_only_their_share_and_stay_valid() {
     s.epochs = 1;
     let run = store.create(&s).unwrap();
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    let t = load_trained(&run, Which::Last).unwrap();
+    let t = load_trained(&run, CheckpointKind::Last).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let idx: Vec<usize> = (0..10).collect();
     let x = data.train.features.batch(&idx, &Device::Cpu).unwrap();
@@ -362,7 +362,7 @@ fn text_models_are_attacked_in_embedding_space_and_snapped_to_words() {
     s.epochs = 6;
     let run = store.create(&s).unwrap();
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     assert!(InputRange::of(&t.pipeline).is_none(), "embeddings have no natural bounds");
     assert!(units(&t.pipeline).contains("embedding"));
@@ -418,7 +418,7 @@ fn saved_sets_round_trip_and_a_changed_file_is_refused() {
     s.epochs = 2;
     let run = store.create(&s).unwrap();
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let opts = CurveOptions {
         attack: Attack::fgsm(Norm::L2, 0.0),

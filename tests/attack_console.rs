@@ -178,12 +178,12 @@ fn the_engine_explains_a_saved_adversarial_example_beside_its_input() {
     use vigil::ml::attack::{Attack, Norm};
     use vigil::ml::data::preprocess::PreparedData;
     use vigil::ml::train::load_trained;
-    use vigil::store::{RunStore, Which};
+    use vigil::store::{CheckpointKind, RunStore};
 
     let dir = tempfile::tempdir().unwrap();
     let store = RunStore::new(dir.path());
     let run = common::trained_logreg(&store, 3);
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let opts = CurveOptions {
         attack: Attack::fgsm(Norm::Linf, 0.0),

@@ -10,7 +10,7 @@ use vigil::ml::data::preprocess::{Pipeline, PreparedData};
 use vigil::ml::data::{RawInputs, load};
 use vigil::ml::model::Network;
 use vigil::ml::train::{Silent, TrainControl, load_trained, train};
-use vigil::store::{RunStore, Which};
+use vigil::store::{CheckpointKind, RunStore};
 
 /// The victim as a client sees it: raw inputs in, labels and some probabilities out.
 struct Local<'a> {
@@ -61,7 +61,7 @@ fn the_thief_is_caught_early_the_benign_client_never_and_agreement_grows() {
     let s = vigil::ml::spec::resolve("digits-mlp", Path::new("models")).unwrap().0;
     let run = store.create(&s).unwrap();
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let ds = load(&t.spec.data.source).unwrap();
     let split = PreparedData::split_of(&t.spec, &ds);

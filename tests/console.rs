@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
 use vigil::engine::follow::StoreUpdate;
 use vigil::engine::runner::{RunnerCommand, RunnerEvent};
-use vigil::store::Which;
+use vigil::store::CheckpointKind;
 use vigil::tui::app::{App, Confirm, DetailTab, Effect, Metric, Mode, Msg, View, XAxis};
 use vigil::tui::theme::ColorDepth;
 
@@ -209,7 +209,7 @@ fn pause_stop_evaluate_and_delete_ask_the_runner() {
     assert!(ch(&mut app, 'p').is_empty());
     assert_eq!(
         ch(&mut app, 'e'),
-        vec![Effect::Runner(RunnerCommand::Evaluate("digits-mlp-d4e5f6".into(), Which::Best))]
+        vec![Effect::Runner(RunnerCommand::Evaluate("digits-mlp-d4e5f6".into(), CheckpointKind::Best))]
     );
     // Down to the failed run: it resumes from its checkpoint, and can be archived.
     ch(&mut app, 'j');
@@ -341,7 +341,7 @@ fn runner_events_reach_the_status_line() {
     assert_eq!(app.status.as_ref().unwrap().text, "digits-mlp-x failed: boom");
     app.update(Msg::Runner(RunnerEvent::Evaluated(
         "digits-mlp-d4e5f6".into(),
-        Which::Last,
+        CheckpointKind::Last,
         Box::new(common::evaluation()),
     )));
     assert_eq!(app.runs["digits-mlp-d4e5f6"].evaluations.len(), 1);

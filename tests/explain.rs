@@ -14,7 +14,7 @@ use vigil::ml::explain::{Baseline, Explainer, Method, Rule};
 use vigil::ml::model::Network;
 use vigil::ml::spec::{self, Activation, Init, ModelSpec};
 use vigil::ml::train::{Silent, TrainControl, load_trained};
-use vigil::store::{RunStore, Which};
+use vigil::store::{CheckpointKind, RunStore};
 
 fn mlp(inputs: usize, hidden: &[usize], classes: usize, act: Activation) -> Network {
     let spec = ModelSpec::Mlp { hidden: hidden.to_vec(), activation: act, dropout: 0.0 };
@@ -171,7 +171,7 @@ fn trained_digits_mlp() -> (tempfile::TempDir, vigil::ml::train::Trained, Prepar
     let (spec, _) = spec::resolve("digits-mlp", std::path::Path::new("models")).unwrap();
     let run = store.create(&spec).unwrap();
     vigil::ml::train::train(&run, false, &mut Silent, &TrainControl::new()).unwrap();
-    let trained = load_trained(&run, Which::Best).unwrap();
+    let trained = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&trained.spec, Some(&trained.pipeline)).unwrap();
     (dir, trained, data)
 }

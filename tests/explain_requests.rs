@@ -48,12 +48,12 @@ fn logged(seq: u64, model: &str, version: &str, raw: serde_json::Value) -> Acces
 fn the_engine_explains_a_logged_request_with_the_run_that_answered_it() {
     use vigil::ml::explain::{Explainer, Method};
     use vigil::ml::train::load_trained;
-    use vigil::store::{RunStore, Which};
+    use vigil::store::{CheckpointKind, RunStore};
 
     let dir = tempfile::tempdir().unwrap();
     let store = RunStore::new(dir.path());
     let run = common::trained_logreg(&store, 3);
-    let sha = run.manifest().unwrap().files[Which::Best.file()].clone();
+    let sha = run.manifest().unwrap().files[CheckpointKind::Best.file()].clone();
     let version = &sha[..12];
 
     let (ev_tx, ev_rx) = mpsc::channel();
@@ -74,7 +74,7 @@ fn the_engine_explains_a_logged_request_with_the_run_that_answered_it() {
     assert_eq!((r.result.run.as_str(), r.result.index, r.input.inputs), (run.id.as_str(), 1, 2));
     assert_eq!(r.classes.len(), 10);
     // The same attributions as explaining the preprocessed input directly with the run's model.
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let raw: Vec<f32> = seven().iter().map(|&v| v as f32).collect();
     let x = t.pipeline.transform(&raw).unwrap();
     let x = candle_core::Tensor::from_vec(x, (1, 1, 8, 8), &candle_core::Device::Cpu).unwrap();

@@ -23,7 +23,7 @@ use vigil::serve::router::RequestLimits;
 use vigil::serve::routes::{Access, ROUTES};
 use vigil::serve::traffic::{self, TrafficConfig};
 use vigil::serve::{ServeConfig, Server, ServerThread, TlsFiles};
-use vigil::store::{RunStore, Which};
+use vigil::store::{CheckpointKind, RunStore};
 
 /// A run store with a trained digits-logreg run (1 epoch) and topics-text run, trained once.
 fn trained_store() -> &'static Path {
@@ -474,7 +474,7 @@ async fn output_policies_apply_to_every_input_of_a_batch() {
     // the network loaded directly from the run.
     let store = RunStore::new(dir.path());
     let run = store.resolve(&run_id(dir.path(), "digits-logreg")).unwrap();
-    let trained = load_trained(&run, Which::Best).unwrap();
+    let trained = load_trained(&run, CheckpointKind::Best).unwrap();
     let rows: Vec<f32> = d.iter().flat_map(|x| trained.pipeline.transform(x).unwrap()).collect();
     let x = candle_core::Tensor::from_vec(rows, (4, 1, 8, 8), &candle_core::Device::Cpu).unwrap();
     let expected = softmax(&trained.network.forward(&x, None).unwrap()).unwrap().to_vec2::<f32>().unwrap();
@@ -560,7 +560,7 @@ async fn text_models_take_texts_tokenised_as_in_training() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     // The same texts through the run's own pipeline and network.
     let run = RunStore::new(dir.path()).resolve(&run_id(dir.path(), "topics-text")).unwrap();
-    let trained = load_trained(&run, Which::Best).unwrap();
+    let trained = load_trained(&run, CheckpointKind::Best).unwrap();
     let ids: Vec<u32> = texts.iter().flat_map(|t| trained.pipeline.encode(t).unwrap()).collect();
     let len = ids.len() / 3;
     let x = candle_core::Tensor::from_vec(ids, (3, len), &candle_core::Device::Cpu).unwrap();
@@ -940,7 +940,7 @@ async fn explanations_from_the_service_equal_the_command_lines_and_refuse_bad_op
 
     // The same run, input and method through the library, as `vigil explain` computes them.
     let run = RunStore::new(dir.path()).resolve(&run_id(dir.path(), "digits-logreg")).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let rows: Vec<f32> = inputs.iter().flat_map(|r| t.pipeline.transform(r).unwrap()).collect();
     let mut dims = vec![2];
     dims.extend(t.pipeline.input.dims());
@@ -1118,7 +1118,7 @@ async fn extraction_is_caught_and_benign_traffic_is_not() {
         })
         .collect();
     assert!(
-        benign_lines.iter().all(|l| !l.flags.iter().any(|f| f == "extraction")),
+        benign_lines.iter().all(|l| !l.flags.contains(&Flag::Extraction)),
         "a benign client was flagged: {ws:?}"
     );
     let w = benign_lines.last().unwrap().extraction_w.unwrap();
@@ -1131,7 +1131,7 @@ async fn extraction_is_caught_and_benign_traffic_is_not() {
         if l.status == 200 {
             seen += l.inputs;
         }
-        if caught_at.is_none() && l.flags.iter().any(|f| f == "extraction") {
+        if caught_at.is_none() && l.flags.contains(&Flag::Extraction) {
             caught_at = Some(seen);
             // The key's W at the end of the request (the alarm, raised on the way, stays).
             assert!(l.extraction_w.is_some(), "{l:?}");
@@ -1199,7 +1199,7 @@ async fn adversarial_traffic_replays_the_saved_attack() {
     let dir = fresh_store();
     let store = RunStore::new(dir.path());
     let run = store.resolve(&run_id(dir.path(), "digits-logreg")).unwrap();
-    let t = load_trained(&run, Which::Best).unwrap();
+    let t = load_trained(&run, CheckpointKind::Best).unwrap();
     let data = PreparedData::build(&t.spec, Some(&t.pipeline)).unwrap();
     let det = vigil::ml::attack::detector::load(&run).unwrap();
     let opts = CurveOptions {
@@ -1241,7 +1241,7 @@ async fn adversarial_traffic_replays_the_saved_attack() {
     let lines = log_lines(dir.path());
     let flag_lines: Vec<_> =
         lines.iter().filter(|l| l.key.as_deref() == Some("flag") && l.model.is_some()).collect();
-    let marked = flag_lines.iter().filter(|l| l.flags.iter().any(|f| f == "ood")).count();
+    let marked = flag_lines.iter().filter(|l| l.flags.contains(&Flag::Ood)).count();
     let strict_lines: Vec<_> =
         lines.iter().filter(|l| l.key.as_deref() == Some("strict") && l.model.is_some()).collect();
     let strict_422 = strict_lines.iter().filter(|l| l.status == 422).count();

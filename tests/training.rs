@@ -193,7 +193,8 @@ fn a_tampered_checkpoint_is_refused_by_name() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
-    let err = vigil::ml::train::load_trained(&run, vigil::store::Which::Best).err().expect("refused");
+    let err =
+        vigil::ml::train::load_trained(&run, vigil::store::CheckpointKind::Best).err().expect("refused");
     let msg = err.to_string();
     assert!(msg.contains("best.safetensors") && msg.contains("manifest"), "{msg}");
 }
@@ -221,7 +222,12 @@ fn cancel_then_resume_matches_an_uninterrupted_run() {
     let info = run.info().unwrap();
     assert_eq!(info.status, RunStatus::Cancelled);
     assert_eq!(info.epoch, 2);
-    assert!(run.events().unwrap().iter().any(|e| e.kind == "cancelled" && e.message.contains("--resume")));
+    assert!(
+        run.events()
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == vigil::store::EventKind::Cancelled && e.message.contains("--resume"))
+    );
 
     let outcome = train(&run, true, &mut Silent, &TrainControl::default()).unwrap();
     assert!(matches!(outcome, Outcome::Completed(_)));
@@ -291,7 +297,7 @@ fn a_diverging_loss_fails_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(info.failure.as_deref(), Some(msg.as_str()));
     let index = run.checkpoints().unwrap();
     assert_eq!(index.resume.unwrap().epoch, 2, "the epoch-2 checkpoint is the last good one");
-    let trained = vigil::ml::train::load_trained(&run, vigil::store::Which::Last).unwrap();
+    let trained = vigil::ml::train::load_trained(&run, vigil::store::CheckpointKind::Last).unwrap();
     let probe =
         candle_core::Tensor::zeros((1, 1, 8, 8), candle_core::DType::F32, trained.network.device()).unwrap();
     let logits: Vec<f32> =

@@ -17,7 +17,7 @@ use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::train::{Trained, load_trained, predict};
 use crate::serve::access_log::AccessRecord;
 use crate::serve::model::{PredictBody, ServedModel};
-use crate::store::{RunDir, RunId, RunStore, Which};
+use crate::store::{CheckpointKind, RunDir, RunId, RunStore};
 
 /// What the console asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +219,7 @@ fn attacks_of(dir: &crate::store::RunDir) -> Vec<AttackChoice> {
 
 fn open(store: &RunStore, run: &str) -> crate::error::Result<(Loaded, ExplainSet)> {
     let dir = store.resolve(run)?;
-    let trained = load_trained(&dir, Which::Best)?;
+    let trained = load_trained(&dir, CheckpointKind::Best)?;
     let data = crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, false)?;
     let (_, preds, _) = predict(&trained.network, &data.test)?;
     let examples = data
@@ -330,7 +330,7 @@ pub fn served_run(
     let found = store.dirs().into_iter().find(|dir| {
         dir.info().is_ok_and(|i| i.spec == model)
             && match variant {
-                None => dir.manifest().is_ok_and(|m| matches(m.files.get(Which::Best.file()))),
+                None => dir.manifest().is_ok_and(|m| matches(m.files.get(CheckpointKind::Best.file()))),
                 Some(v) => crate::store::read_json::<crate::store::Manifest>(
                     &crate::ml::variants::variant_dir(dir, v).join("manifest.json"),
                 )

@@ -13,7 +13,7 @@ use super::{Handle, Join, Sink};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
 use crate::ml::train::{Outcome, Silent, TrainControl, evaluate, load_trained, train};
-use crate::store::{ControlRequest, RunDir, RunId, RunStatus, RunStore, Which, write_json};
+use crate::store::{CheckpointKind, ControlRequest, RunDir, RunId, RunStatus, RunStore, write_json};
 
 /// What the console asks of the runner.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub enum RunnerCommand {
     /// Stop a run (its last checkpoint is kept), or drop it from the queue.
     Stop(RunId),
     /// Evaluate a checkpoint on the test split.
-    Evaluate(RunId, Which),
+    Evaluate(RunId, CheckpointKind),
     /// Remove a finished run's folder.
     Delete(RunId),
     /// Move a finished run's folder to `<runs>/.archive/`.
@@ -45,7 +45,7 @@ pub enum RunnerEvent {
     Completed(RunId),
     Cancelled(RunId),
     Failed(RunId, String),
-    Evaluated(RunId, Which, Box<Evaluation>),
+    Evaluated(RunId, CheckpointKind, Box<Evaluation>),
     Deleted(RunId),
     Archived(RunId),
     /// Something asked could not be done; a message for the status line.
@@ -59,7 +59,7 @@ pub enum RunnerEvent {
 
 enum Done {
     Trained(RunId, Result<Outcome, String>),
-    Evaluated(RunId, Which, Result<Evaluation, String>),
+    Evaluated(RunId, CheckpointKind, Result<Evaluation, String>),
 }
 
 /// The queue and the runs this process trains.
@@ -309,15 +309,15 @@ impl Runner {
 }
 
 /// Scores a checkpoint on the test split and keeps the result as `evals/<which>-test.json`.
-pub fn evaluate_checkpoint(run: &RunDir, which: Which) -> crate::error::Result<Evaluation> {
+pub fn evaluate_checkpoint(run: &RunDir, which: CheckpointKind) -> crate::error::Result<Evaluation> {
     let trained = load_trained(run, which)?;
     let data = crate::ml::data::splits::for_run(run, &trained.spec, &trained.pipeline, false)?;
     let e = evaluate(&trained.network, &data.test, &trained.pipeline.classes, "test")?;
     let dir = run.file("evals");
     std::fs::create_dir_all(&dir).map_err(|err| crate::error::Error::io(&dir, err))?;
     let name = match which {
-        Which::Best => "best",
-        Which::Last => "last",
+        CheckpointKind::Best => "best",
+        CheckpointKind::Last => "last",
     };
     write_json(&dir.join(format!("{name}-test.json")), &e)?;
     Ok(e)

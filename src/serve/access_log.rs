@@ -89,13 +89,6 @@ impl std::borrow::Borrow<str> for Flag {
     }
 }
 
-/// Lets the console's `f == "ood"` read on until it names the flag.
-impl PartialEq<str> for Flag {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
 /// What a handler found out about a request, for its log line: the handler hands it to the gate
 /// (as a response extension), and the gate adds what it knows ([`AccessEvent`]).
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,7 @@ use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::model::Network;
 use crate::ml::train::load_trained;
-use crate::store::{RunDir, RunId, Which};
+use crate::store::{CheckpointKind, RunDir, RunId};
 
 /// Length of the version string: a prefix of the checkpoint's SHA-256.
 pub const VERSION_LEN: usize = 12;
@@ -162,11 +162,13 @@ impl ServedModel {
         }
         let (trained, sha256) = match variant {
             None => {
-                let sha = manifest.files.get(Which::Best.file()).cloned().ok_or_else(|| Error::Corrupt {
-                    path: run.file(Which::Best.file()),
-                    msg: "is not listed in the run's manifest".into(),
+                let sha = manifest.files.get(CheckpointKind::Best.file()).cloned().ok_or_else(|| {
+                    Error::Corrupt {
+                        path: run.file(CheckpointKind::Best.file()),
+                        msg: "is not listed in the run's manifest".into(),
+                    }
                 })?;
-                (load_trained(run, Which::Best)?, sha)
+                (load_trained(run, CheckpointKind::Best)?, sha)
             }
             Some(name) => {
                 let v = crate::ml::variants::load_variant(run, name)?;

@@ -425,7 +425,7 @@ async fn extraction(
             config.store.root().display()
         ))
     })?;
-    let trained = crate::ml::train::load_trained(&run, crate::store::Which::Best)?;
+    let trained = crate::ml::train::load_trained(&run, crate::store::CheckpointKind::Best)?;
     let ds = load(&trained.spec.data.source)?;
     let split = PreparedData::split_of(&trained.spec, &ds);
     let RawInputs::Dense { values, shape } = &ds.inputs else {

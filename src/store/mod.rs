@@ -223,13 +223,6 @@ impl std::fmt::Display for EventKind {
     }
 }
 
-/// Lets `e.kind == "cancelled"` read on where a kind is compared with text.
-impl PartialEq<&str> for EventKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// A saved checkpoint with the metrics it was saved at (`checkpoints/index.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointEntry {
@@ -322,10 +315,6 @@ pub enum CheckpointKind {
     Last,
 }
 
-/// The name the console's call sites still use for [`CheckpointKind`] (which checkpoint to
-/// load); new code names the kind.
-pub type Which = CheckpointKind;
-
 impl CheckpointKind {
     /// `"best"` or `"last"`, as in file names and logs.
     pub fn as_str(self) -> &'static str {
@@ -347,13 +336,6 @@ impl CheckpointKind {
 impl std::fmt::Display for CheckpointKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Lets the console's `c.kind == "best"` read on until it names the kind.
-impl PartialEq<&str> for CheckpointKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
@@ -591,7 +573,7 @@ impl RunDir {
 
     /// Reads a checkpoint's bytes after checking them against the manifest, so that a file
     /// changed on disk is refused by name rather than loaded.
-    pub fn checkpoint_bytes(&self, which: Which) -> Result<Vec<u8>> {
+    pub fn checkpoint_bytes(&self, which: CheckpointKind) -> Result<Vec<u8>> {
         let rel = which.file();
         let path = self.file(rel);
         let raw = std::fs::read(&path).map_err(|e| match e.kind() {

@@ -24,7 +24,7 @@ use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::engine::system::SystemSample;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::{RunId, Which};
+use crate::store::{CheckpointKind, RunId};
 
 pub use super::state::chart::{ChartOptions, Metric, XAxis};
 pub use super::state::explain::{ExplainState, RequestPick};
@@ -448,7 +448,7 @@ impl App {
             RunnerEvent::Evaluated(id, which, e) => {
                 let text = format!(
                     "{id} {} checkpoint on test: accuracy {:.2}%, macro F1 {:.4}",
-                    if which == Which::Best { "best" } else { "last" },
+                    if which == CheckpointKind::Best { "best" } else { "last" },
                     100.0 * e.accuracy,
                     e.macro_f1
                 );

@@ -25,7 +25,7 @@ use crate::ml::privacy::dpsgd::{DpPlan, private_gradients};
 use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
 use crate::store::{
     CheckpointEntry, CheckpointKind, EpochMetrics, EventKind, MetricLine, ResumeState, RunDir, RunStatus,
-    Which, now, sha256_hex,
+    now, sha256_hex,
 };
 
 mod control;
@@ -103,7 +103,7 @@ pub struct Trained {
 }
 
 /// Loads a run's spec, pipeline and checkpoint (checked against the manifest).
-pub fn load_trained(run: &RunDir, which: Which) -> Result<Trained> {
+pub fn load_trained(run: &RunDir, which: CheckpointKind) -> Result<Trained> {
     let spec = run.spec()?;
     let pipeline = run.pipeline()?;
     let device = device_for(spec.device)?;
@@ -200,8 +200,8 @@ impl<'a> Trainer<'a> {
         let net = build_network(spec, &data.pipeline, &device)?;
         let mut opt = Optimizer::new(&spec.optimizer, net.vars());
         if resume {
-            let bytes = run.checkpoint_bytes(Which::Last)?;
-            net.load_safetensors(&bytes, &run.file(Which::Last.file()).display().to_string())?;
+            let bytes = run.checkpoint_bytes(CheckpointKind::Last)?;
+            net.load_safetensors(&bytes, &run.file(CheckpointKind::Last.file()).display().to_string())?;
             let opt_bytes = run.read_sensitive("checkpoints/optimizer.safetensors")?;
             let tensors = candle_core::safetensors::load_buffer(&opt_bytes, &device)?;
             opt.load_state(&tensors, state.optimizer_steps)?;
@@ -641,8 +641,8 @@ impl<'a> Trainer<'a> {
     fn finish(&mut self, observer: &mut dyn TrainObserver) -> Result<Outcome> {
         let run = self.run;
         // The test split is scored once, with the best checkpoint's weights.
-        let best = run.checkpoint_bytes(Which::Best)?;
-        self.net.load_safetensors(&best, &run.file(Which::Best.file()).display().to_string())?;
+        let best = run.checkpoint_bytes(CheckpointKind::Best)?;
+        self.net.load_safetensors(&best, &run.file(CheckpointKind::Best.file()).display().to_string())?;
         let test = evaluate(&self.net, &self.data.test, &self.data.pipeline.classes, "test")?;
         crate::store::write_json(&run.file("eval.json"), &test)?;
         // What the final model leaks about its training set, measured for every run.

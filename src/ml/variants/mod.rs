@@ -22,7 +22,7 @@ use crate::ml::data::preprocess::{Prepared, PreparedData};
 use crate::ml::model::{LayerStorage, Network};
 use crate::ml::optim::Optimizer;
 use crate::ml::train::{Trained, build_network, device_for, load_trained, predict};
-use crate::store::{Manifest, RunDir, Which, read_json, sha256_hex, write_json};
+use crate::store::{CheckpointKind, Manifest, RunDir, read_json, sha256_hex, write_json};
 
 /// The storage a variant's dense weights get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,11 +329,12 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         )));
     }
     let manifest = run.manifest()?;
-    let base_sha = manifest.files.get(Which::Best.file()).cloned().ok_or_else(|| Error::Corrupt {
-        path: run.file(Which::Best.file()),
-        msg: "is not listed in the run's manifest".into(),
-    })?;
-    let original = load_trained(run, Which::Best)?;
+    let base_sha =
+        manifest.files.get(CheckpointKind::Best.file()).cloned().ok_or_else(|| Error::Corrupt {
+            path: run.file(CheckpointKind::Best.file()),
+            msg: "is not listed in the run's manifest".into(),
+        })?;
+    let original = load_trained(run, CheckpointKind::Best)?;
     if original.spec.privacy.is_some() && spec.prune.is_some_and(|p| p.finetune_epochs > 0) {
         return Err(Error::refused(
             "--finetune-epochs: fine-tuning a DP-SGD run without its noise would spend privacy the \
@@ -342,7 +343,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
     }
     let data = crate::ml::data::splits::for_run(run, &original.spec, &original.pipeline, false)?;
     // A second copy to change: a cloned `Network` would share its variables with the original.
-    let variant = load_trained(run, Which::Best)?;
+    let variant = load_trained(run, CheckpointKind::Best)?;
     let mut sparsity_after = None;
     if let Some(p) = &spec.prune {
         let masks = prune(&variant.network, p.ratio, p.per_layer)?;
@@ -383,8 +384,8 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         lat.1.push(l);
         thr.1.push(t);
     }
-    let base_disk = std::fs::metadata(run.file(Which::Best.file()))
-        .map_err(|e| Error::io(run.file(Which::Best.file()), e))?
+    let base_disk = std::fs::metadata(run.file(CheckpointKind::Best.file()))
+        .map_err(|e| Error::io(run.file(CheckpointKind::Best.file()), e))?
         .len();
     let original_m = Measured {
         disk_bytes: base_disk,
@@ -487,7 +488,7 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     manifest.vouch("variant.json", &report_path, &report_bytes)?;
     let report: Report = serde_json::from_slice(&report_bytes)
         .map_err(|e| Error::Corrupt { path: report_path.clone(), msg: e.to_string() })?;
-    let base = run.manifest()?.files.get(Which::Best.file()).cloned().unwrap_or_default();
+    let base = run.manifest()?.files.get(CheckpointKind::Best.file()).cloned().unwrap_or_default();
     if base != report.base_sha256 {
         return Err(Error::refused(format!(
             "variant {name} of {} was made from a checkpoint the run no longer has as its best; \

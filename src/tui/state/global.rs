@@ -5,7 +5,7 @@
 use super::screens::DetailTab;
 use super::{App, Binding, Effect, Level, View, explain, service};
 use crate::engine::runner::RunnerCommand;
-use crate::store::{RunStatus, Which};
+use crate::store::{CheckpointKind, RunStatus};
 use crate::tui::app::{Confirm, Mode, SortKey};
 use crate::tui::form::RunForm;
 use crate::tui::keymap::Action;
@@ -137,7 +137,7 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
             };
             if ready {
                 app.say(Level::Info, format!("evaluating {id} on the test split"));
-                return vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Best))];
+                return vec![Effect::Runner(RunnerCommand::Evaluate(id, CheckpointKind::Best))];
             }
             app.say(Level::Warn, format!("{id} has no checkpoint yet"));
         }

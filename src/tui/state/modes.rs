@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::{App, Effect, Level, View};
 use crate::engine::runner::RunnerCommand;
 use crate::engine::service::ServiceCommand;
-use crate::store::Which;
+use crate::store::CheckpointKind;
 use crate::tui::app::{Confirm, Mode, SortKey};
 use crate::tui::form::RunForm;
 use crate::tui::keymap::Action;
@@ -156,8 +156,10 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
             vec![]
         }
         Action::Evaluate => match (app.selected_id(), arg.as_str()) {
-            (Some(id), "last") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Last))],
-            (Some(id), "" | "best") => vec![Effect::Runner(RunnerCommand::Evaluate(id, Which::Best))],
+            (Some(id), "last") => vec![Effect::Runner(RunnerCommand::Evaluate(id, CheckpointKind::Last))],
+            (Some(id), "" | "best") => {
+                vec![Effect::Runner(RunnerCommand::Evaluate(id, CheckpointKind::Best))]
+            }
             (Some(_), other) => {
                 app.say(Level::Error, format!("eval takes best or last, not {other:?}"));
                 vec![]

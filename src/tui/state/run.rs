@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::engine::follow::{EpochPoint, RunFeed, StepPoint};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::{CheckpointEntry, EventLine, RunInfo, RunStatus, Which};
+use crate::store::{CheckpointEntry, CheckpointKind, EventLine, RunInfo, RunStatus};
 
 /// The status the console shows for a run: the store's, or `interrupted` for a run that says it
 /// is active but whose trainer is gone.
@@ -123,7 +123,7 @@ pub struct RunState {
     pub attacks: Vec<crate::ml::attack::curve::Curve>,
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
-    pub evaluations: Vec<(Which, Evaluation)>,
+    pub evaluations: Vec<(CheckpointKind, Evaluation)>,
 }
 
 impl RunState {
@@ -205,7 +205,7 @@ impl RunState {
 
     /// Whether it has a best checkpoint (to serve, evaluate or explain).
     pub fn has_best(&self) -> bool {
-        self.checkpoints.iter().any(|c| c.kind == "best")
+        self.checkpoints.iter().any(|c| c.kind == CheckpointKind::Best)
     }
 
     /// Fraction done, from steps.

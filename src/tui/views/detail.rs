@@ -93,7 +93,7 @@ fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
 /// The evaluation shown: the newest asked for with `e`, else the final test evaluation.
 fn evaluation(r: &RunState) -> Option<(&Evaluation, String)> {
     if let Some((which, e)) = r.evaluations.last() {
-        let w = if *which == crate::store::Which::Best { "best" } else { "last" };
+        let w = if *which == crate::store::CheckpointKind::Best { "best" } else { "last" };
         return Some((e, format!("{w} checkpoint on {} (evaluated now)", e.split)));
     }
     r.evaluation.as_ref().map(|e| (e, format!("best checkpoint on {}", e.split)))

@@ -14,6 +14,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::panel;
+use crate::serve::access_log::Flag;
 use crate::tui::app::{App, RunState};
 use crate::tui::widgets::chart::{GLYPHS, Series};
 
@@ -107,8 +108,8 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
         let e = keys.entry(k).or_insert(KeyWatch { requests: 0, w: vec![], alarm: false, ood: 0 });
         e.requests += 1;
         e.w.extend(r.extraction_w);
-        e.alarm |= r.flags.iter().any(|f| f == "extraction");
-        e.ood += usize::from(r.flags.iter().any(|f| f == "ood"));
+        e.alarm |= r.flags.contains(&Flag::Extraction);
+        e.ood += usize::from(r.flags.contains(&Flag::Ood));
     }
     let spark_w = (area.width as usize).saturating_sub(36).clamp(4, 24);
     let header =
