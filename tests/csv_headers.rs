@@ -2,9 +2,11 @@
 //! `header: false`), with scikit-learn's count line instead of column names, and with a label
 //! column that is not there. Each case with the message it must print.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use common::cli::vigil;
 use predicates::prelude::*;
 use vigil::error::Error;
 use vigil::ml::data::{Dataset, loaders};
@@ -108,17 +110,11 @@ fn a_data_source_with_unnamed_fields_is_told_the_accepted_form() {
         "(name: \"p\", data: (source: Csv(\"plain.csv\", \"2\")), model: LogReg, optimizer: Sgd(lr: 0.1), \
          batch: Full, epochs: 1)",
     );
-    Command::cargo_bin("vigil")
-        .unwrap()
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
-        .arg("train")
-        .arg(&spec)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
+    vigil(&dir.path().join("runs")).arg("train").arg(&spec).assert().code(2).stderr(
+        predicate::str::contains(
             "a data source names its fields: `Csv(path: \"data.csv\", label: \"class\")`",
-        ));
+        ),
+    );
 }
 
 #[test]
@@ -133,17 +129,9 @@ fn training_on_a_file_without_a_header_says_which_was_done() {
         "(name: \"plain\", data: (source: Csv(path: \"plain.csv\", label: \"2\")), model: LogReg, \
          optimizer: Sgd(lr: 0.1), batch: Full, epochs: 1)",
     );
-    Command::cargo_bin("vigil")
-        .unwrap()
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
-        .arg("train")
-        .arg(&spec)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(
-            "plain.csv (no header: line 1 is an example, not column names) (38 train",
-        ));
+    vigil(&dir.path().join("runs")).arg("train").arg(&spec).assert().success().stdout(
+        predicate::str::contains("plain.csv (no header: line 1 is an example, not column names) (38 train"),
+    );
 }
 
 #[test]
@@ -156,10 +144,7 @@ fn a_bare_batch_size_is_told_the_accepted_forms_not_a_raw_identifier() {
         "(name: \"p\", data: (source: Csv(path: \"plain.csv\", label: \"2\")), model: LogReg, \
          optimizer: Sgd(lr: 0.1), batch: 32, epochs: 1)",
     );
-    Command::cargo_bin("vigil")
-        .unwrap()
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
+    vigil(&dir.path().join("runs"))
         .arg("train")
         .arg(&spec)
         .assert()

@@ -1,17 +1,12 @@
 //! Checks of a user's data at the edges of a run: a bad file leaves no run behind, and
 //! `--seed` changes the training, not the test split.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::cli::vigil;
 use predicates::prelude::*;
-
-fn vigil(runs: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    c.env_remove("VIGIL_RUNS_DIR").env_remove("VIGIL_KEY");
-    c
-}
 
 #[test]
 fn a_data_error_leaves_no_failed_run() {

@@ -1,9 +1,11 @@
 //! A data source with a separate test (and validation) source, as MNIST's train/t10k pairs or
 //! a given `train.csv` + `test.csv`: the test split is exactly the examples given.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::cli::vigil;
 use predicates::prelude::*;
 use vigil::error::Error;
 use vigil::ml::data::Features;
@@ -81,10 +83,7 @@ fn a_run_with_a_given_test_file_is_evaluated_on_it() {
     std::fs::write(dir.path().join("test.csv"), rows(1000, 17, &["b", "a"])).unwrap();
     spec(dir.path(), ", test: Csv(path: \"test.csv\", label: \"y\")");
     let runs = dir.path().join("runs");
-    let out = Command::cargo_bin("vigil")
-        .unwrap()
-        .arg("--runs-dir")
-        .arg(&runs)
+    let out = vigil(&runs)
         .arg("train")
         .arg(dir.path().join("given.ron"))
         .arg("-q")

@@ -1,15 +1,17 @@
 //! A run fixes its splits when it trains: `eval`, `explain` and `attack` use exactly those,
 //! from any directory, and refuse a data file that changed since (unless `--split-from-file`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+/// The shared harness, run from `/` so that nothing depends on the current directory.
 fn vigil(runs: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs).current_dir("/");
-    c.env_remove("VIGIL_RUNS_DIR").env_remove("VIGIL_KEY");
+    let mut c = common::cli::vigil(runs);
+    c.current_dir("/");
     c
 }
 

@@ -2,19 +2,14 @@
 //! with the default split: train, serve (its input detector works, or the service says why it
 //! has none), attack and explain.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
-
-fn vigil(runs: &Path) -> Command {
-    let mut c = Command::cargo_bin("vigil").unwrap();
-    c.arg("--runs-dir").arg(runs);
-    c.env_remove("VIGIL_RUNS_DIR").env_remove("VIGIL_KEY");
-    c
-}
+use common::cli::vigil;
 
 /// 150 rows, 3 classes of 50, 4 features: Gaussian clusters about iris's class means, from a
 /// fixed linear congruential generator so that the file is the same on every machine.
