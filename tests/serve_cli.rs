@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::cli::{train, vigil};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::cli::{serve, train, vigil};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use predicates::prelude::*;
@@ -134,38 +133,6 @@ fn serve_refuses_what_it_cannot_serve_safely() {
         .stderr(predicate::str::contains("does not match the run's manifest"));
 }
 
-/// `vigil serve` in the background, with the address it printed.
-struct Served {
-    child: Child,
-    addr: String,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-fn start_serving(runs: &Path, run: &str) -> Served {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vigil"))
-        .arg("--runs-dir")
-        .arg(runs)
-        .args(["serve", run, "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let mut addr = None;
-    for _ in 0..20 {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(a) = line.trim().strip_prefix("serving on http://") {
-            addr = Some(a.to_string());
-            break;
-        }
-    }
-    Served { child, addr: addr.expect("serve prints its address"), stdout }
-}
-
 fn http(addr: &str, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -180,7 +147,7 @@ fn a_served_session_traffic_shutdown_and_audit() {
     let dir = tempfile::tempdir().unwrap();
     let run = train(dir.path(), "digits-logreg", "1");
     let key = create_key(dir.path(), "client", &["--scope", "predict"]);
-    let mut served = start_serving(dir.path(), &run);
+    let mut served = serve(dir.path(), &run);
     let health = http(&served.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200") && health.contains("x-request-id"), "{health}");
     let refused = http(&served.addr, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

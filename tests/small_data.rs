@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::cli::vigil;
+use common::cli::{serve, vigil};
 
 /// 150 rows, 3 classes of 50, 4 features: Gaussian clusters about iris's class means, from a
 /// fixed linear congruential generator so that the file is the same on every machine.
@@ -71,50 +70,6 @@ fn train(runs: &Path, spec: &Path) -> String {
         .find_map(|l| l.strip_prefix("run id: "))
         .expect("train prints the run id")
         .to_string()
-}
-
-struct Served {
-    child: Child,
-    addr: String,
-    /// Held open: a closed pipe would end the server at its next line of output.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(runs: &Path, run: &str) -> Served {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vigil"))
-        .arg("--runs-dir")
-        .arg(runs)
-        .args(["serve", run, "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let mut addr = None;
-    for _ in 0..20 {
-        line.clear();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(a) = line.trim().strip_prefix("serving on http://") {
-            addr = Some(a.to_string());
-            break;
-        }
-    }
-    let Some(addr) = addr else {
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        panic!("serve did not start: {err}");
-    };
-    Served { child, addr, _stdout: out }
 }
 
 fn predict(addr: &str, key: &str, body: &str) -> String {

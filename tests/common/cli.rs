@@ -2,7 +2,9 @@
 //! returns the new run's id, and `json` for a `--json` command's output. Every CLI test file
 //! uses these instead of its own copy.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::process::{Child, ChildStdout, Stdio};
 
 use assert_cmd::Command;
 
@@ -29,4 +31,55 @@ pub fn train(runs: &Path, spec: &str, epochs: &str) -> String {
 pub fn json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.assert().success();
     serde_json::from_slice(&out.get_output().stdout).expect("stdout is one JSON value")
+}
+
+/// `vigil serve RUN` in the background on a free port, with the address it printed; killed when
+/// dropped.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+    /// Held open: a closed pipe would end the server at its next line of output.
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `vigil serve RUN --addr 127.0.0.1:0` and waits for its address; panics with the
+/// server's error output when it does not start.
+pub fn serve(runs: &Path, run: &str) -> Served {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vigil"))
+        .arg("--runs-dir")
+        .arg(runs)
+        .args(["serve", run, "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let mut line = String::new();
+    let mut addr = None;
+    for _ in 0..20 {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(a) = line.trim().strip_prefix("serving on http://") {
+            addr = Some(a.to_string());
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).unwrap();
+        panic!("serve did not start: {err}");
+    };
+    // Drained, so that warnings never fill the pipe and stall the server.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Served { child, addr, stdout }
 }
