@@ -9,8 +9,9 @@
 #
 #   cargo build --release && bench/serve_bench.sh            # ROUNDS=3 DURATION=10s by default
 #
-# Needs wrk and h2load (apt-get install -y wrk nghttp2-client) and /opt/refpy (torch, fastapi,
-# uvicorn).
+# Needs wrk and h2load (apt-get install -y wrk nghttp2-client) and a Python with the reference's
+# packages (bench/requirements-fastapi.txt), named by PY (default /opt/refpy/bin/python):
+#   python3 -m venv /opt/refpy && /opt/refpy/bin/pip install -r bench/requirements-fastapi.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VIGIL=${VIGIL:-$PWD/target/release/vigil}
@@ -23,6 +24,8 @@ VPORT=${VPORT:-7878}
 WRK_THREADS=${WRK_THREADS:-2}
 SERVE_ARGS=${SERVE_ARGS:-}   # e.g. "--threads 1"
 FPORT=${FPORT:-7879}
+# The reference as the issue measured it: one uvicorn worker, a Bearer check, a JSON-lines log.
+FASTAPI_WORKERS=${FASTAPI_WORKERS:-1}
 
 RUNS=$(mktemp -d /tmp/vigil-serve-bench.XXXXXX)
 trap 'rm -rf "$RUNS"' EXIT
@@ -68,7 +71,8 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "vigil-log round=$round h2load_sent=$EXACT h2load_succeeded=$ok log_lines_added=$((after - before)) $(echo "$h2" | grep '^status codes')" | tee -a "$RESULTS"
   "$VIGIL" --runs-dir "$RUNS" audit verify | tee -a "$RESULTS"
 
-  "$PY" bench/fastapi_reference.py "$RUN" --port "$FPORT" --workers 2 > "$RUNS/ref.out" 2>&1 &
+  "$PY" bench/fastapi_reference.py "$RUN" --port "$FPORT" --workers "$FASTAPI_WORKERS" \
+    --log "$RUNS/ref-access.jsonl" > "$RUNS/ref.out" 2>&1 &
   FPID=$!
   wait_up "$FPORT"
   measure fastapi "$FPORT"

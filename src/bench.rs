@@ -307,3 +307,61 @@ pub fn render_frames(
     }
     out
 }
+
+/// PRADA's cost on one long-lived key: after each number of distinct queries, the time per
+/// query (the mean over the queries since the previous mark) and the heap its state holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct PradaPoint {
+    /// `bounded` (the service's reservoirs) or `unbounded` (every query kept, as in the paper).
+    pub state: String,
+    pub queries: u64,
+    pub us_per_query: f64,
+    pub heap_bytes: usize,
+    pub kept_queries: usize,
+    pub w: Option<f64>,
+    pub alarm: bool,
+}
+
+/// Feeds one [`crate::ml::attack::prada::Prada`] distinct benign-like queries (10 classes, each
+/// a Gaussian blob in `width` dimensions, every query drawn afresh) and reports
+/// [`PradaPoint`]s at `marks`. The unbounded state (every query kept) is measured up to
+/// `unbounded_up_to` queries only: its work per query grows with the queries kept.
+pub fn prada_scaling(width: usize, marks: &[u64], unbounded_up_to: u64) -> Vec<PradaPoint> {
+    use crate::ml::attack::prada::{Prada, PradaConfig};
+    let mut out = Vec::new();
+    let unbounded =
+        PradaConfig { max_per_class: usize::MAX, max_pooled: usize::MAX, ..PradaConfig::default() };
+    for (state, config) in [("bounded", PradaConfig::default()), ("unbounded", unbounded)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let normal = Normal::new(0.0f32, 1.0).expect("valid");
+        let mut prada = Prada::new(config);
+        let mut q = vec![0f32; width];
+        let mut done = 0u64;
+        for &mark in marks {
+            if state == "unbounded" && mark > unbounded_up_to {
+                break;
+            }
+            let t0 = Instant::now();
+            let n = mark - done;
+            for i in done..mark {
+                let class = (i % 10) as usize;
+                for (j, v) in q.iter_mut().enumerate() {
+                    *v = class as f32 * (j % 3) as f32 + normal.sample(&mut rng);
+                }
+                prada.observe(&q, class);
+            }
+            let elapsed = t0.elapsed().as_secs_f64();
+            done = mark;
+            out.push(PradaPoint {
+                state: state.into(),
+                queries: mark,
+                us_per_query: 1e6 * elapsed / n.max(1) as f64,
+                heap_bytes: prada.heap_bytes(),
+                kept_queries: prada.kept_queries(),
+                w: prada.w(),
+                alarm: prada.alarm(),
+            });
+        }
+    }
+    out
+}

@@ -305,7 +305,30 @@ fn adversarial_training_makes_the_mlp_robust_to_pgd_and_the_detector_keeps_its_r
     let test_fpr = det.flag_rate(&plain.network, &data.test).unwrap();
     assert_eq!(Some(test_fpr), det.test_fpr);
     assert!((test_fpr - 0.01).abs() <= 0.01, "test false-positive rate {:.2}%", 100.0 * test_fpr);
-    // Its detection rate on PGD examples, reported (and far above its false positives).
+    // What `vigil traffic --profile benign` sends (test digits, each shifted by up to a pixel
+    // and noised afresh, as raw values), as the service scores it: at most 2% flagged. The
+    // detector fitted on the clean splits alone flagged 78% of it.
+    let ds = vigil::ml::data::load(&plain.spec.data.source).unwrap();
+    let split = PreparedData::split_of(&plain.spec, &ds);
+    let vigil::ml::data::RawInputs::Dense { values, shape } = &ds.inputs else { panic!("digits are dense") };
+    let d = shape.numel();
+    let pool: Vec<Vec<f32>> = split.test.iter().map(|&i| values[i * d..(i + 1) * d].to_vec()).collect();
+    let queries = vigil::ml::attack::extraction::benign_queries(&pool, shape, 2000, 7);
+    let rows: Vec<f32> = queries.iter().flat_map(|q| plain.pipeline.transform(q).unwrap()).collect();
+    let x = Tensor::from_vec(rows, (queries.len(), 8, 8), &Device::Cpu).unwrap().unsqueeze(1).unwrap();
+    let flags = det.flags(&plain.network, &x).unwrap();
+    let benign_fpr = flags.iter().filter(|f| **f).count() as f64 / flags.len() as f64;
+    eprintln!(
+        "detector on the benign profile: {:.2}% of 2,000 queries flagged (measured at fit on the varied test split: {:.2}%)",
+        100.0 * benign_fpr,
+        100.0 * det.benign_fpr.unwrap()
+    );
+    assert!(benign_fpr <= 0.02, "the benign profile's false-positive rate is {:.2}%", 100.0 * benign_fpr);
+    assert!(det.benign_fpr.unwrap() <= 0.02, "{:?}", det.benign_fpr);
+    // Its detection rate on PGD examples, reported, and at ε = 0.1 far above its false
+    // positives on benign traffic. (At ε = 0.05 PGD's perturbation is about as large as a
+    // benign client's pixel shift and noise, and a detector that accepts those flags few of
+    // them: reported, not asserted.)
     let opts = CurveOptions {
         attack: pgd(),
         eps: vec![0.05, 0.1],
@@ -317,14 +340,18 @@ fn adversarial_training_makes_the_mlp_robust_to_pgd_and_the_detector_keeps_its_r
     let (c, _) = robustness_curve(&plain.network, &plain.pipeline, &data.test, &opts).unwrap();
     for p in &c.points {
         eprintln!(
-            "detector on PGD ε={}: {:.1}% of the adversarial inputs flagged ({:.1}% of the successful ones); test FPR {:.2}%",
+            "detector on PGD ε={}: {:.1}% of the adversarial inputs flagged ({:.1}% of the successful ones); \
+             benign FPR {:.2}%, test FPR {:.2}%",
             p.eps,
             100.0 * p.detected.unwrap(),
             100.0 * p.detected_successful.unwrap_or(0.0),
+            100.0 * benign_fpr,
             100.0 * test_fpr
         );
-        assert!(p.detected.unwrap() > 5.0 * test_fpr.max(0.01), "{p:?}");
     }
+    let at_01 = c.points.iter().find(|p| p.eps == 0.1).unwrap().detected.unwrap();
+    assert!(at_01 > 5.0 * benign_fpr.max(test_fpr).max(0.01), "PGD ε=0.1: {:.1}% flagged", 100.0 * at_01);
+    assert_eq!(c.benign_flagged, det.benign_fpr);
 }
 
 #[test]

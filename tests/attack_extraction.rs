@@ -73,41 +73,85 @@ fn the_thief_is_caught_early_the_benign_client_never_and_agreement_grows() {
 
     // Benign: 10,000 natural queries (training and validation digits, shifted and noisy).
     let pool: Vec<Vec<f32>> = split.train.iter().chain(&split.validation).map(|&i| raw(i)).collect();
-    let mut prada = Prada::new(PradaConfig::default());
-    let mut benign = Local {
+    // PRADA as the service keeps it, and with reservoirs small enough to bind within these
+    // queries (32 per class, 1,000 distances): the approximation must keep both verdicts.
+    let capped = PradaConfig { max_per_class: 32, max_pooled: 1000, ..PradaConfig::default() };
+    let seeds: Vec<Vec<f32>> = split.validation.iter().take(10).map(|&i| raw(i)).collect();
+    let world = World {
         net: &t.network,
         pipeline: &t.pipeline,
-        top: 0,
-        prada: Some(&mut prada),
-        raised_at: None,
-        seen: 0,
+        pool: &pool,
+        shape,
+        seeds: &seeds,
+        test: &test,
+        victim: &victim,
     };
-    for chunk in benign_queries(&pool, shape, 10_000, 1).chunks(256) {
-        benign.query(chunk).unwrap();
-    }
-    let raised = benign.raised_at;
-    eprintln!("benign: W after 10,000 queries {:?}, alarm at {raised:?}", prada.w());
-    assert_eq!(raised, None, "a benign client raised the alarm");
+    world.benign_and_thieves(PradaConfig::default(), &[("full", 0), ("top-3", 3), ("label", usize::MAX)]);
+    // The thief's substitute is what the policies change; one policy is enough for the caps.
+    world.benign_and_thieves(capped, &[("full", 0)]);
+}
 
-    // The thief, from 10 validation digits, under each output policy.
-    let seeds: Vec<Vec<f32>> = split.validation.iter().take(10).map(|&i| raw(i)).collect();
-    for (name, top) in [("full", 0), ("top-3", 3), ("label", usize::MAX)] {
-        let mut prada = Prada::new(PradaConfig::default());
-        let mut o = Local {
-            net: &t.network,
-            pipeline: &t.pipeline,
-            top,
+/// The victim, the benign client's pool and the thief's seeds.
+struct World<'a> {
+    net: &'a Network,
+    pipeline: &'a Pipeline,
+    pool: &'a [Vec<f32>],
+    shape: &'a vigil::ml::data::InputShape,
+    seeds: &'a [Vec<f32>],
+    test: &'a [Vec<f32>],
+    victim: &'a [u32],
+}
+
+impl World<'_> {
+    /// A benign client never alarms PRADA; the thief, under each of `policies`, within 300
+    /// queries, and its substitute's agreement grows.
+    fn benign_and_thieves(&self, config: PradaConfig, policies: &[(&str, usize)]) {
+        let (shape, test, victim) = (self.shape, self.test, self.victim);
+        let mut prada = Prada::new(config);
+        let mut benign = Local {
+            net: self.net,
+            pipeline: self.pipeline,
+            top: 0,
             prada: Some(&mut prada),
             raised_at: None,
             seen: 0,
         };
-        let cfg = ThiefConfig::default();
-        let points =
-            steal(&mut o, &seeds, shape, 10, Judge { inputs: &test, victim_labels: &victim }, &cfg, |_| {})
-                .unwrap();
-        let raised = o.raised_at;
-        eprintln!("thief ({name}): alarm at {raised:?}, W {:?}, agreement {points:?}", prada.w());
-        assert!(raised.is_some_and(|q| q <= 300), "{name}: alarm at {raised:?}");
-        assert!(points.last().unwrap().agreement > points[0].agreement, "{name}: {points:?}");
+        for chunk in benign_queries(self.pool, shape, 10_000, 1).chunks(256) {
+            benign.query(chunk).unwrap();
+        }
+        let raised = benign.raised_at;
+        eprintln!("benign ({config:?}): W after 10,000 queries {:?}, alarm at {raised:?}", prada.w());
+        assert_eq!(raised, None, "a benign client raised the alarm ({config:?})");
+
+        // The thief, from 10 validation digits, under each output policy.
+        for &(name, top) in policies {
+            let mut prada = Prada::new(config);
+            let mut o = Local {
+                net: self.net,
+                pipeline: self.pipeline,
+                top,
+                prada: Some(&mut prada),
+                raised_at: None,
+                seen: 0,
+            };
+            let cfg = ThiefConfig::default();
+            let points = steal(
+                &mut o,
+                self.seeds,
+                shape,
+                10,
+                Judge { inputs: test, victim_labels: victim },
+                &cfg,
+                |_| {},
+            )
+            .unwrap();
+            let raised = o.raised_at;
+            eprintln!(
+                "thief ({name}, {config:?}): alarm at {raised:?}, W {:?}, agreement {points:?}",
+                prada.w()
+            );
+            assert!(raised.is_some_and(|q| q <= 300), "{name}: alarm at {raised:?} ({config:?})");
+            assert!(points.last().unwrap().agreement > points[0].agreement, "{name}: {points:?}");
+        }
     }
 }

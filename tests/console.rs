@@ -908,6 +908,35 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
     }
 }
 
+/// The Security view shows the input detector's false-positive rate on benign traffic beside its
+/// detection rate on PGD inputs at ε = 0.1, from the run's saved curve.
+#[test]
+fn security_view_shows_the_detectors_benign_and_attack_rates() {
+    let points: Vec<serde_json::Value> = [(0.0, 0.98, 0.0), (0.1, 0.45, 0.228), (0.2, 0.03, 0.45)]
+        .iter()
+        .map(|(e, a, d)| {
+            serde_json::json!({"eps": e, "accuracy": a, "success_rate": 1.0 - a, "mean_norm": e, "detected": d})
+        })
+        .collect();
+    let curve: vigil::ml::attack::curve::Curve = serde_json::from_value(serde_json::json!({
+        "key": "pgd-linf-20", "method": "Pgd", "norm": "Linf", "steps": 20, "step_size": null,
+        "random_start": false, "target": null, "seed": 0, "space": "input", "units": "input",
+        "range": "[0, 1]", "split": "test", "checkpoint": "best", "examples": 359,
+        "created": "2026-11-28T12:00:00Z", "points": points, "benign_flagged": 0.0084,
+    }))
+    .unwrap();
+    let mut app = common::app_with(ColorDepth::TrueColor);
+    let info = common::info("digits-mlp-d4e5f6", vigil::store::RunStatus::Completed, 40, 40, 1480);
+    app.update(Msg::Store(StoreUpdate::Run(Box::new({
+        let mut f = common::bare_feed(info);
+        f.attacks = Some(vec![curve]);
+        f
+    }))));
+    ch(&mut app, '9');
+    let t = text(&render(&mut app, 120, 30));
+    assert!(t.contains("ood flags 0.8% of benign, 22.8% of PGD ε=0.1"), "{t}");
+}
+
 // ---- the headless console -------------------------------------------------------------------
 
 /// The real engines and effects without a terminal: a one-epoch run started from the new-run

@@ -178,6 +178,11 @@ pub enum Command {
         /// gemm crate) and report each model's share of it.
         #[arg(long)]
         peak: bool,
+        /// Measure PRADA's time per query and memory on one key after 10^4, 10^5 and 10^6
+        /// distinct queries (the bounded state the service keeps, and the paper's unbounded one
+        /// up to 10^5) instead.
+        #[arg(long, conflicts_with_all = ["ui", "peak"])]
+        prada: bool,
     },
 }
 
@@ -279,8 +284,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every)?, count)
         }
+        Some(Command::Bench { json, prada: true, .. }) => bench_prada(json),
         Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
-        Some(Command::Bench { json, repeats, ui: false, peak }) => bench(json, repeats.max(1), peak),
+        Some(Command::Bench { json, repeats, ui: false, peak, .. }) => bench(json, repeats.max(1), peak),
         Some(Command::Serve(args)) => serve::run(&store, args),
         Some(Command::Keys { action }) => keys::run(&store, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
@@ -399,6 +405,34 @@ fn bench(json: bool, repeats: usize, peak: bool) -> Result<()> {
     } else {
         output::print_bench(&results, peak.as_ref());
     }
+    Ok(())
+}
+
+fn bench_prada(json: bool) -> Result<()> {
+    // The digits models' input width; 10 classes.
+    let points = crate::bench::prada_scaling(64, &[10_000, 100_000, 1_000_000], 100_000);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&points).expect("serialises"));
+        return Ok(());
+    }
+    println!("PRADA on one key: distinct queries of 64 values in 10 classes");
+    println!(
+        "{:<10} {:>10} {:>12} {:>12} {:>8} {:>8} {:>6}",
+        "state", "queries", "us/query", "heap", "kept", "W", "alarm"
+    );
+    for p in &points {
+        println!(
+            "{:<10} {:>10} {:>12.2} {:>10.2} MB {:>8} {:>8} {:>6}",
+            p.state,
+            p.queries,
+            p.us_per_query,
+            p.heap_bytes as f64 / 1e6,
+            p.kept_queries,
+            p.w.map_or("-".into(), |w| format!("{w:.4}")),
+            if p.alarm { "yes" } else { "no" }
+        );
+    }
+    println!("us/query: the mean over the queries since the row above; heap: the key's PRADA state");
     Ok(())
 }
 

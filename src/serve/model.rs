@@ -351,10 +351,13 @@ impl ServedModel {
     }
 
     fn probabilities(&self, x: &Tensor) -> Result<Vec<f32>> {
-        let logits = self.network.forward(x, None)?;
-        let probs = candle_nn::ops::softmax_last_dim(&logits).or_else(|_| {
+        self.softmax(&self.network.forward(x, None)?)
+    }
+
+    fn softmax(&self, logits: &Tensor) -> Result<Vec<f32>> {
+        let probs = candle_nn::ops::softmax_last_dim(logits).or_else(|_| {
             // softmax_last_dim has no kernel on some devices; the generic one always works.
-            candle_nn::ops::softmax(&logits, D::Minus1)
+            candle_nn::ops::softmax(logits, D::Minus1)
         })?;
         Ok(probs.flatten_all()?.to_vec1::<f32>()?)
     }
@@ -363,11 +366,15 @@ impl ServedModel {
     /// false without a detector), from one input tensor.
     pub fn predict_guarded(&self, batch: &Batch) -> Result<(Vec<f32>, Vec<bool>)> {
         let x = self.tensor(batch.clone())?;
-        let flags = match &self.detector {
-            Ok(d) => d.flags(&self.network, &x)?,
-            Err(_) => vec![false; batch.len()],
-        };
-        Ok((self.probabilities(&x)?, flags))
+        match &self.detector {
+            // One pass: the detector reads the penultimate features the answer comes from.
+            Ok(d) => {
+                let (penultimate, logits) = self.network.penultimate_and_logits(&x)?;
+                let flags = d.flags_given(&self.network, &x, &penultimate, &logits)?;
+                Ok((self.softmax(&logits)?, flags))
+            }
+            Err(_) => Ok((self.probabilities(&x)?, vec![false; batch.len()])),
+        }
     }
 
     /// The run's input detector, or why it has none.

@@ -83,6 +83,11 @@ pub struct Curve {
     pub examples: usize,
     pub created: String,
     pub points: Vec<CurvePoint>,
+    /// The share of benign traffic (the test split shifted and noised as a benign client's
+    /// inputs are) the run's detector flags, beside the points' `detected`; `None` without a
+    /// detector or for one fitted before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benign_flagged: Option<f64>,
 }
 
 impl Curve {
@@ -333,6 +338,7 @@ pub fn robustness_curve(
         checkpoint: opts.checkpoint.clone(),
         examples: n,
         created: now(),
+        benign_flagged: opts.detector.and_then(|d| d.benign_fpr),
         points,
     };
     Ok((curve, sets))

@@ -34,9 +34,19 @@ pub fn apply(batch: &mut [f32], shape: &InputShape, fill: &[f32], aug: &Augment,
     }
 }
 
-/// Moves an image by (dy, dx) pixels; positions that come from outside take `fill`.
+/// Moves an image by (dy, dx) pixels; positions that come from outside take `fill`. (The input
+/// detector also uses it, to undo a benign client's shift before it scores an image.)
 #[allow(clippy::too_many_arguments)] // one image's geometry; a struct would only rename them
-fn shift(img: &mut [f32], scratch: &mut [f32], c: usize, h: usize, w: usize, dy: i64, dx: i64, fill: &[f32]) {
+pub fn shift(
+    img: &mut [f32],
+    scratch: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    dy: i64,
+    dx: i64,
+    fill: &[f32],
+) {
     for ch in 0..c {
         for y in 0..h {
             for x in 0..w {

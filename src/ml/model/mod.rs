@@ -576,6 +576,19 @@ impl Network {
         Ok(())
     }
 
+    /// The penultimate features and the logits of an inference pass, from one pass: the
+    /// service's input detector reads the first, the answer is the second.
+    pub fn penultimate_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let h = self.penultimate(x)?;
+        let out = match &self.arch {
+            Arch::Mlp { layers, .. } => layers.last().expect("an MLP has an output layer"),
+            Arch::Cnn { out, .. } | Arch::Text { out, .. } => out,
+            Arch::Rnn { head, .. } => head,
+        };
+        let logits = out.forward(&h)?;
+        Ok((h, logits))
+    }
+
     /// What the output layer sees, `(B, width)`, in evaluation mode: the last hidden layer's
     /// activations (MLP, CNN, text), a recurrent classifier's last state, or the flattened input
     /// of a softmax regression. The input detector of [`crate::ml::attack`] models these

@@ -147,9 +147,31 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(table, area);
 }
 
+/// The input detector's two figures, for the first attacked run that has them: the share of
+/// benign traffic it flags and of PGD inputs at the ε nearest 0.1, which says how far to trust
+/// its `ood` flags below.
+fn detector_figures(app: &App) -> Option<String> {
+    attacked(app).into_iter().find_map(|r| {
+        let c = r.attacks.iter().find(|c| c.benign_flagged.is_some() && c.key.starts_with("pgd"))?;
+        let p = c
+            .points
+            .iter()
+            .filter(|p| p.eps > 0.0 && p.detected.is_some())
+            .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))?;
+        Some(format!(
+            "ood flags {:.1}% of benign, {:.1}% of PGD ε={} ({})",
+            100.0 * c.benign_flagged?,
+            100.0 * p.detected?,
+            crate::ml::attack::fmt_num(p.eps),
+            r.info.id
+        ))
+    })
+}
+
 fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let room = area.height.saturating_sub(2) as usize;
+    let figures = detector_figures(app);
+    let room = (area.height.saturating_sub(2) as usize).saturating_sub(usize::from(figures.is_some()));
     let lines: Vec<Line> = app
         .service
         .tail
@@ -166,10 +188,13 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
             ])
         })
         .collect();
-    let body = if lines.is_empty() {
+    let mut body = if lines.is_empty() {
         vec![Line::from(Span::styled("no flagged request in the log's tail", t.muted()))]
     } else {
         lines
     };
+    if let Some(figures) = figures {
+        body.insert(0, Line::from(Span::styled(figures, t.info())));
+    }
     f.render_widget(Paragraph::new(body).block(panel(app, "Flagged requests (newest first)")), area);
 }
