@@ -322,7 +322,7 @@ async fn every_limit_answers_its_status_and_says_why() {
         },
     );
     let mut cfg = config(dir.path());
-    cfg.limits = RequestLimits { max_body: 8 * 1024, max_inputs: 4, timeout: Duration::from_secs(10) };
+    cfg.limits = RequestLimits { max_body: 8 * 1024, max_inputs: 4, ..RequestLimits::default() };
     let server = Server::start(cfg).await.unwrap();
     let c = client();
     let d = digits(5);

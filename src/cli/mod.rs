@@ -10,6 +10,7 @@ mod output;
 mod privacy;
 mod protect;
 mod serve;
+mod soak;
 mod sys;
 mod traffic;
 mod train;
@@ -158,6 +159,9 @@ pub enum Command {
     },
     /// Send test-split inputs to a running service and report what came back.
     Traffic(traffic::Args),
+    /// Soak a service: minutes of mixed and hostile traffic, then a report (crashes, memory,
+    /// log lines against requests, the hash chain, a key revoked half-way).
+    Soak(soak::Args),
     /// Check the service's access log.
     Audit {
         #[command(subcommand)]
@@ -291,6 +295,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Keys { action }) => keys::run(&store, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
         Some(Command::Traffic(args)) => traffic::run(&store, &cli.models_dir, args),
+        Some(Command::Soak(args)) => soak::run(&store, args),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::invalid;
 use crate::error::{Error, Result};
+use crate::serve::edge::EdgeLimits;
 use crate::serve::keys::parse_duration;
 use crate::serve::router::RequestLimits;
 use crate::serve::{ServeConfig, Server, TlsFiles};
@@ -37,6 +38,24 @@ pub struct Args {
     /// Longest a request may take (503 beyond), e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Longest a request body may take to arrive (408 beyond), e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Longest a client may take to send a request's head, from connecting or between requests
+    /// (the connection is dropped beyond: slowloris), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Most open connections in all (503 and closed beyond).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most open connections from one client address (503 and closed beyond).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_client: usize,
+    /// Keep serving while the access log cannot be written (a full disk), and record the outage
+    /// in the log once it can again. By default the service fails closed: it answers 503 until
+    /// it can log again.
+    #[arg(long)]
+    pub log_fail_open: bool,
     /// Size at which the access log is rotated, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub log_max_size: u64,
@@ -96,7 +115,21 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     let mut config = ServeConfig::new(store.clone(), args.runs);
     config.addr = addr;
     config.tls = args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key });
-    config.limits = RequestLimits { max_body, max_inputs: args.max_inputs, timeout: args.timeout };
+    if args.max_connections == 0 || args.max_connections_per_client == 0 {
+        return Err(invalid("--max-connections and --max-connections-per-client must be at least 1"));
+    }
+    config.limits = RequestLimits {
+        max_body,
+        max_inputs: args.max_inputs,
+        timeout: args.timeout,
+        body_timeout: args.body_timeout,
+    };
+    config.edge = EdgeLimits {
+        max_connections: args.max_connections,
+        max_per_client: args.max_connections_per_client,
+        header_timeout: args.header_timeout,
+    };
+    config.log_fail_open = args.log_fail_open;
     config.log_max_bytes = args.log_max_size;
     config.log_raw_inputs = args.log_raw_inputs;
     config.require_signed = args.require_signed;
@@ -112,7 +145,20 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         print_banner(&server, store.root());
+        // What the edge turned away, at most one line every 10 s however much arrives.
+        let edge = server.edge_stats();
+        let reporter = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(line) = edge.report() {
+                    eprintln!("{line}");
+                }
+            }
+        });
         wait_for_stop().await;
+        reporter.abort();
         eprintln!("stopping: finishing requests in flight and writing the access log ...");
         let stats = server.log_stats();
         let log = server.access_log().to_path_buf();

@@ -18,6 +18,7 @@ use super::{Commands, Handle, Join, Sink};
 
 use crate::serve::access_log::AccessRecord;
 use crate::serve::monitor::{LogFollower, ServiceStats, Snapshot, key_budgets};
+use crate::serve::server::Health;
 use crate::serve::{ServeConfig, Server};
 use crate::store::{RunId, RunStore};
 
@@ -54,6 +55,9 @@ pub enum ServiceEvent {
     },
     Stopped,
     Failed(String),
+    /// Once a second while serving: the log's state and what the edge turned away, which the
+    /// access log cannot show.
+    Health(Health),
 }
 
 fn now_s() -> i64 {
@@ -132,7 +136,21 @@ async fn control(
     emit: impl Fn(ServiceEvent) -> bool,
 ) {
     let mut server: Option<Server> = None;
-    while let Some(cmd) = commands.recv().await {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_health = None;
+    loop {
+        let cmd = tokio::select! {
+            cmd = commands.recv() => cmd,
+            _ = tick.tick() => {
+                let health = server.as_ref().map(Server::health);
+                if health.is_some() && health != last_health && !emit(ServiceEvent::Health(health.clone().unwrap_or_default())) {
+                    break;
+                }
+                last_health = health;
+                continue;
+            }
+        };
+        let Some(cmd) = cmd else { break };
         if let Some(s) = server.take() {
             let _ = s.shutdown().await;
             if cmd == ServiceCommand::Stop && !emit(ServiceEvent::Stopped) {

@@ -17,6 +17,14 @@
 //!
 //! For data minimisation a line holds a SHA-256 of each input (its f32 values, little-endian, or
 //! its UTF-8 text), not the input; raw inputs are logged only when the operator asks.
+//!
+//! When a write fails (a full disk), the writer cuts whatever part of the batch reached the file,
+//! so the file still ends in a whole line, keeps the batch and tries again every 100 ms. While it
+//! fails, [`AccessLog::refusal`] tells the gate to answer 503 (fail closed: the service does not
+//! serve requests it cannot log), unless the operator chose fail-open; lines that arrive
+//! meanwhile wait in memory up to [`MAX_PENDING`] bytes and are counted, not kept, past that.
+//! When a write works again the waiting lines go out in order and one more line records the
+//! outage (when, why, how many requests were refused or went unlogged), so the chain has no gap.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -42,6 +50,11 @@ pub const ACCESS_HEAD: &str = "access.head.json";
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The longest request path logged (a client chooses it; the rest is cut).
 const MAX_PATH: usize = 256;
+/// Bytes of formatted lines kept in memory while the log cannot be written; requests past that
+/// are counted as unlogged instead, so a long outage under fail-open cannot exhaust memory.
+pub const MAX_PENDING: usize = 16 * 1024 * 1024;
+/// The `request_id` of the line that records an outage of the log.
+pub const OUTAGE_ID: &str = "log-outage";
 
 /// A mark a detector leaves on a request in the access log; written as `"ood"` or
 /// `"extraction"`.
@@ -283,6 +296,53 @@ pub struct LogOptions {
     pub max_bytes: u64,
     /// Write raw inputs too (off by default: inputs may be personal data).
     pub raw_inputs: bool,
+    /// Keep serving while the log cannot be written (the outage is logged afterwards) instead
+    /// of refusing requests with 503.
+    pub fail_open: bool,
+    /// Makes writes fail on demand, for tests and drills of a full disk.
+    pub fault: Option<Arc<WriteFault>>,
+}
+
+impl LogOptions {
+    /// A log in `dir`, rotated at 64 MiB, hashes only, failing closed.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogOptions {
+            dir: dir.into(),
+            max_bytes: 64 * 1024 * 1024,
+            raw_inputs: false,
+            fail_open: false,
+            fault: None,
+        }
+    }
+}
+
+/// A switch that makes the writer's writes fail as on a full disk: half of each batch reaches
+/// the file, then the write fails with `StorageFull`. Lets tests and drills watch the service
+/// fail closed and recover without filling a real disk.
+#[derive(Debug, Default)]
+pub struct WriteFault {
+    on: AtomicBool,
+}
+
+impl WriteFault {
+    /// Turns the failure on or off.
+    pub fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::SeqCst)
+    }
+}
+
+/// The current outage of the log, counted under one lock so that the writer's outage line holds
+/// exactly the requests refused or unlogged during it.
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<SystemTime>,
+    error: String,
+    refused: u64,
+    unlogged: u64,
 }
 
 /// Counters the service exports about its log.
@@ -294,7 +354,29 @@ pub struct LogStats {
     pub written: AtomicU64,
     /// Failed writes (each retried).
     pub errors: AtomicU64,
+    /// Why the log cannot be written now; `None` while it can.
     pub last_error: Mutex<Option<String>>,
+    /// Set while writes fail.
+    pub failing: AtomicBool,
+    /// Requests refused with 503 because the log could not be written.
+    pub refused: AtomicU64,
+    /// Requests answered without a line (fail-open, past [`MAX_PENDING`]).
+    pub unlogged: AtomicU64,
+    /// Outages so far (each recorded by a line once over).
+    pub outages: AtomicU64,
+    outage: Mutex<Outage>,
+}
+
+impl LogStats {
+    /// Whether the log can be written now.
+    pub fn writable(&self) -> bool {
+        !self.failing.load(Ordering::Acquire)
+    }
+
+    /// Why it cannot, while it cannot.
+    pub fn error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
 }
 
 /// The sending side, shared by every request.
@@ -303,9 +385,32 @@ pub struct AccessLog {
     tx: Sender<AccessEvent>,
     pub stats: Arc<LogStats>,
     pub path: PathBuf,
+    /// Serve on while the log cannot be written.
+    pub fail_open: bool,
 }
 
 impl AccessLog {
+    /// While the log cannot be written and the service fails closed: why the request is
+    /// refused (and it is counted for the outage's line). `None` when the request may be
+    /// served. One atomic load when the log is fine.
+    pub fn refusal(&self) -> Option<String> {
+        if self.fail_open || self.stats.writable() {
+            return None;
+        }
+        let mut outage = self.stats.outage.lock().expect("the outage lock is never poisoned");
+        // Checked again under the lock: the writer may have recovered in between.
+        if self.stats.writable() {
+            return None;
+        }
+        outage.refused += 1;
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        Some(format!(
+            "the service cannot write its access log ({}), and it does not serve requests it cannot \
+             log; it resumes by itself when the log can be written again",
+            outage.error
+        ))
+    }
+
     /// Queues a request's line; never blocks.
     pub fn record(&self, event: AccessEvent) {
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -335,6 +440,7 @@ pub fn start(opts: LogOptions) -> Result<(AccessLog, LogWriter)> {
     let writer = Writer::open(&opts)?;
     let stats = writer.stats.clone();
     let path = writer.path.clone();
+    let fail_open = opts.fail_open;
     let (tx, rx) = std::sync::mpsc::channel();
     let closing = Arc::new(AtomicBool::new(false));
     let flag = closing.clone();
@@ -342,7 +448,7 @@ pub fn start(opts: LogOptions) -> Result<(AccessLog, LogWriter)> {
         .name("vigil-access-log".into())
         .spawn(move || writer.run(rx, &flag))
         .map_err(|e| Error::io(&opts.dir, e))?;
-    Ok((AccessLog { tx, stats, path }, LogWriter { thread, closing }))
+    Ok((AccessLog { tx, stats, path, fail_open }, LogWriter { thread, closing }))
 }
 
 struct Writer {
@@ -357,6 +463,10 @@ struct Writer {
     stats: Arc<LogStats>,
     head_written: Instant,
     head_seq: u64,
+    fail_open: bool,
+    fault: Option<Arc<WriteFault>>,
+    /// A failed write left bytes past `size` that could not be cut yet.
+    torn: bool,
 }
 
 /// The rotated files of a log folder, oldest first, with their numbers.
@@ -480,6 +590,9 @@ impl Writer {
             stats: Arc::new(LogStats::default()),
             head_written: Instant::now(),
             head_seq: seq,
+            fail_open: opts.fail_open,
+            fault: opts.fault.clone(),
+            torn: false,
         })
     }
 
@@ -492,7 +605,10 @@ impl Writer {
             // receiver makes every request's `send` a futex wake-up and a context switch (a
             // tenth of the server's CPU in profiles), while a polling one lets lines pile up
             // and go out in one write. After 50 idle polls it blocks until the next request.
-            while buf.len() < 4 * 1024 * 1024 {
+            // While the log fails, the queue is drained anyway: `append` keeps lines up to
+            // MAX_PENDING and counts the rest, so the channel cannot grow without bound.
+            let batch_cap = if self.stats.writable() { 4 * 1024 * 1024 } else { usize::MAX };
+            while buf.len() < batch_cap {
                 match rx.try_recv() {
                     Ok(ev) => self.append(ev, &mut buf, &mut lines),
                     Err(_) => break,
@@ -538,6 +654,13 @@ impl Writer {
 
     /// Formats one event into `buf`, rotating first when the line would pass the size limit.
     fn append(&mut self, ev: AccessEvent, buf: &mut Vec<u8>, lines: &mut u64) {
+        if buf.len() >= MAX_PENDING && !self.stats.writable() {
+            // Dropped before it has a seq, so the chain stays whole; the outage line counts it.
+            let mut outage = self.stats.outage.lock().expect("the outage lock is never poisoned");
+            outage.unlogged += 1;
+            self.stats.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let time = time::OffsetDateTime::from(ev.time);
         // Microseconds: enough to order lines, and a fixed width that is easy to read.
         let time = time.replace_nanosecond(time.microsecond() * 1000).unwrap_or(time);
@@ -608,26 +731,101 @@ impl Writer {
     }
 
     /// Writes the batch; on failure keeps it and tries again with the next batch, so a full
-    /// disk delays lines instead of losing them.
+    /// disk delays lines instead of losing them (see the module documentation).
     fn flush(&mut self, buf: &mut Vec<u8>, lines: &mut u64) {
         if buf.is_empty() {
             return;
         }
-        match self.file.write_all(buf) {
+        match self.write_batch(buf) {
             Ok(()) => {
                 self.size += buf.len() as u64;
                 self.stats.written.fetch_add(*lines, Ordering::Relaxed);
                 buf.clear();
                 *lines = 0;
+                if !self.stats.writable() {
+                    self.recovered(buf, lines);
+                }
             }
             Err(e) => {
+                // Part of the batch may have reached the file: cut it back to the last whole
+                // line, so that no torn line stays and the whole batch goes again next time.
+                self.torn = self.file.set_len(self.size).is_err();
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let msg = format!("{}: {e}", self.path.display());
-                eprintln!("access log: cannot write ({msg}); retrying");
+                if self.stats.writable() {
+                    let mut outage = self.stats.outage.lock().expect("the outage lock is never poisoned");
+                    *outage = Outage {
+                        since: Some(SystemTime::now()),
+                        error: msg.clone(),
+                        refused: 0,
+                        unlogged: 0,
+                    };
+                    self.stats.failing.store(true, Ordering::Release);
+                    eprintln!(
+                        "access log: cannot write ({msg}); {} until it can",
+                        if self.fail_open {
+                            "serving without a log (--log-fail-open)"
+                        } else {
+                            "refusing requests with 503"
+                        }
+                    );
+                }
                 *self.stats.last_error.lock().expect("no panics while held") = Some(msg);
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+
+    fn write_batch(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.size)?;
+            self.torn = false;
+        }
+        if let Some(fault) = &self.fault
+            && fault.is_on()
+        {
+            self.file.write_all(&buf[..buf.len() / 2])?;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (injected)",
+            ));
+        }
+        self.file.write_all(buf)
+    }
+
+    /// The first write after an outage worked: serve again, and record the outage in the chain.
+    fn recovered(&mut self, buf: &mut Vec<u8>, lines: &mut u64) {
+        let outage = {
+            let mut o = self.stats.outage.lock().expect("the outage lock is never poisoned");
+            self.stats.failing.store(false, Ordering::Release);
+            std::mem::take(&mut *o)
+        };
+        *self.stats.last_error.lock().expect("no panics while held") = None;
+        self.stats.outages.fetch_add(1, Ordering::Relaxed);
+        let since = outage.since.unwrap_or_else(SystemTime::now);
+        let lasted = since.elapsed().unwrap_or_default();
+        let what = if self.fail_open {
+            format!("{} requests were answered without a line", outage.unlogged)
+        } else {
+            format!(
+                "{} requests were refused with 503 and {} answered without a line",
+                outage.refused, outage.unlogged
+            )
+        };
+        eprintln!("access log: writing again after {:.1} s; {what}", lasted.as_secs_f64());
+        let began = time::OffsetDateTime::from(since)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        // Written when the outage ends (lines stay in time order); `latency_us` is its length.
+        let mut ev = AccessEvent::new(OUTAGE_ID, "-", None, "");
+        ev.status = 503;
+        ev.latency_us = lasted.as_micros() as u64;
+        ev.error = Some(format!(
+            "the access log could not be written from {began} for {:.1} s ({}); {what}",
+            lasted.as_secs_f64(),
+            outage.error
+        ));
+        self.append(ev, buf, lines);
     }
 
     fn rotate(&mut self) {
@@ -688,7 +886,7 @@ mod tests {
     }
 
     fn write_events(dir: &Path, n: usize, max_bytes: u64, raw: bool) {
-        let (log, writer) = start(LogOptions { dir: dir.to_path_buf(), max_bytes, raw_inputs: raw }).unwrap();
+        let (log, writer) = start(LogOptions { max_bytes, raw_inputs: raw, ..LogOptions::new(dir) }).unwrap();
         for i in 0..n {
             log.record(event(200 + i as u16));
         }

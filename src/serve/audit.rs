@@ -274,9 +274,7 @@ mod tests {
     /// A log of `n` lines written by the real writer.
     fn log(n: usize) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let (log, writer) =
-            start(LogOptions { dir: dir.path().to_path_buf(), max_bytes: u64::MAX, raw_inputs: false })
-                .unwrap();
+        let (log, writer) = start(LogOptions { max_bytes: u64::MAX, ..LogOptions::new(dir.path()) }).unwrap();
         for i in 0..n {
             let mut ev = AccessEvent::new(format!("r{i}"), "GET", Some("/v1/models"), "/v1/models");
             (ev.key, ev.bytes_out, ev.latency_us) = (Some("k".into()), 10, 5);

@@ -14,6 +14,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::access_log::LogStats;
+use super::edge::{EdgeStats, Rejection};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -60,6 +66,15 @@ pub struct Metrics {
     log_sent: Gauge,
     log_written: Gauge,
     log_errors: Gauge,
+    log_writable: Gauge,
+    log_refused: Gauge,
+    log_unlogged: Gauge,
+    log_outages: Gauge,
+    /// What the edge saw (connections, rejections before routing); filled in by
+    /// [`super::edge::serve`].
+    pub edge: std::sync::Arc<EdgeStats>,
+    connections_open: Gauge,
+    rejected: Family<ReasonLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -113,6 +128,41 @@ impl Metrics {
             "Access log writes that failed and were retried",
             log_errors.clone(),
         );
+        let log_writable = Gauge::default();
+        registry.register(
+            "access_log_writable",
+            "1 while the access log can be written; 0 while it cannot (requests are then refused with \
+             503, or served unlogged with --log-fail-open)",
+            log_writable.clone(),
+        );
+        let log_refused = Gauge::default();
+        registry.register(
+            "access_log_refused",
+            "Requests refused with 503 because the access log could not be written",
+            log_refused.clone(),
+        );
+        let log_unlogged = Gauge::default();
+        registry.register(
+            "access_log_unlogged",
+            "Requests answered without an access-log line (fail-open, past the memory kept for them)",
+            log_unlogged.clone(),
+        );
+        let log_outages = Gauge::default();
+        registry.register(
+            "access_log_outages",
+            "Times the access log could not be written and then could again",
+            log_outages.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Client connections open now", connections_open.clone());
+        let rejected = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "rejected_before_routing",
+            "Connections and requests turned away before any route ran, by reason: bad_request (400), \
+             uri_too_long (414), headers_too_large (431), slow_headers, tls, client_cap and total_cap \
+             (connection caps, 503)",
+            rejected.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -125,6 +175,13 @@ impl Metrics {
             log_sent,
             log_written,
             log_errors,
+            log_writable,
+            log_refused,
+            log_unlogged,
+            log_outages,
+            edge: Default::default(),
+            connections_open,
+            rejected,
         }
     }
 
@@ -139,6 +196,16 @@ impl Metrics {
         self.log_sent.set(log.sent.load(Ordering::Relaxed) as i64);
         self.log_written.set(log.written.load(Ordering::Relaxed) as i64);
         self.log_errors.set(log.errors.load(Ordering::Relaxed) as i64);
+        self.log_writable.set(i64::from(log.writable()));
+        self.log_refused.set(log.refused.load(Ordering::Relaxed) as i64);
+        self.log_unlogged.set(log.unlogged.load(Ordering::Relaxed) as i64);
+        self.log_outages.set(log.outages.load(Ordering::Relaxed) as i64);
+        self.connections_open.set(self.edge.open() as i64);
+        for kind in Rejection::ALL {
+            self.rejected
+                .get_or_create(&ReasonLabels { reason: kind.label() })
+                .set(self.edge.count(kind) as i64);
+        }
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

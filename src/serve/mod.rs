@@ -9,6 +9,9 @@
 //! - [`model`]: a run's model with its preprocessing and input checks.
 //! - [`access_log`]: the log writer; [`audit`]: checking its chain; [`monitor`]: following it
 //!   and the last minute's numbers, for the console (no UI code).
+//! - [`edge`]: accepting connections (caps per client and in total) and counting what is
+//!   turned away before routing.
+//! - [`soak`]: minutes of mixed, hostile traffic against a service, and the report.
 //! - [`metrics`]: the Prometheus metrics; [`traffic`]: a client that sends test-split inputs.
 //!
 //! Nothing in here draws on a terminal; the core ML code does not depend on this module.
@@ -16,6 +19,7 @@
 pub mod access_log;
 pub mod audit;
 pub mod auth;
+pub mod edge;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -25,6 +29,7 @@ pub mod policy;
 pub mod router;
 pub mod routes;
 pub mod server;
+pub mod soak;
 pub mod traffic;
 
 pub use server::{ServeConfig, Server, ServerThread, TlsFiles};

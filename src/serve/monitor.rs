@@ -632,9 +632,7 @@ mod tests {
         use crate::serve::access_log::{AccessEvent, LogOptions, start};
         let dir = tempfile::tempdir().unwrap();
         let write = |n: usize, max: u64| {
-            let (log, w) =
-                start(LogOptions { dir: dir.path().to_path_buf(), max_bytes: max, raw_inputs: false })
-                    .unwrap();
+            let (log, w) = start(LogOptions { max_bytes: max, ..LogOptions::new(dir.path()) }).unwrap();
             for i in 0..n {
                 let mut ev = AccessEvent::new(format!("r{i}"), "GET", Some("/healthz"), "/healthz");
                 (ev.bytes_out, ev.latency_us) = (15, 3);

@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::access_log::{self, LogOptions, LogStats, LogWriter};
+use super::access_log::{self, LogOptions, LogStats, LogWriter, WriteFault};
 use super::auth::Keyring;
+use super::edge::{self, Edge, EdgeLimits, EdgeStats};
 use super::keys::{KeyStatus, Scope, key_file_path, permission_warning};
 use super::limits::UsageFile;
 use super::metrics::Metrics;
@@ -49,6 +48,13 @@ pub struct ServeConfig {
     pub log_max_bytes: u64,
     /// Log raw inputs, not only their hashes.
     pub log_raw_inputs: bool,
+    /// Keep serving while the access log cannot be written (the outage is logged when it can
+    /// again) instead of refusing requests with 503.
+    pub log_fail_open: bool,
+    /// Makes the access log's writes fail on demand (tests, drills of a full disk).
+    pub log_fault: Option<Arc<WriteFault>>,
+    /// Connection caps and the header timeout.
+    pub edge: EdgeLimits,
     /// How long in-flight requests get to finish at shutdown.
     pub grace: Duration,
     /// Serve only runs whose manifest is signed and whose files match it.
@@ -69,11 +75,32 @@ impl ServeConfig {
             limits: RequestLimits::default(),
             log_max_bytes: 64 * 1024 * 1024,
             log_raw_inputs: false,
+            log_fail_open: false,
+            log_fault: None,
+            edge: EdgeLimits::default(),
             grace: Duration::from_secs(10),
             require_signed: false,
             trusted_key: None,
         }
     }
+}
+
+/// What the console's Service view shows about a running service beyond its access log: whether
+/// the log can be written, and what was turned away before routing (which no log line shows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Why the access log cannot be written, while it cannot.
+    pub log_error: Option<String>,
+    /// Whether requests are served anyway meanwhile.
+    pub log_fail_open: bool,
+    /// Requests refused because the log could not be written, since start.
+    pub log_refused: u64,
+    /// Requests rejected before routing (400, 414, 431, slow headers, TLS), since start.
+    pub rejected: u64,
+    /// Connections refused by the caps, since start.
+    pub refused_connections: u64,
+    /// Connections open now.
+    pub connections: u64,
 }
 
 /// Things an operator should know at start (printed by the CLI, shown by the console).
@@ -86,13 +113,12 @@ pub struct Server {
     models: Vec<ModelInfo>,
     warnings: Warnings,
     state: Arc<AppState>,
-    handle: Handle<SocketAddr>,
-    serving: JoinHandle<std::io::Result<()>>,
+    stop_serving: watch::Sender<bool>,
+    serving: JoinHandle<()>,
     stop_background: watch::Sender<bool>,
     background: JoinHandle<()>,
     writer: LogWriter,
     usage_path: PathBuf,
-    grace: Duration,
     log_path: PathBuf,
 }
 
@@ -199,6 +225,8 @@ impl Server {
             dir: store.root().to_path_buf(),
             max_bytes: config.log_max_bytes,
             raw_inputs: config.log_raw_inputs,
+            fail_open: config.log_fail_open,
+            fault: config.log_fault.clone(),
         })?;
         let log_path = log.path.clone();
         let infos = models.iter().map(|m| m.info.clone()).collect();
@@ -211,22 +239,18 @@ impl Server {
             metrics,
             config.limits,
         ));
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let handle = Handle::new();
-        let mut listening =
-            axum_server::from_tcp(listener).map_err(|e| Error::bind(addr, e))?.handle(handle.clone());
-        // A client that trickles its headers (slowloris) is cut off after 30 s, hyper's own
-        // default, which axum-server turns off.
-        listening.http_builder().http1().header_read_timeout(Some(Duration::from_secs(30)));
-        // TCP_NODELAY: a response goes out as soon as it is written, instead of waiting for the
-        // client's delayed ACK (Nagle), which otherwise adds tens of milliseconds to some answers.
-        let serving = match tls_config {
-            Some(tls) => {
-                let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
-                tokio::spawn(listening.acceptor(acceptor).serve(app))
-            }
-            None => tokio::spawn(listening.acceptor(NoDelayAcceptor::new()).serve(app)),
+        listener.set_nonblocking(true).map_err(|e| Error::bind(addr, e))?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::bind(addr, e))?;
+        let edge = Edge {
+            listener,
+            app: router(state.clone()),
+            tls: tls_config.map(RustlsAcceptor::new),
+            limits: config.edge,
+            stats: state.metrics.edge.clone(),
+            grace: config.grace,
         };
+        let (stop_serving, stop_rx) = watch::channel(false);
+        let serving = tokio::spawn(edge::serve(edge, stop_rx));
         let (stop_background, stop_rx) = watch::channel(false);
         let background = tokio::spawn(background(state.clone(), usage_path.clone(), stop_rx));
         Ok(Server {
@@ -235,13 +259,12 @@ impl Server {
             models: infos,
             warnings,
             state,
-            handle,
+            stop_serving,
             serving,
             stop_background,
             background,
             writer,
             usage_path,
-            grace: config.grace,
             log_path,
         })
     }
@@ -276,6 +299,25 @@ impl Server {
         self.state.log.stats.clone()
     }
 
+    /// What the edge turned away and how many connections are open.
+    pub fn edge_stats(&self) -> Arc<EdgeStats> {
+        self.state.metrics.edge.clone()
+    }
+
+    /// The service's health as the console shows it.
+    pub fn health(&self) -> Health {
+        let log = &self.state.log.stats;
+        let edge = &self.state.metrics.edge;
+        Health {
+            log_error: if log.writable() { None } else { Some(log.error().unwrap_or_default()) },
+            log_fail_open: self.state.log.fail_open,
+            log_refused: log.refused.load(std::sync::atomic::Ordering::Relaxed),
+            rejected: edge.rejected_requests(),
+            refused_connections: edge.refused_connections(),
+            connections: edge.open() as u64,
+        }
+    }
+
     /// Whether the server is still accepting connections.
     pub fn is_running(&self) -> bool {
         !self.serving.is_finished()
@@ -284,7 +326,7 @@ impl Server {
     /// Stops gracefully: no new connections, in-flight requests get the grace period, budgets
     /// are saved and every access-log line is written before this returns.
     pub async fn shutdown(self) -> Result<()> {
-        self.handle.graceful_shutdown(Some(self.grace));
+        let _ = self.stop_serving.send(true);
         let served = self.serving.await;
         let _ = self.stop_background.send(true);
         let _ = self.background.await;
@@ -296,11 +338,7 @@ impl Server {
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
         saved?;
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::service_failed(format!("the server stopped with an error: {e}"))),
-            Err(e) => Err(Error::service_failed(format!("the server task failed: {e}"))),
-        }
+        served.map_err(|e| Error::service_failed(format!("the server task failed: {e}")))
     }
 }
 

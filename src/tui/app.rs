@@ -396,8 +396,10 @@ impl App {
                 vec![]
             }
             Msg::Service(e) => {
-                let (level, text) = self.service.apply(e);
-                self.say(level, text);
+                if let Some((level, text)) = self.service.apply(e) {
+                    self.say(level, text);
+                }
+                self.dirty |= self.view == View::Service;
                 vec![]
             }
             Msg::Theme(result) => {

@@ -519,7 +519,8 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     Ok(Variant { trained: Trained { spec, pipeline, network }, report, sha256 })
 }
 
-fn read_gguf(net: &mut Network, bytes: &[u8], path: &std::path::Path, device: &Device) -> Result<()> {
+/// Reads GGUF bytes into a network (public for the fuzz tests, which feed it broken files).
+pub fn read_gguf(net: &mut Network, bytes: &[u8], path: &std::path::Path, device: &Device) -> Result<()> {
     let corrupt = |msg: String| Error::Corrupt { path: path.to_path_buf(), msg };
     let mut r = std::io::Cursor::new(bytes);
     let content =

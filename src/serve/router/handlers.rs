@@ -78,45 +78,53 @@ fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> (StatusCode, 
     }
 }
 
-/// Bytes of an oversized body read and thrown away before the 413 goes out. Closing a socket
+/// Bytes of an oversized body read and thrown away after the 413 has gone out. Closing a socket
 /// with unread data makes the kernel reset the connection, and a client still sending then
-/// never sees the answer; draining a moderately oversized body (as nginx's lingering close
-/// does) lets it read the 413. Larger bodies are cut off.
-const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+/// never sees the answer; draining the body (as nginx's lingering close does) lets it read the
+/// 413. Past this, or past the body timeout, the connection is cut.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
 enum BodyError {
-    TooLarge,
+    TooLarge(Body),
     Read(String),
 }
 
-/// Reads a body of at most `max` bytes; past that, drains up to [`DRAIN_LIMIT`] and says it was
-/// too large. A body in one frame (the usual case) is returned without copying.
-async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+/// Reads a body of at most `max` bytes, counting what arrived in `seen` (so a caller that times
+/// the read out can say how much came). Past `max` it stops and hands the body back, to be
+/// drained after the answer. A body in one frame (the usual case) is returned without copying.
+async fn read_body(mut body: Body, max: usize, seen: &mut u64) -> Result<Bytes, BodyError> {
     use http_body_util::BodyExt;
     let mut frames: Vec<Bytes> = Vec::new();
-    let (mut kept, mut seen) = (0usize, 0u64);
-    let mut over = false;
+    let mut kept = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else { continue };
-        seen += data.len() as u64;
-        if over || kept + data.len() > max {
-            over = true;
-            if seen > DRAIN_LIMIT.max(max as u64) {
-                break;
-            }
-            continue;
+        *seen += data.len() as u64;
+        if kept + data.len() > max {
+            return Err(BodyError::TooLarge(body));
         }
         kept += data.len();
         frames.push(data);
-    }
-    if over {
-        return Err(BodyError::TooLarge);
     }
     Ok(match frames.len() {
         1 => frames.pop().expect("one frame"),
         _ => Bytes::from(frames.concat()),
     })
+}
+
+/// Reads and throws away the rest of an oversized body in the background, while the 413 goes
+/// out (see [`DRAIN_LIMIT`]); gives up after `limit`.
+fn drain_later(mut body: Body, limit: Duration) {
+    use http_body_util::BodyExt;
+    tokio::spawn(tokio::time::timeout(limit, async move {
+        let mut drained = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }));
 }
 
 /// Parses a predict body. The fast path is plain serde_json; only a body that fails is parsed
@@ -197,15 +205,41 @@ async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Ac
         format!("the body is larger than the service's limit of {max} bytes; send fewer inputs per request")
     };
     let length = content_length(req.headers());
-    if length > max as u64 && length > DRAIN_LIMIT {
-        // Far too large to be worth reading: answer at once (the connection then closes).
+    let body_timeout = st.limits.body_timeout;
+    if length > max as u64 {
+        // Announced too large: answered before reading it. A client that asked to continue
+        // (`Expect: 100-continue`) has not sent it and never will; any other is sending it
+        // now, and reads the answer while the rest drains.
+        let waits = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            drain_later(req.into_body(), body_timeout);
+        }
         return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note));
     }
-    let bytes = match read_body(req.into_body(), max).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note)),
-        Err(BodyError::Read(e)) => {
+    let mut seen = 0u64;
+    // The body's own deadline, within the request's.
+    let wait = body_timeout.min(ctx.deadline.saturating_duration_since(Instant::now()));
+    let bytes = match tokio::time::timeout(wait, read_body(req.into_body(), max, &mut seen)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge(rest))) => {
+            drain_later(rest, body_timeout);
+            return Err(fail(StatusCode::PAYLOAD_TOO_LARGE, too_large(), note));
+        }
+        Ok(Err(BodyError::Read(e))) => {
             return Err(fail(StatusCode::BAD_REQUEST, format!("could not read the body: {e}"), note));
+        }
+        Err(_) => {
+            let announced = if length > 0 { format!(" of the {length} announced") } else { String::new() };
+            let msg = format!(
+                "the body did not arrive within {} ms ({seen} bytes{announced} came); send the whole body \
+                 at once",
+                wait.as_millis()
+            );
+            note.body_bytes = Some(seen);
+            return Err(fail(StatusCode::REQUEST_TIMEOUT, msg, note));
         }
     };
     note.body_bytes = Some(bytes.len() as u64);

@@ -54,11 +54,19 @@ pub struct RequestLimits {
     pub max_inputs: usize,
     /// Longest a request may take (503 beyond).
     pub timeout: Duration,
+    /// Longest the body may take to arrive (408 beyond): a body that stalls, or is shorter than
+    /// its Content-Length, is answered well before the request timeout.
+    pub body_timeout: Duration,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_body: 1024 * 1024, max_inputs: 256, timeout: Duration::from_secs(10) }
+        RequestLimits {
+            max_body: 1024 * 1024,
+            max_inputs: 256,
+            timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -340,6 +348,19 @@ pub async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next)
     let t0 = Instant::now();
     let method = method_name(req.method());
     let (route, access) = routes::classify(method, req.uri().path());
+    // Fail closed: while the access log cannot be written, nothing is served but the health
+    // check and the metrics (whose lines wait in memory), which is how the operator sees why.
+    if !matches!(route, Some("/healthz" | "/metrics"))
+        && let Some(why) = st.log.refusal()
+    {
+        // No line for it (the log is what fails): the outage's line counts it.
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let labels = RequestLabels { route: route.unwrap_or("none"), method, status: status.as_u16() };
+        st.metrics.requests.get_or_create(&labels).inc();
+        let mut r = error(status, why, &st.request_id());
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return r;
+    }
     st.metrics.in_flight.inc();
     let mut pending = Pending {
         time: SystemTime::now(),
@@ -442,10 +463,10 @@ fn route_list() -> String {
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let stats = &st.log.stats;
-    let failing = stats.last_error.lock().map(|e| e.is_some()).unwrap_or(true);
     let json = HeaderValue::from_static("application/json");
-    if failing {
-        let body = r#"{"status":"degraded","reason":"the access log cannot be written"}"#;
+    if !stats.writable() {
+        let reason = format!("the access log cannot be written: {}", stats.error().unwrap_or_default());
+        let body = serde_json::json!({ "status": "degraded", "reason": reason }).to_string();
         (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, json)], body).into_response()
     } else {
         ([(header::CONTENT_TYPE, json)], r#"{"status":"ok"}"#).into_response()

@@ -64,6 +64,8 @@ pub struct ServiceState {
     /// How many matching lines the view is scrolled back from the newest; 0 follows new lines.
     pub scroll: usize,
     pub filter: TailFilter,
+    /// The console's own server's health (log writable, edge rejections), once reported.
+    pub health: Option<crate::serve::server::Health>,
 }
 
 /// The Service view's keys.
@@ -154,9 +156,21 @@ impl ServiceState {
         self.clamp_scroll();
     }
 
-    /// What became of a start or stop; returns the status-line message.
-    pub fn apply(&mut self, e: ServiceEvent) -> (Level, String) {
-        match e {
+    /// What became of a start or stop; returns the status-line message, if any.
+    pub fn apply(&mut self, e: ServiceEvent) -> Option<(Level, String)> {
+        if let ServiceEvent::Health(h) = e {
+            let was_failing = self.health.as_ref().is_some_and(|o| o.log_error.is_some());
+            let say = match &h.log_error {
+                Some(why) if !was_failing => {
+                    Some((Level::Error, format!("the access log cannot be written: {why}")))
+                }
+                None if was_failing => Some((Level::Info, "the access log is written again".into())),
+                _ => None,
+            };
+            self.health = Some(h);
+            return say;
+        }
+        Some(match e {
             ServiceEvent::Started { url, run, models, warnings } => {
                 let mut msg = format!("serving {run} on {url}");
                 if let Some(w) = warnings.first() {
@@ -167,6 +181,7 @@ impl ServiceState {
             }
             ServiceEvent::Stopped => {
                 self.server = ServerState::Stopped;
+                self.health = None;
                 (Level::Info, "the model service stopped".into())
             }
             ServiceEvent::Failed(reason) => {
@@ -174,7 +189,8 @@ impl ServiceState {
                 self.server = ServerState::Failed(reason);
                 (Level::Error, msg)
             }
-        }
+            ServiceEvent::Health(_) => unreachable!("handled above"),
+        })
     }
 
     fn clamp_scroll(&mut self) {

@@ -38,6 +38,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 fn draw_numbers(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let mut lines = vec![server_line(app)];
+    lines.extend(health_line(app));
     match &app.service.snapshot {
         Some(s) if s.requests > 0 => {
             let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
@@ -92,6 +93,27 @@ fn server_line(app: &App) -> Line<'static> {
             Line::from(Span::styled(format!("not started here ({key} on a run serves it)"), t.muted()))
         }
     }
+}
+
+/// The console's server's troubles, when it has any: an access log that cannot be written, and
+/// what was turned away before routing.
+fn health_line(app: &App) -> Option<Line<'static>> {
+    let t = &app.theme;
+    let h = app.service.health.as_ref()?;
+    if h.log_error.is_some() {
+        let doing = if h.log_fail_open {
+            "serving unlogged".to_string()
+        } else {
+            format!("503 ({} refused)", h.log_refused)
+        };
+        return Some(Line::from(Span::styled(format!("log unwritable: {doing}"), t.error())));
+    }
+    (h.rejected + h.refused_connections > 0).then(|| {
+        Line::from(vec![
+            Span::styled("turned away ", t.muted()),
+            Span::styled(format!("{} requests  {} conns", h.rejected, h.refused_connections), t.warn()),
+        ])
+    })
 }
 
 fn key_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
