@@ -13,6 +13,7 @@ mod serve;
 mod sys;
 mod traffic;
 mod train;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ pub struct Cli {
     /// Seconds between system samples in the console.
     #[arg(long, default_value_t = 1.0)]
     pub sample_every: f64,
+    /// Also follow the runs other programs train under these directories (TensorBoard event
+    /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub watch: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -92,11 +97,18 @@ pub enum Command {
     /// Derive a smaller variant of a run's model (quantised to f16/q8_0/q4_0, pruned, or both),
     /// store it with the run and report size, accuracy, agreement and speed against the original.
     Optimize(optimize::Args),
-    /// List the runs in the store.
+    /// List the runs in the store (and with --watch, the external runs under directories).
     Runs {
         /// Print a JSON array (oldest first) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list the runs other programs train under these directories (TensorBoard event
+        /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
+        #[arg(long, value_name = "DIR", num_args = 1..)]
+        watch: Vec<PathBuf>,
+        /// With --json: every point of every tag of the external runs.
+        #[arg(long, requires = "json")]
+        points: bool,
     },
     /// List the experiment specs in the models folder and built in.
     Models,
@@ -258,6 +270,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 start_default: true,
                 sample_every: sample_period(cli.sample_every)?,
                 serve_log_raw_inputs: cli.serve_log_raw_inputs,
+                watch: crate::external::config::resolve(
+                    &cli.watch,
+                    crate::external::config::path().as_deref(),
+                )?,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
@@ -267,7 +283,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
-        Some(Command::Runs { json }) => runs(&store, json),
+        Some(Command::Runs { json, watch, points }) => {
+            let dirs = crate::external::config::resolve(&watch, crate::external::config::path().as_deref())?;
+            if dirs.is_empty() { runs(&store, json) } else { watch::runs(&store, json, &dirs, points) }
+        }
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {
             protect::seal(&store, seal_opts, &runs, all, generate_key)
