@@ -267,7 +267,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 theme: cli.theme,
                 keymap: cli.keymap,
                 concurrency: cli.jobs,
-                start_default: true,
+                // Watching other programs' runs is no reason to start one of Vigil's.
+                start_default: cli.watch.is_empty(),
                 sample_every: sample_period(cli.sample_every)?,
                 serve_log_raw_inputs: cli.serve_log_raw_inputs,
                 watch: crate::external::config::resolve(
