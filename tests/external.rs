@@ -305,3 +305,33 @@ fn vigil_runs_watch_lists_the_external_runs_as_json_and_refuses_a_missing_dir() 
         .code(2)
         .stderr(predicates::str::contains("--watch no/such/dir: not a directory"));
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_process_writing_a_run_is_found_and_shown_in_the_system_view_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("logs/exp");
+    std::fs::create_dir_all(&run).unwrap();
+    let path = run.join("events.out.tfevents.1.host");
+    std::fs::write(&path, loss_records(3)).unwrap();
+    // A writer that holds the event file open, as SummaryWriter does.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .stdin(std::fs::File::open(&path).unwrap())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(vigil::external::watch::Writers::new());
+    let mut f = StoreFollower::new(RunStore::new(tmp.path().join("runs")))
+        .with_watcher(Watcher::new(vec![tmp.path().join("logs")]).with_writers(tx));
+    let mut app = app();
+    poll(&mut f, &mut app);
+    let store = RunStore::new(tmp.path().join("runs"));
+    let mut sampler = vigil::engine::system::Sampler::with_gpus(Some(store), None, None).with_writers(rx);
+    let sample = sampler.sample();
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(app.runs["ext:logs/exp"].info.pid, Some(pid));
+    let p = sample.processes.iter().find(|p| p.pid == pid).expect("the writer is in the process table");
+    assert_eq!(p.runs, vec!["ext:logs/exp".to_string()]);
+}

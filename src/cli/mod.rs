@@ -186,6 +186,10 @@ pub enum Command {
         /// Measure the console's frame rendering instead (160x48, 5 runs of 10,000 points).
         #[arg(long)]
         ui: bool,
+        /// Measure reading this TensorBoard event file instead (every scalar, CRCs checked);
+        /// bench/tensorboard_reference.py makes a 100 MB one and times TensorBoard on it.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["ui", "peak"])]
+        events: Option<PathBuf>,
         /// Also measure the machine's matrix-product peak (a 2048x2048 product with the same
         /// gemm crate) and report each model's share of it.
         #[arg(long)]
@@ -299,8 +303,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every)?, count)
         }
+        Some(Command::Bench { json, repeats, events: Some(file), .. }) => {
+            watch::bench_events(&file, repeats.max(1), json)
+        }
         Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
-        Some(Command::Bench { json, repeats, ui: false, peak }) => bench(json, repeats.max(1), peak),
+        Some(Command::Bench { json, repeats, ui: false, peak, .. }) => bench(json, repeats.max(1), peak),
         Some(Command::Serve(args)) => serve::run(&store, args),
         Some(Command::Keys { action }) => keys::run(&store, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),

@@ -117,3 +117,39 @@ pub fn runs(store: &crate::store::RunStore, json: bool, dirs: &[PathBuf], points
     }
     Ok(())
 }
+
+/// `vigil bench --events FILE`: reads the file `repeats` times and prints the median time, the
+/// rate and what was read.
+pub fn bench_events(path: &std::path::Path, repeats: usize, json: bool) -> Result<()> {
+    let size = std::fs::metadata(path).map_err(|e| crate::error::Error::io(path, e))?.len();
+    let mut times = Vec::new();
+    let mut counts = (0usize, 0usize, 0usize);
+    for _ in 0..repeats {
+        let t = std::time::Instant::now();
+        let (scalars, warnings) =
+            crate::external::event::read_file(path).map_err(|e| crate::error::Error::io(path, e))?;
+        times.push(t.elapsed().as_secs_f64());
+        counts = (scalars.len(), scalars.values().map(Vec::len).sum(), warnings.len());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let mb = size as f64 / 1e6;
+    if json {
+        let v = json!({
+            "file": path, "bytes": size, "repeats": repeats, "median_s": median,
+            "min_s": times[0], "max_s": times[times.len() - 1], "mb_per_s": mb / median,
+            "tags": counts.0, "scalars": counts.1, "warnings": counts.2,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+    } else {
+        println!(
+            "{}: {mb:.1} MB, {} scalars in {} tags, {} warnings: median {median:.3} s over {repeats} reads ({:.0} MB/s)",
+            path.display(),
+            counts.1,
+            counts.0,
+            counts.2,
+            mb / median
+        );
+    }
+    Ok(())
+}
