@@ -5,6 +5,8 @@
 //! - [`store`]: the run store on disk, the source of truth for every run.
 //! - [`engine`]: background work for the console (run queue, store follower, explanations,
 //!   system sampler, service), each started as `spawn(deps, sink) -> Handle`.
+//! - [`external`]: runs other programs train, read from their TensorBoard event files and
+//!   CSV / JSON-lines metric logs (`vigil --watch`).
 //! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
@@ -16,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod external;
 pub mod ml;
 pub mod serve;
 pub mod store;

@@ -953,6 +953,7 @@ fn the_headless_console_trains_a_run_through_its_real_engines() {
         start_default: false,
         sample_every: std::time::Duration::from_millis(200),
         serve_log_raw_inputs: false,
+        watch: vec![],
     };
     let specs: Vec<_> =
         vigil::ml::spec::list(&opts.models_dir).into_iter().filter_map(|e| e.spec.ok()).collect();

@@ -14,6 +14,7 @@ mod soak;
 mod sys;
 mod traffic;
 mod train;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -54,6 +55,10 @@ pub struct Cli {
     /// Seconds between system samples in the console.
     #[arg(long, default_value_t = 1.0)]
     pub sample_every: f64,
+    /// Also follow the runs other programs train under these directories (TensorBoard event
+    /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub watch: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -93,11 +98,18 @@ pub enum Command {
     /// Derive a smaller variant of a run's model (quantised to f16/q8_0/q4_0, pruned, or both),
     /// store it with the run and report size, accuracy, agreement and speed against the original.
     Optimize(optimize::Args),
-    /// List the runs in the store.
+    /// List the runs in the store (and with --watch, the external runs under directories).
     Runs {
         /// Print a JSON array (oldest first) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list the runs other programs train under these directories (TensorBoard event
+        /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
+        #[arg(long, value_name = "DIR", num_args = 1..)]
+        watch: Vec<PathBuf>,
+        /// With --json: every point of every tag of the external runs.
+        #[arg(long, requires = "json")]
+        points: bool,
     },
     /// List the experiment specs in the models folder and built in.
     Models,
@@ -178,6 +190,10 @@ pub enum Command {
         /// Measure the console's frame rendering instead (160x48, 5 runs of 10,000 points).
         #[arg(long)]
         ui: bool,
+        /// Measure reading this TensorBoard event file instead (every scalar, CRCs checked);
+        /// bench/tensorboard_reference.py makes a 100 MB one and times TensorBoard on it.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["ui", "peak"])]
+        events: Option<PathBuf>,
         /// Also measure the machine's matrix-product peak (a 2048x2048 product with the same
         /// gemm crate) and report each model's share of it.
         #[arg(long)]
@@ -264,9 +280,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 theme: cli.theme,
                 keymap: cli.keymap,
                 concurrency: cli.jobs,
-                start_default: true,
+                // Watching other programs' runs is no reason to start one of Vigil's.
+                start_default: cli.watch.is_empty(),
                 sample_every: sample_period(cli.sample_every)?,
                 serve_log_raw_inputs: cli.serve_log_raw_inputs,
+                watch: crate::external::config::resolve(
+                    &cli.watch,
+                    crate::external::config::path().as_deref(),
+                )?,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
@@ -276,7 +297,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
-        Some(Command::Runs { json }) => runs(&store, json),
+        Some(Command::Runs { json, watch, points }) => {
+            let dirs = crate::external::config::resolve(&watch, crate::external::config::path().as_deref())?;
+            if dirs.is_empty() { runs(&store, json) } else { watch::runs(&store, json, &dirs, points) }
+        }
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {
             protect::seal(&store, seal_opts, &runs, all, generate_key)
@@ -289,6 +313,9 @@ pub fn run(cli: Cli) -> Result<()> {
             sys::run(&store, json, follow, sample_period(every)?, count)
         }
         Some(Command::Bench { json, prada: true, .. }) => bench_prada(json),
+        Some(Command::Bench { json, repeats, events: Some(file), .. }) => {
+            watch::bench_events(&file, repeats.max(1), json)
+        }
         Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
         Some(Command::Bench { json, repeats, ui: false, peak, .. }) => bench(json, repeats.max(1), peak),
         Some(Command::Serve(args)) => serve::run(&store, args),

@@ -8,7 +8,7 @@ use crate::ml::metrics::Evaluation;
 use crate::ml::spec::{SpecEntry, SpecOrigin};
 use crate::store::RunInfo;
 
-fn table(headers: &[&str]) -> Table {
+pub(crate) fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_BORDERS_ONLY);
     // Wrap long cells to the terminal's width (an 80-column SSH session included).
@@ -17,7 +17,7 @@ fn table(headers: &[&str]) -> Table {
     t
 }
 
-fn right(t: &mut Table, from: usize) {
+pub(crate) fn right(t: &mut Table, from: usize) {
     for i in from..t.column_count() {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);

@@ -3,9 +3,11 @@
 //! of truth: runs trained by this console and by any other process (another shell, nohup, a
 //! batch scheduler) look the same. Each file is read from where the last read stopped, and a run
 //! that has finished is looked at less often, so an idle console costs next to nothing.
+//! External runs (`--watch`, [`crate::external`]) are followed by a watcher polled beside the
+//! store, and come as the same [`RunFeed`]s, with their points per tag in `external`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -13,9 +15,12 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::{Handle, Sink};
 use crate::error::Result;
 
+use crate::external::watch::{WatchUpdate, Watcher, Writers};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::{CheckpointEntry, EventLine, MetricLine, RunId, RunInfo, RunStore, read_jsonl};
+use crate::store::{
+    CheckpointEntry, EventKind, EventLine, MetricLine, RunId, RunInfo, RunStatus, RunStore, read_jsonl,
+};
 
 /// One training step of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +61,8 @@ pub struct RunFeed {
     /// The run says it is active but the process training it is gone (killed, crashed, or its
     /// machine rebooted): it can be resumed from its last checkpoint.
     pub interrupted: bool,
+    /// A run another program trains (`--watch`): its folder, files and new points per tag.
+    pub external: Option<Box<crate::external::ExternalFeed>>,
 }
 
 impl RunFeed {
@@ -75,6 +82,7 @@ impl RunFeed {
             variants: None,
             attacks: None,
             interrupted: false,
+            external: None,
         }
     }
 }
@@ -103,11 +111,12 @@ struct Tracked {
     next_check: Option<Instant>,
 }
 
-/// Follows a run store.
+/// Follows a run store, and the external runs under the watched directories beside it.
 pub struct StoreFollower {
     store: RunStore,
     tracked: HashMap<RunId, Tracked>,
     next_listing: Instant,
+    external: Option<Watcher>,
 }
 
 /// How often finished runs are looked at (active ones are looked at on every poll).
@@ -121,7 +130,13 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 impl StoreFollower {
     pub fn new(store: RunStore) -> Self {
-        StoreFollower { store, tracked: HashMap::new(), next_listing: Instant::now() }
+        StoreFollower { store, tracked: HashMap::new(), next_listing: Instant::now(), external: None }
+    }
+
+    /// Also follows the external runs a watcher finds; they come as the same feeds.
+    pub fn with_watcher(mut self, w: Watcher) -> Self {
+        self.external = Some(w);
+        self
     }
 
     /// Reads what changed on disk since the last call.
@@ -145,6 +160,9 @@ impl StoreFollower {
             if let Some(feed) = self.check(&id, now) {
                 out.push(StoreUpdate::Run(Box::new(feed)));
             }
+        }
+        if let Some(w) = &mut self.external {
+            out.extend(w.poll().into_iter().map(external_update));
         }
         out
     }
@@ -230,7 +248,40 @@ impl StoreFollower {
             variants,
             attacks,
             interrupted,
+            external: None,
         })
+    }
+}
+
+/// An external run's change as the feed Vigil's own runs produce: its warnings (and its start
+/// and end) become lines of its log, naming the file and the position.
+fn external_update(u: WatchUpdate) -> StoreUpdate {
+    match u {
+        WatchUpdate::Removed(id) => StoreUpdate::Removed(id),
+        WatchUpdate::Run(_, c) => {
+            let c = *c;
+            let time = crate::store::now();
+            let line = |kind, message: String| EventLine { time: time.clone(), kind, message };
+            let mut events = Vec::new();
+            if c.status_changed {
+                events.push(match c.info.status {
+                    RunStatus::Running => line(
+                        EventKind::Started,
+                        format!("following {} ({})", c.feed.dir.display(), c.info.spec),
+                    ),
+                    _ => line(
+                        EventKind::Finished,
+                        "no writer process and no file change: taken as finished".to_string(),
+                    ),
+                });
+            }
+            events.extend(c.warnings.iter().map(|w| line(EventKind::Warning, w.to_string())));
+            StoreUpdate::Run(Box::new(RunFeed {
+                events,
+                external: Some(Box::new(c.feed)),
+                ..RunFeed::new(c.info)
+            }))
+        }
     }
 }
 
@@ -239,6 +290,10 @@ pub struct FollowDeps {
     pub store: RunStore,
     /// How often the store is looked at.
     pub poll: Duration,
+    /// Directories whose external runs are followed too (`--watch`).
+    pub watch: Vec<PathBuf>,
+    /// Where the processes writing external runs are published (for the system sampler).
+    pub writers: Option<tokio::sync::watch::Sender<Writers>>,
 }
 
 /// Starts the store follower on a thread of its own (it reads files: that keeps them off the
@@ -247,6 +302,13 @@ pub fn spawn(deps: FollowDeps, sink: impl Sink<StoreUpdate>) -> Result<Handle<()
     let (commands, mut stop) = super::channel::<()>();
     let join = super::thread("vigil-follow", "the store follower", move || {
         let mut follower = StoreFollower::new(deps.store);
+        if !deps.watch.is_empty() {
+            let mut w = Watcher::new(deps.watch);
+            if let Some(tx) = deps.writers {
+                w = w.with_writers(tx);
+            }
+            follower = follower.with_watcher(w);
+        }
         loop {
             for u in follower.poll() {
                 if !sink(u) {

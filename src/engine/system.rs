@@ -154,6 +154,8 @@ pub struct Sampler {
     store: Option<RunStore>,
     run_pids: BTreeMap<u32, Vec<String>>,
     next_scan: Instant,
+    /// The processes writing external runs, as the store follower finds them.
+    writers: Option<tokio::sync::watch::Receiver<crate::external::watch::Writers>>,
 }
 
 impl Sampler {
@@ -187,7 +189,14 @@ impl Sampler {
             store,
             run_pids: BTreeMap::new(),
             next_scan: Instant::now(),
+            writers: None,
         }
+    }
+
+    /// Also shows the processes writing external runs, as published on `rx`.
+    pub fn with_writers(mut self, rx: tokio::sync::watch::Receiver<crate::external::watch::Writers>) -> Self {
+        self.writers = Some(rx);
+        self
     }
 
     /// Takes a sample.
@@ -272,6 +281,11 @@ impl Sampler {
                 map.entry(pid).or_default().push(r.id.into());
             }
         }
+        if let Some(rx) = &self.writers {
+            for (pid, runs) in rx.borrow().iter() {
+                map.entry(*pid).or_default().extend(runs.iter().cloned());
+            }
+        }
         self.run_pids = map;
     }
 }
@@ -281,6 +295,8 @@ pub struct SystemDeps {
     pub period: Duration,
     /// The store, to map GPU processes to the runs they train.
     pub store: Option<RunStore>,
+    /// The processes writing external runs (`--watch`), shown beside them.
+    pub writers: Option<tokio::sync::watch::Receiver<crate::external::watch::Writers>>,
 }
 
 /// Starts the sampler on the current runtime: a sample every `period` until the sink or the
@@ -292,9 +308,12 @@ pub fn spawn(
 ) -> crate::error::Result<super::Handle<()>> {
     let (commands, mut stop) = super::channel::<()>();
     let task = tokio::spawn(async move {
-        let store = deps.store;
+        let (store, writers) = (deps.store, deps.writers);
         // NVML's first load and the first reading touch the disk: off the async workers.
         let Ok(mut sampler) = tokio::task::spawn_blocking(move || Sampler::new(store)).await else { return };
+        if let Some(rx) = writers {
+            sampler = sampler.with_writers(rx);
+        }
         let mut tick = tokio::time::interval(deps.period.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
         tick.tick().await;
         loop {

@@ -195,6 +195,8 @@ pub enum EventKind {
     Failed,
     Cancelled,
     Detector,
+    /// Something in an external run's logs could not be read (file and position named).
+    Warning,
 }
 
 impl EventKind {
@@ -212,6 +214,7 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
             EventKind::Detector => "detector",
+            EventKind::Warning => "warning",
         }
     }
 }

@@ -478,6 +478,9 @@ impl App {
     /// Carries out an action in normal mode: the active view first, then the chart keys, then
     /// the global keys.
     pub fn act(&mut self, action: Action) -> Vec<Effect> {
+        if global::refuse_on_external(self, action) {
+            return vec![];
+        }
         if let Some(effects) = self.offer(action) {
             return effects;
         }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::app::{App, Metric, View};
-use super::state::chart::series_of;
+use super::app::{App, View};
+use super::state::chart::{compare_series, series_for};
 use super::widgets::chart::ema;
 use crate::error::{Error, Result};
 
@@ -27,14 +27,9 @@ pub fn visible_series(app: &App) -> (String, Vec<Exported>) {
     let mut out = Vec::new();
     let title;
     if app.view == View::Compare {
-        title = format!("compare-{}", c.metric.label().replace(' ', "-"));
-        let pick = match c.metric {
-            Metric::Loss => "train loss",
-            Metric::Accuracy => "val acc",
-            Metric::LearningRate => "lr",
-        };
+        title = format!("compare-{}", file_word(&c.label()));
         for r in app.compared() {
-            if let Some(s) = series_of(r, c.metric, c.x_axis).into_iter().find(|s| s.name == pick) {
+            if let Some(s) = compare_series(r, c) {
                 let points = if s.per_step && c.smoothing && c.weight > 0.0 {
                     ema(&s.points, c.weight)
                 } else {
@@ -45,8 +40,8 @@ pub fn visible_series(app: &App) -> (String, Vec<Exported>) {
         }
     } else {
         let Some(r) = app.selected() else { return (String::new(), out) };
-        title = format!("{}-{}", r.info.id, c.metric.label().replace(' ', "-"));
-        for s in series_of(r, c.metric, c.x_axis) {
+        title = format!("{}-{}", file_word(&r.info.id), file_word(&c.label()));
+        for s in series_for(r, c) {
             if s.per_step && c.smoothing && c.weight > 0.0 {
                 out.push(Exported {
                     name: format!("{} (smoothed {:.1})", s.name, c.weight),
@@ -62,6 +57,11 @@ pub fn visible_series(app: &App) -> (String, Vec<Exported>) {
         }
     }
     (title, out)
+}
+
+/// A name as part of a file name: spaces, slashes and colons (tags, external run ids) as `-`.
+fn file_word(s: &str) -> String {
+    s.replace([' ', '/', ':', '\\'], "-")
 }
 
 fn target(root: &Path, title: &str, ext: &str) -> Result<PathBuf> {
@@ -88,7 +88,7 @@ pub fn csv(app: &App, root: &Path) -> Result<PathBuf> {
     let mut w =
         ::csv::Writer::from_path(&path).map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
     let write_err = |e: ::csv::Error| Error::internal(format!("{}: {e}", path.display()));
-    w.write_record(["series", app.chart.x_axis.label(), app.chart.metric.label()]).map_err(write_err)?;
+    w.write_record(["series", app.chart.x_axis.label(), &app.chart.label()]).map_err(write_err)?;
     for s in &series {
         for (x, y) in &s.points {
             w.write_record([s.name.as_str(), &x.to_string(), &y.to_string()]).map_err(write_err)?;
@@ -102,7 +102,7 @@ pub fn csv(app: &App, root: &Path) -> Result<PathBuf> {
 pub fn png(app: &App, root: &Path) -> Result<PathBuf> {
     let (title, series) = visible_series(app);
     let path = target(root, &title, "png")?;
-    render_png(&path, &title, app.chart.x_axis.label(), app.chart.metric.label(), app.chart.log_y, &series)?;
+    render_png(&path, &title, app.chart.x_axis.label(), &app.chart.label(), app.chart.log_y, &series)?;
     Ok(path)
 }
 

@@ -54,6 +54,8 @@ pub struct ConsoleOptions {
     pub sample_every: Duration,
     /// The service started from the console logs raw inputs, not only their hashes.
     pub serve_log_raw_inputs: bool,
+    /// Directories whose runs, trained by other programs, are followed too (`--watch`).
+    pub watch: Vec<PathBuf>,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -101,17 +103,29 @@ impl Engines {
     pub fn start(opts: &ConsoleOptions, msgs: &mpsc::UnboundedSender<Msg>) -> Result<Self> {
         let store = opts.store.clone();
         let concurrency = opts.concurrency.unwrap_or_else(default_concurrency);
+        // The follower finds the processes writing external runs; the sampler shows them.
+        let (writers_tx, writers_rx) = tokio::sync::watch::channel(Default::default());
+        let external = !opts.watch.is_empty();
         Ok(Engines {
             runner: runner::spawn(
                 RunnerDeps { store: store.clone(), concurrency },
                 into_msgs(msgs, Msg::Runner),
             )?,
             follow: follow::spawn(
-                follow::FollowDeps { store: store.clone(), poll: POLL },
+                follow::FollowDeps {
+                    store: store.clone(),
+                    poll: POLL,
+                    watch: opts.watch.clone(),
+                    writers: external.then_some(writers_tx),
+                },
                 into_msgs(msgs, Msg::Store),
             )?,
             system: system::spawn(
-                SystemDeps { period: opts.sample_every, store: Some(store.clone()) },
+                SystemDeps {
+                    period: opts.sample_every,
+                    store: Some(store.clone()),
+                    writers: external.then_some(writers_rx),
+                },
                 into_msgs(msgs, Msg::System),
             )?,
             explain: explain::spawn(store.clone(), into_msgs(msgs, Msg::Explain))?,

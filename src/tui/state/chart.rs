@@ -2,7 +2,10 @@
 //! series a run has for a metric, and the chart keys, which work in every view that draws a run's
 //! curves. Drawing is `views/`' business; nothing here imports it.
 
+use std::borrow::Cow;
+
 use super::{App, Binding, Effect, View};
+use crate::external::{ExternalRun, TagKind, TagSeries};
 use crate::tui::keymap::Action;
 use crate::tui::state::run::RunState;
 
@@ -55,6 +58,16 @@ pub struct ChartOptions {
     pub window: Option<(f64, f64)>,
     /// The readout cursor, as a fraction of the window (0..1).
     pub cursor: Option<f64>,
+    /// One tag of external runs (`--watch`) shown instead of `metric`, as the metric key
+    /// cycles on past the learning rate through the tags of the runs on the chart.
+    pub tag: Option<String>,
+}
+
+impl ChartOptions {
+    /// What the chart shows: the metric's name, or the tag's.
+    pub fn label(&self) -> String {
+        self.tag.clone().unwrap_or_else(|| self.metric.label().to_string())
+    }
 }
 
 impl Default for ChartOptions {
@@ -67,20 +80,106 @@ impl Default for ChartOptions {
             x_axis: XAxis::Step,
             window: None,
             cursor: None,
+            tag: None,
         }
     }
 }
 
 /// A named series of one run for a metric, and whether it is per step (smoothable).
 pub struct SeriesData {
-    pub name: &'static str,
+    /// A tag's name for external runs.
+    pub name: Cow<'static, str>,
     pub points: Vec<(f64, f64)>,
     pub per_step: bool,
 }
 
 /// The series a run has for a metric, with x in the chosen unit.
-pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(Cow<'static, str>, Vec<(f64, f64)>)> {
     series_of(r, metric, axis).into_iter().map(|s| (s.name, s.points)).collect()
+}
+
+/// The series of a run the chart shows with these options: Vigil's own series of the metric,
+/// or an external run's tags of that kind (by name: `train/loss` joins the loss chart); with a
+/// tag chosen, that tag's series (Vigil's runs show their series of the same kind).
+pub fn series_for(r: &RunState, c: &ChartOptions) -> Vec<SeriesData> {
+    match (&r.external, &c.tag) {
+        (Some(x), Some(tag)) => {
+            x.tags.get(tag).map(|s| tag_series(x, tag, s, c.x_axis)).into_iter().collect()
+        }
+        (Some(x), None) => {
+            x.tags_of(kind_of(c.metric)).into_iter().map(|t| tag_series(x, t, &x.tags[t], c.x_axis)).collect()
+        }
+        (None, Some(tag)) => {
+            let Some((metric, name)) = vigil_series_for_tag(tag) else { return vec![] };
+            series_of(r, metric, c.x_axis).into_iter().filter(|s| s.name == name).collect()
+        }
+        (None, None) => series_of(r, c.metric, c.x_axis),
+    }
+}
+
+/// The one series per run that Compare overlays (and exports): the training loss, the
+/// validation accuracy or the rate of Vigil's runs; an external run's main tag of that kind
+/// (see [`crate::external::primary`]); or the chosen tag.
+pub fn compare_series(r: &RunState, c: &ChartOptions) -> Option<SeriesData> {
+    if r.external.is_some() || c.tag.is_some() {
+        return series_for(r, c).into_iter().next();
+    }
+    let pick = match c.metric {
+        Metric::Loss => "train loss",
+        Metric::Accuracy => "val acc",
+        Metric::LearningRate => "lr",
+    };
+    series_of(r, c.metric, c.x_axis).into_iter().find(|s| s.name == pick)
+}
+
+fn kind_of(m: Metric) -> TagKind {
+    match m {
+        Metric::Loss => TagKind::Loss,
+        Metric::Accuracy => TagKind::Accuracy,
+        Metric::LearningRate => TagKind::LearningRate,
+    }
+}
+
+/// Which of Vigil's own series stands beside an external tag (`val_loss` beside `val loss`).
+fn vigil_series_for_tag(tag: &str) -> Option<(Metric, &'static str)> {
+    let held_out = crate::external::is_held_out(tag);
+    Some(match crate::external::classify(tag) {
+        TagKind::Loss => (Metric::Loss, if held_out { "val loss" } else { "train loss" }),
+        TagKind::Accuracy => (Metric::Accuracy, if held_out { "val acc" } else { "train acc" }),
+        TagKind::LearningRate => (Metric::LearningRate, "lr"),
+        TagKind::Other => return None,
+    })
+}
+
+/// A tag's points with x in the chosen unit: the step (external runs have no epochs of known
+/// length, so the epoch axis shows steps too) or seconds since the run's first point.
+fn tag_series(x: &ExternalRun, tag: &str, s: &TagSeries, axis: XAxis) -> SeriesData {
+    let t0 = x
+        .tags
+        .values()
+        .filter_map(|s| s.points.first())
+        .map(|p| p.wall)
+        .filter(|w| w.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let points = match axis {
+        XAxis::Time => {
+            s.points.iter().filter(|p| p.wall.is_finite()).map(|p| (p.wall - t0, p.value)).collect()
+        }
+        _ => s.points.iter().map(|p| (p.step as f64, p.value)).collect(),
+    };
+    SeriesData { name: Cow::Owned(tag.to_string()), points, per_step: true }
+}
+
+/// The tags of the external runs on the chart now, in order: what the metric key cycles
+/// through after Vigil's metrics.
+pub fn shown_tags(app: &App) -> Vec<String> {
+    let runs: Vec<&RunState> = match app.view {
+        View::Compare => app.compared(),
+        _ => app.selected().into_iter().collect(),
+    };
+    let tags: std::collections::BTreeSet<&String> =
+        runs.iter().filter_map(|r| r.external.as_ref()).flat_map(|x| x.tags.keys()).collect();
+    tags.into_iter().cloned().collect()
 }
 
 /// The series a run has for a metric, with whether each is per step.
@@ -92,13 +191,16 @@ pub fn series_of(r: &RunState, metric: Metric, axis: XAxis) -> Vec<SeriesData> {
         XAxis::Time => time,
     };
     let per_epoch = |name: &'static str, f: fn(&crate::engine::follow::EpochPoint) -> f64| SeriesData {
-        name,
+        name: Cow::Borrowed(name),
         points: r.epochs.iter().map(|e| (sx(e.step, e.time), f(e))).collect(),
         per_step: false,
     };
-    let per_step = |name: &'static str, smooth: bool, f: fn(&crate::engine::follow::StepPoint) -> f64| {
-        SeriesData { name, points: r.steps().map(|s| (sx(s.step, s.time), f(s))).collect(), per_step: smooth }
-    };
+    let per_step =
+        |name: &'static str, smooth: bool, f: fn(&crate::engine::follow::StepPoint) -> f64| SeriesData {
+            name: Cow::Borrowed(name),
+            points: r.steps().map(|s| (sx(s.step, s.time), f(s))).collect(),
+            per_step: smooth,
+        };
     match metric {
         Metric::Loss => vec![per_step("train loss", true, |s| s.loss), per_epoch("val loss", |e| e.val_loss)],
         Metric::Accuracy => vec![
@@ -132,13 +234,7 @@ pub const BINDINGS: &[Binding] = &[
 pub fn handle(action: Action, app: &mut App) -> Option<Vec<Effect>> {
     let chart = &mut app.chart;
     match action {
-        Action::NextMetric => {
-            chart.metric = match chart.metric {
-                Metric::Loss => Metric::Accuracy,
-                Metric::Accuracy => Metric::LearningRate,
-                Metric::LearningRate => Metric::Loss,
-            };
-        }
+        Action::NextMetric => next_metric(app),
         Action::ToggleSmoothing => chart.smoothing = !chart.smoothing,
         Action::SmoothMore | Action::SmoothLess => {
             let d = if action == Action::SmoothMore { 0.1 } else { -0.1 };
@@ -167,6 +263,27 @@ pub fn handle(action: Action, app: &mut App) -> Option<Vec<Effect>> {
         _ => return None,
     }
     Some(vec![])
+}
+
+/// The metric key: loss, accuracy, learning rate, then each tag of the external runs on the
+/// chart, then loss again.
+fn next_metric(app: &mut App) {
+    let tags = shown_tags(app);
+    let chart = &mut app.chart;
+    let (metric, tag) = match (chart.tag.take(), chart.metric) {
+        (None, Metric::Loss) => (Metric::Accuracy, None),
+        (None, Metric::Accuracy) => (Metric::LearningRate, None),
+        (None, Metric::LearningRate) => match tags.first() {
+            Some(t) => (Metric::LearningRate, Some(t.clone())),
+            None => (Metric::Loss, None),
+        },
+        (Some(t), m) => match tags.iter().skip_while(|x| **x != t).nth(1) {
+            Some(n) => (m, Some(n.clone())),
+            None => (Metric::Loss, None),
+        },
+    };
+    chart.metric = metric;
+    chart.tag = tag;
 }
 
 /// Moves the readout cursor (left or right) in the views that draw it.
@@ -214,7 +331,7 @@ pub fn full_x_range(app: &App) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for r in runs {
-        for (x, _) in series_points(r, app.chart.metric, app.chart.x_axis).into_iter().flat_map(|s| s.1) {
+        for (x, _) in series_for(r, &app.chart).into_iter().flat_map(|s| s.points) {
             lo = lo.min(x);
             hi = hi.max(x);
         }

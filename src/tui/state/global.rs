@@ -47,6 +47,27 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::Bottom]),
 ];
 
+/// Refuses, in the status line, an action that would change an external run (one another
+/// program trains, `--watch`: Vigil only reads its files); says whether it refused.
+pub fn refuse_on_external(app: &mut App, action: Action) -> bool {
+    let what = match action {
+        Action::PauseResume => "paused or resumed",
+        Action::StopRun => "stopped",
+        Action::Evaluate => "evaluated (it has no Vigil checkpoint)",
+        Action::DeleteRun => "deleted or archived",
+        Action::CloneRun => "cloned (it has no Vigil spec)",
+        _ => return false,
+    };
+    let Some(r) = app.selected().filter(|r| r.is_external()) else { return false };
+    let dir = r.external.as_ref().map(|x| x.dir.display().to_string()).unwrap_or_default();
+    let msg = format!(
+        "{} is an external run, read-only: it cannot be {what} from Vigil (it only reads {dir})",
+        r.info.id
+    );
+    app.say(Level::Warn, msg);
+    true
+}
+
 /// Carries out a global key.
 pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
     match action {

@@ -146,6 +146,9 @@ pub fn command(app: &mut App, line: &str) -> Vec<Effect> {
 
 /// The commands that read an argument; `None` runs the action as its key does.
 fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effect>> {
+    if super::global::refuse_on_external(app, action) {
+        return Some(vec![]);
+    }
     let effects = match action {
         Action::NewRun => {
             let name = if arg.is_empty() { crate::ml::spec::DEFAULT_SPEC.to_string() } else { arg };

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::engine::follow::{EpochPoint, RunFeed, StepPoint};
+use crate::external::ExternalRun;
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::ExperimentSpec;
 use crate::store::{CheckpointEntry, CheckpointKind, EventLine, RunInfo, RunStatus};
@@ -124,6 +125,8 @@ pub struct RunState {
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
     pub evaluations: Vec<(CheckpointKind, Evaluation)>,
+    /// A run another program trains (`--watch`): read-only, its curves are its tags.
+    pub external: Option<ExternalRun>,
 }
 
 impl RunState {
@@ -142,6 +145,7 @@ impl RunState {
             attacks: vec![],
             evaluation: None,
             evaluations: vec![],
+            external: None,
         }
     }
 
@@ -160,6 +164,7 @@ impl RunState {
             variants,
             attacks,
             interrupted,
+            external,
         } = feed;
         self.info = info;
         self.interrupted = interrupted;
@@ -186,6 +191,26 @@ impl RunState {
         if evaluation.is_some() {
             self.evaluation = evaluation;
         }
+        if let Some(x) = external {
+            let run = self.external.get_or_insert_with(ExternalRun::default);
+            run.apply(*x);
+            // Its "parameters" (Params tab, Compare's table, the filter): where it is read from
+            // and each tag's newest value.
+            self.params = BTreeMap::from([
+                ("source".to_string(), run.dir.display().to_string()),
+                ("format".to_string(), run.format()),
+            ]);
+            for (tag, s) in &run.tags {
+                if let Some(p) = s.last() {
+                    self.params.insert(format!("last {tag}"), format!("{:.6}", p.value));
+                }
+            }
+        }
+    }
+
+    /// Whether Vigil only watches it (another program trains it): nothing may change it.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
     }
 
     /// Every step kept, oldest first (see [`Steps`]).

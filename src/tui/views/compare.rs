@@ -10,8 +10,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{chart_caption, chart_with, panel};
-use crate::tui::app::{App, Metric};
-use crate::tui::state::chart::series_of;
+use crate::tui::app::App;
+use crate::tui::state::chart::compare_series;
 use crate::tui::widgets::chart::{GLYPHS, Series, ema, fmt_num, value_at};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -36,15 +36,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     for r in &runs {
         let slot = app.color_slot(&r.info.id);
         // One line per run: the smoothed training loss, or validation accuracy, or the rate.
-        let pick = match app.chart.metric {
-            Metric::Loss => "train loss",
-            Metric::Accuracy => "val acc",
-            Metric::LearningRate => "lr",
-        };
-        let Some(s) = series_of(r, app.chart.metric, app.chart.x_axis).into_iter().find(|s| s.name == pick)
-        else {
-            continue;
-        };
+        let Some(s) = compare_series(r, &app.chart) else { continue };
         let points = if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
             ema(&s.points, app.chart.weight)
         } else {

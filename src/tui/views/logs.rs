@@ -25,7 +25,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         .map(|e| {
             let style = match e.kind.as_str() {
                 "failed" => t.error(),
-                "cancelled" | "paused" | "early_stop" => t.warn(),
+                "cancelled" | "paused" | "early_stop" | "warning" => t.warn(),
                 "finished" | "started" | "resumed" => t.ok(),
                 "checkpoint" => t.info(),
                 _ => t.base(),

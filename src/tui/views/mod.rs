@@ -23,7 +23,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::app::{App, Level, Mode, RunState, ShownStatus, View};
 use super::keymap::Action;
-use super::state::chart::series_of;
+use super::state::chart::series_for;
 use super::widgets::chart::{GLYPHS, LineChart, Series, ema, value_at};
 
 /// The smallest terminal every view is laid out for.
@@ -175,15 +175,15 @@ pub(super) fn panel<'a>(app: &App, title: impl Into<String>) -> Block<'a> {
 pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ratatui::style::Color, char)>) {
     let mut series = Vec::new();
     let mut legend = Vec::new();
-    for (i, s) in series_of(r, app.chart.metric, app.chart.x_axis).into_iter().enumerate() {
+    for (i, s) in series_for(r, &app.chart).into_iter().enumerate() {
         let color = app.theme.series(i);
         let glyph = GLYPHS[i % GLYPHS.len()];
         if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
             let smooth = ema(&s.points, app.chart.weight);
             series.push(Series::new(format!("{} (raw)", s.name), s.points, color, glyph).faint());
-            series.push(Series::new(s.name, smooth, color, glyph));
+            series.push(Series::new(s.name.clone(), smooth, color, glyph));
         } else {
-            series.push(Series::new(s.name, s.points, color, glyph));
+            series.push(Series::new(s.name.clone(), s.points, color, glyph));
         }
         legend.push((s.name.to_string(), color, glyph));
     }
@@ -262,7 +262,7 @@ pub fn legend_line(
 /// The chart options as a short line: metric, smoothing, scale, x axis, zoom.
 pub fn chart_caption(app: &App) -> String {
     let c = &app.chart;
-    let mut parts = vec![c.metric.label().to_string()];
+    let mut parts = vec![c.label()];
     parts.push(if c.smoothing { format!("smoothing {:.1}", c.weight) } else { "raw".into() });
     if c.log_y {
         parts.push("log y".into());

@@ -79,7 +79,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             Cell::from(Span::styled(mark, t.accent())),
             Cell::from(i.id.to_string()),
             Cell::from(Span::styled(r.status().label(), status_style(app, r.status()))),
-            Cell::from(format!("{}/{}", i.epoch, i.epochs)),
+            // An external run has no planned epoch count: its epoch alone.
+            Cell::from(if r.is_external() {
+                i.epoch.to_string()
+            } else {
+                format!("{}/{}", i.epoch, i.epochs)
+            }),
             Cell::from(r.last_loss().map_or("-".into(), |l| format!("{l:.4}"))),
             Cell::from(pct(i.best_val_accuracy)),
         ];
