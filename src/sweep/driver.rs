@@ -557,12 +557,15 @@ impl<'a> Driver<'a> {
             return Ok(false);
         }
         self.save()?;
-        if array {
-            self.submit_indices(&planned)?;
+        let result = if array {
+            self.submit_indices(&planned)
         } else {
-            for i in planned {
-                self.submit_indices(&[i])?;
-            }
+            planned.iter().try_for_each(|&i| self.submit_indices(&[i]))
+        };
+        if let Err(e) = result {
+            // The rest of this batch was planned but not submitted: it goes too.
+            self.discard_planned();
+            return Err(e);
         }
         Ok(true)
     }
@@ -589,6 +592,18 @@ impl<'a> Driver<'a> {
             duration_s: 0.0,
         });
         Ok(self.state.trials.len() - 1)
+    }
+
+    /// Removes every trial planned and not submitted, with its run.
+    fn discard_planned(&mut self) {
+        let (keep, drop): (Vec<TrialRecord>, Vec<TrialRecord>) = std::mem::take(&mut self.state.trials)
+            .into_iter()
+            .partition(|t| t.status != TrialStatus::Planned);
+        for t in drop {
+            let _ = std::fs::remove_dir_all(self.store.dir(&t.run).path);
+        }
+        self.state.trials = keep;
+        let _ = self.save();
     }
 
     /// Submits planned trials; on a refusal their runs and records are removed, so nothing

@@ -131,7 +131,9 @@ pub fn progress(state: &SweepState) -> (usize, usize, usize, usize) {
         }
     }
     // Trials not planned yet are pending too.
-    pending += state.budget.saturating_sub(state.trials.len());
+    if !state.finished {
+        pending += state.budget.saturating_sub(state.trials.len());
+    }
     (done, running, pending, stopped)
 }
 

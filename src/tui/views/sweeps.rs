@@ -112,7 +112,7 @@ fn status_text(feed: &SweepFeed, trial: &TrialRecord) -> String {
     match feed.jobs.get(&trial.run) {
         Some(job) if trial.status.is_active() => job.describe(),
         Some(job) if matches!(job.state.as_str(), "OUT_OF_MEMORY" | "TIMEOUT" | "NODE_FAIL") => {
-            format!("{} ({})", trial.status, job.describe())
+            format!("{} ({})", trial.status, job.state.to_lowercase().replace('_', " "))
         }
         _ => trial.status.to_string(),
     }
@@ -135,7 +135,11 @@ fn draw_trials(f: &mut Frame, app: &App, feed: &SweepFeed, area: Rect) {
     );
     let mut header: Vec<String> = vec!["#".into(), "status".into(), st.metric.as_str().into(), "ep".into()];
     header.extend(st.parameters.iter().cloned());
-    header.push("run".into());
+    // The run's id only where it fits whole; at 80 columns Enter opens it.
+    let wide = area.width >= 110;
+    if wide {
+        header.push("run".into());
+    }
     let sort_col = match s.sort {
         TrialSort::Number => 0,
         TrialSort::Objective => 2,
@@ -155,13 +159,17 @@ fn draw_trials(f: &mut Frame, app: &App, feed: &SweepFeed, area: Rect) {
             Cell::from(r.epoch.to_string()),
         ];
         cells.extend(st.parameters.iter().map(|p| Cell::from(r.params.get(p).map(show).unwrap_or_default())));
-        cells.push(Cell::from(r.run.to_string()));
+        if wide {
+            cells.push(Cell::from(r.run.to_string()));
+        }
         Row::new(cells)
     });
     let mut widths =
-        vec![Constraint::Length(3), Constraint::Length(18), Constraint::Length(12), Constraint::Length(3)];
+        vec![Constraint::Length(2), Constraint::Length(26), Constraint::Length(12), Constraint::Length(3)];
     widths.extend(st.parameters.iter().map(|p| Constraint::Length(p.chars().count().clamp(8, 14) as u16)));
-    widths.push(Constraint::Min(10));
+    if wide {
+        widths.push(Constraint::Min(18));
+    }
     let table = Table::new(body, widths)
         .header(header)
         .block(panel(app, title))
