@@ -10,6 +10,7 @@
 //! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
+//! - [`sweep`]: hyperparameter sweeps (grid, random, TPE, ASHA), run locally or on Slurm.
 //! - [`cli`]: the command line and its terminal output.
 //! - [`error`]: the error enums per domain (one `ConfigError` for specs, themes and keymaps)
 //!   and the exit code each variant maps to.
@@ -22,4 +23,5 @@ pub mod external;
 pub mod ml;
 pub mod serve;
 pub mod store;
+pub mod sweep;
 pub mod tui;

@@ -272,7 +272,7 @@ fn chart_toggles_zoom_and_cursor() {
     assert!(lo2 > lo);
     key(&mut app, KeyCode::Right);
     assert!(app.chart.cursor.is_some());
-    ch(&mut app, '0');
+    ch(&mut app, 'z');
     assert_eq!((app.chart.window, app.chart.cursor), (None, None));
     key(&mut app, KeyCode::Tab);
     assert_eq!(app.detail.tab, DetailTab::Evaluation);

@@ -11,6 +11,7 @@ mod privacy;
 mod protect;
 mod serve;
 mod soak;
+mod sweep;
 mod sys;
 mod traffic;
 mod train;
@@ -179,6 +180,8 @@ pub enum Command {
         #[command(subcommand)]
         action: audit::Action,
     },
+    /// Run a hyperparameter sweep (a `.sweep.ron` file) here or on Slurm, or resume one.
+    Sweep(sweep::Args),
     /// Measure training throughput of the reference MLP and CNN.
     Bench {
         /// Print JSON instead of a table.
@@ -222,6 +225,16 @@ pub struct TrainArgs {
     /// Continue a stopped run from its last checkpoint instead of starting one.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["spec", "epochs", "seed", "lr"])]
     pub resume: Option<String>,
+    /// Train a run already created in the store and still queued: what a sweep's trials and
+    /// Slurm jobs run.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["spec", "epochs", "seed", "lr", "resume", "on"])]
+    pub run: Option<String>,
+    /// Where to train: here (default), or as a Slurm job (`sbatch`; the store must be on a
+    /// folder the nodes share).
+    #[arg(long, value_enum)]
+    pub on: Option<sweep::On>,
+    #[command(flatten)]
+    pub slurm: sweep::SlurmArgs,
     /// Print nothing but the run id and the final metrics.
     #[arg(long, short)]
     pub quiet: bool,
@@ -323,6 +336,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
         Some(Command::Traffic(args)) => traffic::run(&store, &cli.models_dir, args),
         Some(Command::Soak(args)) => soak::run(&store, args),
+        Some(Command::Sweep(args)) => sweep::run(&store, &cli.models_dir, args),
     }
 }
 

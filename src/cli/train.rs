@@ -16,6 +16,19 @@ use crate::ml::train::{Outcome, TrainControl, TrainEvent};
 use crate::store::{RunDir, RunStatus, RunStore, process_alive};
 
 pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Result<()> {
+    if let Some(query) = &args.run {
+        return train_queued(store, query, args.quiet);
+    }
+    let slurm = args.on == Some(super::sweep::On::Slurm);
+    if slurm {
+        if args.resume.is_some() {
+            return Err(invalid(
+                "--on slurm starts a new run; resume a Slurm run with `vigil train --on slurm` after `--run` is queued again",
+            ));
+        }
+        // Before the run exists: without Slurm nothing is created.
+        super::sweep::check_slurm()?;
+    }
     let (run, resume) = match &args.resume {
         Some(query) => {
             let dir = store.resolve(query)?;
@@ -62,7 +75,41 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
             (store.create(&spec)?, false)
         }
     };
+    if slurm {
+        return super::sweep::submit_train(&run, store, &args.slurm);
+    }
     run_with_output(run, resume, args.quiet)
+}
+
+/// `--run RUN`: trains a run created elsewhere (a sweep's driver, `train --on slurm`), or
+/// continues it from its checkpoint when it has one (a Slurm job that was requeued).
+fn train_queued(store: &RunStore, query: &str, quiet: bool) -> Result<()> {
+    let dir = store.resolve(query)?;
+    let info = dir.info()?;
+    if info.status != RunStatus::Queued && !(info.status.is_active() && !info.pid.is_some_and(process_alive))
+    {
+        return Err(invalid(format!(
+            "run {} is {}, not queued: there is nothing to start",
+            dir.id, info.status
+        )));
+    }
+    // On a Slurm node, say where the job runs beside the run's status.
+    if let Ok(job) = std::env::var("SLURM_JOB_ID") {
+        let job = match (std::env::var("SLURM_ARRAY_JOB_ID"), std::env::var("SLURM_ARRAY_TASK_ID")) {
+            (Ok(a), Ok(t)) => format!("{a}_{t}"),
+            _ => job,
+        };
+        let _ = crate::sweep::JobState {
+            job,
+            state: "RUNNING".into(),
+            reason: None,
+            node: std::env::var("SLURMD_NODENAME").ok(),
+            updated: crate::store::now(),
+        }
+        .write(&dir.path);
+    }
+    let resume = dir.checkpoints().ok().and_then(|c| c.resume).is_some();
+    run_with_output(dir, resume, quiet)
 }
 
 fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {

@@ -6,12 +6,14 @@
 //! - [`explain`]: explanations for the Explain view, on a thread of its own;
 //! - [`follow`]: follows the run store on disk (runs from this and other processes alike);
 //! - [`system`]: samples CPU, memory and GPUs once a second;
-//! - [`service`]: follows the model service's access log, and starts and stops the service.
+//! - [`service`]: follows the model service's access log, and starts and stops the service;
+//! - [`sweeps`]: follows the store's hyperparameter sweeps.
 
 pub mod explain;
 pub mod follow;
 pub mod runner;
 pub mod service;
+pub mod sweeps;
 pub mod system;
 
 use tokio::sync::mpsc;

@@ -644,7 +644,8 @@ impl RunDir {
                 // signs the manifest, so it cannot be in it. Saved attacks are analyses redone at
                 // will, with their own hashes in attacks/index.json: a signed run stays
                 // verifiable after `vigil attack`.
-                if matches!(rel.as_str(), "manifest.json" | "control" | "signature.json")
+                // A Slurm job's state (slurm.json) is the scheduler's news, rewritten after.
+                if matches!(rel.as_str(), "manifest.json" | "control" | "signature.json" | "slurm.json")
                     || rel.ends_with(".tmp")
                     || rel.starts_with("attacks/")
                 {

@@ -45,6 +45,8 @@ pub enum View {
     Explain,
     Service,
     Security,
+    /// Hyperparameter sweeps (key 0; not one of the numbered tabs).
+    Sweeps,
     /// A view registered at run time with [`App::register_view`] (the tables are data, so one
     /// needs nothing but its state struct).
     Extra(usize),
@@ -73,6 +75,7 @@ impl View {
             View::Explain => "Explain",
             View::Service => "Service",
             View::Security => "Security",
+            View::Sweeps => "Sweeps",
             View::Extra(_) => "Extra",
         }
     }
@@ -175,6 +178,8 @@ pub enum Effect {
     /// Find a theme by name or file and switch to it (file I/O: the event loop does it and
     /// answers with [`Msg::Theme`]).
     LoadTheme(String),
+    /// Stop a sweep's trial: `scancel` for a Slurm job, its control file for a local one.
+    StopTrial(RunId),
     /// Leave; `stop_runs` stops active runs first (their checkpoints are kept).
     Quit {
         stop_runs: bool,
@@ -196,6 +201,8 @@ pub enum Msg {
     Resize(u16, u16),
     /// A theme asked for with [`Effect::LoadTheme`], or why it could not be loaded.
     Theme(Result<Box<Theme>, String>),
+    /// The store's sweeps, when they changed.
+    Sweeps(Vec<crate::engine::sweeps::SweepFeed>),
     /// Time passes (messages expire, durations advance).
     Tick,
 }
@@ -224,6 +231,7 @@ pub struct App {
     pub runner_load: (usize, usize),
     pub explain: ExplainState,
     pub service: ServiceState,
+    pub sweeps: super::state::sweeps::SweepsState,
     /// Views registered at run time ([`View::Extra`]).
     pub extra: Vec<Box<dyn ViewState>>,
     pub status: Option<Status>,
@@ -261,6 +269,7 @@ impl App {
             runner_load: (0, 0),
             explain: ExplainState::default(),
             service: ServiceState::default(),
+            sweeps: Default::default(),
             extra: Vec::new(),
             status: None,
             theme,
@@ -413,6 +422,13 @@ impl App {
                 }
                 vec![]
             }
+            Msg::Sweeps(feeds) => {
+                self.sweeps.update(feeds);
+                if self.view == View::Sweeps {
+                    self.dirty = true;
+                }
+                vec![]
+            }
             Msg::Tick => {
                 if self.status.as_ref().is_some_and(|s| s.at.elapsed() > STATUS_FOR) {
                     self.status = None;
@@ -512,6 +528,7 @@ impl App {
             View::Explain => taken(self, |a| &mut a.explain, action),
             View::Service => taken(self, |a| &mut a.service, action),
             View::Security => SecurityView.handle(action, self),
+            View::Sweeps => taken(self, |a| &mut a.sweeps, action),
             View::Extra(i) => {
                 let mut state = std::mem::replace(self.extra.get_mut(i)?, Box::new(SystemView));
                 let out = state.handle(action, self);
@@ -533,13 +550,14 @@ impl App {
             View::Explain => &self.explain,
             View::Service => &self.service,
             View::Security => &SecurityView,
+            View::Sweeps => &self.sweeps,
             View::Extra(i) => self.extra.get(i).map_or(&SystemView as &dyn ViewState, |s| s.as_ref()),
         }
     }
 
     /// The built-in views and the registered ones.
     pub fn all_views(&self) -> Vec<View> {
-        View::ALL.into_iter().chain((0..self.extra.len()).map(View::Extra)).collect()
+        View::ALL.into_iter().chain([View::Sweeps]).chain((0..self.extra.len()).map(View::Extra)).collect()
     }
 
     /// Adds a view: its keys join the footer, the `:` commands and the help.

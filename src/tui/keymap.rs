@@ -41,6 +41,8 @@ pub enum Action {
     ShowService,
     /// Security: robustness curves, the extraction watch per key, flagged requests
     ShowSecurity,
+    /// Sweeps: hyperparameter sweeps, their trials, the best so far
+    ShowSweeps,
     /// Serve the selected run as an API, or stop serving
     ToggleService,
     /// Service: show only the next status class (2xx, 4xx, 5xx, all)

@@ -62,6 +62,8 @@ pub struct ConsoleOptions {
 const FRAME: Duration = Duration::from_millis(33);
 /// How often the store is looked at.
 const POLL: Duration = Duration::from_millis(250);
+/// How often the sweeps' state files are read (they change at most once per trial event).
+const SWEEPS_POLL: Duration = Duration::from_millis(500);
 
 /// Opens the console and runs until the user quits (or, without a terminal, until the runs it
 /// started have finished).
@@ -96,6 +98,7 @@ pub struct Engines {
     follow: Handle<()>,
     system: Handle<()>,
     service_log: Handle<()>,
+    sweeps: Handle<()>,
 }
 
 impl Engines {
@@ -133,6 +136,7 @@ impl Engines {
                 LogDeps { store: store.clone(), poll: POLL },
                 into_msgs(msgs, |f| Msg::ServiceFeed(Box::new(f))),
             )?,
+            sweeps: crate::engine::sweeps::spawn(store.clone(), SWEEPS_POLL, into_msgs(msgs, Msg::Sweeps))?,
             service: service::spawn(
                 ServiceDeps { store: store.clone(), log_raw_inputs: opts.serve_log_raw_inputs },
                 into_msgs(msgs, Msg::Service),
@@ -162,7 +166,7 @@ impl Engines {
             self.runner.send(RunnerCommand::StopAll);
         }
         // The followers, the sampler and the explanation engine stop when their commands close.
-        drop((self.follow, self.system, self.service_log, self.explain));
+        drop((self.follow, self.system, self.service_log, self.explain, self.sweeps));
         self.service.finish().await;
         self.runner.finish().await;
     }
@@ -186,6 +190,12 @@ pub fn carry_out(app: &mut App, engines: &Engines, effect: Effect) -> Option<boo
             let theme = Theme::find(&name, app.theme.depth).map(Box::new).map_err(|e| e.to_string());
             let more = app.update(Msg::Theme(theme));
             debug_assert!(more.is_empty(), "a theme change asks for nothing");
+        }
+        Effect::StopTrial(run) => {
+            match crate::sweep::driver::stop_trial(&engines.store, &engines.store.dir(&run)) {
+                Ok(done) => app.say(Level::Info, done),
+                Err(e) => app.say(Level::Error, e.to_string()),
+            }
         }
         Effect::Quit { stop_runs } => return Some(stop_runs),
     }

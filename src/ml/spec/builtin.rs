@@ -100,7 +100,9 @@ pub fn list(models_dir: &Path) -> Vec<SpecEntry> {
     if let Ok(dir) = std::fs::read_dir(models_dir) {
         for entry in dir.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("ron") {
+            // Sweep files live beside the specs and are not specs.
+            let sweep = path.to_str().is_some_and(|p| p.ends_with(crate::sweep::SWEEP_SUFFIX));
+            if path.extension().and_then(|e| e.to_str()) != Some("ron") || sweep {
                 continue;
             }
             let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();

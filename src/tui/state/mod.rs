@@ -15,6 +15,7 @@ pub mod modes;
 pub mod run;
 pub mod screens;
 pub mod service;
+pub mod sweeps;
 
 pub use crate::tui::app::{App, Effect, Level, View};
 use crate::tui::keymap::Action;

@@ -13,6 +13,7 @@ mod overview;
 mod runs;
 mod security;
 mod service;
+mod sweeps;
 mod system;
 
 use ratatui::Frame;
@@ -58,6 +59,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Explain => explain::draw(f, app, body),
         View::Service => service::draw(f, app, body),
         View::Security => security::draw(f, app, body),
+        View::Sweeps => sweeps::draw(f, app, body),
         View::Extra(_) => f.render_widget(panel(app, app.view_state(app.view).title()), body),
     }
     draw_footer(f, app, footer);
@@ -77,6 +79,9 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         };
         let style = if *v == app.view { t.selected() } else { t.muted() };
         spans.push(Span::styled(text, style));
+    }
+    if app.view == View::Sweeps {
+        spans.push(Span::styled(" 0 Sweeps ", t.selected()));
     }
     let active = app.active();
     let training = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Running).count();

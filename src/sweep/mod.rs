@@ -1,0 +1,27 @@
+//! Hyperparameter sweeps: a sweep file (`models/*.sweep.ron`) names a base spec, the spec fields
+//! to vary and their domains, a method (grid, random, TPE), an objective, a trial budget and ASHA
+//! early stopping; the driver runs each trial as an ordinary run of the store, on this machine or
+//! as Slurm jobs, and keeps the sweep's state in the store so that it can be resumed after being
+//! stopped or killed. Nothing here draws or trains: the console reads the state, and each trial
+//! is `vigil train --run RUN`.
+//!
+//! - `file.rs`: the sweep file, its domains and its checks;
+//! - `path.rs`: setting spec fields by dotted path;
+//! - `sampler.rs`: grid, random and TPE proposals;
+//! - `asha.rs`: the rung decision;
+//! - `state.rs`: the sweep's folder, `state.json`, and the files it adds to a trial's run;
+//! - `driver.rs`: planning, submitting, following, pruning and resuming;
+//! - `local.rs`, `slurm.rs`: where trials run.
+
+pub mod asha;
+pub mod driver;
+pub mod file;
+pub mod local;
+pub mod path;
+pub mod sampler;
+pub mod slurm;
+pub mod state;
+
+pub use driver::{Driver, SweepEvent, SweepOptions};
+pub use file::{SWEEP_SUFFIX, SweepFile};
+pub use state::{Backend, JobState, SweepDir, SweepMember, SweepState, TrialRecord, TrialStatus};
