@@ -1263,3 +1263,20 @@ fn high_contrast_paints_every_cell() {
         }
     }
 }
+
+/// Class names are not cut to six letters where the Explain view has room for them.
+#[test]
+fn explain_shows_whole_class_names_where_they_fit() {
+    let mut app = common::app();
+    ch(&mut app, '7');
+    for m in common::explain_events() {
+        app.update(m);
+    }
+    let set = app.explain.set.as_mut().expect("the explain events carry a set");
+    for (i, c) in set.classes.iter_mut().enumerate() {
+        *c = format!("ankle-boot-{i}");
+    }
+    let t = text(&render(&mut app, 160, 48));
+    let top: Vec<&str> = t.lines().filter(|l| l.contains("ankle-boot-") && l.contains('%')).collect();
+    assert!(top.len() >= 3 && top.iter().all(|l| !l.contains("ankle- ")), "{t}");
+}
