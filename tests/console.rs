@@ -407,8 +407,12 @@ fn no_color_views_use_glyphs_and_an_ascii_ramp() {
     for c in buf.content() {
         assert_eq!((c.fg, c.bg), (ratatui::style::Color::Reset, ratatui::style::Color::Reset), "{c:?}");
     }
-    // The diagonal shows the top of the ramp.
-    assert!(text(&buf).contains("@  36"), "{}", text(&buf));
+    // Every class has its column, the mistakes carry the ramp (the most frequent one, 9 read
+    // as 5, its top) and the diagonal none, so errors stand out.
+    let t = text(&buf);
+    assert!(t.contains("  8   9│"), "{t}");
+    assert!(t.contains("@ 2") && t.contains("+ 1"), "{t}");
+    assert!(t.contains("│0   36   0"), "{t}");
     let mut app = common::app_with(ColorDepth::None);
     ch(&mut app, '4');
     let buf = render(&mut app, 80, 24);
@@ -460,12 +464,15 @@ fn statuses_and_heatmap_carry_the_theme_colours() {
     ch(&mut app, '3');
     key(&mut app, KeyCode::Tab);
     let buf = render(&mut app, 80, 24);
-    // Row "0" of the matrix: its diagonal cell (36 of 36) has the hottest colour, the next
-    // cell (0) the coolest.
+    // The mistakes are shaded, not the diagonal: row 9's most frequent mistake (2 read as 5)
+    // has the hottest colour, a count of 0 the coolest, and the right answers (36 of 36) are
+    // bold in the theme's ok colour without a shade.
+    let (x, y) = find(&buf, "9    0   0   0   0   0   2").unwrap();
+    assert_eq!(buf[(x + 25, y)].bg, theme.heat(1.0));
+    assert_eq!(buf[(x + 5, y)].bg, theme.heat(0.0));
     let (x, y) = find(&buf, "0   36").unwrap();
-    let diag = buf[(x + 5, y)].bg;
-    assert_eq!(diag, theme.heat(1.0));
-    assert_eq!(buf[(x + 9, y)].bg, theme.heat(0.0));
+    assert_eq!(buf[(x + 5, y)].fg, theme.ok);
+    assert_ne!(buf[(x + 5, y)].bg, theme.heat(1.0));
 }
 
 #[test]
@@ -982,4 +989,324 @@ fn the_headless_console_trains_a_run_through_its_real_engines() {
         assert!(h.run_until(std::time::Duration::from_secs(10), |app| app.system.is_some()).await);
         h.finish().await;
     });
+}
+
+// ---- issue 19: what a first-time user hits --------------------------------------------------
+
+/// A message longer than the line wraps into a message area of up to three lines, so its end
+/// (what to do) stays on screen; `M` opens the history and the Logs view lists it too.
+#[test]
+fn long_messages_wrap_and_the_history_keeps_them() {
+    let mut app = common::app();
+    let msg = "serving digits-mlp-d4e5f6 on http://127.0.0.1:7878 (warning: no active key with the \
+               predict scope; create one with `vigil keys create --scope predict`)";
+    app.say(vigil::tui::app::Level::Warn, msg);
+    let buf = render(&mut app, 80, 24);
+    let t = text(&buf);
+    let footer: Vec<&str> = t.lines().rev().take(3).collect();
+    assert!(footer[0].contains("--scope predict`)"), "the end of the message is on screen:\n{t}");
+    insta::assert_snapshot!("status_wrapped_80x24", t);
+    ch(&mut app, 'M');
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("Messages (1, newest first)") && t.contains("no active key"), "{t}");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Normal);
+    ch(&mut app, '5');
+    let t = text(&render(&mut app, 160, 48));
+    assert!(t.contains("Messages (1") && t.contains("warning: no active key"), "{t}");
+}
+
+/// A run that finishes, fails or diverges is announced once with a notice that stands out,
+/// whether the runner or the store (a run of another process) tells of it first.
+#[test]
+fn runs_that_end_are_announced_once() {
+    use vigil::store::RunStatus;
+    use vigil::tui::state::messages::Notice;
+    let mut app = common::app();
+    let mut info = app.runs["digits-cnn-a1b2c3"].info.clone();
+    info.status = RunStatus::Completed;
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info)))));
+    assert_eq!(app.messages.current().unwrap().notice, Some(Notice::Finished));
+    app.update(Msg::Runner(RunnerEvent::Completed("digits-cnn-a1b2c3".into())));
+    assert_eq!(app.messages.len(), 1, "announced once");
+    let buf = render(&mut app, 80, 24);
+    let (x, y) = find(&buf, "● finished").unwrap();
+    assert!(buf[(x, y)].modifier.contains(ratatui::style::Modifier::REVERSED), "a notice stands out");
+    // Another run diverges.
+    let mut info = common::info("digits-mlp-77aa00", RunStatus::Running, 1, 40, 10);
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info.clone())))));
+    info.status = RunStatus::Failed;
+    info.failure = Some("the training loss became NaN at epoch 2 step 40 (learning rate 5.000e1)".into());
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info)))));
+    let m = app.messages.current().unwrap();
+    assert_eq!(m.notice, Some(Notice::Diverged));
+    assert!(m.text.starts_with("digits-mlp-77aa00 diverged: the training loss became NaN"), "{}", m.text);
+    app.update(Msg::Runner(RunnerEvent::Failed("digits-mlp-77aa00".into(), "boom".into())));
+    assert_eq!(app.messages.len(), 2);
+}
+
+/// Ten fixture runs that share their id's prefix, all marked.
+fn ten_runs(depth: ColorDepth) -> App {
+    let mut app = common::app_with(depth);
+    for i in 0..10u64 {
+        let id = format!("digits-cnn-7b45{i:02x}");
+        let mut info = common::info(&id, vigil::store::RunStatus::Completed, 40, 40, 300);
+        info.created = format!("2026-11-28T11:{i:02}:00Z");
+        let mut feed = common::bare_feed(info);
+        feed.steps = common::steps(300)
+            .into_iter()
+            .map(|mut s| {
+                s.loss *= 1.0 + 0.1 * i as f64;
+                s
+            })
+            .collect();
+        app.update(Msg::Store(StoreUpdate::Run(Box::new(feed))));
+        app.marked.insert(id.into());
+    }
+    for r in ["digits-cnn-a1b2c3", "digits-mlp-d4e5f6", "digits-mlp-0f0f0f"] {
+        app.marked.remove(r);
+    }
+    ch(&mut app, '4');
+    app
+}
+
+/// Compare with ten runs: ten distinct colours (and glyphs without colour) in the legend, the
+/// ids cut to their unique part, and a run keeps its colour when a run with an earlier id
+/// joins.
+#[test]
+fn compare_gives_ten_runs_ten_colours_that_stay() {
+    for depth in [ColorDepth::TrueColor, ColorDepth::Ansi256, ColorDepth::Ansi16] {
+        let mut app = ten_runs(depth);
+        let buf = render(&mut app, 160, 48);
+        let t = text(&buf);
+        let mut colours = std::collections::BTreeSet::new();
+        for i in 0..10u64 {
+            // The legend (above the table) shows each run's unique part after its mark, which
+            // carries the run's colour.
+            let label = format!("-7b45{i:02x}");
+            let (x, y) = find(&buf, &label).unwrap_or_else(|| panic!("{label} in\n{t}"));
+            let mark = (0..x).rev().find(|&m| buf[(m, y)].symbol() == "━").expect("a mark");
+            colours.insert(format!("{:?}", buf[(mark, y)].fg));
+        }
+        assert_eq!(colours.len(), 10, "{depth:?}: {colours:?}");
+        if depth == ColorDepth::TrueColor {
+            insta::assert_snapshot!("compare_10_runs_160x48", t);
+        }
+    }
+    let mut app = ten_runs(ColorDepth::TrueColor);
+    let before = app.compare.slots.clone();
+    let mut info = common::info("digits-cnn-000000", vigil::store::RunStatus::Completed, 40, 40, 300);
+    info.created = "2026-11-28T09:00:00Z".into();
+    app.marked.insert("digits-cnn-000000".into());
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info)))));
+    assert_eq!(app.compare.slots.get("digits-cnn-000000"), Some(&10), "the newcomer takes a free slot");
+    for (id, slot) in &before {
+        assert_eq!(app.compare.slots.get(id), Some(slot), "{id} kept its colour");
+    }
+    // Without colour: ten glyphs, and the ids' unique parts at 80 columns.
+    let mut app = ten_runs(ColorDepth::None);
+    let t = text(&render(&mut app, 160, 48));
+    insta::assert_snapshot!("compare_10_runs_160x48_no_color", t);
+    let legend: String = t.lines().filter(|l| l.contains("7b45")).collect();
+    for g in vigil::tui::widgets::chart::GLYPHS.iter().take(10) {
+        assert!(legend.contains(&format!("{g} ")), "glyph {g} in {legend}");
+    }
+    let t = text(&render(&mut app, 80, 24));
+    for i in 0..10u64 {
+        assert!(t.contains(&format!("45{i:02x}")), "run {i}'s unique part at 80x24:\n{t}");
+    }
+}
+
+#[test]
+fn compare_parameters_scroll() {
+    let mut app = common::app();
+    ch(&mut app, '4');
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("Parameters 1-3 of 11") && t.contains("model.hidden"), "{t}");
+    key(&mut app, KeyCode::PageDown);
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("Parameters 6-8 of 11") && !t.contains("model.hidden"), "{t}");
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.compare.params_scroll, 0);
+}
+
+/// The Overview follows the run that trains (not the row under the Runs cursor), marks it, and
+/// keeps a pinned run while another starts.
+#[test]
+fn overview_follows_the_training_run_and_pins_one() {
+    let mut app = common::app();
+    assert_eq!(app.selected_id().unwrap(), "digits-mlp-d4e5f6", "the Runs cursor is elsewhere");
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("digits-cnn-a1b2c3 · following"), "{t}");
+    assert!(t.contains("▶digits-cnn-a1b2c3"), "{t}");
+    ch(&mut app, 'P');
+    let mut info = common::info("digits-mlp-9999aa", vigil::store::RunStatus::Running, 1, 40, 10);
+    info.created = "2026-11-28T23:00:00Z".into();
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(common::bare_feed(info)))));
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("digits-cnn-a1b2c3 · pinned"), "{t}");
+    // Enter opens the run shown.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!((app.view, app.selected_id().unwrap().as_str()), (View::Detail, "digits-cnn-a1b2c3"));
+    ch(&mut app, '1');
+    ch(&mut app, 'P');
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("digits-mlp-9999aa · following"), "the newest training run: {t}");
+    // ↑↓ walk the active runs and pin the one reached.
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.overview.pinned.as_deref(), Some("digits-cnn-a1b2c3"));
+}
+
+/// The smoothed curve is drawn over its raw one: where both pass, the cell is the smoothed
+/// curve's colour; the raw one is in the faded colour elsewhere.
+#[test]
+fn smoothed_curves_are_drawn_over_their_raw_ones() {
+    let mut app = common::app();
+    ch(&mut app, '3');
+    let theme = app.theme.clone();
+    let buf = render(&mut app, 80, 24);
+    let count = |c| buf.content().iter().filter(|cell| cell.fg == c && cell.symbol() != " ").count();
+    let (smooth, raw) = (count(theme.series(0)), count(theme.faint(0)));
+    assert!(smooth > 60 && raw > 5, "smoothed {smooth} cells, raw {raw}");
+    assert_ne!(theme.series(0), theme.faint(0));
+    // Accuracy in percent, never above 100%.
+    ch(&mut app, 'm');
+    let t = text(&render(&mut app, 80, 24));
+    assert!(t.contains("100%┤") || t.contains("90%┤"), "{t}");
+    for l in t.lines() {
+        if let Some(i) = l.find("%┤") {
+            let v: f64 = l[..i].trim_start_matches('│').trim().parse().unwrap();
+            assert!(v <= 100.0, "{l}");
+        }
+    }
+}
+
+/// `w`/`W` in the System and Security views export the chart on screen, in the theme's
+/// colours, not the selected run's loss.
+#[test]
+fn exports_from_system_and_security_are_their_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = common::app();
+    ch(&mut app, '6');
+    let chart = vigil::tui::export::visible_chart(&app);
+    let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!((chart.title.as_str(), names), ("system-history", vec!["cpu %", "memory %"]));
+    let csv = std::fs::read_to_string(vigil::tui::export::csv(&app, dir.path()).unwrap()).unwrap();
+    assert!(csv.starts_with("series,sample (s),percent\ncpu %,0,69.19"), "{csv}");
+    ch(&mut app, '9');
+    assert!(vigil::tui::export::csv(&app, dir.path()).is_err(), "no attacked run: nothing to export");
+    // The PNG of a run's curves is on the theme's canvas with the series in its colours.
+    ch(&mut app, '3');
+    let png = vigil::tui::export::png(&app, dir.path()).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(std::fs::read(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let px = |x: usize, y: usize| {
+        let i = (y * info.width as usize + x) * info.color_type.samples();
+        (pixels[i], pixels[i + 1], pixels[i + 2])
+    };
+    assert_eq!(px(3, 3), app.theme.rgb.background);
+    let has =
+        |c: (u8, u8, u8)| (0..info.height as usize).any(|y| (0..info.width as usize).any(|x| px(x, y) == c));
+    assert!(has(app.theme.rgb.series[0]) && has(app.theme.rgb.faint[0]), "smoothed and raw colours");
+}
+
+/// At 80x24 the Detail header keeps the test accuracy, a private run's ε and the
+/// membership-inference figure (dropping the step and the duration instead).
+#[test]
+fn detail_header_at_80x24_keeps_epsilon() {
+    let mut app = common::app();
+    let r = app.runs.get_mut("digits-mlp-d4e5f6").unwrap();
+    r.info.dp = Some(vigil::store::DpSpent {
+        epsilon: 2.9917,
+        delta: 1e-5,
+        sigma: 5.8,
+        clip_norm: 1.0,
+        sample_rate: 0.22,
+        steps: 300,
+    });
+    r.info.membership_advantage = Some(0.0312);
+    ch(&mut app, '3');
+    let t = text(&render(&mut app, 80, 24));
+    let head = t.lines().nth(1).unwrap();
+    assert!(
+        head.contains("test 98.05%") && head.contains("DP ε 2.99") && head.contains("MI adv 0.031"),
+        "{head}"
+    );
+    insta::assert_snapshot!("detail_dp_80x24", t);
+}
+
+/// The confusion matrix without colour: all ten columns, the mistakes marked.
+#[test]
+fn confusion_matrix_without_colour_shows_every_class() {
+    let mut app = common::app_with(ColorDepth::None);
+    ch(&mut app, '3');
+    key(&mut app, KeyCode::Tab);
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        let t = text(&render(&mut app, w, h));
+        let header = t.lines().find(|l| l.contains("   0   1   2")).unwrap();
+        assert!(header.contains("   9"), "{header}");
+        insta::assert_snapshot!(format!("confusion_{w}x{h}_no_color"), t);
+    }
+}
+
+/// The extraction watch at 80x24 with six keys: the key in alarm (last by name) is first.
+#[test]
+fn security_keys_in_alarm_come_first() {
+    let mut app = common::app();
+    let mut feed = common::service_feed();
+    let names = ["ann", "bea", "cal", "dan", "eve", "zed"];
+    for (i, r) in feed.records.iter_mut().enumerate() {
+        r.key = Some(names[i % names.len()].to_string());
+        r.extraction_w = Some(0.95);
+        if r.key.as_deref() == Some("zed") {
+            r.extraction_w = Some(0.85);
+            r.flags = vec![vigil::serve::access_log::Flag::Extraction];
+        }
+    }
+    app.update(Msg::ServiceFeed(Box::new(feed)));
+    ch(&mut app, '9');
+    let t = text(&render(&mut app, 80, 24));
+    let rows: Vec<&str> = t.lines().filter(|l| l.contains("0.9") || l.contains("0.85")).collect();
+    assert!(rows[0].contains("zed") && rows[0].contains("alarm"), "{t}");
+    assert!(t.contains("6 keys · 1 in alarm"), "{t}");
+}
+
+/// The high-contrast theme paints its background on every cell of every view.
+#[test]
+fn high_contrast_paints_every_cell() {
+    for depth in [ColorDepth::TrueColor, ColorDepth::Ansi256, ColorDepth::Ansi16] {
+        for k in ['1', '2', '3', '4', '5', '6', '7', '8', '9', '?', 'n', 'M'] {
+            let mut app = common::app();
+            app.theme = vigil::tui::theme::Theme::builtin("high-contrast", depth).unwrap();
+            let bg = app.theme.bg;
+            ch(&mut app, k);
+            for (w, h) in [(80, 24), (160, 48)] {
+                let buf = render(&mut app, w, h);
+                let bare = buf.content().iter().filter(|c| c.bg == ratatui::style::Color::Reset).count();
+                assert_eq!(
+                    bare, 0,
+                    "{depth:?} view {k} at {w}x{h}: {bare} cells without the background {bg:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Class names are not cut to six letters where the Explain view has room for them.
+#[test]
+fn explain_shows_whole_class_names_where_they_fit() {
+    let mut app = common::app();
+    ch(&mut app, '7');
+    for m in common::explain_events() {
+        app.update(m);
+    }
+    let set = app.explain.set.as_mut().expect("the explain events carry a set");
+    for (i, c) in set.classes.iter_mut().enumerate() {
+        *c = format!("ankle-boot-{i}");
+    }
+    let t = text(&render(&mut app, 160, 48));
+    let top: Vec<&str> = t.lines().filter(|l| l.contains("ankle-boot-") && l.contains('%')).collect();
+    assert!(top.len() >= 3 && top.iter().all(|l| !l.contains("ankle- ")), "{t}");
 }

@@ -8,14 +8,15 @@
 //! active view, then to the chart keys, then to the global keys.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossterm::event::KeyEvent;
 
 use super::filter::{Candidate, Filter};
 use super::form::RunForm;
 use super::keymap::{Action, Keymap};
-use super::state::screens::{CompareView, OverviewView, RunsView, SecurityView, SystemView};
+use super::state::messages::{Messages, Notice};
+use super::state::screens::{CompareState, OverviewState, RunsView, SecurityView, SystemView};
 use super::state::{ViewState, chart, global, modes};
 use super::theme::Theme;
 use crate::engine::explain::{ExplainCommand, ExplainEvent};
@@ -24,7 +25,7 @@ use crate::engine::runner::{RunnerCommand, RunnerEvent};
 use crate::engine::service::{ServiceCommand, ServiceEvent, ServiceFeed};
 use crate::engine::system::SystemSample;
 use crate::ml::spec::ExperimentSpec;
-use crate::store::{CheckpointKind, RunId};
+use crate::store::{CheckpointKind, RunId, RunStatus};
 
 pub use super::state::chart::{ChartOptions, Metric, XAxis};
 pub use super::state::explain::{ExplainState, RequestPick};
@@ -146,6 +147,10 @@ pub enum Mode {
     Help {
         scroll: u16,
     },
+    /// The message history over the view (lines scrolled back from the newest).
+    Messages {
+        scroll: usize,
+    },
 }
 
 /// Severity of a status-line message.
@@ -235,6 +240,12 @@ pub struct App {
     /// Views registered at run time ([`View::Extra`]).
     pub extra: Vec<Box<dyn ViewState>>,
     pub status: Option<Status>,
+    /// Every message shown, and the notices (see [`super::state::messages`]).
+    pub messages: Messages,
+    /// The Overview's own state: the run it follows or the one pinned.
+    pub overview: OverviewState,
+    /// The Compare view's own state: colour slots of the compared runs, the table's scroll.
+    pub compare: CompareState,
     pub theme: Theme,
     pub keymap: Keymap,
     /// The specs the new-run form offers.
@@ -244,8 +255,6 @@ pub struct App {
     /// Whether anything changed since the last draw.
     pub dirty: bool,
 }
-
-const STATUS_FOR: Duration = Duration::from_secs(6);
 
 impl App {
     pub fn new(theme: Theme, keymap: Keymap, specs: Vec<ExperimentSpec>) -> Self {
@@ -272,6 +281,9 @@ impl App {
             sweeps: Default::default(),
             extra: Vec::new(),
             status: None,
+            messages: Messages::default(),
+            overview: OverviewState::default(),
+            compare: CompareState::default(),
             theme,
             keymap,
             specs,
@@ -341,19 +353,49 @@ impl App {
         }
     }
 
-    /// A stable colour slot for a run: its place among all runs by id, so a run keeps its colour
-    /// while others come, go or are re-sorted.
+    /// A compared run's colour slot: held for as long as it is compared (see
+    /// [`CompareState::assign`]), so it never changes while others come, go or re-sort.
     pub fn color_slot(&self, id: &str) -> usize {
-        self.runs.keys().position(|k| k == id).unwrap_or(0)
+        self.compare.slot(id)
     }
 
+    /// Puts the cursor on a run (when the filter shows it).
+    pub fn select_run(&mut self, id: &RunId) {
+        if let Some(i) = self.visible().iter().position(|r| r.info.id == *id) {
+            self.cursor = i;
+            self.pinned = true;
+        }
+    }
+
+    /// Shows a message in the status line and keeps it in the history.
     pub fn say(&mut self, level: Level, text: impl Into<String>) {
-        self.status = Some(Status { text: text.into(), level, at: Instant::now() });
+        let text = text.into();
+        self.messages.push(level, text.clone(), None);
+        self.status = Some(Status { text, level, at: Instant::now() });
         self.dirty = true;
+    }
+
+    /// Announces, once, that a run finished, failed or diverged: a notice that stands out.
+    pub fn announce(&mut self, id: &RunId, notice: Notice, text: String) {
+        if self.messages.announce(id, notice, text.clone()) {
+            let level = if notice == Notice::Finished { Level::Info } else { Level::Error };
+            self.status = Some(Status { text, level, at: Instant::now() });
+            self.dirty = true;
+        }
     }
 
     /// Applies one message.
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        let reshapes = matches!(msg, Msg::Key(_) | Msg::Store(_) | Msg::Runner(_));
+        let effects = self.apply(msg);
+        if reshapes {
+            let ids: Vec<RunId> = self.compared().iter().map(|r| r.info.id.clone()).collect();
+            self.compare.assign(&ids);
+        }
+        effects
+    }
+
+    fn apply(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(k) => {
                 self.dirty = true;
@@ -430,7 +472,7 @@ impl App {
                 vec![]
             }
             Msg::Tick => {
-                if self.status.as_ref().is_some_and(|s| s.at.elapsed() > STATUS_FOR) {
+                if self.messages.expire(Instant::now()) {
                     self.status = None;
                     self.dirty = true;
                 }
@@ -444,7 +486,10 @@ impl App {
             StoreUpdate::Run(feed) => {
                 let feed = *feed;
                 let r = self.runs.entry(feed.id.clone()).or_insert_with(|| RunState::new(feed.info.clone()));
+                let was = r.info.status;
                 r.apply(feed);
+                let (id, now, failure) = (r.info.id.clone(), r.info.status, r.info.failure.clone());
+                self.run_changed(&id, was, now, failure);
             }
             StoreUpdate::Removed(id) => {
                 self.runs.remove(&id);
@@ -454,15 +499,48 @@ impl App {
         }
     }
 
+    /// A run's status changed in the store. A run that stops training is announced, whoever
+    /// trained it (a run of `vigil train` in another terminal ends here too); one that trains
+    /// again may be announced again when it ends.
+    fn run_changed(&mut self, id: &RunId, was: RunStatus, now: RunStatus, failure: Option<String>) {
+        let active = |s: RunStatus| matches!(s, RunStatus::Running | RunStatus::Paused | RunStatus::Queued);
+        if was == now {
+            return;
+        }
+        match now {
+            RunStatus::Running | RunStatus::Queued => self.messages.rearm(id),
+            RunStatus::Completed if active(was) => {
+                self.announce(id, Notice::Finished, format!("{id} completed"))
+            }
+            RunStatus::Failed if active(was) => {
+                let reason = failure.unwrap_or_default();
+                let notice = super::state::messages::failure_notice(&reason);
+                let text = if reason.is_empty() {
+                    format!("{id} {}", notice.label())
+                } else {
+                    format!("{id} {}: {reason}", notice.label())
+                };
+                self.announce(id, notice, text)
+            }
+            _ => {}
+        }
+    }
+
     fn runner(&mut self, e: RunnerEvent) {
         match e {
             RunnerEvent::Queued(id) => self.say(Level::Info, format!("queued {id}")),
-            RunnerEvent::Started(id) => self.say(Level::Info, format!("started {id}")),
-            RunnerEvent::Completed(id) => self.say(Level::Info, format!("{id} completed")),
+            RunnerEvent::Started(id) => {
+                self.messages.rearm(&id);
+                self.say(Level::Info, format!("started {id}"))
+            }
+            RunnerEvent::Completed(id) => self.announce(&id, Notice::Finished, format!("{id} completed")),
             RunnerEvent::Cancelled(id) => {
                 self.say(Level::Warn, format!("{id} stopped; its last checkpoint is kept"))
             }
-            RunnerEvent::Failed(id, reason) => self.say(Level::Error, format!("{id} failed: {reason}")),
+            RunnerEvent::Failed(id, reason) => {
+                let notice = super::state::messages::failure_notice(&reason);
+                self.announce(&id, notice, format!("{id} {}: {reason}", notice.label()))
+            }
             RunnerEvent::Evaluated(id, which, e) => {
                 let text = format!(
                     "{id} {} checkpoint on test: accuracy {:.2}%, macro F1 {:.4}",
@@ -519,10 +597,10 @@ impl App {
             out
         }
         match self.view {
-            View::Overview => OverviewView.handle(action, self),
+            View::Overview => taken(self, |a| &mut a.overview, action),
             View::Runs => RunsView.handle(action, self),
             View::Detail => taken(self, |a| &mut a.detail, action),
-            View::Compare => CompareView.handle(action, self),
+            View::Compare => taken(self, |a| &mut a.compare, action),
             View::Logs => taken(self, |a| &mut a.logs, action),
             View::System => SystemView.handle(action, self),
             View::Explain => taken(self, |a| &mut a.explain, action),
@@ -541,10 +619,10 @@ impl App {
     /// The state (and so the keys) of a view.
     pub fn view_state(&self, v: View) -> &dyn ViewState {
         match v {
-            View::Overview => &OverviewView,
+            View::Overview => &self.overview,
             View::Runs => &RunsView,
             View::Detail => &self.detail,
-            View::Compare => &CompareView,
+            View::Compare => &self.compare,
             View::Logs => &self.logs,
             View::System => &SystemView,
             View::Explain => &self.explain,

@@ -43,6 +43,8 @@ pub enum Action {
     ShowSecurity,
     /// Sweeps: hyperparameter sweeps, their trials, the best so far
     ShowSweeps,
+    /// Messages: every message the status line showed, notices of runs that ended first
+    ShowMessages,
     /// Serve the selected run as an API, or stop serving
     ToggleService,
     /// Service: show only the next status class (2xx, 4xx, 5xx, all)
@@ -63,6 +65,8 @@ pub enum Action {
     NextAttack,
     /// Explain: switch between test examples and requests from the service's access log
     ExplainRequests,
+    /// Overview: pin the run the chart shows, or unpin it to follow the training run again
+    PinRun,
     /// Move up
     Up,
     /// Move down

@@ -114,7 +114,51 @@ pub struct Theme {
     pub error: Color,
     pub info: Color,
     pub series: Vec<Color>,
+    /// Each series colour faded towards the background: the raw curve behind a smoothed one.
+    pub faint: Vec<Color>,
     pub heat: Vec<Color>,
+    /// The theme's colours in RGB before they were adapted to the terminal, for exported
+    /// images (which are always truecolor).
+    pub rgb: RgbColors,
+}
+
+/// A theme's colours as RGB triples (see [`Theme::rgb`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbColors {
+    /// The canvas: the theme's background, or (for `reset`) dark or light after the foreground.
+    pub background: (u8, u8, u8),
+    pub foreground: (u8, u8, u8),
+    pub muted: (u8, u8, u8),
+    pub series: Vec<(u8, u8, u8)>,
+    pub faint: Vec<(u8, u8, u8)>,
+}
+
+/// How much of a series colour a faint (raw) curve keeps; the rest is the background's.
+const FAINT: f64 = 0.4;
+
+/// The RGB value of a colour as a terminal usually shows it (the 16 ANSI colours at xterm's
+/// defaults, the 256-colour cube and grey ramp); `None` for `reset`.
+pub fn to_rgb(c: Color) -> Option<(u8, u8, u8)> {
+    match c {
+        Color::Rgb(r, g, b) => Some((r, g, b)),
+        Color::Indexed(i) if i < 16 => Some(ANSI16[i as usize].1),
+        Color::Indexed(i) if i < 232 => {
+            const LEVELS: [u8; 6] = [0, 95, 135, 175, 215, 255];
+            let i = i as usize - 16;
+            Some((LEVELS[i / 36], LEVELS[(i / 6) % 6], LEVELS[i % 6]))
+        }
+        Color::Indexed(i) => {
+            let g = 8 + 10 * (i - 232);
+            Some((g, g, g))
+        }
+        Color::Reset => None,
+        named => ANSI16.iter().find(|(n, _)| *n == named).map(|(_, rgb)| *rgb),
+    }
+}
+
+fn mix(a: (u8, u8, u8), b: (u8, u8, u8), share_a: f64) -> (u8, u8, u8) {
+    let m = |x: u8, y: u8| (x as f64 * share_a + y as f64 * (1.0 - share_a)).round() as u8;
+    (m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
 }
 
 /// The built-in themes, embedded from `themes/`.
@@ -188,7 +232,35 @@ impl Theme {
             )
             .into());
         }
+        // The colours as written, before adapting, for faded curves and exported images.
+        let raw = |value: &str| value.parse::<Color>().ok().and_then(to_rgb);
+        let fg_raw = f.foreground.as_deref().and_then(raw).unwrap_or((212, 216, 232));
+        let dark_canvas = 0.299 * fg_raw.0 as f64 + 0.587 * fg_raw.1 as f64 + 0.114 * fg_raw.2 as f64 > 128.0;
+        let canvas = f.background.as_deref().and_then(raw).unwrap_or(if dark_canvas {
+            (26, 27, 38)
+        } else {
+            (255, 255, 255)
+        });
+        let series_rgb: Vec<(u8, u8, u8)> = series.iter().map(|s| raw(s).unwrap_or(fg_raw)).collect();
+        let faint_rgb: Vec<(u8, u8, u8)> = series_rgb.iter().map(|c| mix(*c, canvas, FAINT)).collect();
+        let rgb = RgbColors {
+            background: canvas,
+            foreground: fg_raw,
+            muted: f.muted.as_deref().and_then(raw).unwrap_or(fg_raw),
+            series: series_rgb,
+            faint: faint_rgb.clone(),
+        };
+        let series16 = distinct_16(&rgb.series);
         Ok(Theme {
+            faint: faint_rgb
+                .iter()
+                .map(|&(r, g, b)| match depth {
+                    // Sixteen colours have no faded shades: the grey between black and white.
+                    ColorDepth::Ansi16 => Color::DarkGray,
+                    _ => adapt(Color::Rgb(r, g, b), depth),
+                })
+                .collect(),
+            rgb,
             name: need("name", f.name)?,
             depth,
             fg: color("foreground", &need("foreground", f.foreground)?)?,
@@ -201,7 +273,17 @@ impl Theme {
             warn: color("warn", &need("warn", f.warn)?)?,
             error: color("error", &need("error", f.error)?)?,
             info: color("info", &need("info", f.info)?)?,
-            series: series.iter().map(|s| color("series", s)).collect::<Result<_>>()?,
+            series: if depth == ColorDepth::Ansi16 {
+                // Nearest colours would fold a truecolor palette onto a handful of the 16 (the
+                // dark theme's twelve became six): each series takes the nearest one not yet
+                // taken, so compared runs stay apart.
+                for s in &series {
+                    color("series", s)?;
+                }
+                series16
+            } else {
+                series.iter().map(|s| color("series", s)).collect::<Result<_>>()?
+            },
             heat: heat.iter().map(|s| color("heat", s)).collect::<Result<_>>()?,
         })
     }
@@ -300,6 +382,37 @@ impl Theme {
     pub fn series(&self, i: usize) -> Color {
         self.series[i % self.series.len()]
     }
+    /// Series `i`'s colour faded towards the background (a raw curve behind its smoothed one).
+    pub fn faint(&self, i: usize) -> Color {
+        self.faint[i % self.faint.len()]
+    }
+    /// An attribution's colour on a diverging scale, `t` in [-1, 1] (positive: for the class).
+    /// Truecolor and 256 colours take `rgb`, the continuous scale; sixteen colours have too few
+    /// shades for it (pale reds and blues all map to white and grey, and the map washes out),
+    /// so they get a stepped scale of their own: red, light red, yellow for; blue, light blue,
+    /// cyan against; the background near zero.
+    pub fn diverging(&self, t: f32, rgb: (u8, u8, u8)) -> Color {
+        match self.depth {
+            ColorDepth::Ansi16 => {
+                let a = t.abs();
+                let step = if a < 0.1 {
+                    return Color::Black;
+                } else if a < 0.4 {
+                    0
+                } else if a < 0.7 {
+                    1
+                } else {
+                    2
+                };
+                if t > 0.0 {
+                    [Color::Red, Color::LightRed, Color::LightYellow][step]
+                } else {
+                    [Color::Blue, Color::LightBlue, Color::LightCyan][step]
+                }
+            }
+            depth => adapt(Color::Rgb(rgb.0, rgb.1, rgb.2), depth),
+        }
+    }
     /// A heatmap colour for a value in [0, 1].
     pub fn heat(&self, v: f64) -> Color {
         let n = self.heat.len();
@@ -338,6 +451,26 @@ const ANSI16: [(Color, (u8, u8, u8)); 16] = [
     (Color::LightCyan, (0, 255, 255)),
     (Color::White, (255, 255, 255)),
 ];
+
+/// For each colour, the nearest of the 16 ANSI colours that an earlier one has not taken
+/// (black, the usual background, never); once all are taken they repeat.
+fn distinct_16(colors: &[(u8, u8, u8)]) -> Vec<Color> {
+    let mut taken: Vec<Color> = Vec::new();
+    colors
+        .iter()
+        .map(|&rgb| {
+            let mut by_distance: Vec<&(Color, (u8, u8, u8))> =
+                ANSI16.iter().filter(|(c, _)| *c != Color::Black).collect();
+            by_distance.sort_by_key(|(_, c)| dist(*c, rgb));
+            let pick = by_distance.iter().find(|(c, _)| !taken.contains(c)).unwrap_or(&by_distance[0]).0;
+            if taken.len() >= by_distance.len() {
+                taken.clear();
+            }
+            taken.push(pick);
+            pick
+        })
+        .collect()
+}
 
 fn dist(a: (u8, u8, u8), b: (u8, u8, u8)) -> u32 {
     let d = |x: u8, y: u8| (x as i32 - y as i32).pow(2) as u32;
@@ -410,6 +543,27 @@ mod tests {
         {
             assert!(!matches!(c, Color::Rgb(..) | Color::Indexed(_)), "{c:?}");
         }
+    }
+
+    #[test]
+    fn sixteen_colours_keep_series_apart_and_attributions_readable() {
+        for (name, _) in BUILTIN_THEMES {
+            let t = Theme::builtin(name, ColorDepth::Ansi16).unwrap();
+            let first: std::collections::BTreeSet<String> =
+                t.series.iter().take(12).map(|c| format!("{c:?}")).collect();
+            assert_eq!(first.len(), t.series.len().min(12), "{name}: {:?}", t.series);
+            // The attribution scale: six steps, none of them white or grey (which wash out).
+            let steps: Vec<Color> =
+                [-0.9, -0.6, -0.3, 0.3, 0.6, 0.9].map(|v| t.diverging(v, (255, 255, 255))).to_vec();
+            let distinct: std::collections::BTreeSet<String> =
+                steps.iter().map(|c| format!("{c:?}")).collect();
+            assert_eq!(distinct.len(), 6, "{steps:?}");
+            assert!(steps.iter().all(|c| !matches!(c, Color::White | Color::Gray | Color::DarkGray)));
+        }
+        // Faint colours sit between the series colour and the background.
+        let t = Theme::builtin("dark", ColorDepth::TrueColor).unwrap();
+        assert_ne!(t.faint(0), t.series(0));
+        assert_eq!(t.rgb.series[0], (0x7a, 0xa2, 0xf7));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::{App, Binding, Effect, View};
+use crate::engine::system::SystemSample;
 use crate::external::{ExternalRun, TagKind, TagSeries};
 use crate::tui::keymap::Action;
 use crate::tui::state::run::RunState;
@@ -41,6 +42,15 @@ impl XAxis {
             XAxis::Step => "step",
             XAxis::Epoch => "epoch",
             XAxis::Time => "seconds",
+        }
+    }
+
+    /// The unit written at the end of the x axis.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            XAxis::Step => "steps",
+            XAxis::Epoch => "epochs",
+            XAxis::Time => "s",
         }
     }
 }
@@ -337,4 +347,60 @@ pub fn full_x_range(app: &App) -> Option<(f64, f64)> {
         }
     }
     (lo < hi).then_some((lo, hi))
+}
+
+/// A named curve of a chart that is not a run's (system history, robustness).
+pub type NamedSeries = (String, Vec<(f64, f64)>);
+
+/// The System view's history charts: the host's (CPU and memory %) and the GPUs' (utilisation
+/// and memory % of each GPU in `now`), x in samples (seconds at the default rate). The view
+/// draws them and `w`/`W` export them, from this one place.
+pub fn system_series(app: &App, now: &SystemSample) -> (Vec<NamedSeries>, Vec<NamedSeries>) {
+    let hist = &app.system_history;
+    let series = |name: &str, g: &dyn Fn(&SystemSample) -> f64| -> NamedSeries {
+        (name.to_string(), hist.iter().enumerate().map(|(i, s)| (i as f64, g(s))).collect())
+    };
+    let host = vec![
+        series("cpu %", &|s| s.cpu_total as f64),
+        series("memory %", &|s| 100.0 * s.memory_used as f64 / s.memory_total.max(1) as f64),
+    ];
+    // GPU history beside the host's when there are GPUs: utilisation and memory of each.
+    let mut gpu = Vec::new();
+    for g in &now.gpus {
+        let i = g.index;
+        gpu.push(series(&format!("gpu{i} util %"), &move |s: &SystemSample| {
+            s.gpus.iter().find(|x| x.index == i).map_or(0.0, |x| x.utilization as f64)
+        }));
+        gpu.push(series(&format!("gpu{i} mem %"), &move |s: &SystemSample| {
+            s.gpus
+                .iter()
+                .find(|x| x.index == i)
+                .map_or(0.0, |x| 100.0 * x.memory_used as f64 / x.memory_total.max(1) as f64)
+        }));
+    }
+    (host, gpu)
+}
+
+/// The runs the Security view's robustness chart overlays: the marked ones with saved attacks,
+/// or every one with saved attacks.
+pub fn attacked(app: &App) -> Vec<&RunState> {
+    let all: Vec<&RunState> = app.runs.values().filter(|r| !r.attacks.is_empty()).collect();
+    let marked: Vec<&RunState> = all.iter().copied().filter(|r| app.marked.contains(&r.info.id)).collect();
+    if marked.is_empty() { all } else { marked }
+}
+
+/// The robustness curves the Security view draws: per attacked run and saved attack, test
+/// accuracy (a fraction) against ε, named `RUN ATTACK` (and `(defended)` for a run trained
+/// adversarially).
+pub fn robustness_series(app: &App) -> Vec<NamedSeries> {
+    let mut out = Vec::new();
+    for r in attacked(app) {
+        let defended = r.spec.as_ref().is_some_and(|s| s.adversarial.is_some());
+        for c in &r.attacks {
+            let points: Vec<(f64, f64)> = c.points.iter().map(|p| (p.eps as f64, p.accuracy)).collect();
+            let name = format!("{} {}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
+            out.push((name, points));
+        }
+    }
+    out
 }

@@ -11,6 +11,7 @@
 pub mod chart;
 pub mod explain;
 pub mod global;
+pub mod messages;
 pub mod modes;
 pub mod run;
 pub mod screens;

@@ -33,6 +33,7 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.mode = Mode::Help { scroll };
             vec![]
         }
+        Mode::Messages { scroll } => super::messages::key(app, &k, scroll),
         Mode::Filter(mut text) => {
             match k.code {
                 KeyCode::Esc => {

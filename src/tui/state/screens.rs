@@ -1,9 +1,14 @@
-//! The views whose state is small: Overview, Runs, Detail, Compare, Logs, System and Security.
+//! The views whose state is small: Overview (the run it follows or pins), Runs, Detail, Compare
+//! (colour slots, the parameters' scroll), Logs, System and Security.
 //! The run selection, marks, sort and filter they share live in [`App`]; what is a view's own
 //! (the detail's tab, the log's scroll) lives here with its keys.
 
-use super::{App, Binding, Effect, ViewState, chart};
+use std::collections::BTreeMap;
+
+use super::{App, Binding, Effect, Level, ViewState, chart};
+use crate::store::{RunId, RunStatus};
 use crate::tui::keymap::Action;
+use crate::tui::state::run::RunState;
 
 /// The run keys the Overview and Runs footers show (the keys work everywhere).
 const RUN_HINTS: [Binding; 5] = [
@@ -14,20 +19,100 @@ const RUN_HINTS: [Binding; 5] = [
     Binding::new(&[Action::Filter]).hint("filter"),
 ];
 
-/// Overview: active runs, live loss, the machine.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OverviewView;
+/// Overview: active runs, live loss, the machine. Its chart follows the training run (the
+/// newest one training, else the newest active one) until the user picks one with ↑↓ or pins
+/// the one shown with `P`; a pinned run stays shown while others start and finish.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OverviewState {
+    pub pinned: Option<RunId>,
+}
 
-impl ViewState for OverviewView {
+const OVERVIEW_BINDINGS: [Binding; 7] = [
+    RUN_HINTS[0],
+    Binding::new(&[Action::PinRun]).hint("pin"),
+    Binding::new(&[Action::Up, Action::Down]),
+    RUN_HINTS[1],
+    RUN_HINTS[2],
+    RUN_HINTS[3],
+    RUN_HINTS[4],
+];
+
+/// Why the Overview shows the run it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    Pinned,
+    /// Followed: the newest run training (or active).
+    Following,
+    /// Nothing is active: the run selected in the Runs view.
+    Selected,
+}
+
+impl OverviewState {
+    /// The run the Overview's chart shows, and why.
+    pub fn shown<'a>(&self, app: &'a App) -> Option<(&'a RunState, Shown)> {
+        if let Some(r) = self.pinned.as_ref().and_then(|id| app.runs.get(id)) {
+            return Some((r, Shown::Pinned));
+        }
+        let active = app.active();
+        let training = active.iter().rev().find(|r| r.info.status == RunStatus::Running);
+        if let Some(r) = training.or(active.last()) {
+            return Some((r, Shown::Following));
+        }
+        app.selected().map(|r| (r, Shown::Selected))
+    }
+}
+
+impl ViewState for OverviewState {
     fn title(&self) -> &'static str {
         "Overview"
     }
     fn bindings(&self) -> &'static [Binding] {
-        &RUN_HINTS
+        &OVERVIEW_BINDINGS
     }
-    fn handle(&mut self, action: Action, _app: &mut App) -> Option<Vec<Effect>> {
-        // The overview's chart has no readout cursor.
-        matches!(action, Action::Left | Action::Right).then(Vec::new)
+    fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        match action {
+            // The overview's chart has no readout cursor.
+            Action::Left | Action::Right => Some(vec![]),
+            Action::PinRun => {
+                match self.pinned.take() {
+                    Some(id) => app.say(Level::Info, format!("unpinned {id}: following the training run")),
+                    None => {
+                        let id = self.shown(app).map(|(r, _)| r.info.id.clone())?;
+                        app.say(Level::Info, format!("pinned {id}; P follows the training run again"));
+                        self.pinned = Some(id);
+                    }
+                }
+                Some(vec![])
+            }
+            // ↑↓ walk the active runs and pin the one reached.
+            Action::Up | Action::Down => {
+                let ids: Vec<RunId> = app.active().iter().map(|r| r.info.id.clone()).collect();
+                if ids.is_empty() {
+                    return None;
+                }
+                let at = self.shown(app).and_then(|(r, _)| ids.iter().position(|i| *i == r.info.id));
+                let next = match (at, action) {
+                    (None, _) => 0,
+                    (Some(i), Action::Up) => i.saturating_sub(1),
+                    (Some(i), _) => (i + 1).min(ids.len() - 1),
+                };
+                self.pinned = Some(ids[next].clone());
+                Some(vec![])
+            }
+            // The run keys act on the run the Overview shows, not on a row out of sight.
+            Action::Open
+            | Action::PauseResume
+            | Action::StopRun
+            | Action::Evaluate
+            | Action::CloneRun
+            | Action::DeleteRun => {
+                if let Some(id) = self.shown(app).map(|(r, _)| r.info.id.clone()) {
+                    app.select_run(&id);
+                }
+                None
+            }
+            _ => None,
+        }
     }
 }
 
@@ -109,13 +194,40 @@ impl ViewState for DetailState {
     }
 }
 
-/// Compare: the marked runs' curves overlaid.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CompareView;
+/// Compare: the marked runs' curves overlaid. Each compared run holds a colour slot for as
+/// long as it is compared: a run that joins takes the lowest free slot, so colours never shift
+/// when runs come, go or re-sort (and with as many colours as the theme has, no two compared
+/// runs share one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompareState {
+    pub slots: BTreeMap<RunId, usize>,
+    /// First parameter row shown.
+    pub params_scroll: usize,
+}
 
-const COMPARE_BINDINGS: &[Binding] = &[Binding::new(&[Action::Left, Action::Right])];
+impl CompareState {
+    /// Keeps the slots of runs still compared, frees the others', and gives new ones the lowest
+    /// free slots in the order given.
+    pub fn assign(&mut self, compared: &[RunId]) {
+        self.slots.retain(|id, _| compared.contains(id));
+        for id in compared {
+            if !self.slots.contains_key(id) {
+                let free = (0..).find(|s| !self.slots.values().any(|v| v == s)).expect("a free slot");
+                self.slots.insert(id.clone(), free);
+            }
+        }
+    }
 
-impl ViewState for CompareView {
+    /// The colour slot of a compared run (0 for one that is not compared).
+    pub fn slot(&self, id: &str) -> usize {
+        self.slots.get(id).copied().unwrap_or(0)
+    }
+}
+
+const COMPARE_BINDINGS: &[Binding] =
+    &[Binding::new(&[Action::Left, Action::Right]), Binding::new(&[Action::PageUp, Action::PageDown])];
+
+impl ViewState for CompareState {
     fn title(&self) -> &'static str {
         "Compare"
     }
@@ -126,7 +238,17 @@ impl ViewState for CompareView {
         chart_hints()
     }
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
-        chart::move_cursor(app, action)
+        match action {
+            Action::PageUp => self.params_scroll = self.params_scroll.saturating_sub(5),
+            Action::PageDown => {
+                let runs = app.compared();
+                let rows: std::collections::BTreeSet<&String> =
+                    runs.iter().flat_map(|r| r.params.keys()).collect();
+                self.params_scroll = (self.params_scroll + 5).min(rows.len().saturating_sub(1));
+            }
+            _ => return chart::move_cursor(app, action),
+        }
+        Some(vec![])
     }
 }
 

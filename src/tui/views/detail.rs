@@ -1,5 +1,5 @@
 //! Run detail: the curves (with smoothing, log scale, x axis, zoom and a cursor readout), the
-//! evaluation (confusion matrix as a heatmap, per-class precision/recall/F1) and the
+//! evaluation (confusion matrix with the mistakes shaded, per-class precision/recall/F1) and the
 //! hyperparameters and checkpoints. Wide terminals show the parameters beside the curves.
 
 use bytesize::ByteSize;
@@ -9,9 +9,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, fmt_duration, panel, status_style};
+use super::{chart_caption, fit, fmt_duration, panel, status_style};
 use crate::ml::metrics::Evaluation;
 use crate::tui::app::{App, DetailTab, RunState};
+use crate::tui::widgets::ids::short_id;
 
 /// The characters of the heatmap without colour, from empty to full.
 pub const ASCII_RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
@@ -45,26 +46,58 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_head(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+    f.render_widget(Paragraph::new(head_line(app, r, area.width)), area);
+}
+
+/// The header: the run, its status and the figures that matter, most important first. What
+/// does not fit is left out from the least important (throughput, duration, step, best
+/// validation), so at 80 columns the test accuracy, a private run's ε and the
+/// membership-inference figure stay; the id is cut to its unique part last.
+pub fn head_line(app: &App, r: &RunState, width: u16) -> Line<'static> {
     let t = &app.theme;
     let i = &r.info;
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
-    let line = Line::from(vec![
-        Span::styled(format!(" {} ", i.id), t.accent()),
-        Span::styled(r.status().to_string(), status_style(app, r.status())),
-        Span::raw(format!("  epoch {}/{}  step {}", i.epoch, i.epochs, i.step)),
-        Span::styled("  best val ", t.muted()),
-        Span::raw(pct(i.best_val_accuracy)),
-        Span::styled("  test ", t.muted()),
-        Span::raw(pct(i.test_accuracy)),
-        // A private run's guarantee belongs beside its accuracy: the two are the trade-off.
-        Span::styled(if i.dp.is_some() { "  DP ε " } else { "" }, t.muted()),
-        Span::raw(i.dp.as_ref().map_or(String::new(), |d| format!("{:.2} (δ {:.0e})", d.epsilon, d.delta))),
-        Span::styled(if i.membership_advantage.is_some() { "  MI adv " } else { "" }, t.muted()),
-        Span::raw(i.membership_advantage.map_or(String::new(), |a| format!("{a:.3}"))),
-        Span::styled(format!("  {}", fmt_duration(i.duration_s)), t.muted()),
-        Span::styled(i.samples_per_sec.map_or(String::new(), |s| format!("  {s:.0} samples/s")), t.muted()),
-    ]);
-    f.render_widget(Paragraph::new(line), area);
+    // (priority: lower stays longer, label, value)
+    let mut items: Vec<(u8, &str, String)> = Vec::new();
+    items.push((1, "test ", pct(i.test_accuracy)));
+    // A private run's guarantee belongs beside its accuracy: the two are the trade-off.
+    if let Some(d) = &i.dp {
+        items.push((1, "DP ε ", format!("{:.2} (δ {:.0e})", d.epsilon, d.delta)));
+    }
+    if let Some(a) = i.membership_advantage {
+        items.push((1, "MI adv ", format!("{a:.3}")));
+    }
+    items.insert(0, (2, "epoch ", format!("{}/{}", i.epoch, i.epochs)));
+    items.insert(1, (4, "step ", i.step.to_string()));
+    items.insert(2, (3, "best val ", pct(i.best_val_accuracy)));
+    items.push((5, "", fmt_duration(i.duration_s)));
+    if let Some(s) = i.samples_per_sec {
+        items.push((6, "", format!("{s:.0} samples/s")));
+    }
+    let status = r.status().to_string();
+    let len = |items: &[(u8, &str, String)], id: usize| {
+        id + 2
+            + status.chars().count()
+            + items.iter().map(|(_, l, v)| 2 + l.chars().count() + v.chars().count()).sum::<usize>()
+    };
+    let width = width as usize;
+    let id_len = i.id.chars().count();
+    while len(&items, id_len) > width {
+        let Some(worst) = items.iter().map(|(p, _, _)| *p).max().filter(|p| *p > 1) else { break };
+        let at = items.iter().rposition(|(p, _, _)| *p == worst).expect("an item of that priority");
+        items.remove(at);
+    }
+    let id_room = width.saturating_sub(len(&items, 0)).max(8);
+    let id = if id_len > id_room { short_id(&i.id, &[], id_room) } else { i.id.to_string() };
+    let mut spans = vec![
+        Span::styled(format!(" {id} "), t.accent()),
+        Span::styled(status, status_style(app, r.status())),
+    ];
+    for (_, label, value) in items {
+        spans.push(Span::styled(format!("  {label}"), t.muted()));
+        spans.push(Span::raw(value));
+    }
+    Line::from(spans)
 }
 
 fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
@@ -112,12 +145,27 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     };
     let k = e.classes.len();
     let label_w = e.classes.iter().map(|c| c.chars().count()).max().unwrap_or(1).min(10) as u16;
-    let cell_w: u16 = if app.theme.colored() { 4 } else { 5 };
-    let matrix_w = (label_w + 1 + cell_w * k as u16 + 2).min(area.width * 2 / 3);
-    let [left, right] =
-        Layout::horizontal([Constraint::Length(matrix_w.max(20)), Constraint::Min(30)]).areas(area);
-    // Confusion matrix: rows are true classes, columns predictions, shaded by the row's share.
-    let block = panel(app, "Confusion (true ↓ / predicted →)");
+    // A cell holds the largest count and, without colour, the ramp character before it.
+    let digits = e.confusion_matrix.iter().flatten().max().map_or(1, |n| n.to_string().len()) as u16;
+    let cell_w = digits + 2;
+    let matrix_w = label_w + 1 + cell_w * k as u16 + 2;
+    let [left, right] = Layout::horizontal([
+        Constraint::Length(matrix_w.max(20).min(area.width.saturating_sub(30))),
+        Constraint::Min(30),
+    ])
+    .areas(area);
+    // Confusion matrix: rows are true classes, columns predictions. The mistakes (off the
+    // diagonal) are shaded against the most frequent mistake, so they stand out; the diagonal
+    // (the right answers, nearly every count) is bold and unshaded.
+    let max_off = e
+        .confusion_matrix
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| row.iter().enumerate().filter(move |(j, _)| *j != i).map(|(_, n)| *n))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let block = panel(app, fit("Confusion (true ↓ / predicted →)", left.width));
     let inner = block.inner(left);
     f.render_widget(block, left);
     let mut lines = Vec::new();
@@ -127,8 +175,8 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         head.push(Span::styled(format!("{s:>w$}", w = cell_w as usize), t.muted()));
     }
     lines.push(Line::from(head));
+    let d = digits as usize;
     for (i, row) in e.confusion_matrix.iter().enumerate() {
-        let total: u64 = row.iter().sum::<u64>().max(1);
         let mut spans = vec![Span::styled(
             format!(
                 "{:>w$} ",
@@ -138,34 +186,33 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
             t.muted(),
         )];
         for (j, &n) in row.iter().enumerate() {
-            let share = n as f64 / total as f64;
-            if app.theme.colored() {
+            // A mistake's share of the most frequent mistake; any mistake at least a little.
+            let share = if n == 0 { 0.0 } else { 0.2 + 0.8 * n as f64 / max_off as f64 };
+            let (text, style) = if i == j {
+                let style = if app.theme.colored() { t.ok() } else { Style::default() };
+                (format!("  {n:>d$}"), style.add_modifier(Modifier::BOLD))
+            } else if app.theme.colored() {
                 let bg = app.theme.heat(share);
                 let fg = if share > 0.5 { Color::Black } else { app.theme.fg };
-                let mut style = Style::default().bg(bg).fg(fg);
-                if i == j {
-                    style = style.add_modifier(Modifier::BOLD);
-                }
-                spans.push(Span::styled(format!("{n:>w$}", w = cell_w as usize), style));
+                (format!("  {n:>d$}"), Style::default().bg(bg).fg(fg))
             } else {
                 let ramp = ASCII_RAMP
                     [((share * (ASCII_RAMP.len() - 1) as f64).round() as usize).min(ASCII_RAMP.len() - 1)];
-                let style =
-                    if i == j { Style::default().add_modifier(Modifier::BOLD) } else { Style::default() };
-                spans.push(Span::styled(format!("{ramp}{n:>w$}", w = cell_w as usize - 1), style));
-            }
+                (format!(" {ramp}{n:>d$}"), Style::default())
+            };
+            spans.push(Span::styled(text, style));
         }
         lines.push(Line::from(spans));
     }
     lines.push(Line::from(Span::styled(
         if app.theme.colored() {
-            "shade: share of the true class"
+            "shade: mistakes, against the most frequent one"
         } else {
-            "ramp ' .:-=+*#%@': share of the true class"
+            "ramp ' .:-=+*#%@': mistakes against the most frequent one; the diagonal is bold"
         },
         t.muted(),
     )));
-    f.render_widget(Paragraph::new(lines), inner);
+    f.render_widget(Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }), inner);
 
     let wide = right.width >= 50;
     let names: [&str; 5] = if wide {
@@ -215,7 +262,7 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
             Constraint::Length(4),
         ]
     };
-    let table = Table::new(rows, widths).header(header).block(panel(app, title));
+    let table = Table::new(rows, widths).header(header).block(panel(app, fit(&title, right.width)));
     f.render_widget(table, right);
 }
 

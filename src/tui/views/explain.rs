@@ -22,12 +22,10 @@ use crate::tui::theme::adapt;
 /// Intensity without colour, dark to bright.
 pub(super) const RAMP: &[char] = &[' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
 
-fn rgb(c: colorous::Color) -> Color {
-    Color::Rgb(c.r, c.g, c.b)
-}
-
 pub(super) fn attribution_color(app: &App, v: f32, max: f32) -> Color {
-    adapt(rgb(picture::diverging(v, max)), app.theme.depth)
+    let c = picture::diverging(v, max);
+    let t = if max > 0.0 { (v / max).clamp(-1.0, 1.0) } else { 0.0 };
+    app.theme.diverging(t, (c.r, c.g, c.b))
 }
 
 pub(super) fn grey(app: &App, t: f32) -> Color {
@@ -232,11 +230,16 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     let t = &app.theme;
     let e = &r.explanation;
     let mut lines = vec![Line::from(Span::styled("top classes", t.muted()))];
-    let w = (area.width as usize).saturating_sub(16).max(4);
-    for (c, p) in e.ranked_classes().into_iter().take(3) {
+    // Class names whole where the panel has room (the bar gives way, down to 4 cells), cut
+    // only when a name would leave less.
+    let ranked: Vec<(usize, f32)> = e.ranked_classes().into_iter().take(3).collect();
+    let longest = ranked.iter().map(|(c, _)| classes[*c].chars().count()).max().unwrap_or(6);
+    let name_w = longest.clamp(6, (area.width as usize).saturating_sub(16).max(6));
+    let w = (area.width as usize).saturating_sub(name_w + 10).max(4);
+    for (c, p) in ranked {
         let style = if c == e.predicted { t.accent() } else { t.base() };
         lines.push(Line::from(vec![
-            Span::styled(format!("{:<6.6} {:>6.2}% ", classes[c], 100.0 * p), style),
+            Span::styled(format!("{:<name_w$.name_w$} {:>6.2}% ", classes[c], 100.0 * p), style),
             Span::styled(bar(p as f64, w), t.info()),
         ]));
     }

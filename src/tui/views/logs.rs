@@ -1,5 +1,6 @@
 //! Logs: the selected run's event log (started, data, checkpoint saved, paused, failed with the
-//! reason, ...). It follows new lines until you scroll back, and stays where you scrolled.
+//! reason, ...). It follows new lines until you scroll back, and stays where you scrolled. Under
+//! it, the console's newest messages (the whole history is `M`).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -10,6 +11,14 @@ use super::panel;
 use crate::tui::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    // The console's own messages under the run's events: what the status line said, kept.
+    let msgs_h = (app.messages.len().clamp(1, 6) as u16 + 2).min(area.height / 3);
+    let [area, msgs] = ratatui::layout::Layout::vertical([
+        ratatui::layout::Constraint::Min(3),
+        ratatui::layout::Constraint::Length(msgs_h),
+    ])
+    .areas(area);
+    super::messages::draw_panel(f, app, msgs, 0, "");
     let t = &app.theme;
     let Some(r) = app.selected() else {
         f.render_widget(Paragraph::new("no run selected").block(panel(app, "Logs")), area);

@@ -8,6 +8,7 @@ mod compare;
 mod detail;
 mod explain;
 mod logs;
+mod messages;
 mod overlays;
 mod overview;
 mod runs;
@@ -22,10 +23,10 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use super::app::{App, Level, Mode, RunState, ShownStatus, View};
+use super::app::{App, Level, Metric, Mode, RunState, ShownStatus, View};
 use super::keymap::Action;
 use super::state::chart::series_for;
-use super::widgets::chart::{GLYPHS, LineChart, Series, ema, value_at};
+use super::widgets::chart::{GLYPHS, LineChart, Series, YUnit, ema, value_at};
 
 /// The smallest terminal every view is laid out for.
 pub const MIN_SIZE: (u16, u16) = (80, 24);
@@ -46,8 +47,12 @@ pub fn draw(f: &mut Frame, app: &App) {
         f.render_widget(Paragraph::new(msg).wrap(ratatui::widgets::Wrap { trim: true }), area);
         return;
     }
+    // The message area grows to three lines for a message that does not fit on one, so the
+    // end of it (usually what to do) is never cut off.
+    let footer_h = status_lines(app, area.width).map_or(1, |l| l.len() as u16);
     let [header, body, footer] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(area);
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0), Constraint::Length(footer_h)])
+            .areas(area);
     draw_header(f, app, header);
     match app.view {
         View::Overview => overview::draw(f, app, body),
@@ -129,19 +134,61 @@ fn draw_footer(f: &mut Frame, app: &App, area: Rect) {
                 Span::styled(format!("  Tab: {hint}"), t.muted()),
             ])
         }
-        _ => match &app.status {
-            Some(s) => {
-                let style = match s.level {
-                    Level::Info => t.info(),
-                    Level::Warn => t.warn(),
-                    Level::Error => t.error(),
-                };
-                Line::from(Span::styled(s.text.clone(), style))
+        _ => match status_lines(app, area.width) {
+            Some(lines) => {
+                f.render_widget(Paragraph::new(lines), area);
+                return;
             }
             None => hints(app),
         },
     };
     f.render_widget(Paragraph::new(line), area);
+}
+
+/// The status line's message laid out in at most three lines of `width`, or `None` when no
+/// message is shown (the footer shows the key hints). A notice (a run finished, failed or
+/// diverged) stands out: reversed, with what happened first.
+fn status_lines(app: &App, width: u16) -> Option<Vec<Line<'static>>> {
+    if !matches!(app.mode, Mode::Normal | Mode::Messages { .. } | Mode::Help { .. }) {
+        return None;
+    }
+    let s = app.status.as_ref()?;
+    let t = &app.theme;
+    let style = match s.level {
+        Level::Info => t.info(),
+        Level::Warn => t.warn(),
+        Level::Error => t.error(),
+    };
+    let notice = app.messages.current().filter(|m| m.text == s.text).and_then(|m| m.notice);
+    let lead = notice.map_or(String::new(), |n| format!(" ● {} ", n.label()));
+    let width = width as usize;
+    let room = width.saturating_sub(lead.chars().count() + 1);
+    let more = format!("  ({} messages)", app.keymap.hint(Action::ShowMessages));
+    let mut lines = super::state::messages::wrap(&s.text, room, 3);
+    if lines.last().is_some_and(|l| l.chars().count() + more.chars().count() <= room) {
+        lines.last_mut().expect("a line").push_str(&more);
+    }
+    let more_at = lines.len() - 1;
+    Some(
+        lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut spans = Vec::new();
+                if notice.is_some() {
+                    let pad = if i == 0 { lead.clone() } else { " ".repeat(lead.chars().count()) };
+                    spans.push(Span::styled(pad, style.add_modifier(Modifier::REVERSED | Modifier::BOLD)));
+                }
+                let (body, hint) = match (i == more_at, text.strip_suffix(more.as_str())) {
+                    (true, Some(b)) => (b.to_string(), more.clone()),
+                    _ => (text, String::new()),
+                };
+                spans.push(Span::styled(format!(" {body}"), style));
+                spans.push(Span::styled(hint, t.muted()));
+                Line::from(spans)
+            })
+            .collect(),
+    )
 }
 
 /// The key hints of the current view, from its key table and the keymap (so they follow a
@@ -167,6 +214,27 @@ fn hints(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
+/// A panel title cut to a panel `width` wide: whole ` · `-separated parts are dropped from the
+/// end first (the first part names the panel), then the rest is cut with `…`.
+pub(super) fn fit(title: &str, width: u16) -> String {
+    let room = (width as usize).saturating_sub(4);
+    if title.chars().count() <= room {
+        return title.to_string();
+    }
+    let mut parts: Vec<&str> = title.split(" · ").collect();
+    while parts.len() > 1 && parts.join(" · ").chars().count() > room {
+        parts.pop();
+    }
+    let t = parts.join(" · ");
+    if t.chars().count() <= room {
+        t
+    } else {
+        let mut cut: String = t.chars().take(room.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// A bordered block with a title in the theme's colours.
 pub(super) fn panel<'a>(app: &App, title: impl Into<String>) -> Block<'a> {
     Block::default()
@@ -185,7 +253,8 @@ pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ra
         let glyph = GLYPHS[i % GLYPHS.len()];
         if s.per_step && app.chart.smoothing && app.chart.weight > 0.0 {
             let smooth = ema(&s.points, app.chart.weight);
-            series.push(Series::new(format!("{} (raw)", s.name), s.points, color, glyph).faint());
+            let faint = app.theme.faint(i);
+            series.push(Series::new(format!("{} (raw)", s.name), s.points, faint, glyph).faint());
             series.push(Series::new(s.name.clone(), smooth, color, glyph));
         } else {
             series.push(Series::new(s.name.clone(), s.points, color, glyph));
@@ -216,7 +285,13 @@ pub fn chart_with<'a>(app: &App, series: Vec<Series<'a>>) -> LineChart<'a> {
         (Some(c), Some((lo, hi))) => Some(lo + c * (hi - lo)),
         _ => None,
     };
-    themed(app, series).x_window(window).log_y(app.chart.log_y).cursor(cursor)
+    let y_unit = if app.chart.metric == Metric::Accuracy { YUnit::Fraction } else { YUnit::Plain };
+    themed(app, series)
+        .x_window(window)
+        .log_y(app.chart.log_y)
+        .cursor(cursor)
+        .y_unit(y_unit)
+        .x_unit(app.chart.x_axis.unit())
 }
 
 /// A chart in the theme's colours.

@@ -38,6 +38,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             let block = panel(app, "Keys (↑↓ scroll, Esc closes; the keymap is config/keymap.ron)");
             f.render_widget(Paragraph::new(lines).block(block).scroll((*scroll, 0)).style(t.base()), r);
         }
+        Mode::Messages { scroll } => super::messages::draw_overlay(f, app, area, *scroll),
         Mode::Form(form) => {
             let title = match &form.clone_of {
                 Some(id) => format!("Clone {id}"),

@@ -1,13 +1,17 @@
-//! Overview: the runs that are training (progress, loss, ETA), the live loss curve of the
-//! selected run, and a strip with the machine's state and the model service's.
+//! Overview: the runs that are training (progress, loss, ETA), the live loss curve of the run
+//! it follows (the one training) or the one pinned (`P`, or ↑↓ through the active runs), marked
+//! `▶` in the list, and a strip with the machine's state and the model service's.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{bar, chart_caption, fmt_duration, panel, status_style};
+use super::{bar, chart_caption, fit, fmt_duration, panel, status_style};
 use crate::tui::app::{App, ServerState};
+use crate::tui::keymap::Action;
+use crate::tui::state::screens::Shown;
+use crate::tui::widgets::ids::short_ids;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let active = app.active();
@@ -29,32 +33,38 @@ fn draw_active(f: &mut Frame, app: &App, area: Rect) {
         let recent = app.runs.values().max_by(|a, b| a.info.created.cmp(&b.info.created));
         let text = match recent {
             Some(r) => format!(
-                "nothing training · last: {} {} (test acc {})  ·  {} starts a run",
+                "nothing training · {} starts a run · last: {} {} (test acc {})",
+                app.keymap.hint(crate::tui::keymap::Action::NewRun),
                 r.info.id,
                 r.status(),
                 r.info.test_accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
-                app.keymap.hint(crate::tui::keymap::Action::NewRun)
             ),
             None => {
                 format!("no runs yet · {} starts one", app.keymap.hint(crate::tui::keymap::Action::NewRun))
             }
         };
+        let text = fit(&text, inner.width + 4);
         f.render_widget(Paragraph::new(Span::styled(text, t.muted())), inner);
         return;
     }
-    let selected = app.selected_id();
+    let shown = app.overview.shown(app).map(|(r, _)| r.info.id.clone());
+    let ids: Vec<&str> = active.iter().map(|r| r.info.id.as_str()).collect();
     let id_w = active.iter().map(|r| r.info.id.len()).max().unwrap_or(10).min(24);
-    let bar_w = (inner.width as usize).saturating_sub(id_w + 52).clamp(6, 40);
+    let labels = short_ids(&ids, id_w);
+    let bar_w = (inner.width as usize).saturating_sub(id_w + 53).clamp(6, 40);
     let lines: Vec<Line> = active
         .iter()
+        .zip(labels)
         .take(inner.height as usize)
-        .map(|r| {
+        .map(|(r, label)| {
             let eta = r.eta().map_or("-".into(), fmt_duration);
             let loss = r.last_loss().map_or("-".into(), |l| format!("{l:.4}"));
-            let sel = selected.as_deref() == Some(r.info.id.as_str());
+            // The run the chart below shows is marked and highlighted (reversed without colour).
+            let sel = shown.as_deref() == Some(r.info.id.as_str());
             let id_style = if sel { t.selected() } else { t.base() };
             Line::from(vec![
-                Span::styled(format!("{:<id_w$.id_w$} ", r.info.id), id_style),
+                Span::styled(if sel { "▶" } else { " " }, t.accent()),
+                Span::styled(format!("{label:<id_w$} "), id_style),
                 Span::styled(format!("{:<8} ", r.status()), status_style(app, r.status())),
                 Span::styled(bar(r.progress(), bar_w), t.info()),
                 Span::raw(format!(" {:>3.0}% ", 100.0 * r.progress())),
@@ -68,14 +78,20 @@ fn draw_active(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_curve(f: &mut Frame, app: &App, area: Rect) {
-    // The selected run, or the newest active one.
-    let run = app.selected().or_else(|| app.active().last().copied());
-    let Some(r) = run else {
+    // The pinned run, else the one training (followed), else the one selected in Runs.
+    let Some((r, why)) = app.overview.shown(app) else {
         let block = panel(app, "Loss");
-        f.render_widget(Paragraph::new("no run selected").block(block), area);
+        f.render_widget(Paragraph::new("no run yet").block(block), area);
         return;
     };
-    super::draw_run_chart(f, app, r, format!("{} · {}", r.info.id, chart_caption(app)), area);
+    let pin = app.keymap.hint(Action::PinRun);
+    let why = match why {
+        Shown::Pinned => format!("pinned ({pin} unpins)"),
+        Shown::Following => format!("following ({pin} pins)"),
+        Shown::Selected => "selected".to_string(),
+    };
+    let title = fit(&format!("{} · {why} · {}", r.info.id, chart_caption(app)), area.width);
+    super::draw_run_chart(f, app, r, title, area);
 }
 
 fn draw_strip(f: &mut Frame, app: &App, area: Rect) {

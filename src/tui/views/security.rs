@@ -13,10 +13,11 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::panel;
+use super::{fit, panel};
 use crate::serve::access_log::Flag;
-use crate::tui::app::{App, RunState};
-use crate::tui::widgets::chart::{GLYPHS, Series};
+use crate::tui::app::App;
+use crate::tui::state::chart::robustness_series;
+use crate::tui::widgets::chart::{GLYPHS, Series, YUnit};
 
 /// Unicode eighths for W from 0.8 (lowest) to 1.0: below 0.8 is as low as it draws.
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -31,17 +32,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     draw_alerts(f, app, alerts);
 }
 
-/// Runs with saved attacks: the marked ones, or every one.
-fn attacked(app: &App) -> Vec<&RunState> {
-    let all: Vec<&RunState> = app.runs.values().filter(|r| !r.attacks.is_empty()).collect();
-    let marked: Vec<&RunState> = all.iter().copied().filter(|r| app.marked.contains(&r.info.id)).collect();
-    if marked.is_empty() { all } else { marked }
-}
-
 fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let runs = attacked(app);
-    if runs.is_empty() {
+    let curves = robustness_series(app);
+    if curves.is_empty() {
         let msg = "No run has been attacked yet: `vigil attack RUN --method pgd` measures a robustness \
                    curve (test accuracy against ε), and this panel overlays the runs' curves, a \
                    defended run (adversarial training) beside an undefended one.";
@@ -53,24 +47,21 @@ fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     }
-    let block = panel(app, "Robustness · test accuracy under attack against ε (marked runs, or all)");
+    let block = panel(
+        app,
+        fit("Robustness · test accuracy under attack against ε · marked runs, or all", area.width),
+    );
     let inner = block.inner(area);
     f.render_widget(block, area);
     let [plot, legend_area] = Layout::vertical([Constraint::Min(3), Constraint::Length(2)]).areas(inner);
     let mut series = Vec::new();
     let mut legend = Vec::new();
-    for r in &runs {
-        for c in &r.attacks {
-            let slot = series.len();
-            let points: Vec<(f64, f64)> = c.points.iter().map(|p| (p.eps as f64, p.accuracy)).collect();
-            let defended = r.spec.as_ref().is_some_and(|s| s.adversarial.is_some());
-            let name = format!("{} {}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
-            let glyph = GLYPHS[slot % GLYPHS.len()];
-            legend.push((name.clone(), t.series(slot), glyph));
-            series.push(Series::new(name, points, t.series(slot), glyph));
-        }
+    for (slot, (name, points)) in curves.into_iter().enumerate() {
+        let glyph = GLYPHS[slot % GLYPHS.len()];
+        legend.push((name.clone(), t.series(slot), glyph));
+        series.push(Series::new(name, points, t.series(slot), glyph));
     }
-    let chart = super::themed(app, series).y_range(0.0, 1.0);
+    let chart = super::themed(app, series).y_range(0.0, 1.0).y_unit(YUnit::Fraction).x_unit("ε");
     f.render_widget(chart, plot);
     let spans: Vec<Span> = legend
         .iter()
@@ -111,10 +102,21 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
         e.alarm |= r.flags.contains(&Flag::Extraction);
         e.ood += usize::from(r.flags.contains(&Flag::Ood));
     }
-    let spark_w = (area.width as usize).saturating_sub(36).clamp(4, 24);
+    // Keys in alarm first, then the lowest W: what needs a look is never below the fold.
+    let mut keys: Vec<(&str, KeyWatch)> = keys.into_iter().collect();
+    keys.sort_by(|(ka, a), (kb, b)| {
+        let w = |k: &KeyWatch| k.w.last().copied().unwrap_or(f64::INFINITY);
+        b.alarm.cmp(&a.alarm).then(w(a).total_cmp(&w(b))).then(ka.cmp(kb))
+    });
+    let key_w = keys.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(3).clamp(3, 16) as u16;
+    // key, reqs, W, alarm, ood and the gaps between them; the trend takes the rest.
+    let fixed = key_w + 5 + 6 + 5 + 4 + 5 + 2;
+    let spark_w = area.width.saturating_sub(fixed).clamp(4, 24) as usize;
+    let room = area.height.saturating_sub(3) as usize;
+    let hidden = keys.len().saturating_sub(room);
     let header =
         Row::new(["key", "reqs", "W", "", "trend", "ood"].map(|h| Cell::from(Span::styled(h, t.muted()))));
-    let rows = keys.iter().map(|(k, w)| {
+    let rows = keys.iter().take(room).map(|(k, w)| {
         let ramp = if t.colored() { SPARK } else { ASCII_SPARK };
         let trend: String = w.w[w.w.len().saturating_sub(spark_w)..]
             .iter()
@@ -123,7 +125,7 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
         let current = w.w.last().map_or(Span::styled("-", t.muted()), |v| Span::raw(format!("{v:.3}")));
         let alarm = if w.alarm { Span::styled("alarm", t.error()) } else { Span::raw("") };
         Row::new(vec![
-            Cell::from(k.to_string()),
+            Cell::from(short_key(k, key_w as usize)),
             Cell::from(w.requests.to_string()),
             Cell::from(current),
             Cell::from(alarm),
@@ -131,19 +133,28 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
             Cell::from(w.ood.to_string()),
         ])
     });
+    let in_alarm = keys.iter().filter(|(_, w)| w.alarm).count();
+    let mut title = format!("Extraction · {} keys", keys.len());
+    if in_alarm > 0 {
+        title.push_str(&format!(" · {in_alarm} in alarm"));
+    }
+    if hidden > 0 {
+        title.push_str(&format!(" · {hidden} more below"));
+    }
+    title.push_str(" · PRADA W, alarm < 0.9");
     let table = Table::new(
         rows,
         [
-            Constraint::Length(10),
+            Constraint::Length(key_w),
             Constraint::Length(5),
             Constraint::Length(6),
             Constraint::Length(5),
-            Constraint::Min(4),
+            Constraint::Length(spark_w as u16),
             Constraint::Length(4),
         ],
     )
     .header(header)
-    .block(panel(app, "Extraction (PRADA W, alarm < 0.9)"));
+    .block(panel(app, fit(&title, area.width)));
     f.render_widget(table, area);
 }
 
@@ -151,7 +162,7 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
 /// benign traffic it flags and of PGD inputs at the ε nearest 0.1, which says how far to trust
 /// its `ood` flags below.
 fn detector_figures(app: &App) -> Option<String> {
-    attacked(app).into_iter().find_map(|r| {
+    crate::tui::state::chart::attacked(app).into_iter().find_map(|r| {
         let c = r.attacks.iter().find(|c| c.benign_flagged.is_some() && c.key.starts_with("pgd"))?;
         let p = c
             .points
@@ -166,6 +177,16 @@ fn detector_figures(app: &App) -> Option<String> {
             r.info.id
         ))
     })
+}
+
+/// A key's name cut to `width`, keeping its end (names of the form `team-alice` differ there).
+fn short_key(k: &str, width: usize) -> String {
+    let n = k.chars().count();
+    if n <= width {
+        k.to_string()
+    } else {
+        format!("…{}", k.chars().skip(n + 1 - width).collect::<String>())
+    }
 }
 
 fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
@@ -196,5 +217,8 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
     if let Some(figures) = figures {
         body.insert(0, Line::from(Span::styled(figures, t.info())));
     }
-    f.render_widget(Paragraph::new(body).block(panel(app, "Flagged requests (newest first)")), area);
+    f.render_widget(
+        Paragraph::new(body).block(panel(app, fit("Flagged requests · newest first", area.width))),
+        area,
+    );
 }

@@ -126,7 +126,16 @@ fn key_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
         format!("{:<10} {:>8} {:>6} {:>8}", "key", "requests", "errors", "budget"),
         t.muted(),
     ))];
-    for k in s.keys.iter().take(limit) {
+    // Keys an alert names first, then the ones with errors: at 80x24 what needs a look must
+    // be among the rows shown.
+    let mut keys: Vec<_> = s.keys.iter().collect();
+    let alarmed = |name: &str| {
+        s.alerts.iter().any(|a| {
+            a.message.contains(&format!("key {name} ")) || a.message.contains(&format!("by {name} "))
+        })
+    };
+    keys.sort_by_key(|k| (!alarmed(&k.name), std::cmp::Reverse(k.errors)));
+    for k in keys.into_iter().take(limit) {
         let errors = if k.errors > 0 { t.warn() } else { t.base() };
         lines.push(Line::from(vec![
             Span::raw(format!("{:<10} {:>8} ", truncate(&k.name, 10), k.requests)),
@@ -170,14 +179,23 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(lines).block(panel(app, "Alerts")), area);
 }
 
-/// At 80 columns keys and alerts share a panel: alerts first, since they need action.
+/// At 80 columns keys and alerts share a panel: the newest alert first, since it needs action,
+/// then every key when they fit (a second alert only when there is room left over).
 fn draw_keys_and_alerts(f: &mut Frame, app: &App, area: Rect) {
     let room = area.height.saturating_sub(2) as usize;
-    let has_alerts = app.service.snapshot.as_ref().is_some_and(|s| !s.alerts.is_empty());
-    let mut lines = if has_alerts { alert_lines(app, 2) } else { vec![] };
-    lines.extend(key_lines(app, room.saturating_sub(lines.len() + 1)));
+    let (n_keys, n_alerts) = app.service.snapshot.as_ref().map_or((0, 0), |s| (s.keys.len(), s.alerts.len()));
+    let alerts = if n_alerts == 0 { 0 } else { room.saturating_sub(n_keys.max(1) + 1).clamp(1, 2) };
+    let mut lines = alert_lines(app, alerts);
+    if n_alerts == 0 {
+        lines.clear();
+    }
+    let key_room = room.saturating_sub(lines.len() + 1);
+    lines.extend(key_lines(app, key_room));
     lines.truncate(room);
-    f.render_widget(Paragraph::new(lines).block(panel(app, "Keys & alerts")), area);
+    let hidden = n_keys.saturating_sub(key_room);
+    let title =
+        if hidden > 0 { format!("Keys & alerts · {hidden} more keys") } else { "Keys & alerts".into() };
+    f.render_widget(Paragraph::new(lines).block(panel(app, title)), area);
 }
 
 fn draw_tail(f: &mut Frame, app: &App, area: Rect) {

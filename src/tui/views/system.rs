@@ -10,7 +10,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::{bar, panel};
 use crate::engine::system::SystemSample;
 use crate::tui::app::App;
-use crate::tui::widgets::chart::{GLYPHS, LineChart, Series};
+use crate::tui::widgets::chart::{GLYPHS, LineChart, Series, YUnit};
 
 fn gib(b: u64) -> f64 {
     b as f64 / (1u64 << 30) as f64
@@ -104,7 +104,7 @@ fn percent_chart<'a>(app: &App, series: Vec<(String, Vec<(f64, f64)>)>) -> LineC
         .enumerate()
         .map(|(i, (name, points))| Series::new(name, points, t.series(i), GLYPHS[i % GLYPHS.len()]))
         .collect();
-    super::themed(app, series).y_range(0.0, 100.0)
+    super::themed(app, series).y_range(0.0, 100.0).y_unit(YUnit::Percent).x_unit("s")
 }
 
 fn legend(app: &App, names: &[String]) -> Line<'static> {
@@ -123,27 +123,7 @@ fn legend(app: &App, names: &[String]) -> Line<'static> {
 
 fn draw_history(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
     let hist = &app.system_history;
-    let series = |name: &str, g: &dyn Fn(&SystemSample) -> f64| -> (String, Vec<(f64, f64)>) {
-        (name.to_string(), hist.iter().enumerate().map(|(i, s)| (i as f64, g(s))).collect())
-    };
-    let host = vec![
-        series("cpu %", &|s| s.cpu_total as f64),
-        series("memory %", &|s| 100.0 * s.memory_used as f64 / s.memory_total.max(1) as f64),
-    ];
-    // GPU history beside the host's when there are GPUs: utilisation and memory of each.
-    let mut gpu = Vec::new();
-    for g in &s.gpus {
-        let i = g.index;
-        gpu.push(series(&format!("gpu{i} util %"), &move |s: &SystemSample| {
-            s.gpus.iter().find(|x| x.index == i).map_or(0.0, |x| x.utilization as f64)
-        }));
-        gpu.push(series(&format!("gpu{i} mem %"), &move |s: &SystemSample| {
-            s.gpus
-                .iter()
-                .find(|x| x.index == i)
-                .map_or(0.0, |x| 100.0 * x.memory_used as f64 / x.memory_total.max(1) as f64)
-        }));
-    }
+    let (host, gpu) = crate::tui::state::chart::system_series(app, s);
     let areas: Vec<Rect> = if gpu.is_empty() {
         vec![area]
     } else {

@@ -1,3 +1,4 @@
 //! Widgets the views share.
 
 pub mod chart;
+pub mod ids;
