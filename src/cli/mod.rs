@@ -11,6 +11,7 @@ mod privacy;
 mod protect;
 mod serve;
 mod sys;
+mod tag;
 mod traffic;
 mod train;
 
@@ -97,7 +98,12 @@ pub enum Command {
         /// Print a JSON array (oldest first) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the runs with this tag (`vigil tag` sets tags).
+        #[arg(long)]
+        tag: Option<String>,
     },
+    /// Tag a run, or write a note on it (shown and filterable in the console: tag:NAME).
+    Tag(tag::Args),
     /// List the experiment specs in the models folder and built in.
     Models,
     /// Print one sample of CPU, memory, disk, network, GPUs and run processes.
@@ -267,7 +273,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
-        Some(Command::Runs { json }) => runs(&store, json),
+        Some(Command::Runs { json, tag }) => runs(&store, json, tag.as_deref()),
+        Some(Command::Tag(args)) => tag::run(&store, args),
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {
             protect::seal(&store, seal_opts, &runs, all, generate_key)
@@ -354,10 +361,27 @@ fn eval(
     Ok(())
 }
 
-fn runs(store: &RunStore, json: bool) -> Result<()> {
-    let runs = store.list();
+fn runs(store: &RunStore, json: bool, tag: Option<&str>) -> Result<()> {
+    let mut runs = store.list();
+    if let Some(t) = tag {
+        crate::store::notes::check_tag(t)?;
+        runs.retain(|r| tag::notes_of(store, r).tags.iter().any(|x| x == t));
+        if runs.is_empty() {
+            println!("no run is tagged {t:?} (`vigil tag RUN {t}` tags one)");
+            return Ok(());
+        }
+    }
     if json {
-        let rows: Vec<serde_json::Value> = runs.iter().map(output::run_json).collect();
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let mut v = output::run_json(r);
+                let notes = tag::notes_of(store, r);
+                v["tags"] = serde_json::json!(notes.tags);
+                v["note"] = serde_json::json!(notes.note);
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("serialises"));
     } else if runs.is_empty() {
         println!("no runs in {} yet: `vigil train` starts one", store.root().display());

@@ -124,6 +124,8 @@ pub struct RunState {
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
     pub evaluations: Vec<(CheckpointKind, Evaluation)>,
+    /// The user's tags and note (`notes.json`).
+    pub notes: crate::store::notes::RunNotes,
 }
 
 impl RunState {
@@ -142,6 +144,7 @@ impl RunState {
             attacks: vec![],
             evaluation: None,
             evaluations: vec![],
+            notes: Default::default(),
         }
     }
 
@@ -159,8 +162,12 @@ impl RunState {
             evaluation,
             variants,
             attacks,
+            notes,
             interrupted,
         } = feed;
+        if let Some(n) = notes {
+            self.notes = n;
+        }
         self.info = info;
         self.interrupted = interrupted;
         if let Some(s) = spec {

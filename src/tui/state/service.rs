@@ -76,6 +76,11 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::ServiceFlaggedOnly]).hint("flagged"),
     Binding::new(&[Action::Up, Action::Down]),
     Binding::new(&[Action::Bottom]).hint("follow"),
+    Binding::new(&[Action::ManageKeys]).hint("keys").commands(&["keys"]),
+    Binding::new(&[Action::TryIt]).hint("try it").commands(&["try"]),
+    super::screens::PANE_BINDINGS[0],
+    super::screens::PANE_BINDINGS[1],
+    super::screens::PANE_BINDINGS[2],
 ];
 
 impl ViewState for ServiceState {
@@ -88,7 +93,12 @@ impl ViewState for ServiceState {
     }
 
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        if let Some(effects) = super::panes::handle(action, app) {
+            return Some(effects);
+        }
         match action {
+            Action::ManageKeys => return Some(super::keys::open(app)),
+            Action::TryIt => return Some(self.toggle_try_it(app)),
             Action::Open => return Some(self.explain_cursor(app)),
             Action::ServiceStatusFilter => self.cycle_status(),
             Action::ServiceKeyFilter => self.cycle_key(),
@@ -216,6 +226,32 @@ impl ServiceState {
         let routes = self.tail.iter().map(|r| r.route.clone().unwrap_or_else(|| r.path.clone())).collect();
         self.filter.route = Self::next_of(routes, &self.filter.route);
         self.scroll = 0;
+    }
+
+    /// `y`: the try-it pane on or off; on, it asks for a sample request for the served model.
+    fn toggle_try_it(&mut self, app: &mut App) -> Vec<Effect> {
+        let t = &mut app.keys.try_it;
+        t.on = !t.on;
+        t.scroll = 0;
+        if !t.on {
+            return vec![];
+        }
+        match &self.server {
+            ServerState::Running { url, run, models } => {
+                // "digits-mlp 3fa2c1" → the name the route takes.
+                let model = models.first().and_then(|m| m.split_whitespace().next()).unwrap_or_default();
+                vec![Effect::Keys(super::keys::KeyCommand::Sample {
+                    run: run.clone(),
+                    model: model.to_string(),
+                    url: url.clone(),
+                })]
+            }
+            _ => {
+                t.sample = None;
+                t.error = None;
+                vec![]
+            }
+        }
     }
 
     /// `enter`: explain the request under the tail's cursor.
