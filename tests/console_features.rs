@@ -156,7 +156,6 @@ fn the_try_it_request_is_accepted_by_the_running_service() {
         h.update(press(KeyCode::Char('y')));
         let t = text(&render(&mut h.app, 80, 24));
         assert!(t.contains("nothing served from this console"), "{t}");
-        h.update(press(KeyCode::Char('y')));
         // The service as `vigil serve` runs it (on a free port; the console's own is 7878, which
         // another console on this machine may hold), known to the console as its own.
         let served = common::cli::serve(dir.path(), &run.id);
@@ -167,7 +166,7 @@ fn the_try_it_request_is_accepted_by_the_running_service() {
             models: vec!["digits-logreg 0123456789ab".into()],
             warnings: vec![],
         }));
-        h.update(press(KeyCode::Char('y')));
+        // The pane was open: it follows the service without another key.
         let sample = h.app.keys.try_it.sample.clone().expect("a sample for the served model");
         assert_eq!(sample.model, "digits-logreg");
         let curl = sample.curl();
@@ -311,8 +310,9 @@ fn columns_mode_sorts_runs_by_any_hyperparameter_or_metric() {
     assert!(app.table.on);
     let cols = vigil::tui::state::table::columns(&app);
     let names: Vec<String> = cols.iter().map(|c| c.name()).collect();
-    // What the fixture runs differ in comes first; the usual ones and the metrics follow.
-    assert_eq!(names[..2], ["hidden".to_string(), "lr".to_string()], "{names:?}");
+    // The usual hyperparameters first (the model family, the learning rate...), the metrics after.
+    assert_eq!(names[..3], ["model".to_string(), "lr".to_string(), "batch".to_string()], "{names:?}");
+    assert!(names.contains(&"hidden".to_string()) && !names.contains(&"seed".to_string()), "{names:?}");
     assert!(names.contains(&"batch".to_string()) && names.contains(&"test acc".to_string()), "{names:?}");
     // Pick `lr` and sort by it: low to high, then reversed with a second o.
     key(&mut app, KeyCode::Right);

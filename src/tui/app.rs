@@ -427,7 +427,8 @@ impl App {
             Msg::Service(e) => {
                 let (level, text) = self.service.apply(e);
                 self.say(level, text);
-                vec![]
+                // An open try-it pane follows the service: a sample for what it now serves.
+                super::state::try_it::refresh(self)
             }
             Msg::Theme(result) => {
                 match result {

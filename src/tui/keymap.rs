@@ -81,7 +81,7 @@ pub enum Action {
     Open,
     /// Mark or unmark the run for comparison
     ToggleMark,
-    /// Filter runs: text, status:running, spec:NAME, param=value
+    /// Filter runs: text, status:running, spec:X, tag:X, lr<0.01
     Filter,
     /// Command line (Tab completes)
     Command,

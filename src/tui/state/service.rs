@@ -230,28 +230,14 @@ impl ServiceState {
 
     /// `y`: the try-it pane on or off; on, it asks for a sample request for the served model.
     fn toggle_try_it(&mut self, app: &mut App) -> Vec<Effect> {
-        let t = &mut app.keys.try_it;
-        t.on = !t.on;
-        t.scroll = 0;
-        if !t.on {
-            return vec![];
-        }
-        match &self.server {
-            ServerState::Running { url, run, models } => {
-                // "digits-mlp 3fa2c1" → the name the route takes.
-                let model = models.first().and_then(|m| m.split_whitespace().next()).unwrap_or_default();
-                vec![Effect::Keys(super::keys::KeyCommand::Sample {
-                    run: run.clone(),
-                    model: model.to_string(),
-                    url: url.clone(),
-                })]
-            }
-            _ => {
-                t.sample = None;
-                t.error = None;
-                vec![]
-            }
-        }
+        app.keys.try_it.on = !app.keys.try_it.on;
+        app.keys.try_it.scroll = 0;
+        // The view's state is taken out of the app while it handles a key: lend it back.
+        let server = std::mem::take(&mut self.server);
+        app.service.server = server;
+        let effects = super::try_it::refresh(app);
+        self.server = std::mem::take(&mut app.service.server);
+        effects
     }
 
     /// `enter`: explain the request under the tail's cursor.

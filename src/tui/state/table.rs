@@ -3,8 +3,9 @@
 //! and notes on runs (`T` / `:tag NAME`, `I` / `:note TEXT`), which live in the run folder's
 //! `notes.json` ([`crate::store::notes`]) and are written by an effect, never here.
 //!
-//! The hyperparameter columns are those that differ between runs (what a sweep varied), then the
-//! usual suspects (learning rate, batch, epochs, optimizer, model size) when they exist.
+//! The hyperparameter columns are the usual suspects (model family, learning rate, batch, epochs,
+//! optimizer, model size, dropout) where runs have them, then every other one that differs
+//! between runs (what a sweep varied).
 
 use super::{App, Effect, Level, View};
 use crate::store::notes::RunNotes;
@@ -136,11 +137,11 @@ fn number_in(v: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// The last part of the parameters shown even when no run varies them.
-const USUAL: [&str; 6] = ["lr", "batch", "epochs", "optimizer", "hidden", "dropout"];
+/// The parameters shown first, by their last part, even when no run varies them.
+const USUAL: [&str; 7] = ["model", "lr", "batch", "epochs", "optimizer", "hidden", "dropout"];
 
-/// The table's columns for the runs in the store: varied hyperparameters, the usual ones, then
-/// the metrics.
+/// The table's columns for the runs in the store: the usual hyperparameters, the others that
+/// differ between runs, then the metrics.
 pub fn columns(app: &App) -> Vec<Column> {
     let mut keys: Vec<String> = Vec::new();
     let mut varied: Vec<String> = Vec::new();
@@ -163,12 +164,11 @@ pub fn columns(app: &App) -> Vec<Column> {
             varied.push(k.clone());
         }
     }
-    let usual: Vec<String> = keys
-        .iter()
-        .filter(|k| USUAL.iter().any(|u| k.rsplit('.').next() == Some(*u)) && !varied.contains(k))
-        .cloned()
-        .collect();
-    let mut out: Vec<Column> = varied.into_iter().chain(usual).map(Column::Param).collect();
+    let is_usual = |k: &str| USUAL.iter().position(|u| k.rsplit('.').next() == Some(*u));
+    let mut usual: Vec<String> = keys.iter().filter(|k| is_usual(k).is_some()).cloned().collect();
+    usual.sort_by_key(|k| is_usual(k));
+    varied.retain(|k| is_usual(k).is_none());
+    let mut out: Vec<Column> = usual.into_iter().chain(varied).map(Column::Param).collect();
     out.extend(MetricColumn::ALL.into_iter().map(Column::Metric));
     out
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use super::keys::KeyCommand;
 use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::Pipeline;
 
@@ -62,6 +63,32 @@ impl TryIt {
                 self.sample = None;
                 self.error = Some(e);
             }
+        }
+    }
+}
+
+/// What the pane needs now: a sample for the model the console serves when the pane is on (the
+/// event loop builds it: [`KeyCommand::Sample`]), nothing otherwise.
+pub fn refresh(app: &mut crate::tui::app::App) -> Vec<crate::tui::app::Effect> {
+    use crate::tui::app::{Effect, ServerState};
+    let t = &mut app.keys.try_it;
+    if !t.on {
+        return vec![];
+    }
+    match &app.service.server {
+        ServerState::Running { url, run, models } => {
+            // "digits-mlp 3fa2c1" → the name the route takes.
+            let model = models.first().and_then(|m| m.split_whitespace().next()).unwrap_or_default();
+            vec![Effect::Keys(KeyCommand::Sample {
+                run: run.clone(),
+                model: model.to_string(),
+                url: url.clone(),
+            })]
+        }
+        _ => {
+            t.sample = None;
+            t.error = None;
+            vec![]
         }
     }
 }
