@@ -207,7 +207,8 @@ fn sys_json_has_one_entry_per_core_and_the_documented_fields() {
     assert!(v["gpus"].is_array(), "an array, empty without a GPU");
     assert!(v["processes"].is_array());
     if v["gpus"].as_array().unwrap().is_empty() {
-        assert!(v["gpu_note"].as_str().unwrap().starts_with("no GPU found"));
+        let note = v["gpu_note"].as_str().unwrap();
+        assert!(note.ends_with("GPU readings off") || note.contains("NVML"), "{note}");
     }
 }
 

@@ -536,8 +536,11 @@ fn exports_write_the_visible_series_as_csv_and_png() {
 fn gpu_panel_snapshots_with_two_fake_gpus_and_without_a_gpu() {
     for (w, h) in [(80u16, 24u16), (160, 48)] {
         let mut app = common::app();
-        for _ in 0..30 {
-            app.update(Msg::System(common::gpu_sample()));
+        let start = vigil::engine::system::unix_now();
+        for i in 0..30 {
+            // One a second, as the sampler takes them (after the fixture's one, taken now).
+            let s = vigil::engine::system::SystemSample { time: start + i as f64, ..common::gpu_sample() };
+            app.update(Msg::System(s));
         }
         ch(&mut app, '6');
         let buf = render(&mut app, w, h);

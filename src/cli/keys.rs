@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::invalid;
 use crate::error::Result;
 use crate::serve::keys::{
-    Budget, Guard, KeyFile, KeyStatus, NewKey, OnExtraction, RateLimit, Scope, key_file_path, parse_duration,
-    permission_warning,
+    Guard, KeyFile, KeyStatus, KeyStore, NewKey, OnExtraction, Scope, key_file_path, parse_budget,
+    parse_duration, parse_rate, permission_warning, rate_text,
 };
 use crate::serve::limits::{UsageFile, unix_now};
 use crate::serve::policy::OutputPolicy;
@@ -93,16 +93,11 @@ pub fn run(store: &RunStore, action: Action) -> Result<()> {
             on_extraction,
             json,
         } => {
-            let rate = parse_rate(&rate, burst)?;
-            let budget = match budget.trim() {
-                "none" => None,
-                b => Some(b.parse::<Budget>().map_err(invalid)?),
-            };
-            let mut file = KeyFile::load_with_key(&path, store.key())?;
+            let rate = parse_rate(&rate, burst).map_err(|e| invalid(format!("--rate/--burst: {e}")))?;
+            let budget = parse_budget(&budget).map_err(invalid)?;
             let guard = Guard { reject_ood, on_extraction };
             let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output, guard };
-            let (rec, key) = file.create(new, OffsetDateTime::now_utc())?;
-            file.save_with_key(&path, store.key())?;
+            let (rec, key) = KeyStore::of(store).create(new)?;
             if json {
                 let v = serde_json::json!({
                     "name": rec.name, "key": key, "scopes": rec.scopes, "expires": rec.expires,
@@ -131,42 +126,16 @@ pub fn run(store: &RunStore, action: Action) -> Result<()> {
         Action::List { json } => list(&path, store, json),
         Action::SigningCreate { file } => super::protect::create_signing_key(store, file),
         Action::Revoke { name } => {
-            let mut file = KeyFile::load_with_key(&path, store.key())?;
-            if file.revoke(&name, OffsetDateTime::now_utc())? {
-                file.save_with_key(&path, store.key())?;
+            let keys = KeyStore::of(store);
+            if keys.revoke(&name)? {
                 println!("revoked key {name:?}; a running server refuses it within a second");
             } else {
-                let when = file.keys.iter().find(|k| k.name == name).and_then(|k| k.revoked.clone());
+                let when = keys.list()?.into_iter().find(|k| k.name == name).and_then(|k| k.revoked);
                 println!("key {name:?} was already revoked ({})", when.unwrap_or_default());
             }
             Ok(())
         }
     }
-}
-
-fn parse_rate(text: &str, burst: Option<u32>) -> Result<Option<RateLimit>> {
-    if text.trim() == "none" {
-        if burst.is_some() {
-            return Err(invalid("--burst needs a --rate"));
-        }
-        return Ok(None);
-    }
-    let per_second: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| invalid(format!("--rate {text:?} must be requests per second (e.g. 100) or `none`")))?;
-    if per_second == 0 {
-        return Err(invalid("--rate must be at least 1 (or `none` for no limit)"));
-    }
-    let burst = burst.unwrap_or(per_second.saturating_mul(2));
-    if burst == 0 {
-        return Err(invalid("--burst must be at least 1"));
-    }
-    Ok(Some(RateLimit { per_second, burst }))
-}
-
-fn rate_text(r: Option<RateLimit>) -> String {
-    r.map_or("none".into(), |r| format!("{}/s (burst {})", r.per_second, r.burst))
 }
 
 fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
@@ -188,7 +157,7 @@ fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
                 (u.window == now_s / b.period.seconds()).then_some(u.used)
             });
             serde_json::json!({
-                "name": k.name, "scopes": k.scopes, "status": status, "created": k.created,
+                "name": k.name, "prefix": k.prefix, "scopes": k.scopes, "status": status, "created": k.created,
                 "expires": k.expires, "revoked": k.revoked, "rate": k.rate,
                 "budget": k.budget.map(|b| b.to_string()),
                 "budget_used": k.budget.map(|_| used.unwrap_or(0)), "output": k.output,

@@ -13,6 +13,7 @@ mod serve;
 mod soak;
 mod sweep;
 mod sys;
+mod tag;
 mod traffic;
 mod train;
 mod watch;
@@ -111,7 +112,12 @@ pub enum Command {
         /// With --json: every point of every tag of the external runs.
         #[arg(long, requires = "json")]
         points: bool,
+        /// Only the runs with this tag (`vigil tag` sets tags).
+        #[arg(long)]
+        tag: Option<String>,
     },
+    /// Tag a run, or write a note on it (shown and filterable in the console: tag:NAME).
+    Tag(tag::Args),
     /// List the experiment specs in the models folder and built in.
     Models,
     /// Print one sample of CPU, memory, disk, network, GPUs and run processes.
@@ -310,10 +316,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Explain(args)) => explain::run(&store, args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
-        Some(Command::Runs { json, watch, points }) => {
+        Some(Command::Runs { json, tag, watch, points }) => {
             let dirs = crate::external::config::resolve(&watch, crate::external::config::path().as_deref())?;
-            if dirs.is_empty() { runs(&store, json) } else { watch::runs(&store, json, &dirs, points) }
+            // External runs carry no tags, so `--tag` lists Vigil's own tagged runs only.
+            if dirs.is_empty() || tag.is_some() {
+                runs(&store, json, tag.as_deref())
+            } else {
+                watch::runs(&store, json, &dirs, points)
+            }
         }
+        Some(Command::Tag(args)) => tag::run(&store, args),
         Some(Command::Models) => models(&cli.models_dir),
         Some(Command::Seal { runs, all, generate_key }) => {
             protect::seal(&store, seal_opts, &runs, all, generate_key)
@@ -406,10 +418,27 @@ fn eval(
     Ok(())
 }
 
-fn runs(store: &RunStore, json: bool) -> Result<()> {
-    let runs = store.list();
+fn runs(store: &RunStore, json: bool, tag: Option<&str>) -> Result<()> {
+    let mut runs = store.list();
+    if let Some(t) = tag {
+        crate::store::notes::check_tag(t)?;
+        runs.retain(|r| tag::notes_of(store, r).tags.iter().any(|x| x == t));
+        if runs.is_empty() {
+            println!("no run is tagged {t:?} (`vigil tag RUN {t}` tags one)");
+            return Ok(());
+        }
+    }
     if json {
-        let rows: Vec<serde_json::Value> = runs.iter().map(output::run_json).collect();
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let mut v = output::run_json(r);
+                let notes = tag::notes_of(store, r);
+                v["tags"] = serde_json::json!(notes.tags);
+                v["note"] = serde_json::json!(notes.note);
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("serialises"));
     } else if runs.is_empty() {
         println!("no runs in {} yet: `vigil train` starts one", store.root().display());

@@ -58,6 +58,8 @@ pub struct RunFeed {
     pub variants: Option<Vec<crate::ml::variants::Report>>,
     /// The robustness curves `vigil attack` saved, when they changed.
     pub attacks: Option<Vec<crate::ml::attack::curve::Curve>>,
+    /// The run's tags and note, when they changed.
+    pub notes: Option<crate::store::notes::RunNotes>,
     /// The run says it is active but the process training it is gone (killed, crashed, or its
     /// machine rebooted): it can be resumed from its last checkpoint.
     pub interrupted: bool,
@@ -81,6 +83,7 @@ impl RunFeed {
             evaluation: None,
             variants: None,
             attacks: None,
+            notes: None,
             interrupted: false,
             external: None,
         }
@@ -103,6 +106,7 @@ struct Tracked {
     eval_mtime: Option<SystemTime>,
     variants_mtime: Option<SystemTime>,
     attacks_mtime: Option<SystemTime>,
+    notes_mtime: Option<SystemTime>,
     sent_params: bool,
     settled: bool,
     /// Whether the trainer process was alive at the last look (active runs only).
@@ -182,6 +186,7 @@ impl StoreFollower {
         // A variant made or replaced adds or renames an entry of the folder.
         let variants_mtime = mtime(&dir.join("variants"));
         let attacks_mtime = mtime(&dir.join(crate::ml::attack::curve::INDEX));
+        let notes_mtime = mtime(&dir.join(crate::store::notes::FILE));
         // A trainer that died leaves run.json untouched: look at its process too.
         let interrupted = t.pid.is_some_and(|p| !crate::store::process_alive(p));
         let changed = interrupted != t.interrupted
@@ -192,6 +197,7 @@ impl StoreFollower {
             || eval_mtime != t.eval_mtime
             || variants_mtime != t.variants_mtime
             || attacks_mtime != t.attacks_mtime
+            || notes_mtime != t.notes_mtime
             || !t.sent_params;
         if !changed {
             return None;
@@ -222,6 +228,10 @@ impl StoreFollower {
         let attacks = (attacks_mtime != t.attacks_mtime)
             .then(|| crate::ml::attack::curve::index(&run).map(|i| i.curves).unwrap_or_default());
         t.attacks_mtime = attacks_mtime;
+        // A removed file reads as no notes, which is what it means.
+        let notes = (notes_mtime != t.notes_mtime || !t.sent_params)
+            .then(|| crate::store::notes::RunNotes::load(&run).unwrap_or_default());
+        t.notes_mtime = notes_mtime;
         let spec = if t.sent_params { None } else { run.spec().ok().map(Box::new) };
         t.sent_params = true;
         t.info_mtime = info_mtime;
@@ -247,6 +257,7 @@ impl StoreFollower {
             evaluation,
             variants,
             attacks,
+            notes,
             interrupted,
             external: None,
         })

@@ -5,7 +5,11 @@
 //! period; only the latest matters to a view, and the console keeps the history.
 //!
 //! NVML is loaded at run time (`nvml-wrapper`), so the binary runs on machines without an
-//! NVIDIA driver: there the GPU list is empty and `gpu_note` says "no GPU found" and why.
+//! NVIDIA driver: there the GPU list is empty and `gpu_note` says in a plain sentence why
+//! ("no NVIDIA driver found (libnvidia-ml.so not loadable): GPU readings off").
+//!
+//! Given a [`SystemLog`], [`spawn`] also records one point per [`RECORD_EVERY`] into the run
+//! store, so the console's history charts survive a restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::store::RunStore;
+use crate::store::system_log::{GpuPoint, RECORD_EVERY, SystemLog, SystemPoint};
 
 /// One GPU at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -57,6 +62,8 @@ pub struct ProcessSample {
 /// One sample of the machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SystemSample {
+    /// When it was taken, in Unix seconds (0 when not known).
+    pub time: f64,
     /// Per-core utilisation in percent.
     pub cpus: Vec<f32>,
     /// Mean utilisation over all cores, in percent.
@@ -90,8 +97,53 @@ pub struct NvmlGpus(nvml_wrapper::Nvml);
 impl NvmlGpus {
     /// Loads NVML; fails fast (no waiting) where the driver library is absent.
     pub fn open() -> Result<Self, String> {
-        nvml_wrapper::Nvml::init().map(NvmlGpus).map_err(|e| e.to_string())
+        nvml_wrapper::Nvml::init().map(NvmlGpus).map_err(|e| gpu_off_sentence(&e))
     }
+}
+
+/// Why NVML did not start, as a sentence for someone who may not know what NVML is: what is
+/// missing, the technical reason in brackets, and what it means.
+pub fn gpu_off_sentence(e: &nvml_wrapper::error::NvmlError) -> String {
+    use nvml_wrapper::error::NvmlError as E;
+    let what = match e {
+        E::LibloadingError(_) | E::FailedToLoadSymbol(_) => {
+            "no NVIDIA driver found (libnvidia-ml.so not loadable)".to_string()
+        }
+        E::DriverNotLoaded => "the NVIDIA driver is installed but not loaded (nvidia-smi tells more)".into(),
+        E::NoPermission => "no permission to read the GPUs (NVML: no permission)".into(),
+        E::LibRmVersionMismatch => {
+            "the NVIDIA driver and its library differ in version (a reboot usually fixes it)".into()
+        }
+        other => format!("the NVIDIA driver did not answer (NVML: {other})"),
+    };
+    format!("{what}: GPU readings off")
+}
+
+impl SystemSample {
+    /// What the history keeps of a sample taken at `t` (Unix seconds).
+    pub fn point(&self, t: f64) -> SystemPoint {
+        SystemPoint {
+            t,
+            cpu: self.cpu_total,
+            mem_used: self.memory_used,
+            mem_total: self.memory_total,
+            gpus: self
+                .gpus
+                .iter()
+                .map(|g| GpuPoint {
+                    index: g.index,
+                    util: g.utilization,
+                    mem_used: g.memory_used,
+                    mem_total: g.memory_total,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl GpuSource for NvmlGpus {
@@ -163,7 +215,7 @@ impl Sampler {
     pub fn new(store: Option<RunStore>) -> Self {
         let (gpus, note): (Option<Box<dyn GpuSource>>, Option<String>) = match NvmlGpus::open() {
             Ok(n) => (Some(Box::new(n)), None),
-            Err(e) => (None, Some(format!("no GPU found (NVML: {e})"))),
+            Err(e) => (None, Some(e)),
         };
         Self::with_gpus(store, gpus, note)
     }
@@ -204,7 +256,7 @@ impl Sampler {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
-        let mut out = SystemSample::default();
+        let mut out = SystemSample { time: unix_now(), ..SystemSample::default() };
         if now >= self.next_scan {
             self.next_scan = now + PID_SCAN;
             self.scan_runs();
@@ -255,8 +307,11 @@ impl Sampler {
         }
         match self.gpus.as_mut().map(|g| g.sample()) {
             Some(Ok(g)) if !g.is_empty() => out.gpus = g,
-            Some(Ok(_)) => out.gpu_note = Some("no GPU found (NVML lists no device)".into()),
-            Some(Err(e)) => out.gpu_note = Some(format!("GPU readings failed: {e}")),
+            Some(Ok(_)) => {
+                out.gpu_note =
+                    Some("no GPU found (the NVIDIA driver lists no device): GPU readings off".into())
+            }
+            Some(Err(e)) => out.gpu_note = Some(format!("GPU readings failed this time (NVML: {e})")),
             None => out.gpu_note = self.gpu_note.clone(),
         }
         // GPU memory per process, and processes on a GPU that train runs but were not seen yet.
@@ -297,6 +352,8 @@ pub struct SystemDeps {
     pub store: Option<RunStore>,
     /// The processes writing external runs (`--watch`), shown beside them.
     pub writers: Option<tokio::sync::watch::Receiver<crate::external::watch::Writers>>,
+    /// Where to record one point per [`RECORD_EVERY`]; `None` records nothing.
+    pub history: Option<SystemLog>,
 }
 
 /// Starts the sampler on the current runtime: a sample every `period` until the sink or the
@@ -316,10 +373,17 @@ pub fn spawn(
         }
         let mut tick = tokio::time::interval(deps.period.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
         tick.tick().await;
+        let mut next_record = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if !sink(sampler.sample()) {
+                    let sample = sampler.sample();
+                    if let Some(log) = deps.history.as_ref().filter(|_| Instant::now() >= next_record) {
+                        next_record = Instant::now() + RECORD_EVERY;
+                        // The history is a courtesy: a full disk must not stop the live view.
+                        let _ = log.append(&sample.point(sample.time));
+                    }
+                    if !sink(sample) {
                         break;
                     }
                 }
@@ -375,6 +439,39 @@ mod tests {
         assert_eq!(sample.processes[0].gpu_memory, 150);
         assert!(sample.processes[0].rss > 0);
         assert!(!sample.cpus.is_empty());
+    }
+
+    #[test]
+    fn a_missing_driver_reads_as_a_plain_sentence() {
+        use nvml_wrapper::error::NvmlError;
+        let s = gpu_off_sentence(&NvmlError::FailedToLoadSymbol("nvmlInit_v2".into()));
+        assert_eq!(s, "no NVIDIA driver found (libnvidia-ml.so not loadable): GPU readings off");
+        assert!(gpu_off_sentence(&NvmlError::DriverNotLoaded).contains("not loaded"));
+        // On this machine, whatever it has, the sampler says something a person can read.
+        let note = Sampler::new(None).sample().gpu_note;
+        assert!(note.is_none_or(|n| n.ends_with("GPU readings off") || n.contains("NVML")));
+    }
+
+    #[tokio::test]
+    async fn the_sampler_records_points_into_the_store_at_a_low_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SystemLog::new(dir.path());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let deps = SystemDeps {
+            period: Duration::from_millis(250),
+            store: None,
+            history: Some(log.clone()),
+            writers: None,
+        };
+        let handle = spawn(deps, move |s: SystemSample| tx.send(s).is_ok()).unwrap();
+        for _ in 0..4 {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        }
+        drop(handle);
+        // Four samples in a second make one point: the first is recorded, the rest wait 10 s.
+        let points = log.load(0.0);
+        assert_eq!(points.len(), 1, "{points:?}");
+        assert!(points[0].mem_total > 0 && (unix_now() - points[0].t).abs() < 60.0);
     }
 
     #[test]

@@ -12,13 +12,17 @@
 //!          checkpoints/best.safetensors, last.safetensors, optimizer.safetensors, index.json
 //!          eval.json            the final evaluation on the test split
 //!          manifest.json        SHA-256 of every other file
+//!          notes.json           tags and a note set by the user (notes.rs)
+//! runs/system.jsonl             the machine's history, one point per 10 s (system_log.rs)
 //! ```
 
 pub mod atomic;
+pub mod notes;
 mod run_id;
 mod run_store;
 pub mod seal;
 pub mod sign;
+pub mod system_log;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -644,9 +648,12 @@ impl RunDir {
                 // signs the manifest, so it cannot be in it. Saved attacks are analyses redone at
                 // will, with their own hashes in attacks/index.json: a signed run stays
                 // verifiable after `vigil attack`.
-                // A Slurm job's state (slurm.json) is the scheduler's news, rewritten after.
-                if matches!(rel.as_str(), "manifest.json" | "control" | "signature.json" | "slurm.json")
-                    || rel.ends_with(".tmp")
+                // A Slurm job's state (slurm.json) is the scheduler's news, rewritten after; tags
+                // and notes (notes.json) describe the run: neither is what was trained.
+                if matches!(
+                    rel.as_str(),
+                    "manifest.json" | "control" | "signature.json" | "slurm.json" | notes::FILE
+                ) || rel.ends_with(".tmp")
                     || rel.starts_with("attacks/")
                 {
                     continue;

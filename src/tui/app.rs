@@ -92,6 +92,9 @@ pub enum SortKey {
     TrainLoss,
     BestVal,
     Duration,
+    /// A column of the Runs view's columns mode ([`super::state::table`]); not in `ALL`, `o`
+    /// picks it there.
+    Column,
 }
 
 impl SortKey {
@@ -113,6 +116,7 @@ impl SortKey {
             SortKey::TrainLoss => "train loss",
             SortKey::BestVal => "best val acc",
             SortKey::Duration => "duration",
+            SortKey::Column => "column",
         }
     }
 }
@@ -180,6 +184,11 @@ pub enum Effect {
     ExportPng,
     /// Start or stop the model service.
     Service(ServiceCommand),
+    /// Write a run's tags and note to its folder.
+    SaveNotes(RunId, crate::store::notes::RunNotes),
+    /// Create, revoke or list the service's API keys (the key file is I/O: the event loop does
+    /// it and answers with [`Msg::Keys`]).
+    Keys(super::state::keys::KeyCommand),
     /// Find a theme by name or file and switch to it (file I/O: the event loop does it and
     /// answers with [`Msg::Theme`]).
     LoadTheme(String),
@@ -208,6 +217,8 @@ pub enum Msg {
     Theme(Result<Box<Theme>, String>),
     /// The store's sweeps, when they changed.
     Sweeps(Vec<crate::engine::sweeps::SweepFeed>),
+    /// What became of a [`Effect::Keys`].
+    Keys(super::state::keys::KeysEvent),
     /// Time passes (messages expire, durations advance).
     Tick,
 }
@@ -233,10 +244,18 @@ pub struct App {
     pub logs: LogsState,
     pub system: Option<SystemSample>,
     pub system_history: VecDeque<SystemSample>,
+    /// The history charts' points: the store's from earlier sessions, then this session's.
+    pub system_points: super::state::system::SystemHistory,
     pub runner_load: (usize, usize),
     pub explain: ExplainState,
     pub service: ServiceState,
     pub sweeps: super::state::sweeps::SweepsState,
+    /// The Runs view's columns mode.
+    pub table: super::state::table::RunTable,
+    /// The Service view's API keys panel and its create form.
+    pub keys: super::state::keys::KeysState,
+    /// Focus, scroll and zoom of the views' panels, and the searches in help and logs.
+    pub panes: super::state::panes::Panes,
     /// Views registered at run time ([`View::Extra`]).
     pub extra: Vec<Box<dyn ViewState>>,
     pub status: Option<Status>,
@@ -275,10 +294,14 @@ impl App {
             logs: LogsState::default(),
             system: None,
             system_history: VecDeque::new(),
+            system_points: Default::default(),
             runner_load: (0, 0),
             explain: ExplainState::default(),
             service: ServiceState::default(),
             sweeps: Default::default(),
+            table: Default::default(),
+            keys: Default::default(),
+            panes: Default::default(),
             extra: Vec::new(),
             status: None,
             messages: Messages::default(),
@@ -305,9 +328,11 @@ impl App {
                         spec: &r.info.spec,
                         status: r.status().label(),
                         params: &r.params,
+                        tags: &r.notes.tags,
                     })
             })
             .collect();
+        let column = super::state::table::sort_column(self);
         let key = |r: &RunState| -> (i64, String) {
             let f = |x: Option<f64>| (x.unwrap_or(f64::NEG_INFINITY) * 1e6) as i64;
             match self.sort {
@@ -318,6 +343,7 @@ impl App {
                 SortKey::TrainLoss => (f(r.last_loss()), String::new()),
                 SortKey::BestVal => (f(r.info.best_val_accuracy), String::new()),
                 SortKey::Duration => ((r.info.duration_s * 1000.0) as i64, String::new()),
+                SortKey::Column => column.as_ref().map_or((0, String::new()), |c| c.sort_key(r)),
             }
         };
         v.sort_by(|a, b| {
@@ -422,6 +448,9 @@ impl App {
                     self.system_history.pop_front();
                 }
                 self.system_history.push_back(s.clone());
+                // A sample says when it was taken; one that does not is taken now.
+                let t = if s.time > 0.0 { s.time } else { crate::engine::system::unix_now() };
+                self.system_points.push(&s, t);
                 self.system = Some(s);
                 // Only the overview and system views show the machine.
                 if matches!(self.view, View::Overview | View::System) {
@@ -451,7 +480,8 @@ impl App {
                     self.say(level, text);
                 }
                 self.dirty |= self.view == View::Service;
-                vec![]
+                // An open try-it pane follows the service: a sample for what it now serves.
+                super::state::try_it::refresh(self)
             }
             Msg::Theme(result) => {
                 match result {
@@ -469,6 +499,11 @@ impl App {
                 if self.view == View::Sweeps {
                     self.dirty = true;
                 }
+                vec![]
+            }
+            Msg::Keys(e) => {
+                super::state::keys::apply(self, e);
+                self.dirty = true;
                 vec![]
             }
             Msg::Tick => {

@@ -85,7 +85,7 @@ pub fn visible_chart(app: &App) -> ExportedChart {
         }
         View::System => {
             chart.title = "system-history".into();
-            chart.x_label = "sample (s)".into();
+            chart.x_label = format!("time before now ({})", app.system_points.unit().0);
             chart.y_label = "percent".into();
             chart.y_unit = YUnit::Percent;
             chart.log_y = false;

@@ -1,7 +1,7 @@
 //! The runs filter typed after `/`: words that must all match. `status:running`, `spec:digits`,
 //! `key=value` / `key!=value` / `key<value` / `key>value` on the spec's parameters (a key matches
 //! the full dotted name or its last part, so `lr<0.01` finds `optimizer.lr`), and any other word
-//! matches the run id or spec name.
+//! matches the run id, spec name or a tag; `tag:NAME` keeps the runs tagged NAME.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 enum Term {
     Status(String),
     Spec(String),
+    Tag(String),
     Param { key: String, op: Op, value: String },
     Text(String),
 }
@@ -34,6 +35,8 @@ pub struct Candidate<'a> {
     pub spec: &'a str,
     pub status: &'a str,
     pub params: &'a BTreeMap<String, String>,
+    /// The run's tags (`vigil tag`, `:tag`).
+    pub tags: &'a [String],
 }
 
 impl Filter {
@@ -46,6 +49,9 @@ impl Filter {
                 }
                 if let Some(s) = w.strip_prefix("spec:") {
                     return Term::Spec(s.to_lowercase());
+                }
+                if let Some(s) = w.strip_prefix("tag:").or_else(|| w.strip_prefix('#')) {
+                    return Term::Tag(s.to_lowercase());
                 }
                 for (sym, op) in [("!=", Op::Ne), ("=", Op::Eq), ("<", Op::Lt), (">", Op::Gt)] {
                     if let Some((k, v)) = w.split_once(sym).filter(|(k, _)| !k.is_empty()) {
@@ -66,8 +72,11 @@ impl Filter {
         self.terms.iter().all(|t| match t {
             Term::Status(s) => c.status.starts_with(s.as_str()),
             Term::Spec(s) => c.spec.to_lowercase().contains(s.as_str()),
+            Term::Tag(s) => c.tags.iter().any(|t| t.to_lowercase() == *s),
             Term::Text(s) => {
-                c.id.to_lowercase().contains(s.as_str()) || c.spec.to_lowercase().contains(s.as_str())
+                c.id.to_lowercase().contains(s.as_str())
+                    || c.spec.to_lowercase().contains(s.as_str())
+                    || c.tags.iter().any(|t| t.to_lowercase().contains(s.as_str()))
             }
             Term::Param { key, op, value } => {
                 let found =
@@ -107,7 +116,14 @@ mod tests {
     #[test]
     fn terms_combine() {
         let p = params();
-        let c = Candidate { id: "digits-mlp-abc123", spec: "digits-mlp", status: "running", params: &p };
+        let tags = ["baseline".to_string()];
+        let c = Candidate {
+            id: "digits-mlp-abc123",
+            spec: "digits-mlp",
+            status: "running",
+            params: &p,
+            tags: &tags,
+        };
         for yes in [
             "",
             "mlp",
@@ -119,6 +135,9 @@ mod tests {
             "optimizer=adam",
             "batch<64",
             "abc1 status:running",
+            "tag:baseline",
+            "#Baseline",
+            "basel",
         ] {
             assert!(Filter::parse(yes).matches(&c), "{yes:?} should match");
         }
@@ -130,6 +149,8 @@ mod tests {
             "momentum=0.9",
             "optimizer=sgd",
             "mlp status:completed",
+            "tag:base",
+            "tag:other",
         ] {
             assert!(!Filter::parse(no).matches(&c), "{no:?} should not match");
         }

@@ -87,7 +87,7 @@ pub enum Action {
     Open,
     /// Mark or unmark the run for comparison
     ToggleMark,
-    /// Filter runs: text, status:running, spec:NAME, param=value
+    /// Filter runs: text, status:running, spec:X, tag:X, lr<0.01
     Filter,
     /// Command line (Tab completes)
     Command,
@@ -109,7 +109,7 @@ pub enum Action {
     SortNext,
     /// Reverse the sort order
     SortReverse,
-    /// Next tab in the run detail
+    /// Next tab in the run detail; Service and System: focus the next panel
     NextTab,
     /// Chart: next metric (loss, accuracy, learning rate); Explain: next method
     NextMetric,
@@ -137,6 +137,22 @@ pub enum Action {
     ExportCsv,
     /// Export the visible chart to PNG
     ExportPng,
+    /// Tag the selected run (:tag NAME adds, :tag -NAME removes; filter with tag:NAME)
+    TagRun,
+    /// Write a note on the selected run (:note TEXT; :note alone clears it)
+    NoteRun,
+    /// Runs: the columns of hyperparameters against final metrics, or the usual table
+    ToggleColumns,
+    /// Service: API keys: create (scopes, limits), show once, revoke
+    ManageKeys,
+    /// Service: the try-it pane: a ready curl line and a sample request for the model
+    TryIt,
+    /// Focus the previous panel of the view
+    FocusPrev,
+    /// Zoom the focused panel to the whole screen, or back
+    ZoomPane,
+    /// Search: previous match (n: next match while a search is set; / starts one in Logs and help)
+    SearchPrev,
     /// Does nothing (to unbind a default key)
     Nothing,
 }

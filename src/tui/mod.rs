@@ -35,6 +35,13 @@ use crate::engine::{Handle, Sink, explain, follow, runner, service, system};
 use crate::error::{Error, Result};
 use crate::ml::spec;
 use crate::store::RunStore;
+use crate::store::system_log::SystemLog;
+
+/// Lays the machine's history from earlier sessions under the System view's charts.
+fn load_system_history(opts: &ConsoleOptions, app: &mut App) {
+    let since = system::unix_now() - state::system::PAST_WINDOW_S;
+    app.system_points.load(SystemLog::new(opts.store.root()).load(since));
+}
 
 /// How the console is started.
 #[derive(Debug, Clone)]
@@ -128,6 +135,7 @@ impl Engines {
                     period: opts.sample_every,
                     store: Some(store.clone()),
                     writers: external.then_some(writers_rx),
+                    history: Some(SystemLog::new(store.root())),
                 },
                 into_msgs(msgs, Msg::System),
             )?,
@@ -197,9 +205,45 @@ pub fn carry_out(app: &mut App, engines: &Engines, effect: Effect) -> Option<boo
                 Err(e) => app.say(Level::Error, e.to_string()),
             }
         }
+        Effect::SaveNotes(id, notes) => {
+            if let Err(err) = notes.save(&engines.store.dir(&id)) {
+                app.say(Level::Error, err.to_string());
+            }
+        }
+        Effect::Keys(c) => {
+            let e = keys_io(&engines.store, c);
+            let more = app.update(Msg::Keys(e));
+            debug_assert!(more.is_empty(), "a key file answer asks for nothing");
+        }
         Effect::Quit { stop_runs } => return Some(stop_runs),
     }
     None
+}
+
+/// Carries out a key-file command with the key store `vigil keys` uses (small files: done in
+/// place, as the exports are).
+fn keys_io(store: &RunStore, c: state::keys::KeyCommand) -> state::keys::KeysEvent {
+    use crate::serve::keys::KeyStore;
+    use state::keys::{KeyCommand, KeysEvent};
+    let keys = KeyStore::of(store);
+    let text = |e: Error| e.to_string();
+    match c {
+        KeyCommand::List => KeysEvent::Listed(keys.list().map_err(text)),
+        KeyCommand::Create(spec) => KeysEvent::Created(keys.create(spec.into_new_key()).map_err(text)),
+        KeyCommand::Revoke(name) => KeysEvent::Revoked(keys.revoke(&name).map(|c| (name, c)).map_err(text)),
+        KeyCommand::Sample { run, model, url } => KeysEvent::Sample((|| {
+            let pipeline = store.dir(&run).pipeline().map_err(text)?;
+            let mut sample = state::try_it::sample(&pipeline, &model, &url);
+            // Written beside the store so that `curl -d @FILE` reads it.
+            let dir = store.root().join("try-it");
+            let file = dir.join(format!("{model}.json"));
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&file, &sample.body))
+                .map_err(|e| Error::io(&file, e).to_string())?;
+            sample.file = Some(file);
+            Ok(sample)
+        })()),
+    }
 }
 
 /// The console without a terminal, in the manner of television's `run_headless`: the real
@@ -218,6 +262,7 @@ impl Headless {
         let (tx, msgs) = mpsc::unbounded_channel();
         let engines = Engines::start(opts, &tx)?;
         engines.start_default(opts, &mut app)?;
+        load_system_history(opts, &mut app);
         Ok(Headless { app, engines, msgs, stop_runs: false })
     }
 
@@ -262,6 +307,7 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
     let engines = Engines::start(&opts, &msg_tx)?;
     engines.start_default(&opts, &mut app)?;
+    load_system_history(&opts, &mut app);
 
     let mut terminal = ratatui::try_init().map_err(|e| Error::startup("the terminal", e))?;
     if let Ok(size) = terminal.size() {

@@ -325,6 +325,7 @@ pub fn gpu_sample() -> SystemSample {
     use vigil::engine::system::{GpuSource, ProcessSample};
     let gpus = FakeGpus.sample().unwrap();
     SystemSample {
+        time: 0.0,
         cpus: vec![97.0, 41.5, 12.0, 66.0],
         cpu_total: 54.1,
         load: [2.5, 2.1, 1.9],

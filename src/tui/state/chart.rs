@@ -353,29 +353,29 @@ pub fn full_x_range(app: &App) -> Option<(f64, f64)> {
 pub type NamedSeries = (String, Vec<(f64, f64)>);
 
 /// The System view's history charts: the host's (CPU and memory %) and the GPUs' (utilisation
-/// and memory % of each GPU in `now`), x in samples (seconds at the default rate). The view
-/// draws them and `w`/`W` export them, from this one place.
+/// and memory % of each GPU in `now`), x in the history's time unit before now (this session's
+/// samples after the stored ones). The view draws them and `w`/`W` export them, from this one
+/// place.
 pub fn system_series(app: &App, now: &SystemSample) -> (Vec<NamedSeries>, Vec<NamedSeries>) {
-    let hist = &app.system_history;
-    let series = |name: &str, g: &dyn Fn(&SystemSample) -> f64| -> NamedSeries {
-        (name.to_string(), hist.iter().enumerate().map(|(i, s)| (i as f64, g(s))).collect())
+    use crate::store::system_log::SystemPoint;
+    let hist = &app.system_points;
+    let series = |name: &str, g: &dyn Fn(&SystemPoint) -> Option<f64>| -> NamedSeries {
+        (name.to_string(), hist.series(g))
     };
+    let pct = |used: u64, total: u64| 100.0 * used as f64 / total.max(1) as f64;
     let host = vec![
-        series("cpu %", &|s| s.cpu_total as f64),
-        series("memory %", &|s| 100.0 * s.memory_used as f64 / s.memory_total.max(1) as f64),
+        series("cpu %", &|p| Some(p.cpu as f64)),
+        series("memory %", &|p| Some(pct(p.mem_used, p.mem_total))),
     ];
     // GPU history beside the host's when there are GPUs: utilisation and memory of each.
     let mut gpu = Vec::new();
     for g in &now.gpus {
         let i = g.index;
-        gpu.push(series(&format!("gpu{i} util %"), &move |s: &SystemSample| {
-            s.gpus.iter().find(|x| x.index == i).map_or(0.0, |x| x.utilization as f64)
+        gpu.push(series(&format!("gpu{i} util %"), &move |p: &SystemPoint| {
+            p.gpus.iter().find(|x| x.index == i).map(|x| x.util as f64)
         }));
-        gpu.push(series(&format!("gpu{i} mem %"), &move |s: &SystemSample| {
-            s.gpus
-                .iter()
-                .find(|x| x.index == i)
-                .map_or(0.0, |x| 100.0 * x.memory_used as f64 / x.memory_total.max(1) as f64)
+        gpu.push(series(&format!("gpu{i} mem %"), &move |p: &SystemPoint| {
+            p.gpus.iter().find(|x| x.index == i).map(|x| pct(x.mem_used, x.mem_total))
         }));
     }
     (host, gpu)

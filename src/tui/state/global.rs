@@ -39,6 +39,10 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::CycleTheme]).commands(&["theme"]),
     Binding::new(&[Action::SortNext]).commands(&["sort"]),
     Binding::new(&[Action::SortReverse]),
+    Binding::new(&[Action::TagRun]).commands(&["tag"]),
+    Binding::new(&[Action::NoteRun]).commands(&["note"]),
+    Binding::new(&[Action::ToggleColumns]),
+    Binding::new(&[Action::ManageKeys]),
     Binding::new(&[Action::Up]),
     Binding::new(&[Action::Down]),
     Binding::new(&[Action::Left]),
@@ -83,7 +87,10 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
             app.quit = true;
             return vec![Effect::Quit { stop_runs: false }];
         }
-        Action::Help => app.mode = Mode::Help { scroll: 0 },
+        Action::Help => {
+            app.panes.help = Default::default();
+            app.mode = Mode::Help { scroll: 0 };
+        }
         Action::Back => {
             if !app.filter_text.is_empty() {
                 app.set_filter(String::new());
@@ -185,6 +192,9 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
             app.say(Level::Info, format!("sorted by {}", app.sort.label()));
         }
         Action::SortReverse => app.sort_desc = !app.sort_desc,
+        Action::ToggleColumns => super::table::toggle(app),
+        Action::TagRun | Action::NoteRun => return super::table::prompt(app, action),
+        Action::ManageKeys => return super::keys::open(app),
         Action::NextTab => {
             app.detail.tab = match app.detail.tab {
                 DetailTab::Curves => DetailTab::Evaluation,

@@ -11,12 +11,17 @@
 pub mod chart;
 pub mod explain;
 pub mod global;
+pub mod keys;
 pub mod messages;
 pub mod modes;
+pub mod panes;
 pub mod run;
 pub mod screens;
 pub mod service;
 pub mod sweeps;
+pub mod system;
+pub mod table;
+pub mod try_it;
 
 pub use crate::tui::app::{App, Effect, Level, View};
 use crate::tui::keymap::Action;
@@ -30,17 +35,23 @@ pub struct Binding {
     pub hint: Option<&'static str>,
     /// The `:` commands that run the (first) action.
     pub commands: &'static [&'static str],
+    /// What the keys do in this view, when it is not the action's own description (`/` in the
+    /// Logs view searches the log rather than filtering runs).
+    pub about: Option<&'static str>,
 }
 
 impl Binding {
     pub const fn new(actions: &'static [Action]) -> Self {
-        Binding { actions, hint: None, commands: &[] }
+        Binding { actions, hint: None, commands: &[], about: None }
     }
     pub const fn hint(self, word: &'static str) -> Self {
         Binding { hint: Some(word), ..self }
     }
     pub const fn commands(self, names: &'static [&'static str]) -> Self {
         Binding { commands: names, ..self }
+    }
+    pub const fn about(self, text: &'static str) -> Self {
+        Binding { about: Some(text), ..self }
     }
 }
 
@@ -84,9 +95,12 @@ pub fn footer(app: &App) -> Vec<(String, &'static str)> {
 /// view's own keys and the chart keys. Each line is the action's doc comment, so help follows the code.
 pub fn help(app: &App) -> Vec<HelpGroup> {
     let global: Vec<Action> = global::BINDINGS.iter().flat_map(|b| b.actions.iter().copied()).collect();
-    let line = |a: Action| {
+    let line = |(a, about): (Action, Option<&'static str>)| {
         let keys: Vec<String> = app.keymap.keys_for(a).iter().map(|k| k.to_string()).collect();
-        (if keys.is_empty() { "(unbound)".to_string() } else { keys.join(" ") }, a.describe())
+        (
+            if keys.is_empty() { "(unbound)".to_string() } else { keys.join(" ") },
+            about.unwrap_or(a.describe()),
+        )
     };
     let mut views = app.all_views();
     views.sort_by_key(|v| *v != app.view);
@@ -96,11 +110,12 @@ pub fn help(app: &App) -> Vec<HelpGroup> {
     tables.push(("Charts", chart::BINDINGS));
     let mut groups = Vec::new();
     for (i, (title, rows)) in tables.into_iter().enumerate() {
-        let mut actions: Vec<Action> = Vec::new();
-        for a in rows.iter().flat_map(|b| b.actions.iter().copied()) {
-            // A view lists only what it does differently; the global keys have a group.
-            if (i == 1 || !global.contains(&a)) && !actions.contains(&a) {
-                actions.push(a);
+        let mut actions: Vec<(Action, Option<&'static str>)> = Vec::new();
+        for (a, about) in rows.iter().flat_map(|b| b.actions.iter().map(|a| (*a, b.about))) {
+            // A view lists only what it does differently (a global key it gives another meaning
+            // to, too); the global keys have a group.
+            if (i == 1 || about.is_some() || !global.contains(&a)) && !actions.iter().any(|(x, _)| *x == a) {
+                actions.push((a, about));
             }
         }
         if !actions.is_empty() {

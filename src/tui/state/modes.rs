@@ -18,10 +18,18 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
     match std::mem::replace(&mut app.mode, Mode::Normal) {
         Mode::Normal => {
+            // A search being typed and the keys panel's form read keys before the keymap.
+            if let Some(effects) = super::panes::capture(app, &k) {
+                return effects;
+            }
             let Some(action) = app.keymap.action(&k) else { return vec![] };
             app.act(action)
         }
         Mode::Help { scroll } => {
+            if let Some(scroll) = super::panes::help_key(app, &k, scroll) {
+                app.mode = Mode::Help { scroll };
+                return vec![];
+            }
             let scroll = match app.keymap.action(&k) {
                 Some(Action::Down) => scroll.saturating_add(1),
                 Some(Action::Up) => scroll.saturating_sub(1),
@@ -171,6 +179,7 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
             (None, _) => vec![],
         },
         Action::CycleTheme if !arg.is_empty() => vec![Effect::LoadTheme(arg)],
+        Action::TagRun | Action::NoteRun => super::table::annotate(app, action, &arg),
         Action::Filter => {
             app.set_filter(arg);
             app.view = View::Runs;

@@ -127,6 +127,8 @@ pub struct RunState {
     pub evaluations: Vec<(CheckpointKind, Evaluation)>,
     /// A run another program trains (`--watch`): read-only, its curves are its tags.
     pub external: Option<ExternalRun>,
+    /// The user's tags and note (`notes.json`).
+    pub notes: crate::store::notes::RunNotes,
 }
 
 impl RunState {
@@ -146,6 +148,7 @@ impl RunState {
             evaluation: None,
             evaluations: vec![],
             external: None,
+            notes: Default::default(),
         }
     }
 
@@ -163,9 +166,13 @@ impl RunState {
             evaluation,
             variants,
             attacks,
+            notes,
             interrupted,
             external,
         } = feed;
+        if let Some(n) = notes {
+            self.notes = n;
+        }
         self.info = info;
         self.interrupted = interrupted;
         if let Some(s) = spec {

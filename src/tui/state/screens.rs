@@ -1,5 +1,6 @@
 //! The views whose state is small: Overview (the run it follows or pins), Runs, Detail, Compare
-//! (colour slots, the parameters' scroll), Logs, System and Security.
+//! (colour slots, the parameters' scroll), Logs, System and Security. (The Runs view's columns
+//! mode is [`super::table`]; panels and searches are [`super::panes`].)
 //! The run selection, marks, sort and filter they share live in [`App`]; what is a view's own
 //! (the detail's tab, the log's scroll) lives here with its keys.
 
@@ -116,7 +117,7 @@ impl ViewState for OverviewState {
     }
 }
 
-const RUNS_BINDINGS: [Binding; 7] = [
+const RUNS_BINDINGS: [Binding; 11] = [
     RUN_HINTS[0],
     RUN_HINTS[1],
     RUN_HINTS[2],
@@ -124,6 +125,10 @@ const RUNS_BINDINGS: [Binding; 7] = [
     RUN_HINTS[4],
     Binding::new(&[Action::ToggleMark]).hint("mark"),
     Binding::new(&[Action::SortNext]).hint("sort"),
+    Binding::new(&[Action::ToggleColumns]).hint("columns").commands(&["columns"]),
+    Binding::new(&[Action::Right]).about("Columns mode: ←→ pick the column that o sorts by"),
+    Binding::new(&[Action::TagRun]).hint("tag"),
+    Binding::new(&[Action::NoteRun]).hint("note"),
 ];
 
 /// Runs: the table of every run.
@@ -137,8 +142,8 @@ impl ViewState for RunsView {
     fn bindings(&self) -> &'static [Binding] {
         &RUNS_BINDINGS
     }
-    fn handle(&mut self, _action: Action, _app: &mut App) -> Option<Vec<Effect>> {
-        None
+    fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        super::table::handle(action, app)
     }
 }
 
@@ -260,6 +265,9 @@ pub struct LogsState {
 }
 
 const LOGS_BINDINGS: &[Binding] = &[
+    Binding::new(&[Action::Filter]).hint("search").about("Search the log (Enter keeps, Esc clears)"),
+    Binding::new(&[Action::NewRun]).about("Next match of the search (a new run when none is set)"),
+    Binding::new(&[Action::SearchPrev]).hint("prev match"),
     Binding::new(&[Action::Up]).hint("scroll"),
     Binding::new(&[Action::Down]),
     Binding::new(&[Action::PageUp]),
@@ -275,7 +283,10 @@ impl ViewState for LogsState {
     fn bindings(&self) -> &'static [Binding] {
         LOGS_BINDINGS
     }
-    fn handle(&mut self, action: Action, _app: &mut App) -> Option<Vec<Effect>> {
+    fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        if let Some(effects) = super::panes::logs_action(action, app, &mut self.scroll) {
+            return Some(effects);
+        }
         match action {
             Action::Up => self.scroll += 1,
             Action::Down => self.scroll = self.scroll.saturating_sub(1),
@@ -293,15 +304,23 @@ impl ViewState for LogsState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemView;
 
+/// The keys of the views with panels (System, Service).
+pub const PANE_BINDINGS: [Binding; 4] = [
+    Binding::new(&[Action::NextTab]).hint("panel").about("Focus the next panel"),
+    Binding::new(&[Action::FocusPrev]),
+    Binding::new(&[Action::ZoomPane]).hint("zoom"),
+    Binding::new(&[Action::Up, Action::Down]).about("Scroll the focused panel"),
+];
+
 impl ViewState for SystemView {
     fn title(&self) -> &'static str {
         "System"
     }
     fn bindings(&self) -> &'static [Binding] {
-        &[]
+        &PANE_BINDINGS
     }
-    fn handle(&mut self, _action: Action, _app: &mut App) -> Option<Vec<Effect>> {
-        None
+    fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        super::panes::handle(action, app)
     }
 }
 

@@ -78,6 +78,11 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::ServiceFlaggedOnly]).hint("flagged"),
     Binding::new(&[Action::Up, Action::Down]),
     Binding::new(&[Action::Bottom]).hint("follow"),
+    Binding::new(&[Action::ManageKeys]).hint("keys").commands(&["keys"]),
+    Binding::new(&[Action::TryIt]).hint("try it").commands(&["try"]),
+    super::screens::PANE_BINDINGS[0],
+    super::screens::PANE_BINDINGS[1],
+    super::screens::PANE_BINDINGS[2],
 ];
 
 impl ViewState for ServiceState {
@@ -90,7 +95,12 @@ impl ViewState for ServiceState {
     }
 
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
+        if let Some(effects) = super::panes::handle(action, app) {
+            return Some(effects);
+        }
         match action {
+            Action::ManageKeys => return Some(super::keys::open(app)),
+            Action::TryIt => return Some(self.toggle_try_it(app)),
             Action::Open => return Some(self.explain_cursor(app)),
             Action::ServiceStatusFilter => self.cycle_status(),
             Action::ServiceKeyFilter => self.cycle_key(),
@@ -232,6 +242,18 @@ impl ServiceState {
         let routes = self.tail.iter().map(|r| r.route.clone().unwrap_or_else(|| r.path.clone())).collect();
         self.filter.route = Self::next_of(routes, &self.filter.route);
         self.scroll = 0;
+    }
+
+    /// `y`: the try-it pane on or off; on, it asks for a sample request for the served model.
+    fn toggle_try_it(&mut self, app: &mut App) -> Vec<Effect> {
+        app.keys.try_it.on = !app.keys.try_it.on;
+        app.keys.try_it.scroll = 0;
+        // The view's state is taken out of the app while it handles a key: lend it back.
+        let server = std::mem::take(&mut self.server);
+        app.service.server = server;
+        let effects = super::try_it::refresh(app);
+        self.server = std::mem::take(&mut app.service.server);
+        effects
     }
 
     /// `enter`: explain the request under the tail's cursor.

@@ -281,10 +281,17 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     .areas(area);
     draw_variants(f, app, r, var_area);
     // Two columns when there is room, and PgUp/PgDn scroll what does not fit.
-    let items: Vec<Line> = r
-        .params
-        .iter()
-        .map(|(k, v)| Line::from(vec![Span::styled(format!("{k} "), t.muted()), Span::raw(v.clone())]))
+    // The user's tags and note (`T`, `I`) head the list: they say what the run was for.
+    let notes =
+        [("tags", (!r.notes.tags.is_empty()).then(|| r.notes.tag_line())), ("note", r.notes.note.clone())];
+    let items: Vec<Line> = notes
+        .into_iter()
+        .filter_map(|(k, v)| Some(Line::from(vec![Span::styled(format!("{k} "), t.info()), Span::raw(v?)])))
+        .chain(
+            r.params.iter().map(|(k, v)| {
+                Line::from(vec![Span::styled(format!("{k} "), t.muted()), Span::raw(v.clone())])
+            }),
+        )
         .collect();
     let rows = params_area.height.saturating_sub(2) as usize;
     let columns = if params_area.width >= 110 { 2 } else { 1 };

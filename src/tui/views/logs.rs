@@ -1,5 +1,6 @@
 //! Logs: the selected run's event log (started, data, checkpoint saved, paused, failed with the
-//! reason, ...). It follows new lines until you scroll back, and stays where you scrolled. Under
+//! reason, ...). It follows new lines until you scroll back, and stays where you scrolled. `/`
+//! searches it: matching lines are marked, the current match highlighted, `n`/`N` move. Under
 //! it, the console's newest messages (the whole history is `M`).
 
 use ratatui::Frame;
@@ -29,9 +30,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let scroll = app.logs.scroll.min(total.saturating_sub(height));
     let end = total - scroll;
     let start = end.saturating_sub(height);
+    let search = &app.panes.logs;
+    let texts = crate::tui::state::panes::log_lines(app);
+    let current = search.line(&texts);
     let lines: Vec<Line> = r.events[start..end]
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let style = match e.kind.as_str() {
                 "failed" => t.error(),
                 "cancelled" | "paused" | "early_stop" | "warning" => t.warn(),
@@ -39,15 +44,32 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 "checkpoint" => t.info(),
                 _ => t.base(),
             };
-            Line::from(vec![
+            let line = Line::from(vec![
                 Span::styled(format!("{} ", e.time.get(11..19).unwrap_or(&e.time)), t.muted()),
                 Span::styled(format!("{:<10} ", e.kind), style),
                 Span::raw(e.message.clone()),
-            ])
+            ]);
+            // Matches read without colour too: the current one reversed, the others marked.
+            let at = start + i;
+            if current == Some(at) {
+                line.style(t.selected())
+            } else if texts.get(at).is_some_and(|l| search.hit(l)) {
+                line.style(t.accent().add_modifier(ratatui::style::Modifier::UNDERLINED))
+            } else {
+                line
+            }
         })
         .collect();
     let follow =
         if scroll == 0 { "following".to_string() } else { format!("{scroll} lines back · G follows") };
-    let title = format!("Log of {} ({} events · {follow})", r.info.id, total);
+    let mut title = format!("Log of {} ({} events · {follow})", r.info.id, total);
+    if search.typing || !search.query.is_empty() {
+        let n = search.matches(&texts).len();
+        let cursor = if search.typing { "█" } else { "" };
+        title.push_str(&format!(" · /{}{cursor} {n} match{}", search.query, if n == 1 { "" } else { "es" }));
+        if !search.typing && n > 0 {
+            title.push_str(" · n/N");
+        }
+    }
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(panel(app, title)), area);
 }

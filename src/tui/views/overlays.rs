@@ -23,6 +23,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             let groups = crate::tui::state::help(app);
             let key_w =
                 groups.iter().flat_map(|(_, l)| l).map(|(k, _)| k.chars().count()).max().unwrap_or(8).min(22);
+            // The same lines, in the same order, as the search reads them.
+            let search = &app.panes.help;
+            let texts = crate::tui::state::panes::help_lines(app);
+            let current = search.line(&texts);
             let mut lines: Vec<Line> = Vec::new();
             for (title, help) in &groups {
                 if !lines.is_empty() {
@@ -33,9 +37,26 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                     Line::from(vec![Span::styled(format!("{keys:>key_w$}  "), t.accent()), Span::raw(*what)])
                 }));
             }
+            for (i, l) in lines.iter_mut().enumerate() {
+                if current == Some(i) {
+                    *l = std::mem::take(l).style(t.selected());
+                } else if texts.get(i).is_some_and(|x| search.hit(x)) {
+                    *l = std::mem::take(l).style(t.info().add_modifier(ratatui::style::Modifier::UNDERLINED));
+                }
+            }
             let r = centered(area, 76, area.height);
             f.render_widget(Clear, r);
-            let block = panel(app, "Keys (↑↓ scroll, Esc closes; the keymap is config/keymap.ron)");
+            let title = if search.typing || !search.query.is_empty() {
+                let n = search.matches(&texts).len();
+                format!(
+                    "Keys · /{}{} {n} found · n/N next/prev · Esc closes",
+                    search.query,
+                    if search.typing { "█" } else { "" }
+                )
+            } else {
+                "Keys (/ search, ↑↓ scroll, Esc closes; the keymap is config/keymap.ron)".to_string()
+            };
+            let block = panel(app, title);
             f.render_widget(Paragraph::new(lines).block(block).scroll((*scroll, 0)).style(t.base()), r);
         }
         Mode::Messages { scroll } => super::messages::draw_overlay(f, app, area, *scroll),

@@ -10,6 +10,9 @@ use super::{fmt_duration, panel, status_style};
 use crate::tui::app::{App, SortKey};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    if app.table.on {
+        return super::run_table::draw(f, app, area);
+    }
     let t = &app.theme;
     let runs = app.visible();
     let mut title = format!("Runs ({}", runs.len());
@@ -65,6 +68,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         SortKey::BestVal => Some(5),
         SortKey::Started => Some(if wide { 9 } else { 6 }),
         SortKey::Duration => Some(if wide { 10 } else { 7 }),
+        SortKey::Column => None,
     };
     let header = Row::new(header.into_iter().enumerate().map(|(i, h)| {
         let style = if Some(i) == sort_col { t.accent() } else { t.muted() };

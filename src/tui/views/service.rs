@@ -3,7 +3,9 @@
 //! in the numbers), then the last minute's requests per second, p50/p99 latency, error rates and
 //! status classes, the keys with their counts and budgets left, the alerts, and a tail of the
 //! log with its filters. The tail follows new lines until you scroll back, and then stays on
-//! the lines you are reading.
+//! the lines you are reading. Tab moves the focus between the panels (the focused one has an
+//! accent border and scrolls), `z` zooms it; the keys panel (`ctrl-k`) and the try-it pane (`y`)
+//! are drawn by [`super::keys`].
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -12,10 +14,46 @@ use ratatui::widgets::Paragraph;
 
 use super::panel;
 use crate::serve::monitor::AlertLevel;
-use crate::tui::app::{App, ServerState};
+use crate::tui::app::{App, ServerState, View};
 use crate::tui::keymap::Action;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    draw_panels(f, app, area);
+    if app.keys.open {
+        super::keys::draw_panel(f, app, area);
+    }
+}
+
+/// A panel's block, its border in the accent colour when it has the focus (Tab moves it).
+fn block<'a>(app: &App, name: &str, title: impl Into<String>) -> ratatui::widgets::Block<'a> {
+    let b = panel(app, title);
+    if focused(app) == Some(name) { b.border_style(app.theme.accent()) } else { b }
+}
+
+fn focused(app: &App) -> Option<&'static str> {
+    crate::tui::state::panes::focused(app, View::Service)
+}
+
+/// The focused panel's own scroll (panels other than the access log).
+fn scroll(app: &App, name: &str) -> (u16, u16) {
+    if focused(app) == Some(name) { (app.panes.service.scroll, 0) } else { (0, 0) }
+}
+
+fn draw_panels(f: &mut Frame, app: &App, area: Rect) {
+    // `z`: the focused panel alone, on the whole body.
+    if app.panes.service.zoomed {
+        match focused(app) {
+            Some("Service") => return draw_numbers(f, app, area),
+            Some("Keys & alerts") => {
+                let [keys, alerts] =
+                    Layout::horizontal([Constraint::Percentage(55), Constraint::Min(20)]).areas(area);
+                draw_keys(f, app, keys);
+                return draw_alerts(f, app, alerts);
+            }
+            Some("Try it") => return draw_try_it(f, app, area),
+            _ => return draw_tail(f, app, area),
+        }
+    }
     let wide = area.width >= 120;
     let side = if wide { 8 } else { 6 };
     let [top, tail] = Layout::vertical([Constraint::Length(side), Constraint::Min(3)]).areas(area);
@@ -31,7 +69,20 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         draw_numbers(f, app, numbers);
         draw_keys_and_alerts(f, app, keys);
     }
+    let (tail, try_it) = super::keys::split_for_try_it(app, tail);
     draw_tail(f, app, tail);
+    if let Some(pane) = try_it {
+        draw_try_it(f, app, pane);
+    }
+}
+
+fn draw_try_it(f: &mut Frame, app: &App, area: Rect) {
+    let lines = super::keys::try_it_lines(app);
+    let p = Paragraph::new(lines)
+        .wrap(ratatui::widgets::Wrap { trim: false })
+        .scroll(scroll(app, "Try it"))
+        .block(block(app, "Try it", "Try it · a request the service accepts"));
+    f.render_widget(p, area);
 }
 
 /// The server line and the last minute's numbers.
@@ -75,7 +126,14 @@ fn draw_numbers(f: &mut Frame, app: &App, area: Rect) {
         None => lines.push(Line::from(Span::styled("reading the access log…", t.muted()))),
     }
     let window = app.service.snapshot.as_ref().map_or(60, |s| s.window_s);
-    f.render_widget(Paragraph::new(lines).block(panel(app, format!("Service · last {window} s"))), area);
+    f.render_widget(
+        Paragraph::new(lines).scroll(scroll(app, "Service")).block(block(
+            app,
+            "Service",
+            format!("Service · last {window} s"),
+        )),
+        area,
+    );
 }
 
 fn server_line(app: &App) -> Line<'static> {
@@ -170,13 +228,16 @@ fn alert_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
 }
 
 fn draw_keys(f: &mut Frame, app: &App, area: Rect) {
-    let lines = key_lines(app, area.height.saturating_sub(3) as usize);
-    f.render_widget(Paragraph::new(lines).block(panel(app, "Keys")), area);
+    let lines = key_lines(app, usize::MAX);
+    f.render_widget(
+        Paragraph::new(lines).scroll(scroll(app, "Keys & alerts")).block(block(app, "Keys & alerts", "Keys")),
+        area,
+    );
 }
 
 fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
     let lines = alert_lines(app, area.height.saturating_sub(2) as usize);
-    f.render_widget(Paragraph::new(lines).block(panel(app, "Alerts")), area);
+    f.render_widget(Paragraph::new(lines).block(block(app, "Keys & alerts", "Alerts")), area);
 }
 
 /// At 80 columns keys and alerts share a panel: the newest alert first, since it needs action,
@@ -184,18 +245,27 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
 fn draw_keys_and_alerts(f: &mut Frame, app: &App, area: Rect) {
     let room = area.height.saturating_sub(2) as usize;
     let (n_keys, n_alerts) = app.service.snapshot.as_ref().map_or((0, 0), |s| (s.keys.len(), s.alerts.len()));
+    // Focused, the panel scrolls through every key; otherwise it shows what fits.
+    let focused = focused(app) == Some("Keys & alerts");
     let alerts = if n_alerts == 0 { 0 } else { room.saturating_sub(n_keys.max(1) + 1).clamp(1, 2) };
     let mut lines = alert_lines(app, alerts);
     if n_alerts == 0 {
         lines.clear();
     }
-    let key_room = room.saturating_sub(lines.len() + 1);
+    let key_room = if focused { usize::MAX } else { room.saturating_sub(lines.len() + 1) };
     lines.extend(key_lines(app, key_room));
-    lines.truncate(room);
-    let hidden = n_keys.saturating_sub(key_room);
+    let hidden = if focused {
+        0
+    } else {
+        lines.truncate(room);
+        n_keys.saturating_sub(key_room)
+    };
     let title =
         if hidden > 0 { format!("Keys & alerts · {hidden} more keys") } else { "Keys & alerts".into() };
-    f.render_widget(Paragraph::new(lines).block(panel(app, title)), area);
+    f.render_widget(
+        Paragraph::new(lines).scroll(scroll(app, "Keys & alerts")).block(block(app, "Keys & alerts", title)),
+        area,
+    );
 }
 
 fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
@@ -286,7 +356,11 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
         lines
     };
     f.render_widget(
-        Paragraph::new(body).block(panel(app, format!("Access log ({total}){filter} · {follow}"))),
+        Paragraph::new(body).block(block(
+            app,
+            "Access log",
+            format!("Access log ({total}){filter} · {follow}"),
+        )),
         area,
     );
 }

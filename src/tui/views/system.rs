@@ -1,6 +1,7 @@
 //! System: per-core CPU bars, CPU and memory history, each GPU's utilisation, memory,
 //! temperature, power and clocks with their history, and a table of the processes that train
-//! runs (CPU, resident memory, GPU memory). Without a GPU the panel says "no GPU found".
+//! runs (CPU, resident memory, GPU memory). Without a GPU the panel says why in a sentence. The
+//! history charts include what earlier sessions recorded in the store (x: minutes before now).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -42,6 +43,15 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         return;
     };
     let per_row: u16 = if area.width >= 120 { 4 } else { 2 };
+    // `z`: the focused panel alone, on the whole body.
+    if app.panes.system.zoomed {
+        match focused(app) {
+            Some("CPU") => return draw_cpu(f, app, s, per_row, area),
+            Some("GPU") => return draw_gpus(f, app, s, area),
+            Some("Run processes") => return draw_processes(f, app, s, area),
+            _ => return draw_history(f, app, s, area),
+        }
+    }
     let cores = s.cpus.len().max(1) as u16;
     let cpu_h = (cores.div_ceil(per_row) + 4).min(area.height / 3);
     let gpu_h = if s.gpus.is_empty() { 3 } else { s.gpus.len() as u16 + 2 };
@@ -59,10 +69,25 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     draw_processes(f, app, s, proc_area);
 }
 
+fn focused(app: &App) -> Option<&'static str> {
+    crate::tui::state::panes::focused(app, crate::tui::app::View::System)
+}
+
+/// A panel's block, its border in the accent colour when it has the focus (Tab moves it).
+fn block<'a>(app: &App, name: &str, title: impl Into<String>) -> ratatui::widgets::Block<'a> {
+    let b = panel(app, title);
+    if focused(app) == Some(name) { b.border_style(app.theme.accent()) } else { b }
+}
+
+/// Lines the panel is scrolled by: the focused panel scrolls.
+fn scroll(app: &App, name: &str) -> u16 {
+    if focused(app) == Some(name) { app.panes.system.scroll } else { 0 }
+}
+
 fn draw_cpu(f: &mut Frame, app: &App, s: &SystemSample, per_row: u16, area: Rect) {
     let t = &app.theme;
     let title = format!("CPU {:.0}% · load {:.2} {:.2} {:.2}", s.cpu_total, s.load[0], s.load[1], s.load[2]);
-    let block = panel(app, title);
+    let block = block(app, "CPU", title);
     let inner = block.inner(area);
     f.render_widget(block, area);
     let col_w = (inner.width / per_row).max(20) as usize;
@@ -94,7 +119,8 @@ fn draw_cpu(f: &mut Frame, app: &App, s: &SystemSample, per_row: u16, area: Rect
         Span::styled("net ", t.muted()),
         Span::raw(format!("rx {} tx {}", rate(s.net_rx_bps), rate(s.net_tx_bps))),
     ]));
-    f.render_widget(Paragraph::new(lines), inner);
+    // Many cores do not fit at 80x24: focused, the panel scrolls through them.
+    f.render_widget(Paragraph::new(lines).scroll((scroll(app, "CPU"), 0)), inner);
 }
 
 fn percent_chart<'a>(app: &App, series: Vec<(String, Vec<(f64, f64)>)>) -> LineChart<'a> {
@@ -122,25 +148,29 @@ fn legend(app: &App, names: &[String]) -> Line<'static> {
 }
 
 fn draw_history(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
-    let hist = &app.system_history;
+    let hist = &app.system_points;
     let (host, gpu) = crate::tui::state::chart::system_series(app, s);
     let areas: Vec<Rect> = if gpu.is_empty() {
         vec![area]
     } else {
         Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).split(area).to_vec()
     };
-    for (k, (title, data)) in [("Host (last {} s)", host), ("GPUs (last {} s)", gpu)].into_iter().enumerate()
-    {
+    // The stored history makes the span hours after a restart; x is the time before now.
+    let span = super::fmt_duration(hist.span_s());
+    let kept = if hist.past.is_empty() { "" } else { ", stored" };
+    for (k, (title, data)) in [("Host", host), ("GPUs", gpu)].into_iter().enumerate() {
         if data.is_empty() || k >= areas.len() {
             continue;
         }
-        let block = panel(app, title.replace("{}", &hist.len().to_string()));
+        let block = block(app, "History", format!("{title} · last {span}{kept} · x: {}", hist.unit().0));
         let inner = block.inner(areas[k]);
         f.render_widget(block, areas[k]);
         let [chart_area, legend_area] =
             Layout::vertical([Constraint::Min(2), Constraint::Length(1)]).areas(inner);
         let names: Vec<String> = data.iter().map(|(n, _)| n.clone()).collect();
-        f.render_widget(percent_chart(app, data), chart_area);
+        // At least the last minute on the axis, so the first samples do not stretch across it.
+        let from = -(hist.span_s().max(60.0) / hist.unit().1);
+        f.render_widget(percent_chart(app, data).x_window(Some((from, 0.0))), chart_area);
         f.render_widget(Paragraph::new(legend(app, &names)), legend_area);
     }
 }
@@ -148,17 +178,16 @@ fn draw_history(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
 fn draw_gpus(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
     let t = &app.theme;
     if s.gpus.is_empty() {
-        let note = s.gpu_note.as_deref().unwrap_or("no GPU found");
-        // The short form first; the reason (a missing driver library) after it, muted.
-        let (head, why) = note.split_once(" (").map_or((note, ""), |(h, w)| (h, w.trim_end_matches(')')));
-        let line = Line::from(vec![
-            Span::styled(head.to_string(), t.accent()),
-            Span::styled(format!("  {why}"), t.muted()),
-        ]);
-        f.render_widget(Paragraph::new(line).block(panel(app, "GPU")), area);
+        // The sampler's note is a whole sentence (what is missing, why, what it means): shown as is.
+        let note = s.gpu_note.as_deref().unwrap_or("no GPU found: GPU readings off");
+        let line = Line::from(Span::styled(note.to_string(), t.muted()));
+        f.render_widget(
+            Paragraph::new(line).wrap(ratatui::widgets::Wrap { trim: true }).block(block(app, "GPU", "GPU")),
+            area,
+        );
         return;
     }
-    let block = panel(app, format!("GPUs ({})", s.gpus.len()));
+    let block = block(app, "GPU", format!("GPUs ({})", s.gpus.len()));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let wide = inner.width >= 120;
@@ -203,7 +232,7 @@ fn draw_gpus(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
             Line::from(spans)
         })
         .collect();
-    f.render_widget(Paragraph::new(lines), inner);
+    f.render_widget(Paragraph::new(lines).scroll((scroll(app, "GPU"), 0)), inner);
 }
 
 fn draw_processes(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
@@ -213,7 +242,7 @@ fn draw_processes(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
         ["pid", "cpu", "memory", "gpu mem", "gpu share", "runs"]
             .map(|h| Cell::from(Span::styled(h, t.muted()))),
     );
-    let rows = s.processes.iter().map(|p| {
+    let rows = s.processes.iter().skip(scroll(app, "Run processes") as usize).map(|p| {
         let share = if total_gpu > 0 {
             format!("{:.0}%", 100.0 * p.gpu_memory as f64 / total_gpu as f64)
         } else {
@@ -245,6 +274,6 @@ fn draw_processes(f: &mut Frame, app: &App, s: &SystemSample, area: Rect) {
         ],
     )
     .header(header)
-    .block(panel(app, title));
+    .block(block(app, "Run processes", title));
     f.render_widget(table, area);
 }
