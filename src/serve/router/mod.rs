@@ -91,11 +91,10 @@ pub struct AppState {
     boot: u32,
     next_id: AtomicU64,
     /// PRADA's state per key and model: the key's queries to that model, for extraction alarms.
-    extraction: Mutex<HashMap<WatchKey, Arc<Mutex<Watch>>>>,
+    /// By key name, then model name: nested so that a lookup borrows the names (a tuple of
+    /// Strings as the key cost two allocations per request).
+    extraction: Mutex<HashMap<String, HashMap<String, Arc<Mutex<Watch>>>>>,
 }
-
-/// A key's name and a model's name.
-type WatchKey = (String, String);
 
 /// One key's extraction watch on one model.
 struct Watch {
@@ -147,7 +146,12 @@ impl AppState {
     /// The extraction watch of a key on a model.
     fn watch(&self, key: &str, model: &str) -> Arc<Mutex<Watch>> {
         let mut all = self.extraction.lock().expect("the watch map lock is never poisoned");
-        all.entry((key.to_string(), model.to_string()))
+        if let Some(w) = all.get(key).and_then(|m| m.get(model)) {
+            return w.clone();
+        }
+        all.entry(key.to_string())
+            .or_default()
+            .entry(model.to_string())
             .or_insert_with(|| {
                 Arc::new(Mutex::new(Watch { prada: Prada::new(PradaConfig::default()), last_answered: None }))
             })
