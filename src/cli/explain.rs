@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Write the input and its heatmap side by side to this PNG file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = super::output_file)]
     pub png: Option<PathBuf>,
     /// Run the parameter-randomisation and deletion tests of the methods on the split.
     #[arg(long, conflicts_with_all = ["sample", "png", "target", "bench"])]
@@ -93,11 +93,11 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["png"])]
     pub bench: bool,
     /// --bench: timed repeats.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one)]
     pub repeats: usize,
     /// --bench: a JSON file written by bench/captum_reference.py for the same run and sample;
     /// its attributions are compared with ours and its timing shown beside ours.
-    #[arg(long, value_name = "FILE", requires = "bench")]
+    #[arg(long, value_name = "FILE", requires = "bench", value_parser = super::existing_file)]
     pub reference: Option<PathBuf>,
 }
 

@@ -58,6 +58,8 @@ pub enum RunnerEvent {
 }
 
 enum Done {
+    /// A spec's data was read and checked (before its run exists).
+    Checked(Box<ExperimentSpec>, Result<(), String>),
     Trained(RunId, Result<Outcome, String>),
     Evaluated(RunId, CheckpointKind, Result<Evaluation, String>),
 }
@@ -71,6 +73,10 @@ pub struct Runner {
     events: mpsc::UnboundedSender<RunnerEvent>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Specs whose data is being checked before their run is created.
+    checking: usize,
+    /// Everything was asked to stop: specs checked from now on are not started.
+    stopping: bool,
 }
 
 /// What the runner needs.
@@ -115,6 +121,8 @@ impl Runner {
             events,
             done_tx,
             done_rx,
+            checking: 0,
+            stopping: false,
         }
     }
 
@@ -122,7 +130,7 @@ impl Runner {
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<RunnerCommand>) {
         let mut open = true;
         loop {
-            if !open && self.active.is_empty() && self.queue.is_empty() {
+            if !open && self.active.is_empty() && self.queue.is_empty() && self.checking == 0 {
                 break;
             }
             tokio::select! {
@@ -146,14 +154,20 @@ impl Runner {
 
     fn handle(&mut self, cmd: RunnerCommand) {
         match cmd {
-            RunnerCommand::Start(spec) => match self.store.create(&spec) {
-                Ok(run) => {
-                    self.emit(RunnerEvent::Queued(run.id.clone()));
-                    self.queue.push_back((run, false));
-                    self.load();
-                }
-                Err(e) => self.emit(RunnerEvent::Refused(format!("cannot create a run: {e}"))),
-            },
+            RunnerCommand::Start(spec) => {
+                // The data is read and checked before the run exists, as `vigil train` does, so
+                // that a bad data file leaves no failed run behind. Reading it can take a while:
+                // a blocking thread, never the runtime.
+                self.stopping = false;
+                self.checking += 1;
+                let tx = self.done_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let checked = crate::ml::data::preprocess::PreparedData::build(&spec, None)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Done::Checked(spec, checked));
+                });
+            }
             RunnerCommand::Resume(id) => match self.store.resolve(&id) {
                 Ok(run) => {
                     let resumable = run.checkpoints().map(|c| c.resume.is_some()).unwrap_or(false);
@@ -218,6 +232,7 @@ impl Runner {
                 Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
             },
             RunnerCommand::StopAll => {
+                self.stopping = true;
                 for (run, _) in self.queue.drain(..) {
                     let _ = run.update_info(|i| i.status = RunStatus::Cancelled);
                 }
@@ -291,6 +306,23 @@ impl Runner {
 
     fn finished(&mut self, done: Done) {
         match done {
+            Done::Checked(spec, result) => {
+                self.checking -= 1;
+                match result {
+                    Ok(()) if self.stopping => {}
+                    Ok(()) => match self.store.create(&spec) {
+                        Ok(run) => {
+                            self.emit(RunnerEvent::Queued(run.id.clone()));
+                            self.queue.push_back((run, false));
+                            self.load();
+                        }
+                        Err(e) => self.emit(RunnerEvent::Refused(format!("cannot create a run: {e}"))),
+                    },
+                    Err(reason) => {
+                        self.emit(RunnerEvent::Refused(format!("cannot start {}: {reason}", spec.name)))
+                    }
+                }
+            }
             Done::Trained(id, result) => {
                 self.active.remove(&id);
                 self.emit(match result {

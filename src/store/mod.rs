@@ -194,6 +194,9 @@ pub enum EventKind {
     Finished,
     Failed,
     Cancelled,
+    /// The attempt before ended without a final status (its process was killed or the machine
+    /// stopped); written by the resume that notices it.
+    Interrupted,
     Detector,
 }
 
@@ -211,6 +214,7 @@ impl EventKind {
             EventKind::Finished => "finished",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
+            EventKind::Interrupted => "interrupted",
             EventKind::Detector => "detector",
         }
     }

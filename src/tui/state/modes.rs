@@ -39,7 +39,13 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                     text.clear();
                     app.set_filter(text);
                 }
-                KeyCode::Enter => {}
+                KeyCode::Enter => {
+                    // A filter that cannot mean what it says is not kept: say why, keep editing.
+                    if let Some(problem) = crate::tui::filter::Filter::parse(&text).problem() {
+                        app.say(Level::Error, format!("filter refused: {problem}"));
+                        app.mode = Mode::Filter(text);
+                    }
+                }
                 KeyCode::Backspace => {
                     text.pop();
                     app.set_filter(text.clone());
@@ -168,8 +174,13 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
         },
         Action::CycleTheme if !arg.is_empty() => vec![Effect::LoadTheme(arg)],
         Action::Filter => {
-            app.set_filter(arg);
-            app.view = View::Runs;
+            match crate::tui::filter::Filter::parse(&arg).problem() {
+                Some(problem) => app.say(Level::Error, format!("filter refused: {problem}")),
+                None => {
+                    app.set_filter(arg);
+                    app.view = View::Runs;
+                }
+            }
             vec![]
         }
         Action::SortNext => {

@@ -28,6 +28,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if runs.is_empty() {
         let text = if app.runs.is_empty() {
             "no runs yet: n starts one, or run `vigil train` in another shell".to_string()
+        } else if let Some(problem) = crate::tui::filter::Filter::parse(&app.filter_text).problem() {
+            format!("the filter matches nothing: {problem}")
         } else {
             "no run matches the filter (Esc clears it)".to_string()
         };
