@@ -19,4 +19,5 @@ pub mod error;
 pub mod ml;
 pub mod serve;
 pub mod store;
+pub mod text;
 pub mod tui;

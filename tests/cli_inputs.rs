@@ -139,7 +139,7 @@ fn a_killed_run_is_recorded_when_resumed_and_stopping_exits_130() {
     let id = run.file_name().unwrap().to_str().unwrap().to_string();
 
     // Resumed, then stopped through the run's control file as the console's `x` does: exit 130.
-    let mut resumed = std::process::Command::new(&bin)
+    let resumed = std::process::Command::new(&bin)
         .arg("--runs-dir")
         .arg(&runs)
         .args(["train", "--resume", &id, "-q"])

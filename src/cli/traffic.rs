@@ -120,8 +120,7 @@ fn nothing_answered(r: &TrafficReport) -> Option<Error> {
         429 => " (rate limited)",
         _ => "",
     };
-    let mut counts: Vec<String> =
-        r.statuses.iter().map(|(s, n)| format!("{n} x {s}{}", what(*s))).collect();
+    let mut counts: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{n} x {s}{}", what(*s))).collect();
     if r.transport_errors > 0 {
         counts.push(format!("{} without an answer", r.transport_errors));
     }

@@ -33,6 +33,10 @@ pub enum RunnerCommand {
     Delete(RunId),
     /// Move a finished run's folder to `<runs>/.archive/`.
     Archive(RunId),
+    /// List the archived runs (answered with [`RunnerEvent::ArchiveList`]).
+    ListArchived,
+    /// Move an archived run back into the store.
+    Restore(RunId),
     /// Stop every active run (checkpoints kept) and end.
     StopAll,
 }
@@ -48,6 +52,9 @@ pub enum RunnerEvent {
     Evaluated(RunId, CheckpointKind, Box<Evaluation>),
     Deleted(RunId),
     Archived(RunId),
+    /// The archived runs, newest first.
+    ArchiveList(Vec<crate::store::RunInfo>),
+    Restored(RunId),
     /// Something asked could not be done; a message for the status line.
     Refused(String),
     /// Runs training or queued in this process.
@@ -221,7 +228,7 @@ impl Runner {
             },
             RunnerCommand::Archive(id) => match self.store.resolve(&id) {
                 Ok(run) => {
-                    let archive = self.store.root().join(".archive");
+                    let archive = self.store.root().join(ARCHIVE);
                     let result = std::fs::create_dir_all(&archive)
                         .and_then(|_| std::fs::rename(&run.path, archive.join(&run.id)));
                     match result {
@@ -231,6 +238,22 @@ impl Runner {
                 }
                 Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
             },
+            RunnerCommand::ListArchived => self.emit(RunnerEvent::ArchiveList(archived(&self.store))),
+            RunnerCommand::Restore(id) => {
+                let from = self.store.root().join(ARCHIVE).join(&id);
+                let to = self.store.root().join(&id);
+                let result = if !from.join("run.json").is_file() {
+                    Err(format!("{id} is not in {}", self.store.root().join(ARCHIVE).display()))
+                } else if to.exists() {
+                    Err(format!("{} already exists: delete or archive it first", to.display()))
+                } else {
+                    std::fs::rename(&from, &to).map_err(|e| e.to_string())
+                };
+                match result {
+                    Ok(()) => self.emit(RunnerEvent::Restored(id)),
+                    Err(e) => self.emit(RunnerEvent::Refused(format!("cannot restore {id}: {e}"))),
+                }
+            }
             RunnerCommand::StopAll => {
                 self.stopping = true;
                 for (run, _) in self.queue.drain(..) {
@@ -338,6 +361,17 @@ impl Runner {
             }
         }
     }
+}
+
+/// The folder of the run store that archived runs move to.
+pub const ARCHIVE: &str = ".archive";
+
+/// The runs in the archive, newest first (a folder without a readable `run.json` is skipped).
+pub fn archived(store: &RunStore) -> Vec<crate::store::RunInfo> {
+    let archive = RunStore::new(store.root().join(ARCHIVE));
+    let mut runs = archive.list();
+    runs.sort_by(|a, b| b.created.cmp(&a.created));
+    runs
 }
 
 /// Scores a checkpoint on the test split and keeps the result as `evals/<which>-test.json`.

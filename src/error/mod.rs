@@ -134,7 +134,9 @@ pub enum TrainError {
     Diverged { epoch: usize, step: u64, loss: f64, lr: f64 },
     /// Training was stopped before its end, by Ctrl-C or a stop asked from elsewhere (the
     /// console's `x`): the run is `cancelled` with its last checkpoint (exit 130).
-    #[error("{run} was stopped before the end; its last checkpoint is kept and `vigil train --resume {run}` continues it")]
+    #[error(
+        "{run} was stopped before the end; its last checkpoint is kept and `vigil train --resume {run}` continues it"
+    )]
     Interrupted { run: String },
     /// The device the spec asks for is not available on this machine (exit 1).
     #[error("{0}")]

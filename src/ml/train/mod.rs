@@ -182,6 +182,10 @@ pub fn train(
     control: &TrainControl,
 ) -> Result<Outcome> {
     let spec = run.spec()?;
+    if resume && let Some(msg) = interrupted_attempt(run, run.info().ok().as_ref()) {
+        // Logged before anything else can fail, so that the log tells the story in order.
+        run.log(EventKind::Interrupted, msg)?;
+    }
     let result = Trainer::new(&spec, run, resume).and_then(|mut t| t.run(observer, control));
     if let Err(e) = &result {
         // Whatever stopped the run, its folder says so; the checkpoints already written stay.
@@ -278,8 +282,6 @@ impl<'a> Trainer<'a> {
         let start_epoch = self.state.epoch;
         let pid = std::process::id();
         let started_at = now();
-        // Read before it is overwritten: a resume tells from it how the last attempt ended.
-        let previous = run.info().ok();
         run.update_info(|i| {
             i.status = RunStatus::Running;
             i.started.get_or_insert(started_at);
@@ -291,9 +293,6 @@ impl<'a> Trainer<'a> {
         })?;
         let report = self.data.report.clone();
         if self.resumed {
-            if let Some(msg) = interrupted_attempt(run, previous.as_ref()) {
-                run.log(EventKind::Interrupted, msg)?;
-            }
             run.log(
                 EventKind::Resumed,
                 format!(

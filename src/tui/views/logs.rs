@@ -39,6 +39,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         .collect();
     let follow =
         if scroll == 0 { "following".to_string() } else { format!("{scroll} lines back · G follows") };
-    let title = format!("Log of {} ({} events · {follow})", r.info.id, total);
+    let title =
+        format!("Log of {} ({} · {follow})", r.info.id, crate::text::plural(total as u64, "event", "events"));
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(panel(app, title)), area);
 }

@@ -9,6 +9,28 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use super::{fmt_duration, panel, status_style};
 use crate::tui::app::{App, SortKey};
 
+/// Why a run ended badly, for the Runs table and the Detail view: a failed run's reason (its
+/// status, else its log's last `failed` line), or that an interrupted run's process is gone.
+pub(super) fn ended_badly(r: &crate::tui::app::RunState) -> Option<String> {
+    use crate::store::{EventKind, RunStatus};
+    if r.interrupted {
+        return Some(format!(
+            "interrupted: its process{} ended without a final status; p (or `vigil train --resume {}`) \
+             continues it from its last checkpoint",
+            r.info.pid.map_or(String::new(), |p| format!(" ({p})")),
+            r.info.id
+        ));
+    }
+    if r.info.status != RunStatus::Failed {
+        return None;
+    }
+    let logged = || r.events.iter().rev().find(|e| e.kind == EventKind::Failed).map(|e| e.message.clone());
+    Some(format!(
+        "failed: {}",
+        r.info.failure.clone().or_else(logged).unwrap_or_else(|| "no reason was recorded".into())
+    ))
+}
+
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let runs = app.visible();
@@ -110,9 +132,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     f.render_stateful_widget(table, area, &mut state);
     // When a run failed, say why right under the table's selection; the reason is the first
     // thing an operator wants.
-    if let Some(r) = app.selected().filter(|r| r.info.failure.is_some()) {
+    if let Some(reason) = app.selected().filter(|r| r.info.failure.is_some()).and_then(ended_badly) {
         let y = area.y + area.height - 1;
-        let text = format!(" failed: {} ", r.info.failure.clone().unwrap_or_default());
+        let text = format!(" {reason} ");
         let width = (area.width as usize).saturating_sub(4);
         let text: String = text.chars().take(width).collect();
         f.render_widget(
