@@ -284,7 +284,9 @@ pub fn render_frames(
     }
     app.update(Msg::Resize(width, height));
     let mut out = Vec::new();
-    for view in [View::Compare, View::Detail, View::Overview] {
+    // Every view of the console, as the README promises (those without data of their own draw
+    // their empty states, which is what a user on a fresh store sees).
+    for view in View::ALL {
         app.view = view;
         let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("an in-memory terminal");
         let mut times = Vec::with_capacity(frames);

@@ -24,4 +24,5 @@ pub mod ml;
 pub mod serve;
 pub mod store;
 pub mod sweep;
+pub mod text;
 pub mod tui;

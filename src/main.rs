@@ -1,7 +1,5 @@
 //! The `vigil` binary: parse the command line and hand over to the library.
 
-use clap::Parser;
-
 /// Training frees and reallocates the same large buffers every step; jemalloc reuses them where
 /// glibc's allocator returns them to the kernel and takes page faults to get them back. It also
 /// serves `vigil serve`'s many small per-request allocations from per-thread caches.
@@ -21,11 +19,11 @@ fn main() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
         if message.contains("Broken pipe") {
-            std::process::exit(141);
+            std::process::exit(vigil::error::EXIT_BROKEN_PIPE);
         }
         default_hook(info);
     }));
-    let cli = vigil::cli::Cli::parse();
+    let cli = vigil::cli::parse();
     if let Err(err) = vigil::cli::run(cli) {
         eprintln!("error: {err}");
         std::process::exit(err.exit_code());

@@ -138,7 +138,8 @@ fn a_diverging_run_exits_2_with_the_reason_and_shows_as_failed() {
         .args(["train", spec.to_str().unwrap()])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("the training loss became"));
+        .stderr(predicate::str::contains("the training loss "))
+        .stderr(predicate::str::contains("Lower the learning rate"));
     let out = vigil(&runs).args(["runs", "--json"]).assert().success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v[0]["status"], "failed");

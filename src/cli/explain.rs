@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Write the input and its heatmap side by side to this PNG file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = super::output_file)]
     pub png: Option<PathBuf>,
     /// Run the parameter-randomisation and deletion tests of the methods on the split.
     #[arg(long, conflicts_with_all = ["sample", "png", "target", "bench"])]
@@ -93,11 +93,11 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["png"])]
     pub bench: bool,
     /// --bench: timed repeats.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one)]
     pub repeats: usize,
     /// --bench: a JSON file written by bench/captum_reference.py for the same run and sample;
     /// its attributions are compared with ours and its timing shown beside ours.
-    #[arg(long, value_name = "FILE", requires = "bench")]
+    #[arg(long, value_name = "FILE", requires = "bench", value_parser = super::existing_file)]
     pub reference: Option<PathBuf>,
 }
 
@@ -504,13 +504,14 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
     println!(
         "model-parameter randomisation test: {run}, first {} {split} examples; mean Spearman rank \
          correlation of |attributions| with the trained model's over the non-zero input values, \
-         after re-initialising each layer (output first); passes below {}",
+         after re-initialising each layer (output first). The verdict is judged on the last layer \
+         column: a method passes when it is below {}; the control must fail",
         m.inputs, m.threshold
     );
     let mut headers = vec!["method".to_string()];
     headers.extend(m.layers.iter().map(|l| format!("+{l}")));
-    headers.push("all values".into());
     headers.push("verdict".into());
+    headers.push("all values (not judged)".into());
     let fmt = |v: &Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
     let mut t = table(headers);
     for c in &m.curves {
@@ -519,22 +520,12 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
             None => c.name.clone(),
         }];
         row.extend(c.correlations.iter().map(fmt));
+        row.push(c.verdict(m.threshold));
         row.push(fmt(c.correlations_all_values.last().unwrap_or(&None)));
-        row.push(
-            if c.passed {
-                "pass"
-            } else if c.correlations.last().is_some_and(|r| r.is_none()) {
-                "n/a (all attributions equal: nothing ranked)"
-            } else if c.control.is_some() {
-                "FAIL (does not depend on the model)"
-            } else {
-                "FAIL"
-            }
-            .into(),
-        );
         t.add_row(row);
     }
-    for i in 1..t.column_count().saturating_sub(1) {
+    let verdict_column = m.layers.len() + 1;
+    for i in (1..t.column_count()).filter(|&i| i != verdict_column) {
         if let Some(col) = t.column_mut(i) {
             col.set_cell_alignment(CellAlignment::Right);
         }
@@ -545,7 +536,8 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
     println!();
     println!(
         "deletion test: features set to zero most important first, {} steps; area under the \
-         accuracy curve (lower is more faithful) against random order",
+         accuracy curve (lower is more faithful). A method passes below random order and the \
+         model-independent control; the control is the reference, not judged",
         d.fractions.len() - 1
     );
     let mut t =
@@ -558,14 +550,9 @@ fn print_sanity(r: &SanityReport, run: &str, split: &str) {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let control = d.curves.iter().find(|c| c.name == crate::ml::explain::sanity::CONTROL_NAME);
     for c in d.curves.iter().chain(std::iter::once(&d.random)) {
-        let verdict = if c.name == "random" {
-            String::new()
-        } else if c.passed {
-            format!("pass ({:.2}x random)", c.auc / d.random.auc.max(1e-12))
-        } else {
-            "FAIL (no better than random)".into()
-        };
+        let verdict = c.verdict(&d.random, control);
         t.add_row(vec![c.name.clone(), format!("{:.4}", c.auc), at(&c.accuracy), verdict]);
     }
     if let Some(col) = t.column_mut(1) {
@@ -673,8 +660,12 @@ fn print_timing(e: &Explanation, t: &Timing, caption: &str) {
     println!("{caption}");
     println!("{}", e.method.describe());
     println!(
-        "vigil: median {:.2} ms (min {:.2}, max {:.2}) over {} repeats after 3 warm-up runs; CPU threads: {}",
-        t.median_ms, t.min_ms, t.max_ms, t.repeats, t.threads
+        "vigil: median {:.2} ms (min {:.2}, max {:.2}) over {} after 3 warm-up runs; CPU threads: {}",
+        t.median_ms,
+        t.min_ms,
+        t.max_ms,
+        crate::text::plural(t.repeats as u64, "repeat", "repeats"),
+        t.threads
     );
 }
 

@@ -35,6 +35,10 @@ pub struct Cli {
     /// Folder of the run store.
     #[arg(long, global = true, env = "VIGIL_RUNS_DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Whether the runs folder was named (flag or environment) rather than the default: a named
+    /// folder that does not exist is a mistake, the default one only means nothing was trained yet.
+    #[arg(skip)]
+    pub runs_dir_named: bool,
     /// Folder of experiment specs; its files override the built-in specs of the same name.
     #[arg(long, global = true, env = "VIGIL_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
@@ -42,7 +46,7 @@ pub struct Cli {
     #[arg(long, env = "VIGIL_THEME")]
     pub theme: Option<String>,
     /// Console keymap file laid over the defaults (default: ~/.config/vigil/keymap.ron).
-    #[arg(long)]
+    #[arg(long, value_parser = existing_file)]
     pub keymap: Option<PathBuf>,
     /// The service the console starts (`s`) also logs raw inputs, so that the Explain view can
     /// explain its requests (by default only their SHA-256: inputs may be personal data).
@@ -128,11 +132,11 @@ pub enum Command {
         /// Keep sampling, one line (or JSON object) per sample, like vmstat.
         #[arg(long)]
         follow: bool,
-        /// Seconds between samples with --follow.
-        #[arg(long, default_value_t = 1.0)]
-        every: f64,
+        /// Seconds between samples with --follow (default 1).
+        #[arg(long, requires = "follow")]
+        every: Option<f64>,
         /// Stop after this many samples with --follow.
-        #[arg(long)]
+        #[arg(long, requires = "follow")]
         count: Option<u64>,
     },
     /// The DP-SGD privacy accountant: ε for a σ, or σ for an ε.
@@ -166,7 +170,7 @@ pub enum Command {
     Verify {
         run: String,
         /// Accept only this public key (a .pub file).
-        #[arg(long)]
+        #[arg(long, value_parser = existing_file)]
         public_key: Option<PathBuf>,
     },
     /// Serve runs' models over HTTP with keys, limits and an access log.
@@ -194,7 +198,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Timed repeats per model (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         repeats: usize,
         /// Measure the console's frame rendering instead (160x48, 5 runs of 10,000 points).
         #[arg(long)]
@@ -225,8 +229,8 @@ pub struct TrainArgs {
     /// Override the seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Override the learning rate.
-    #[arg(long)]
+    /// Override the learning rate (a positive number).
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Continue a stopped run from its last checkpoint instead of starting one.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["spec", "epochs", "seed", "lr"])]
@@ -269,6 +273,15 @@ impl From<CheckpointArg> for CheckpointKind {
             CheckpointArg::Last => CheckpointKind::Last,
         }
     }
+}
+
+/// Parses the process's command line (clap prints usage errors and exits 2 itself).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.runs_dir_named = matches.value_source("runs_dir").is_some_and(|s| s != ValueSource::DefaultValue);
+    cli
 }
 
 /// Runs a parsed command line.
@@ -317,6 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
         Some(Command::Runs { json, tag, watch, points }) => {
+            existing_store(&store, cli.runs_dir_named)?;
             let dirs = crate::external::config::resolve(&watch, crate::external::config::path().as_deref())?;
             // External runs carry no tags, so `--tag` lists Vigil's own tagged runs only.
             if dirs.is_empty() || tag.is_some() {
@@ -335,14 +349,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Verify { run, public_key }) => protect::verify_run(&store, &run, public_key),
         Some(Command::Privacy(cmd)) => privacy::run(cmd),
         Some(Command::Sys { json, follow, every, count }) => {
-            sys::run(&store, json, follow, sample_period(every)?, count)
+            sys::run(&store, json, follow, sample_period(every.unwrap_or(1.0))?, count)
         }
         Some(Command::Bench { json, prada: true, .. }) => bench_prada(json),
         Some(Command::Bench { json, repeats, events: Some(file), .. }) => {
-            watch::bench_events(&file, repeats.max(1), json)
+            watch::bench_events(&file, repeats, json)
         }
-        Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats.max(1)),
-        Some(Command::Bench { json, repeats, ui: false, peak, .. }) => bench(json, repeats.max(1), peak),
+        Some(Command::Bench { json, repeats, ui: true, .. }) => bench_ui(json, repeats),
+        Some(Command::Bench { json, repeats, ui: false, peak, .. }) => bench(json, repeats, peak),
         Some(Command::Serve(args)) => serve::run(&store, args),
         Some(Command::Keys { action }) => keys::run(&store, action),
         Some(Command::Audit { action }) => audit::run(&cli.runs_dir, action),
@@ -414,6 +428,18 @@ fn eval(
     } else {
         println!("{} on the {name} split ({} examples), {} checkpoint", dir.id, e.samples, which);
         output::print_evaluation(&e);
+    }
+    Ok(())
+}
+
+/// A runs folder named by `--runs-dir`/`VIGIL_RUNS_DIR` must exist for the commands that only
+/// read it: an empty listing would hide a mistyped path.
+fn existing_store(store: &RunStore, named: bool) -> Result<()> {
+    if named && !store.root().is_dir() {
+        return Err(invalid(format!(
+            "the runs folder {} does not exist (--runs-dir or VIGIL_RUNS_DIR names it)",
+            store.root().display()
+        )));
     }
     Ok(())
 }
@@ -539,6 +565,44 @@ fn sample_period(secs: f64) -> Result<std::time::Duration> {
         return Err(invalid(format!("a sampling period of {secs} s is not between 0.2 and 3600 seconds")));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A file the command reads: refused at parse time (exit 2, naming the flag) when it is not
+/// there, instead of an I/O error (exit 1) once the work has started.
+pub(crate) fn existing_file(text: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Err("a folder, not a file".into()),
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such file".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A file the command writes: its folder must exist (Vigil does not create folders it was not
+/// asked to), checked at parse time for the same reason as [`existing_file`].
+pub(crate) fn output_file(text: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if path.is_dir() {
+        return Err(format!("{text} is a folder; give a file name"));
+    }
+    if !folder.is_dir() {
+        return Err(format!("the folder {} does not exist", folder.display()));
+    }
+    Ok(path)
+}
+
+/// A count that must be at least 1 (`--repeats`): zero would report the median of nothing.
+pub(crate) fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 /// Refuses arguments that clap cannot check (bad input: exit 2).

@@ -156,8 +156,8 @@ pub fn print_bench(results: &[BenchResult], peak: Option<&PeakResult>) {
     right(&mut t, 1);
     println!("{t}");
     println!(
-        "training steps (forward, cross-entropy, backward, Adam) on synthetic data; median of {} repeats;",
-        results.first().map_or(0, |r| r.repeats)
+        "training steps (forward, cross-entropy, backward, Adam) on synthetic data; median of {};",
+        crate::text::plural(results.first().map_or(0, |r| r.repeats) as u64, "repeat", "repeats")
     );
     println!("GFLOP/s counts the matrix products and convolutions of a step, forward and backward");
     if let Some(p) = peak {

@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     pub require_signed: bool,
     /// With --require-signed: accept only signatures by this public key (a .pub file).
-    #[arg(long, value_name = "FILE", requires = "require_signed")]
+    #[arg(long, value_name = "FILE", requires = "require_signed", value_parser = super::existing_file)]
     pub trusted_key: Option<PathBuf>,
 }
 

@@ -103,7 +103,33 @@ pub fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()> {
     } else {
         print_report(&report);
     }
-    Ok(())
+    nothing_answered(&report).map_or(Ok(()), Err)
+}
+
+/// The error for traffic of which no request was answered with success (every one refused,
+/// 401/403/429, or failed): the report says what came back, the exit status that it failed.
+/// A thief refused after some answers is the protection working, not a failure.
+fn nothing_answered(r: &TrafficReport) -> Option<Error> {
+    let ok: u64 = r.statuses.range(200..300).map(|(_, n)| n).sum();
+    if r.sent == 0 || ok > 0 {
+        return None;
+    }
+    let what = |status: u16| match status {
+        401 => " (the key is unknown or revoked)",
+        403 => " (forbidden: the key may not use this model or route)",
+        429 => " (rate limited)",
+        _ => "",
+    };
+    let mut counts: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{n} x {s}{}", what(*s))).collect();
+    if r.transport_errors > 0 {
+        counts.push(format!("{} without an answer", r.transport_errors));
+    }
+    let first = r.errors.first().map_or(String::new(), |e| format!("; the service said {e:?}"));
+    Some(Error::bad_answer(format!(
+        "none of the {} requests succeeded: {}{first}",
+        r.sent,
+        counts.join(", ")
+    )))
 }
 
 fn print_report(r: &TrafficReport) {

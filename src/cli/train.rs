@@ -65,7 +65,9 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
             }
             if let Some(lr) = args.lr {
                 if !(lr.is_finite() && lr > 0.0) {
-                    return Err(invalid(format!("--lr {lr} must be a positive number")));
+                    return Err(invalid(format!(
+                        "--lr {lr}: a learning rate must be a positive number (such as 0.01)"
+                    )));
                 }
                 spec.optimizer.set_lr(lr);
             }
@@ -122,7 +124,7 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
         let _ = ctrlc::set_handler(move || {
             presses += 1;
             if presses > 1 {
-                std::process::exit(130);
+                std::process::exit(crate::error::EXIT_INTERRUPTED);
             }
             control.cancel();
         });
@@ -169,10 +171,9 @@ fn run_with_output(run: RunDir, resume: bool, quiet: bool) -> Result<()> {
             }
             Ok(())
         }
-        Outcome::Cancelled => {
-            println!("cancelled; `vigil train --resume {}` continues it", run.id);
-            Ok(())
-        }
+        // Stopped before the end (Ctrl-C here, or `x` in a console): not a success, so
+        // scripts see it (exit 130); the error says how to continue.
+        Outcome::Cancelled => Err(crate::error::TrainError::Interrupted { run: run.id.to_string() }.into()),
     }
 }
 

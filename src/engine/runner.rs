@@ -33,6 +33,10 @@ pub enum RunnerCommand {
     Delete(RunId),
     /// Move a finished run's folder to `<runs>/.archive/`.
     Archive(RunId),
+    /// List the archived runs (answered with [`RunnerEvent::ArchiveList`]).
+    ListArchived,
+    /// Move an archived run back into the store.
+    Restore(RunId),
     /// Stop every active run (checkpoints kept) and end.
     StopAll,
 }
@@ -48,6 +52,9 @@ pub enum RunnerEvent {
     Evaluated(RunId, CheckpointKind, Box<Evaluation>),
     Deleted(RunId),
     Archived(RunId),
+    /// The archived runs, newest first.
+    ArchiveList(Vec<crate::store::RunInfo>),
+    Restored(RunId),
     /// Something asked could not be done; a message for the status line.
     Refused(String),
     /// Runs training or queued in this process.
@@ -58,6 +65,8 @@ pub enum RunnerEvent {
 }
 
 enum Done {
+    /// A spec's data was read and checked (before its run exists).
+    Checked(Box<ExperimentSpec>, Result<(), String>),
     Trained(RunId, Result<Outcome, String>),
     Evaluated(RunId, CheckpointKind, Result<Evaluation, String>),
 }
@@ -71,6 +80,10 @@ pub struct Runner {
     events: mpsc::UnboundedSender<RunnerEvent>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Specs whose data is being checked before their run is created.
+    checking: usize,
+    /// Everything was asked to stop: specs checked from now on are not started.
+    stopping: bool,
 }
 
 /// What the runner needs.
@@ -115,6 +128,8 @@ impl Runner {
             events,
             done_tx,
             done_rx,
+            checking: 0,
+            stopping: false,
         }
     }
 
@@ -122,7 +137,7 @@ impl Runner {
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<RunnerCommand>) {
         let mut open = true;
         loop {
-            if !open && self.active.is_empty() && self.queue.is_empty() {
+            if !open && self.active.is_empty() && self.queue.is_empty() && self.checking == 0 {
                 break;
             }
             tokio::select! {
@@ -146,14 +161,20 @@ impl Runner {
 
     fn handle(&mut self, cmd: RunnerCommand) {
         match cmd {
-            RunnerCommand::Start(spec) => match self.store.create(&spec) {
-                Ok(run) => {
-                    self.emit(RunnerEvent::Queued(run.id.clone()));
-                    self.queue.push_back((run, false));
-                    self.load();
-                }
-                Err(e) => self.emit(RunnerEvent::Refused(format!("cannot create a run: {e}"))),
-            },
+            RunnerCommand::Start(spec) => {
+                // The data is read and checked before the run exists, as `vigil train` does, so
+                // that a bad data file leaves no failed run behind. Reading it can take a while:
+                // a blocking thread, never the runtime.
+                self.stopping = false;
+                self.checking += 1;
+                let tx = self.done_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let checked = crate::ml::data::preprocess::PreparedData::build(&spec, None)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(Done::Checked(spec, checked));
+                });
+            }
             RunnerCommand::Resume(id) => match self.store.resolve(&id) {
                 Ok(run) => {
                     let resumable = run.checkpoints().map(|c| c.resume.is_some()).unwrap_or(false);
@@ -207,7 +228,7 @@ impl Runner {
             },
             RunnerCommand::Archive(id) => match self.store.resolve(&id) {
                 Ok(run) => {
-                    let archive = self.store.root().join(".archive");
+                    let archive = self.store.root().join(ARCHIVE);
                     let result = std::fs::create_dir_all(&archive)
                         .and_then(|_| std::fs::rename(&run.path, archive.join(&run.id)));
                     match result {
@@ -217,7 +238,24 @@ impl Runner {
                 }
                 Err(e) => self.emit(RunnerEvent::Refused(e.to_string())),
             },
+            RunnerCommand::ListArchived => self.emit(RunnerEvent::ArchiveList(archived(&self.store))),
+            RunnerCommand::Restore(id) => {
+                let from = self.store.root().join(ARCHIVE).join(&id);
+                let to = self.store.root().join(&id);
+                let result = if !from.join("run.json").is_file() {
+                    Err(format!("{id} is not in {}", self.store.root().join(ARCHIVE).display()))
+                } else if to.exists() {
+                    Err(format!("{} already exists: delete or archive it first", to.display()))
+                } else {
+                    std::fs::rename(&from, &to).map_err(|e| e.to_string())
+                };
+                match result {
+                    Ok(()) => self.emit(RunnerEvent::Restored(id)),
+                    Err(e) => self.emit(RunnerEvent::Refused(format!("cannot restore {id}: {e}"))),
+                }
+            }
             RunnerCommand::StopAll => {
+                self.stopping = true;
                 for (run, _) in self.queue.drain(..) {
                     let _ = run.update_info(|i| i.status = RunStatus::Cancelled);
                 }
@@ -291,6 +329,23 @@ impl Runner {
 
     fn finished(&mut self, done: Done) {
         match done {
+            Done::Checked(spec, result) => {
+                self.checking -= 1;
+                match result {
+                    Ok(()) if self.stopping => {}
+                    Ok(()) => match self.store.create(&spec) {
+                        Ok(run) => {
+                            self.emit(RunnerEvent::Queued(run.id.clone()));
+                            self.queue.push_back((run, false));
+                            self.load();
+                        }
+                        Err(e) => self.emit(RunnerEvent::Refused(format!("cannot create a run: {e}"))),
+                    },
+                    Err(reason) => {
+                        self.emit(RunnerEvent::Refused(format!("cannot start {}: {reason}", spec.name)))
+                    }
+                }
+            }
             Done::Trained(id, result) => {
                 self.active.remove(&id);
                 self.emit(match result {
@@ -306,6 +361,17 @@ impl Runner {
             }
         }
     }
+}
+
+/// The folder of the run store that archived runs move to.
+pub const ARCHIVE: &str = ".archive";
+
+/// The runs in the archive, newest first (a folder without a readable `run.json` is skipped).
+pub fn archived(store: &RunStore) -> Vec<crate::store::RunInfo> {
+    let archive = RunStore::new(store.root().join(ARCHIVE));
+    let mut runs = archive.list();
+    runs.sort_by(|a, b| b.created.cmp(&a.created));
+    runs
 }
 
 /// Scores a checkpoint on the test split and keeps the result as `evals/<which>-test.json`.

@@ -1,8 +1,15 @@
 //! The library's error type: one enum per domain (a config file, the user's other input, the run
 //! store, training, the model service), and the top-level [`Error`] built from them. Every error
 //! says what is wrong and where. [`Error::exit_code`] picks the command line's exit status from
-//! the variant alone: 2 for the user's input (a spec, theme or keymap file, a data file, a run id,
-//! an argument), 1 for everything else (the machine, the network, a damaged store, a bug).
+//! the variant alone. The exit codes, all of them, are here:
+//!
+//! | code | when |
+//! |------|------|
+//! | 0 | the command did what it was asked |
+//! | 1 | the machine, the network, a damaged store, a bug ([`EXIT_FAILURE`]) |
+//! | 2 | the user's input: a spec, theme or keymap file, a data file, a run id, an argument, a file that is not there, a loss that diverges ([`EXIT_BAD_INPUT`]; clap's usage errors too) |
+//! | 130 | interrupted: Ctrl-C, or a stop asked from elsewhere, before training ended ([`EXIT_INTERRUPTED`]) |
+//! | 141 | stdout closed early (`vigil runs \| head`), as a Unix tool ([`EXIT_BROKEN_PIPE`]) |
 //!
 //! Library modules return these typed errors; the binary (`main.rs`) prints them with the
 //! chain of their sources, so `anyhow` is not needed at its edge (there is only one: `run`).
@@ -12,6 +19,15 @@ mod config;
 use std::path::{Path, PathBuf};
 
 pub use config::{ConfigError, field_before, locate, locate_after};
+
+/// Exit status for the machine's doing or a bug.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status for bad input.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status when the user interrupted the command (the shell's code for SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit status when stdout was closed under us (the shell's code for SIGPIPE).
+pub const EXIT_BROKEN_PIPE: i32 = 141;
 
 /// Everything that can go wrong in Vigil.
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +117,27 @@ pub enum StoreError {
 /// Why training, or loading what it saved, failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrainError {
-    /// The loss stopped being a finite number (exit 2: the spec's rates or the data's scale;
-    /// the README lists it among bad input). `epoch` and `step` are 1-based.
+    /// The loss stopped being a finite number, or grew far past where it started (exit 2: the
+    /// spec's rates or the data's scale; the README lists it among bad input). `epoch` and
+    /// `step` are 1-based.
     #[error(
-        "the training loss became {} at epoch {epoch} step {step} (learning rate {lr:.3e}); the last \
+        "the training loss {} at epoch {epoch} step {step} (learning rate {lr:.3e}); the last \
          good checkpoint is kept. Lower the learning rate or check the data's scale",
-        if loss.is_nan() { "NaN" } else { "infinite" }
+        if loss.is_nan() {
+            "became NaN".to_string()
+        } else if loss.is_infinite() {
+            "became infinite".to_string()
+        } else {
+            format!("diverged to {loss:.3e}")
+        }
     )]
     Diverged { epoch: usize, step: u64, loss: f64, lr: f64 },
+    /// Training was stopped before its end, by Ctrl-C or a stop asked from elsewhere (the
+    /// console's `x`): the run is `cancelled` with its last checkpoint (exit 130).
+    #[error(
+        "{run} was stopped before the end; its last checkpoint is kept and `vigil train --resume {run}` continues it"
+    )]
+    Interrupted { run: String },
     /// The device the spec asks for is not available on this machine (exit 1).
     #[error("{0}")]
     Device(String),
@@ -136,12 +165,13 @@ pub enum ServiceError {
 }
 
 impl Error {
-    /// Exit code for the command line: 2 for bad input, 1 for everything else.
+    /// Exit code for the command line (the table is in the module's documentation).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Data { .. } | Error::Input(_) => 2,
-            Error::Store(StoreError::Sealed(_) | StoreError::Key(_)) => 2,
-            Error::Train(TrainError::Diverged { .. }) => 2,
+            Error::Config(_) | Error::Data { .. } | Error::Input(_) => EXIT_BAD_INPUT,
+            Error::Store(StoreError::Sealed(_) | StoreError::Key(_)) => EXIT_BAD_INPUT,
+            Error::Train(TrainError::Diverged { .. }) => EXIT_BAD_INPUT,
+            Error::Train(TrainError::Interrupted { .. }) => EXIT_INTERRUPTED,
             Error::Store(StoreError::Derive(_))
             | Error::Train(TrainError::Device(_) | TrainError::State(_))
             | Error::Service(_)
@@ -149,7 +179,7 @@ impl Error {
             | Error::Tensor(_)
             | Error::Corrupt { .. }
             | Error::Startup { .. }
-            | Error::Internal(_) => 1,
+            | Error::Internal(_) => EXIT_FAILURE,
         }
     }
 
@@ -275,5 +305,10 @@ mod tests {
         for e in one {
             assert_eq!(e.exit_code(), 1, "{e:?}");
         }
+        let stopped: Error = TrainError::Interrupted { run: "r".into() }.into();
+        assert_eq!(stopped.exit_code(), 130);
+        assert!(stopped.to_string().contains("vigil train --resume r"), "{stopped}");
+        let grew: Error = TrainError::Diverged { epoch: 2, step: 9, loss: 5e8, lr: 10.0 }.into();
+        assert!(grew.to_string().contains("diverged to 5.000e8"), "{grew}");
     }
 }

@@ -198,6 +198,9 @@ pub enum EventKind {
     Finished,
     Failed,
     Cancelled,
+    /// The attempt before ended without a final status (its process was killed or the machine
+    /// stopped); written by the resume that notices it.
+    Interrupted,
     Detector,
     /// Something in an external run's logs could not be read (file and position named).
     Warning,
@@ -217,6 +220,7 @@ impl EventKind {
             EventKind::Finished => "finished",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
+            EventKind::Interrupted => "interrupted",
             EventKind::Detector => "detector",
             EventKind::Warning => "warning",
         }

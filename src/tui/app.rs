@@ -144,8 +144,10 @@ pub enum Mode {
     /// Typing a command after `:`.
     Command {
         input: String,
-        completion: usize,
+        completion: super::state::modes::Completion,
     },
+    /// The archived runs (`<runs>/.archive/`), to look at and restore.
+    Archive(super::state::modes::ArchiveList),
     Form(Box<RunForm>),
     Confirm(Confirm),
     Help {
@@ -598,6 +600,8 @@ impl App {
                 self.marked.remove(&id);
                 self.say(Level::Info, format!("archived {id} to .archive/"));
             }
+            RunnerEvent::ArchiveList(runs) => super::state::modes::show_archive(self, runs),
+            RunnerEvent::Restored(id) => self.say(Level::Info, format!("restored {id} from .archive/")),
             RunnerEvent::Refused(text) => self.say(Level::Error, text),
             RunnerEvent::Load { active, queued } => self.runner_load = (active, queued),
         }

@@ -68,6 +68,22 @@ impl Filter {
         self.terms.is_empty()
     }
 
+    /// Why the filter cannot mean what it says, if it cannot: `<` and `>` compare numbers, so
+    /// `lr<abc` would silently match nothing.
+    pub fn problem(&self) -> Option<String> {
+        self.terms.iter().find_map(|t| match t {
+            Term::Param { key, op: op @ (Op::Lt | Op::Gt), value } if value.parse::<f64>().is_err() => {
+                let sym = if *op == Op::Lt { "<" } else { ">" };
+                Some(if value.is_empty() {
+                    format!("{key}{sym} needs a number after {sym}")
+                } else {
+                    format!("{key}{sym}{value}: {sym} compares numbers, and {value:?} is not one")
+                })
+            }
+            _ => None,
+        })
+    }
+
     pub fn matches(&self, c: &Candidate) -> bool {
         self.terms.iter().all(|t| match t {
             Term::Status(s) => c.status.starts_with(s.as_str()),
@@ -111,6 +127,16 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn comparisons_with_words_are_refused() {
+        let problem = Filter::parse("mlp lr<abc").problem().expect("lr<abc is refused");
+        assert!(problem.contains("lr<abc") && problem.contains("compares numbers"), "{problem}");
+        assert!(Filter::parse("epochs>").problem().unwrap().contains("needs a number"));
+        for fine in ["lr<0.01", "epochs>10", "optimizer=adam", "status:running", "x"] {
+            assert_eq!(Filter::parse(fine).problem(), None, "{fine}");
+        }
     }
 
     #[test]

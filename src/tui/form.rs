@@ -1,5 +1,8 @@
 //! The form behind `n` (new run) and `c` (clone a run): pick a spec, edit its main
-//! hyperparameters, and check every field before anything starts.
+//! hyperparameters, and check every field before anything starts. Focus starts on the first
+//! field (epochs), since that is what people type into first; the spec row above it takes ←→.
+//! The first key typed into a field just reached replaces its value, as in a selected text box
+//! (Backspace edits it instead), so `n 5 ctrl-s` trains for 5 epochs, not 405.
 
 use crate::ml::spec::{Batching, EarlyStopping, ExperimentSpec};
 
@@ -23,6 +26,8 @@ pub struct RunForm {
     pub fields: Vec<Field>,
     /// 0 is the spec selector; fields follow.
     pub focus: usize,
+    /// The focused field has not been typed into since it was reached: typing replaces it.
+    pub fresh: bool,
 }
 
 fn batch_text(b: Batching) -> String {
@@ -40,8 +45,7 @@ impl RunForm {
             return None;
         }
         let choice = specs.iter().position(|s| s.name == preferred).unwrap_or(0);
-        // Focus starts on the spec so that ←→ pick one straight away.
-        let mut f = RunForm { choices: specs, choice, clone_of: None, fields: vec![], focus: 0 };
+        let mut f = RunForm { choices: specs, choice, clone_of: None, fields: vec![], focus: 1, fresh: true };
         f.load_fields();
         Some(f)
     }
@@ -54,6 +58,7 @@ impl RunForm {
             clone_of: Some(id.to_string()),
             fields: vec![],
             focus: 1,
+            fresh: true,
         };
         f.load_fields();
         f
@@ -96,23 +101,33 @@ impl RunForm {
 
     pub fn next(&mut self) {
         self.focus = (self.focus + 1).min(self.fields.len());
+        self.fresh = true;
     }
 
     pub fn prev(&mut self) {
         let first = if self.clone_of.is_some() { 1 } else { 0 };
         self.focus = self.focus.saturating_sub(1).max(first);
+        self.fresh = true;
     }
 
+    /// Types into the focused field; on the spec row, into the first field (a typed digit is
+    /// never lost).
     pub fn type_char(&mut self, c: char) {
-        if self.focus > 0 {
-            let f = &mut self.fields[self.focus - 1];
-            f.value.push(c);
-            f.error = None;
+        if self.focus == 0 {
+            self.focus = 1;
+            self.fresh = true;
         }
+        let f = &mut self.fields[self.focus - 1];
+        if std::mem::take(&mut self.fresh) {
+            f.value.clear();
+        }
+        f.value.push(c);
+        f.error = None;
     }
 
     pub fn backspace(&mut self) {
         if self.focus > 0 {
+            self.fresh = false;
             let f = &mut self.fields[self.focus - 1];
             f.value.pop();
             f.error = None;
@@ -212,6 +227,28 @@ mod tests {
         f.fields[4].value = "off".into();
         let s = f.submit().unwrap();
         assert_eq!((s.epochs, s.optimizer.lr(), s.batch, s.early_stopping), (3, 0.01, Batching::Full, None));
+    }
+
+    #[test]
+    fn typing_goes_to_the_first_field_and_replaces_its_value() {
+        let mut f = RunForm::new_run(specs(), "digits-mlp").unwrap();
+        assert_eq!((f.focus, f.fields[f.focus - 1].label), (1, "epochs"), "focus starts on epochs");
+        f.type_char('5');
+        assert_eq!(f.fields[0].value, "5", "the first digit replaces the default");
+        f.type_char('0');
+        assert_eq!(f.fields[0].value, "50");
+        // From the spec row, digits still land in a field.
+        f.prev();
+        assert_eq!(f.focus, 0);
+        f.type_char('7');
+        assert_eq!((f.focus, f.fields[0].value.as_str()), (1, "7"));
+        // Backspace edits the value instead of replacing it.
+        f.next();
+        let lr = f.fields[1].value.clone();
+        f.backspace();
+        f.type_char('9');
+        assert_eq!(f.fields[1].value, format!("{}9", &lr[..lr.len() - 1]));
+        assert_eq!(f.submit().unwrap().epochs, 7);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub enum Action {
     Bottom,
     /// Open the selected run's detail; Service: explain the request under the cursor
     Open,
-    /// Mark or unmark the run for comparison
+    /// Mark or unmark the run for comparison, then move to the next (mark several in a row)
     ToggleMark,
     /// Filter runs: text, status:running, spec:X, tag:X, lr<0.01
     Filter,
@@ -103,6 +103,8 @@ pub enum Action {
     Evaluate,
     /// Delete or archive the selected run (asks first)
     DeleteRun,
+    /// The archived runs: look at them and restore one (Enter)
+    ShowArchived,
     /// Next colour theme
     CycleTheme,
     /// Sort by the next column
@@ -111,7 +113,7 @@ pub enum Action {
     SortReverse,
     /// Next tab in the run detail; Service and System: focus the next panel
     NextTab,
-    /// Chart: next metric (loss, accuracy, learning rate); Explain: next method
+    /// Chart: next metric · Explain: next method (ig first: it ranks tokens)
     NextMetric,
     /// Chart: EMA smoothing on/off
     ToggleSmoothing,
@@ -307,6 +309,9 @@ impl std::fmt::Display for Key {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Keymap {
     bindings: BTreeMap<Key, Action>,
+    /// The user's file laid over the defaults, or where one would be read: what the help
+    /// points to (the shipped `config/keymap.ron` is inside the binary, not on the user's disk).
+    pub user_file: Option<std::path::PathBuf>,
 }
 
 /// The default keymap shipped with Vigil.
@@ -332,6 +337,7 @@ impl Keymap {
         Keymap {
             bindings: parse_file(DEFAULT_KEYMAP, Path::new("config/keymap.ron"))
                 .expect("the shipped keymap parses (a test checks it)"),
+            user_file: None,
         }
     }
 
@@ -339,9 +345,16 @@ impl Keymap {
     pub fn load(user: Option<&Path>) -> Result<Self> {
         let mut map = Self::defaults();
         if let Some(path) = user {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+                // The user named a file that is not there: their input, not the machine's.
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("keymap {}: no such file", path.display()))
+                }
+                _ => Error::io(path, e),
+            })?;
             map.bindings.extend(parse_file(&text, path)?);
         }
+        map.user_file = user.map(Path::to_path_buf).or_else(user_keymap_location);
         Ok(map)
     }
 
@@ -378,11 +391,27 @@ impl Keymap {
 
 /// The user's keymap file, if one exists in the configuration folder.
 pub fn user_keymap_path() -> Option<std::path::PathBuf> {
+    user_keymap_location().filter(|p| p.exists())
+}
+
+/// Where the user's keymap file is looked for: `$XDG_CONFIG_HOME/vigil/keymap.ron`, or
+/// `~/.config/vigil/keymap.ron`.
+pub fn user_keymap_location() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
-    let p = base.join("vigil").join("keymap.ron");
-    p.exists().then_some(p)
+    Some(base.join("vigil").join("keymap.ron"))
+}
+
+/// The help's pointer to the user's keymap: the file in use or the one that would be read,
+/// with the home folder as `~`.
+pub fn keymap_hint(km: &Keymap) -> String {
+    let Some(p) = &km.user_file else { return "~/.config/vigil/keymap.ron".into() };
+    let text = p.display().to_string();
+    match std::env::var("HOME") {
+        Ok(home) if !home.is_empty() && text.starts_with(&home) => format!("~{}", &text[home.len()..]),
+        _ => text,
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +437,19 @@ mod tests {
         assert_eq!(km.action(&ev('x', KeyModifiers::NONE)), None);
         assert_eq!(km.action(&ev('s', KeyModifiers::CONTROL)), Some(Action::StopRun));
         assert_eq!(km.action(&ev('q', KeyModifiers::NONE)), Some(Action::Quit), "other defaults stay");
+    }
+
+    #[test]
+    fn a_missing_file_is_the_users_input_and_the_help_points_to_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Keymap::load(Some(&dir.path().join("none.ron"))).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        assert!(err.to_string().contains("no such file"), "{err}");
+        let p = dir.path().join("k.ron");
+        std::fs::write(&p, "{}").unwrap();
+        let km = Keymap::load(Some(&p)).unwrap();
+        assert_eq!(keymap_hint(&km), p.display().to_string());
+        assert!(keymap_hint(&Keymap::defaults()).starts_with("~/.config/vigil/"), "not the repository's");
     }
 
     #[test]

@@ -343,6 +343,12 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             }
             _ = tick.tick() => effects = app.update(Msg::Tick),
             _ = hangup.recv() => headless = true,
+            // Only reaches us once the terminal is restored (raw mode reads Ctrl-C as a key):
+            // stop the runs this process trains, keeping their checkpoints.
+            _ = tokio::signal::ctrl_c(), if headless => {
+                stop_runs = true;
+                break;
+            }
             _ = terminate.recv() => {
                 stop_runs = true;
                 break;
@@ -355,7 +361,29 @@ async fn console(opts: ConsoleOptions, mut app: App) -> Result<()> {
             }
         }
         if app.quit {
-            break;
+            let (active, queued) = app.runner_load;
+            if stop_runs || active + queued == 0 || headless {
+                break;
+            }
+            // "Leave them training": what an SSH drop does, asked for. The terminal is given
+            // back and this process trains on, headless, until its runs end; Ctrl-C or SIGTERM
+            // then stops them with their checkpoints kept.
+            ratatui::restore();
+            headless = true;
+            app.quit = false;
+            eprintln!(
+                "vigil: {} training or queued in process {} until {}; you may close this terminal. \
+                 `vigil` in another shows them; Ctrl-C or `kill {}` stops them (checkpoints kept).",
+                if active + queued == 1 {
+                    "1 run is".to_string()
+                } else {
+                    format!("{} runs are", active + queued)
+                },
+                std::process::id(),
+                if active + queued == 1 { "it ends" } else { "they end" },
+                std::process::id()
+            );
+            continue;
         }
         if headless {
             // Nobody is watching: finish what this process is training, then leave.

@@ -17,8 +17,10 @@
 //!
 //! Both run a model-independent control alongside the methods (an edge detector for images,
 //! step-to-step change for sequences, magnitude for tabular inputs, word rarity for text), which
-//! the randomisation test must report as failing. Nothing here changes the network it is given:
-//! randomisation works on a copy.
+//! the randomisation test must report as failing. In the deletion test the control is a
+//! reference, never a pass: a ranking that ignores the model can still beat random order (edges
+//! carry the digits), so a method shows its faithfulness by beating both random order and the
+//! control. Nothing here changes the network it is given: randomisation works on a copy.
 
 use candle_core::{D, Tensor};
 use rand::SeedableRng;
@@ -75,8 +77,12 @@ pub struct DeletionCurve {
     pub accuracy: Vec<f64>,
     /// Area under the accuracy curve (trapezoid rule over the fractions); lower is more faithful.
     pub auc: f64,
-    /// Whether the area is below the random order's (always false for `random` itself).
+    /// Whether the area is below the random order's (always false for `random` itself and
+    /// for the control, which is a reference: see [`DeletionCurve::beats_control`]).
     pub passed: bool,
+    /// For a method: whether its area is also below the model-independent control's.
+    #[serde(default)]
+    pub beats_control: bool,
 }
 
 /// The result of the deletion test.
@@ -214,16 +220,68 @@ pub fn deletion_test(
         .collect();
     let random_accuracy = deletion_curve(explainer, &space, labels, &random_orders, &fractions)?;
     let random_auc = auc(&fractions, &random_accuracy);
-    let random =
-        DeletionCurve { name: "random".into(), auc: random_auc, accuracy: random_accuracy, passed: false };
+    let random = DeletionCurve {
+        name: "random".into(),
+        auc: random_auc,
+        accuracy: random_accuracy,
+        passed: false,
+        beats_control: false,
+    };
+    let control_auc = curves.last().map_or(f64::INFINITY, |(_, acc)| auc(&fractions, acc));
     let curves = curves
         .into_iter()
         .map(|(name, accuracy)| {
             let a = auc(&fractions, &accuracy);
-            DeletionCurve { name, accuracy, auc: a, passed: a < random_auc }
+            let is_control = name == CONTROL_NAME;
+            DeletionCurve {
+                name,
+                accuracy,
+                auc: a,
+                passed: !is_control && a < random_auc,
+                beats_control: !is_control && a < control_auc,
+            }
         })
         .collect();
     Ok(DeletionReport { inputs: space.n, fractions, random, curves })
+}
+
+impl RandomisationCurve {
+    /// The verdict as the reports write it, with the number it is judged on and the threshold,
+    /// so that the words and the logic cannot disagree: `pass (0.452 < 0.5)`.
+    pub fn verdict(&self, threshold: f64) -> String {
+        match self.correlations.last() {
+            None | Some(None) => "n/a (all attributions equal: nothing ranked)".into(),
+            Some(Some(r)) if self.passed => format!("pass ({r:.3} < {threshold})"),
+            Some(Some(r)) if self.control.is_some() => {
+                format!("FAIL ({r:.3} >= {threshold}), as it must: it does not depend on the model")
+            }
+            Some(Some(r)) => format!("FAIL ({r:.3} >= {threshold})"),
+        }
+    }
+}
+
+impl DeletionCurve {
+    /// The verdict as the reports write it: methods against random order and the control; the
+    /// control only as the reference it is.
+    pub fn verdict(&self, random: &DeletionCurve, control: Option<&DeletionCurve>) -> String {
+        let ratio = self.auc / random.auc.max(1e-12);
+        if self.name == "random" {
+            return String::new();
+        }
+        if self.name == CONTROL_NAME {
+            return format!("reference, not judged ({ratio:.2}x random): methods must beat it");
+        }
+        match (self.passed, control) {
+            (false, _) => format!("FAIL ({ratio:.2}x random: no better than random)"),
+            (true, Some(c)) if !self.beats_control => {
+                format!(
+                    "weak ({ratio:.2}x random, but no better than the control's {:.2}x)",
+                    c.auc / random.auc.max(1e-12)
+                )
+            }
+            (true, _) => format!("pass ({ratio:.2}x random, below the control)"),
+        }
+    }
 }
 
 /// The classes the network predicts for `inputs`.
@@ -472,6 +530,35 @@ mod tests {
         assert_eq!(s[4 + 1], 4.0);
         assert_eq!(s[4 + 2], 4.0);
         assert_eq!(s[4], 0.0);
+    }
+
+    #[test]
+    fn verdicts_say_the_number_and_agree_with_the_logic() {
+        let curve = |name: &str, control: bool, last: f64| RandomisationCurve {
+            name: name.into(),
+            control: control.then(|| "edges".into()),
+            correlations: vec![Some(0.9), Some(last)],
+            correlations_all_values: vec![Some(0.9), Some(0.556)],
+            passed: last < RANDOMISATION_THRESHOLD,
+        };
+        assert_eq!(curve("ig", false, 0.452).verdict(0.5), "pass (0.452 < 0.5)");
+        // 0.556 never passes under "below 0.5", whichever column it is in.
+        assert_eq!(curve("ig", false, 0.556).verdict(0.5), "FAIL (0.556 >= 0.5)");
+        assert!(curve(CONTROL_NAME, true, 1.0).verdict(0.5).starts_with("FAIL (1.000 >= 0.5), as it must"));
+        let d = |name: &str, auc: f64, passed: bool, beats: bool| DeletionCurve {
+            name: name.into(),
+            accuracy: vec![],
+            auc,
+            passed,
+            beats_control: beats,
+        };
+        let random = d("random", 0.5, false, false);
+        let control = d(CONTROL_NAME, 0.4, false, false);
+        let v = control.verdict(&random, Some(&control));
+        assert!(v.starts_with("reference, not judged") && !v.contains("pass"), "{v}");
+        assert!(d("ig", 0.05, true, true).verdict(&random, Some(&control)).starts_with("pass (0.10x random"));
+        assert!(d("saliency", 0.45, true, false).verdict(&random, Some(&control)).starts_with("weak"));
+        assert!(d("x", 0.6, false, false).verdict(&random, Some(&control)).starts_with("FAIL"));
     }
 
     #[test]

@@ -38,6 +38,50 @@ pub use events::{EpochSummary, Outcome, Silent, TrainEvent, TrainObserver};
 /// Examples per forward pass when evaluating; large batches amortise per-op overhead.
 const EVAL_BATCH: usize = 512;
 
+/// How many times its starting value (or 1, if that was smaller) a finite loss may grow before
+/// the run counts as diverged: a cross-entropy starts near ln(classes), and one 10,000 times
+/// that means logits that have blown up, which no later step brings back.
+const DIVERGENCE_FACTOR: f64 = 1e4;
+
+/// Whether a step's loss means the run has diverged: not finite, or far past `first`, the
+/// session's first loss.
+fn diverged(loss: f64, first: Option<f64>) -> bool {
+    !loss.is_finite() || first.is_some_and(|f| loss > DIVERGENCE_FACTOR * f.max(1.0))
+}
+
+/// What to log when the attempt before this resume ended without a final status: its last
+/// session event is a start or resume with no end after it (a `kill -9`, an out-of-memory kill,
+/// a machine that stopped). `None` when it ended as it should (stopped, failed, paused in
+/// another process that still lives) or there is no log.
+fn interrupted_attempt(run: &RunDir, previous: Option<&crate::store::RunInfo>) -> Option<String> {
+    let events = run.events().ok()?;
+    let last = events.iter().rev().find(|e| {
+        matches!(
+            e.kind,
+            EventKind::Started
+                | EventKind::Resumed
+                | EventKind::Cancelled
+                | EventKind::Failed
+                | EventKind::Finished
+                | EventKind::Interrupted
+        )
+    })?;
+    if !matches!(last.kind, EventKind::Started | EventKind::Resumed) {
+        return None;
+    }
+    let process = previous.and_then(|i| i.pid).map_or(String::new(), |p| format!(" (process {p})"));
+    Some(format!(
+        "interrupted: the previous attempt{process} ended without a final status (killed, or the \
+         machine stopped); last heard from at {}",
+        last_heard(&events).unwrap_or("an unknown time")
+    ))
+}
+
+/// The time of the newest line in a run's log.
+fn last_heard(events: &[crate::store::EventLine]) -> Option<&str> {
+    events.last().map(|e| e.time.as_str())
+}
+
 /// The device for a spec.
 pub fn device_for(spec: DeviceSpec) -> Result<Device> {
     match spec {
@@ -138,6 +182,10 @@ pub fn train(
     control: &TrainControl,
 ) -> Result<Outcome> {
     let spec = run.spec()?;
+    if resume && let Some(msg) = interrupted_attempt(run, run.info().ok().as_ref()) {
+        // Logged before anything else can fail, so that the log tells the story in order.
+        run.log(EventKind::Interrupted, msg)?;
+    }
     let result = Trainer::new(&spec, run, resume).and_then(|mut t| t.run(observer, control));
     if let Err(e) = &result {
         // Whatever stopped the run, its folder says so; the checkpoints already written stay.
@@ -247,7 +295,11 @@ impl<'a> Trainer<'a> {
         if self.resumed {
             run.log(
                 EventKind::Resumed,
-                format!("resumed from the checkpoint of epoch {} (step {})", start_epoch, self.state.step),
+                format!(
+                    "resumed at epoch {} from the checkpoint of epoch {start_epoch} (step {})",
+                    start_epoch + 1,
+                    self.state.step
+                ),
             )?;
         } else {
             run.log(
@@ -310,6 +362,8 @@ impl<'a> Trainer<'a> {
         let mut throughput: Option<f64> = None;
 
         let mut control_file = ControlFile::new(run);
+        // The first loss of this session: the scale that a diverging loss is measured against.
+        let mut first_loss: Option<f64> = None;
         for epoch in start_epoch..spec.epochs {
             let mut rng = epoch_rng(spec.seed, epoch);
             let mut order: Vec<usize> = (0..n_train).collect();
@@ -352,9 +406,10 @@ impl<'a> Trainer<'a> {
                     scheduled_lr(base_lr, &spec.schedule, self.state.step, self.steps_per_epoch, spec.epochs);
                 self.opt.set_lr(lr);
                 let labels: Vec<u32> = chunk.iter().map(|&j| self.data.train.labels[j]).collect();
-                // A loss that is not finite ends the run before the step could spoil the weights.
+                // A loss that is not finite, or that grew far past where this session began,
+                // ends the run before the step could spoil the weights further.
                 let check = |loss_value: f64, state: &ResumeState| -> Result<()> {
-                    if loss_value.is_finite() {
+                    if !diverged(loss_value, first_loss) {
                         return Ok(());
                     }
                     let _ = run.update_info(|r| r.duration_s = state.duration_s + session_time);
@@ -371,6 +426,7 @@ impl<'a> Trainer<'a> {
                         let (grads, stats) = private_gradients(&self.net, x.as_ref(), &labels, dp, &mut rng)?;
                         let loss_value = stats.loss_sum / chunk.len().max(1) as f64;
                         check(loss_value, &self.state)?;
+                        first_loss.get_or_insert(loss_value);
                         let by_var: HashMap<TensorId, Tensor> =
                             self.net.vars().iter().map(|(_, v)| v.as_tensor().id()).zip(grads).collect();
                         self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
@@ -396,6 +452,7 @@ impl<'a> Trainer<'a> {
                         let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
                         let loss_value = loss.to_scalar::<f32>()? as f64;
                         check(loss_value, &self.state)?;
+                        first_loss.get_or_insert(loss_value);
                         let grads = crate::ml::kernels::backward(&loss)?;
                         self.opt.step(&grads)?;
                         (loss_value, logits.argmax(D::Minus1)?.to_vec1::<u32>()?)

@@ -10,8 +10,15 @@ use crate::engine::explain::{
 use crate::tui::app::View;
 use crate::tui::keymap::Action;
 
+/// The method the view starts with: integrated gradients. Saliency, first in the list, gives
+/// every token of a mean-pooled text model the same score (the pooled gradient reaches each
+/// token's embedding alike, and summed over the embedding it is one number), so it ranks
+/// nothing; IG weighs each token's gradient by its own embedding, ranks tokens, images and
+/// tables alike, and is the command line's default too.
+pub const DEFAULT_METHOD: &str = "ig";
+
 /// The Explain view's state: the open run's test examples, where we are, and the result.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExplainState {
     pub set: Option<ExplainSet>,
     pub index: usize,
@@ -32,6 +39,28 @@ pub struct ExplainState {
     pub adversarial_result: Option<AdversarialResult>,
     /// Requests from the service's access log, explained instead of test examples.
     pub requests: RequestPick,
+}
+
+impl Default for ExplainState {
+    fn default() -> Self {
+        ExplainState {
+            set: None,
+            index: 0,
+            method: crate::ml::explain::METHOD_NAMES
+                .iter()
+                .position(|m| *m == DEFAULT_METHOD)
+                .expect("the default method is one of the methods"),
+            class: None,
+            result: None,
+            pending: false,
+            error: None,
+            attacks: Vec::new(),
+            attack: 0,
+            adversarial: false,
+            adversarial_result: None,
+            requests: RequestPick::default(),
+        }
+    }
 }
 
 /// The Explain view's pick among the inputs of logged requests (see

@@ -36,6 +36,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::StopRun]).commands(&["stop"]),
     Binding::new(&[Action::Evaluate]).commands(&["eval"]),
     Binding::new(&[Action::DeleteRun]).commands(&["delete", "archive"]),
+    Binding::new(&[Action::ShowArchived]).commands(&["archived", "restore"]),
     Binding::new(&[Action::CycleTheme]).commands(&["theme"]),
     Binding::new(&[Action::SortNext]).commands(&["sort"]),
     Binding::new(&[Action::SortReverse]),
@@ -133,7 +134,8 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
                 app.view = View::Runs;
             }
         }
-        Action::Command => app.mode = Mode::Command { input: String::new(), completion: 0 },
+        Action::Command => app.mode = Mode::Command { input: String::new(), completion: Default::default() },
+        Action::ShowArchived => return vec![super::Effect::Runner(RunnerCommand::ListArchived)],
         Action::NewRun => {
             let preferred = app
                 .selected()

@@ -1,6 +1,7 @@
 //! Keys while something other than a view has them: the help overlay, the filter and command
-//! lines, the new-run form and confirmations; and the `:` command line, whose commands come from
-//! the key tables (see [`super::commands`]).
+//! lines (Tab completes the common prefix, then cycles), the new-run form, confirmations (quit
+//! offers to leave the runs training) and the list of archived runs; and the `:` command line,
+//! whose commands come from the key tables (see [`super::commands`]).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -48,7 +49,13 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                     text.clear();
                     app.set_filter(text);
                 }
-                KeyCode::Enter => {}
+                KeyCode::Enter => {
+                    // A filter that cannot mean what it says is not kept: say why, keep editing.
+                    if let Some(problem) = crate::tui::filter::Filter::parse(&text).problem() {
+                        app.say(Level::Error, format!("filter refused: {problem}"));
+                        app.mode = Mode::Filter(text);
+                    }
+                }
                 KeyCode::Backspace => {
                     text.pop();
                     app.set_filter(text.clone());
@@ -63,28 +70,41 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             }
             vec![]
         }
-        Mode::Command { mut input, completion } => {
+        Mode::Command { mut input, mut completion } => {
             match k.code {
                 KeyCode::Esc => {}
                 KeyCode::Enter => return command(app, input.trim()),
-                KeyCode::Tab => {
-                    let options = completions(&input, app);
-                    if let Some(c) = options.get(completion % options.len().max(1)) {
-                        input = c.clone();
-                    }
-                    app.mode = Mode::Command { input, completion: completion + 1 };
+                KeyCode::Tab | KeyCode::BackTab => {
+                    complete(app, &mut input, &mut completion, k.code == KeyCode::Tab);
+                    app.mode = Mode::Command { input, completion };
                 }
                 KeyCode::Backspace => {
                     if input.pop().is_some() {
-                        app.mode = Mode::Command { input, completion: 0 };
+                        app.mode = Mode::Command { input, completion: Completion::default() };
                     }
                 }
                 KeyCode::Char(c) if !ctrl => {
                     input.push(c);
-                    app.mode = Mode::Command { input, completion: 0 };
+                    app.mode = Mode::Command { input, completion: Completion::default() };
                 }
                 _ => app.mode = Mode::Command { input, completion },
             }
+            vec![]
+        }
+        Mode::Archive(mut list) => {
+            match app.keymap.action(&k) {
+                Some(Action::Down) => list.cursor = (list.cursor + 1).min(list.runs.len().saturating_sub(1)),
+                Some(Action::Up) => list.cursor = list.cursor.saturating_sub(1),
+                Some(Action::Open) | Some(Action::ShowArchived) if !list.runs.is_empty() => {
+                    let id = list.runs[list.cursor.min(list.runs.len() - 1)].id.clone();
+                    app.say(Level::Info, format!("restoring {id}"));
+                    return vec![Effect::Runner(RunnerCommand::Restore(id))];
+                }
+                Some(Action::Quit) if ctrl => return app.act(Action::Quit),
+                Some(Action::Back | Action::Quit) => return vec![],
+                _ => {}
+            }
+            app.mode = Mode::Archive(list);
             vec![]
         }
         Mode::Form(mut form) => {
@@ -96,6 +116,7 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 KeyCode::Up | KeyCode::BackTab => form.prev(),
                 KeyCode::Left if form.focus == 0 => form.cycle_spec(false),
                 KeyCode::Right if form.focus == 0 => form.cycle_spec(true),
+                KeyCode::Char(' ') if form.focus == 0 => form.cycle_spec(true),
                 KeyCode::Backspace => form.backspace(),
                 KeyCode::Char(c) => form.type_char(c),
                 _ => {}
@@ -109,6 +130,12 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 (Confirm::Quit { .. }, KeyCode::Char('s')) | (Confirm::Quit { .. }, KeyCode::Char('y')) => {
                     app.quit = true;
                     vec![Effect::Quit { stop_runs: true }]
+                }
+                // As an SSH drop does: the console closes, the runs train on in this process,
+                // which ends when they have.
+                (Confirm::Quit { .. }, KeyCode::Char('l')) => {
+                    app.quit = true;
+                    vec![Effect::Quit { stop_runs: false }]
                 }
                 (Confirm::Stop(id), _) if yes => vec![Effect::Runner(RunnerCommand::Stop(id))],
                 (Confirm::StopService { .. }, _) if yes => vec![Effect::Service(ServiceCommand::Stop)],
@@ -181,8 +208,13 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
         Action::CycleTheme if !arg.is_empty() => vec![Effect::LoadTheme(arg)],
         Action::TagRun | Action::NoteRun => super::table::annotate(app, action, &arg),
         Action::Filter => {
-            app.set_filter(arg);
-            app.view = View::Runs;
+            match crate::tui::filter::Filter::parse(&arg).problem() {
+                Some(problem) => app.say(Level::Error, format!("filter refused: {problem}")),
+                None => {
+                    app.set_filter(arg);
+                    app.view = View::Runs;
+                }
+            }
             vec![]
         }
         Action::SortNext => {
@@ -206,6 +238,66 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
         _ => return None,
     };
     Some(effects)
+}
+
+/// Where Tab completion is: nothing yet, or cycling through the candidates of what was typed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// What the user typed before the first Tab that cycles, with the candidate shown next.
+    pub cycle: Option<(String, usize)>,
+}
+
+/// One Tab (or Shift-Tab, `forward` false): a single candidate is taken whole; several first
+/// complete their longest common prefix, as a shell does; when there is nothing more in common,
+/// each further Tab shows the next candidate (Shift-Tab the one before).
+fn complete(app: &App, input: &mut String, state: &mut Completion, forward: bool) {
+    if let Some((typed, next)) = &mut state.cycle {
+        let options = completions(typed, app);
+        if options.is_empty() {
+            return;
+        }
+        let n = options.len();
+        let i = if forward { *next % n } else { (*next + 2 * n - 2) % n };
+        *input = options[i].clone();
+        *next = i + 1;
+        return;
+    }
+    let options = completions(input, app);
+    match options.as_slice() {
+        [] => {}
+        [only] => *input = only.clone(),
+        [first, rest @ ..] => {
+            let common = rest.iter().fold(first.as_str(), |acc, o| {
+                let len =
+                    acc.chars().zip(o.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a.len_utf8()).sum();
+                &acc[..len]
+            });
+            if common.len() > input.len() {
+                *input = common.to_string();
+            } else {
+                let i = if forward { 0 } else { options.len() - 1 };
+                state.cycle = Some((input.clone(), i + 1));
+                *input = options[i].clone();
+            }
+        }
+    }
+}
+
+/// The archived runs, as the `z` overlay lists them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArchiveList {
+    pub runs: Vec<crate::store::RunInfo>,
+    pub cursor: usize,
+}
+
+/// The runner's list of archived runs arrived: show it (or say there is none).
+pub fn show_archive(app: &mut App, runs: Vec<crate::store::RunInfo>) {
+    if runs.is_empty() {
+        let d = app.keymap.hint(Action::DeleteRun);
+        app.say(Level::Info, format!("no archived runs (.archive/ is empty; {d} then a archives one)"));
+        return;
+    }
+    app.mode = Mode::Archive(ArchiveList { runs, cursor: 0 });
 }
 
 /// Completions of a partial command line.

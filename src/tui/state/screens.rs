@@ -167,6 +167,15 @@ pub struct DetailState {
 const DETAIL_BINDINGS: &[Binding] =
     &[Binding::new(&[Action::Left, Action::Right]), Binding::new(&[Action::PageUp, Action::PageDown])];
 
+/// The footer on the evaluation tab: its keys, not the chart's.
+const EVALUATION_HINTS: &[Binding] = &[
+    Binding::new(&[Action::Evaluate]).hint("evaluate best"),
+    Binding::new(&[Action::NextTab]).hint("next tab"),
+];
+/// The footer on the parameters tab.
+const PARAMS_HINTS: &[Binding] =
+    &[Binding::new(&[Action::PageDown]).hint("scroll"), Binding::new(&[Action::NextTab]).hint("next tab")];
+
 /// The chart views' footer: the chart keys.
 fn chart_hints() -> Vec<Binding> {
     chart::BINDINGS.iter().filter(|b| b.hint.is_some()).copied().collect()
@@ -180,7 +189,11 @@ impl ViewState for DetailState {
         DETAIL_BINDINGS
     }
     fn hints(&self, _app: &App) -> Vec<Binding> {
-        chart_hints()
+        match self.tab {
+            DetailTab::Curves => chart_hints(),
+            DetailTab::Evaluation => EVALUATION_HINTS.to_vec(),
+            DetailTab::Params => PARAMS_HINTS.to_vec(),
+        }
     }
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
         match action {

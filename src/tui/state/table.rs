@@ -237,7 +237,7 @@ pub fn prompt(app: &mut App, action: Action) -> Vec<Effect> {
         Action::NoteRun => format!("note {}", r.notes.note.clone().unwrap_or_default()),
         _ => "tag ".to_string(),
     };
-    app.mode = Mode::Command { input, completion: 0 };
+    app.mode = Mode::Command { input, completion: Default::default() };
     vec![]
 }
 

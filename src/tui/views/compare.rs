@@ -30,9 +30,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let table_h = (area.height / 3).max(6);
     let [chart_area, table_area] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(table_h)]).areas(area);
-    let source = if app.marked.is_empty() { "visible runs" } else { "marked runs" };
-    let block =
-        panel(app, fit(&format!("{} {source} · {}", runs.len(), chart_caption(app)), chart_area.width));
+    let source =
+        if app.marked.is_empty() { ("visible run", "visible runs") } else { ("marked run", "marked runs") };
+    let caption =
+        format!("{} · {}", crate::text::plural(runs.len() as u64, source.0, source.1), chart_caption(app));
+    let block = panel(app, fit(&caption, chart_area.width));
     let inner = block.inner(chart_area);
     f.render_widget(block, chart_area);
     // The legend takes a second line when ten runs do not fit on one.

@@ -120,7 +120,21 @@ fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
-    super::draw_run_chart(f, app, r, chart_caption(app), area);
+    // A run that ended badly says why above its curves (which may be empty: "no data yet" is
+    // not the answer to "why did it fail").
+    let Some(reason) = super::runs::ended_badly(r) else {
+        super::draw_run_chart(f, app, r, chart_caption(app), area);
+        return;
+    };
+    let lines = (reason.chars().count() as u16).div_ceil(area.width.saturating_sub(2).max(1)).clamp(1, 3);
+    let [why, chart] = Layout::vertical([Constraint::Length(lines + 2), Constraint::Min(0)]).areas(area);
+    f.render_widget(
+        Paragraph::new(Span::styled(reason, app.theme.error()))
+            .wrap(ratatui::widgets::Wrap { trim: true })
+            .block(panel(app, r.status().label())),
+        why,
+    );
+    super::draw_run_chart(f, app, r, chart_caption(app), chart);
 }
 
 /// The evaluation shown: the newest asked for with `e`, else the final test evaluation.

@@ -70,8 +70,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
+    // The keys are in the console's footer; this row only says what is going on, when anything is.
+    let busy = ex.error.is_some() || ex.pending;
     let [head, body, foot] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(busy as u16)])
+            .areas(area);
     let candidates = ex.candidates();
     let pos = candidates.iter().position(|&i| i == ex.index).map_or(0, |p| p + 1);
     let e = set.examples.get(ex.index);
@@ -104,14 +107,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let status = match (&ex.error, ex.pending) {
         (Some(err), _) => Span::styled(err.clone(), t.error()),
         (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
-        (None, false) if !ex.attacks.is_empty() => Span::styled(
-            "←→ · m method · f mistake · F class · a adversarial · A attack · r requests",
-            t.muted(),
-        ),
-        (None, false) => Span::styled(
-            "←→ example · m method · f next misclassified · F class filter · r requests",
-            t.muted(),
-        ),
+        (None, false) => Span::raw(""),
     };
     f.render_widget(Paragraph::new(Line::from(status)), foot);
 
@@ -174,8 +170,10 @@ fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     }
+    let busy = ex.error.is_some() || ex.pending;
     let [head, body, foot] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+        Layout::vertical([Constraint::Length(1), Constraint::Min(6), Constraint::Length(busy as u16)])
+            .areas(area);
     let at = pick.at.as_ref();
     let pos = at.and_then(|(id, i)| inputs.iter().position(|&(r, j)| r == id && j == *i));
     let logged = at.and_then(|(id, i)| app.service.logged_input(id, *i));
@@ -205,7 +203,7 @@ fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
     let status = match (&ex.error, ex.pending) {
         (Some(err), _) => Span::styled(err.clone(), t.error()),
         (None, true) => Span::styled(format!("computing {}…", ex.method_name()), t.muted()),
-        (None, false) => Span::styled(format!("←→ request · m method · {back} test examples"), t.muted()),
+        (None, false) => Span::raw(""),
     };
     f.render_widget(Paragraph::new(Line::from(status)), foot);
     let shown = pick
@@ -222,6 +220,24 @@ fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
+/// Why a text explanation shows every token alike, when it does: a mean-pooled model passes the
+/// same gradient to each token, so gradient-only methods (saliency, SmoothGrad) cannot rank
+/// them; IG and occlusion weigh each token by its own embedding or removal.
+fn same_score_note(app: &App, e: &crate::ml::explain::Explanation) -> Option<String> {
+    let ExplainedInput::Tokens { ids, .. } = &e.input else { return None };
+    let real: Vec<f32> =
+        ids.iter().zip(&e.attributions).filter(|(id, _)| **id != 0).map(|(_, a)| *a).collect();
+    let (lo, hi) = real.iter().fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+    let alike = real.len() > 1 && (hi - lo) <= 1e-6 * hi.abs().max(lo.abs()).max(1e-12);
+    alike.then(|| {
+        format!(
+            "every token scores the same: {} sees one pooled gradient; {} to ig or occlusion ranks them",
+            e.method.name(),
+            app.keymap.hint(Action::NextMetric)
+        )
+    })
+}
+
 pub(super) fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
@@ -236,6 +252,7 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     let longest = ranked.iter().map(|(c, _)| classes[*c].chars().count()).max().unwrap_or(6);
     let name_w = longest.clamp(6, (area.width as usize).saturating_sub(16).max(6));
     let w = (area.width as usize).saturating_sub(name_w + 10).max(4);
+    let note = same_score_note(app, e);
     for (c, p) in ranked {
         let style = if c == e.predicted { t.accent() } else { t.base() };
         lines.push(Line::from(vec![
@@ -246,6 +263,9 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     lines.push(Line::from(""));
     lines.push(Line::from(vec![Span::styled("method ", t.muted()), Span::raw(e.method.name())]));
     lines.push(Line::from(Span::styled(e.method.describe(), t.muted())));
+    if let Some(note) = note {
+        lines.push(Line::from(Span::styled(note, t.warn())));
+    }
     lines.push(Line::from(vec![Span::styled("target ", t.muted()), Span::raw(classes[e.target].clone())]));
     if let Some(c) = &e.completeness {
         lines.push(Line::from(vec![

@@ -62,7 +62,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         .collect();
     let follow =
         if scroll == 0 { "following".to_string() } else { format!("{scroll} lines back · G follows") };
-    let mut title = format!("Log of {} ({} events · {follow})", r.info.id, total);
+    let mut title =
+        format!("Log of {} ({} · {follow})", r.info.id, crate::text::plural(total as u64, "event", "events"));
     if search.typing || !search.query.is_empty() {
         let n = search.matches(&texts).len();
         let cursor = if search.typing { "█" } else { "" };

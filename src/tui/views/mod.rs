@@ -94,7 +94,7 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     let training = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Running).count();
     let queued = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Queued).count();
     let paused = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Paused).count();
-    let mut right = format!("{} runs", app.runs.len());
+    let mut right = crate::text::plural(app.runs.len() as u64, "run", "runs");
     if training > 0 {
         right.push_str(&format!(" · {training} training"));
     }

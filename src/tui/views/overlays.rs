@@ -1,6 +1,5 @@
 //! Overlays drawn over the view: the help (generated from the views' key tables, grouped by
-//! view), the new-run and clone
-//! form, and confirmations.
+//! view), the new-run and clone form, confirmations, and the archived runs.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -54,7 +53,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                     if search.typing { "█" } else { "" }
                 )
             } else {
-                "Keys (/ search, ↑↓ scroll, Esc closes; the keymap is config/keymap.ron)".to_string()
+                format!(
+                    "Keys · / search · ↑↓ scroll · Esc closes · keymap: {}",
+                    crate::tui::keymap::keymap_hint(&app.keymap)
+                )
             };
             let block = panel(app, title);
             f.render_widget(Paragraph::new(lines).block(block).scroll((*scroll, 0)).style(t.base()), r);
@@ -88,7 +90,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             }
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled(
-                "↑↓ field · ←→ spec · Enter on the last field or ctrl-s starts · Esc cancels",
+                "↑↓ field · ←→ spec · typing replaces a value · ctrl-s starts · Esc cancels",
                 t.muted(),
             )));
             let r = centered(area, 78, lines.len() as u16 + 2);
@@ -103,8 +105,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Confirm::Quit { active } => (
                     "Quit?",
                     format!(
-                        "{active} run(s) are training or queued here.\ny / s: stop them and quit (checkpoints are kept; \
-                         `vigil train --resume` continues)\nEsc: stay"
+                        "{} training or queued here.\n\
+                         l: leave them training and exit: this process trains on without the \
+                         console until they end, as after an SSH drop\n\
+                         s / y: stop them and quit (checkpoints kept; `vigil train --resume` continues)\n\
+                         Esc: stay",
+                        if *active == 1 { "1 run is".to_string() } else { format!("{active} runs are") }
                     ),
                 ),
                 Confirm::Stop(id) => (
@@ -125,13 +131,49 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 ),
             };
             let lines: Vec<Line> = text.lines().map(|l| Line::from(l.to_string())).collect();
-            let r = centered(area, 70, lines.len() as u16 + 4);
+            // Room for every wrapped line, so that the last choice (Esc) is never cut off.
+            let inner = 70u16.min(area.width).saturating_sub(2).max(1);
+            let rows: u16 = text.lines().map(|l| (l.chars().count() as u16).div_ceil(inner).max(1)).sum();
+            let r = centered(area, 70, rows + 2);
             f.render_widget(Clear, r);
             f.render_widget(
                 Paragraph::new(lines).block(panel(app, title)).style(t.base()).wrap(Wrap { trim: false }),
                 r,
             );
         }
+        Mode::Archive(list) => draw_archive(f, app, list, area),
         _ => {}
     }
+}
+
+/// The archived runs, newest first, with the one Enter restores highlighted.
+fn draw_archive(f: &mut Frame, app: &App, list: &crate::tui::state::modes::ArchiveList, area: Rect) {
+    let t = &app.theme;
+    let r = centered(area, 78, (list.runs.len() as u16 + 3).min(area.height));
+    let rows = (r.height as usize).saturating_sub(3);
+    let first = list.cursor.saturating_sub(rows.saturating_sub(1));
+    let mut lines: Vec<Line> = list
+        .runs
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(rows)
+        .map(|(i, run)| {
+            let best = run.best_val_accuracy.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+            let text = format!(
+                "{:<24} {:<9} {:>7} best {:>7}  {}",
+                run.id.to_string(),
+                run.status.as_str(),
+                format!("{}/{}", run.epoch, run.epochs),
+                best,
+                run.created.get(..16).unwrap_or("").replace('T', " ")
+            );
+            Line::from(Span::styled(text, if i == list.cursor { t.selected() } else { t.base() }))
+        })
+        .collect();
+    lines.push(Line::from(Span::styled("↑↓ run · Enter restores it to the store · Esc closes", t.muted())));
+    let n = list.runs.len();
+    let title = format!("Archived runs ({n}) in .archive/");
+    f.render_widget(Clear, r);
+    f.render_widget(Paragraph::new(lines).block(panel(app, title)).style(t.base()), r);
 }

@@ -9,6 +9,28 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use super::{fmt_duration, panel, status_style};
 use crate::tui::app::{App, SortKey};
 
+/// Why a run ended badly, for the Runs table and the Detail view: a failed run's reason (its
+/// status, else its log's last `failed` line), or that an interrupted run's process is gone.
+pub(super) fn ended_badly(r: &crate::tui::app::RunState) -> Option<String> {
+    use crate::store::{EventKind, RunStatus};
+    if r.interrupted {
+        return Some(format!(
+            "interrupted: its process{} ended without a final status; p (or `vigil train --resume {}`) \
+             continues it from its last checkpoint",
+            r.info.pid.map_or(String::new(), |p| format!(" ({p})")),
+            r.info.id
+        ));
+    }
+    if r.info.status != RunStatus::Failed {
+        return None;
+    }
+    let logged = || r.events.iter().rev().find(|e| e.kind == EventKind::Failed).map(|e| e.message.clone());
+    Some(format!(
+        "failed: {}",
+        r.info.failure.clone().or_else(logged).unwrap_or_else(|| "no reason was recorded".into())
+    ))
+}
+
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if app.table.on {
         return super::run_table::draw(f, app, area);
@@ -31,6 +53,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     if runs.is_empty() {
         let text = if app.runs.is_empty() {
             "no runs yet: n starts one, or run `vigil train` in another shell".to_string()
+        } else if let Some(problem) = crate::tui::filter::Filter::parse(&app.filter_text).problem() {
+            format!("the filter matches nothing: {problem}")
         } else {
             "no run matches the filter (Esc clears it)".to_string()
         };
@@ -117,9 +141,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     f.render_stateful_widget(table, area, &mut state);
     // When a run failed, say why right under the table's selection; the reason is the first
     // thing an operator wants.
-    if let Some(r) = app.selected().filter(|r| r.info.failure.is_some()) {
+    if let Some(reason) = app.selected().filter(|r| r.info.failure.is_some()).and_then(ended_badly) {
         let y = area.y + area.height - 1;
-        let text = format!(" failed: {} ", r.info.failure.clone().unwrap_or_default());
+        let text = format!(" {reason} ");
         let width = (area.width as usize).saturating_sub(4);
         let text: String = text.chars().take(width).collect();
         f.render_widget(
