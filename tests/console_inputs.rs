@@ -127,7 +127,7 @@ fn quitting_while_runs_train_can_leave_them_training() {
 #[test]
 fn archived_runs_are_listed_and_restored() {
     let mut app = common::app();
-    assert_eq!(ch(&mut app, 'U'), vec![Effect::Runner(RunnerCommand::ListArchived)]);
+    assert_eq!(ch(&mut app, 'u'), vec![Effect::Runner(RunnerCommand::ListArchived)]);
     let old = common::info("digits-mlp-old111", RunStatus::Completed, 3, 3, 30);
     app.update(Msg::Runner(RunnerEvent::ArchiveList(vec![old])));
     assert!(matches!(app.mode, Mode::Archive(_)));

@@ -283,7 +283,7 @@ fn complete(app: &App, input: &mut String, state: &mut Completion, forward: bool
     }
 }
 
-/// The archived runs, as the `z` overlay lists them.
+/// The archived runs, as the `u` overlay lists them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArchiveList {
     pub runs: Vec<crate::store::RunInfo>,
