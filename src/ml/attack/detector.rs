@@ -352,7 +352,7 @@ impl GaussianLayer {
     /// threshold) has its answer.
     fn log_distances(&self, h: &[f32], settled_below: Option<f64>) -> Result<Vec<f64>> {
         let f = self.features;
-        if f == 0 || h.len() % f != 0 {
+        if f == 0 || !h.len().is_multiple_of(f) {
             return Err(Error::unsuitable(format!(
                 "the detector's {} layer was fitted on {} features, the network gives {} values",
                 self.layer,
