@@ -94,6 +94,10 @@ for name, rs in rows.items():
     med[name] = m
     print(f"{name:8} {len(rs):>6} {m['rps']:>15.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} "
           f"{sum(r['non200'] for r in rs):>8.0f} {sum(r['socket_errors'] for r in rs):>14.0f}")
-print(f"throughput ratio vigil/fastapi: {med['vigil']['rps'] / med['fastapi']['rps']:.1f}x; "
+ratio = med['vigil']['rps'] / med['fastapi']['rps']
+print(f"throughput ratio vigil/fastapi: {ratio:.1f}x; "
       f"p99 ratio fastapi/vigil: {med['fastapi']['p99_ms'] / med['vigil']['p99_ms']:.1f}x")
+ok = ratio >= 10 and med['vigil']['p99_ms'] < 5
+print(f"target (>= 10x the FastAPI server, vigil p99 < 5 ms): {'met' if ok else 'not met'} "
+      f"({ratio:.1f}x, p99 {med['vigil']['p99_ms']:.2f} ms)")
 EOF

@@ -346,9 +346,13 @@ impl GaussianLayer {
     /// The log of the squared Mahalanobis distance to the nearest class mean of each row of
     /// `h` (`n × features`, row-major): squared distances are skewed like a χ², their logs
     /// nearly symmetric, which is what a median and a MAD describe well.
-    fn log_distances(&self, h: &[f32]) -> Result<Vec<f64>> {
+    ///
+    /// With `settled_below`, an image whose unshifted log distance is already at most that is
+    /// not realigned: alignment can only lower its distance, and the caller (flagging against a
+    /// threshold) has its answer.
+    fn log_distances(&self, h: &[f32], settled_below: Option<f64>) -> Result<Vec<f64>> {
         let f = self.features;
-        if f == 0 || h.len() % f != 0 {
+        if f == 0 || !h.len().is_multiple_of(f) {
             return Err(Error::unsuitable(format!(
                 "the detector's {} layer was fitted on {} features, the network gives {} values",
                 self.layer,
@@ -364,43 +368,46 @@ impl GaussianLayer {
         let mut nearest = |row: &[f32]| -> f64 {
             let row: Vec<f64> = row.iter().map(|v| *v as f64).collect();
             for (i, out) in ph.iter_mut().enumerate() {
-                *out = q.precision[i * f..(i + 1) * f].iter().zip(&row).map(|(p, v)| p * v).sum();
+                *out = dot(&q.precision[i * f..(i + 1) * f], &row);
             }
-            let hph: f64 = row.iter().zip(&ph).map(|(a, b)| a * b).sum();
+            let hph = dot(&row, &ph);
             q.pm.iter()
                 .zip(&q.mpm)
-                .map(|(pm, mpm)| hph - 2.0 * row.iter().zip(pm).map(|(a, b)| a * b).sum::<f64>() + mpm)
+                .map(|(pm, mpm)| hph - 2.0 * dot(&row, pm) + mpm)
                 .fold(f64::INFINITY, f64::min)
         };
         let (mut shifted, mut scratch) = (vec![0f32; f], vec![0f32; f]);
         Ok(h.chunks(f)
             .map(|row| {
+                let unshifted = nearest(row);
+                let settled = settled_below.is_some_and(|b| (unshifted.max(0.0) + 1e-6).ln() <= b);
                 let best = match &self.align {
-                    Some(a) if a.image.iter().product::<usize>() == f && a.fill.len() == f => {
+                    Some(a) if a.image.iter().product::<usize>() == f && a.fill.len() == f && !settled => {
                         let s = a.shift as i64;
                         let [c, hh, w] = a.image;
-                        let mut best = f64::INFINITY;
+                        let mut best = unshifted;
                         for dy in -s..=s {
                             for dx in -s..=s {
-                                shifted.copy_from_slice(row);
-                                if dy != 0 || dx != 0 {
-                                    crate::ml::data::augment::shift(
-                                        &mut shifted,
-                                        &mut scratch,
-                                        c,
-                                        hh,
-                                        w,
-                                        dy,
-                                        dx,
-                                        &a.fill,
-                                    );
+                                if dy == 0 && dx == 0 {
+                                    continue;
                                 }
+                                shifted.copy_from_slice(row);
+                                crate::ml::data::augment::shift(
+                                    &mut shifted,
+                                    &mut scratch,
+                                    c,
+                                    hh,
+                                    w,
+                                    dy,
+                                    dx,
+                                    &a.fill,
+                                );
                                 best = best.min(nearest(&shifted));
                             }
                         }
                         best
                     }
-                    _ => nearest(row),
+                    _ => unshifted,
                 };
                 // Rounding can take a distance of (nearly) zero a hair below it.
                 (best.max(0.0) + 1e-6).ln()
@@ -408,10 +415,28 @@ impl GaussianLayer {
             .collect())
     }
 
-    /// The layer's distances standardised by its median and spread.
-    fn standardised(&self, h: &[f32]) -> Result<Vec<f64>> {
-        Ok(self.log_distances(h)?.into_iter().map(|v| (v - self.median) / self.spread).collect())
+    /// The layer's distances standardised by its median and spread; with `threshold`, those
+    /// that are at most it may come back higher than they are, still at most it (see
+    /// [`Self::log_distances`]).
+    fn standardised(&self, h: &[f32], threshold: Option<f64>) -> Result<Vec<f64>> {
+        let settled = threshold.map(|t| t * self.spread + self.median);
+        Ok(self.log_distances(h, settled)?.into_iter().map(|v| (v - self.median) / self.spread).collect())
     }
+}
+
+/// A dot product over 8 lanes: a plain `sum()` of f64 products is one long dependency chain
+/// (the compiler may not reorder float additions), eight times slower than this for the
+/// products the detector does per input.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// A layer's features of a batch on the host, from the input and (when already computed) the
@@ -493,7 +518,7 @@ impl Detector {
             for i in 0..d.layers.len() {
                 let layer = d.layers[i].clone();
                 let raw = split_values(net, spread_on, &|x| {
-                    layer.log_distances(&host_features(net, &layer.layer, x, None)?)
+                    layer.log_distances(&host_features(net, &layer.layer, x, None)?, None)
                 })?;
                 let median = quantile(&raw, 0.5);
                 let dev: Vec<f64> = raw.iter().map(|v| (v - median).abs()).collect();
@@ -501,7 +526,7 @@ impl Detector {
                 d.layers[i].spread = (1.4826 * quantile(&dev, 0.5)).max(1e-12);
             }
         }
-        let score = |data: &Prepared| split_values(net, data, &|x| d.scores_f64(net, x, None, None));
+        let score = |data: &Prepared| split_values(net, data, &|x| d.scores_f64(net, x, None, None, false));
         let scores = score(validation)?;
         let n = scores.len();
         let (mut threshold, bound) = calibrate(&scores, target_fpr)
@@ -529,7 +554,7 @@ impl Detector {
 
     /// The score of each input of a batch (as the network takes it); higher is stranger.
     pub fn scores(&self, net: &Network, x: &Tensor) -> Result<Vec<f32>> {
-        Ok(self.scores_f64(net, x, None, None)?.into_iter().map(|v| v as f32).collect())
+        Ok(self.scores_f64(net, x, None, None, false)?.into_iter().map(|v| v as f32).collect())
     }
 
     /// [`Self::scores`] from features the caller already has: the penultimate features
@@ -542,15 +567,22 @@ impl Detector {
         penultimate: &Tensor,
         logits: &Tensor,
     ) -> Result<Vec<f32>> {
-        Ok(self.scores_f64(net, x, Some(penultimate), Some(logits))?.into_iter().map(|v| v as f32).collect())
+        Ok(self
+            .scores_f64(net, x, Some(penultimate), Some(logits), false)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect())
     }
 
+    /// `for_flags`: only whether each score is above the threshold matters (see
+    /// [`GaussianLayer::standardised`]).
     fn scores_f64(
         &self,
         net: &Network,
         x: &Tensor,
         penultimate: Option<&Tensor>,
         logits: Option<&Tensor>,
+        for_flags: bool,
     ) -> Result<Vec<f64>> {
         match self.kind {
             DetectorKind::Energy => {
@@ -564,7 +596,10 @@ impl Detector {
             DetectorKind::Mahalanobis => {
                 let mut best: Option<Vec<f64>> = None;
                 for l in &self.layers {
-                    let z = l.standardised(&host_features(net, &l.layer, x, penultimate)?)?;
+                    let z = l.standardised(
+                        &host_features(net, &l.layer, x, penultimate)?,
+                        for_flags.then_some(self.threshold),
+                    )?;
                     best = Some(match best {
                         Some(b) => b.into_iter().zip(z).map(|(a, b)| a.max(b)).collect(),
                         None => z,
@@ -577,7 +612,7 @@ impl Detector {
 
     /// Whether each input of a batch is flagged.
     pub fn flags(&self, net: &Network, x: &Tensor) -> Result<Vec<bool>> {
-        Ok(self.scores_f64(net, x, None, None)?.into_iter().map(|s| s > self.threshold).collect())
+        Ok(self.scores_f64(net, x, None, None, true)?.into_iter().map(|s| s > self.threshold).collect())
     }
 
     /// [`Self::flags`] from the penultimate features and logits the caller already has.
@@ -588,13 +623,13 @@ impl Detector {
         penultimate: &Tensor,
         logits: &Tensor,
     ) -> Result<Vec<bool>> {
-        let s = self.scores_f64(net, x, Some(penultimate), Some(logits))?;
+        let s = self.scores_f64(net, x, Some(penultimate), Some(logits), true)?;
         Ok(s.into_iter().map(|s| s > self.threshold).collect())
     }
 
     /// The share of a split flagged.
     pub fn flag_rate(&self, net: &Network, data: &Prepared) -> Result<f64> {
-        let s = split_values(net, data, &|x| self.scores_f64(net, x, None, None))?;
+        let s = split_values(net, data, &|x| self.scores_f64(net, x, None, None, true))?;
         Ok(s.iter().filter(|v| **v > self.threshold).count() as f64 / s.len().max(1) as f64)
     }
 

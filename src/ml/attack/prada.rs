@@ -152,7 +152,7 @@ impl Prada {
             pooled: vec![],
             pooled_seen: 0,
             tested_at: 0,
-            rng: SplitMix(0x5052_4144_41),
+            rng: SplitMix(0x0050_5241_4441),
             w: None,
             alarm: false,
             queries: 0,

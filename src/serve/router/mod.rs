@@ -93,8 +93,11 @@ pub struct AppState {
     /// PRADA's state per key and model: the key's queries to that model, for extraction alarms.
     /// By key name, then model name: nested so that a lookup borrows the names (a tuple of
     /// Strings as the key cost two allocations per request).
-    extraction: Mutex<HashMap<String, HashMap<String, Arc<Mutex<Watch>>>>>,
+    extraction: Mutex<HashMap<String, ModelWatches>>,
 }
+
+/// One key's extraction watches, by model name.
+type ModelWatches = HashMap<String, Arc<Mutex<Watch>>>;
 
 /// One key's extraction watch on one model.
 struct Watch {
