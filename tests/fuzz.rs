@@ -141,9 +141,10 @@ fn input(seeds: Vec<Vec<u8>>, tokens: &'static [&'static str]) -> impl Strategy<
 fn fuzz<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> Result<(), TestCaseError>) {
     let deadline = Instant::now() + budget();
     let config = Config { cases: 64, failure_persistence: None, max_shrink_iters: 2000, ..Config::default() };
-    let mut runner = TestRunner::new(config);
     let mut tried = 0u64;
     while Instant::now() < deadline {
+        // A runner runs its cases once; each batch gets a new one, with a new random seed.
+        let mut runner = TestRunner::new(config.clone());
         if let Err(e) = runner.run(&strategy, &check) {
             panic!("fuzz target {name}: {e}");
         }

@@ -332,3 +332,37 @@ async fn slow_clients_are_capped_and_dropped_while_a_normal_client_is_served() {
     assert_eq!(server.health().rejected, edge.rejected_requests());
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn the_service_view_shows_an_unwritable_log_and_what_was_turned_away() {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use vigil::engine::service::ServiceEvent;
+    use vigil::serve::server::Health;
+    use vigil::tui::app::Msg;
+    let mut app = common::app();
+    app.update(Msg::ServiceFeed(Box::new(common::service_feed())));
+    app.update(Msg::Service(ServiceEvent::Started {
+        url: "http://127.0.0.1:7878".into(),
+        run: "digits-mlp-d4e5f6".into(),
+        models: vec!["digits-mlp 42c45ce85347".into()],
+        warnings: vec![],
+    }));
+    app.update(Msg::Key(KeyEvent::new(KeyCode::Char('8'), KeyModifiers::NONE)));
+    let screen = |app: &mut vigil::tui::app::App| common::text(&common::render(app, 100, 30));
+    assert!(!screen(&mut app).contains("turned away"), "nothing to say while all is well");
+    let failing = Health {
+        log_error: Some("access.jsonl: No space left on device".into()),
+        log_refused: 12,
+        ..Health::default()
+    };
+    app.update(Msg::Service(ServiceEvent::Health(failing)));
+    assert!(screen(&mut app).contains("log unwritable: 503 (12 refused)"), "{}", screen(&mut app));
+    app.update(Msg::Service(ServiceEvent::Health(Health {
+        rejected: 7,
+        refused_connections: 3,
+        ..Health::default()
+    })));
+    let text = screen(&mut app);
+    assert!(!text.contains("log unwritable"), "{text}");
+    assert!(text.contains("turned away 7 requests  3 conns"), "{text}");
+}

@@ -59,6 +59,7 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
 
 fn print_report(r: &SoakReport) {
     println!("soak: {:.0} s", r.seconds);
+    // slow-headers never get an answer: the service drops them at its header timeout.
     println!("{:<18} {:>8} {:>9}  statuses", "traffic", "sent", "no answer");
     for (name, k) in &r.kinds {
         let statuses: Vec<String> = k.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();

@@ -371,6 +371,8 @@ async fn traffic(
         r.error_for_status()?.text().await
     };
     let text = list.await.map_err(|e| Error::service_failed(format!("GET /v1/models: {e}")))?;
+    // That request has its log line too.
+    tally.answer("setup", Some(200), true);
     let models: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::service_failed(format!("GET /v1/models answered no JSON: {e}")))?;
     let model = &models["models"][0];
@@ -385,21 +387,29 @@ async fn traffic(
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
 
-    // Valid predictions: four workers, paced to the rate.
+    // Valid predictions: four workers, paced to the rate, each input different (random 0s and
+    // 1s, inside any model's range), so that per-key state such as PRADA's sees new queries.
     let workers = 4;
     let gap = Duration::from_secs_f64(workers as f64 / config.rate.max(1.0));
     for _ in 0..workers {
-        let (c, url, key, body, tally, stop) =
+        let (c, url, key, text, tally, stop) =
             (client.clone(), predict.clone(), valid.clone(), good.clone(), tally.clone(), stop.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(gap);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
+                let body = if width > 0 {
+                    let row: Vec<f32> =
+                        (0..width).map(|_| f32::from(u8::from(rand::random::<bool>()))).collect();
+                    serde_json::json!({"inputs": [row]}).to_string()
+                } else {
+                    text.clone()
+                };
                 let r = c
                     .post(&url)
                     .bearer_auth(&key)
                     .header("content-type", "application/json")
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await;
                 record(&tally, "valid", r).await;

@@ -519,12 +519,23 @@ pub fn load_variant(run: &RunDir, name: &str) -> Result<Variant> {
     Ok(Variant { trained: Trained { spec, pipeline, network }, report, sha256 })
 }
 
+/// What a caught panic said.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the reader failed".into())
+}
+
 /// Reads GGUF bytes into a network (public for the fuzz tests, which feed it broken files).
 pub fn read_gguf(net: &mut Network, bytes: &[u8], path: &std::path::Path, device: &Device) -> Result<()> {
     let corrupt = |msg: String| Error::Corrupt { path: path.to_path_buf(), msg };
     let mut r = std::io::Cursor::new(bytes);
-    let content =
-        gguf_file::Content::read(&mut r).map_err(|e| corrupt(format!("not a readable GGUF file: {e}")))?;
+    // candle's GGUF reader panics on some broken files (a length past isize::MAX: "capacity
+    // overflow", found by tests/fuzz.rs); a broken file must be an error, not a crash.
+    let content = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gguf_file::Content::read(&mut r)))
+        .map_err(|p| corrupt(format!("not a readable GGUF file: {}", panic_text(&p))))?
+        .map_err(|e| corrupt(format!("not a readable GGUF file: {e}")))?;
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     let f32_names: Vec<String> = net.vars().iter().map(|(n, _)| n.clone()).collect();
@@ -534,7 +545,19 @@ pub fn read_gguf(net: &mut Network, bytes: &[u8], path: &std::path::Path, device
         }
     }
     for name in names {
-        let t = content.tensor(&mut r, name, device).map_err(|e| corrupt(format!("tensor {name}: {e}")))?;
+        // A shape the file cannot hold (no format packs a value in under a third of a byte)
+        // is refused before reading: candle would allocate for it, and a huge one aborts.
+        let dims = content.tensor_infos[name].shape.dims();
+        let values = dims.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+        if values.is_none_or(|n| n / 4 > bytes.len()) {
+            return Err(corrupt(format!(
+                "tensor {name:?} has shape {dims:?}, more values than the file could hold"
+            )));
+        }
+        let t =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| content.tensor(&mut r, name, device)))
+                .map_err(|p| corrupt(format!("tensor {name}: {}", panic_text(&p))))?
+                .map_err(|e| corrupt(format!("tensor {name}: {e}")))?;
         if t.dtype() == GgmlDType::F32 {
             let Some((_, var)) = net.vars().iter().find(|(n, _)| n == name) else {
                 return Err(corrupt(format!("has a tensor {name:?} the model does not")));
