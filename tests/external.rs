@@ -329,9 +329,14 @@ fn the_process_writing_a_run_is_found_and_shown_in_the_system_view_beside_it() {
     let mut sampler = vigil::engine::system::Sampler::with_gpus(Some(store), None, None).with_writers(rx);
     let sample = sampler.sample();
     let pid = child.id();
+    assert!(app.runs["ext:logs/exp"].is_active());
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(app.runs["ext:logs/exp"].info.pid, Some(pid));
     let p = sample.processes.iter().find(|p| p.pid == pid).expect("the writer is in the process table");
     assert_eq!(p.runs, vec!["ext:logs/exp".to_string()]);
+    // The writer exits: the run is finished at once, though its file is fresh.
+    poll(&mut f, &mut app);
+    let r = &app.runs["ext:logs/exp"];
+    assert!(!r.is_active() && r.info.pid.is_none(), "{:?}", r.info.status);
 }

@@ -296,10 +296,10 @@ impl EventReader {
     fn event(&mut self, e: proto::Event, out: &mut Scalars) {
         let Some(summary) = e.summary else { return };
         for v in summary.value {
-            if let Some(plugin) = v.metadata.and_then(|m| m.plugin_data).map(|p| p.plugin_name) {
-                if !self.plugins.contains_key(&v.tag) {
-                    self.plugins.insert(v.tag.clone(), plugin);
-                }
+            if let Some(plugin) = v.metadata.and_then(|m| m.plugin_data).map(|p| p.plugin_name)
+                && !self.plugins.contains_key(&v.tag)
+            {
+                self.plugins.insert(v.tag.clone(), plugin);
             }
             let value = match (v.simple_value, &v.tensor) {
                 (Some(x), _) => Some(x as f64),
@@ -382,6 +382,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // The mask written as TensorFlow's lib/hash/crc32c.h writes it, not as the code does.
+    #[allow(clippy::manual_rotate)]
     fn the_masked_crc_is_tensorflows() {
         // TensorFlow's crc32c_test: Value("a") = 0xc1d04330 (unmasked), and
         // masked = ((c >> 15) | (c << 17)) + 0xa282ead8.

@@ -1,8 +1,10 @@
-//! Which processes write an external run: those whose working directory is the run folder or
-//! that hold a file in it open (PyTorch's and TensorFlow's writers keep their event file open
-//! for the whole run). Read from `/proc/<pid>/cwd` and `/proc/<pid>/fd` on Linux; elsewhere no
-//! writer is found and a run's status comes from its files growing alone. Processes of other
-//! users whose `/proc` entries cannot be read are passed over.
+//! Which processes write an external run: those whose working directory is the run folder, that
+//! hold a file in it open (TensorFlow's and tensorboardX's writers keep their event file open),
+//! or that were given the folder or its parent on their command line (`train.py --logdir
+//! logs/exp1`; PyTorch's writer reopens its file for each flush, and Lightning makes
+//! `version_N` under the folder it is given). Read from `/proc/<pid>/{cwd,fd,cmdline}` on Linux;
+//! elsewhere no writer is found and a run's status comes from its files changing alone.
+//! Processes of other users whose `/proc` entries cannot be read are passed over.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,15 +29,28 @@ fn scan_proc(dirs: &[PathBuf], out: &mut [Vec<u32>]) {
             continue;
         }
         let base = p.path();
+        let cmdline = std::fs::read(base.join("cmdline")).unwrap_or_default();
+        if is_viewer(&cmdline) {
+            continue;
+        }
         let mut hit = |i: usize| {
             if !out[i].contains(&pid) {
                 out[i].push(pid);
             }
         };
-        if let Ok(cwd) = std::fs::read_link(base.join("cwd"))
-            && let Some(i) = index.get(cwd.as_path())
-        {
+        let cwd = std::fs::read_link(base.join("cwd")).ok();
+        if let Some(i) = cwd.as_deref().and_then(|c| index.get(c)) {
             hit(*i);
+        }
+        if let Some(cwd) = &cwd {
+            for arg in cmdline.split(|b| *b == 0).skip(1).filter(|a| !a.is_empty() && a[0] != b'-') {
+                let p = normalise(&cwd.join(String::from_utf8_lossy(arg).as_ref()));
+                for (d, i) in &index {
+                    if *d == p.as_path() || d.parent() == Some(p.as_path()) {
+                        hit(*i);
+                    }
+                }
+            }
         }
         let Ok(fds) = std::fs::read_dir(base.join("fd")) else { continue };
         for fd in fds.flatten() {
@@ -46,6 +61,33 @@ fn scan_proc(dirs: &[PathBuf], out: &mut [Vec<u32>]) {
             }
         }
     }
+}
+
+/// Programs that read run folders without writing them (TensorBoard and its data server, which
+/// hold the files open and are given the log folder; Vigil): never taken for a writer.
+fn is_viewer(cmdline: &[u8]) -> bool {
+    cmdline.split(|b| *b == 0).take(2).any(|a| {
+        let a = String::from_utf8_lossy(a);
+        let name = a.rsplit('/').next().unwrap_or("");
+        name.starts_with("tensorboard") || name == "vigil"
+    })
+}
+
+/// A path with `.` and `..` resolved by its text (no file-system calls: this runs for every
+/// argument of every process).
+fn normalise(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -69,5 +111,34 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(found[0].contains(&child.id()), "{found:?}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_process_given_the_folder_or_its_parent_on_its_command_line_is_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let run = root.join("logs/version_0");
+        std::fs::create_dir_all(&run).unwrap();
+        // `--logdir logs` from the folder above, as Lightning's loggers are given it.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "train.py", "./logs/"])
+            .current_dir(&root)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let found = writers(&[run, root.join("elsewhere")]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found[0].contains(&child.id()), "{found:?}");
+        assert!(found[1].is_empty());
+    }
+
+    #[test]
+    fn tensorboard_and_vigil_are_viewers_not_writers() {
+        assert!(is_viewer(b"/usr/bin/python3\0/venv/bin/tensorboard\0--logdir\0logs\0"));
+        assert!(is_viewer(b"/x/tensorboard_data_server\0--logdir\0logs\0"));
+        assert!(is_viewer(b"target/release/vigil\0--watch\0logs\0"));
+        assert!(!is_viewer(b"python\0train.py\0--logdir\0logs\0"));
     }
 }

@@ -1,7 +1,8 @@
 //! One external run folder, followed: its log files are listed now and then (a writer may add
 //! one), each is read from where it stopped when its size or time changes, and the run's
 //! status is worked out: running while a writer process lives or a file changed within
-//! [`ACTIVE_WINDOW`], completed otherwise. What changed comes out as a [`Change`]: the run's
+//! [`ACTIVE_WINDOW`], completed otherwise (at once when a writer was found and has exited,
+//! until the files change again). What changed comes out as a [`Change`]: the run's
 //! info as Vigil's tables show it, its new points, and warnings.
 
 use std::collections::BTreeMap;
@@ -94,6 +95,9 @@ pub struct RunSource {
     pub pids: Vec<u32>,
     status: Option<RunStatus>,
     sent_pid: Option<u32>,
+    /// The newest file time when the writer last seen went away: a run whose writer was found
+    /// and has exited is finished at once, until its files change again.
+    writer_left_at: Option<Option<SystemTime>>,
 }
 
 impl RunSource {
@@ -113,6 +117,7 @@ impl RunSource {
             pids: Vec::new(),
             status: None,
             sent_pid: None,
+            writer_left_at: None,
         }
     }
 
@@ -171,7 +176,17 @@ impl RunSource {
             .newest_mtime
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_none_or(|age| age < ACTIVE_WINDOW);
-        let status = if !self.pids.is_empty() || recent { RunStatus::Running } else { RunStatus::Completed };
+        if !self.pids.is_empty() {
+            self.writer_left_at = None;
+        } else if self.sent_pid.is_some() {
+            self.writer_left_at = Some(self.newest_mtime);
+        }
+        let writer_gone = self.writer_left_at.is_some_and(|at| at == self.newest_mtime);
+        let status = if !self.pids.is_empty() || (recent && !writer_gone) {
+            RunStatus::Running
+        } else {
+            RunStatus::Completed
+        };
         let status_changed = self.status != Some(status);
         if status_changed && status == RunStatus::Completed {
             // The writer is gone: what never became a whole record will not.

@@ -103,11 +103,6 @@ pub struct SeriesData {
     pub per_step: bool,
 }
 
-/// The series a run has for a metric, with x in the chosen unit.
-pub fn series_points(r: &RunState, metric: Metric, axis: XAxis) -> Vec<(Cow<'static, str>, Vec<(f64, f64)>)> {
-    series_of(r, metric, axis).into_iter().map(|s| (s.name, s.points)).collect()
-}
-
 /// The series of a run the chart shows with these options: Vigil's own series of the metric,
 /// or an external run's tags of that kind (by name: `train/loss` joins the loss chart); with a
 /// tag chosen, that tag's series (Vigil's runs show their series of the same kind).
