@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use common::cli::{json, vigil};
+use common::cli::vigil;
+use common::sweep::{assert_each_trial_once, kill_and_resume};
 
 /// A tiny sweep over digits-mlp (2-3 epochs per trial) with the given parameters and extras.
 fn sweep_file(dir: &Path, parameters: &str, extra: &str) -> PathBuf {
@@ -151,60 +151,6 @@ fn an_sbatch_that_refuses_the_job_is_shown_and_nothing_half_submitted_stays() {
     assert_nothing_left(&runs);
 }
 
-/// The sweep's state file, once it exists.
-fn state_of(runs: &Path) -> Option<serde_json::Value> {
-    let dir = std::fs::read_dir(runs.join("sweeps")).ok()?.flatten().next()?.path();
-    serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()
-}
-
-/// Kills the driver with SIGKILL once `ready` holds for its state, then resumes with --json.
-pub fn kill_and_resume(
-    runs: &Path,
-    mut driver: std::process::Child,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if state_of(runs).is_some_and(|s| ready(&s)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the sweep never got going: {:?}", state_of(runs));
-        assert!(driver.try_wait().unwrap().is_none(), "the driver ended before it was killed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    driver.kill().unwrap(); // SIGKILL: no handler runs, the state is what was last written.
-    driver.wait().unwrap();
-    let state = state_of(runs).unwrap();
-    assert!(!state["finished"].as_bool().unwrap());
-    json(vigil(runs).args(["sweep", "--resume", "latest", "--json"]))
-}
-
-/// Every trial ran once: numbers 0..n, one run folder each, none left active, all in the store.
-pub fn assert_each_trial_once(runs: &Path, out: &serde_json::Value, n: usize) {
-    let trials = out["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), n, "{out:#}");
-    let numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
-    assert_eq!(numbers, (0..n as u64).collect::<Vec<_>>());
-    let mut ids: Vec<&str> = trials.iter().map(|t| t["run"].as_str().unwrap()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "a trial was repeated under another run");
-    let folders =
-        std::fs::read_dir(runs).unwrap().flatten().filter(|e| e.path().join("run.json").exists()).count();
-    assert_eq!(folders, n, "one run per trial in the store, no more");
-    for t in trials {
-        let status = t["status"].as_str().unwrap();
-        assert!(!["planned", "pending", "running"].contains(&status), "{t}");
-        let member: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(runs.join(t["run"].as_str().unwrap()).join("sweep.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(member["trial"], t["number"], "the run says which trial it is");
-        assert_eq!(member["params"], t["params"]);
-    }
-    assert!(out["finished"].as_bool().unwrap());
-}
-
 #[test]
 fn a_killed_local_driver_is_resumed_without_losing_or_repeating_a_trial() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,9 +165,12 @@ fn a_killed_local_driver_is_resumed_without_losing_or_repeating_a_trial() {
         .spawn()
         .unwrap();
     // Killed while trials are out: at least one submitted, not all done.
-    let out = kill_and_resume(&runs, driver, |s| {
-        s["trials"].as_array().is_some_and(|t| t.iter().any(|t| t["status"] != "planned"))
-    });
+    let out = kill_and_resume(
+        &runs,
+        driver,
+        |s| s["trials"].as_array().is_some_and(|t| t.iter().any(|t| t["status"] != "planned")),
+        vigil(&runs),
+    );
     assert_each_trial_once(&runs, &out, 4);
     let best = &out["best"];
     assert!(best["objective"].as_f64().unwrap() > 0.5, "{best}");

@@ -72,11 +72,14 @@ impl SlurmArgs {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The sweep file (`models/NAME.sweep.ron`).
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present_any = ["resume", "stop"])]
     pub file: Option<PathBuf>,
     /// Continue a stopped or killed sweep (its id, a unique prefix, or `latest`).
     #[arg(long, value_name = "SWEEP", conflicts_with = "file")]
     pub resume: Option<String>,
+    /// Stop one trial (its run id): `scancel` for a Slurm job, as the console's stop key does.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["file", "resume"])]
+    pub stop: Option<String>,
     /// Where trials run: background processes here, or Slurm jobs (the store must be on a
     /// folder the nodes share).
     #[arg(long, value_enum)]
@@ -98,6 +101,13 @@ pub struct Args {
     /// Print only the final table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Benchmark ASHA: run the sweep with its early stopping and again with every trial to the
+    /// end (same trials, in throwaway stores), and print both wall times and best objectives.
+    #[arg(long, conflicts_with_all = ["resume", "json"])]
+    pub bench: bool,
+    /// Repeats of each side with --bench (medians are printed).
+    #[arg(long, default_value_t = 1, requires = "bench")]
+    pub repeats: usize,
 }
 
 pub(super) fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()> {
@@ -106,7 +116,17 @@ pub(super) fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()>
         jobs: args.jobs,
         trials: args.trials,
         slurm: args.slurm.options(args.array),
+        no_early_stopping: false,
     };
+    if let Some(run) = &args.stop {
+        let dir = store.resolve(run)?;
+        println!("{}", crate::sweep::driver::stop_trial(store, &dir)?);
+        return Ok(());
+    }
+    if args.bench {
+        let file = args.file.as_ref().expect("clap requires a file without --resume");
+        return bench(models_dir, file, opts, args.repeats.max(1));
+    }
     let verbose = !args.json && !args.quiet;
     let observer = move |e: &SweepEvent| {
         if verbose {
@@ -299,4 +319,51 @@ pub(super) fn submit_train(run: &crate::store::RunDir, store: &RunStore, slurm: 
 /// Checks the Slurm commands are there before `vigil train --on slurm` creates its run.
 pub(super) fn check_slurm() -> Result<()> {
     crate::sweep::slurm::require()
+}
+
+/// `--bench`: the sweep with ASHA against the same trials run to the end.
+fn bench(models_dir: &Path, file: &Path, opts: SweepOptions, repeats: usize) -> Result<()> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut sides: Vec<(&str, Vec<f64>, Vec<f64>, usize)> = Vec::new();
+    for (label, full) in [("ASHA", false), ("to the end", true)] {
+        let (mut times, mut bests, mut pruned) = (Vec::new(), Vec::new(), 0);
+        for rep in 0..repeats {
+            let root =
+                std::env::temp_dir().join(format!("vigil-sweep-bench-{}-{rep}-{full}", std::process::id()));
+            let store = RunStore::new(&root);
+            let opts = SweepOptions { no_early_stopping: full, ..opts.clone() };
+            let t0 = std::time::Instant::now();
+            let state = Driver::create(&store, models_dir, file, &opts, |_: &SweepEvent| {})?.run();
+            let secs = t0.elapsed().as_secs_f64();
+            let _ = std::fs::remove_dir_all(&root);
+            let state = state?;
+            eprintln!(
+                "{label:<10} repeat {}: {secs:.1} s, best {}",
+                rep + 1,
+                state.best().and_then(|b| b.objective).map(format_float).unwrap_or_default()
+            );
+            times.push(secs);
+            bests.push(state.best().and_then(|b| b.objective).unwrap_or(f64::NAN));
+            pruned = state.counts().get(&TrialStatus::Pruned).copied().unwrap_or(0);
+        }
+        sides.push((label, times, bests, pruned));
+    }
+    let (asha_t, full_t) = (median(sides[0].1.clone()), median(sides[1].1.clone()));
+    let (asha_b, full_b) = (median(sides[0].2.clone()), median(sides[1].2.clone()));
+    for (label, times, bests, pruned) in &sides {
+        println!(
+            "{label:<10}  median {:.1} s over {repeats} repeat(s)  best objective {}  ({pruned} trials pruned)",
+            median(times.clone()),
+            format_float(median(bests.clone()))
+        );
+    }
+    println!(
+        "ASHA takes {:.2}x the time of the full trials (target < 0.5); its best is {:+.2} points from the full trials' best (target within 0.5)",
+        asha_t / full_t,
+        100.0 * (asha_b - full_b)
+    );
+    Ok(())
 }

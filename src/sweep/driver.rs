@@ -69,6 +69,8 @@ pub struct SweepOptions {
     pub trials: Option<usize>,
     /// Slurm settings given as flags, over the file's.
     pub slurm: SlurmOptions,
+    /// Run every trial to the end, ignoring the file's ASHA (the benchmark's baseline).
+    pub no_early_stopping: bool,
 }
 
 /// What the driver reports as it goes (the CLI prints it).
@@ -149,6 +151,9 @@ impl<'a> Driver<'a> {
         }
         if opts.jobs == Some(0) {
             return Err(Error::argument("--jobs must be at least 1"));
+        }
+        if opts.no_early_stopping {
+            sweep.file.early_stopping = None;
         }
         let backend = opts.backend.unwrap_or(Backend::Local);
         let jobs = opts.jobs.or(sweep.file.jobs).unwrap_or(match backend {
@@ -656,6 +661,25 @@ impl<'a> Driver<'a> {
 pub fn stop_trial(store: &RunStore, run: &crate::store::RunDir) -> Result<String> {
     if let Some(job) = super::state::JobState::read(&run.path).filter(|j| !j.is_terminal()) {
         super::slurm::scancel(&job.job)?;
+        // A job cancelled while pending never starts its run: the run says so now, since no
+        // trainer will, and squeue soon forgets such a job.
+        if run.info().is_ok_and(|i| i.status == RunStatus::Queued) {
+            let _ = super::state::JobState {
+                state: "CANCELLED".into(),
+                reason: None,
+                updated: now(),
+                ..job.clone()
+            }
+            .write(&run.path);
+            let _ = run.update_info(|r| {
+                r.status = RunStatus::Cancelled;
+                r.finished = Some(now());
+            });
+            let _ = run.log(
+                EventKind::Cancelled,
+                format!("its Slurm job {} was cancelled before it started (scancel)", job.job),
+            );
+        }
         return Ok(format!("scancel {} ({})", job.job, run.id));
     }
     let _ = store;

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod reference;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 
