@@ -88,8 +88,9 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
 fn train_queued(store: &RunStore, query: &str, quiet: bool) -> Result<()> {
     let dir = store.resolve(query)?;
     let info = dir.info()?;
-    if info.status != RunStatus::Queued && !(info.status.is_active() && !info.pid.is_some_and(process_alive))
-    {
+    // Queued, or left active by a trainer that died (a requeued Slurm job): anything else has a trainer or is done.
+    let orphaned = info.status.is_active() && !info.pid.is_some_and(process_alive);
+    if info.status != RunStatus::Queued && !orphaned {
         return Err(invalid(format!(
             "run {} is {}, not queued: there is nothing to start",
             dir.id, info.status

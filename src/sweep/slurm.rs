@@ -68,6 +68,9 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The job ids of a submission's trials, from sbatch's job id.
+type JobIds = Box<dyn Fn(&str) -> Vec<String>>;
+
 /// Runs trials as Slurm jobs.
 pub struct Slurm {
     opts: SlurmOptions,
@@ -194,31 +197,30 @@ impl Executor for Slurm {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
         let mut args = sbatch_options(&self.opts);
-        let (script_path, body, ids): (PathBuf, String, Box<dyn Fn(&str) -> Vec<String>>) =
-            if trials.len() == 1 {
-                let t = trials[0];
-                args.push(format!("--job-name=vigil-{}", t.run));
-                args.push(format!("--output={}", sweep.log_of(&t.run).display()));
-                let body = self.train_line(&root, &sh_quote(&t.run));
-                (jobs_dir.join(format!("{}.sh", t.run)), body, Box::new(|id: &str| vec![id.to_string()]))
-            } else {
-                let first = trials[0].number;
-                let n = trials.len();
-                args.push(format!("--job-name=vigil-{}-a{first}", sweep.id));
-                args.push(format!("--output={}", logs.join("slurm-%A_%a.log").display()));
-                args.push(format!("--array=0-{}%{}", n - 1, self.jobs.max(1)));
-                let runs: Vec<String> = trials.iter().map(|t| sh_quote(&t.run)).collect();
-                let body = format!(
-                    "set -- {}\nshift \"$SLURM_ARRAY_TASK_ID\"\n{}",
-                    runs.join(" "),
-                    self.train_line(&root, "\"$1\"")
-                );
-                (
-                    jobs_dir.join(format!("array-{first}.sh")),
-                    body,
-                    Box::new(move |id: &str| (0..n).map(|i| format!("{id}_{i}")).collect()),
-                )
-            };
+        let (script_path, body, ids): (PathBuf, String, JobIds) = if trials.len() == 1 {
+            let t = trials[0];
+            args.push(format!("--job-name=vigil-{}", t.run));
+            args.push(format!("--output={}", sweep.log_of(&t.run).display()));
+            let body = self.train_line(&root, &sh_quote(&t.run));
+            (jobs_dir.join(format!("{}.sh", t.run)), body, Box::new(|id: &str| vec![id.to_string()]))
+        } else {
+            let first = trials[0].number;
+            let n = trials.len();
+            args.push(format!("--job-name=vigil-{}-a{first}", sweep.id));
+            args.push(format!("--output={}", logs.join("slurm-%A_%a.log").display()));
+            args.push(format!("--array=0-{}%{}", n - 1, self.jobs.max(1)));
+            let runs: Vec<String> = trials.iter().map(|t| sh_quote(&t.run)).collect();
+            let body = format!(
+                "set -- {}\nshift \"$SLURM_ARRAY_TASK_ID\"\n{}",
+                runs.join(" "),
+                self.train_line(&root, "\"$1\"")
+            );
+            (
+                jobs_dir.join(format!("array-{first}.sh")),
+                body,
+                Box::new(move |id: &str| (0..n).map(|i| format!("{id}_{i}")).collect()),
+            )
+        };
         let script = format!("#!/bin/sh\n# Submitted by `vigil sweep` for sweep {}.\n{body}", sweep.id);
         crate::store::write_atomic(&script_path, script.as_bytes())?;
         let id = sbatch(&args, &script_path)?;

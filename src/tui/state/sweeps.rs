@@ -195,7 +195,7 @@ impl ViewState for SweepsState {
                 return Some(vec![Effect::StopTrial(t.run.clone())]);
             }
             Action::ShowCompare => {
-                let Some(feed) = self.current() else { return None };
+                let feed = self.current()?;
                 let ids: Vec<RunId> = feed
                     .state
                     .trials
