@@ -104,25 +104,25 @@ fn the_adversarial_key_asks_for_both_explanations_and_cycles_attacks() {
             attack: choices()[attack].clone(),
         })]
     };
-    assert_eq!(ch(&mut app, 'a'), adversarial(0, 0, "saliency"));
+    assert_eq!(ch(&mut app, 'a'), adversarial(0, 0, "ig"));
     assert!(app.explain.adversarial && app.explain.pending);
     app.update(Msg::Explain(ExplainEvent::ExplainedAdversarial(Box::new(adversarial_result()))));
     assert!(!app.explain.pending);
     // Every navigation key keeps asking for the pair.
     assert_eq!(
         app.update(Msg::Key(KeyEvent::new(KeyCode::Right, KeyModifiers::NONE))),
-        adversarial(1, 0, "saliency")
+        adversarial(1, 0, "ig")
     );
-    assert_eq!(ch(&mut app, 'm'), adversarial(1, 0, "grad-input"));
-    assert_eq!(ch(&mut app, 'A'), adversarial(1, 1, "grad-input"));
-    assert_eq!(ch(&mut app, 'A'), adversarial(1, 0, "grad-input"), "attacks cycle");
+    assert_eq!(ch(&mut app, 'm'), adversarial(1, 0, "smoothgrad"));
+    assert_eq!(ch(&mut app, 'A'), adversarial(1, 1, "smoothgrad"));
+    assert_eq!(ch(&mut app, 'A'), adversarial(1, 0, "smoothgrad"), "attacks cycle");
     // Off again: back to the clean explanation alone.
     assert_eq!(
         ch(&mut app, 'a'),
         vec![Effect::Explain(ExplainCommand::Explain {
             run: RUN.into(),
             index: 1,
-            method: "grad-input".into()
+            method: "smoothgrad".into()
         })]
     );
     // The keys do nothing outside the Explain view.

@@ -1194,7 +1194,7 @@ fn exports_from_system_and_security_are_their_charts() {
     let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
     assert_eq!((chart.title.as_str(), names), ("system-history", vec!["cpu %", "memory %"]));
     let csv = std::fs::read_to_string(vigil::tui::export::csv(&app, dir.path()).unwrap()).unwrap();
-    assert!(csv.starts_with("series,sample (s),percent\ncpu %,0,69.19"), "{csv}");
+    assert!(csv.starts_with("series,time before now (s),percent\ncpu %,0,69.19"), "{csv}");
     ch(&mut app, '9');
     assert!(vigil::tui::export::csv(&app, dir.path()).is_err(), "no attacked run: nothing to export");
     // The PNG of a run's curves is on the theme's canvas with the series in its colours.

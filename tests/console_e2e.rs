@@ -109,7 +109,7 @@ fn console_drives_a_run_from_the_keyboard_at_80x24() {
 
     // Help overlay, generated from the keymap.
     t.keys(&["?"]);
-    let s = t.wait_for("Keys (", 5);
+    let s = t.wait_for("Keys · ", 5);
     assert!(s.contains("Show or hide this help"), "{s}");
     // Page down until the run keys show: the list grows as features land.
     let mut s = t.screen();
@@ -124,7 +124,7 @@ fn console_drives_a_run_from_the_keyboard_at_80x24() {
     let s = t.wait_for("Pause or resume the selected run", 5);
     assert!(s.contains("Filter runs") || s.contains("Command line"), "{s}");
     t.keys(&["Escape"]);
-    t.wait_gone("Keys (", 5);
+    t.wait_gone("Keys · ", 5);
 
     // Runs view and the filter.
     t.keys(&["2"]);

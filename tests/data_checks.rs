@@ -12,6 +12,7 @@ use predicates::prelude::*;
 fn a_data_error_leaves_no_failed_run() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
     std::fs::write(dir.path().join("bad.csv"), "x,y\n1,a\n2,a\noops,b\n").unwrap();
     let spec = dir.path().join("bad.ron");
     std::fs::write(

@@ -153,7 +153,7 @@ fn request(id: &str, input: usize) -> Vec<Effect> {
             raw: serde_json::json!(seven()),
             answered: Some("7".into()),
         }),
-        method: "saliency".into(),
+        method: "ig".into(),
     })]
 }
 
@@ -220,7 +220,7 @@ fn snapshots_of_a_logged_request_explained() {
         app.update(Msg::Explain(ExplainEvent::ExplainedRequest(Box::new(request_result()))));
         let t = text(&render(&mut app, 80, 24));
         assert!(t.contains("request r44 #1/2 (1/3)") && t.contains("answered 7"), "{t}");
-        assert!(t.contains("top classes") && t.contains("←→ request"), "{t}");
+        assert!(t.contains("top classes") && t.contains("hl request"), "{t}");
         insta::assert_snapshot!(format!("explain_request_80x24{suffix}"), t);
     }
 }
