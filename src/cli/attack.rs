@@ -355,17 +355,12 @@ fn print_curve(
 /// The detector's two figures side by side: its false-positive rate on benign traffic and its
 /// detection rate on this attack at the ε nearest 0.1; `None` without both.
 pub fn detector_line(c: &crate::ml::attack::curve::Curve) -> Option<String> {
-    let benign = c.benign_flagged?;
-    let p = c
-        .points
-        .iter()
-        .filter(|p| p.eps > 0.0 && p.detected.is_some())
-        .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))?;
+    let (benign, detected, eps) = c.detector_figures()?;
     Some(format!(
         "input detector: flags {:.2}% of benign traffic (test inputs shifted and noised) and {:.2}% of \
          these attacked inputs at ε = {}",
         100.0 * benign,
-        100.0 * p.detected?,
-        crate::ml::attack::fmt_num(p.eps)
+        100.0 * detected,
+        crate::ml::attack::fmt_num(eps)
     ))
 }

@@ -91,6 +91,19 @@ pub struct Curve {
 }
 
 impl Curve {
+    /// The input detector's two figures side by side: the share of benign traffic it flags and
+    /// the share of this attack's inputs it flags at the ε nearest 0.1, with that ε; `None`
+    /// unless both were measured. The CLI's report and the Security view both read them here.
+    pub fn detector_figures(&self) -> Option<(f64, f64, f32)> {
+        let benign = self.benign_flagged?;
+        let p = self
+            .points
+            .iter()
+            .filter(|p| p.eps > 0.0 && p.detected.is_some())
+            .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))?;
+        Some((benign, p.detected?, p.eps))
+    }
+
     /// `PGD L∞ 20 steps`, for legends.
     pub fn label(&self) -> String {
         let mut s = match self.method {

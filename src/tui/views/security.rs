@@ -164,16 +164,12 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
 fn detector_figures(app: &App) -> Option<String> {
     crate::tui::state::chart::attacked(app).into_iter().find_map(|r| {
         let c = r.attacks.iter().find(|c| c.benign_flagged.is_some() && c.key.starts_with("pgd"))?;
-        let p = c
-            .points
-            .iter()
-            .filter(|p| p.eps > 0.0 && p.detected.is_some())
-            .min_by(|a, b| (a.eps - 0.1).abs().total_cmp(&(b.eps - 0.1).abs()))?;
+        let (benign, detected, eps) = c.detector_figures()?;
         Some(format!(
             "ood flags {:.1}% of benign, {:.1}% of PGD ε={} ({})",
-            100.0 * c.benign_flagged?,
-            100.0 * p.detected?,
-            crate::ml::attack::fmt_num(p.eps),
+            100.0 * benign,
+            100.0 * detected,
+            crate::ml::attack::fmt_num(eps),
             r.info.id
         ))
     })
