@@ -64,13 +64,17 @@ fn scan_proc(dirs: &[PathBuf], out: &mut [Vec<u32>]) {
 }
 
 /// Programs that read run folders without writing them (TensorBoard and its data server, which
-/// hold the files open and are given the log folder; Vigil): never taken for a writer.
+/// hold the files open and are given the log folder; Vigil, also behind a wrapper such as
+/// `timeout 60 vigil ...` or `nohup vigil ...`; pagers and `tail -f` on a log): never taken for
+/// a writer.
 fn is_viewer(cmdline: &[u8]) -> bool {
-    cmdline.split(|b| *b == 0).take(2).any(|a| {
-        let a = String::from_utf8_lossy(a);
-        let name = a.rsplit('/').next().unwrap_or("");
-        name.starts_with("tensorboard") || name == "vigil"
-    })
+    let names: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).rsplit('/').next().unwrap_or("").to_string())
+        .collect();
+    let readers = ["tail", "less", "more", "cat", "head", "grep", "watch"];
+    names.first().is_some_and(|n| readers.contains(&n.as_str()))
+        || names.iter().any(|n| n.starts_with("tensorboard") || n == "vigil")
 }
 
 /// A path with `.` and `..` resolved by its text (no file-system calls: this runs for every
@@ -138,6 +142,9 @@ mod tests {
     fn tensorboard_and_vigil_are_viewers_not_writers() {
         assert!(is_viewer(b"/usr/bin/python3\0/venv/bin/tensorboard\0--logdir\0logs\0"));
         assert!(is_viewer(b"/x/tensorboard_data_server\0--logdir\0logs\0"));
+        assert!(is_viewer(b"timeout\060\0target/release/vigil\0runs\0--watch\0logs\0"));
+        assert!(is_viewer(b"tail\0-f\0logs/run/metrics.csv\0"));
+        assert!(!is_viewer(b"python\0train.py\0--logdir\0logs\0"));
         assert!(is_viewer(b"target/release/vigil\0--watch\0logs\0"));
         assert!(!is_viewer(b"python\0train.py\0--logdir\0logs\0"));
     }

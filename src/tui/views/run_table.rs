@@ -28,8 +28,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let sorted = (app.sort == SortKey::Column).then_some(app.table.sort_by.as_deref()).flatten();
     let k = |a: Action| app.keymap.hint(a);
     let title = format!(
-        "Runs · columns ({} runs{}) · {} column · {} sort · {} back",
-        runs.len(),
+        "Runs · columns ({}{}) · {} column · {} sort · {} back",
+        crate::text::plural(runs.len() as u64, "run", "runs"),
         if app.filter_text.is_empty() { String::new() } else { format!(", filter {}", app.filter_text) },
         "←→",
         k(Action::SortNext),
