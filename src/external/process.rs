@@ -142,7 +142,7 @@ mod tests {
     fn tensorboard_and_vigil_are_viewers_not_writers() {
         assert!(is_viewer(b"/usr/bin/python3\0/venv/bin/tensorboard\0--logdir\0logs\0"));
         assert!(is_viewer(b"/x/tensorboard_data_server\0--logdir\0logs\0"));
-        assert!(is_viewer(b"timeout\060\0target/release/vigil\0runs\0--watch\0logs\0"));
+        assert!(is_viewer(b"timeout\x0060\0target/release/vigil\0runs\0--watch\0logs\0"));
         assert!(is_viewer(b"tail\0-f\0logs/run/metrics.csv\0"));
         assert!(!is_viewer(b"python\0train.py\0--logdir\0logs\0"));
         assert!(is_viewer(b"target/release/vigil\0--watch\0logs\0"));
