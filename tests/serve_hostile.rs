@@ -131,9 +131,12 @@ async fn an_unwritable_log_fails_closed_and_recovers_with_every_line_and_the_cha
 
     // The disk fills: the next line cannot be written (half of it reaches the file first).
     fault.set(true);
-    assert_eq!(predict(&c, &server, &key).await.0, 200, "answered before the writer found out");
+    // Answered before the writer found out (200), or refused if a pending line (the first
+    // request's, or a metrics scrape's) already hit the fault: which one is a matter of timing.
+    let (first, _) = predict(&c, &server, &key).await;
+    assert!(first == 200 || first == 503, "{first}");
     wait_for_health(&c, &server, 503).await;
-    let mut refused = 0;
+    let mut refused = i64::from(first == 503);
     for _ in 0..3 {
         let (status, reply) = predict(&c, &server, &key).await;
         assert_eq!(status, 503);
@@ -161,9 +164,9 @@ async fn an_unwritable_log_fails_closed_and_recovers_with_every_line_and_the_cha
     assert_eq!(outage.len(), 1, "one outage, one line");
     let what = outage[0].error.as_deref().unwrap();
     assert!(what.contains(&format!("{refused} requests were refused with 503")), "{what}");
-    // Both predictions answered 200 are there, and the scrapes made while the log failed.
+    // Every prediction answered 200 is there, and the scrapes made while the log failed.
     let served = lines.iter().filter(|r| r.route.as_deref() == Some("/v1/models/{name}/predict")).count();
-    assert_eq!(served, 3);
+    assert_eq!(served, if first == 200 { 3 } else { 2 });
     let report = verify_dir(dir.path()).unwrap();
     assert_eq!(report.finding, None, "the chain is intact");
     assert_eq!(report.lines, lines.len() as u64);
