@@ -7,6 +7,7 @@
 //!   system sampler, service), each started as `spawn(deps, sink) -> Handle`.
 //! - [`external`]: runs other programs train, read from their TensorBoard event files and
 //!   CSV / JSON-lines metric logs (`vigil --watch`).
+//! - [`llm`]: generative language models (GGUF) and the trait the service drives them through.
 //! - [`tui`]: the interactive console (app state, views, keymap, themes).
 //! - [`bench`]: training-throughput benchmarks.
 //! - [`serve`]: the model service over HTTP: keys, limits, access log, and its client tools.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod external;
+pub mod llm;
 pub mod ml;
 pub mod serve;
 pub mod store;
