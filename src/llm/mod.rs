@@ -6,6 +6,6 @@
 pub mod backend;
 
 pub use backend::{
-    ChatMessage, FinishReason, GeneratedToken, Generation, LanguageModel, ModelInfo,
-    SamplingParams, Step, TokenLogprob,
+    ChatMessage, FinishReason, GeneratedToken, Generation, LanguageModel, ModelInfo, SamplingParams, Step,
+    TokenLogprob,
 };
