@@ -133,3 +133,105 @@ pub trait Generation: Send {
     /// Tokens generated so far.
     fn generated(&self) -> usize;
 }
+
+/// What [`StopScanner::push`] decided about one token's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// Text that is now safe to hand to the client: it cannot be part of a stop string.
+    pub emit: String,
+    /// A stop string was met; `emit` holds the text before it and generation ends.
+    pub stopped: bool,
+}
+
+/// Applies the `stop` strings of [`SamplingParams`] to text that arrives a token at a time.
+/// Text that could still turn into a stop string is held back until the next token says
+/// whether it did, so a stop string is never streamed to the client, even in part. Every
+/// [`Generation`] runs its text through one of these, so the rule is written once.
+#[derive(Debug, Clone, Default)]
+pub struct StopScanner {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopScanner {
+    pub fn new(stops: &[String]) -> Self {
+        StopScanner { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+    }
+
+    /// Takes the next token's text.
+    pub fn push(&mut self, text: &str) -> Scanned {
+        self.held.push_str(text);
+        // The earliest stop string in what is held ends the completion there.
+        let first = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min();
+        if let Some(at) = first {
+            let emit = self.held[..at].to_string();
+            self.held.clear();
+            return Scanned { emit, stopped: true };
+        }
+        // Hold back the longest tail of the text that is a prefix of some stop string.
+        let mut keep = 0;
+        for stop in &self.stops {
+            for (i, _) in self.held.char_indices() {
+                let tail = &self.held[i..];
+                if tail.len() > keep && stop.starts_with(tail) {
+                    keep = tail.len();
+                    break;
+                }
+            }
+        }
+        let split = self.held.len() - keep;
+        let emit = self.held[..split].to_string();
+        self.held.drain(..split);
+        Scanned { emit, stopped: false }
+    }
+
+    /// The text held back when generation ends for another reason (length, end of sequence):
+    /// it did not become a stop string, so it belongs to the completion.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut scanner = StopScanner::new(&stops);
+        let mut out = String::new();
+        for piece in pieces {
+            let scanned = scanner.push(piece);
+            out.push_str(&scanned.emit);
+            if scanned.stopped {
+                return (out, true);
+            }
+        }
+        out.push_str(&scanner.flush());
+        (out, false)
+    }
+
+    #[test]
+    fn a_stop_string_split_over_tokens_is_never_emitted() {
+        assert_eq!(run(&["\n\n"], &["Hello", "\n", "\n", "world"]), ("Hello".to_string(), true));
+        assert_eq!(run(&["END"], &["ab", "cE", "N", "Dxyz"]), ("abc".to_string(), true));
+    }
+
+    #[test]
+    fn a_false_start_is_released_and_nothing_is_lost() {
+        assert_eq!(run(&["END"], &["E", "N", "x", "!"]), ("ENx!".to_string(), false));
+        assert_eq!(run(&["END"], &["the E", "N"]), ("the EN".to_string(), false));
+        assert_eq!(run(&[], &["a", "b"]), ("ab".to_string(), false));
+    }
+
+    #[test]
+    fn the_earliest_of_several_stops_wins() {
+        assert_eq!(run(&["dog", "fox"], &["the fox and the dog"]), ("the ".to_string(), true));
+    }
+
+    #[test]
+    fn multibyte_text_is_split_on_character_boundaries() {
+        assert_eq!(run(&["éé"], &["aé", "éb"]), ("a".to_string(), true));
+        assert_eq!(run(&["éx"], &["aé", "b"]), ("aéb".to_string(), false));
+    }
+}
