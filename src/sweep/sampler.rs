@@ -1,19 +1,18 @@
 //! Choosing each trial's parameters: a grid in order, seeded random draws, or the
 //! Tree-structured Parzen Estimator (Bergstra et al., "Algorithms for Hyper-Parameter
-//! Optimization", NeurIPS 2011), univariate as Optuna's default TPE sampler is. It is written
-//! here, small; the maintained `tpe` crate (sile/tpe, 0.3) implements the same estimator and
-//! should replace this code (issue 17's open point):
-//! trials are split into the best quarter and the rest, each parameter gets a Parzen density
-//! l(x) over the good ones and g(x) over the rest (Gaussians at the observations with Optuna's
-//! neighbour-gap bandwidths and a uniform prior; smoothed counts for lists), and the candidate
-//! with the highest l(x)/g(x) among 24 drawn from l wins.
+//! Optimization", NeurIPS 2011), univariate as Optuna's default TPE sampler is. TPE is the
+//! maintained `tpe` crate (sile/tpe): here is only the mapping of the sweep's domains onto its
+//! one-dimensional optimisers (a LogUniform domain in log space, an Int domain on a widened
+//! interval rounded back, a List as categories by index) and the split of trials into the best
+//! quarter and the rest (`gamma` 0.25, where the crate's default is 0.1, as the sweep had it).
 //!
 //! Trial `i` always draws from its own random stream (seed, stream `i`), so that a resumed sweep
-//! plans exactly the trials the stopped one would have.
+//! plans exactly the trials the stopped one would have: the optimisers are rebuilt from the
+//! finished trials each time, in trial order, and asked with that stream.
 
 use std::collections::BTreeMap;
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
@@ -42,6 +41,9 @@ pub fn propose(
             if history.len() < (*startup).max(2) {
                 Some(random(domains, &mut rng))
             } else {
+                // The crate asks with rand 0.10's Rng: its ChaCha8, seeded from this trial's stream.
+                let mut rng =
+                    <rand_tpe::rngs::ChaCha8Rng as rand_tpe::SeedableRng>::seed_from_u64(rng.next_u64());
                 Some(tpe(domains, history, goal, &mut rng))
             }
         }
@@ -109,6 +111,7 @@ fn space(d: &Domain) -> Space {
         Domain::LogUniform { low, high, .. } => {
             Space::Interval { low: low.ln(), high: high.ln(), log: true, int: None }
         }
+        // Each integer owns the unit around it, so that the ends are as likely as the middle.
         Domain::Int { low, high, step } => Space::Interval {
             low: *low as f64 - 0.5,
             high: *high as f64 + 0.5,
@@ -118,64 +121,52 @@ fn space(d: &Domain) -> Space {
     }
 }
 
-/// Candidates drawn from l(x) per parameter (Optuna's default).
-const CANDIDATES: usize = 24;
 /// The share of trials counted as good.
 const GAMMA: f64 = 0.25;
 
+/// The next trial's parameters by TPE: one optimiser per parameter, told every finished trial
+/// (the objective as a loss, since the crate minimises) and asked once.
 fn tpe(
     domains: &BTreeMap<String, Domain>,
     history: &[Observation],
     goal: Goal,
-    rng: &mut ChaCha8Rng,
+    rng: &mut rand_tpe::rngs::ChaCha8Rng,
 ) -> BTreeMap<String, Value> {
-    let mut sorted: Vec<&Observation> = history.iter().collect();
-    sorted.sort_by(|a, b| goal.as_loss(a.objective).total_cmp(&goal.as_loss(b.objective)));
-    let n_good = ((GAMMA * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len() - 1);
-    let (good, bad) = sorted.split_at(n_good);
     let mut out = BTreeMap::new();
     for (name, domain) in domains {
         let sp = space(domain);
-        let pick = |set: &[&Observation]| -> Vec<f64> {
-            set.iter().filter_map(|o| o.params.get(name)).filter_map(|v| coordinate(&sp, v)).collect()
+        let range = match &sp {
+            Space::Interval { low, high, .. } => tpe::range(*low, *high),
+            Space::Categories(values) => tpe::categorical_range(values.len()),
         };
-        let (xg, xb) = (pick(good), pick(bad));
+        // An interval of one point (low = high) or a single category: nothing to choose.
+        let Ok(range) = range else {
+            out.insert(name.clone(), draw(domain, &mut stream(0, 0)));
+            continue;
+        };
+        let estimator = match sp {
+            Space::Interval { .. } => tpe::parzen_estimator(),
+            Space::Categories(_) => tpe::histogram_estimator(),
+        };
+        let mut optimiser = tpe::TpeOptimizerBuilder::new()
+            .gamma(GAMMA)
+            .build(estimator, range)
+            .expect("gamma is in [0, 1] and there are candidates");
+        for o in history {
+            let Some(x) = o.params.get(name).and_then(|v| coordinate(&sp, v)) else { continue };
+            // The crate's range is half-open: the top of the domain is told as just below it.
+            let x = x.clamp(range.start(), range.end().next_down());
+            let _ = optimiser.tell(x, goal.as_loss(o.objective));
+        }
+        let x = optimiser.ask(rng).expect("the estimators build for a non-empty range");
         let value = match &sp {
-            Space::Interval { low, high, log, int } => {
-                let l = Parzen::new(&xg, *low, *high);
-                let g = Parzen::new(&xb, *low, *high);
-                let best = (0..CANDIDATES)
-                    .map(|_| l.sample(rng))
-                    .max_by(|a, b| {
-                        (l.log_pdf(*a) - g.log_pdf(*a)).total_cmp(&(l.log_pdf(*b) - g.log_pdf(*b)))
-                    })
-                    .unwrap_or((low + high) / 2.0);
-                match int {
-                    Some((lo, hi, step)) => {
-                        let k = ((best - *lo as f64) / *step as f64).round() as i64;
-                        Value::from((lo + k * step).clamp(*lo, *hi))
-                    }
-                    None if *log => Value::from(best.exp()),
-                    None => Value::from(best),
-                }
+            Space::Interval { int: Some((lo, hi, step)), .. } => {
+                let k = ((x - *lo as f64) / *step as f64).round() as i64;
+                Value::from((lo + k * step).clamp(*lo, *hi))
             }
-            Space::Categories(values) => {
-                let k = values.len();
-                let weights = |xs: &[f64]| -> Vec<f64> {
-                    let mut w = vec![1.0; k];
-                    for x in xs {
-                        w[*x as usize] += 1.0;
-                    }
-                    let total: f64 = w.iter().sum();
-                    w.into_iter().map(|c| c / total).collect()
-                };
-                let (wl, wg) = (weights(&xg), weights(&xb));
-                let best = (0..CANDIDATES)
-                    .map(|_| sample_weighted(&wl, rng))
-                    .max_by(|a, b| (wl[*a] / wg[*a]).total_cmp(&(wl[*b] / wg[*b])))
-                    .unwrap_or(0);
-                values[best].clone()
-            }
+            Space::Interval { log: true, .. } => Value::from(x.exp()),
+            Space::Interval { .. } => Value::from(x),
+            Space::Categories(values) => values[(x.floor() as usize).min(values.len() - 1)].clone(),
         };
         out.insert(name.clone(), value);
     }
@@ -189,82 +180,6 @@ fn coordinate(sp: &Space, v: &Value) -> Option<f64> {
         Space::Interval { log: true, .. } => v.as_f64().filter(|x| *x > 0.0).map(f64::ln),
         Space::Interval { .. } => v.as_f64(),
     }
-}
-
-fn sample_weighted(w: &[f64], rng: &mut ChaCha8Rng) -> usize {
-    let mut u: f64 = rng.random();
-    for (i, p) in w.iter().enumerate() {
-        if u < *p {
-            return i;
-        }
-        u -= p;
-    }
-    w.len() - 1
-}
-
-/// A Parzen window estimator on [low, high]: Gaussians truncated to the interval at each
-/// observation plus the prior (one wide Gaussian at the middle), equally weighted.
-struct Parzen {
-    mus: Vec<f64>,
-    sigmas: Vec<f64>,
-    low: f64,
-    high: f64,
-}
-
-impl Parzen {
-    fn new(xs: &[f64], low: f64, high: f64) -> Self {
-        let width = (high - low).max(f64::MIN_POSITIVE);
-        let mut mus: Vec<f64> = xs.iter().map(|x| x.clamp(low, high)).collect();
-        mus.push((low + high) / 2.0);
-        mus.sort_by(f64::total_cmp);
-        let n = mus.len();
-        // Each kernel is as wide as the larger gap to its neighbours (the edges count as
-        // neighbours), clipped as Optuna clips it; the prior spans the whole interval.
-        let min_sigma = width / (100.0f64).min(1.0 + n as f64);
-        let mut sigmas: Vec<f64> = (0..n)
-            .map(|i| {
-                let left = if i == 0 { mus[i] - low } else { mus[i] - mus[i - 1] };
-                let right = if i + 1 == n { high - mus[i] } else { mus[i + 1] - mus[i] };
-                left.max(right).clamp(min_sigma, width)
-            })
-            .collect();
-        let prior = mus.iter().position(|m| *m == (low + high) / 2.0).unwrap_or(0);
-        sigmas[prior] = width;
-        Parzen { mus, sigmas, low, high }
-    }
-
-    fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
-        let i = rng.random_range(0..self.mus.len());
-        for _ in 0..64 {
-            let z: f64 = rng.sample(rand_distr::StandardNormal);
-            let x = self.mus[i] + self.sigmas[i] * z;
-            if (self.low..=self.high).contains(&x) {
-                return x;
-            }
-        }
-        self.mus[i]
-    }
-
-    fn log_pdf(&self, x: f64) -> f64 {
-        let n = self.mus.len() as f64;
-        let p: f64 = self
-            .mus
-            .iter()
-            .zip(&self.sigmas)
-            .map(|(mu, s)| {
-                let mass = phi((self.high - mu) / s) - phi((self.low - mu) / s);
-                let z = (x - mu) / s;
-                (-0.5 * z * z).exp() / (s * (2.0 * std::f64::consts::PI).sqrt() * mass.max(1e-12))
-            })
-            .sum::<f64>()
-            / n;
-        p.max(1e-300).ln()
-    }
-}
-
-/// The standard normal CDF.
-fn phi(z: f64) -> f64 {
-    0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2))
 }
 
 #[cfg(test)]
@@ -302,6 +217,27 @@ mod tests {
             assert!((1e-4..=1e-1).contains(&lr), "{lr}");
         }
         assert_ne!(propose(&m, &d, 0, &[], Goal::Max), propose(&m, &d, 1, &[], Goal::Max));
+    }
+
+    #[test]
+    fn tpe_is_reproducible_per_trial_and_inside_the_domains() {
+        // A resumed sweep plans the trial the stopped one would have: same seed, same
+        // history, same trial number, same proposal, for log, integer and list domains.
+        let mut d = domains();
+        d.insert("batch".into(), Domain::Int { low: 16, high: 64, step: Some(16) });
+        let m = Method::Tpe { seed: 7, startup: 4 };
+        let mut hist: Vec<Observation> = Vec::new();
+        for i in 0..12 {
+            let p = propose(&m, &d, i, &hist, Goal::Max).unwrap();
+            assert_eq!(Some(&p), propose(&m, &d, i, &hist, Goal::Max).as_ref());
+            let lr = p["optimizer.lr"].as_f64().unwrap();
+            assert!((1e-4..=1e-1).contains(&lr), "{lr}");
+            assert!([16, 32, 48, 64].contains(&p["batch"].as_i64().unwrap()), "{p:?}");
+            assert!(
+                p["model.hidden"] == serde_json::json!([32]) || p["model.hidden"] == serde_json::json!([64])
+            );
+            hist.push(Observation { objective: -(lr.ln() - 0.01f64.ln()).abs(), params: p });
+        }
     }
 
     #[test]
