@@ -1,6 +1,7 @@
 //! `vigil sweep` as a user runs it, on this machine: each kind of bad sweep file or setting is a
 //! clear error with exit 2 and leaves nothing behind (an unknown parameter path, an empty domain,
-//! a domain of the wrong type, `--on slurm` without sbatch, an sbatch that refuses the job), and a
+//! a domain of the wrong type, `--on slurm` without sbatch, an sbatch that refuses the job, a
+//! runs folder of this machine only for a cluster of other machines), and a
 //! sweep whose driver is killed with SIGKILL is finished by `--resume` without losing or repeating
 //! a trial. The Slurm cluster tests are in `sweep_slurm.rs`.
 
@@ -134,6 +135,8 @@ fn an_sbatch_that_refuses_the_job_is_shown_and_nothing_half_submitted_stays() {
     );
     fake_bin(&bin, "squeue", "exit 0");
     fake_bin(&bin, "scancel", "exit 0");
+    // A cluster of this one machine: its local runs folder passes the shared-folder check.
+    fake_bin(&bin, "sinfo", "echo 'localhost|localhost|127.0.0.1'");
     let path = format!("{}:/usr/bin:/bin", bin.display());
     for array in [false, true] {
         let f = sweep_file(dir.path(), GOOD, "");
@@ -148,6 +151,55 @@ fn an_sbatch_that_refuses_the_job_is_shown_and_nothing_half_submitted_stays() {
     }
     let out = vigil(&runs).env("PATH", &path).args(["train", "digits-mlp", "--on", "slurm"]).assert().code(2);
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("Invalid partition name specified"));
+    assert_nothing_left(&runs);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_local_runs_folder_is_refused_for_other_nodes_unless_declared_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    if let Some(vigil::sweep::shared::Filesystem::Shared(fs)) =
+        vigil::sweep::shared::filesystem_of(dir.path())
+    {
+        eprintln!("skipped: the temporary folder is on {fs}, which nodes may share");
+        return;
+    }
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // A cluster of two other machines, and an sbatch that refuses every job: reaching sbatch
+    // shows the check passed.
+    fake_bin(&bin, "sinfo", "echo 'gpu01|gpu01.cluster|10.1.0.1'\necho 'gpu02|gpu02.cluster|10.1.0.2'");
+    fake_bin(&bin, "sbatch", "echo 'sbatch: error: reached' >&2\nexit 1");
+    fake_bin(&bin, "squeue", "exit 0");
+    fake_bin(&bin, "scancel", "exit 0");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let f = sweep_file(dir.path(), GOOD, "");
+    let err = refused(&runs, &[f.to_str().unwrap(), "--on", "slurm"], Some(Path::new(&path)));
+    assert!(err.contains("which only this machine sees"), "{err}");
+    assert!(err.contains("the cluster's nodes (gpu01, gpu02) are not all this machine"), "{err}");
+    assert!(err.contains("--shared-runs-dir"), "says what to do: {err}");
+    assert!(!err.contains("reached"), "nothing was submitted: {err}");
+    assert_nothing_left(&runs);
+    let out = vigil(&runs).env("PATH", &path).args(["train", "digits-mlp", "--on", "slurm"]).assert().code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("which only this machine sees") && !err.contains("reached"), "{err}");
+    assert_nothing_left(&runs);
+    // Declared shared: the check steps aside and sbatch is asked.
+    let err =
+        refused(&runs, &[f.to_str().unwrap(), "--on", "slurm", "--shared-runs-dir"], Some(Path::new(&path)));
+    assert!(err.contains("sbatch refused the job") && err.contains("reached"), "{err}");
+    let out = vigil(&runs)
+        .env("PATH", &path)
+        .args(["train", "digits-mlp", "--on", "slurm", "--shared-runs-dir"])
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("reached"));
+    assert_nothing_left(&runs);
+    // A cluster whose nodes are all this machine needs no flag.
+    fake_bin(&bin, "sinfo", "echo 'localhost|localhost|127.0.0.1'");
+    let err = refused(&runs, &[f.to_str().unwrap(), "--on", "slurm"], Some(Path::new(&path)));
+    assert!(err.contains("reached"), "{err}");
     assert_nothing_left(&runs);
 }
 

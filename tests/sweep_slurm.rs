@@ -3,7 +3,8 @@
 //! started by [`Cluster::start`]. On it: 8 trials as one array job, which all show in what the
 //! console reads soon after their first epoch, one of them cancelled with `scancel` (the
 //! console's stop) and one that fails; then a sweep whose driver is killed with SIGKILL and
-//! resumed, without losing or repeating a trial. Without Slurm (or not as root) the test says it
+//! resumed, without losing or repeating a trial; and job states that follow their jobs with no
+//! driver (a waiting single run's reason, a killed driver's trial that completes). Without Slurm (or not as root) the test says it
 //! was skipped and why.
 
 mod common;
@@ -177,6 +178,7 @@ fn sweeps_on_a_loopback_slurm_cluster() {
     }
     let cluster = Cluster::start();
     array_of_eight_with_a_cancelled_and_a_failed_trial(&cluster);
+    job_states_follow_their_jobs(&cluster);
     killed_driver_resumes(&cluster);
 }
 
@@ -282,6 +284,138 @@ fn array_of_eight_with_a_cancelled_and_a_failed_trial(cluster: &Cluster) {
         vigil::sweep::JobState::read(&store.dir(&id).path).unwrap().node.as_deref(),
         Some("localhost")
     );
+    // The node wrote RUNNING and no driver follows this job: `vigil runs` asks Slurm and
+    // records that it completed.
+    let row = run_row(cluster, &runs, &id);
+    assert_eq!(row["slurm"]["state"], "COMPLETED", "{row:#}");
+    assert_eq!(row["status"], "completed", "{row:#}");
+}
+
+/// Names the run (`RUNS|ID`) for [`console_follower_on_the_cluster`], which the cluster test
+/// runs as a child process so that its Slurm commands see the cluster's `SLURM_CONF`.
+const FOLLOWER_RUN: &str = "VIGIL_TEST_FOLLOWER_RUN";
+
+/// The console's followers on a waiting job whose `slurm.json` says nothing of why: the sweep
+/// follower's thread asks Slurm and writes the reason, and the store follower's feed carries it
+/// to the views. Without [`FOLLOWER_RUN`] (a plain `cargo test`) it has nothing to do.
+#[test]
+fn console_follower_on_the_cluster() {
+    let Ok(named) = std::env::var(FOLLOWER_RUN) else { return };
+    let (runs, id) = named.split_once('|').unwrap();
+    let store = RunStore::new(runs);
+    let path = store.dir(id).path;
+    let stale = vigil::sweep::JobState { reason: None, ..vigil::sweep::JobState::read(&path).unwrap() };
+    stale.write(&path).unwrap();
+    let handle = vigil::engine::sweeps::spawn(
+        store.clone(),
+        Duration::from_millis(50),
+        Duration::from_millis(200),
+        |_| true,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vigil::sweep::JobState::read(&path).unwrap().reason.as_deref() != Some("BeginTime") {
+        assert!(Instant::now() < deadline, "the console never refreshed the job's state");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(handle);
+    let mut follower = vigil::engine::follow::StoreFollower::new(store.clone());
+    let feed = follower
+        .poll()
+        .into_iter()
+        .find_map(|u| match u {
+            vigil::engine::follow::StoreUpdate::Run(f) if f.id == id => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    let job = feed.job.clone().flatten().expect("the feed carries the job");
+    assert_eq!(job.describe(), "pending (BeginTime)");
+    // A live job's trainer runs on a node: the run is not taken as interrupted.
+    assert!(!feed.interrupted);
+    println!("followed: {}", job.describe());
+}
+
+/// `vigil runs --json`'s row for one run.
+fn run_row(cluster: &Cluster, runs: &Path, id: &str) -> serde_json::Value {
+    let all = common::cli::json(cluster.vigil(runs).args(["runs", "--json"]));
+    all.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().expect("the run is listed")
+}
+
+/// Job states follow their jobs without a sweep's driver: a single `train --on slurm` run that
+/// waits shows `pending (BeginTime)` (in `vigil runs`, and through the console's follower), and a
+/// trial whose driver was killed while its job ran shows completed once it has.
+fn job_states_follow_their_jobs(cluster: &Cluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let store = RunStore::new(&runs);
+    let out = cluster
+        .vigil(&runs)
+        .args(["train", "digits-mlp", "--epochs", "1", "--on", "slurm", "--sbatch-arg=--begin=now+1hour"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let id = text.lines().find_map(|l| l.strip_prefix("run id: ")).unwrap().to_string();
+    let row = run_row(cluster, &runs, &id);
+    assert_eq!(row["status"], "queued", "{row:#}");
+    assert_eq!(row["slurm"]["state"], "PENDING", "{row:#}");
+    assert_eq!(row["slurm"]["reason"], "BeginTime", "{row:#}");
+    let table = cluster.vigil(&runs).arg("runs").assert().success();
+    let table = String::from_utf8_lossy(&table.get_output().stdout).into_owned();
+    assert!(table.contains("slurm pending (BeginTime)"), "{table}");
+    // The console: its sweep follower asks Slurm on its own thread and writes slurm.json, and
+    // the store follower carries that to the views. Start from a state that says nothing.
+    let path = store.dir(&id).path;
+    let stale = vigil::sweep::JobState { reason: None, ..vigil::sweep::JobState::read(&path).unwrap() };
+    stale.write(&path).unwrap();
+    let conf = cluster.conf();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "console_follower_on_the_cluster", "--nocapture"])
+        .env("SLURM_CONF", &conf)
+        .env(FOLLOWER_RUN, format!("{}|{id}", runs.display()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("1 passed"), "{said}");
+    assert!(said.contains("followed:"), "the helper ran: {said}");
+    // Stopping it from the console (or `vigil sweep --stop`) cancels the waiting job.
+    cluster.vigil(&runs).args(["sweep", "--stop", &id]).assert().success();
+    assert_eq!(store.dir(&id).info().unwrap().status, vigil::store::RunStatus::Cancelled);
+
+    // A trial whose driver is killed while its job runs: nobody follows the job, which
+    // completes; `vigil runs` then records it as completed, not left RUNNING.
+    let f = sweep_file(dir.path(), "orphan", 1, 1, false);
+    let mut driver = Reaped(Some(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("vigil"))
+            .env("SLURM_CONF", &conf)
+            .arg("--runs-dir")
+            .arg(&runs)
+            .args(["sweep", f.to_str().unwrap(), "--on", "slurm", "-q"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let trial = loop {
+        let run = state_of(&runs).and_then(|s| s["trials"][0]["run"].as_str().map(str::to_string));
+        if let Some(run) = run
+            && vigil::sweep::JobState::read(&store.dir(&run).path).is_some_and(|j| j.state == "RUNNING")
+        {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the trial's job never ran: {}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut child = driver.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.dir(&trial).info().unwrap().status != vigil::store::RunStatus::Completed {
+        assert!(Instant::now() < deadline, "the orphaned trial never completed: {}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let row = run_row(cluster, &runs, &trial);
+    assert_eq!(row["slurm"]["state"], "COMPLETED", "{row:#}");
+    assert_eq!(row["slurm"]["node"], "localhost", "{row:#}");
 }
 
 fn killed_driver_resumes(cluster: &Cluster) {

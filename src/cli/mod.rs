@@ -445,6 +445,8 @@ fn existing_store(store: &RunStore, named: bool) -> Result<()> {
 }
 
 fn runs(store: &RunStore, json: bool, tag: Option<&str>) -> Result<()> {
+    // Slurm's news first, so that a job that waits, runs or ended shows as it is now.
+    crate::sweep::jobs::JobFollower::new().refresh(store);
     let mut runs = store.list();
     if let Some(t) = tag {
         crate::store::notes::check_tag(t)?;
@@ -458,7 +460,7 @@ fn runs(store: &RunStore, json: bool, tag: Option<&str>) -> Result<()> {
         let rows: Vec<serde_json::Value> = runs
             .iter()
             .map(|r| {
-                let mut v = output::run_json(r);
+                let mut v = output::run_json(r, output::job_of(store, r).as_ref());
                 let notes = tag::notes_of(store, r);
                 v["tags"] = serde_json::json!(notes.tags);
                 v["note"] = serde_json::json!(notes.note);
@@ -469,7 +471,7 @@ fn runs(store: &RunStore, json: bool, tag: Option<&str>) -> Result<()> {
     } else if runs.is_empty() {
         println!("no runs in {} yet: `vigil train` starts one", store.root().display());
     } else {
-        output::print_runs(&runs);
+        output::print_runs(&output::with_jobs(store, runs));
     }
     Ok(())
 }

@@ -6,7 +6,8 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 use crate::bench::{BenchResult, PeakResult};
 use crate::ml::metrics::Evaluation;
 use crate::ml::spec::{SpecEntry, SpecOrigin};
-use crate::store::RunInfo;
+use crate::store::{RunInfo, RunStore};
+use crate::sweep::JobState;
 
 pub(crate) fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
@@ -62,22 +63,49 @@ fn pct(v: Option<f64>) -> String {
 
 /// The status a viewer should show: a run still marked active whose process has gone is
 /// `interrupted` (it can be resumed).
-pub fn observed_status(r: &RunInfo) -> String {
-    if r.status.is_active() && r.pid.is_some_and(|p| !crate::store::process_alive(p)) {
+pub fn observed_status(r: &RunInfo, job: Option<&JobState>) -> String {
+    // A live Slurm job's trainer runs on a node, whose process ids mean nothing here.
+    let live = job.filter(|j| !j.is_terminal());
+    if r.status.is_active() && live.is_none() && r.pid.is_some_and(|p| !crate::store::process_alive(p)) {
         "interrupted".into()
     } else {
         r.status.to_string()
     }
 }
 
+/// A run's Slurm job (`slurm.json`), for a run trained by one.
+pub fn job_of(store: &RunStore, r: &RunInfo) -> Option<JobState> {
+    JobState::read(&store.dir(&r.id).path)
+}
+
+/// Runs with their Slurm jobs, for [`print_runs`].
+pub fn with_jobs(store: &RunStore, runs: Vec<RunInfo>) -> Vec<(RunInfo, Option<JobState>)> {
+    runs.into_iter()
+        .map(|r| {
+            let job = job_of(store, &r);
+            (r, job)
+        })
+        .collect()
+}
+
+/// A run's status with what Slurm says of its job beside it, while the job is live:
+/// `queued · slurm pending (BeginTime)`.
+fn status_with_job(r: &RunInfo, job: Option<&JobState>) -> String {
+    let status = observed_status(r, job);
+    match job.filter(|j| !j.is_terminal()) {
+        Some(j) => format!("{status} · slurm {}", j.describe()),
+        None => status,
+    }
+}
+
 /// The runs table of `vigil runs`.
-pub fn print_runs(runs: &[RunInfo]) {
+pub fn print_runs(runs: &[(RunInfo, Option<JobState>)]) {
     let mut t = table(&["id", "spec", "status", "epoch", "best val acc", "test acc", "duration"]);
-    for r in runs {
+    for (r, job) in runs {
         t.add_row(vec![
             r.id.to_string(),
             r.spec.clone(),
-            observed_status(r),
+            status_with_job(r, job.as_ref()),
             format!("{}/{}", r.epoch, r.epochs),
             pct(r.best_val_accuracy),
             pct(r.test_accuracy),
@@ -88,13 +116,15 @@ pub fn print_runs(runs: &[RunInfo]) {
     println!("{t}");
 }
 
-/// One run as `vigil runs --json` prints it.
-pub fn run_json(r: &RunInfo) -> serde_json::Value {
+/// One run as `vigil runs --json` prints it; `slurm` is its job's `slurm.json`, for a run
+/// trained by a Slurm job.
+pub fn run_json(r: &RunInfo, job: Option<&JobState>) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
         "spec": r.spec,
         "model": r.model,
-        "status": observed_status(r),
+        "status": observed_status(r, job),
+        "slurm": job,
         "epoch": r.epoch,
         "epochs": r.epochs,
         "step": r.step,

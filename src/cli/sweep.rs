@@ -53,6 +53,10 @@ pub struct SlurmArgs {
     /// Another sbatch option, as written on its command line (repeatable).
     #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
+    /// The runs folder is shared with the Slurm nodes although its filesystem looks local (a
+    /// FUSE or bind mount): skip the check that refuses such a folder.
+    #[arg(long)]
+    pub shared_runs_dir: bool,
 }
 
 impl SlurmArgs {
@@ -117,6 +121,7 @@ pub(super) fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()>
         trials: args.trials,
         slurm: args.slurm.options(args.array),
         no_early_stopping: false,
+        shared_runs_dir: args.slurm.shared_runs_dir,
     };
     if let Some(run) = &args.stop {
         let dir = store.resolve(run)?;
@@ -316,9 +321,11 @@ pub(super) fn submit_train(run: &crate::store::RunDir, store: &RunStore, slurm: 
     }
 }
 
-/// Checks the Slurm commands are there before `vigil train --on slurm` creates its run.
-pub(super) fn check_slurm() -> Result<()> {
-    crate::sweep::slurm::require()
+/// Checks the Slurm commands are there, and that the nodes can write the runs folder, before
+/// `vigil train --on slurm` creates its run.
+pub(super) fn check_slurm(store: &RunStore, slurm: &SlurmArgs) -> Result<()> {
+    crate::sweep::slurm::require()?;
+    crate::sweep::shared::check(store.root(), slurm.shared_runs_dir)
 }
 
 /// `--bench`: the sweep with ASHA against the same trials run to the end.

@@ -27,7 +27,7 @@ pub(super) fn train(store: &RunStore, models_dir: &Path, args: TrainArgs) -> Res
             ));
         }
         // Before the run exists: without Slurm nothing is created.
-        super::sweep::check_slurm()?;
+        super::sweep::check_slurm(store, &args.slurm)?;
     }
     let (run, resume) = match &args.resume {
         Some(query) => {

@@ -94,12 +94,14 @@ pub fn print(listed: &[Listed]) {
 
 /// `vigil runs` with `--watch`: the store's runs, then the external ones.
 pub fn runs(store: &crate::store::RunStore, json: bool, dirs: &[PathBuf], points: bool) -> Result<()> {
-    let own = store.list();
+    crate::sweep::jobs::JobFollower::new().refresh(store);
+    let own = super::output::with_jobs(store, store.list());
     let listed = read_all(dirs);
     if json {
-        let mut rows: Vec<serde_json::Value> = own.iter().map(super::output::run_json).collect();
+        let mut rows: Vec<serde_json::Value> =
+            own.iter().map(|(r, job)| super::output::run_json(r, job.as_ref())).collect();
         for l in &listed {
-            let mut v = super::output::run_json(&l.change.info);
+            let mut v = super::output::run_json(&l.change.info, None);
             v["external"] = external_json(l, points);
             rows.push(v);
         }

@@ -60,6 +60,8 @@ pub struct RunFeed {
     pub attacks: Option<Vec<crate::ml::attack::curve::Curve>>,
     /// The run's tags and note, when they changed.
     pub notes: Option<crate::store::notes::RunNotes>,
+    /// Its Slurm job (`slurm.json`), when that changed (a removed file reads as `Some(None)`).
+    pub job: Option<Option<crate::sweep::JobState>>,
     /// The run says it is active but the process training it is gone (killed, crashed, or its
     /// machine rebooted): it can be resumed from its last checkpoint.
     pub interrupted: bool,
@@ -84,6 +86,7 @@ impl RunFeed {
             variants: None,
             attacks: None,
             notes: None,
+            job: None,
             interrupted: false,
             external: None,
         }
@@ -107,6 +110,10 @@ struct Tracked {
     variants_mtime: Option<SystemTime>,
     attacks_mtime: Option<SystemTime>,
     notes_mtime: Option<SystemTime>,
+    job_mtime: Option<SystemTime>,
+    /// Whether its Slurm job was live at the last look: its trainer then runs on a node, whose
+    /// process ids mean nothing here.
+    job_live: bool,
     sent_params: bool,
     settled: bool,
     /// Whether the trainer process was alive at the last look (active runs only).
@@ -187,8 +194,9 @@ impl StoreFollower {
         let variants_mtime = mtime(&dir.join("variants"));
         let attacks_mtime = mtime(&dir.join(crate::ml::attack::curve::INDEX));
         let notes_mtime = mtime(&dir.join(crate::store::notes::FILE));
+        let job_mtime = mtime(&dir.join("slurm.json"));
         // A trainer that died leaves run.json untouched: look at its process too.
-        let interrupted = t.pid.is_some_and(|p| !crate::store::process_alive(p));
+        let interrupted = !t.job_live && t.pid.is_some_and(|p| !crate::store::process_alive(p));
         let changed = interrupted != t.interrupted
             || info_mtime != t.info_mtime
             || metrics_len != t.metrics_offset
@@ -198,6 +206,7 @@ impl StoreFollower {
             || variants_mtime != t.variants_mtime
             || attacks_mtime != t.attacks_mtime
             || notes_mtime != t.notes_mtime
+            || job_mtime != t.job_mtime
             || !t.sent_params;
         if !changed {
             return None;
@@ -232,6 +241,11 @@ impl StoreFollower {
         let notes = (notes_mtime != t.notes_mtime || !t.sent_params)
             .then(|| crate::store::notes::RunNotes::load(&run).unwrap_or_default());
         t.notes_mtime = notes_mtime;
+        let job = (job_mtime != t.job_mtime || !t.sent_params).then(|| crate::sweep::JobState::read(&dir));
+        if let Some(j) = &job {
+            t.job_live = j.as_ref().is_some_and(|j| !j.is_terminal());
+        }
+        t.job_mtime = job_mtime;
         let spec = if t.sent_params { None } else { run.spec().ok().map(Box::new) };
         t.sent_params = true;
         t.info_mtime = info_mtime;
@@ -239,8 +253,9 @@ impl StoreFollower {
         t.events_offset = events_offset;
         t.checkpoints_mtime = ckpt_mtime;
         t.eval_mtime = eval_mtime;
-        let interrupted =
-            info.status.is_active() && info.pid.is_some_and(|p| !crate::store::process_alive(p));
+        let interrupted = info.status.is_active()
+            && !t.job_live
+            && info.pid.is_some_and(|p| !crate::store::process_alive(p));
         t.pid = if info.status.is_active() { info.pid } else { None };
         t.interrupted = interrupted;
         // An interrupted run changes no more unless someone resumes it: look at it less often.
@@ -258,6 +273,7 @@ impl StoreFollower {
             variants,
             attacks,
             notes,
+            job,
             interrupted,
             external: None,
         })

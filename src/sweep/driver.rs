@@ -71,6 +71,8 @@ pub struct SweepOptions {
     pub slurm: SlurmOptions,
     /// Run every trial to the end, ignoring the file's ASHA (the benchmark's baseline).
     pub no_early_stopping: bool,
+    /// The user says the runs folder is shared with the Slurm nodes (`--shared-runs-dir`).
+    pub shared_runs_dir: bool,
 }
 
 /// What the driver reports as it goes (the CLI prints it).
@@ -109,10 +111,20 @@ fn merged_slurm(file: &SlurmOptions, flags: &SlurmOptions) -> SlurmOptions {
     }
 }
 
-fn executor(backend: Backend, slurm: SlurmOptions, jobs: usize) -> Result<Box<dyn Executor>> {
+fn executor(
+    store: &RunStore,
+    opts: &SweepOptions,
+    backend: Backend,
+    slurm: SlurmOptions,
+    jobs: usize,
+) -> Result<Box<dyn Executor>> {
     Ok(match backend {
         Backend::Local => Box::new(super::local::Local::new()?),
-        Backend::Slurm => Box::new(super::slurm::Slurm::new(slurm, jobs)?),
+        Backend::Slurm => {
+            let exec = super::slurm::Slurm::new(slurm, jobs)?;
+            super::shared::check(store.root(), opts.shared_runs_dir)?;
+            Box::new(exec)
+        }
     })
 }
 
@@ -162,7 +174,7 @@ impl<'a> Driver<'a> {
         });
         let slurm = merged_slurm(&sweep.file.slurm, &opts.slurm);
         sweep.file.slurm = slurm.clone();
-        let exec = executor(backend, slurm, jobs)?;
+        let exec = executor(store, opts, backend, slurm, jobs)?;
         let mut budget = sweep.file.trials;
         if matches!(sweep.file.method, Method::Grid) {
             budget = budget.min(sampler::grid_size(&sweep.file.parameters));
@@ -231,7 +243,7 @@ impl<'a> Driver<'a> {
         }
         let slurm = merged_slurm(&sweep.file.slurm, &opts.slurm);
         sweep.file.slurm = slurm.clone();
-        let exec = executor(state.backend, slurm, state.jobs)?;
+        let exec = executor(store, opts, state.backend, slurm, state.jobs)?;
         state.driver_pid = Some(std::process::id());
         Ok(Driver {
             store,
@@ -417,18 +429,7 @@ impl<'a> Driver<'a> {
                         // Its trainer died without saying so (killed, out of memory, scancel):
                         // its run says what happened, so the console does not show it running.
                         let reason = format!("{reason} at epoch {}", t.epoch);
-                        let _ = run.update_info(|r| {
-                            r.status = status;
-                            r.failure = (status == RunStatus::Failed).then(|| reason.clone());
-                            r.finished = Some(now());
-                            r.pid = None;
-                        });
-                        let kind = if status == RunStatus::Cancelled {
-                            EventKind::Cancelled
-                        } else {
-                            EventKind::Failed
-                        };
-                        let _ = run.log(kind, &reason);
+                        record_ending(&run, status, &reason);
                         t.status = if status == RunStatus::Cancelled {
                             TrialStatus::Cancelled
                         } else {
@@ -656,6 +657,19 @@ impl<'a> Driver<'a> {
     }
 }
 
+/// Says in a run's folder how it ended when its trainer could not (killed, out of memory,
+/// `scancel`, a job that never started): its status, its failure, and a line in its log.
+pub fn record_ending(run: &crate::store::RunDir, status: RunStatus, reason: &str) {
+    let _ = run.update_info(|r| {
+        r.status = status;
+        r.failure = (status == RunStatus::Failed).then(|| reason.to_string());
+        r.finished = Some(now());
+        r.pid = None;
+    });
+    let kind = if status == RunStatus::Cancelled { EventKind::Cancelled } else { EventKind::Failed };
+    let _ = run.log(kind, reason);
+}
+
 /// Stops one trial of a sweep from outside its driver (the console's stop key): `scancel` for
 /// a Slurm job, the run's control file for a local process.
 pub fn stop_trial(store: &RunStore, run: &crate::store::RunDir) -> Result<String> {
@@ -671,13 +685,10 @@ pub fn stop_trial(store: &RunStore, run: &crate::store::RunDir) -> Result<String
                 ..job.clone()
             }
             .write(&run.path);
-            let _ = run.update_info(|r| {
-                r.status = RunStatus::Cancelled;
-                r.finished = Some(now());
-            });
-            let _ = run.log(
-                EventKind::Cancelled,
-                format!("its Slurm job {} was cancelled before it started (scancel)", job.job),
+            record_ending(
+                run,
+                RunStatus::Cancelled,
+                &format!("its Slurm job {} was cancelled before it started (scancel)", job.job),
             );
         }
         return Ok(format!("scancel {} ({})", job.job, run.id));

@@ -11,14 +11,18 @@
 //! - `asha.rs`: the rung decision;
 //! - `state.rs`: the sweep's folder, `state.json`, and the files it adds to a trial's run;
 //! - `driver.rs`: planning, submitting, following, pruning and resuming;
-//! - `local.rs`, `slurm.rs`: where trials run.
+//! - `local.rs`, `slurm.rs`: where trials run;
+//! - `shared.rs`: whether the runs folder is one the nodes share;
+//! - `jobs.rs`: following any run's Slurm job into its `slurm.json`, with or without a driver.
 
 pub mod asha;
 pub mod driver;
 pub mod file;
+pub mod jobs;
 pub mod local;
 pub mod path;
 pub mod sampler;
+pub mod shared;
 pub mod slurm;
 pub mod state;
 

@@ -124,27 +124,39 @@ pub fn sbatch(args: &[String], script: &Path) -> Result<String> {
     Ok(id)
 }
 
-/// What squeue or sacct says of each job: id → (state, reason, node, name).
-fn queue() -> BTreeMap<String, (String, Option<String>, Option<String>, String)> {
+/// What Slurm says of one job now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// Slurm's state name (PENDING, RUNNING, COMPLETED, CANCELLED, OUT_OF_MEMORY...).
+    pub state: String,
+    /// Why it waits (squeue's reason), while pending.
+    pub reason: Option<String>,
+    pub node: Option<String>,
+}
+
+/// Every job of this user squeue lists, by id, with its name; `None` when squeue did not answer
+/// (the controller is down or unreachable), which says nothing about any job.
+fn queue() -> Option<BTreeMap<String, (Found, String)>> {
     let mut out = BTreeMap::new();
     // `-r`: one line per array task; `-t all`: finished jobs too, while the controller keeps them.
-    let Ok(o) =
-        Command::new("squeue").args(["--me", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%N|%j"]).output()
-    else {
-        return out;
-    };
+    let o = Command::new("squeue")
+        .args(["--me", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%N|%j"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         let f: Vec<&str> = line.split('|').collect();
         if f.len() == 5 {
             let opt = |s: &str| (!s.is_empty() && s != "None" && s != "(null)").then(|| s.to_string());
-            out.insert(f[0].to_string(), (f[1].to_string(), opt(f[2]), opt(f[3]), f[4].to_string()));
+            let found = Found { state: f[1].to_string(), reason: opt(f[2]), node: opt(f[3]) };
+            out.insert(f[0].to_string(), (found, f[4].to_string()));
         }
     }
-    out
+    Some(out)
 }
 
 /// Jobs squeue no longer knows, from accounting (when the cluster keeps it).
-fn accounting(ids: &[&str]) -> BTreeMap<String, (String, Option<String>)> {
+fn accounting(ids: &[&str]) -> BTreeMap<String, Found> {
     let mut out = BTreeMap::new();
     if ids.is_empty() || on_path("sacct").is_none() {
         return out;
@@ -160,14 +172,46 @@ fn accounting(ids: &[&str]) -> BTreeMap<String, (String, Option<String>)> {
         if f.len() == 3 {
             // `CANCELLED by 0` → CANCELLED.
             let state = f[1].split_whitespace().next().unwrap_or_default().to_string();
-            out.insert(f[0].to_string(), (state, Some(f[2].to_string()).filter(|n| !n.is_empty())));
+            let node = Some(f[2].to_string()).filter(|n| !n.is_empty() && n != "None assigned");
+            out.insert(f[0].to_string(), Found { state, reason: None, node });
         }
     }
     out
 }
 
+/// What Slurm says of these jobs now: squeue, then sacct for the jobs squeue has forgotten. A
+/// job neither knows is missing from the answer; `None` when squeue did not answer at all.
+pub fn lookup(jobs: &[&str]) -> Option<BTreeMap<String, Found>> {
+    let q = queue()?;
+    let missing: Vec<&str> = jobs.iter().copied().filter(|j| !q.contains_key(*j)).collect();
+    let mut out = accounting(&missing);
+    out.extend(q.into_iter().filter(|(id, _)| jobs.contains(&id.as_str())).map(|(id, (f, _))| (id, f)));
+    Some(out)
+}
+
+/// Writes what Slurm said of a run's job into its `slurm.json`, when that changed (the file's
+/// time then says when the job last changed), and returns the job's state.
+pub fn record(run_dir: &Path, job: &str, found: &Found) -> JobState {
+    let before = JobState::read(run_dir);
+    // A job that ran keeps the node it ran on when accounting no longer says it.
+    let node = found.node.clone().or_else(|| before.as_ref().and_then(|b| b.node.clone()));
+    let js = JobState {
+        job: job.to_string(),
+        state: found.state.clone(),
+        reason: found.reason.clone(),
+        node,
+        updated: now(),
+    };
+    if before.as_ref().map(|b| (&b.job, &b.state, &b.reason, &b.node))
+        != Some((&js.job, &js.state, &js.reason, &js.node))
+    {
+        let _ = js.write(run_dir);
+    }
+    js
+}
+
 /// How a run whose job ended should read if its trainer could not say so itself.
-fn ending(state: &str) -> (RunStatus, String) {
+pub fn ending(state: &str) -> (RunStatus, String) {
     match state {
         "COMPLETED" => (RunStatus::Failed, "its Slurm job completed without finishing the run".into()),
         "CANCELLED" => (RunStatus::Cancelled, "its Slurm job was cancelled (scancel)".into()),
@@ -240,10 +284,10 @@ impl Executor for Slurm {
     }
 
     fn find(&mut self, sweep: &SweepDir, trial: &TrialRecord, _store: &RunStore) -> Option<Submitted> {
-        let q = queue();
+        let q = queue()?;
         let single = format!("vigil-{}", trial.run);
         let array = format!("vigil-{}-a", sweep.id);
-        for (id, (_, _, _, name)) in &q {
+        for (id, (_, name)) in &q {
             if *name == single {
                 return Some(Submitted { pid: None, job: Some(id.clone()) });
             }
@@ -259,33 +303,20 @@ impl Executor for Slurm {
     }
 
     fn poll(&mut self, trials: &[&TrialRecord], store: &RunStore) -> BTreeMap<usize, Seen> {
-        let q = queue();
-        let missing: Vec<&str> =
-            trials.iter().filter_map(|t| t.job.as_deref()).filter(|j| !q.contains_key(*j)).collect();
-        let acct = accounting(&missing);
+        let jobs: Vec<&str> = trials.iter().filter_map(|t| t.job.as_deref()).collect();
         let mut out = BTreeMap::new();
+        // Slurm did not answer: nothing is known, so nothing changes.
+        let Some(found) = lookup(&jobs) else { return out };
         for t in trials {
             let Some(job) = &t.job else { continue };
-            let found = q
-                .get(job)
-                .map(|(s, r, n, _)| (s.clone(), r.clone(), n.clone()))
-                .or_else(|| acct.get(job).map(|(s, n)| (s.clone(), None, n.clone())));
-            let dir = store.dir(&t.run);
-            let seen = match found {
-                Some((state, reason, node)) => {
+            let seen = match found.get(job) {
+                Some(f) => {
                     self.unseen_polls.remove(job);
-                    let js =
-                        JobState { job: job.clone(), state: state.clone(), reason, node, updated: now() };
-                    let before = JobState::read(&dir.path);
-                    if before.as_ref().map(|b| (&b.state, &b.reason, &b.node))
-                        != Some((&js.state, &js.reason, &js.node))
-                    {
-                        let _ = js.write(&dir.path);
-                    }
+                    let js = record(&store.dir(&t.run).path, job, f);
                     if js.is_terminal() {
-                        let (status, reason) = ending(&state);
+                        let (status, reason) = ending(&js.state);
                         Seen::Gone { status, reason }
-                    } else if state == "PENDING" {
+                    } else if js.state == "PENDING" {
                         Seen::Pending
                     } else {
                         Seen::Alive

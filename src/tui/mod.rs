@@ -71,6 +71,9 @@ const FRAME: Duration = Duration::from_millis(33);
 const POLL: Duration = Duration::from_millis(250);
 /// How often the sweeps' state files are read (they change at most once per trial event).
 const SWEEPS_POLL: Duration = Duration::from_millis(500);
+/// How often the console asks Slurm about runs whose job is not final: squeue is a request to
+/// the cluster's controller, which a console left open all day should not flood.
+const SLURM_POLL: Duration = Duration::from_secs(5);
 
 /// Opens the console and runs until the user quits (or, without a terminal, until the runs it
 /// started have finished).
@@ -144,7 +147,12 @@ impl Engines {
                 LogDeps { store: store.clone(), poll: POLL },
                 into_msgs(msgs, |f| Msg::ServiceFeed(Box::new(f))),
             )?,
-            sweeps: crate::engine::sweeps::spawn(store.clone(), SWEEPS_POLL, into_msgs(msgs, Msg::Sweeps))?,
+            sweeps: crate::engine::sweeps::spawn(
+                store.clone(),
+                SWEEPS_POLL,
+                SLURM_POLL,
+                into_msgs(msgs, Msg::Sweeps),
+            )?,
             service: service::spawn(
                 ServiceDeps { store: store.clone(), log_raw_inputs: opts.serve_log_raw_inputs },
                 into_msgs(msgs, Msg::Service),

@@ -129,6 +129,8 @@ pub struct RunState {
     pub external: Option<ExternalRun>,
     /// The user's tags and note (`notes.json`).
     pub notes: crate::store::notes::RunNotes,
+    /// Its Slurm job as last recorded (`slurm.json`), for a run trained by a Slurm job.
+    pub job: Option<crate::sweep::JobState>,
 }
 
 impl RunState {
@@ -149,6 +151,7 @@ impl RunState {
             evaluations: vec![],
             external: None,
             notes: Default::default(),
+            job: None,
         }
     }
 
@@ -167,9 +170,13 @@ impl RunState {
             variants,
             attacks,
             notes,
+            job,
             interrupted,
             external,
         } = feed;
+        if let Some(j) = job {
+            self.job = j;
+        }
         if let Some(n) = notes {
             self.notes = n;
         }
@@ -228,6 +235,13 @@ impl RunState {
     /// The status to show: `interrupted` for a run whose trainer is gone.
     pub fn status(&self) -> ShownStatus {
         if self.interrupted { ShownStatus::Interrupted } else { ShownStatus::Run(self.info.status) }
+    }
+
+    /// Its Slurm job while Slurm is not done with it, as the views say it beside the run's status:
+    /// `Slurm job 42: pending (BeginTime)`.
+    pub fn live_job(&self) -> Option<String> {
+        let j = self.job.as_ref().filter(|j| !j.is_terminal())?;
+        Some(format!("Slurm job {}: {}", j.job, j.describe()))
     }
 
     /// Whether it is queued, running or paused (and its trainer alive).

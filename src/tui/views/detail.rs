@@ -71,6 +71,10 @@ pub fn head_line(app: &App, r: &RunState, width: u16) -> Line<'static> {
     items.insert(1, (4, "step ", i.step.to_string()));
     items.insert(2, (3, "best val ", pct(i.best_val_accuracy)));
     items.push((5, "", fmt_duration(i.duration_s)));
+    // Beside the status: what Slurm says of the job training it, while it has a say.
+    if let Some(j) = r.job.as_ref().filter(|j| !j.is_terminal()) {
+        items.insert(0, (1, "slurm ", j.describe()));
+    }
     if let Some(s) = i.samples_per_sec {
         items.push((6, "", format!("{s:.0} samples/s")));
     }

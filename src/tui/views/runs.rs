@@ -106,7 +106,17 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         let mut cells = vec![
             Cell::from(Span::styled(mark, t.accent())),
             Cell::from(i.id.to_string()),
-            Cell::from(Span::styled(r.status().label(), status_style(app, r.status()))),
+            // A queued run whose Slurm job waits says so: queued here, pending there.
+            Cell::from(Span::styled(
+                if r.info.status == crate::store::RunStatus::Queued
+                    && r.job.as_ref().is_some_and(|j| j.state == "PENDING")
+                {
+                    "pending"
+                } else {
+                    r.status().label()
+                },
+                status_style(app, r.status()),
+            )),
             // An external run has no planned epoch count: its epoch alone.
             Cell::from(if r.is_external() {
                 i.epoch.to_string()
@@ -141,13 +151,19 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     f.render_stateful_widget(table, area, &mut state);
     // When a run failed, say why right under the table's selection; the reason is the first
     // thing an operator wants.
-    if let Some(reason) = app.selected().filter(|r| r.info.failure.is_some()).and_then(ended_badly) {
+    // A run trained by a Slurm job says what Slurm says of it (why it waits, where it runs).
+    let line = match app.selected() {
+        Some(r) if r.info.failure.is_some() => ended_badly(r).map(|l| (l, t.error())),
+        Some(r) => r.live_job().map(|l| (l, t.muted())),
+        None => None,
+    };
+    if let Some((reason, style)) = line {
         let y = area.y + area.height - 1;
         let text = format!(" {reason} ");
         let width = (area.width as usize).saturating_sub(4);
         let text: String = text.chars().take(width).collect();
         f.render_widget(
-            Paragraph::new(Line::from(Span::styled(text, t.error()))),
+            Paragraph::new(Line::from(Span::styled(text, style))),
             Rect { x: area.x + 2, y, width: area.width - 4, height: 1 },
         );
     }
