@@ -286,9 +286,7 @@ fn array_of_eight_with_a_cancelled_and_a_failed_trial(cluster: &Cluster) {
     );
     // The node wrote RUNNING and no driver follows this job: `vigil runs` asks Slurm and
     // records that it completed.
-    let row = run_row(cluster, &runs, &id);
-    assert_eq!(row["slurm"]["state"], "COMPLETED", "{row:#}");
-    assert_eq!(row["status"], "completed", "{row:#}");
+    assert_completed_in_runs(cluster, &runs, &id);
 }
 
 /// Names the run (`RUNS|ID`) for [`console_follower_on_the_cluster`], which the cluster test
@@ -413,9 +411,23 @@ fn job_states_follow_their_jobs(cluster: &Cluster) {
         assert!(Instant::now() < deadline, "the orphaned trial never completed: {}", cluster.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let row = run_row(cluster, &runs, &trial);
-    assert_eq!(row["slurm"]["state"], "COMPLETED", "{row:#}");
-    assert_eq!(row["slurm"]["node"], "localhost", "{row:#}");
+    assert_completed_in_runs(cluster, &runs, &trial);
+}
+
+/// `vigil runs` says the run's job completed, once Slurm has noticed its process ended (it can
+/// say RUNNING or COMPLETING for a moment after the run wrote that it completed).
+fn assert_completed_in_runs(cluster: &Cluster, runs: &Path, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = run_row(cluster, runs, id);
+        assert_eq!(row["status"], "completed", "{row:#}");
+        if row["slurm"]["state"] == "COMPLETED" {
+            assert_eq!(row["slurm"]["node"], "localhost", "{row:#}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the job never read completed: {row:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn killed_driver_resumes(cluster: &Cluster) {

@@ -277,19 +277,11 @@ pub fn json(state: &SweepState) -> serde_json::Value {
 pub(super) fn submit_train(run: &crate::store::RunDir, store: &RunStore, slurm: &SlurmArgs) -> Result<()> {
     use crate::sweep::slurm;
     let opts = slurm.options(false);
-    let root = std::path::absolute(store.root()).map_err(|e| crate::error::Error::io(store.root(), e))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| crate::error::Error::startup("sbatch", format!("cannot find vigil itself: {e}")))?;
     // Beside the run, not in it: the job's output grows after the run's manifest is written.
     let jobs_dir = store.root().join("slurm");
     std::fs::create_dir_all(&jobs_dir).map_err(|e| crate::error::Error::io(&jobs_dir, e))?;
     let script_path = jobs_dir.join(format!("{}.sh", run.id));
-    let script = format!(
-        "#!/bin/sh\n# Submitted by `vigil train --on slurm`.\nexec {} --runs-dir {} train --run {} --quiet\n",
-        slurm::sh_quote(&exe.display().to_string()),
-        slurm::sh_quote(&root.display().to_string()),
-        slurm::sh_quote(&run.id)
-    );
+    let script = slurm::script("`vigil train --on slurm`", store.root(), "", &slurm::sh_quote(&run.id))?;
     let result = (|| {
         crate::store::write_atomic(&script_path, script.as_bytes())?;
         let mut args = vec![
@@ -301,14 +293,7 @@ pub(super) fn submit_train(run: &crate::store::RunDir, store: &RunStore, slurm: 
     })();
     match result {
         Ok(job) => {
-            let state = crate::sweep::JobState {
-                job: job.clone(),
-                state: "PENDING".into(),
-                reason: None,
-                node: None,
-                updated: crate::store::now(),
-            };
-            state.write(&run.path)?;
+            crate::sweep::JobState::submitted(&job).write(&run.path)?;
             println!("run id: {}", run.id);
             println!("submitted as Slurm job {job}; the console follows the run, `scancel {job}` stops it");
             Ok(())

@@ -40,6 +40,26 @@ pub enum Seen {
     Gone { status: RunStatus, reason: String },
 }
 
+impl TrialRecord {
+    /// Records where a trial was submitted (or found submitted by a killed driver).
+    fn submitted(&mut self, s: Submitted) {
+        self.pid = s.pid;
+        self.job = s.job;
+        self.status = TrialStatus::Pending;
+    }
+
+    /// The event that says it ended, as it stands.
+    fn ended(&self) -> SweepEvent {
+        SweepEvent::Ended {
+            number: self.number,
+            run: self.run.to_string(),
+            status: self.status,
+            objective: self.objective,
+            note: self.note.clone(),
+        }
+    }
+}
+
 /// Where trials run: local processes or Slurm jobs.
 pub trait Executor {
     fn backend(&self) -> Backend;
@@ -119,7 +139,7 @@ fn executor(
     jobs: usize,
 ) -> Result<Box<dyn Executor>> {
     Ok(match backend {
-        Backend::Local => Box::new(super::local::Local::new()?),
+        Backend::Local => Box::new(super::local::Local::default()),
         Backend::Slurm => {
             let exec = super::slurm::Slurm::new(slurm, jobs)?;
             super::shared::check(store.root(), opts.shared_runs_dir)?;
@@ -172,9 +192,6 @@ impl<'a> Driver<'a> {
             Backend::Local => crate::engine::runner::default_concurrency(),
             Backend::Slurm => sweep.file.trials,
         });
-        let slurm = merged_slurm(&sweep.file.slurm, &opts.slurm);
-        sweep.file.slurm = slurm.clone();
-        let exec = executor(store, opts, backend, slurm, jobs)?;
         let mut budget = sweep.file.trials;
         if matches!(sweep.file.method, Method::Grid) {
             budget = budget.min(sampler::grid_size(&sweep.file.parameters));
@@ -199,17 +216,7 @@ impl<'a> Driver<'a> {
             finished: false,
             trials: vec![],
         };
-        Ok(Driver {
-            store,
-            dir,
-            sweep,
-            state,
-            exec,
-            metrics: BTreeMap::new(),
-            observer: Box::new(observer),
-            stop: Arc::new(AtomicBool::new(false)),
-            poll: Duration::from_millis(100),
-        })
+        Self::assemble(store, dir, sweep, state, opts, observer)
     }
 
     /// Opens a sweep to continue it.
@@ -234,17 +241,31 @@ impl<'a> Driver<'a> {
         }
         let text_path = dir.file("sweep.ron");
         let text = std::fs::read_to_string(&text_path).map_err(|e| Error::io(&text_path, e))?;
-        let mut sweep = SweepFile::load_text(&text, &text_path, models_dir)?;
+        let sweep = SweepFile::load_text(&text, &text_path, models_dir)?;
         if let Some(j) = opts.jobs {
             if j == 0 {
                 return Err(Error::argument("--jobs must be at least 1"));
             }
             state.jobs = j;
         }
+        state.driver_pid = Some(std::process::id());
+        Self::assemble(store, dir, sweep, state, opts, observer)
+    }
+
+    /// A driver for a sweep whose state is settled, new or resumed: the command line's Slurm
+    /// settings over the file's, and the executor for its backend (checked before anything
+    /// is written).
+    fn assemble(
+        store: &'a RunStore,
+        dir: SweepDir,
+        mut sweep: LoadedSweep,
+        state: SweepState,
+        opts: &SweepOptions,
+        observer: impl FnMut(&SweepEvent) + 'a,
+    ) -> Result<Driver<'a>> {
         let slurm = merged_slurm(&sweep.file.slurm, &opts.slurm);
         sweep.file.slurm = slurm.clone();
         let exec = executor(store, opts, state.backend, slurm, state.jobs)?;
-        state.driver_pid = Some(std::process::id());
         Ok(Driver {
             store,
             dir,
@@ -345,12 +366,7 @@ impl<'a> Driver<'a> {
         let mut todo = Vec::new();
         for i in planned {
             match self.exec.find(&self.dir, &self.state.trials[i], self.store) {
-                Some(s) => {
-                    let t = &mut self.state.trials[i];
-                    t.pid = s.pid;
-                    t.job = s.job;
-                    t.status = TrialStatus::Pending;
-                }
+                Some(s) => self.state.trials[i].submitted(s),
                 None => todo.push(i),
             }
         }
@@ -451,14 +467,7 @@ impl<'a> Driver<'a> {
             if *t != before {
                 changed = true;
                 if before.status.is_active() && !t.status.is_active() {
-                    let ev = SweepEvent::Ended {
-                        number,
-                        run: t.run.to_string(),
-                        status: t.status,
-                        objective: t.objective,
-                        note: t.note.clone(),
-                    };
-                    (self.observer)(&ev);
+                    (self.observer)(&t.ended());
                 }
             }
         }
@@ -507,14 +516,7 @@ impl<'a> Driver<'a> {
                         rule.reduction,
                         at_rung.len()
                     ));
-                    let ev = SweepEvent::Ended {
-                        number,
-                        run: t.run.to_string(),
-                        status: t.status,
-                        objective: t.objective,
-                        note: t.note.clone(),
-                    };
-                    (self.observer)(&ev);
+                    (self.observer)(&t.ended());
                     break;
                 }
             }
@@ -623,14 +625,12 @@ impl<'a> Driver<'a> {
             Ok(subs) => {
                 for (&i, s) in indices.iter().zip(subs) {
                     let t = &mut self.state.trials[i];
-                    t.pid = s.pid;
-                    t.job = s.job.clone();
-                    t.status = TrialStatus::Pending;
+                    t.submitted(s);
                     let ev = SweepEvent::Submitted {
                         number: t.number,
                         run: t.run.to_string(),
                         params: t.params.clone(),
-                        job: s.job,
+                        job: t.job.clone(),
                     };
                     (self.observer)(&ev);
                 }

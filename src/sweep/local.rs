@@ -12,17 +12,9 @@ use crate::error::{Error, Result};
 use crate::store::{ControlRequest, RunStatus, RunStore, process_alive};
 
 /// Runs trials as local processes.
+#[derive(Default)]
 pub struct Local {
-    exe: std::path::PathBuf,
     children: BTreeMap<usize, Child>,
-}
-
-impl Local {
-    pub fn new() -> Result<Self> {
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::startup("trials", format!("cannot find vigil itself: {e}")))?;
-        Ok(Local { exe, children: BTreeMap::new() })
-    }
 }
 
 impl Executor for Local {
@@ -36,7 +28,7 @@ impl Executor for Local {
         trials: &[&TrialRecord],
         store: &RunStore,
     ) -> Result<Vec<Submitted>> {
-        let root = std::path::absolute(store.root()).map_err(|e| Error::io(store.root(), e))?;
+        let argv = super::trial_command(store.root())?;
         let mut out = Vec::new();
         for t in trials {
             let log_path = sweep.log_of(&t.run);
@@ -45,8 +37,8 @@ impl Executor for Local {
             }
             let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
             let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-            let mut cmd = Command::new(&self.exe);
-            cmd.arg("--runs-dir").arg(&root).args(["train", "--run", t.run.as_str(), "--quiet"]);
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]).arg(t.run.as_str());
             cmd.stdin(Stdio::null()).stdout(log).stderr(err);
             // Its own process group: Ctrl-C in the driver's terminal does not reach the trials.
             #[cfg(unix)]

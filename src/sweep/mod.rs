@@ -27,5 +27,21 @@ pub mod slurm;
 pub mod state;
 
 pub use driver::{Driver, SweepEvent, SweepOptions};
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The command that trains a queued run wherever it runs (a background process here, a Slurm
+/// job on a node): `vigil --runs-dir ROOT train --quiet --run`, to which the run's id is added
+/// last, so that an array job's script can put its task's run there. The program is this very
+/// `vigil`, and the runs folder is made absolute, since the job starts elsewhere.
+pub fn trial_command(root: &Path) -> Result<Vec<OsString>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::startup("trials", format!("cannot find vigil itself: {e}")))?;
+    let root = std::path::absolute(root).map_err(|e| Error::io(root, e))?;
+    Ok(vec![exe.into(), "--runs-dir".into(), root.into(), "train".into(), "--quiet".into(), "--run".into()])
+}
 pub use file::{SWEEP_SUFFIX, SweepFile};
 pub use state::{Backend, JobState, SweepDir, SweepMember, SweepState, TrialRecord, TrialStatus};

@@ -75,7 +75,6 @@ type JobIds = Box<dyn Fn(&str) -> Vec<String>>;
 pub struct Slurm {
     opts: SlurmOptions,
     jobs: usize,
-    exe: PathBuf,
     /// When each job was last seen by squeue or sacct, for jobs that vanish.
     unseen_polls: BTreeMap<String, u32>,
 }
@@ -84,19 +83,16 @@ impl Slurm {
     /// Checks that `sbatch`, `squeue` and `scancel` are there before anything is created.
     pub fn new(opts: SlurmOptions, jobs: usize) -> Result<Self> {
         require()?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::startup("trials", format!("cannot find vigil itself: {e}")))?;
-        Ok(Slurm { opts, jobs, exe, unseen_polls: BTreeMap::new() })
+        Ok(Slurm { opts, jobs, unseen_polls: BTreeMap::new() })
     }
+}
 
-    /// The shell line that trains `run` (a word or `"$1"`).
-    fn train_line(&self, root: &Path, run: &str) -> String {
-        format!(
-            "exec {} --runs-dir {} train --run {run} --quiet\n",
-            sh_quote(&self.exe.display().to_string()),
-            sh_quote(&root.display().to_string())
-        )
-    }
+/// A batch script that trains `run` (a quoted word, or `"$1"` in an array job's script, which
+/// sets it in `prelude`) from the store at `root`; `origin` says which command submitted it.
+pub fn script(origin: &str, root: &Path, prelude: &str, run: &str) -> Result<String> {
+    let words: Vec<String> =
+        super::trial_command(root)?.iter().map(|w| sh_quote(&w.to_string_lossy())).collect();
+    Ok(format!("#!/bin/sh\n# Submitted by {origin}.\n{prelude}exec {} {run}\n", words.join(" ")))
 }
 
 /// Submits a batch script; the job id, or sbatch's own message as a refusal (bad input).
@@ -234,7 +230,7 @@ impl Executor for Slurm {
         trials: &[&TrialRecord],
         store: &RunStore,
     ) -> Result<Vec<Submitted>> {
-        let root = std::path::absolute(store.root()).map_err(|e| Error::io(store.root(), e))?;
+        let origin = format!("`vigil sweep` for sweep {}", sweep.id);
         let logs = sweep.file("logs");
         let jobs_dir = sweep.file("jobs");
         for d in [&logs, &jobs_dir] {
@@ -245,7 +241,7 @@ impl Executor for Slurm {
             let t = trials[0];
             args.push(format!("--job-name=vigil-{}", t.run));
             args.push(format!("--output={}", sweep.log_of(&t.run).display()));
-            let body = self.train_line(&root, &sh_quote(&t.run));
+            let body = script(&origin, store.root(), "", &sh_quote(&t.run))?;
             (jobs_dir.join(format!("{}.sh", t.run)), body, Box::new(|id: &str| vec![id.to_string()]))
         } else {
             let first = trials[0].number;
@@ -254,31 +250,20 @@ impl Executor for Slurm {
             args.push(format!("--output={}", logs.join("slurm-%A_%a.log").display()));
             args.push(format!("--array=0-{}%{}", n - 1, self.jobs.max(1)));
             let runs: Vec<String> = trials.iter().map(|t| sh_quote(&t.run)).collect();
-            let body = format!(
-                "set -- {}\nshift \"$SLURM_ARRAY_TASK_ID\"\n{}",
-                runs.join(" "),
-                self.train_line(&root, "\"$1\"")
-            );
+            // The task's run is the first word left after shifting the runs by the task's id.
+            let prelude = format!("set -- {}\nshift \"$SLURM_ARRAY_TASK_ID\"\n", runs.join(" "));
+            let body = script(&origin, store.root(), &prelude, "\"$1\"")?;
             (
                 jobs_dir.join(format!("array-{first}.sh")),
                 body,
                 Box::new(move |id: &str| (0..n).map(|i| format!("{id}_{i}")).collect()),
             )
         };
-        let script = format!("#!/bin/sh\n# Submitted by `vigil sweep` for sweep {}.\n{body}", sweep.id);
-        crate::store::write_atomic(&script_path, script.as_bytes())?;
+        crate::store::write_atomic(&script_path, body.as_bytes())?;
         let id = sbatch(&args, &script_path)?;
-        let t = now();
         let jobs = ids(&id);
         for (trial, job) in trials.iter().zip(&jobs) {
-            let state = JobState {
-                job: job.clone(),
-                state: "PENDING".into(),
-                reason: None,
-                node: None,
-                updated: t.clone(),
-            };
-            let _ = state.write(&store.dir(&trial.run).path);
+            let _ = JobState::submitted(job).write(&store.dir(&trial.run).path);
         }
         Ok(jobs.into_iter().map(|j| Submitted { pid: None, job: Some(j) }).collect())
     }

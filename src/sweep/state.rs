@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::file::{Goal, Metric};
 use crate::error::{Error, Result};
-use crate::store::{RunDir, RunId, RunStore, read_json, write_json};
+use crate::store::{RunDir, RunId, RunStore, now, read_json, write_json};
 
 /// The store's folder of sweeps.
 pub fn sweeps_root(store: &RunStore) -> PathBuf {
@@ -294,6 +294,11 @@ pub struct JobState {
 }
 
 impl JobState {
+    /// A job sbatch just accepted: pending, for all anyone knows yet.
+    pub fn submitted(job: &str) -> JobState {
+        JobState { job: job.to_string(), state: "PENDING".into(), reason: None, node: None, updated: now() }
+    }
+
     pub fn read(run_dir: &Path) -> Option<JobState> {
         read_json(&run_dir.join("slurm.json")).ok()
     }
