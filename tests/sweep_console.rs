@@ -188,3 +188,36 @@ fn an_empty_store_says_how_to_start_a_sweep() {
     let screen = text(&render(&mut app, 80, 24));
     assert!(screen.contains("vigil sweep models/digits-mlp.sweep.ron"), "{screen}");
 }
+
+/// A run `vigil train --on slurm` submitted, whose job waits: the Runs view says pending and why,
+/// the Detail header says it beside the status, and stopping it from the console is scancel
+/// (the event loop's StopTrial), not a control file no trainer reads.
+#[test]
+fn a_waiting_slurm_run_says_why_and_stop_cancels_its_job() {
+    let mut app = app_with(ColorDepth::TrueColor);
+    let id = RunId::from("digits-mlp-s00001");
+    let job = JobState {
+        job: "77".into(),
+        state: "PENDING".into(),
+        reason: Some("BeginTime".into()),
+        node: None,
+        updated: "2026-01-02T10:05:00Z".into(),
+    };
+    app.update(Msg::Store(StoreUpdate::Run(Box::new(vigil::engine::follow::RunFeed {
+        job: Some(Some(job)),
+        ..bare_feed(info(id.as_str(), RunStatus::Queued, 0, 3, 0))
+    }))));
+    press(&mut app, '2');
+    app.cursor = app.visible().iter().position(|r| r.info.id == id).unwrap();
+    let screen = text(&render(&mut app, 80, 24));
+    let row = screen.lines().find(|l| l.contains("digits-mlp-s00001")).unwrap();
+    assert!(row.contains("pending"), "{screen}");
+    assert!(screen.contains("Slurm job 77: pending (BeginTime)"), "{screen}");
+    app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+    assert_eq!(app.view, View::Detail);
+    let screen = text(&render(&mut app, 80, 24));
+    assert!(screen.lines().nth(1).unwrap().contains("queued  slurm pending (BeginTime)"), "{screen}");
+    press(&mut app, '2');
+    assert!(press(&mut app, 'x').is_empty());
+    assert_eq!(press(&mut app, 'y'), vec![Effect::StopTrial(id)]);
+}

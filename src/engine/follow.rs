@@ -389,4 +389,38 @@ mod tests {
         w.next_listing = Instant::now();
         assert_eq!(w.poll(), vec![StoreUpdate::Removed(run.id)]);
     }
+
+    #[test]
+    fn a_run_whose_slurm_job_is_live_is_not_taken_as_interrupted() {
+        // Its trainer runs on a node: the pid in run.json is not a process of this machine.
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::new(dir.path());
+        let s = spec::resolve("digits-logreg", Path::new("models")).unwrap().0;
+        let run = store.create(&s).unwrap();
+        run.update_info(|r| {
+            r.status = RunStatus::Running;
+            r.pid = Some(u32::MAX);
+        })
+        .unwrap();
+        let job = |state: &str| crate::sweep::JobState {
+            job: "9".into(),
+            state: state.into(),
+            reason: None,
+            node: Some("gpu01".into()),
+            updated: crate::store::now(),
+        };
+        job("RUNNING").write(&run.path).unwrap();
+        let feed = |w: &mut StoreFollower| match w.poll().pop() {
+            Some(StoreUpdate::Run(f)) => f,
+            other => panic!("{other:?}"),
+        };
+        let mut w = StoreFollower::new(store.clone());
+        let first = feed(&mut w);
+        assert!(!first.interrupted);
+        assert_eq!(first.job.unwrap().unwrap().describe(), "running on gpu01");
+        // The job ended and the run still reads running: now it is interrupted.
+        std::thread::sleep(Duration::from_millis(20));
+        job("NODE_FAIL").write(&run.path).unwrap();
+        assert!(feed(&mut w).interrupted);
+    }
 }

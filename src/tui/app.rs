@@ -194,7 +194,8 @@ pub enum Effect {
     /// Find a theme by name or file and switch to it (file I/O: the event loop does it and
     /// answers with [`Msg::Theme`]).
     LoadTheme(String),
-    /// Stop a sweep's trial: `scancel` for a Slurm job, its control file for a local one.
+    /// Stop a sweep's trial, or any run a Slurm job trains: `scancel` for a Slurm job, its
+    /// control file for a local one.
     StopTrial(RunId),
     /// Leave; `stop_runs` stops active runs first (their checkpoints are kept).
     Quit {

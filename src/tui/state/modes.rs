@@ -137,6 +137,12 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                     app.quit = true;
                     vec![Effect::Quit { stop_runs: false }]
                 }
+                // A run a Slurm job trains (or waits to) is stopped with scancel, as a trial is.
+                (Confirm::Stop(id), _)
+                    if yes && app.runs.get(&id).is_some_and(|r| r.live_job().is_some()) =>
+                {
+                    vec![Effect::StopTrial(id)]
+                }
                 (Confirm::Stop(id), _) if yes => vec![Effect::Runner(RunnerCommand::Stop(id))],
                 (Confirm::StopService { .. }, _) if yes => vec![Effect::Service(ServiceCommand::Stop)],
                 (Confirm::Delete(id), KeyCode::Char('d')) => vec![Effect::Runner(RunnerCommand::Delete(id))],
