@@ -65,6 +65,9 @@ pub struct Cli {
     /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
     #[arg(long, value_name = "DIR", num_args = 1..)]
     pub watch: Vec<PathBuf>,
+    /// Load this language model (a GGUF file) into the console's Playground (key i).
+    #[arg(long, value_name = "PATH.gguf")]
+    pub llm: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -296,6 +299,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir).with_key(key.map(std::sync::Arc::new));
     match cli.command {
         None => {
+            // Loading takes seconds and happens in the console; a path that is not there is
+            // refused now, before the terminal is taken (`scripted:` is the test stand-in).
+            if let Some(p) = cli.llm.as_ref().filter(|p| !p.to_string_lossy().starts_with("scripted:"))
+                && !p.is_file()
+            {
+                return Err(Error::not_found(format!("--llm {}: no such file", p.display())));
+            }
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
                 return Err(Error::startup(
                     "the console",
@@ -320,6 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     &cli.watch,
                     crate::external::config::path().as_deref(),
                 )?,
+                llm: cli.llm,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),

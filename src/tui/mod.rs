@@ -63,6 +63,8 @@ pub struct ConsoleOptions {
     pub serve_log_raw_inputs: bool,
     /// Directories whose runs, trained by other programs, are followed too (`--watch`).
     pub watch: Vec<PathBuf>,
+    /// A language model to load into the Playground at start (`--llm`).
+    pub llm: Option<PathBuf>,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -106,6 +108,7 @@ pub struct Engines {
     system: Handle<()>,
     service_log: Handle<()>,
     sweeps: Handle<()>,
+    llm: Handle<crate::engine::llm::LlmCommand>,
 }
 
 impl Engines {
@@ -145,6 +148,13 @@ impl Engines {
                 into_msgs(msgs, |f| Msg::ServiceFeed(Box::new(f))),
             )?,
             sweeps: crate::engine::sweeps::spawn(store.clone(), SWEEPS_POLL, into_msgs(msgs, Msg::Sweeps))?,
+            llm: {
+                let llm = crate::engine::llm::spawn(into_msgs(msgs, Msg::Llm))?;
+                if let Some(path) = &opts.llm {
+                    llm.send(crate::engine::llm::LlmCommand::Load(path.clone()));
+                }
+                llm
+            },
             service: service::spawn(
                 ServiceDeps { store: store.clone(), log_raw_inputs: opts.serve_log_raw_inputs },
                 into_msgs(msgs, Msg::Service),
@@ -174,7 +184,7 @@ impl Engines {
             self.runner.send(RunnerCommand::StopAll);
         }
         // The followers, the sampler and the explanation engine stop when their commands close.
-        drop((self.follow, self.system, self.service_log, self.explain, self.sweeps));
+        drop((self.follow, self.system, self.service_log, self.explain, self.sweeps, self.llm));
         self.service.finish().await;
         self.runner.finish().await;
     }
@@ -186,6 +196,7 @@ pub fn carry_out(app: &mut App, engines: &Engines, effect: Effect) -> Option<boo
         Effect::Runner(c) => engines.runner.send(c),
         Effect::Explain(c) => engines.explain.send(c),
         Effect::Service(c) => engines.service.send(c),
+        Effect::Llm(c) => engines.llm.send(c),
         Effect::ExportCsv => match export::csv(app, engines.store.root()) {
             Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
             Err(err) => app.say(Level::Error, err.to_string()),
