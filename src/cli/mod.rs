@@ -4,6 +4,7 @@
 mod attack;
 mod audit;
 mod explain;
+mod explain_token;
 mod keys;
 mod optimize;
 mod output;
@@ -101,6 +102,9 @@ pub enum Command {
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
     Explain(explain::Args),
+    /// Explain one token a language model generates: occlusion attribution over the prompt's
+    /// tokens (gradients are not available through quantised weights).
+    ExplainToken(explain_token::Args),
     /// Attack a run's model with FGSM or PGD at several ε: accuracy, success rate and
     /// perturbation norm per ε, with the adversarial examples saved for the console.
     Attack(attack::Args),
@@ -338,6 +342,7 @@ pub fn run(cli: Cli) -> Result<()> {
             eval(&store, &run, EvalOutput { json, predictions }, split, checkpoint.into(), split_from_file)
         }
         Some(Command::Explain(args)) => explain::run(&store, args),
+        Some(Command::ExplainToken(args)) => explain_token::run(args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
         Some(Command::Runs { json, tag, watch, points }) => {
