@@ -105,13 +105,14 @@ pub fn run(args: Args) -> Result<()> {
             String::new()
         };
         let sign = if p.attribution < 0.0 { "-" } else { "+" };
-        println!(
+        let line = format!(
             "{i:>4}  {:<16} {:>+12.4}  {:>14.4}  {}",
             format!("{:?}", p.text),
             p.attribution,
             p.occluded_logprob,
             if bar.is_empty() { String::new() } else { format!("{sign}{bar}") }
         );
+        println!("{}", line.trim_end());
     }
     println!("\npositive: the prompt token made the explained token more likely");
     Ok(())

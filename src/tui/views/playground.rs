@@ -218,10 +218,14 @@ fn draw_completion(f: &mut Frame, app: &App, area: Rect) {
         let text = match &s.model {
             ModelStatus::Failed(err) => vec![Line::from(Span::styled(err.clone(), t.error()))],
             ModelStatus::Loading(p) => vec![Line::from(format!("loading {}…", p.display()))],
-            ModelStatus::Ready(_) => vec![Line::from(Span::styled(
-                format!("{} to type a prompt, then enter sends it", app.keymap.hint(Action::Open)),
-                t.muted(),
-            ))],
+            ModelStatus::Ready(_) => {
+                let text = if s.editing.is_some() {
+                    "enter sends the prompt".to_string()
+                } else {
+                    format!("{} to type a prompt, then enter sends it", app.keymap.hint(Action::Open))
+                };
+                vec![Line::from(Span::styled(text, t.muted()))]
+            }
             ModelStatus::None => vec![
                 Line::from("No language model is loaded."),
                 Line::from(Span::styled(
