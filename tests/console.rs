@@ -433,7 +433,7 @@ fn too_small_terminals_get_a_message() {
 fn every_view_renders_at_every_size_without_panic() {
     for w in [80u16, 81, 99, 100, 119, 120, 130, 200] {
         for h in [24u16, 25, 30, 48, 60] {
-            for k in ['1', '2', '3', '4', '5', '6', '7', '8', '9', '?', 'n'] {
+            for k in ['1', '2', '3', '4', '5', '6', '7', '8', '9', 'i', '?', 'n'] {
                 let mut app = common::app();
                 ch(&mut app, k);
                 render(&mut app, w, h);
@@ -964,6 +964,7 @@ fn the_headless_console_trains_a_run_through_its_real_engines() {
         sample_every: std::time::Duration::from_millis(200),
         serve_log_raw_inputs: false,
         watch: vec![],
+        llm: None,
     };
     let specs: Vec<_> =
         vigil::ml::spec::list(&opts.models_dir).into_iter().filter_map(|e| e.spec.ok()).collect();

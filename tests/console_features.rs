@@ -44,6 +44,7 @@ fn options(store: RunStore) -> vigil::tui::ConsoleOptions {
         sample_every: Duration::from_millis(250),
         serve_log_raw_inputs: false,
         watch: vec![],
+        llm: None,
     }
 }
 

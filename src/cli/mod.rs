@@ -4,6 +4,7 @@
 mod attack;
 mod audit;
 mod explain;
+mod explain_token;
 mod keys;
 mod optimize;
 mod output;
@@ -65,6 +66,9 @@ pub struct Cli {
     /// files, CSV and JSON-lines metric logs), with the config file's `watch` list.
     #[arg(long, value_name = "DIR", num_args = 1..)]
     pub watch: Vec<PathBuf>,
+    /// Load this language model (a GGUF file) into the console's Playground (key i).
+    #[arg(long, value_name = "PATH.gguf")]
+    pub llm: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -98,6 +102,9 @@ pub enum Command {
     /// Explain a run's prediction on one input (attributions), check the methods (--sanity),
     /// or time them against Captum (--bench).
     Explain(explain::Args),
+    /// Explain one token a language model generates: occlusion attribution over the prompt's
+    /// tokens (gradients are not available through quantised weights).
+    ExplainToken(explain_token::Args),
     /// Attack a run's model with FGSM or PGD at several ε: accuracy, success rate and
     /// perturbation norm per ε, with the adversarial examples saved for the console.
     Attack(attack::Args),
@@ -296,6 +303,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let store = RunStore::new(&cli.runs_dir).with_key(key.map(std::sync::Arc::new));
     match cli.command {
         None => {
+            // Loading takes seconds and happens in the console; a path that is not there is
+            // refused now, before the terminal is taken (`scripted:` is the test stand-in).
+            if let Some(p) = cli.llm.as_ref().filter(|p| !p.to_string_lossy().starts_with("scripted:"))
+                && !p.is_file()
+            {
+                return Err(Error::not_found(format!("--llm {}: no such file", p.display())));
+            }
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
                 return Err(Error::startup(
                     "the console",
@@ -320,6 +334,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     &cli.watch,
                     crate::external::config::path().as_deref(),
                 )?,
+                llm: cli.llm,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),
@@ -327,6 +342,7 @@ pub fn run(cli: Cli) -> Result<()> {
             eval(&store, &run, EvalOutput { json, predictions }, split, checkpoint.into(), split_from_file)
         }
         Some(Command::Explain(args)) => explain::run(&store, args),
+        Some(Command::ExplainToken(args)) => explain_token::run(args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
         Some(Command::Runs { json, tag, watch, points }) => {

@@ -7,10 +7,12 @@
 //! - [`follow`]: follows the run store on disk (runs from this and other processes alike);
 //! - [`system`]: samples CPU, memory and GPUs once a second;
 //! - [`service`]: follows the model service's access log, and starts and stops the service;
-//! - [`sweeps`]: follows the store's hyperparameter sweeps.
+//! - [`sweeps`]: follows the store's hyperparameter sweeps;
+//! - [`llm`]: loads a language model, generates completions and explains their tokens.
 
 pub mod explain;
 pub mod follow;
+pub mod llm;
 pub mod runner;
 pub mod service;
 pub mod sweeps;

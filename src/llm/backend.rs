@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One message of a chat, as the OpenAI chat-completions API sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +124,43 @@ pub trait LanguageModel: Send + Sync + 'static {
     fn start(&self, prompt: &[u32], params: &SamplingParams) -> Result<Box<dyn Generation>>;
     /// The tokens a completion prompt starts with (the beginning-of-sequence token, if any).
     fn prompt_prefix(&self) -> Vec<u32>;
+
+    /// The natural-log probability the model gives token `next` right after `context` (the
+    /// model's own distribution: greedy settings, no temperature). What occlusion attribution
+    /// ([`super::attribution`]) reads once per prompt token.
+    ///
+    /// The default needs nothing but [`LanguageModel::start`]: one step asking for every
+    /// token's log-probability (`top_logprobs` = the vocabulary), then `next` is found by id
+    /// (the token taken) or by its text among the alternatives. A model that can read its
+    /// logits directly should override it (one forward pass, no sort of the vocabulary). It
+    /// fails when the model would end the sequence there (no token is stepped, so there is no
+    /// distribution to read), or when the alternatives do not list `next`.
+    fn logprob_of(&self, context: &[u32], next: u32) -> Result<f32> {
+        let params = SamplingParams {
+            max_tokens: 1,
+            top_logprobs: self.info().vocab_size.max(1),
+            ..SamplingParams::default()
+        };
+        let mut generation = self.start(context, &params)?;
+        let Step::Token(token) = generation.step()? else {
+            return Err(Error::Internal(
+                "the model ends the sequence here, so the log-probability of another token cannot be read \
+                 through `start`; the model should implement `logprob_of`"
+                    .into(),
+            ));
+        };
+        if token.id == next {
+            return Ok(token.logprob);
+        }
+        let text = self.decode(&[next])?;
+        token.top_logprobs.iter().find(|alt| alt.token == text).map(|alt| alt.logprob).ok_or_else(|| {
+            Error::Internal(format!(
+                "token {next} ({text:?}) is not among the {} alternatives the model listed; the model \
+                 should implement `logprob_of`",
+                token.top_logprobs.len()
+            ))
+        })
+    }
 }
 
 /// One sequence being decoded, with its own cache.

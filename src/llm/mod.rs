@@ -4,6 +4,7 @@
 //! [`LanguageModel`] trait in [`backend`], so the HTTP side and the engine side are built and
 //! tested on their own; [`scripted`] is the stand-in their tests drive.
 
+pub mod attribution;
 pub mod backend;
 pub mod scripted;
 

@@ -112,6 +112,22 @@ impl LanguageModel for ScriptedModel {
     fn prompt_prefix(&self) -> Vec<u32> {
         vec![BOS]
     }
+
+    /// The fixed probability of a byte (the script's distribution ignores the context);
+    /// `<bos>` and `<eos>` are never written, so they get none.
+    fn logprob_of(&self, _context: &[u32], next: u32) -> Result<f32> {
+        Ok(if (BYTE_BASE..BYTE_BASE + 256).contains(&next) {
+            byte_logprob((next - BYTE_BASE) as u8)
+        } else {
+            f32::NEG_INFINITY
+        })
+    }
+}
+
+/// Made-up but fixed probabilities: spaces are certain, letters less so. They do not depend on
+/// the prompt, so an attribution over the prompt is zero everywhere for this model.
+fn byte_logprob(byte: u8) -> f32 {
+    if byte == b' ' { -0.01 } else { -0.1 - 0.05 * (byte % 7) as f32 }
 }
 
 struct ScriptedGeneration {
@@ -152,8 +168,7 @@ impl Generation for ScriptedGeneration {
         std::thread::sleep(self.delay);
         let byte = SCRIPT.as_bytes()[(self.offset + self.done) % SCRIPT.len()];
         self.done += 1;
-        // Made-up but fixed probabilities: spaces are certain, letters less so.
-        let logprob = if byte == b' ' { -0.01 } else { -0.1 - 0.05 * (byte % 7) as f32 };
+        let logprob = byte_logprob(byte);
         let top_logprobs = (0..self.params.top_logprobs)
             .map(|k| {
                 let alt = if k == 0 { byte } else { b'a' + (byte + k as u8) % 26 };

@@ -48,6 +48,8 @@ pub enum View {
     Security,
     /// Hyperparameter sweeps (key 0; not one of the numbered tabs).
     Sweeps,
+    /// A language model's prompt and completion, token by token (key i; not a numbered tab).
+    Playground,
     /// A view registered at run time with [`App::register_view`] (the tables are data, so one
     /// needs nothing but its state struct).
     Extra(usize),
@@ -77,6 +79,7 @@ impl View {
             View::Service => "Service",
             View::Security => "Security",
             View::Sweeps => "Sweeps",
+            View::Playground => "Playground",
             View::Extra(_) => "Extra",
         }
     }
@@ -194,6 +197,8 @@ pub enum Effect {
     /// Find a theme by name or file and switch to it (file I/O: the event loop does it and
     /// answers with [`Msg::Theme`]).
     LoadTheme(String),
+    /// A command for the language-model engine (load, generate, explain, stop).
+    Llm(crate::engine::llm::LlmCommand),
     /// Stop a sweep's trial, or any run a Slurm job trains: `scancel` for a Slurm job, its
     /// control file for a local one.
     StopTrial(RunId),
@@ -222,6 +227,8 @@ pub enum Msg {
     Sweeps(Vec<crate::engine::sweeps::SweepFeed>),
     /// What became of a [`Effect::Keys`].
     Keys(super::state::keys::KeysEvent),
+    /// The language-model engine's news: loading, tokens, figures, explanations.
+    Llm(crate::engine::llm::LlmEvent),
     /// Time passes (messages expire, durations advance).
     Tick,
 }
@@ -253,6 +260,8 @@ pub struct App {
     pub explain: ExplainState,
     pub service: ServiceState,
     pub sweeps: super::state::sweeps::SweepsState,
+    /// The Playground: the language model, the prompt, the completion.
+    pub playground: super::state::playground::PlaygroundState,
     /// The Runs view's columns mode.
     pub table: super::state::table::RunTable,
     /// The Service view's API keys panel and its create form.
@@ -302,6 +311,7 @@ impl App {
             explain: ExplainState::default(),
             service: ServiceState::default(),
             sweeps: Default::default(),
+            playground: Default::default(),
             table: Default::default(),
             keys: Default::default(),
             panes: Default::default(),
@@ -504,6 +514,13 @@ impl App {
                 }
                 vec![]
             }
+            Msg::Llm(e) => {
+                if let Some((level, text)) = self.playground.apply(e) {
+                    self.say(level, text);
+                }
+                self.dirty |= self.view == View::Playground;
+                vec![]
+            }
             Msg::Keys(e) => {
                 super::state::keys::apply(self, e);
                 self.dirty = true;
@@ -647,6 +664,7 @@ impl App {
             View::Service => taken(self, |a| &mut a.service, action),
             View::Security => SecurityView.handle(action, self),
             View::Sweeps => taken(self, |a| &mut a.sweeps, action),
+            View::Playground => taken(self, |a| &mut a.playground, action),
             View::Extra(i) => {
                 let mut state = std::mem::replace(self.extra.get_mut(i)?, Box::new(SystemView));
                 let out = state.handle(action, self);
@@ -669,13 +687,18 @@ impl App {
             View::Service => &self.service,
             View::Security => &SecurityView,
             View::Sweeps => &self.sweeps,
+            View::Playground => &self.playground,
             View::Extra(i) => self.extra.get(i).map_or(&SystemView as &dyn ViewState, |s| s.as_ref()),
         }
     }
 
     /// The built-in views and the registered ones.
     pub fn all_views(&self) -> Vec<View> {
-        View::ALL.into_iter().chain([View::Sweeps]).chain((0..self.extra.len()).map(View::Extra)).collect()
+        View::ALL
+            .into_iter()
+            .chain([View::Sweeps, View::Playground])
+            .chain((0..self.extra.len()).map(View::Extra))
+            .collect()
     }
 
     /// Adds a view: its keys join the footer, the `:` commands and the help.

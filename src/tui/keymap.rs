@@ -43,6 +43,10 @@ pub enum Action {
     ShowSecurity,
     /// Sweeps: hyperparameter sweeps, their trials, the best so far
     ShowSweeps,
+    /// Playground: type a prompt to a language model, watch the completion stream, explain a token
+    ShowPlayground,
+    /// Load a language model into the Playground (:llm PATH.gguf)
+    LoadLanguageModel,
     /// Messages: every message the status line showed, notices of runs that ended first
     ShowMessages,
     /// Serve the selected run as an API, or stop serving

@@ -63,6 +63,8 @@ pub struct ConsoleOptions {
     pub serve_log_raw_inputs: bool,
     /// Directories whose runs, trained by other programs, are followed too (`--watch`).
     pub watch: Vec<PathBuf>,
+    /// A language model to load into the Playground at start (`--llm`).
+    pub llm: Option<PathBuf>,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -109,6 +111,7 @@ pub struct Engines {
     system: Handle<()>,
     service_log: Handle<()>,
     sweeps: Handle<()>,
+    llm: Handle<crate::engine::llm::LlmCommand>,
 }
 
 impl Engines {
@@ -153,6 +156,13 @@ impl Engines {
                 SLURM_POLL,
                 into_msgs(msgs, Msg::Sweeps),
             )?,
+            llm: {
+                let llm = crate::engine::llm::spawn(into_msgs(msgs, Msg::Llm))?;
+                if let Some(path) = &opts.llm {
+                    llm.send(crate::engine::llm::LlmCommand::Load(path.clone()));
+                }
+                llm
+            },
             service: service::spawn(
                 ServiceDeps { store: store.clone(), log_raw_inputs: opts.serve_log_raw_inputs },
                 into_msgs(msgs, Msg::Service),
@@ -182,7 +192,7 @@ impl Engines {
             self.runner.send(RunnerCommand::StopAll);
         }
         // The followers, the sampler and the explanation engine stop when their commands close.
-        drop((self.follow, self.system, self.service_log, self.explain, self.sweeps));
+        drop((self.follow, self.system, self.service_log, self.explain, self.sweeps, self.llm));
         self.service.finish().await;
         self.runner.finish().await;
     }
@@ -194,6 +204,7 @@ pub fn carry_out(app: &mut App, engines: &Engines, effect: Effect) -> Option<boo
         Effect::Runner(c) => engines.runner.send(c),
         Effect::Explain(c) => engines.explain.send(c),
         Effect::Service(c) => engines.service.send(c),
+        Effect::Llm(c) => engines.llm.send(c),
         Effect::ExportCsv => match export::csv(app, engines.store.root()) {
             Ok(p) => app.say(Level::Info, format!("wrote {}", p.display())),
             Err(err) => app.say(Level::Error, err.to_string()),

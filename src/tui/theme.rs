@@ -413,6 +413,22 @@ impl Theme {
             depth => adapt(Color::Rgb(rgb.0, rgb.1, rgb.2), depth),
         }
     }
+    /// A generated token's style by its probability `p`, on [`PROBABILITY_STEPS`]: likely
+    /// tokens in the theme's ok colour, then plain, warn and error as they get less likely.
+    /// The semantic colours are already adapted to 16 colours. Without colour the cue is the
+    /// type: plain from 0.4 up, dim below, underlined below 0.1.
+    pub fn probability(&self, p: f32) -> Style {
+        let step = PROBABILITY_STEPS.iter().position(|(lowest, _)| p >= *lowest).unwrap_or(3);
+        if self.colored() {
+            Style::default().fg([self.ok, self.fg, self.warn, self.error][step])
+        } else {
+            match step {
+                0 | 1 => Style::default(),
+                2 => Style::default().add_modifier(Modifier::DIM),
+                _ => Style::default().add_modifier(Modifier::UNDERLINED),
+            }
+        }
+    }
     /// A heatmap colour for a value in [0, 1].
     pub fn heat(&self, v: f64) -> Color {
         let n = self.heat.len();
@@ -420,6 +436,10 @@ impl Theme {
         self.heat[i]
     }
 }
+
+/// The steps of the token-probability scale ([`Theme::probability`]), likely first: the lowest
+/// probability of each step and its label in the legend.
+pub const PROBABILITY_STEPS: [(f32, &str); 4] = [(0.8, "≥.8"), (0.4, ".4-.8"), (0.1, ".1-.4"), (0.0, "<.1")];
 
 fn theme_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("themes")];

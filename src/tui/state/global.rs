@@ -25,6 +25,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::ShowService]).commands(&["service"]),
     Binding::new(&[Action::ShowSecurity]).commands(&["security"]),
     Binding::new(&[Action::ShowSweeps]).commands(&["sweeps"]),
+    Binding::new(&[Action::ShowPlayground]).commands(&["playground"]),
     Binding::new(&[Action::ShowMessages]).commands(&["messages"]),
     Binding::new(&[Action::Open]),
     Binding::new(&[Action::ToggleMark]),
@@ -57,6 +58,10 @@ pub const BINDINGS: &[Binding] = &[
 /// Refuses, in the status line, an action that would change an external run (one another
 /// program trains, `--watch`: Vigil only reads its files); says whether it refused.
 pub fn refuse_on_external(app: &mut App, action: Action) -> bool {
+    // The Playground gives these keys meanings of its own (stop a generation, explain a token).
+    if app.view == View::Playground {
+        return false;
+    }
     let what = match action {
         Action::PauseResume => "paused or resumed",
         Action::StopRun => "stopped",
@@ -110,6 +115,8 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
         Action::ShowService => app.show(View::Service),
         Action::ShowSecurity => app.show(View::Security),
         Action::ShowSweeps => app.show(View::Sweeps),
+        Action::ShowPlayground => app.show(View::Playground),
+        Action::LoadLanguageModel => app.say(Level::Info, ":llm PATH.gguf loads a language model"),
         Action::ShowMessages => app.mode = Mode::Messages { scroll: 0 },
         Action::ShowExplain => return explain::show(app),
         Action::ExplainRequests => return explain::toggle_requests(app),

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod messages;
 pub mod modes;
 pub mod panes;
+pub mod playground;
 pub mod run;
 pub mod screens;
 pub mod service;

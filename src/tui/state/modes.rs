@@ -233,6 +233,7 @@ fn with_argument(app: &mut App, action: Action, arg: String) -> Option<Vec<Effec
             }
             vec![]
         }
+        Action::LoadLanguageModel => super::playground::load(app, &arg),
         Action::ExportCsv => match arg.as_str() {
             "csv" | "" => vec![Effect::ExportCsv],
             "png" => vec![Effect::ExportPng],

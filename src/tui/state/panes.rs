@@ -209,9 +209,12 @@ pub fn log_lines(app: &App) -> Vec<String> {
 }
 
 /// Keys typed into a search before the keymap sees them (the Logs view's query, the keys
-/// panel's form); `None` lets the key go on as usual.
+/// panel's form, the Playground's prompt); `None` lets the key go on as usual.
 pub fn capture(app: &mut App, k: &KeyEvent) -> Option<Vec<Effect>> {
     if let Some(effects) = super::keys::key(app, *k) {
+        return Some(effects);
+    }
+    if let Some(effects) = super::playground::capture(app, k) {
         return Some(effects);
     }
     if app.view == View::Logs && app.panes.logs.typing {

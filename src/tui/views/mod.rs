@@ -12,6 +12,7 @@ mod logs;
 mod messages;
 mod overlays;
 mod overview;
+mod playground;
 mod run_table;
 mod runs;
 mod security;
@@ -67,6 +68,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         View::Service => service::draw(f, app, body),
         View::Security => security::draw(f, app, body),
         View::Sweeps => sweeps::draw(f, app, body),
+        View::Playground => playground::draw(f, app, body),
         View::Extra(_) => f.render_widget(panel(app, app.view_state(app.view).title()), body),
     }
     draw_footer(f, app, footer);
@@ -89,6 +91,12 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
     }
     if app.view == View::Sweeps {
         spans.push(Span::styled(" 0 Sweeps ", t.selected()));
+    }
+    if app.view == View::Playground {
+        spans.push(Span::styled(
+            format!(" {} Playground ", app.keymap.hint(Action::ShowPlayground)),
+            t.selected(),
+        ));
     }
     let active = app.active();
     let training = active.iter().filter(|r| r.info.status == crate::store::RunStatus::Running).count();
@@ -198,8 +206,14 @@ fn status_lines(app: &App, width: u16) -> Option<Vec<Line<'static>>> {
 fn hints(app: &App) -> Line<'static> {
     let k = |a: Action| app.keymap.hint(a);
     let mut items = crate::tui::state::footer(app);
+    // While the Playground's prompt is edited, its keys are the capture's, not the keymap's
+    // (only Ctrl-C still quits).
+    let mut tail = [(k(Action::Command), "command"), (k(Action::Quit), "quit")].to_vec();
+    if let Some(editing) = app.playground.editing_hints().filter(|_| app.view == View::Playground) {
+        items = editing.iter().map(|(k, w)| (k.to_string(), *w)).collect();
+        tail = vec![("ctrl-c".to_string(), "quit")];
+    }
     // Quit and the command line always show; the view's own keys fill the room left.
-    let tail = [(k(Action::Command), "command"), (k(Action::Quit), "quit")];
     let width = |items: &[(String, &'static str)]| {
         items.iter().map(|(k, w)| k.chars().count() + w.len() + 3).sum::<usize>()
     };
