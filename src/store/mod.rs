@@ -10,6 +10,7 @@
 //!          metrics.jsonl        one line per step and per epoch (MetricLine)
 //!          events.jsonl         the run's log: started, checkpoint saved, paused, failed (EventLine)
 //!          checkpoints/best.safetensors, last.safetensors, optimizer.safetensors, index.json
+//!                               (saved together with the manifest, or not at all: commit.rs)
 //!          eval.json            the final evaluation on the test split
 //!          manifest.json        SHA-256 of every other file
 //!          notes.json           tags and a note set by the user (notes.rs)
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod atomic;
+pub mod commit;
 pub mod notes;
 mod run_id;
 mod run_store;
@@ -262,6 +264,9 @@ pub struct ResumeState {
     pub duration_s: f64,
     pub optimizer_steps: u64,
 }
+
+/// Where a run's [`CheckpointIndex`] is kept.
+pub const INDEX: &str = "checkpoints/index.json";
 
 /// `checkpoints/index.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -567,7 +572,7 @@ impl RunDir {
     }
 
     pub fn checkpoints(&self) -> Result<CheckpointIndex> {
-        let path = self.file("checkpoints/index.json");
+        let path = self.file(INDEX);
         if !path.exists() {
             return Ok(CheckpointIndex::default());
         }
@@ -575,7 +580,7 @@ impl RunDir {
     }
 
     pub fn write_checkpoints(&self, index: &CheckpointIndex) -> Result<()> {
-        write_json(&self.file("checkpoints/index.json"), index)
+        write_json(&self.file(INDEX), index)
     }
 
     pub fn evaluation(&self) -> Result<Evaluation> {
@@ -587,24 +592,21 @@ impl RunDir {
     pub fn checkpoint_bytes(&self, which: CheckpointKind) -> Result<Vec<u8>> {
         let rel = which.file();
         let path = self.file(rel);
-        let raw = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found(format!(
+        if !path.exists() && !self.file(&commit::pending_rel(rel)).exists() {
+            return Err(Error::not_found(format!(
                 "run {} has no {} checkpoint yet ({} is missing)",
                 self.id,
                 which,
                 path.display()
-            )),
-            _ => Error::io(&path, e),
-        })?;
-        let bytes = seal::open_bytes(raw, &path, rel, self.key())?;
+            )));
+        }
         // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
         // an entry that is missing is treated like a changed file.
         let manifest = self.manifest().map_err(|e| Error::Corrupt {
             path: self.file("manifest.json"),
             msg: format!("cannot verify {rel} without the run's manifest: {e}"),
         })?;
-        manifest.vouch(rel, &path, &bytes)?;
-        Ok(bytes)
+        self.vouched_bytes(rel, &manifest)
     }
 
     /// Asks whatever process trains this run to pause, resume or stop, through the run's
@@ -632,6 +634,12 @@ impl RunDir {
     /// Hashes every file in the run (but the manifest itself and temporary files) into
     /// `manifest.json`.
     pub fn write_manifest(&self) -> Result<Manifest> {
+        self.write_manifest_with(&[])
+    }
+
+    /// Like [`RunDir::write_manifest`], with the files of a checkpoint save listed by the
+    /// hashes they are staged with (`(file, SHA-256)`), not those of the files in place.
+    pub(crate) fn write_manifest_with(&self, staged: &[(String, String)]) -> Result<Manifest> {
         let previous = self.manifest().unwrap_or_default();
         let mut files = BTreeMap::new();
         let mut stack = vec![self.path.clone()];
@@ -658,6 +666,7 @@ impl RunDir {
                     rel.as_str(),
                     "manifest.json" | "control" | "signature.json" | "slurm.json" | notes::FILE
                 ) || rel.ends_with(".tmp")
+                    || rel.ends_with(commit::PENDING)
                     || rel.starts_with("attacks/")
                 {
                     continue;
@@ -681,6 +690,9 @@ impl RunDir {
                 }
                 files.insert(rel, sha256_hex(&bytes));
             }
+        }
+        for (rel, sha) in staged {
+            files.insert(rel.clone(), sha.clone());
         }
         let manifest = Manifest { files };
         write_json(&self.file("manifest.json"), &manifest)?;
