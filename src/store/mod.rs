@@ -548,18 +548,24 @@ impl RunDir {
     }
 
     /// Drops metric lines after `step` (a resumed run repeats the steps after its checkpoint).
+    /// The lines kept are written back byte for byte: parsing and printing them again moved
+    /// some values by one unit in the last place, so a resumed run's early epochs differed from
+    /// an uninterrupted run's.
     pub fn truncate_metrics(&self, step: u64) -> Result<()> {
-        let kept: Vec<String> = self
-            .metrics()?
-            .into_iter()
-            .filter(|m| m.step() <= step)
-            .map(|m| serde_json::to_string(&m).expect("serialises"))
-            .collect();
-        let mut text = kept.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
+        let path = self.file("metrics.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut kept = String::with_capacity(text.len());
+        // Whole lines only: a torn last line (the kill came mid-append) is dropped too.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            if serde_json::from_str::<MetricLine>(line.trim_end()).is_ok_and(|m| m.step() <= step) {
+                kept.push_str(line);
+            }
         }
-        write_atomic(&self.file("metrics.jsonl"), text.as_bytes())
+        write_atomic(&path, kept.as_bytes())
     }
 
     pub fn log(&self, kind: EventKind, message: impl Into<String>) -> Result<()> {

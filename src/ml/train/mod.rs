@@ -530,13 +530,16 @@ impl<'a> Trainer<'a> {
             };
             self.state.epoch = epoch + 1;
             let last_epoch = epoch + 1 == spec.epochs || stop;
+            // The epoch's line goes out before the checkpoint that ends the epoch commits: killed
+            // in between, the resume drops it (it is past the previous checkpoint's step) and
+            // writes it again; the other way round, a kill after the commit lost the line for good.
+            run.append_metric(&MetricLine::Epoch(summary.metrics.clone()))?;
             if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
                 self.state.duration_s += session_time;
                 session_time = 0.0;
                 self.save_checkpoint(CheckpointKind::Last, &summary, last_epoch)?;
                 observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: CheckpointKind::Last });
             }
-            run.append_metric(&MetricLine::Epoch(summary.metrics))?;
             let best_epoch = self.state.best_epoch;
             let dp_spent = self.dp.as_ref().map(|d| d.spent(self.state.step));
             let duration = self.state.duration_s + session_time;

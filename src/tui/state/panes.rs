@@ -32,7 +32,11 @@ pub fn panels(app: &App, view: View) -> Vec<&'static str> {
         View::Detail => match app.detail.tab {
             DetailTab::Curves => vec!["Curves"],
             DetailTab::Evaluation => vec!["Confusion", "Per class"],
-            DetailTab::Params => vec!["Parameters", "Checkpoints", "Variants"],
+            // The variants panel shows only when the run has variants (`vigil optimize`).
+            DetailTab::Params if app.selected().is_some_and(|r| !r.variants.is_empty()) => {
+                vec!["Parameters", "Checkpoints", "Variants"]
+            }
+            DetailTab::Params => vec!["Parameters", "Checkpoints"],
         },
         View::Compare => vec!["Curves", "Parameters"],
         View::Logs => vec!["Log", "Messages"],
