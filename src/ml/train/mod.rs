@@ -533,7 +533,7 @@ impl<'a> Trainer<'a> {
             // The epoch's line goes out before the checkpoint that ends the epoch commits: killed
             // in between, the resume drops it (it is past the previous checkpoint's step) and
             // writes it again; the other way round, a kill after the commit lost the line for good.
-            run.append_metric(&MetricLine::Epoch(summary.metrics.clone()))?;
+            run.append_metric(&MetricLine::Epoch(summary.metrics))?;
             if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
                 self.state.duration_s += session_time;
                 session_time = 0.0;
