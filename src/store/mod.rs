@@ -10,6 +10,7 @@
 //!          metrics.jsonl        one line per step and per epoch (MetricLine)
 //!          events.jsonl         the run's log: started, checkpoint saved, paused, failed (EventLine)
 //!          checkpoints/best.safetensors, last.safetensors, optimizer.safetensors, index.json
+//!                               (saved together with the manifest, or not at all: commit.rs)
 //!          eval.json            the final evaluation on the test split
 //!          manifest.json        SHA-256 of every other file
 //!          notes.json           tags and a note set by the user (notes.rs)
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod atomic;
+pub mod commit;
 pub mod notes;
 mod run_id;
 mod run_store;
@@ -262,6 +264,9 @@ pub struct ResumeState {
     pub duration_s: f64,
     pub optimizer_steps: u64,
 }
+
+/// Where a run's [`CheckpointIndex`] is kept.
+pub const INDEX: &str = "checkpoints/index.json";
 
 /// `checkpoints/index.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -543,18 +548,24 @@ impl RunDir {
     }
 
     /// Drops metric lines after `step` (a resumed run repeats the steps after its checkpoint).
+    /// The lines kept are written back byte for byte: parsing and printing them again moved
+    /// some values by one unit in the last place, so a resumed run's early epochs differed from
+    /// an uninterrupted run's.
     pub fn truncate_metrics(&self, step: u64) -> Result<()> {
-        let kept: Vec<String> = self
-            .metrics()?
-            .into_iter()
-            .filter(|m| m.step() <= step)
-            .map(|m| serde_json::to_string(&m).expect("serialises"))
-            .collect();
-        let mut text = kept.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
+        let path = self.file("metrics.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut kept = String::with_capacity(text.len());
+        // Whole lines only: a torn last line (the kill came mid-append) is dropped too.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            if serde_json::from_str::<MetricLine>(line.trim_end()).is_ok_and(|m| m.step() <= step) {
+                kept.push_str(line);
+            }
         }
-        write_atomic(&self.file("metrics.jsonl"), text.as_bytes())
+        write_atomic(&path, kept.as_bytes())
     }
 
     pub fn log(&self, kind: EventKind, message: impl Into<String>) -> Result<()> {
@@ -567,7 +578,7 @@ impl RunDir {
     }
 
     pub fn checkpoints(&self) -> Result<CheckpointIndex> {
-        let path = self.file("checkpoints/index.json");
+        let path = self.file(INDEX);
         if !path.exists() {
             return Ok(CheckpointIndex::default());
         }
@@ -575,7 +586,7 @@ impl RunDir {
     }
 
     pub fn write_checkpoints(&self, index: &CheckpointIndex) -> Result<()> {
-        write_json(&self.file("checkpoints/index.json"), index)
+        write_json(&self.file(INDEX), index)
     }
 
     pub fn evaluation(&self) -> Result<Evaluation> {
@@ -587,24 +598,21 @@ impl RunDir {
     pub fn checkpoint_bytes(&self, which: CheckpointKind) -> Result<Vec<u8>> {
         let rel = which.file();
         let path = self.file(rel);
-        let raw = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::not_found(format!(
+        if !path.exists() && !self.file(&commit::pending_rel(rel)).exists() {
+            return Err(Error::not_found(format!(
                 "run {} has no {} checkpoint yet ({} is missing)",
                 self.id,
                 which,
                 path.display()
-            )),
-            _ => Error::io(&path, e),
-        })?;
-        let bytes = seal::open_bytes(raw, &path, rel, self.key())?;
+            )));
+        }
         // A checkpoint is only trusted when the manifest vouches for it: a deleted manifest or
         // an entry that is missing is treated like a changed file.
         let manifest = self.manifest().map_err(|e| Error::Corrupt {
             path: self.file("manifest.json"),
             msg: format!("cannot verify {rel} without the run's manifest: {e}"),
         })?;
-        manifest.vouch(rel, &path, &bytes)?;
-        Ok(bytes)
+        self.vouched_bytes(rel, &manifest)
     }
 
     /// Asks whatever process trains this run to pause, resume or stop, through the run's
@@ -632,6 +640,12 @@ impl RunDir {
     /// Hashes every file in the run (but the manifest itself and temporary files) into
     /// `manifest.json`.
     pub fn write_manifest(&self) -> Result<Manifest> {
+        self.write_manifest_with(&[])
+    }
+
+    /// Like [`RunDir::write_manifest`], with the files of a checkpoint save listed by the
+    /// hashes they are staged with (`(file, SHA-256)`), not those of the files in place.
+    pub(crate) fn write_manifest_with(&self, staged: &[(String, String)]) -> Result<Manifest> {
         let previous = self.manifest().unwrap_or_default();
         let mut files = BTreeMap::new();
         let mut stack = vec![self.path.clone()];
@@ -658,6 +672,7 @@ impl RunDir {
                     rel.as_str(),
                     "manifest.json" | "control" | "signature.json" | "slurm.json" | notes::FILE
                 ) || rel.ends_with(".tmp")
+                    || rel.ends_with(commit::PENDING)
                     || rel.starts_with("attacks/")
                 {
                     continue;
@@ -681,6 +696,9 @@ impl RunDir {
                 }
                 files.insert(rel, sha256_hex(&bytes));
             }
+        }
+        for (rel, sha) in staged {
+            files.insert(rel.clone(), sha.clone());
         }
         let manifest = Manifest { files };
         write_json(&self.file("manifest.json"), &manifest)?;

@@ -626,11 +626,14 @@ impl App {
         self.cursor = self.cursor.min(self.visible().len().saturating_sub(1));
     }
 
-    /// Carries out an action in normal mode: the active view first, then the chart keys, then
-    /// the global keys.
+    /// Carries out an action in normal mode: the panel keys of a view with panels (focus, zoom,
+    /// the focused panel's scroll), the active view, then the chart keys, then the global keys.
     pub fn act(&mut self, action: Action) -> Vec<Effect> {
         if global::refuse_on_external(self, action) {
             return vec![];
+        }
+        if let Some(effects) = super::state::panes::handle(action, self) {
+            return effects;
         }
         if let Some(effects) = self.offer(action) {
             return effects;

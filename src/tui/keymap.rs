@@ -115,7 +115,7 @@ pub enum Action {
     SortNext,
     /// Reverse the sort order
     SortReverse,
-    /// Next tab in the run detail; Service and System: focus the next panel
+    /// Next tab in the run detail; elsewhere: focus the next panel
     NextTab,
     /// Chart: next metric · Explain: next method (ig first: it ranks tokens)
     NextMetric,

@@ -173,9 +173,29 @@ pub struct Align {
 /// then `h'Ph − 2 (Pm_c)'h + m_c'Pm_c`.
 #[derive(Debug, Clone, PartialEq)]
 struct Quadratic {
-    precision: Vec<f64>,
+    /// `h'Ph` needs only the upper triangle of `P + P'`: row `i` holds `P_ii` then
+    /// `P_ij + P_ji` for `j > i`, so that `h'Ph = Σ_i h_i (P_ii h_i + Σ_{j>i} U_ij h_j)`. That is
+    /// half the products of `P h` (the detector's largest cost per request in `vigil serve`'s
+    /// profile), and the same sum for any `P`, symmetric to the last bit or not.
+    upper: Vec<Vec<f64>>,
     pm: Vec<Vec<f64>>,
     mpm: Vec<f64>,
+}
+
+impl Quadratic {
+    /// The rows of [`Quadratic::upper`] for the `f` x `f` matrix `p`.
+    fn upper_of(p: &[f64], f: usize) -> Vec<Vec<f64>> {
+        (0..f)
+            .map(|i| {
+                (i..f).map(|j| if j == i { p[i * f + i] } else { p[i * f + j] + p[j * f + i] }).collect()
+            })
+            .collect()
+    }
+
+    /// `h'Ph`.
+    fn hph(&self, h: &[f64]) -> f64 {
+        self.upper.iter().enumerate().map(|(i, u)| h[i] * (u[0] * h[i] + dot(&u[1..], &h[i + 1..]))).sum()
+    }
 }
 
 /// Inputs wider than this are not modelled at the input layer (the covariance would have
@@ -339,7 +359,7 @@ impl GaussianLayer {
                 .zip(&pm)
                 .map(|(m, pm)| m.iter().zip(pm).map(|(v, p)| *v as f64 * p).sum())
                 .collect();
-            Quadratic { precision, pm, mpm }
+            Quadratic { upper: Quadratic::upper_of(&precision, f), pm, mpm }
         })
     }
 
@@ -364,16 +384,16 @@ impl GaussianLayer {
             return Err(Error::unsuitable("the detector has no class means"));
         }
         let q = self.quadratic();
-        let mut ph = vec![0f64; f];
+        let mut wide = vec![0f64; f];
         let mut nearest = |row: &[f32]| -> f64 {
-            let row: Vec<f64> = row.iter().map(|v| *v as f64).collect();
-            for (i, out) in ph.iter_mut().enumerate() {
-                *out = dot(&q.precision[i * f..(i + 1) * f], &row);
+            for (w, v) in wide.iter_mut().zip(row) {
+                *w = *v as f64;
             }
-            let hph = dot(&row, &ph);
+            let row = &wide;
+            let hph = q.hph(row);
             q.pm.iter()
                 .zip(&q.mpm)
-                .map(|(pm, mpm)| hph - 2.0 * dot(&row, pm) + mpm)
+                .map(|(pm, mpm)| hph - 2.0 * dot(row, pm) + mpm)
                 .fold(f64::INFINITY, f64::min)
         };
         let (mut shifted, mut scratch) = (vec![0f32; f], vec![0f32; f]);
@@ -841,6 +861,17 @@ pub fn fit_benign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_triangle_gives_the_quadratic_form_of_the_whole_matrix() {
+        // A matrix that is not symmetric, of a width that is not a multiple of the dot's lanes.
+        let f = 11;
+        let p: Vec<f64> = (0..f * f).map(|k| ((k * 37 % 19) as f64 - 9.0) / 7.0).collect();
+        let h: Vec<f64> = (0..f).map(|i| (i as f64 - 4.5) / 3.0).collect();
+        let naive: f64 = (0..f).map(|i| (0..f).map(|j| h[i] * p[i * f + j] * h[j]).sum::<f64>()).sum();
+        let q = Quadratic { upper: Quadratic::upper_of(&p, f), pm: vec![], mpm: vec![] };
+        assert!((q.hph(&h) - naive).abs() <= 1e-12 * naive.abs().max(1.0), "{} vs {naive}", q.hph(&h));
+    }
 
     #[test]
     fn quantiles_interpolate_like_numpy() {

@@ -23,6 +23,7 @@ use crate::ml::model::{Network, tensors_to_bytes};
 use crate::ml::optim::{Optimizer, scheduled_lr};
 use crate::ml::privacy::dpsgd::{DpPlan, private_gradients};
 use crate::ml::spec::{DeviceSpec, ExperimentSpec, Monitor};
+use crate::store::commit::Recovery;
 use crate::store::{
     CheckpointEntry, CheckpointKind, EpochMetrics, EventKind, MetricLine, ResumeState, RunDir, RunStatus,
     now, sha256_hex,
@@ -220,6 +221,22 @@ impl<'a> Trainer<'a> {
     fn new(spec: &ExperimentSpec, run: &'a RunDir, resume: bool) -> Result<Self> {
         let device = device_for(spec.device)?;
         let (data, state) = if resume {
+            // A save cut off by the interruption is finished or thrown away first, so that the
+            // index, the weights and the manifest read below are one checkpoint's.
+            match run.recover_checkpoint()? {
+                Recovery::Clean => {}
+                Recovery::Completed(files) => run.log(
+                    EventKind::Checkpoint,
+                    format!("finished the checkpoint save the interruption cut off ({})", files.join(", ")),
+                )?,
+                Recovery::Discarded(files) => run.log(
+                    EventKind::Checkpoint,
+                    format!(
+                        "threw away the unfinished checkpoint save the interruption cut off ({}); the previous checkpoint stands",
+                        files.join(", ")
+                    ),
+                )?,
+            }
             let index = run.checkpoints()?;
             let state = index.resume.ok_or_else(|| {
                 Error::refused(format!(
@@ -513,14 +530,16 @@ impl<'a> Trainer<'a> {
             };
             self.state.epoch = epoch + 1;
             let last_epoch = epoch + 1 == spec.epochs || stop;
+            // The epoch's line goes out before the checkpoint that ends the epoch commits: killed
+            // in between, the resume drops it (it is past the previous checkpoint's step) and
+            // writes it again; the other way round, a kill after the commit lost the line for good.
+            run.append_metric(&MetricLine::Epoch(summary.metrics))?;
             if (epoch + 1) % spec.checkpoint.every.max(1) == 0 || last_epoch {
                 self.state.duration_s += session_time;
                 session_time = 0.0;
                 self.save_checkpoint(CheckpointKind::Last, &summary, last_epoch)?;
-                self.save_resume_state()?;
                 observer.on_event(&TrainEvent::Checkpoint { epoch: epoch + 1, kind: CheckpointKind::Last });
             }
-            run.append_metric(&MetricLine::Epoch(summary.metrics))?;
             let best_epoch = self.state.best_epoch;
             let dp_spent = self.dp.as_ref().map(|d| d.spent(self.state.step));
             let duration = self.state.duration_s + session_time;
@@ -617,16 +636,22 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// Saves a checkpoint, with the optimizer's state and the resume state when it is the
+    /// rolling last one, in one commit with the manifest (`store::commit`): a kill at any point
+    /// leaves either this checkpoint or the previous one, each vouched for and resumable.
     fn save_checkpoint(&self, kind: CheckpointKind, s: &EpochSummary, announce: bool) -> Result<()> {
         let run = self.run;
         let file = kind.file().to_string();
         let bytes = self.net.to_safetensors()?;
-        run.write_sensitive(&file, &bytes)?;
-        if kind == CheckpointKind::Last {
-            let opt = tensors_to_bytes(&self.opt.state())?;
-            run.write_sensitive("checkpoints/optimizer.safetensors", &opt)?;
-        }
+        let mut save = run.begin_save();
+        save.stage(&file, &bytes)?;
         let mut index = run.checkpoints()?;
+        if kind == CheckpointKind::Last {
+            save.stage("checkpoints/optimizer.safetensors", &tensors_to_bytes(&self.opt.state())?)?;
+            let mut state = self.state.clone();
+            state.optimizer_steps = self.opt.steps;
+            index.resume = Some(state);
+        }
         index.entries.retain(|e| e.kind != kind);
         index.entries.push(CheckpointEntry {
             kind,
@@ -639,7 +664,8 @@ impl<'a> Trainer<'a> {
             sha256: sha256_hex(&bytes),
             time: now(),
         });
-        run.write_checkpoints(&index)?;
+        save.stage_index(&index)?;
+        save.commit()?;
         // Every improvement is worth a line in the log; the rolling "last" checkpoint only at
         // the end, or it would drown everything else.
         if announce {
@@ -653,17 +679,6 @@ impl<'a> Trainer<'a> {
                 ),
             )?;
         }
-        run.write_manifest()?;
-        Ok(())
-    }
-
-    fn save_resume_state(&self) -> Result<()> {
-        let mut index = self.run.checkpoints()?;
-        let mut state = self.state.clone();
-        state.optimizer_steps = self.opt.steps;
-        index.resume = Some(state);
-        self.run.write_checkpoints(&index)?;
-        self.run.write_manifest()?;
         Ok(())
     }
 

@@ -83,6 +83,9 @@ pub const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::ToggleAdversarial]),
     Binding::new(&[Action::NextAttack]),
     Binding::new(&[Action::ExplainRequests]),
+    super::screens::PANE_KEYS[0],
+    super::screens::PANE_KEYS[1],
+    super::screens::PANE_KEYS[2],
 ];
 /// The footer while test examples are shown.
 const EXAMPLE_HINTS: &[Binding] = &[

@@ -205,6 +205,8 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
         Action::TagRun | Action::NoteRun => return super::table::prompt(app, action),
         Action::ManageKeys => return super::keys::open(app),
         Action::NextTab => {
+            // Each tab has its own panels: the focus starts on the new tab's first.
+            app.panes.detail = super::panes::Focus::default();
             app.detail.tab = match app.detail.tab {
                 DetailTab::Curves => DetailTab::Evaluation,
                 DetailTab::Evaluation => DetailTab::Params,

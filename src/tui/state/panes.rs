@@ -1,11 +1,17 @@
-//! Panels and searches: which panel of the Service and System views has the focus (Tab and
-//! Shift-Tab move it), its scroll (↑↓ and PgUp/PgDn scroll the focused panel), full-screen zoom
-//! of the focused panel (`z`, again to come back), and the `/` searches of the help overlay and
-//! the Logs view (matches highlighted, `n`/`N` next and previous). A search works on lines of
-//! text, so it serves any list of lines a view shows (the run's log, the message history).
+//! Panels and searches: which panel of a view with several has the focus (Tab and Shift-Tab
+//! move it; in the Detail view Tab keeps switching tabs and Shift-Tab moves the focus), its
+//! scroll (↑↓ and PgUp/PgDn scroll the focused panel), full-screen zoom of the focused panel
+//! (`z`, again to come back), and the `/` searches of the help overlay and the Logs view
+//! (matches highlighted, `n`/`N` next and previous). A search works on lines of text, so it
+//! serves any list of lines a view shows (the run's log, the message history).
+//!
+//! A view's first panel is its main one: there the arrows keep the meaning the view gives them
+//! (the Overview's run walk, the log's scroll, the trials table), and the other panels scroll
+//! when focused. The panels are listed here, once; the views draw them by these names.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::screens::DetailTab;
 use super::{App, Effect, View};
 use crate::tui::keymap::Action;
 
@@ -21,8 +27,30 @@ pub fn panels(app: &App, view: View) -> Vec<&'static str> {
             p
         }
         View::System => vec!["CPU", "History", "GPU", "Run processes"],
-        _ => vec![],
+        View::Overview => vec!["Loss", "Active runs", "System"],
+        // Each tab of the detail has its own panels; the header and tab row are not panels.
+        View::Detail => match app.detail.tab {
+            DetailTab::Curves => vec!["Curves"],
+            DetailTab::Evaluation => vec!["Confusion", "Per class"],
+            // The variants panel shows only when the run has variants (`vigil optimize`).
+            DetailTab::Params if app.selected().is_some_and(|r| !r.variants.is_empty()) => {
+                vec!["Parameters", "Checkpoints", "Variants"]
+            }
+            DetailTab::Params => vec!["Parameters", "Checkpoints"],
+        },
+        View::Compare => vec!["Curves", "Parameters"],
+        View::Logs => vec!["Log", "Messages"],
+        View::Explain => vec!["Explanation", "Prediction"],
+        View::Security => vec!["Robustness", "Extraction watch", "Flagged requests"],
+        View::Sweeps => vec!["Trials", "Sweeps", "Best so far", "Scatter"],
+        View::Runs | View::Extra(_) => vec![],
     }
+}
+
+/// Whether the view gives the arrows no meaning of its own, so that its first panel scrolls
+/// with them too.
+fn arrows_free(view: View) -> bool {
+    matches!(view, View::System | View::Security)
 }
 
 /// Focus, zoom and scroll of one view's panels.
@@ -95,11 +123,18 @@ impl Search {
     }
 }
 
-/// The view's panels' state.
+/// The views' panels' state: each view keeps its focus, scroll and zoom while you look elsewhere.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Panes {
     pub service: Focus,
     pub system: Focus,
+    pub overview: Focus,
+    pub detail: Focus,
+    pub compare: Focus,
+    pub logs_focus: Focus,
+    pub explain: Focus,
+    pub security: Focus,
+    pub sweeps: Focus,
     pub help: Search,
     pub logs: Search,
 }
@@ -109,7 +144,14 @@ impl Panes {
         match view {
             View::Service => Some(&self.service),
             View::System => Some(&self.system),
-            _ => None,
+            View::Overview => Some(&self.overview),
+            View::Detail => Some(&self.detail),
+            View::Compare => Some(&self.compare),
+            View::Logs => Some(&self.logs_focus),
+            View::Explain => Some(&self.explain),
+            View::Security => Some(&self.security),
+            View::Sweeps => Some(&self.sweeps),
+            View::Runs | View::Extra(_) => None,
         }
     }
 
@@ -117,28 +159,63 @@ impl Panes {
         match view {
             View::Service => Some(&mut self.service),
             View::System => Some(&mut self.system),
-            _ => None,
+            View::Overview => Some(&mut self.overview),
+            View::Detail => Some(&mut self.detail),
+            View::Compare => Some(&mut self.compare),
+            View::Logs => Some(&mut self.logs_focus),
+            View::Explain => Some(&mut self.explain),
+            View::Security => Some(&mut self.security),
+            View::Sweeps => Some(&mut self.sweeps),
+            View::Runs | View::Extra(_) => None,
         }
     }
 }
 
-/// The focused panel's name in a view with panels.
+/// The focused panel's name in a view with panels (the first one when the panels changed under
+/// the focus, as when the Detail view's tab did).
 pub fn focused(app: &App, view: View) -> Option<&'static str> {
     let f = app.panes.focus(view)?;
-    panels(app, view).get(f.panel).copied()
+    let p = panels(app, view);
+    p.get(f.panel).or(p.first()).copied()
+}
+
+/// The panel shown alone on the whole body, when the view's focused panel is zoomed.
+pub fn zoomed(app: &App, view: View) -> Option<&'static str> {
+    app.panes.focus(view).filter(|f| f.zoomed).and(focused(app, view))
+}
+
+/// Lines the panel `name` of the view is scrolled by (0 unless it has the focus).
+pub fn scroll(app: &App, view: View, name: &str) -> u16 {
+    match app.panes.focus(view) {
+        Some(f) if focused(app, view) == Some(name) => f.scroll,
+        _ => 0,
+    }
+}
+
+/// Whether the panel `name` has the focus in a view with more than one panel (its border is
+/// then drawn in the accent colour).
+pub fn has_focus(app: &App, view: View, name: &str) -> bool {
+    panels(app, view).len() > 1 && focused(app, view) == Some(name)
 }
 
 /// Tab, Shift-Tab, `z` and scrolling in a view with panels; `None` for the other keys (and
-/// views without panels).
+/// views without panels). Offered before the view's own keys, so that the arrows scroll a
+/// focused panel other than the main one.
 pub fn handle(action: Action, app: &mut App) -> Option<Vec<Effect>> {
     let view = app.view;
     let n = panels(app, view).len();
     if n == 0 {
         return None;
     }
-    let access_log = focused(app, view) == Some("Access log");
+    // The main panel keeps the view's own arrows (the access log scrolls itself and follows).
+    let main = !arrows_free(view) && focused(app, view) == panels(app, view).first().copied();
     let f = app.panes.focus_mut(view)?;
+    if f.panel >= n {
+        *f = Focus { zoomed: f.zoomed, ..Focus::default() };
+    }
     match action {
+        // In the Detail view Tab switches tabs (the global key); Shift-Tab moves the focus.
+        Action::NextTab if view == View::Detail => return None,
         Action::NextTab => {
             f.panel = (f.panel + 1) % n;
             f.scroll = 0;
@@ -148,8 +225,7 @@ pub fn handle(action: Action, app: &mut App) -> Option<Vec<Effect>> {
             f.scroll = 0;
         }
         Action::ZoomPane => f.zoomed = !f.zoomed,
-        // The access log scrolls itself (and follows new lines); the others scroll here.
-        Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top if access_log => {
+        Action::Up | Action::Down | Action::PageUp | Action::PageDown | Action::Top if main => {
             return None;
         }
         Action::Up => f.scroll = f.scroll.saturating_sub(1),
@@ -198,14 +274,41 @@ pub fn help_key(app: &mut App, k: &KeyEvent, scroll: u16) -> Option<u16> {
     }
 }
 
-/// The Logs view's lines as the search reads them.
+/// The Logs view's lines as the search reads them: the run's events (oldest first, as the log
+/// reads), then the console's messages (newest first, as their panel under the log reads).
 pub fn log_lines(app: &App) -> Vec<String> {
-    app.selected().map_or(vec![], |r| {
+    let events = app.selected().map_or(vec![], |r| {
         r.events
             .iter()
             .map(|e| format!("{} {} {}", e.time.get(11..19).unwrap_or(&e.time), e.kind, e.message))
             .collect()
-    })
+    });
+    let messages = app.messages.history().rev().map(|m| {
+        let notice = m.notice.map_or(String::new(), |n| format!("● {} ", n.label()));
+        format!("{} {notice}{}", m.clock, m.text)
+    });
+    events.into_iter().chain(messages).collect()
+}
+
+/// How many of [`log_lines`] are the run's events (the rest are messages).
+pub fn log_event_count(app: &App) -> usize {
+    app.selected().map_or(0, |r| r.events.len())
+}
+
+/// Brings the search's match `line` of [`log_lines`] into view: the log scrolls to an event
+/// (`scroll` is the log's, counted back from its end); a message focuses the messages panel,
+/// scrolled to it.
+fn show_log_match(app: &mut App, scroll: &mut usize, line: usize) {
+    let events = log_event_count(app);
+    let f = &mut app.panes.logs_focus;
+    if line < events {
+        *scroll = events - 1 - line;
+        f.panel = 0;
+        f.scroll = 0;
+    } else {
+        f.panel = 1;
+        f.scroll = (line - events).min(u16::MAX as usize) as u16;
+    }
 }
 
 /// Keys typed into a search before the keymap sees them (the Logs view's query, the keys
@@ -221,7 +324,9 @@ pub fn capture(app: &mut App, k: &KeyEvent) -> Option<Vec<Effect>> {
         app.panes.logs.type_key(k);
         let lines = log_lines(app);
         if let Some(l) = app.panes.logs.line(&lines) {
-            app.logs.scroll = lines.len() - 1 - l;
+            let mut scroll = app.logs.scroll;
+            show_log_match(app, &mut scroll, l);
+            app.logs.scroll = scroll;
         }
         return Some(vec![]);
     }
@@ -235,9 +340,9 @@ pub fn logs_action(action: Action, app: &mut App, scroll: &mut usize) -> Option<
         Action::Filter => app.panes.logs = Search { typing: true, ..Search::default() },
         Action::NewRun | Action::SearchPrev if !app.panes.logs.query.is_empty() => {
             let lines = log_lines(app);
-            // The log reads top to bottom, oldest first: "next" is further down.
+            // The log reads top to bottom, oldest first, then the messages: "next" is further down.
             if let Some(l) = app.panes.logs.step(&lines, action == Action::NewRun) {
-                *scroll = lines.len() - 1 - l;
+                show_log_match(app, scroll, l);
             }
         }
         Action::Back if !app.panes.logs.query.is_empty() => app.panes.logs = Search::default(),

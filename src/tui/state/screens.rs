@@ -28,7 +28,7 @@ pub struct OverviewState {
     pub pinned: Option<RunId>,
 }
 
-const OVERVIEW_BINDINGS: [Binding; 7] = [
+const OVERVIEW_BINDINGS: [Binding; 10] = [
     RUN_HINTS[0],
     Binding::new(&[Action::PinRun]).hint("pin"),
     Binding::new(&[Action::Up, Action::Down]),
@@ -36,6 +36,9 @@ const OVERVIEW_BINDINGS: [Binding; 7] = [
     RUN_HINTS[2],
     RUN_HINTS[3],
     RUN_HINTS[4],
+    PANE_KEYS[0],
+    PANE_KEYS[1],
+    PANE_KEYS[2],
 ];
 
 /// Why the Overview shows the run it shows.
@@ -164,8 +167,12 @@ pub struct DetailState {
     pub params_scroll: usize,
 }
 
-const DETAIL_BINDINGS: &[Binding] =
-    &[Binding::new(&[Action::Left, Action::Right]), Binding::new(&[Action::PageUp, Action::PageDown])];
+const DETAIL_BINDINGS: &[Binding] = &[
+    Binding::new(&[Action::Left, Action::Right]),
+    Binding::new(&[Action::PageUp, Action::PageDown]),
+    Binding::new(&[Action::FocusPrev]).about("Focus the tab's next panel (Tab switches tabs)"),
+    PANE_KEYS[2],
+];
 
 /// The footer on the evaluation tab: its keys, not the chart's.
 const EVALUATION_HINTS: &[Binding] = &[
@@ -242,8 +249,13 @@ impl CompareState {
     }
 }
 
-const COMPARE_BINDINGS: &[Binding] =
-    &[Binding::new(&[Action::Left, Action::Right]), Binding::new(&[Action::PageUp, Action::PageDown])];
+const COMPARE_BINDINGS: &[Binding] = &[
+    Binding::new(&[Action::Left, Action::Right]),
+    Binding::new(&[Action::PageUp, Action::PageDown]),
+    PANE_KEYS[0],
+    PANE_KEYS[1],
+    PANE_KEYS[2],
+];
 
 impl ViewState for CompareState {
     fn title(&self) -> &'static str {
@@ -253,7 +265,11 @@ impl ViewState for CompareState {
         COMPARE_BINDINGS
     }
     fn hints(&self, _app: &App) -> Vec<Binding> {
+        // Tab moves the focus here (it is the next tab only in the Detail view).
         chart_hints()
+            .into_iter()
+            .map(|b| if b.actions == [Action::NextTab] { PANE_BINDINGS[0] } else { b })
+            .collect()
     }
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
         match action {
@@ -287,6 +303,9 @@ const LOGS_BINDINGS: &[Binding] = &[
     Binding::new(&[Action::PageDown]),
     Binding::new(&[Action::Top]),
     Binding::new(&[Action::Bottom]).hint("follow"),
+    PANE_KEYS[0],
+    PANE_KEYS[1],
+    PANE_KEYS[2],
 ];
 
 impl ViewState for LogsState {
@@ -317,12 +336,19 @@ impl ViewState for LogsState {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemView;
 
-/// The keys of the views with panels (System, Service).
+/// The keys of the views with panels (every view but Runs; `panes` lists the panels).
 pub const PANE_BINDINGS: [Binding; 4] = [
     Binding::new(&[Action::NextTab]).hint("panel").about("Focus the next panel"),
     Binding::new(&[Action::FocusPrev]),
     Binding::new(&[Action::ZoomPane]).hint("zoom"),
     Binding::new(&[Action::Up, Action::Down]).about("Scroll the focused panel"),
+];
+
+/// The panel keys in the views whose footer has no room for them: in the help only.
+pub const PANE_KEYS: [Binding; 3] = [
+    Binding::new(&[Action::NextTab]).about("Focus the next panel (↑↓ scroll it, unless it is the first)"),
+    Binding::new(&[Action::FocusPrev]),
+    Binding::new(&[Action::ZoomPane]),
 ];
 
 impl ViewState for SystemView {
@@ -332,8 +358,9 @@ impl ViewState for SystemView {
     fn bindings(&self) -> &'static [Binding] {
         &PANE_BINDINGS
     }
-    fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
-        super::panes::handle(action, app)
+    fn handle(&mut self, _action: Action, _app: &mut App) -> Option<Vec<Effect>> {
+        // Its keys are the panel keys, offered before any view's (`App::act`).
+        None
     }
 }
 
@@ -344,6 +371,10 @@ pub struct SecurityView;
 const SECURITY_BINDINGS: &[Binding] = &[
     Binding::new(&[Action::ToggleMark]).hint("runs to compare (in 2)"),
     Binding::new(&[Action::ShowExplain]).hint("adversarial examples"),
+    PANE_BINDINGS[0],
+    PANE_BINDINGS[1],
+    PANE_BINDINGS[2],
+    PANE_BINDINGS[3],
 ];
 
 impl ViewState for SecurityView {

@@ -95,9 +95,6 @@ impl ViewState for ServiceState {
     }
 
     fn handle(&mut self, action: Action, app: &mut App) -> Option<Vec<Effect>> {
-        if let Some(effects) = super::panes::handle(action, app) {
-            return Some(effects);
-        }
         match action {
             Action::ManageKeys => return Some(super::keys::open(app)),
             Action::TryIt => return Some(self.toggle_try_it(app)),

@@ -40,6 +40,9 @@ const BINDINGS: &[Binding] = &[
     Binding::new(&[Action::Open]).hint("detail"),
     Binding::new(&[Action::StopRun]).hint("stop"),
     Binding::new(&[Action::ShowCompare]).hint("compare"),
+    super::screens::PANE_KEYS[0],
+    super::screens::PANE_KEYS[1],
+    super::screens::PANE_KEYS[2],
 ];
 
 impl SweepsState {

@@ -11,9 +11,11 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, chart_with, fit, panel};
-use crate::tui::app::App;
+use super::{chart_caption, chart_with, fit, pane, panel};
+use crate::tui::app::RunState;
+use crate::tui::app::{App, View};
 use crate::tui::state::chart::compare_series;
+use crate::tui::state::panes;
 use crate::tui::widgets::chart::{GLYPHS, Series, ema, fmt_num, value_at};
 use crate::tui::widgets::ids::short_ids;
 
@@ -30,21 +32,37 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let table_h = (area.height / 3).max(6);
     let [chart_area, table_area] =
         Layout::vertical([Constraint::Min(6), Constraint::Length(table_h)]).areas(area);
+    // `z`: the focused panel alone, on the whole body.
+    let (chart_area, table_area) = match super::zoomed(app, View::Compare) {
+        Some("Parameters") => (Rect::default(), area),
+        Some(_) => (area, Rect::default()),
+        None => (chart_area, table_area),
+    };
+    let ids: Vec<&str> = runs.iter().map(|r| r.info.id.as_str()).collect();
+    if !chart_area.is_empty() {
+        draw_chart(f, app, &runs, &ids, chart_area);
+    }
+    if !table_area.is_empty() {
+        draw_params(f, app, &runs, &ids, table_area);
+    }
+}
+
+/// The compared runs' curves and their legend.
+fn draw_chart(f: &mut Frame, app: &App, runs: &[&RunState], ids: &[&str], chart_area: Rect) {
     let source =
         if app.marked.is_empty() { ("visible run", "visible runs") } else { ("marked run", "marked runs") };
     let caption =
         format!("{} · {}", crate::text::plural(runs.len() as u64, source.0, source.1), chart_caption(app));
-    let block = panel(app, fit(&caption, chart_area.width));
+    let block = pane(app, View::Compare, "Curves", fit(&caption, chart_area.width));
     let inner = block.inner(chart_area);
     f.render_widget(block, chart_area);
     // The legend takes a second line when ten runs do not fit on one.
     let legend_h = if runs.len() > 5 && inner.width < 150 { 2 } else { 1 };
     let [plot, legend_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(legend_h)]).areas(inner);
-    let ids: Vec<&str> = runs.iter().map(|r| r.info.id.as_str()).collect();
     let mut series = Vec::new();
     let mut legend = Vec::new();
-    for r in &runs {
+    for r in runs {
         let slot = app.color_slot(&r.info.id);
         // One line per run: the smoothed training loss, or validation accuracy, or the rate.
         let Some(s) = compare_series(r, &app.chart) else { continue };
@@ -71,7 +89,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let names = if full <= legend_area.width as usize {
         ids.iter().map(|s| s.to_string()).collect()
     } else {
-        short_ids(&ids, per.max(6))
+        short_ids(ids, per.max(6))
     };
     for ((name, slot), label) in legend.iter().zip(names) {
         let style = slot_style(app, *slot);
@@ -90,8 +108,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Paragraph::new(Line::from(spans)).wrap(ratatui::widgets::Wrap { trim: true }),
         legend_area,
     );
+}
 
-    // Parameters side by side; rows whose values differ come first and are highlighted.
+/// The compared runs' parameters side by side; rows whose values differ come first and are
+/// highlighted.
+fn draw_params(f: &mut Frame, app: &App, runs: &[&RunState], ids: &[&str], table_area: Rect) {
     let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
     let mut rows: Vec<(bool, &String)> = keys
         .into_iter()
@@ -108,7 +129,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let longest = rows.iter().map(|(_, k)| k.chars().count()).max().unwrap_or(9) as u16;
     let name_w = longest.min(24).min(table_area.width.saturating_sub(2 + n * 9).max(12));
     let col = (table_area.width.saturating_sub(name_w + 2 + n) / n.max(1)).max(8);
-    let labels = short_ids(&ids, col.saturating_sub(3) as usize);
+    let labels = short_ids(ids, col.saturating_sub(3) as usize);
     let mut header = vec![Cell::from(Span::styled("parameter", t.muted()))];
     for (r, label) in runs.iter().zip(&labels) {
         let slot = app.color_slot(&r.info.id);
@@ -128,7 +149,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let total = rows.len();
     // The parameters scroll (PgUp/PgDn) under the result row, which always shows.
     let room = table_area.height.saturating_sub(4) as usize;
-    let scroll = app.compare.params_scroll.min(total.saturating_sub(room.max(1)));
+    // PgUp/PgDn scroll the parameters wherever the focus is; focused, ↑↓ scroll them too.
+    let scroll = (app.compare.params_scroll + panes::scroll(app, View::Compare, "Parameters") as usize)
+        .min(total.saturating_sub(room.max(1)));
     let mut table_rows: Vec<Row> = vec![result];
     for (differs, k) in rows.iter().skip(scroll).take(room) {
         let style = if *differs { t.warn() } else { t.muted() };
@@ -154,9 +177,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     } else {
         format!("Parameters ({total}; {differing} differ, first)")
     };
-    let table = Table::new(table_rows, widths)
-        .header(Row::new(header))
-        .block(panel(app, fit(&title, table_area.width)));
+    let table = Table::new(table_rows, widths).header(Row::new(header)).block(pane(
+        app,
+        View::Compare,
+        "Parameters",
+        fit(&title, table_area.width),
+    ));
     f.render_widget(table, table_area);
 }
 

@@ -9,9 +9,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{chart_caption, fit, fmt_duration, panel, status_style};
+use super::{chart_caption, fit, fmt_duration, pane, panel, status_style};
 use crate::ml::metrics::Evaluation;
-use crate::tui::app::{App, DetailTab, RunState};
+use crate::tui::app::{App, DetailTab, RunState, View};
+use crate::tui::state::panes;
 use crate::tui::widgets::ids::short_id;
 
 /// The characters of the heatmap without colour, from empty to full.
@@ -25,6 +26,14 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
+    // `z`: the tab's focused panel alone, on the whole body (the header and tabs too).
+    if let Some(name) = super::zoomed(app, View::Detail) {
+        return match app.detail.tab {
+            DetailTab::Curves => draw_curves(f, app, r, area),
+            DetailTab::Evaluation => draw_evaluation(f, app, r, area, Some(name)),
+            DetailTab::Params => draw_params(f, app, r, area, Some(name)),
+        };
+    }
     let [head, tabs, body] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0)]).areas(area);
     draw_head(f, app, r, head);
@@ -35,13 +44,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 let [left, right] =
                     Layout::horizontal([Constraint::Min(60), Constraint::Length(44)]).areas(body);
                 draw_curves(f, app, r, left);
-                draw_params(f, app, r, right);
+                draw_params(f, app, r, right, None);
             } else {
                 draw_curves(f, app, r, body);
             }
         }
-        DetailTab::Evaluation => draw_evaluation(f, app, r, body),
-        DetailTab::Params => draw_params(f, app, r, body),
+        DetailTab::Evaluation => draw_evaluation(f, app, r, body, None),
+        DetailTab::Params => draw_params(f, app, r, body, None),
     }
 }
 
@@ -127,7 +136,7 @@ fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     // A run that ended badly says why above its curves (which may be empty: "no data yet" is
     // not the answer to "why did it fail").
     let Some(reason) = super::runs::ended_badly(r) else {
-        super::draw_run_chart(f, app, r, chart_caption(app), area);
+        super::draw_run_chart(f, app, r, panel(app, chart_caption(app)), area);
         return;
     };
     let lines = (reason.chars().count() as u16).div_ceil(area.width.saturating_sub(2).max(1)).clamp(1, 3);
@@ -138,7 +147,7 @@ fn draw_curves(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
             .block(panel(app, r.status().label())),
         why,
     );
-    super::draw_run_chart(f, app, r, chart_caption(app), chart);
+    super::draw_run_chart(f, app, r, panel(app, chart_caption(app)), chart);
 }
 
 /// The evaluation shown: the newest asked for with `e`, else the final test evaluation.
@@ -150,7 +159,8 @@ fn evaluation(r: &RunState) -> Option<(&Evaluation, String)> {
     r.evaluation.as_ref().map(|e| (e, format!("best checkpoint on {}", e.split)))
 }
 
-fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+/// The evaluation tab: the confusion matrix and the per-class table; `only` one of them, zoomed.
+fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect, only: Option<&str>) {
     let t = &app.theme;
     let Some((e, what)) = evaluation(r) else {
         let msg = if r.is_active() {
@@ -172,6 +182,12 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Constraint::Min(30),
     ])
     .areas(area);
+    let (left, right) = match only {
+        Some("Confusion") => (area, Rect::default()),
+        Some(_) => (Rect::default(), area),
+        None => (left, right),
+    };
+    let v = View::Detail;
     // Confusion matrix: rows are true classes, columns predictions. The mistakes (off the
     // diagonal) are shaded against the most frequent mistake, so they stand out; the diagonal
     // (the right answers, nearly every count) is bold and unshaded.
@@ -183,7 +199,7 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         .max()
         .unwrap_or(0)
         .max(1);
-    let block = panel(app, fit("Confusion (true ↓ / predicted →)", left.width));
+    let block = pane(app, v, "Confusion", fit("Confusion (true ↓ / predicted →)", left.width));
     let inner = block.inner(left);
     f.render_widget(block, left);
     let mut lines = Vec::new();
@@ -230,7 +246,12 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         },
         t.muted(),
     )));
-    f.render_widget(Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }), inner);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .scroll((panes::scroll(app, v, "Confusion"), 0)),
+        inner,
+    );
 
     let wide = right.width >= 50;
     let names: [&str; 5] = if wide {
@@ -262,6 +283,7 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Cell::from(num(e.macro_f1)),
         Cell::from(e.samples.to_string()),
     ]));
+    let rows: Vec<Row> = rows.into_iter().skip(panes::scroll(app, v, "Per class") as usize).collect();
     let title = format!("acc {:.2}% · weighted F1 {:.4} · {what}", 100.0 * e.accuracy, e.weighted_f1);
     let widths = if wide {
         [
@@ -280,11 +302,13 @@ fn draw_evaluation(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
             Constraint::Length(4),
         ]
     };
-    let table = Table::new(rows, widths).header(header).block(panel(app, fit(&title, right.width)));
+    let table =
+        Table::new(rows, widths).header(header).block(pane(app, v, "Per class", fit(&title, right.width)));
     f.render_widget(table, right);
 }
 
-fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
+/// The parameters tab: hyperparameters, checkpoints and variants; `only` one of them, zoomed.
+fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect, only: Option<&str>) {
     let t = &app.theme;
     let n_ckpt = r.checkpoints.len() as u16;
     let n_var = if r.variants.is_empty() { 0 } else { r.variants.len() as u16 + 4 };
@@ -297,6 +321,14 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Constraint::Length(n_var.min(area.height.saturating_sub(ckpt_h + 4))),
     ])
     .areas(area);
+    let none = Rect::default();
+    let (params_area, ckpt_area, var_area) = match only {
+        Some("Parameters") => (area, none, none),
+        Some("Checkpoints") => (none, area, none),
+        Some(_) => (none, none, area),
+        None => (params_area, ckpt_area, var_area),
+    };
+    let v = View::Detail;
     draw_variants(f, app, r, var_area);
     // Two columns when there is room, and PgUp/PgDn scroll what does not fit.
     // The user's tags and note (`T`, `I`) head the list: they say what the run was for.
@@ -321,7 +353,7 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     } else {
         "Hyperparameters".to_string()
     };
-    let block = panel(app, title);
+    let block = pane(app, v, "Parameters", title);
     let inner = block.inner(params_area);
     f.render_widget(block, params_area);
     let cols = Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns]).split(inner);
@@ -331,7 +363,7 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
     let header = Row::new(
         ["kind", "epoch", "val loss", "val acc", "sha256"].map(|h| Cell::from(Span::styled(h, t.muted()))),
     );
-    let rows = r.checkpoints.iter().map(|c| {
+    let rows = r.checkpoints.iter().skip(panes::scroll(app, v, "Checkpoints") as usize).map(|c| {
         Row::new(vec![
             Cell::from(c.kind.as_str()),
             Cell::from(c.epoch.to_string()),
@@ -351,7 +383,7 @@ fn draw_params(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         ],
     )
     .header(header)
-    .block(panel(app, "Checkpoints"));
+    .block(pane(app, v, "Checkpoints", "Checkpoints"));
     f.render_widget(table, ckpt_area);
 }
 
@@ -406,6 +438,6 @@ fn draw_variants(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         ],
     )
     .header(header)
-    .block(panel(app, "Variants (vigil optimize)"));
+    .block(pane(app, View::Detail, "Variants", "Variants (vigil optimize)"));
     f.render_widget(table, area);
 }

@@ -15,7 +15,7 @@ use super::{bar, panel};
 use crate::engine::explain::ExplainResult;
 use crate::ml::data::InputShape;
 use crate::ml::explain::{ExplainedInput, picture};
-use crate::tui::app::App;
+use crate::tui::app::{App, View};
 use crate::tui::keymap::Action;
 use crate::tui::theme::adapt;
 
@@ -136,7 +136,18 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 fn draw_result(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], body: Rect) {
     let side = if body.width >= 100 { 34 } else { 26 };
     let [main, right] = Layout::horizontal([Constraint::Min(30), Constraint::Length(side)]).areas(body);
-    draw_side(f, app, r, classes, right);
+    // `z`: the focused panel alone, on the whole body.
+    let (main, right) = match super::zoomed(app, View::Explain) {
+        Some("Prediction") => (Rect::default(), body),
+        Some(_) => (body, Rect::default()),
+        None => (main, right),
+    };
+    if !right.is_empty() {
+        draw_side(f, app, r, classes, right);
+    }
+    if main.is_empty() {
+        return;
+    }
     match &r.explanation.layout {
         InputShape::Image { channels, height, width } => {
             draw_image(f, app, r, *channels, *height, *width, main)
@@ -283,7 +294,11 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     let max = max_abs(&e.attributions);
     lines.extend(scale_legend(app, max, area.width));
     lines.push(Line::from(Span::styled("against ← → for the target", t.muted())));
-    f.render_widget(Paragraph::new(lines).block(panel(app, "Prediction")), area);
+    // Focused, ↑↓ scroll it.
+    let p = Paragraph::new(lines)
+        .scroll((crate::tui::state::panes::scroll(app, View::Explain, "Prediction"), 0))
+        .block(super::pane(app, View::Explain, "Prediction", "Prediction"));
+    f.render_widget(p, area);
 }
 
 /// Draws an image (channel mean) into `area` at an integer scale: half-block cells with colour,

@@ -31,9 +31,34 @@ fn line(app: &App, m: &Message) -> Line<'static> {
 
 /// The newest messages that fit in `area`, `scroll` messages back from the newest.
 pub fn draw_panel(f: &mut Frame, app: &App, area: Rect, scroll: usize, closing_hint: &str) {
+    draw_marked(f, app, area, scroll, closing_hint, false, |_| None);
+}
+
+/// [`draw_panel`] with a focus border (`focused`: thick, as [`super::pane`] draws a focused
+/// panel other than the first) and each message (counted from the newest)
+/// styled by `mark`: the Logs view's search marks its matches this way.
+pub fn draw_marked(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    scroll: usize,
+    closing_hint: &str,
+    focused: bool,
+    mark: impl Fn(usize) -> Option<ratatui::style::Style>,
+) {
     let total = app.messages.len();
     let scroll = scroll.min(total.saturating_sub(1));
-    let lines: Vec<Line> = app.messages.history().rev().skip(scroll).map(|m| line(app, m)).collect();
+    let lines: Vec<Line> = app
+        .messages
+        .history()
+        .rev()
+        .enumerate()
+        .skip(scroll)
+        .map(|(i, m)| match mark(i) {
+            Some(style) => line(app, m).style(style),
+            None => line(app, m),
+        })
+        .collect();
     let title = if total == 0 {
         "Messages (none yet)".to_string()
     } else if scroll > 0 {
@@ -41,7 +66,11 @@ pub fn draw_panel(f: &mut Frame, app: &App, area: Rect, scroll: usize, closing_h
     } else {
         format!("Messages ({total}, newest first){closing_hint}")
     };
-    let block = panel(app, title);
+    let block = if focused {
+        panel(app, title).border_style(app.theme.accent()).border_type(ratatui::widgets::BorderType::Thick)
+    } else {
+        panel(app, title)
+    };
     let body = if lines.is_empty() {
         vec![Line::from(Span::styled("the status line's messages are kept here", app.theme.muted()))]
     } else {

@@ -259,6 +259,29 @@ pub(super) fn panel<'a>(app: &App, title: impl Into<String>) -> Block<'a> {
         .title(Span::styled(format!(" {} ", title.into()), app.theme.accent()))
 }
 
+/// A panel's block that shows whether it has the focus (Tab moves it): its border in the accent
+/// colour, and thick once the focus has left the view's first (main) panel, so that a panel that
+/// took the arrows from the view reads in NO_COLOR too. `name` is the panel's name in
+/// [`crate::tui::state::panes::panels`].
+pub(super) fn pane<'a>(app: &App, view: View, name: &str, title: impl Into<String>) -> Block<'a> {
+    use crate::tui::state::panes;
+    let b = panel(app, title);
+    if !panes::has_focus(app, view, name) {
+        return b;
+    }
+    let b = b.border_style(app.theme.accent());
+    if panes::panels(app, view).first().copied() == Some(name) {
+        b
+    } else {
+        b.border_type(ratatui::widgets::BorderType::Thick)
+    }
+}
+
+/// The panel the view shows alone on its whole body (`z`), if any.
+pub(super) fn zoomed(app: &App, view: View) -> Option<&'static str> {
+    crate::tui::state::panes::zoomed(app, view)
+}
+
 /// The chart of one run (detail and overview): each series in its own colour, per-step series
 /// smoothed over their faint raw line.
 pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ratatui::style::Color, char)>) {
@@ -281,8 +304,7 @@ pub fn run_chart<'a>(app: &App, r: &RunState) -> (LineChart<'a>, Vec<(String, ra
 }
 
 /// A run's curves in a titled panel with the legend (and cursor readout) under the chart.
-pub(super) fn draw_run_chart(f: &mut Frame, app: &App, r: &RunState, title: String, area: Rect) {
-    let block = panel(app, title);
+pub(super) fn draw_run_chart(f: &mut Frame, app: &App, r: &RunState, block: Block, area: Rect) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let [chart_area, legend_area] =

@@ -7,13 +7,20 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{bar, chart_caption, fit, fmt_duration, panel, status_style};
-use crate::tui::app::{App, ServerState};
+use super::{bar, chart_caption, fit, fmt_duration, pane, panel, status_style};
+use crate::tui::app::{App, ServerState, View};
 use crate::tui::keymap::Action;
 use crate::tui::state::screens::Shown;
 use crate::tui::widgets::ids::short_ids;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    // `z`: the focused panel alone, on the whole body.
+    match super::zoomed(app, View::Overview) {
+        Some("Active runs") => return draw_active(f, app, area),
+        Some("System") => return draw_strip(f, app, area),
+        Some(_) => return draw_curve(f, app, area),
+        None => {}
+    }
     let active = app.active();
     let rows = (active.len().max(1) as u16 + 2).min(area.height / 3).max(3);
     let [top, middle, strip] =
@@ -26,7 +33,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 fn draw_active(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let active = app.active();
-    let block = panel(app, format!("Active runs ({})", active.len()));
+    let block = pane(app, View::Overview, "Active runs", format!("Active runs ({})", active.len()));
     let inner = block.inner(area);
     f.render_widget(block, area);
     if active.is_empty() {
@@ -52,9 +59,11 @@ fn draw_active(f: &mut Frame, app: &App, area: Rect) {
     let id_w = active.iter().map(|r| r.info.id.len()).max().unwrap_or(10).min(24);
     let labels = short_ids(&ids, id_w);
     let bar_w = (inner.width as usize).saturating_sub(id_w + 53).clamp(6, 40);
+    let scroll = crate::tui::state::panes::scroll(app, View::Overview, "Active runs") as usize;
     let lines: Vec<Line> = active
         .iter()
         .zip(labels)
+        .skip(scroll.min(active.len().saturating_sub(1)))
         .take(inner.height as usize)
         .map(|(r, label)| {
             let eta = r.eta().map_or("-".into(), fmt_duration);
@@ -91,12 +100,12 @@ fn draw_curve(f: &mut Frame, app: &App, area: Rect) {
         Shown::Selected => "selected".to_string(),
     };
     let title = fit(&format!("{} · {why} · {}", r.info.id, chart_caption(app)), area.width);
-    super::draw_run_chart(f, app, r, title, area);
+    super::draw_run_chart(f, app, r, pane(app, View::Overview, "Loss", title), area);
 }
 
 fn draw_strip(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let block = panel(app, "System");
+    let block = pane(app, View::Overview, "System", "System");
     let inner = block.inner(area);
     f.render_widget(block, area);
     let mut spans = Vec::new();
@@ -153,5 +162,6 @@ fn draw_strip(f: &mut Frame, app: &App, area: Rect) {
             100.0 * s.error_rate
         )));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), inner);
+    // Wrapped, so that zoomed (`z`) at 80 columns the whole line shows.
+    f.render_widget(Paragraph::new(Line::from(spans)).wrap(ratatui::widgets::Wrap { trim: true }), inner);
 }

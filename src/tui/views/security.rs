@@ -13,10 +13,11 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{fit, panel};
+use super::{fit, pane};
 use crate::serve::access_log::Flag;
-use crate::tui::app::App;
+use crate::tui::app::{App, View};
 use crate::tui::state::chart::robustness_series;
+use crate::tui::state::panes;
 use crate::tui::widgets::chart::{GLYPHS, Series, YUnit};
 
 /// Unicode eighths for W from 0.8 (lowest) to 1.0: below 0.8 is as low as it draws.
@@ -24,6 +25,13 @@ const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'
 const ASCII_SPARK: [char; 8] = ['_', '.', ',', '-', '~', '=', '^', '"'];
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    // `z`: the focused panel alone, on the whole body.
+    match super::zoomed(app, View::Security) {
+        Some("Extraction watch") => return draw_watch(f, app, area),
+        Some("Flagged requests") => return draw_alerts(f, app, area),
+        Some(_) => return draw_curves(f, app, area),
+        None => {}
+    }
     let [top, bottom] = Layout::vertical([Constraint::Percentage(55), Constraint::Min(6)]).areas(area);
     draw_curves(f, app, top);
     let [keys, alerts] =
@@ -42,13 +50,15 @@ fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(
             Paragraph::new(Span::styled(msg, t.muted()))
                 .wrap(ratatui::widgets::Wrap { trim: true })
-                .block(panel(app, "Robustness")),
+                .block(pane(app, View::Security, "Robustness", "Robustness")),
             area,
         );
         return;
     }
-    let block = panel(
+    let block = pane(
         app,
+        View::Security,
+        "Robustness",
         fit("Robustness · test accuracy under attack against ε · marked runs, or all", area.width),
     );
     let inner = block.inner(area);
@@ -113,10 +123,13 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
     let fixed = key_w + 5 + 6 + 5 + 4 + 5 + 2;
     let spark_w = area.width.saturating_sub(fixed).clamp(4, 24) as usize;
     let room = area.height.saturating_sub(3) as usize;
-    let hidden = keys.len().saturating_sub(room);
+    // Focused, ↑↓ scroll the keys (those in alarm stay first).
+    let skip =
+        (panes::scroll(app, View::Security, "Extraction watch") as usize).min(keys.len().saturating_sub(1));
+    let hidden = keys.len().saturating_sub(room + skip);
     let header =
         Row::new(["key", "reqs", "W", "", "trend", "ood"].map(|h| Cell::from(Span::styled(h, t.muted()))));
-    let rows = keys.iter().take(room).map(|(k, w)| {
+    let rows = keys.iter().skip(skip).take(room).map(|(k, w)| {
         let ramp = if t.colored() { SPARK } else { ASCII_SPARK };
         let trend: String = w.w[w.w.len().saturating_sub(spark_w)..]
             .iter()
@@ -138,6 +151,9 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
     if in_alarm > 0 {
         title.push_str(&format!(" · {in_alarm} in alarm"));
     }
+    if skip > 0 {
+        title.push_str(&format!(" · {skip} above"));
+    }
     if hidden > 0 {
         title.push_str(&format!(" · {hidden} more below"));
     }
@@ -154,7 +170,7 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
         ],
     )
     .header(header)
-    .block(panel(app, fit(&title, area.width)));
+    .block(pane(app, View::Security, "Extraction watch", fit(&title, area.width)));
     f.render_widget(table, area);
 }
 
@@ -195,6 +211,7 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
         .iter()
         .rev()
         .filter(|r| !r.flags.is_empty())
+        .skip(panes::scroll(app, View::Security, "Flagged requests") as usize)
         .take(room)
         .map(|r| {
             Line::from(vec![
@@ -214,7 +231,12 @@ fn draw_alerts(f: &mut Frame, app: &App, area: Rect) {
         body.insert(0, Line::from(Span::styled(figures, t.info())));
     }
     f.render_widget(
-        Paragraph::new(body).block(panel(app, fit("Flagged requests · newest first", area.width))),
+        Paragraph::new(body).block(pane(
+            app,
+            View::Security,
+            "Flagged requests",
+            fit("Flagged requests · newest first", area.width),
+        )),
         area,
     );
 }

@@ -12,7 +12,6 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::panel;
 use crate::serve::monitor::AlertLevel;
 use crate::tui::app::{App, ServerState, View};
 use crate::tui::keymap::Action;
@@ -24,10 +23,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-/// A panel's block, its border in the accent colour when it has the focus (Tab moves it).
+/// A panel's block, its border thick and in the accent colour when it has the focus.
 fn block<'a>(app: &App, name: &str, title: impl Into<String>) -> ratatui::widgets::Block<'a> {
-    let b = panel(app, title);
-    if focused(app) == Some(name) { b.border_style(app.theme.accent()) } else { b }
+    super::pane(app, View::Service, name, title)
 }
 
 fn focused(app: &App) -> Option<&'static str> {

@@ -11,11 +11,11 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Widget};
 
-use super::panel;
+use super::{pane, panel};
 use crate::engine::sweeps::SweepFeed;
 use crate::sweep::path::{format_float, show};
 use crate::sweep::{SweepState, TrialRecord, TrialStatus};
-use crate::tui::app::App;
+use crate::tui::app::{App, View};
 use crate::tui::state::sweeps::{TrialSort, progress};
 use crate::tui::widgets::chart::{GLYPHS, Series};
 
@@ -32,6 +32,15 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             area,
         );
         return;
+    }
+    // `z`: the focused panel alone, on the whole body.
+    let feed = s.current();
+    match (super::zoomed(app, View::Sweeps), feed) {
+        (Some("Sweeps"), _) => return draw_list(f, app, area),
+        (Some("Best so far"), Some(feed)) => return draw_best(f, app, &feed.state, area),
+        (Some("Scatter"), Some(feed)) => return draw_scatters(f, app, &feed.state, area),
+        (Some(_), Some(feed)) => return draw_trials(f, app, feed, area),
+        _ => {}
     }
     let list_rows = s.sweeps.len().min(if area.height >= 40 { 6 } else { 3 }) as u16;
     let plots = if area.height >= 40 { 14 } else { 8 };
@@ -89,7 +98,7 @@ fn draw_list(f: &mut Frame, app: &App, area: Rect) {
     let title = format!("Sweeps ({}) · ←→ selects", s.sweeps.len());
     let table = Table::new(rows, widths)
         .header(header)
-        .block(panel(app, title))
+        .block(pane(app, View::Sweeps, "Sweeps", title))
         .row_highlight_style(t.selected())
         .column_spacing(1);
     let mut state = TableState::default().with_selected(Some(s.selected.min(s.sweeps.len() - 1)));
@@ -172,7 +181,7 @@ fn draw_trials(f: &mut Frame, app: &App, feed: &SweepFeed, area: Rect) {
     }
     let table = Table::new(body, widths)
         .header(header)
-        .block(panel(app, title))
+        .block(pane(app, View::Sweeps, "Trials", title))
         .row_highlight_style(t.selected())
         .column_spacing(1);
     let mut state =
@@ -197,7 +206,7 @@ fn draw_best(f: &mut Frame, app: &App, st: &SweepState, area: Rect) {
         .enumerate()
         .filter_map(|(i, b)| b.map(|v| (i as f64, if st.metric.is_fraction() { 100.0 * v } else { v })))
         .collect();
-    let block = panel(app, format!("best {} so far / trial", st.metric.as_str()));
+    let block = pane(app, View::Sweeps, "Best so far", format!("best {} so far / trial", st.metric.as_str()));
     let inner = block.inner(area);
     f.render_widget(block, area);
     if points.is_empty() {
@@ -212,7 +221,7 @@ fn draw_scatters(f: &mut Frame, app: &App, st: &SweepState, area: Rect) {
     let n = st.parameters.len().clamp(1, 3);
     let areas = Layout::horizontal(vec![Constraint::Ratio(1, n as u32); n]).split(area);
     for (i, name) in st.parameters.iter().take(n).enumerate() {
-        let block = panel(app, format!("{} / {name}", st.metric.as_str()));
+        let block = pane(app, View::Sweeps, "Scatter", format!("{} / {name}", st.metric.as_str()));
         let inner = block.inner(areas[i]);
         f.render_widget(block, areas[i]);
         let (xs, labels) = coordinates(st, name);

@@ -73,10 +73,9 @@ fn focused(app: &App) -> Option<&'static str> {
     crate::tui::state::panes::focused(app, crate::tui::app::View::System)
 }
 
-/// A panel's block, its border in the accent colour when it has the focus (Tab moves it).
+/// A panel's block, its border thick and in the accent colour when it has the focus.
 fn block<'a>(app: &App, name: &str, title: impl Into<String>) -> ratatui::widgets::Block<'a> {
-    let b = panel(app, title);
-    if focused(app) == Some(name) { b.border_style(app.theme.accent()) } else { b }
+    super::pane(app, crate::tui::app::View::System, name, title)
 }
 
 /// Lines the panel is scrolled by: the focused panel scrolls.
