@@ -43,7 +43,8 @@ pub fn panels(app: &App, view: View) -> Vec<&'static str> {
         View::Explain => vec!["Explanation", "Prediction"],
         View::Security => vec!["Robustness", "Extraction watch", "Flagged requests"],
         View::Sweeps => vec!["Trials", "Sweeps", "Best so far", "Scatter"],
-        View::Runs | View::Extra(_) => vec![],
+        // The Playground's Tab moves between its prompt and settings (its own keys).
+        View::Runs | View::Playground | View::Extra(_) => vec![],
     }
 }
 
@@ -151,7 +152,8 @@ impl Panes {
             View::Explain => Some(&self.explain),
             View::Security => Some(&self.security),
             View::Sweeps => Some(&self.sweeps),
-            View::Runs | View::Extra(_) => None,
+            // The Playground's Tab moves between its prompt and settings: it has no panel focus.
+            View::Runs | View::Playground | View::Extra(_) => None,
         }
     }
 
@@ -166,7 +168,8 @@ impl Panes {
             View::Explain => Some(&mut self.explain),
             View::Security => Some(&mut self.security),
             View::Sweeps => Some(&mut self.sweeps),
-            View::Runs | View::Extra(_) => None,
+            // The Playground's Tab moves between its prompt and settings: it has no panel focus.
+            View::Runs | View::Playground | View::Extra(_) => None,
         }
     }
 }
