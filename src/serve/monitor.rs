@@ -473,6 +473,7 @@ mod tests {
             error: None,
             flags: vec![],
             extraction_w: None,
+            generation: None,
             prev: String::new(),
             hash: String::new(),
         }
@@ -570,6 +571,7 @@ mod tests {
                     budget,
                     output: Default::default(),
                     guard: Default::default(),
+                    generate: Default::default(),
                 },
                 now,
             )

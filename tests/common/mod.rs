@@ -457,6 +457,7 @@ pub fn access(
         error: error.map(String::from),
         flags: flags.iter().map(|f| f.parse().expect("a known flag")).collect(),
         extraction_w: None,
+        generation: None,
         prev: String::new(),
         hash: String::new(),
     }

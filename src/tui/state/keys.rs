@@ -51,6 +51,7 @@ impl NewKeySpec {
             budget: self.budget,
             output: self.output,
             guard: Guard::default(),
+            generate: Default::default(),
         }
     }
 }
