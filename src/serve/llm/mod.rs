@@ -5,12 +5,14 @@
 //! - [`scheduler`]: generation off the async runtime, round-robin, cancelled when the caller goes.
 //! - [`openai`]: the OpenAI request and response shapes.
 //! - [`screen`]: the sensitive-data screen; [`extraction`]: the distillation watch.
+//! - [`load`]: the chat load check (`vigil traffic --profile chat`).
 //!
 //! The HTTP handlers are in `serve::router::generate`, behind the same gate (keys, scopes,
 //! request rate, access log) as every other route. Nothing here knows the model's internals: it
 //! sees a [`LanguageModel`] only.
 
 pub mod extraction;
+pub mod load;
 pub mod openai;
 pub mod scheduler;
 pub mod screen;
