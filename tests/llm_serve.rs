@@ -5,6 +5,8 @@
 //! Retry-After), the logprob policy, the screen's redaction, the distillation watch, and the
 //! access log: one chained line per request with its generation fields.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -547,4 +549,63 @@ async fn raw_texts_are_logged_only_when_asked() {
     s.shutdown().await.unwrap();
     let g = log_lines(store).remove(0).generation.unwrap();
     assert_eq!((g.raw_prompt.as_deref(), g.raw_completion.as_deref()), (Some("Once"), Some("The")));
+}
+
+#[test]
+fn the_command_line_refuses_bad_llm_options_with_exit_2() {
+    use predicates::str::contains;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve", "--llm", "/no/such/model.gguf", "--addr", "127.0.0.1:0"], "/no/such/model.gguf"),
+        (
+            vec!["serve", "--llm", "scripted:speed=3", "--addr", "127.0.0.1:0"],
+            "scripted model option \"speed\"",
+        ),
+        (vec!["serve", "--llm", "scripted:", "--llm-max-tokens", "0"], "must be at least 1"),
+        (vec!["serve", "--llm-name", "x"], "--llm"),
+        (vec!["keys", "create", "--name", "k", "--scope", "generate", "--logprobs", "50"], "at most 20"),
+        (
+            vec!["keys", "create", "--name", "k", "--scope", "generate", "--tokens-per-minute", "lots"],
+            "--tokens-per-minute",
+        ),
+        (
+            vec!["keys", "create", "--name", "k", "--scope", "generate", "--token-budget", "5/year"],
+            "unknown period",
+        ),
+        (
+            vec!["keys", "create", "--name", "k", "--scope", "generation"],
+            "predict, explain, admin or generate",
+        ),
+    ];
+    for (args, says) in cases {
+        common::cli::vigil(runs).args(&args).assert().code(2).stderr(contains(says));
+    }
+    // What a key may do with a language model is saved and listed.
+    common::cli::vigil(runs)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "lab",
+            "--scope",
+            "generate",
+            "--logprobs",
+            "3",
+            "--token-budget",
+            "1000/day",
+        ])
+        .args(["--tokens-per-minute", "600"])
+        .assert()
+        .success();
+    let listed = common::cli::json(common::cli::vigil(runs).args(["keys", "list", "--json"]));
+    let lab = &listed[0];
+    assert_eq!((lab["logprobs"].as_u64(), lab["tokens_per_minute"].as_u64()), (Some(3), Some(600)));
+    assert_eq!(
+        (lab["token_budget"].as_str(), lab["token_budget_used"].as_u64()),
+        (Some("1000/day"), Some(0))
+    );
+    let table = common::cli::vigil(runs).args(["keys", "list"]).assert().success();
+    let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
+    assert!(table.contains("tokens/min") && table.contains("top-3"), "{table}");
 }

@@ -218,25 +218,33 @@ mod tests {
         let (b, mut rb) = job(20);
         scheduler.submit(a).unwrap();
         scheduler.submit(b).unwrap();
-        // Record, per token, when it arrived; with one thread, the two streams alternate.
-        let mut times = Vec::new();
-        for (rx, name) in [(&mut ra, 'a'), (&mut rb, 'b')] {
-            while let Some(ev) = rx.blocking_recv() {
-                match ev {
-                    Event::Token(_) => times.push((Instant::now(), name)),
-                    Event::Finished { generated, .. } => {
-                        assert_eq!(generated, 20);
-                        break;
+        // Read both as the tokens come, numbering them in the order they arrive.
+        let (mut order, mut finished) = (Vec::new(), 0);
+        let t0 = Instant::now();
+        while finished < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the generations did not finish");
+            for (rx, name) in [(&mut ra, 'a'), (&mut rb, 'b')] {
+                while let Ok(ev) = rx.try_recv() {
+                    match ev {
+                        Event::Token(_) => order.push(name),
+                        Event::Finished { generated, .. } => {
+                            assert_eq!(generated, 20);
+                            finished += 1;
+                        }
+                        Event::Started { .. } => {}
+                        Event::Failed { message, .. } => panic!("{message}"),
                     }
-                    Event::Started { .. } => {}
-                    Event::Failed { message, .. } => panic!("{message}"),
                 }
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
         // Both were under way at once: b's first token came before a's last.
-        let a_last = times.iter().filter(|t| t.1 == 'a').map(|t| t.0).max().unwrap();
-        let b_first = times.iter().filter(|t| t.1 == 'b').map(|t| t.0).min().unwrap();
-        assert!(b_first < a_last, "b waited for a to finish: the scheduler queued instead of interleaving");
+        let a_last = order.iter().rposition(|n| *n == 'a').unwrap();
+        let b_first = order.iter().position(|n| *n == 'b').unwrap();
+        assert!(
+            b_first < a_last,
+            "b waited for a to finish: the scheduler queued instead of interleaving: {order:?}"
+        );
     }
 
     #[test]

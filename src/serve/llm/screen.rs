@@ -29,33 +29,64 @@ pub enum ScreenMode {
 /// and sent as it is (a "word" that long is base64 or hex, which the patterns match in part).
 pub const MAX_HELD: usize = 256;
 
-/// The kinds, each with its pattern, in the order they are tried.
-static PATTERNS: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
-    [
-        ("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-        ("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
-        ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-        ("hex_secret", r"\b[0-9a-fA-F]{32,}\b"),
-        ("base64_secret", r"[A-Za-z0-9+/]{40,}={0,2}"),
-    ]
-    .into_iter()
-    .map(|(kind, re)| (kind, Regex::new(re).expect("the screen's patterns are valid")))
-    .collect()
+/// A match that is only a secret if it also passes a check the pattern cannot express (the
+/// `regex` crate has no look-ahead): a long run of letters is a word, not base64.
+type Check = fn(&str) -> bool;
+
+fn any_check(_: &str) -> bool {
+    true
+}
+
+/// Base64 secrets mix digits, upper and lower case; a long word or number does not.
+fn mixed(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit())
+        && text.bytes().any(|b| b.is_ascii_uppercase())
+        && text.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+/// A hex secret has letters and digits; 32 digits in a row is a number.
+fn hex_mixed(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit()) && text.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// The kinds, each with its pattern and check, in the order they are tried.
+static PATTERNS: LazyLock<Vec<(&'static str, Regex, Check)>> = LazyLock::new(|| {
+    let list: [(&str, &str, Check); 5] = [
+        ("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", any_check),
+        ("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}", any_check),
+        ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", any_check),
+        ("hex_secret", r"\b[0-9a-fA-F]{32,}\b", hex_mixed),
+        ("base64_secret", r"[A-Za-z0-9+/]{40,}={0,2}", mixed),
+    ];
+    list.into_iter()
+        .map(|(kind, re, check)| (kind, Regex::new(re).expect("the screen's patterns are valid"), check))
+        .collect()
 });
 
 /// The kinds of sensitive data in `text`, each once, in pattern order.
 pub fn find(text: &str) -> Vec<String> {
-    PATTERNS.iter().filter(|(_, re)| re.is_match(text)).map(|(kind, _)| kind.to_string()).collect()
+    redact(text).1
 }
 
-/// `text` with every match replaced by `[REDACTED:<kind>]`, and the kinds found.
+/// `text` with every match replaced by `[REDACTED:<kind>]`, and the kinds found. Kinds are
+/// tried in order on what the earlier ones left, so a secret is named once (a hex key is not
+/// also base64).
 pub fn redact(text: &str) -> (String, Vec<String>) {
     let mut out = text.to_string();
     let mut kinds = Vec::new();
-    for (kind, re) in PATTERNS.iter() {
-        if re.is_match(&out) {
+    for (kind, re, check) in PATTERNS.iter() {
+        let mut hit = false;
+        let replaced = re.replace_all(&out, |caps: &regex::Captures| {
+            if check(&caps[0]) {
+                hit = true;
+                format!("[REDACTED:{kind}]")
+            } else {
+                caps[0].to_string()
+            }
+        });
+        if hit {
+            out = replaced.into_owned();
             kinds.push(kind.to_string());
-            out = re.replace_all(&out, format!("[REDACTED:{kind}]").as_str()).into_owned();
         }
     }
     (out, kinds)
@@ -63,7 +94,10 @@ pub fn redact(text: &str) -> (String, Vec<String>) {
 
 /// Where in `text` something sensitive is (byte ranges, possibly overlapping).
 pub fn ranges(text: &str) -> Vec<std::ops::Range<usize>> {
-    PATTERNS.iter().flat_map(|(_, re)| re.find_iter(text).map(|m| m.range())).collect()
+    PATTERNS
+        .iter()
+        .flat_map(|(_, re, check)| re.find_iter(text).filter(|m| check(m.as_str())).map(|m| m.range()))
+        .collect()
 }
 
 /// Redacts a completion arriving in pieces: [`Redactor::push`] returns the text that is safe to
@@ -125,6 +159,9 @@ mod tests {
         );
         assert_eq!(find("b64 dGhpcyBpcyBhIHNlY3JldCB0aGF0IGlzIGxvbmcgZW5vdWdo"), vec!["base64_secret"]);
         assert!(find("The quick brown fox jumps over the lazy dog, 1234 times at sk-8.").is_empty());
+        // Long words and long numbers are not secrets.
+        assert!(find("Donaudampfschifffahrtselektrizitaetenhauptbetriebswerkbauunterbeamten").is_empty());
+        assert!(find("12345678901234567890123456789012345678901234567890").is_empty());
     }
 
     #[test]

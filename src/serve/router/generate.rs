@@ -130,7 +130,8 @@ async fn generate(st: Arc<AppState>, ctx: Ctx, req: Request, api: Api) -> Respon
                 let last = messages.iter().rev().find(|m| m.role == "user").or(messages.last());
                 (p, last.map(|m| m.content.clone()).unwrap_or_default())
             }
-            Err(e) => return fail(StatusCode::BAD_REQUEST, format!("messages: {e}"), note),
+            // The model's own message names the field (`messages: role "x" is not ...`).
+            Err(e) => return fail(StatusCode::BAD_REQUEST, e.to_string(), note),
         },
         (None, Some(p)) => (p.clone(), p.clone()),
         (None, None) => unreachable!("a checked request has messages or a prompt"),
