@@ -148,6 +148,7 @@ fn the_try_it_request_is_accepted_by_the_running_service() {
             budget: None,
             output: Default::default(),
             guard: Default::default(),
+            generate: Default::default(),
         })
         .unwrap();
     let opts = options(store.clone());

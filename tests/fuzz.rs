@@ -325,6 +325,7 @@ fn fuzz_request_bodies_through_the_service() {
         budget: None,
         output: "full".parse().unwrap(),
         guard: Default::default(),
+        generate: Default::default(),
     };
     let (_, key) = file.create(new, time::OffsetDateTime::now_utc()).unwrap();
     file.save(&path).unwrap();

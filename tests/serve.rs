@@ -100,6 +100,7 @@ fn add_key(store: &Path, k: KeySpec) -> String {
                 budget: k.budget,
                 output: k.output.parse().unwrap(),
                 guard: Default::default(),
+                generate: Default::default(),
             },
             OffsetDateTime::now_utc(),
         )

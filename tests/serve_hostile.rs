@@ -47,6 +47,7 @@ fn store_with_key(scopes: &[Scope]) -> (tempfile::TempDir, String) {
         budget: None,
         output: "full".parse().unwrap(),
         guard: Default::default(),
+        generate: Default::default(),
     };
     let (_, key) = file.create(new, time::OffsetDateTime::now_utc()).unwrap();
     file.save(&path).unwrap();

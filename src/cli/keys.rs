@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use super::invalid;
 use crate::error::Result;
 use crate::serve::keys::{
-    Guard, KeyFile, KeyStatus, KeyStore, NewKey, OnExtraction, Scope, key_file_path, parse_budget,
-    parse_duration, parse_rate, permission_warning, rate_text,
+    GeneratePolicy, Guard, KeyFile, KeyStatus, KeyStore, NewKey, OnExtraction, Scope, key_file_path,
+    parse_budget, parse_duration, parse_rate, permission_warning, rate_text,
 };
 use crate::serve::limits::{UsageFile, unix_now};
 use crate::serve::policy::OutputPolicy;
@@ -25,7 +25,7 @@ pub enum Action {
         /// The caller's name, as it appears in the access log and metrics.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: predict, explain, admin.
+        /// Comma-separated scopes: predict, explain, admin, generate.
         #[arg(long, value_delimiter = ',', required = true)]
         scope: Vec<Scope>,
         /// Expire after this long, e.g. 30d, 12h.
@@ -51,6 +51,16 @@ pub enum Action {
         /// request per second), block.
         #[arg(long, value_enum, default_value = "flag")]
         on_extraction: OnExtraction,
+        /// Language models: tokens (prompt and completion) per minute, or `none`.
+        #[arg(long, default_value = "none")]
+        tokens_per_minute: String,
+        /// Language models: tokens per hour, day or month (e.g. 200000/day), or `none`.
+        #[arg(long, default_value = "none")]
+        token_budget: String,
+        /// Language models: allow log-probabilities, with up to K alternatives per token (by
+        /// default none: logprobs make distilling the model cheap).
+        #[arg(long, value_name = "K")]
+        logprobs: Option<usize>,
         /// Print one JSON object (the key included) instead of the key alone.
         #[arg(long)]
         json: bool,
@@ -91,18 +101,39 @@ pub fn run(store: &RunStore, action: Action) -> Result<()> {
             output,
             reject_ood,
             on_extraction,
+            tokens_per_minute,
+            token_budget,
+            logprobs,
             json,
         } => {
+            let tokens_per_minute = match tokens_per_minute.trim() {
+                "none" => None,
+                n => Some(n.replace('_', "").parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    invalid(format!(
+                        "--tokens-per-minute {n:?} must be a whole number of tokens above 0, or none"
+                    ))
+                })?),
+            };
+            let token_budget =
+                parse_budget(&token_budget).map_err(|e| invalid(format!("--token-budget: {e}")))?;
+            if logprobs.is_some_and(|k| k > crate::serve::llm::openai::MAX_TOP_LOGPROBS) {
+                return Err(invalid(format!(
+                    "--logprobs allows at most {} alternatives per token",
+                    crate::serve::llm::openai::MAX_TOP_LOGPROBS
+                )));
+            }
+            let generate = GeneratePolicy { tokens_per_minute, token_budget, logprobs };
             let rate = parse_rate(&rate, burst).map_err(|e| invalid(format!("--rate/--burst: {e}")))?;
             let budget = parse_budget(&budget).map_err(invalid)?;
             let guard = Guard { reject_ood, on_extraction };
-            let new = NewKey { name, scopes: scope, expires_in: expires, rate, budget, output, guard };
+            let new =
+                NewKey { name, scopes: scope, expires_in: expires, rate, budget, output, guard, generate };
             let (rec, key) = KeyStore::of(store).create(new)?;
             if json {
                 let v = serde_json::json!({
                     "name": rec.name, "key": key, "scopes": rec.scopes, "expires": rec.expires,
                     "rate": rec.rate, "budget": rec.budget.map(|b| b.to_string()), "output": rec.output,
-                    "guard": rec.guard,
+                    "guard": rec.guard, "generate": rec.generate,
                 });
                 println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
             } else {
@@ -118,6 +149,14 @@ pub fn run(store: &RunStore, action: Action) -> Result<()> {
                     if rec.guard.reject_ood { "refused" } else { "flagged" },
                     rec.guard.on_extraction
                 );
+                if rec.has(Scope::Generate) {
+                    eprintln!(
+                        "language models: {} tokens per minute, token budget {}, logprobs {}",
+                        rec.generate.tokens_per_minute.map_or("unlimited".into(), |n| n.to_string()),
+                        rec.generate.token_budget.map_or("none".into(), |b| b.to_string()),
+                        rec.generate.logprobs_text()
+                    );
+                }
                 eprintln!("store it now: Vigil keeps only its hash and cannot show it again");
                 println!("{key}");
             }
@@ -161,6 +200,12 @@ fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
                 "expires": k.expires, "revoked": k.revoked, "rate": k.rate,
                 "budget": k.budget.map(|b| b.to_string()),
                 "budget_used": k.budget.map(|_| used.unwrap_or(0)), "output": k.output,
+                "tokens_per_minute": k.generate.tokens_per_minute,
+                "token_budget": k.generate.token_budget.map(|b| b.to_string()),
+                "token_budget_used": k.generate.token_budget.map(|b| {
+                    usage.tokens.get(&k.name).filter(|u| u.window == now_s / b.period.seconds()).map_or(0, |u| u.used)
+                }),
+                "logprobs": k.generate.logprobs,
             })
         })
         .collect();
@@ -178,13 +223,20 @@ fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
     let mut t = Table::new();
     t.load_style(UTF8_BORDERS_ONLY);
     t.set_content_arrangement(ContentArrangement::Dynamic);
-    t.set_header(vec!["name", "scopes", "status", "expires", "rate", "budget (used)", "output"]);
+    // The token columns only when some key may generate, so classifier-only listings stay as
+    // narrow as they were.
+    let generating = file.keys.iter().any(|k| k.has(Scope::Generate));
+    let mut header = vec!["name", "scopes", "status", "expires", "rate", "budget (used)", "output"];
+    if generating {
+        header.extend(["tokens/min", "token budget (used)", "logprobs"]);
+    }
+    t.set_header(header);
     for (k, row) in file.keys.iter().zip(&rows) {
         let budget = match k.budget {
             Some(b) => format!("{b} ({})", row["budget_used"].as_u64().unwrap_or(0)),
             None => "none".into(),
         };
-        t.add_row(vec![
+        let mut cells = vec![
             k.name.clone(),
             k.scope_list(),
             row["status"].as_str().unwrap_or_default().to_string(),
@@ -192,7 +244,16 @@ fn list(path: &Path, store: &RunStore, json: bool) -> Result<()> {
             rate_text(k.rate),
             budget,
             k.output.to_string(),
-        ]);
+        ];
+        if generating {
+            cells.push(k.generate.tokens_per_minute.map_or("none".into(), |n| n.to_string()));
+            cells.push(match k.generate.token_budget {
+                Some(b) => format!("{b} ({})", row["token_budget_used"].as_u64().unwrap_or(0)),
+                None => "none".into(),
+            });
+            cells.push(k.generate.logprobs_text());
+        }
+        t.add_row(cells);
     }
     println!("{t}");
     Ok(())

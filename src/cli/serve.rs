@@ -9,6 +9,8 @@ use super::invalid;
 use crate::error::{Error, Result};
 use crate::serve::edge::EdgeLimits;
 use crate::serve::keys::parse_duration;
+use crate::serve::llm::LlmConfig;
+use crate::serve::llm::screen::ScreenMode;
 use crate::serve::router::RequestLimits;
 use crate::serve::{ServeConfig, Server, TlsFiles};
 use crate::store::RunStore;
@@ -18,8 +20,37 @@ pub struct Args {
     /// Runs to serve: ids, unique prefixes or suffixes, or `latest`. Each is served under its
     /// spec's name, from its best checkpoint, or `RUN@VARIANT` from a variant made by
     /// `vigil optimize` (e.g. `digits-mlp-3f2a1c@q8_0`).
-    #[arg(required = true, value_name = "RUN")]
+    #[arg(required_unless_present = "llm", value_name = "RUN")]
     pub runs: Vec<String>,
+    /// A language model (GGUF file) to serve on the OpenAI-compatible routes,
+    /// POST /v1/chat/completions and POST /v1/completions (keys need the generate scope); alone
+    /// or beside runs.
+    #[arg(long, value_name = "MODEL.gguf")]
+    pub llm: Option<PathBuf>,
+    /// The name clients give in the `model` field (default: the model's own).
+    #[arg(long, requires = "llm", value_name = "NAME")]
+    pub llm_name: Option<String>,
+    /// Longest prompt, in tokens (400 beyond).
+    #[arg(long, default_value_t = 2048, requires = "llm")]
+    pub llm_max_prompt_tokens: usize,
+    /// Most tokens a completion may ask for with max_tokens (400 beyond; also the default).
+    #[arg(long, default_value_t = 512, requires = "llm")]
+    pub llm_max_tokens: usize,
+    /// Threads decoding generations, each stepping its generations in turn (one is right when
+    /// the model's matrix products already use every core).
+    #[arg(long, default_value_t = 1, requires = "llm")]
+    pub llm_workers: usize,
+    /// Longest a completion that is not streamed may take (503 beyond; the generation stops).
+    #[arg(long, default_value = "120s", value_parser = parse_duration, requires = "llm")]
+    pub llm_timeout: Duration,
+    /// The screen for sensitive data in completions (e-mail addresses, key-like strings):
+    /// flag (report it in the access log), redact (and replace it in the answer), off.
+    #[arg(long, value_enum, default_value = "flag", requires = "llm")]
+    pub screen: ScreenMode,
+    /// Prompts within 10 minutes after which a key's traffic is judged for extraction by
+    /// distillation (templated, diverse prompts, or logprobs at scale).
+    #[arg(long, default_value_t = 100, requires = "llm")]
+    pub extraction_min_requests: usize,
     /// Address to listen on. Anything but a loopback address needs --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: String,
@@ -134,6 +165,25 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     config.log_raw_inputs = args.log_raw_inputs;
     config.require_signed = args.require_signed;
     config.trusted_key = args.trusted_key.as_deref().map(crate::store::sign::load_public).transpose()?;
+    if let Some(path) = args.llm {
+        if args.llm_max_prompt_tokens == 0 || args.llm_max_tokens == 0 || args.llm_workers == 0 {
+            return Err(invalid(
+                "--llm-max-prompt-tokens, --llm-max-tokens and --llm-workers must be at least 1",
+            ));
+        }
+        if args.extraction_min_requests < 10 {
+            return Err(invalid("--extraction-min-requests must be at least 10: fewer tells nothing"));
+        }
+        let mut llm = LlmConfig::new(path);
+        llm.name = args.llm_name;
+        llm.max_prompt_tokens = args.llm_max_prompt_tokens;
+        llm.max_tokens = args.llm_max_tokens;
+        llm.workers = args.llm_workers;
+        llm.timeout = args.llm_timeout;
+        llm.screen = args.screen;
+        llm.watch.min_requests = args.extraction_min_requests;
+        config.llm = Some(llm);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         if n == 0 {
@@ -185,12 +235,24 @@ fn print_banner(server: &Server, runs_dir: &Path) {
         };
         println!("  {}  version {}  run {run}  {input} -> {} classes", m.name, m.version, m.classes.len());
     }
+    if let Some(l) = server.llm() {
+        println!(
+            "  {}  language model ({}, context {} tokens)  POST /v1/chat/completions, POST /v1/completions",
+            l.name, l.architecture, l.context_length
+        );
+    }
     println!(
         "keys: {}   access log: {}",
         crate::serve::keys::key_file_path(runs_dir).display(),
         server.access_log().display()
     );
-    if let Some(m) = server.models().first() {
+    if let Some(l) = server.llm() {
+        println!(
+            "try: curl -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}' {}/v1/chat/completions",
+            l.name,
+            server.url()
+        );
+    } else if let Some(m) = server.models().first() {
         let body = if m.accepts == "texts" {
             r#"{"texts": ["some text"]}"#.to_string()
         } else {

@@ -20,7 +20,7 @@ pub struct Args {
     /// The service: host:port or an http(s):// URL.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: String,
-    /// A key with the predict scope.
+    /// A key with the predict scope (generate for --profile chat).
     #[arg(long, env = "VIGIL_KEY", hide_env_values = true)]
     pub key: String,
     /// Requests per second.
@@ -46,12 +46,21 @@ pub struct Args {
     /// queries on the way).
     #[arg(long, default_value_t = 1000)]
     pub queries: usize,
+    /// Chat: clients streaming completions at once.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Chat: max_tokens of each completion.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(store: &RunStore, models_dir: &Path, args: Args) -> Result<()> {
+    if args.profile == Profile::Chat {
+        return chat(store, args);
+    }
     if args.batch == 0 {
         return Err(invalid("--batch must be at least 1"));
     }
@@ -185,4 +194,84 @@ fn print_report(r: &TrafficReport) {
     for e in &r.errors {
         println!("error: {e}");
     }
+}
+
+/// `3 x 200, 1 x 429`: counts by what they count.
+fn counts<K: std::fmt::Display>(m: &std::collections::BTreeMap<K, u64>) -> String {
+    m.iter().map(|(k, n)| format!("{n} x {k}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `--profile chat`: the load check of a language-model service.
+fn chat(store: &RunStore, args: Args) -> Result<()> {
+    use crate::serve::llm::load::{ChatLoad, run as load};
+    if args.clients == 0 || args.max_tokens == 0 {
+        return Err(invalid("--clients and --max-tokens must be at least 1"));
+    }
+    let config = ChatLoad {
+        url: crate::serve::traffic::base_url(&args.addr),
+        key: args.key,
+        clients: args.clients,
+        duration: args.duration,
+        max_tokens: args.max_tokens,
+        log_dir: Some(store.root().to_path_buf()),
+        ca_cert: args.ca_cert,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::startup("the async runtime", e))?;
+    if std::io::stderr().is_terminal() && !args.json {
+        eprintln!(
+            "{} clients streaming chat completions from {} for {:.0} s ...",
+            config.clients,
+            config.url,
+            config.duration.as_secs_f64()
+        );
+    }
+    let r = runtime.block_on(load(config))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serialises"));
+    } else {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+
+        println!(
+            "{} chat completions from {} ({}) by {} clients over {:.1} s",
+            r.requests, r.model, r.url, r.clients, r.elapsed_s
+        );
+        println!("statuses: {}", counts(&r.statuses));
+        println!("errors: {}", r.errors);
+        println!(
+            "streams ending with a finish reason and [DONE]: {} of {} ({})",
+            r.finished,
+            r.requests,
+            counts(&r.finish_reasons)
+        );
+        println!(
+            "time to first token ms: p50 {}  p99 {}  max {}",
+            ms(r.ttft_p50_ms),
+            ms(r.ttft_p99_ms),
+            ms(r.ttft_max_ms)
+        );
+        println!("completion tokens: {} ({:.1}/s)", r.completion_tokens, r.tokens_per_s);
+        match r.log_lines {
+            Some(n) => println!(
+                "access-log lines on the chat route: {n} ({})",
+                if n == r.requests { "one per request" } else { "NOT one per request" }
+            ),
+            None => println!(
+                "access log: not in {} (pass the service's --runs-dir to compare)",
+                store.root().display()
+            ),
+        }
+        for e in &r.first_errors {
+            println!("error: {e}");
+        }
+    }
+    if r.errors > 0 || r.log_lines.is_some_and(|n| n != r.requests) {
+        return Err(Error::bad_answer(format!(
+            "{} of {} chat completions failed or the log does not have one line per request",
+            r.errors, r.requests
+        )));
+    }
+    Ok(())
 }

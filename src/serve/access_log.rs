@@ -63,8 +63,12 @@ pub const OUTAGE_ID: &str = "log-outage";
 pub enum Flag {
     /// The input detector found an input unlike the training data.
     Ood,
-    /// The key is in PRADA's model-extraction alarm.
+    /// The key is in PRADA's model-extraction alarm (or, on the language-model routes, its
+    /// traffic looks like distillation: see `serve::llm::extraction`).
     Extraction,
+    /// The sensitive-data screen found something in a completion (e-mail address, key-like
+    /// string); the line's `generation.screened` says what.
+    Sensitive,
 }
 
 impl Flag {
@@ -73,6 +77,7 @@ impl Flag {
         match self {
             Flag::Ood => "ood",
             Flag::Extraction => "extraction",
+            Flag::Sensitive => "sensitive",
         }
     }
 }
@@ -90,7 +95,8 @@ impl std::str::FromStr for Flag {
         match s {
             "ood" => Ok(Flag::Ood),
             "extraction" => Ok(Flag::Extraction),
-            other => Err(format!("unknown flag {other:?} (expected ood or extraction)")),
+            "sensitive" => Ok(Flag::Sensitive),
+            other => Err(format!("unknown flag {other:?} (expected ood, extraction or sensitive)")),
         }
     }
 }
@@ -123,6 +129,90 @@ pub struct RequestNote {
     pub flags: Vec<Flag>,
     /// The key's current PRADA statistic (Shapiro–Wilk W of its queries' distances), once known.
     pub extraction_w: Option<f64>,
+    /// What a language-model request did (`None` on every other route).
+    pub generation: Option<GenerationNote>,
+}
+
+/// What a language-model request did, as the handler saw it; the writer hashes the texts and
+/// turns it into the line's [`GenerationRecord`].
+#[derive(Debug, Clone, Default)]
+pub struct GenerationNote {
+    /// The model's name (the `model` field of the line).
+    pub model: String,
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub max_tokens: u64,
+    /// From the request's arrival to the first token.
+    pub ttft: Option<Duration>,
+    /// From the first token to the last.
+    pub decode: Option<Duration>,
+    /// `stop`, `length`, `cancelled` (the client went away or time ran out) or `error`;
+    /// `None` while the generation runs.
+    pub finish_reason: Option<String>,
+    /// The prompt as the model saw it (chat template applied).
+    pub prompt: String,
+    /// The completion as generated, before any redaction.
+    pub completion: String,
+    /// Kinds of sensitive data the screen found in the completion.
+    pub screened: Vec<String>,
+    /// Whether what it found was redacted in the answer.
+    pub redacted: bool,
+    /// Alternatives per token the caller asked log-probabilities for (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+}
+
+/// The generative part of a log line (absent from classifier lines, which stay byte for byte
+/// what they were).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub max_tokens: u64,
+    /// Time to first token, microseconds from the request's arrival.
+    pub ttft_us: Option<u64>,
+    /// Completion tokens per second after the first one.
+    pub tokens_per_s: Option<f64>,
+    pub finish_reason: Option<String>,
+    pub prompt_sha256: String,
+    pub completion_sha256: String,
+    /// The prompt itself, only with raw logging on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_prompt: Option<String>,
+    /// The completion itself (before redaction), only with raw logging on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_completion: Option<String>,
+    pub screened: Vec<String>,
+    pub redacted: bool,
+    pub logprobs: Option<usize>,
+}
+
+impl GenerationNote {
+    /// The line's record: hashes always, the texts only when `raw`.
+    pub fn record(&self, raw: bool) -> GenerationRecord {
+        let sha = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+        let tokens_per_s = self.decode.filter(|d| !d.is_zero() && self.completion_tokens > 1).map(|d| {
+            let rate = (self.completion_tokens - 1) as f64 / d.as_secs_f64();
+            (rate * 10.0).round() / 10.0
+        });
+        GenerationRecord {
+            stream: self.stream,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            max_tokens: self.max_tokens,
+            ttft_us: self.ttft.map(|d| d.as_micros() as u64),
+            tokens_per_s,
+            finish_reason: self.finish_reason.clone(),
+            prompt_sha256: sha(&self.prompt),
+            completion_sha256: sha(&self.completion),
+            raw_prompt: raw.then(|| self.prompt.clone()),
+            raw_completion: raw.then(|| self.completion.clone()),
+            screened: self.screened.clone(),
+            redacted: self.redacted,
+            logprobs: self.logprobs,
+        }
+    }
 }
 
 /// What the service knows about a finished request; the writer turns it into a line.
@@ -211,6 +301,9 @@ pub struct AccessRecord {
     /// The key's PRADA W at this request (lower is more like extraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extraction_w: Option<f64>,
+    /// What a language-model request did; absent on every other line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationRecord>,
     pub prev: String,
     /// SHA-256 of the line's text without this field; empty (and not written) while the writer
     /// hashes the rest.
@@ -313,6 +406,8 @@ struct LineOut<'a> {
     flags: &'a [Flag],
     #[serde(skip_serializing_if = "Option::is_none")]
     extraction_w: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<GenerationRecord>,
     prev: &'a str,
 }
 
@@ -392,7 +487,7 @@ fn line_bytes(
         method: ev.method,
         route: ev.route,
         path,
-        model: model.map(|m| m.info.name.as_str()),
+        model: model.map(|m| m.info.name.as_str()).or(ev.note.generation.as_ref().map(|g| g.model.as_str())),
         version: model.map(|m| m.info.version.as_str()),
         variant: model.and_then(|m| m.info.variant.as_deref()),
         status: ev.status,
@@ -408,6 +503,7 @@ fn line_bytes(
         error: ev.error.as_deref(),
         flags: &ev.note.flags,
         extraction_w: ev.note.extraction_w.map(|w| (w * 1e4).round() / 1e4),
+        generation: ev.note.generation.as_ref().map(|g| g.record(raw_inputs)),
         prev,
     };
     let mut line = Vec::with_capacity(1024);

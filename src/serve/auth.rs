@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use time::OffsetDateTime;
 
 use super::keys::{KeyFile, KeyRecord, Scope, find_by_hash, hash_key};
-use super::limits::{BudgetCounter, Rate, UsageFile};
+use super::limits::{BudgetCounter, Rate, TokenRate, UsageFile};
 use super::metrics::{KeyLabels, Metrics};
 use super::policy::OutputPolicy;
 use crate::error::Result;
@@ -30,6 +30,10 @@ pub struct Caller {
     pub policy: OutputPolicy,
     pub rate: Option<Arc<Rate>>,
     pub budget: Option<Arc<BudgetCounter>>,
+    /// Tokens per minute on the language-model routes.
+    pub token_rate: Option<Arc<TokenRate>>,
+    /// Tokens per budget window on the language-model routes.
+    pub token_budget: Option<Arc<BudgetCounter>>,
     pub requests: Counter,
     /// Inputs left in the budget window, for keys with a budget.
     pub budget_gauge: Option<Gauge>,
@@ -170,6 +174,21 @@ impl Keyring {
                 }
                 (None, _) => None,
             };
+            let token_rate =
+                match (record.generate.tokens_per_minute, before.and_then(|c| c.token_rate.as_ref())) {
+                    (Some(n), Some(r)) if r.per_minute == n => Some(r.clone()),
+                    (Some(n), _) => Some(Arc::new(TokenRate::new(n))),
+                    (None, _) => None,
+                };
+            let token_budget =
+                match (record.generate.token_budget, before.and_then(|c| c.token_budget.as_ref())) {
+                    (Some(cfg), Some(b)) if b.budget == cfg => Some(b.clone()),
+                    (Some(cfg), Some(b)) => Some(Arc::new(BudgetCounter::new(cfg, Some(b.usage())))),
+                    (Some(cfg), None) => {
+                        Some(Arc::new(BudgetCounter::new(cfg, usage.tokens.get(&record.name).copied())))
+                    }
+                    (None, _) => None,
+                };
             let labels = KeyLabels { key: record.name.clone() };
             let caller = Caller {
                 name: Arc::from(record.name.as_str()),
@@ -183,6 +202,8 @@ impl Keyring {
                 }),
                 rate,
                 budget,
+                token_rate,
+                token_budget,
                 record,
             };
             hashes.push(hash);
@@ -237,6 +258,9 @@ impl Keyring {
             if let Some(b) = &c.budget {
                 file.keys.insert(c.name.to_string(), b.usage());
             }
+            if let Some(b) = &c.token_budget {
+                file.tokens.insert(c.name.to_string(), b.usage());
+            }
         }
         file
     }
@@ -267,6 +291,7 @@ mod tests {
                         budget: None,
                         output: OutputPolicy::default(),
                         guard: Default::default(),
+                        generate: Default::default(),
                     },
                     now,
                 )

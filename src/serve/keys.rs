@@ -45,11 +45,13 @@ pub enum Scope {
     Explain,
     /// Read the service's metrics and other operator routes.
     Admin,
+    /// Ask a language model for completions (`/v1/chat/completions`, `/v1/completions`).
+    Generate,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 3] = [Scope::Predict, Scope::Explain, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Predict, Scope::Explain, Scope::Admin, Scope::Generate];
 
     /// The scope's name as typed on the command line.
     pub fn as_str(&self) -> &'static str {
@@ -57,6 +59,7 @@ impl Scope {
             Scope::Predict => "predict",
             Scope::Explain => "explain",
             Scope::Admin => "admin",
+            Scope::Generate => "generate",
         }
     }
 }
@@ -74,7 +77,8 @@ impl FromStr for Scope {
             "predict" => Ok(Scope::Predict),
             "explain" => Ok(Scope::Explain),
             "admin" => Ok(Scope::Admin),
-            other => Err(format!("unknown scope {other:?}: use predict, explain or admin")),
+            "generate" => Ok(Scope::Generate),
+            other => Err(format!("unknown scope {other:?}: use predict, explain, admin or generate")),
         }
     }
 }
@@ -180,6 +184,44 @@ pub struct KeyRecord {
     /// the key itself was shown once; 24 of its 256 bits, which leaves nothing to guess with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Limits and output policy on the language-model routes (`generate` scope). Left out of
+    /// the file while it holds only defaults, so key files without generation read and write
+    /// as before.
+    #[serde(default, skip_serializing_if = "GeneratePolicy::is_default")]
+    pub generate: GeneratePolicy,
+}
+
+/// What a key may do on the language-model routes, in tokens (prompt and completion tokens
+/// both count): the request rate of [`KeyRecord::rate`] applies there too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratePolicy {
+    /// Tokens per minute on average (`None`: no limit). A request is refused (429) while the
+    /// key has spent more than its allowance; what it spends is counted as generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens per hour, day or month. A request reserves its prompt and `max_tokens` up front
+    /// (refused with 429 when that does not fit) and gets back what it did not generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<Budget>,
+    /// `None`: no log-probabilities at all (the default: they make distillation cheap).
+    /// `Some(k)`: each token's log-probability, with up to `k` alternatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
+}
+
+impl GeneratePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == GeneratePolicy::default()
+    }
+
+    /// `logprobs:none` or `logprobs:top-3`, for listings.
+    pub fn logprobs_text(&self) -> String {
+        match self.logprobs {
+            None => "no".into(),
+            Some(k) => format!("top-{k}"),
+        }
+    }
 }
 
 /// What the service does about a key's suspicious traffic. Inputs the run's input detector
@@ -279,6 +321,7 @@ pub struct NewKey {
     pub budget: Option<Budget>,
     pub output: OutputPolicy,
     pub guard: Guard,
+    pub generate: GeneratePolicy,
 }
 
 /// The key file of a run store.
@@ -404,12 +447,17 @@ impl KeyFile {
             )));
         }
         if new.scopes.is_empty() {
-            return Err(Error::argument("a key needs at least one scope (predict, explain, admin)"));
+            return Err(Error::argument(
+                "a key needs at least one scope (predict, explain, admin, generate)",
+            ));
         }
         if let Some(r) = new.rate
             && (r.per_second == 0 || r.burst == 0)
         {
             return Err(Error::argument("a rate limit must allow at least 1 request per second"));
+        }
+        if new.generate.tokens_per_minute == Some(0) {
+            return Err(Error::argument("--tokens-per-minute must allow at least 1 token (or leave it out)"));
         }
         let key = generate_key()?;
         let mut scopes = new.scopes.clone();
@@ -427,6 +475,7 @@ impl KeyFile {
             output: new.output,
             guard: new.guard,
             prefix: Some(key.chars().take(KEY_PREFIX.len() + PREFIX_HEX).collect()),
+            generate: new.generate,
         };
         self.keys.push(record.clone());
         Ok((record, key))
@@ -531,7 +580,7 @@ pub fn parse_scopes(text: &str) -> std::result::Result<Vec<Scope>, String> {
         .map(str::parse)
         .collect::<std::result::Result<_, _>>()?;
     if scopes.is_empty() {
-        return Err("a key needs at least one scope (predict, explain, admin)".into());
+        return Err("a key needs at least one scope (predict, explain, admin, generate)".into());
     }
     Ok(scopes)
 }
@@ -588,6 +637,7 @@ mod tests {
             budget: None,
             output: OutputPolicy::default(),
             guard: Default::default(),
+            generate: Default::default(),
         }
     }
 

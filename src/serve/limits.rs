@@ -40,6 +40,47 @@ impl Rate {
     }
 }
 
+/// A key's allowance of tokens per minute: a bucket that refills at the rate and holds at most
+/// a minute's worth. Tokens are charged as they are used (the prompt when the request is
+/// admitted, the completion when it ends), so the bucket can go below zero: a request is
+/// admitted only while it is not, and the caller is told how long until it is.
+pub struct TokenRate {
+    pub per_minute: u64,
+    /// (tokens available, may be negative; when that was last brought up to date).
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl TokenRate {
+    pub fn new(per_minute: u64) -> Self {
+        TokenRate { per_minute, state: Mutex::new((per_minute as f64, std::time::Instant::now())) }
+    }
+
+    fn refill(&self, s: &mut (f64, std::time::Instant)) {
+        let now = std::time::Instant::now();
+        let per_s = self.per_minute as f64 / 60.0;
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * per_s).min(self.per_minute as f64);
+        s.1 = now;
+    }
+
+    /// Whether a request may start now, or how long until it may.
+    pub fn check(&self) -> std::result::Result<(), Duration> {
+        let mut s = self.state.lock().expect("token-rate lock is never poisoned: no panics inside");
+        self.refill(&mut s);
+        if s.0 > 0.0 {
+            return Ok(());
+        }
+        let per_s = self.per_minute as f64 / 60.0;
+        Err(Duration::from_secs_f64((-s.0 + 1.0) / per_s))
+    }
+
+    /// Charges `n` tokens used.
+    pub fn charge(&self, n: u64) {
+        let mut s = self.state.lock().expect("token-rate lock is never poisoned: no panics inside");
+        self.refill(&mut s);
+        s.0 -= n as f64;
+    }
+}
+
 /// Why a budget refused a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetRefusal {
@@ -122,6 +163,9 @@ pub struct Usage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageFile {
     pub keys: BTreeMap<String, Usage>,
+    /// Token budgets' counts (language-model routes), by key name; absent while there are none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, Usage>,
 }
 
 impl UsageFile {
@@ -196,6 +240,16 @@ mod tests {
         file.keys.insert("a".into(), b.usage());
         file.save(&path).unwrap();
         assert_eq!(UsageFile::load(&path).unwrap(), file);
+    }
+
+    #[test]
+    fn the_token_rate_admits_until_spent_then_says_how_long() {
+        let r = TokenRate::new(600); // 10 tokens a second
+        assert!(r.check().is_ok());
+        r.charge(650);
+        let wait = r.check().unwrap_err();
+        // 50 tokens of debt (plus the one to get above zero) at 10/s: about 5 s.
+        assert!(wait > Duration::from_secs(4) && wait <= Duration::from_millis(5200), "{wait:?}");
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct Metrics {
     pub key_budget_left: Family<KeyLabels, Gauge>,
     pub predictions: Family<ModelLabels, Counter>,
     pub in_flight: Gauge,
+    /// Language-model generations being decoded now.
+    pub llm_active: Gauge,
+    /// Completion tokens generated.
+    pub llm_tokens: Counter,
+    /// Generations stopped because their client went away or time ran out.
+    pub llm_cancelled: Counter,
     model_info: Family<ModelInfoLabels, Gauge>,
     log_sent: Gauge,
     log_written: Gauge,
@@ -118,6 +124,20 @@ impl Metrics {
         registry.register("model_info", "The models served (always 1)", model_info.clone());
         let in_flight = Gauge::default();
         registry.register("http_requests_in_flight", "Requests being answered now", in_flight.clone());
+        let llm_active = Gauge::default();
+        registry.register(
+            "llm_generations_active",
+            "Language-model generations being decoded now",
+            llm_active.clone(),
+        );
+        let llm_tokens = Counter::default();
+        registry.register("llm_completion_tokens", "Completion tokens generated", llm_tokens.clone());
+        let llm_cancelled = Counter::default();
+        registry.register(
+            "llm_generations_cancelled",
+            "Generations stopped because the client went away or time ran out",
+            llm_cancelled.clone(),
+        );
         let log_sent = Gauge::default();
         registry.register("access_log_events", "Requests handed to the access log", log_sent.clone());
         let log_written = Gauge::default();
@@ -171,6 +191,9 @@ impl Metrics {
             key_budget_left,
             predictions,
             in_flight,
+            llm_active,
+            llm_tokens,
+            llm_cancelled,
             model_info,
             log_sent,
             log_written,

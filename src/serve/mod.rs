@@ -6,7 +6,8 @@
 //! - [`routes`]: the route table and what each route needs; [`router`]: the gate and handlers.
 //! - [`keys`]: the key file and key checks; [`auth`]: the keys in force; [`limits`]: rates and
 //!   budgets; [`policy`]: what a caller learns from a prediction.
-//! - [`model`]: a run's model with its preprocessing and input checks.
+//! - [`model`]: a run's model with its preprocessing and input checks; [`llm`]: a language
+//!   model served on the OpenAI-compatible routes (scheduler, screen, distillation watch).
 //! - [`access_log`]: the log writer; [`audit`]: checking its chain; [`monitor`]: following it
 //!   and the last minute's numbers, for the console (no UI code).
 //! - [`edge`]: accepting connections (caps per client and in total) and counting what is
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod edge;
 pub mod keys;
 pub mod limits;
+pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

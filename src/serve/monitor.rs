@@ -115,8 +115,29 @@ pub struct KeyRow {
     pub requests: u64,
     /// Requests answered 4xx or 5xx.
     pub errors: u64,
-    /// What its budget had left at its latest request (`None`: no budget).
+    /// What its budget had left at its latest request (`None`: no budget); for a key with a
+    /// token budget (language models), tokens.
     pub budget_left: Option<u64>,
+    /// Language-model tokens (prompt and completion) it used in the window.
+    #[serde(default)]
+    pub tokens: u64,
+}
+
+/// A served language model's traffic over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Requests to the language-model routes.
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Completion tokens per second over the window.
+    pub tokens_per_s: f64,
+    /// Time to first token.
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    /// Generations cut short because the client left.
+    pub cancelled: u64,
 }
 
 /// What the Service view shows.
@@ -137,6 +158,9 @@ pub struct Snapshot {
     pub keys: Vec<KeyRow>,
     /// Newest first.
     pub alerts: Vec<Alert>,
+    /// Language-model traffic, when there was some in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationStats>,
 }
 
 struct Second {
@@ -144,8 +168,24 @@ struct Second {
     requests: u64,
     classes: [u64; 5],
     latency: Histogram<u64>,
-    keys: HashMap<String, (u64, u64)>,
+    /// Requests, failures and language-model tokens per key.
+    keys: HashMap<String, (u64, u64, u64)>,
     refused_by_client: HashMap<String, u64>,
+    generation: GenerationSecond,
+}
+
+/// One second of language-model traffic.
+struct GenerationSecond {
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cancelled: u64,
+    ttft: Histogram<u64>,
+}
+
+fn micros_histogram() -> Histogram<u64> {
+    // Microseconds from 1 to 10 minutes at 2 significant figures: a few KiB a second.
+    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid bounds")
 }
 
 impl Second {
@@ -154,10 +194,16 @@ impl Second {
             at,
             requests: 0,
             classes: [0; 5],
-            // Microseconds from 1 to 10 minutes at 2 significant figures: a few KiB a second.
-            latency: Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid bounds"),
+            latency: micros_histogram(),
             keys: HashMap::new(),
             refused_by_client: HashMap::new(),
+            generation: GenerationSecond {
+                requests: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cancelled: 0,
+                ttft: micros_histogram(),
+            },
         }
     }
 }
@@ -226,10 +272,22 @@ impl ServiceStats {
         s.classes[class] += 1;
         let _ = s.latency.record(r.latency_us.max(1));
         let failed = r.status >= 400;
+        let tokens = r.generation.as_ref().map_or(0, |g| g.prompt_tokens + g.completion_tokens);
         if let Some(k) = &r.key {
             let e = s.keys.entry(k.clone()).or_default();
             e.0 += 1;
             e.1 += failed as u64;
+            e.2 += tokens;
+        }
+        if let Some(g) = &r.generation {
+            let gs = &mut s.generation;
+            gs.requests += 1;
+            gs.prompt_tokens += g.prompt_tokens;
+            gs.completion_tokens += g.completion_tokens;
+            gs.cancelled += (g.finish_reason.as_deref() == Some("cancelled")) as u64;
+            if let Some(t) = g.ttft_us {
+                let _ = gs.ttft.record(t.max(1));
+            }
         }
         if r.status == 401
             && let Some(c) = &r.client
@@ -286,7 +344,10 @@ impl ServiceStats {
                 at,
                 &r.time,
                 AlertLevel::Warning,
-                format!("key {key} has spent its query budget"),
+                format!(
+                    "key {key} has spent its {} budget",
+                    if error.contains("token budget") { "token" } else { "query" }
+                ),
             ),
             429 => self.alert(
                 "rate",
@@ -353,19 +414,39 @@ impl ServiceStats {
         let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 2).expect("valid bounds");
         let mut requests = 0;
         let mut classes = [0u64; 5];
-        let mut keys: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut keys: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        let mut ttft = micros_histogram();
+        let (mut g_requests, mut g_prompt, mut g_completion, mut g_cancelled) = (0, 0, 0, 0);
         for s in self.seconds.iter().filter(|s| s.at > from && s.at <= now_s) {
             requests += s.requests;
             for (c, n) in classes.iter_mut().zip(s.classes) {
                 *c += n;
             }
             let _ = latency.add(&s.latency);
-            for (k, (n, e)) in &s.keys {
+            for (k, (n, e, t)) in &s.keys {
                 let row = keys.entry(k.clone()).or_default();
                 row.0 += n;
                 row.1 += e;
+                row.2 += t;
             }
+            let g = &s.generation;
+            g_requests += g.requests;
+            g_prompt += g.prompt_tokens;
+            g_completion += g.completion_tokens;
+            g_cancelled += g.cancelled;
+            let _ = ttft.add(&g.ttft);
         }
+        let ttft_at = |q: f64| (!ttft.is_empty()).then(|| ttft.value_at_quantile(q) as f64 / 1000.0);
+        let generation = (g_requests > 0).then(|| GenerationStats {
+            requests: g_requests,
+            requests_per_s: g_requests as f64 / self.window as f64,
+            prompt_tokens: g_prompt,
+            completion_tokens: g_completion,
+            tokens_per_s: g_completion as f64 / self.window as f64,
+            ttft_p50_ms: ttft_at(0.5),
+            ttft_p99_ms: ttft_at(0.99),
+            cancelled: g_cancelled,
+        });
         for (k, b) in &self.budgets {
             if b.is_some() {
                 keys.entry(k.clone()).or_default();
@@ -403,20 +484,23 @@ impl ServiceStats {
             status_classes: classes,
             keys: keys
                 .into_iter()
-                .map(|(name, (requests, errors))| KeyRow {
+                .map(|(name, (requests, errors, tokens))| KeyRow {
                     budget_left: self.budgets.get(&name).copied().flatten(),
                     name,
                     requests,
                     errors,
+                    tokens,
                 })
                 .collect(),
             alerts,
+            generation,
         }
     }
 }
 
 /// What each key's budget has left at Unix time `now_s`, from the key file and the saved usage
 /// (which a running service updates about once a second); `None` for keys without a budget.
+/// A key with a token budget and no query budget shows its tokens left, as its log lines do.
 /// Revoked keys are left out.
 pub fn key_budgets(store: &RunStore, now_s: u64) -> Result<BTreeMap<String, Option<u64>>> {
     let keys = super::keys::KeyFile::load_with_key(&super::keys::key_file_path(store.root()), store.key())?;
@@ -426,9 +510,12 @@ pub fn key_budgets(store: &RunStore, now_s: u64) -> Result<BTreeMap<String, Opti
         .iter()
         .filter(|k| k.revoked.is_none())
         .map(|k| {
-            let left = k.budget.map(|b| {
-                let used = usage
-                    .keys
+            let (budget, counts) = match (k.budget, k.generate.token_budget) {
+                (None, Some(tokens)) => (Some(tokens), &usage.tokens),
+                (b, _) => (b, &usage.keys),
+            };
+            let left = budget.map(|b| {
+                let used = counts
                     .get(&k.name)
                     .filter(|u| u.window == now_s / b.period.seconds())
                     .map_or(0, |u| u.used);
@@ -473,6 +560,7 @@ mod tests {
             error: None,
             flags: vec![],
             extraction_w: None,
+            generation: None,
             prev: String::new(),
             hash: String::new(),
         }
@@ -511,7 +599,7 @@ mod tests {
         assert!((snap.server_error_rate - 0.10).abs() < 1e-9);
         assert_eq!(
             snap.keys,
-            vec![KeyRow { name: "a".into(), requests: 100, errors: 19, budget_left: None }]
+            vec![KeyRow { name: "a".into(), requests: 100, errors: 19, budget_left: None, tokens: 0 }]
         );
         // A minute later, nothing is left in the window.
         let later = s.snapshot(T0 + 200);
@@ -570,6 +658,7 @@ mod tests {
                     budget,
                     output: Default::default(),
                     guard: Default::default(),
+                    generate: Default::default(),
                 },
                 now,
             )
@@ -590,7 +679,7 @@ mod tests {
         let snap = s.snapshot(T0 + 5);
         assert_eq!(
             snap.keys,
-            vec![KeyRow { name: "a".into(), requests: 0, errors: 0, budget_left: Some(70) }]
+            vec![KeyRow { name: "a".into(), requests: 0, errors: 0, budget_left: Some(70), tokens: 0 }]
         );
         let mut r = rec(1, 1000, 200, 10, Some("a"));
         r.budget_left = Some(69);
@@ -653,5 +742,36 @@ mod tests {
         // Starting near the end skips the partial first line.
         let mut t = LogFollower::tail(dir.path(), 100);
         assert!(t.poll().unwrap().len() <= 1);
+    }
+
+    #[test]
+    fn generative_lines_give_tokens_per_second_ttft_and_tokens_per_key() {
+        use crate::serve::access_log::GenerationRecord;
+        let mut stats = ServiceStats::new(60);
+        for i in 0..10u64 {
+            let mut r = rec(i + 1, 1000 * i as i64, 200, 50_000, Some("alice"));
+            r.route = Some("/v1/chat/completions".into());
+            r.budget_left = Some(1000 - 30 * (i + 1));
+            r.generation = Some(GenerationRecord {
+                prompt_tokens: 10,
+                completion_tokens: 20,
+                ttft_us: Some(1000 * (i + 1)),
+                finish_reason: Some(if i == 9 { "cancelled" } else { "stop" }.into()),
+                ..GenerationRecord::default()
+            });
+            stats.push(r);
+        }
+        stats.push(rec(11, 500, 200, 100, Some("bob")));
+        let snap = stats.snapshot(1_767_225_600 + 30);
+        let g = snap.generation.expect("generation stats");
+        assert_eq!((g.requests, g.prompt_tokens, g.completion_tokens, g.cancelled), (10, 100, 200, 1));
+        assert!((g.tokens_per_s - 200.0 / 60.0).abs() < 1e-9);
+        // TTFTs of 1..10 ms: the median is 5 ms, p99 10 ms (to the histogram's precision).
+        assert!((g.ttft_p50_ms.unwrap() - 5.0).abs() < 0.1, "{:?}", g.ttft_p50_ms);
+        assert!((g.ttft_p99_ms.unwrap() - 10.0).abs() < 0.1, "{:?}", g.ttft_p99_ms);
+        let alice = snap.keys.iter().find(|k| k.name == "alice").unwrap();
+        assert_eq!((alice.tokens, alice.budget_left), (300, Some(700)));
+        assert_eq!(snap.keys.iter().find(|k| k.name == "bob").unwrap().tokens, 0);
+        assert_eq!(snap.requests, 11);
     }
 }

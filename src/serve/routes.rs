@@ -44,6 +44,12 @@ pub const PREDICT: &str = "/v1/models/{name}/predict";
 /// The template of the explain route.
 pub const EXPLAIN: &str = "/v1/models/{name}/explain";
 
+/// The OpenAI-compatible chat route of a served language model.
+pub const CHAT: &str = "/v1/chat/completions";
+
+/// The OpenAI-compatible (legacy) completion route.
+pub const COMPLETIONS: &str = "/v1/completions";
+
 /// Every route of the service.
 pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { method: "GET", path: "/healthz", access: Access::Open, what: "liveness probe" },
@@ -66,7 +72,24 @@ pub const ROUTES: &[RouteSpec] = &[
         access: Access::Scope(Scope::Explain),
         what: "attribute a batch of inputs' predictions to their features (?method=ig&target=3)",
     },
+    RouteSpec {
+        method: "POST",
+        path: CHAT,
+        access: Access::Scope(Scope::Generate),
+        what: "a language model's answer to a chat (OpenAI's shape; \"stream\": true for server-sent events)",
+    },
+    RouteSpec {
+        method: "POST",
+        path: COMPLETIONS,
+        access: Access::Scope(Scope::Generate),
+        what: "a language model's continuation of a prompt (OpenAI's legacy completions shape)",
+    },
 ];
+
+/// Whether a route runs a language model (its own, longer timeout applies).
+pub fn is_generative(route: Option<&str>) -> bool {
+    matches!(route, Some(CHAT | COMPLETIONS))
+}
 
 fn matches(template: &str, path: &str) -> bool {
     let mut t = template.split('/');
@@ -119,6 +142,8 @@ mod tests {
         assert_eq!(classify("POST", "/v1/models//predict"), (None, Access::AnyKey));
         assert_eq!(classify("GET", "/v1/models/x/predict"), (Some(PREDICT), Access::AnyKey));
         assert_eq!(classify("GET", "/metrics"), (Some("/metrics"), Access::Scope(Scope::Admin)));
+        assert_eq!(classify("POST", CHAT), (Some(CHAT), Access::Scope(Scope::Generate)));
+        assert_eq!(classify("GET", COMPLETIONS), (Some(COMPLETIONS), Access::AnyKey));
         let open: Vec<_> = ROUTES.iter().filter(|r| r.access == Access::Open).collect();
         assert_eq!(open.len(), 1);
     }

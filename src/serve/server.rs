@@ -20,6 +20,7 @@ use super::auth::Keyring;
 use super::edge::{self, Edge, EdgeLimits, EdgeStats};
 use super::keys::{KeyStatus, Scope, key_file_path, permission_warning};
 use super::limits::UsageFile;
+use super::llm::{LlmConfig, LlmService};
 use super::metrics::Metrics;
 use super::model::{ModelInfo, ServedModel};
 use super::router::{AppState, RequestLimits, router};
@@ -61,6 +62,8 @@ pub struct ServeConfig {
     pub require_signed: bool,
     /// With `require_signed`: the one public key whose signatures are accepted.
     pub trusted_key: Option<ed25519_dalek::VerifyingKey>,
+    /// A language model to serve on the OpenAI-compatible routes (`--llm`).
+    pub llm: Option<LlmConfig>,
 }
 
 impl ServeConfig {
@@ -81,6 +84,7 @@ impl ServeConfig {
             grace: Duration::from_secs(10),
             require_signed: false,
             trusted_key: None,
+            llm: None,
         }
     }
 }
@@ -111,6 +115,7 @@ pub struct Server {
     addr: SocketAddr,
     tls: bool,
     models: Vec<ModelInfo>,
+    llm: Option<crate::llm::ModelInfo>,
     warnings: Warnings,
     state: Arc<AppState>,
     stop_serving: watch::Sender<bool>,
@@ -183,10 +188,19 @@ impl Server {
         }
         let store = &config.store;
         let signed = config.require_signed.then_some(config.trusted_key.as_ref());
-        let models = load_models_checked(store, &config.runs, signed)?;
+        // A language model may be served alone; classifiers need naming otherwise.
+        let models = if config.runs.is_empty() && config.llm.is_some() {
+            Vec::new()
+        } else {
+            load_models_checked(store, &config.runs, signed)?
+        };
         let mut warnings = Vec::new();
 
         let metrics = Metrics::new();
+        let llm = match &config.llm {
+            Some(c) => Some(Arc::new(LlmService::start(c.clone(), &metrics)?)),
+            None => None,
+        };
         let key_path = key_file_path(store.root());
         let usage_path = UsageFile::path(store.root());
         let usage = UsageFile::load(&usage_path)?;
@@ -200,7 +214,19 @@ impl Server {
             .iter()
             .filter(|c| c.record.status(now) == KeyStatus::Active && c.has(Scope::Predict))
             .count();
-        if usable == 0 {
+        let generating = keyring
+            .callers()
+            .iter()
+            .filter(|c| c.record.status(now) == KeyStatus::Active && c.has(Scope::Generate))
+            .count();
+        if llm.is_some() && generating == 0 {
+            warnings.push(format!(
+                "no active key with the generate scope in {}: every completion will be refused; \
+                 `vigil keys create --name NAME --scope generate` makes one",
+                key_path.display()
+            ));
+        }
+        if usable == 0 && !models.is_empty() {
             warnings.push(format!(
                 "no active key with the predict scope in {}: every prediction will be refused; \
                  `vigil keys create --name NAME --scope predict` makes one",
@@ -230,15 +256,11 @@ impl Server {
         })?;
         let log_path = log.path.clone();
         let infos = models.iter().map(|m| m.info.clone()).collect();
-        let state = Arc::new(AppState::new(
-            models,
-            keyring,
-            key_path,
-            store.shared_key(),
-            log,
-            metrics,
-            config.limits,
-        ));
+        let llm_info = llm.as_ref().map(|l| l.info.clone());
+        let state = Arc::new(
+            AppState::new(models, keyring, key_path, store.shared_key(), log, metrics, config.limits)
+                .with_llm(llm),
+        );
         listener.set_nonblocking(true).map_err(|e| Error::bind(addr, e))?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::bind(addr, e))?;
         let edge = Edge {
@@ -257,6 +279,7 @@ impl Server {
             addr,
             tls: config.tls.is_some(),
             models: infos,
+            llm: llm_info,
             warnings,
             state,
             stop_serving,
@@ -282,6 +305,11 @@ impl Server {
     /// The models served.
     pub fn models(&self) -> &[ModelInfo] {
         &self.models
+    }
+
+    /// The language model served, when there is one.
+    pub fn llm(&self) -> Option<&crate::llm::ModelInfo> {
+        self.llm.as_ref()
     }
 
     /// Things the operator should know.

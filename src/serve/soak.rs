@@ -245,6 +245,7 @@ fn new_key(file: &mut KeyFile, name: &str, scopes: &[Scope], rate: Option<RateLi
         budget: None,
         output: "full".parse().map_err(|e: String| Error::internal(e))?,
         guard: Default::default(),
+        generate: Default::default(),
     };
     Ok(file.create(new, OffsetDateTime::now_utc())?.1)
 }

@@ -65,6 +65,9 @@ pub enum Profile {
     /// nearest 0.1), sent at the given rate; the labels that still agree with the truth are
     /// what the attack failed to change.
     Adversarial,
+    /// Chat users of a language model (`vigil serve --llm`): --clients streaming completions
+    /// back to back; reports errors, finish reasons, time to first token and tokens per second.
+    Chat,
 }
 
 /// What came back.
@@ -115,8 +118,13 @@ pub fn base_url(addr: &str) -> String {
 
 /// An HTTP client for the service, trusting `ca_cert` when given.
 pub fn client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    client_with_timeout(ca_cert, Duration::from_secs(30))
+}
+
+/// [`client`] with a longer limit per request, for streamed completions that take minutes.
+pub fn client_with_timeout(ca_cert: Option<&std::path::Path>, timeout: Duration) -> Result<reqwest::Client> {
     super::server::install_crypto();
-    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256);
+    let mut b = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256);
     if let Some(path) = ca_cert {
         let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)

@@ -457,6 +457,7 @@ pub fn access(
         error: error.map(String::from),
         flags: flags.iter().map(|f| f.parse().expect("a known flag")).collect(),
         extraction_w: None,
+        generation: None,
         prev: String::new(),
         hash: String::new(),
     }
@@ -476,6 +477,73 @@ pub fn service_feed() -> ServiceFeed {
     records.push(access(41, 31, 422, Some("alice"), Some("inputs[0]: expected 64 values, got 2"), &[]));
     records.push(access(42, 32, 429, Some("bob"), Some("over the rate limit; retry in 1 s"), &[]));
     records.push(access(43, 33, 200, Some("alice"), None, &["ood"]));
+    let mut stats = ServiceStats::new(60);
+    stats.extend(records.iter().cloned());
+    let snapshot = stats.snapshot(SERVICE_T0 + 40);
+    ServiceFeed { records, snapshot }
+}
+
+/// One language-model request's line at `T0 + s`: `prompt` and `completion` tokens, its finish
+/// reason and time to first token.
+pub fn completion(
+    seq: u64,
+    s: i64,
+    key: &str,
+    tokens: (u64, u64),
+    finish: &str,
+    ttft_ms: u64,
+) -> AccessRecord {
+    let cancelled = finish == "cancelled";
+    let error = cancelled.then_some("the client closed the connection mid-stream; generation cancelled");
+    let mut r = access(seq, s, if cancelled { 499 } else { 200 }, Some(key), error, &[]);
+    r.route = Some("/v1/chat/completions".into());
+    r.path = "/v1/chat/completions".into();
+    r.model = Some("gemma-3-270m".into());
+    r.version = None;
+    r.inputs = 0;
+    r.labels = vec![];
+    r.policy = None;
+    r.latency_us = ttft_ms * 1000 + tokens.1 * 20_000;
+    r.budget_left = (key == "alice").then(|| 200_000 - 500 * seq);
+    r.generation = Some(vigil::serve::access_log::GenerationRecord {
+        stream: true,
+        prompt_tokens: tokens.0,
+        completion_tokens: tokens.1,
+        max_tokens: 256,
+        ttft_us: Some(ttft_ms * 1000),
+        tokens_per_s: Some(50.0),
+        finish_reason: Some(finish.into()),
+        ..Default::default()
+    });
+    r
+}
+
+/// A minute of chat completions: two keys streaming, one client that left mid-stream, one key
+/// over its token budget and one completion the screen flagged, 40 s in.
+pub fn generation_feed() -> ServiceFeed {
+    let mut records = Vec::new();
+    for i in 0..30u64 {
+        let key = if i % 3 == 0 { "carol" } else { "alice" };
+        let finish = if i % 5 == 4 { "length" } else { "stop" };
+        records.push(completion(i, i as i64, key, (20 + i, 40 + 3 * i), finish, 30 + 2 * i));
+    }
+    records.push(completion(30, 31, "carol", (25, 7), "cancelled", 35));
+    let mut over = access(
+        31,
+        32,
+        429,
+        Some("carol"),
+        Some("token budget spent: this key may use 100000 tokens per day window"),
+        &[],
+    );
+    over.route = Some("/v1/chat/completions".into());
+    over.path = "/v1/chat/completions".into();
+    over.model = None;
+    over.labels = vec![];
+    records.push(over);
+    let mut flagged = completion(32, 33, "alice", (18, 60), "stop", 41);
+    flagged.flags = vec![vigil::serve::access_log::Flag::Sensitive];
+    records.push(flagged);
     let mut stats = ServiceStats::new(60);
     stats.extend(records.iter().cloned());
     let snapshot = stats.snapshot(SERVICE_T0 + 40);

@@ -184,6 +184,28 @@ async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Ac
         return Err(fail(StatusCode::UNAUTHORIZED, "no key".into(), note));
     };
     note.policy = Some(caller.policy);
+    let bytes = read_json(st, ctx, req, &mut note).await?;
+    let body: PredictBody = match parse_body(&bytes) {
+        Ok(b) => b,
+        Err((status, msg)) => return Err(fail(status, msg, note)),
+    };
+    accept_rest(st, ctx, model, caller, body, note)
+}
+
+/// Reads a JSON request body within the service's limits (content type, size, body timeout);
+/// a refusal comes back as the response to send, with `note` attached.
+pub(super) async fn read_json(
+    st: &AppState,
+    ctx: &Ctx,
+    req: Request,
+    note: &mut RequestNote,
+) -> Result<Bytes, Response> {
+    let id = &*ctx.request_id;
+    let fail = |status: StatusCode, msg: String, note: &mut RequestNote| {
+        let mut r = error(status, msg, id);
+        r.extensions_mut().insert(std::mem::take(note));
+        r
+    };
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ok = ct.to_str().is_ok_and(|v| {
             let v = v.split(';').next().unwrap_or("").trim();
@@ -243,9 +265,24 @@ async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Ac
         }
     };
     note.body_bytes = Some(bytes.len() as u64);
-    let body: PredictBody = match parse_body(&bytes) {
-        Ok(b) => b,
-        Err((status, msg)) => return Err(fail(status, msg, note)),
+    Ok(bytes)
+}
+
+/// The rest of [`accept`] once the body is parsed.
+#[allow(clippy::result_large_err)] // the refusal is the response to send, built once per refusal
+fn accept_rest(
+    st: &AppState,
+    ctx: &Ctx,
+    model: Arc<ServedModel>,
+    caller: Arc<Caller>,
+    body: PredictBody,
+    mut note: RequestNote,
+) -> Result<Accepted, Response> {
+    let id = &*ctx.request_id;
+    let fail = |status: StatusCode, msg: String, note: RequestNote| {
+        let mut r = error(status, msg, id);
+        r.extensions_mut().insert(note);
+        r
     };
     let (batch, raw) = match model.prepare(body, st.limits.max_inputs) {
         Ok(v) => v,

@@ -29,15 +29,18 @@ use super::access_log::{AccessEvent, AccessLog, Flag, RequestNote};
 use super::auth::{Caller, Denied, FileStamp, Keyring, now_unix};
 use super::keys::OnExtraction;
 use super::limits::unix_now;
+use super::llm::LlmService;
 use super::metrics::{Metrics, RequestLabels, RouteLabels};
 use super::model::Batch;
 use super::model::{PredictBody, ServedModel};
-use super::routes::{self, Access, EXPLAIN, PREDICT, ROUTES, RouteSpec};
+use super::routes::{self, Access, CHAT, COMPLETIONS, EXPLAIN, PREDICT, ROUTES, RouteSpec};
 use crate::ml::attack::prada::{Prada, PradaConfig};
 use crate::store::seal::SealKey;
 
+mod generate;
 mod handlers;
 
+use generate::{chat_completions, completions};
 use handlers::{explain, predict};
 
 /// Work (inputs x parameters) up to which a prediction runs right on the async worker: a small
@@ -94,6 +97,8 @@ pub struct AppState {
     /// By key name, then model name: nested so that a lookup borrows the names (a tuple of
     /// Strings as the key cost two allocations per request).
     extraction: Mutex<HashMap<String, ModelWatches>>,
+    /// The language model, when the service serves one (`--llm`).
+    pub llm: Option<Arc<LlmService>>,
 }
 
 /// One key's extraction watches, by model name.
@@ -143,7 +148,15 @@ impl AppState {
             boot: rand::random(),
             next_id: AtomicU64::new(1),
             extraction: Mutex::new(HashMap::new()),
+            llm: None,
         }
+    }
+
+    /// Serves a language model too (`--llm`): its routes answer, and `/v1/models` names it.
+    pub fn with_llm(mut self, llm: Option<Arc<LlmService>>) -> Self {
+        self.models_json = models_json_with(self.models_json, llm.as_deref());
+        self.llm = llm;
+        self
     }
 
     /// The extraction watch of a key on a model.
@@ -203,13 +216,93 @@ impl AppState {
     }
 }
 
+/// `GET /v1/models` with a language model: the classifiers' `models` list as before, and the
+/// OpenAI shape (`"object": "list"`, `data`) that OpenAI clients read, naming the language
+/// model. Without one the body is what it always was.
+fn models_json_with(classifiers: Bytes, llm: Option<&LlmService>) -> Bytes {
+    let Some(llm) = llm else { return classifiers };
+    let mut v: serde_json::Value = serde_json::from_slice(&classifiers).expect("the model list is JSON");
+    v["object"] = "list".into();
+    v["data"] = serde_json::json!([{
+        "id": llm.info.name, "object": "model", "created": 0, "owned_by": "vigil",
+        "architecture": llm.info.architecture, "context_length": llm.info.context_length,
+        "parameters": llm.info.parameters,
+    }]);
+    Bytes::from(serde_json::to_vec(&v).expect("the model list serialises"))
+}
+
 /// What the gate hands a handler.
 #[derive(Clone)]
 pub struct Ctx {
     pub request_id: Arc<str>,
     pub caller: Option<Arc<Caller>>,
+    /// When the request arrived (time to first token counts from here).
+    pub arrived: Instant,
     /// When the request's time is up.
     pub deadline: Instant,
+}
+
+/// A streamed answer's log note, filled in while its body streams: the gate writes the
+/// request's line when the body ends (or, status 499, when the client goes before it does).
+#[derive(Clone, Default)]
+pub struct StreamNote(pub Arc<Mutex<RequestNote>>);
+
+/// A streamed body that writes its request's access-log line when it ends or is dropped.
+struct LoggedBody {
+    inner: Body,
+    pending: Option<Pending>,
+    note: StreamNote,
+    status: u16,
+    bytes: u64,
+}
+
+impl LoggedBody {
+    fn note(&self) -> RequestNote {
+        std::mem::take(&mut *self.note.0.lock().expect("the note lock is never poisoned"))
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(mut pending) = self.pending.take() {
+                    let note = self.note();
+                    pending.record(self.status, self.bytes, note, None);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(mut pending) = self.pending.take() {
+            let mut note = self.note();
+            let tokens = note.generation.as_ref().map_or(0, |g| g.completion_tokens);
+            if let Some(g) = &mut note.generation
+                && g.finish_reason.is_none()
+            {
+                g.finish_reason = Some("cancelled".into());
+            }
+            let why = format!(
+                "the client closed the connection mid-stream; generation cancelled after {tokens} tokens"
+            );
+            pending.record(499, self.bytes, note, Some(why));
+        }
+    }
 }
 
 /// Why a request failed, for the log (a response extension).
@@ -285,6 +378,12 @@ impl Pending {
         }
         let status = resp.status().as_u16();
         let bytes_out = axum::body::HttpBody::size_hint(resp.body()).exact().unwrap_or(0);
+        if let Some(shared) = resp.extensions_mut().remove::<StreamNote>() {
+            // Streamed: the line is written when the body ends, with what it sent.
+            let (parts, body) = resp.into_parts();
+            let logged = LoggedBody { inner: body, pending: Some(self), note: shared, status, bytes: 0 };
+            return Response::from_parts(parts, Body::new(logged));
+        }
         let note = resp.extensions_mut().remove::<RequestNote>().unwrap_or_default();
         let error = resp.extensions_mut().remove::<ErrorText>().map(|e| e.0);
         self.record(status, bytes_out, note, error);
@@ -419,10 +518,15 @@ pub async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next)
             return pending.finish(r);
         }
     }
-    let limit = st.limits.timeout;
+    // A completion takes longer than a prediction: the language model's own limit applies.
+    let limit = match &st.llm {
+        Some(llm) if routes::is_generative(route) => llm.config.timeout,
+        _ => st.limits.timeout,
+    };
     req.extensions_mut().insert(Ctx {
         request_id: pending.request_id.clone(),
         caller: pending.caller.clone(),
+        arrived: t0,
         deadline: t0 + limit,
     });
     let resp = match tokio::time::timeout(limit, next.run(req)).await {
@@ -452,6 +556,8 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/v1/models") => get(list_models),
         ("POST", PREDICT) => post(predict),
         ("POST", EXPLAIN) => post(explain),
+        ("POST", CHAT) => post(chat_completions),
+        ("POST", COMPLETIONS) => post(completions),
         _ => unreachable!("route {} {} is in ROUTES without a handler", spec.method, spec.path),
     }
 }

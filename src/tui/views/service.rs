@@ -2,7 +2,9 @@
 //! console started (or that none is; a service started by `vigil serve` elsewhere still shows
 //! in the numbers), then the last minute's requests per second, p50/p99 latency, error rates and
 //! status classes, the keys with their counts and budgets left, the alerts, and a tail of the
-//! log with its filters. The tail follows new lines until you scroll back, and then stays on
+//! log with its filters. With a language model served, the numbers add completion tokens per
+//! second and time to first token (p50/p99), the keys their tokens, and the tail each
+//! completion's prompt and completion sizes. The tail follows new lines until you scroll back, and then stays on
 //! the lines you are reading. Tab moves the focus between the panels (the focused one has an
 //! accent border and scrolls), `z` zooms it; the keys panel (`ctrl-k`) and the try-it pane (`y`)
 //! are drawn by [`super::keys`].
@@ -90,13 +92,37 @@ fn draw_numbers(f: &mut Frame, app: &App, area: Rect) {
     lines.extend(health_line(app));
     match &app.service.snapshot {
         Some(s) if s.requests > 0 => {
-            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
-            lines.push(Line::from(vec![
-                Span::styled("req/s ", t.muted()),
-                Span::raw(format!("{:<8.1}", s.requests_per_s)),
-                Span::styled("requests ", t.muted()),
-                Span::raw(s.requests.to_string()),
-            ]));
+            // Completions take seconds: those read as seconds, so the columns keep their width.
+            let ms = |v: Option<f64>| match v {
+                None => "-".into(),
+                Some(v) if v >= 1000.0 => format!("{:.2} s", v / 1000.0),
+                Some(v) => format!("{v:.2} ms"),
+            };
+            match &s.generation {
+                // Generative traffic first: at 80x24 the panel shows four lines.
+                Some(g) => {
+                    lines.push(Line::from(vec![
+                        Span::styled("req/s ", t.muted()),
+                        Span::raw(format!("{:<7.1}", s.requests_per_s)),
+                        Span::styled("tok/s ", t.muted()),
+                        Span::raw(format!("{:<7.1}", g.tokens_per_s)),
+                        Span::styled("gen ", t.muted()),
+                        Span::raw(g.requests.to_string()),
+                    ]));
+                    lines.push(Line::from(vec![
+                        Span::styled("TTFT p50 ", t.muted()),
+                        Span::raw(format!("{:<10}", ms(g.ttft_p50_ms))),
+                        Span::styled("p99 ", t.muted()),
+                        Span::raw(ms(g.ttft_p99_ms)),
+                    ]));
+                }
+                None => lines.push(Line::from(vec![
+                    Span::styled("req/s ", t.muted()),
+                    Span::raw(format!("{:<8.1}", s.requests_per_s)),
+                    Span::styled("requests ", t.muted()),
+                    Span::raw(s.requests.to_string()),
+                ])),
+            }
             lines.push(Line::from(vec![
                 Span::styled("p50 ", t.muted()),
                 Span::raw(format!("{:<10}", ms(s.p50_ms))),
@@ -178,10 +204,15 @@ fn key_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
     if s.keys.is_empty() {
         return vec![Line::from(Span::styled("no keys have called yet", t.muted()))];
     }
-    let mut lines = vec![Line::from(Span::styled(
-        format!("{:<10} {:>8} {:>6} {:>8}", "key", "requests", "errors", "budget"),
-        t.muted(),
-    ))];
+    // With language-model traffic each key's tokens go beside its budget (tokens left, for a
+    // key with a token budget), in columns narrow enough for the 80-column panel.
+    let tokens = s.generation.is_some();
+    let header = if tokens {
+        format!("{:<9} {:>6} {:>4} {:>7} {:>8}", "key", "req", "err", "tokens", "left")
+    } else {
+        format!("{:<10} {:>8} {:>6} {:>8}", "key", "requests", "errors", "budget")
+    };
+    let mut lines = vec![Line::from(Span::styled(header, t.muted()))];
     // Keys an alert names first, then the ones with errors: at 80x24 what needs a look must
     // be among the rows shown.
     let mut keys: Vec<_> = s.keys.iter().collect();
@@ -193,6 +224,15 @@ fn key_lines(app: &App, limit: usize) -> Vec<Line<'static>> {
     keys.sort_by_key(|k| (!alarmed(&k.name), std::cmp::Reverse(k.errors)));
     for k in keys.into_iter().take(limit) {
         let errors = if k.errors > 0 { t.warn() } else { t.base() };
+        let left = k.budget_left.map_or("-".into(), |b| b.to_string());
+        if tokens {
+            lines.push(Line::from(vec![
+                Span::raw(format!("{:<9} {:>6} ", truncate(&k.name, 9), k.requests)),
+                Span::styled(format!("{:>4} ", k.errors), errors),
+                Span::raw(format!("{:>7} {:>8}", k.tokens, left)),
+            ]));
+            continue;
+        }
         lines.push(Line::from(vec![
             Span::raw(format!("{:<10} {:>8} ", truncate(&k.name, 10), k.requests)),
             Span::styled(format!("{:>6} ", k.errors), errors),
@@ -299,9 +339,23 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
                     t.muted(),
                 ));
             }
-            let answer = match &r.error {
-                Some(e) => Span::styled(e.clone(), t.warn()),
-                None => Span::raw(r.labels.join(",")),
+            let answer = match (&r.error, &r.generation) {
+                // A completion: prompt → completion tokens, and why it ended (a cancelled one's
+                // error follows: the sizes say how far it got).
+                (error, Some(g)) => {
+                    let sizes = format!(
+                        "{}→{} tok {}",
+                        g.prompt_tokens,
+                        g.completion_tokens,
+                        g.finish_reason.as_deref().unwrap_or("")
+                    );
+                    match error {
+                        Some(e) => Span::styled(format!("{sizes} · {e}"), t.warn()),
+                        None => Span::raw(sizes),
+                    }
+                }
+                (Some(e), None) => Span::styled(e.clone(), t.warn()),
+                (None, None) => Span::raw(r.labels.join(",")),
             };
             spans.push(answer);
             if !r.flags.is_empty() {
@@ -363,9 +417,14 @@ fn draw_tail(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// `/v1/models/{name}/predict` → `predict`: the model is shown beside it.
+/// `/v1/models/{name}/predict` → `predict`, `/v1/chat/completions` → `chat`: the model is
+/// shown beside it.
 fn short_route(r: &crate::serve::access_log::AccessRecord) -> String {
-    r.route.as_deref().and_then(|p| p.rsplit('/').next()).unwrap_or(&r.path).to_string()
+    match r.route.as_deref() {
+        Some(crate::serve::routes::CHAT) => "chat".into(),
+        Some(crate::serve::routes::COMPLETIONS) => "complete".into(),
+        route => route.and_then(|p| p.rsplit('/').next()).unwrap_or(&r.path).to_string(),
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
