@@ -110,7 +110,10 @@ pub fn step_flops(spec: &ModelSpec, input: &InputShape, classes: usize, batch: u
             widths.push(classes);
             Some(total + dense(&widths, false))
         }
-        ModelSpec::Rnn { .. } | ModelSpec::Text { .. } => None,
+        ModelSpec::Rnn { .. }
+        | ModelSpec::Text { .. }
+        | ModelSpec::Transformer { .. }
+        | ModelSpec::Pretrained { .. } => None,
     }
 }
 

@@ -143,3 +143,17 @@ fn params_flatten_for_tables_and_filters() {
     assert_eq!(p.get("batch").map(String::as_str), Some("Mini(32)"));
     assert_eq!(p.get("epochs").map(String::as_str), Some("40"));
 }
+
+#[test]
+fn transformer_heads_must_divide_its_width() {
+    let (line, _, msg) = refuse("transformer-heads.ron");
+    assert_eq!(line, 5);
+    assert!(msg.contains("dim 30 must be a multiple of heads 4"), "{msg}");
+}
+
+#[test]
+fn a_pretrained_encoder_takes_no_tokenize_step() {
+    let (line, _, msg) = refuse("pretrained-tokenize.ron");
+    assert_eq!(line, 4);
+    assert!(msg.contains("its own tokenizer.json"), "{msg}");
+}

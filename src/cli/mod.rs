@@ -3,6 +3,7 @@
 
 mod attack;
 mod audit;
+mod embed;
 mod explain;
 mod explain_token;
 mod keys;
@@ -111,6 +112,9 @@ pub enum Command {
     /// Derive a smaller variant of a run's model (quantised to f16/q8_0/q4_0, pruned, or both),
     /// store it with the run and report size, accuracy, agreement and speed against the original.
     Optimize(optimize::Args),
+    /// Sentence embeddings (mean pooling, unit length) from a pretrained encoder folder, the
+    /// model cache (`cache:all-minilm-l6-v2`) or a run trained on one.
+    Embed(embed::Args),
     /// List the runs in the store (and with --watch, the external runs under directories).
     Runs {
         /// Print a JSON array (oldest first) instead of a table.
@@ -223,6 +227,11 @@ pub enum Command {
         /// up to 10^5) instead.
         #[arg(long, conflicts_with_all = ["ui", "peak"])]
         prada: bool,
+        /// Measure a pretrained encoder's inference throughput instead (a folder or
+        /// `cache:all-minilm-l6-v2`; batch 32, sequence 128, mean pooling); compare with
+        /// `bench/minilm_reference.py bench FOLDER` (PyTorch, same shape).
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["ui", "peak", "prada", "events"])]
+        encoder: Option<String>,
     },
 }
 
@@ -345,6 +354,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::ExplainToken(args)) => explain_token::run(args),
         Some(Command::Attack(args)) => attack::run(&store, args),
         Some(Command::Optimize(args)) => optimize::run(&store, args),
+        Some(Command::Embed(args)) => embed::run(&store, args),
         Some(Command::Runs { json, tag, watch, points }) => {
             existing_store(&store, cli.runs_dir_named)?;
             let dirs = crate::external::config::resolve(&watch, crate::external::config::path().as_deref())?;
@@ -368,6 +378,9 @@ pub fn run(cli: Cli) -> Result<()> {
             sys::run(&store, json, follow, sample_period(every.unwrap_or(1.0))?, count)
         }
         Some(Command::Bench { json, prada: true, .. }) => bench_prada(json),
+        Some(Command::Bench { json, repeats, encoder: Some(path), .. }) => {
+            bench_encoder(&path, repeats, json)
+        }
         Some(Command::Bench { json, repeats, events: Some(file), .. }) => {
             watch::bench_events(&file, repeats, json)
         }
@@ -523,6 +536,46 @@ fn bench(json: bool, repeats: usize, peak: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialises"));
     } else {
         output::print_bench(&results, peak.as_ref());
+    }
+    Ok(())
+}
+
+/// `vigil bench --encoder PATH`: sentences a second through a pretrained encoder, batch 32 of
+/// 128 tokens (ids drawn from a fixed seed between [CLS] and [SEP]), median of the repeats.
+fn bench_encoder(path: &str, repeats: usize, json: bool) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let (batch, seq) = (32usize, 128usize);
+    let encoder =
+        crate::ml::model::pretrained::SentenceEncoder::open(&crate::ml::model::pretrained::resolve(path))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..batch * seq)
+        .map(|i| match i % seq {
+            0 => 101,
+            p if p == seq - 1 => 102,
+            _ => rng.random_range(1000..30000),
+        })
+        .collect();
+    let x = candle_core::Tensor::from_vec(ids, (batch, seq), &candle_core::Device::Cpu)?;
+    encoder.embed_ids(&x)?; // warm-up
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = std::time::Instant::now();
+        encoder.embed_ids(&x)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let threads = crate::ml::kernels::par::threads();
+    if json {
+        let out = serde_json::json!({"engine": "vigil", "threads": threads, "batch": batch, "seq": seq,
+            "median_s": median, "sequences_per_s": batch as f64 / median, "repeats": repeats});
+        println!("{out}");
+    } else {
+        println!(
+            "{path}: batch {batch} x {seq} tokens, {threads} threads: median {:.3} s, {:.1} sequences/s ({repeats} repeats)",
+            median,
+            batch as f64 / median
+        );
     }
     Ok(())
 }

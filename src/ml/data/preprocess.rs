@@ -28,6 +28,9 @@ pub enum FittedStep {
     MinMax { min: Vec<f32>, range: Vec<f32> },
     /// Words to ids; `vocab[0]` is padding and `vocab[1]` the unknown word.
     Tokenize { vocab: Vec<String>, lowercase: bool, max_len: usize },
+    /// A pretrained encoder's own tokenizer (`tokenizer.json`, by absolute path): word pieces
+    /// with its special tokens, cut or padded to `max_len` ids. Nothing is fitted.
+    WordPieces { tokenizer: String, max_len: usize },
 }
 
 /// Everything needed to turn a raw input into what the model takes, saved as
@@ -150,9 +153,12 @@ impl PreparedData {
         report.train = idx.train.len();
         report.validation = idx.validation.len();
         report.test = idx.test.len();
-        let pipeline = match fitted {
-            Some(p) => p.clone(),
-            None => Pipeline::fit(&spec.preprocess, &ds, &idx.train)?,
+        let pipeline = match (fitted, &spec.model) {
+            (Some(p), _) => p.clone(),
+            (None, crate::ml::spec::ModelSpec::Pretrained { path, max_len, .. }) => {
+                Pipeline::word_pieces(&crate::ml::model::pretrained::resolve(path), *max_len, &ds)?
+            }
+            (None, _) => Pipeline::fit(&spec.preprocess, &ds, &idx.train)?,
         };
         if pipeline.classes != ds.classes {
             return Err(Error::unsuitable(format!(
@@ -194,6 +200,21 @@ impl PreparedData {
 }
 
 impl Pipeline {
+    /// The pipeline of a pretrained encoder in `folder`: its tokenizer, `max_len` ids a text.
+    pub fn word_pieces(folder: &std::path::Path, max_len: usize, ds: &Dataset) -> Result<Self> {
+        let encoder = crate::ml::model::pretrained::Folder::open(folder)?;
+        encoder.tokenizer(max_len)?;
+        let tokenizer = std::path::absolute(folder.join(crate::ml::model::pretrained::TOKENIZER))
+            .map_err(|e| Error::io(folder, e))?;
+        Ok(Pipeline {
+            raw_shape: None,
+            input: InputShape::Text { max_len },
+            classes: ds.classes.clone(),
+            steps: vec![FittedStep::WordPieces { tokenizer: tokenizer.display().to_string(), max_len }],
+            raw_range: None,
+        })
+    }
+
     /// Fits every step on the training rows `train`.
     pub fn fit(steps: &[Preprocess], ds: &Dataset, train: &[usize]) -> Result<Self> {
         match &ds.inputs {
@@ -317,7 +338,10 @@ impl Pipeline {
                         *x = *x * pick(range, j) + pick(min, j);
                     }
                 }
-                FittedStep::DropMissing | FittedStep::Impute { .. } | FittedStep::Tokenize { .. } => {}
+                FittedStep::DropMissing
+                | FittedStep::Impute { .. }
+                | FittedStep::Tokenize { .. }
+                | FittedStep::WordPieces { .. } => {}
             }
         }
         Ok(row)
@@ -325,6 +349,11 @@ impl Pipeline {
 
     /// Token ids for one text, padded or cut to the model's length.
     pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
+        if let Some(FittedStep::WordPieces { tokenizer, max_len }) = self.steps.first() {
+            let pieces = crate::ml::model::pretrained::WordPieces::open(tokenizer.as_ref(), *max_len)
+                .map_err(|e| e.to_string())?;
+            return pieces.encode(text);
+        }
         let Some(FittedStep::Tokenize { vocab, lowercase, max_len }) = self.steps.first() else {
             return Err("this model takes numbers, not text".into());
         };
@@ -354,6 +383,21 @@ impl Pipeline {
     /// Applies the pipeline to every example of a data set.
     fn apply_dataset(&self, ds: &Dataset, report: &mut DataReport) -> Result<Features> {
         match &ds.inputs {
+            RawInputs::Text(texts) if matches!(self.steps.first(), Some(FittedStep::WordPieces { .. })) => {
+                let Some(FittedStep::WordPieces { tokenizer, max_len }) = self.steps.first() else {
+                    unreachable!("matched above")
+                };
+                let pieces = crate::ml::model::pretrained::WordPieces::open(tokenizer.as_ref(), *max_len)?;
+                let mut ids = Vec::with_capacity(texts.len() * max_len);
+                for (i, t) in texts.iter().enumerate() {
+                    ids.extend(
+                        pieces
+                            .encode(t)
+                            .map_err(|e| Error::data(&ds.origin, format!("example {}: {e}", i + 1)))?,
+                    );
+                }
+                Ok(Features::Tokens { ids, len: *max_len })
+            }
             RawInputs::Text(texts) => {
                 let Some(FittedStep::Tokenize { vocab, lowercase, max_len }) = self.steps.first() else {
                     return Err(Error::unsuitable("text data needs a Tokenize step"));
@@ -384,7 +428,7 @@ impl Pipeline {
 fn apply_step(step: &FittedStep, row: &mut [f32]) {
     let pick = |v: &[f32], j: usize| if v.len() == 1 { v[0] } else { v[j] };
     match step {
-        FittedStep::DropMissing | FittedStep::Tokenize { .. } => {}
+        FittedStep::DropMissing | FittedStep::Tokenize { .. } | FittedStep::WordPieces { .. } => {}
         FittedStep::Impute { values } => {
             for (j, x) in row.iter_mut().enumerate() {
                 if x.is_nan() {

@@ -50,6 +50,26 @@ impl ParamBuilder<'_> {
         self.push(name, &[size], vec![0.0; size])
     }
 
+    /// A parameter of `shape` drawn from N(0, std²) whatever the spec's scheme: a Transformer's
+    /// embeddings, at BERT's 0.02, since N(0, 1) rows would swamp the position embeddings.
+    pub fn normal(&mut self, name: &str, shape: &[usize], std: f64) -> Result<Tensor> {
+        let values = normal(self.rng, shape.iter().product(), std);
+        self.push(name, shape, values)
+    }
+
+    /// A parameter with the given values (a pretrained weight), made a variable.
+    pub fn adopt(&mut self, name: &str, values: Tensor) -> Result<Tensor> {
+        let var = Var::from_tensor(&values)?;
+        let t = var.as_tensor().clone();
+        self.vars.push((name.to_string(), var));
+        Ok(t)
+    }
+
+    /// A layer norm's scale, starting at one.
+    pub fn ones(&mut self, name: &str, size: usize) -> Result<Tensor> {
+        self.push(name, &[size], vec![1.0; size])
+    }
+
     /// An embedding table, N(0, 1) as in PyTorch.
     pub fn embedding(&mut self, name: &str, rows: usize, dim: usize) -> Result<Tensor> {
         let values = normal(self.rng, rows * dim, 1.0);

@@ -1,8 +1,12 @@
-//! Networks built from a spec: MLP (and softmax regression), CNN, LSTM/GRU and text classifiers.
-//! A [`Network`] owns its parameters as candle `Var`s, computes logits, and saves and loads
-//! them as safetensors. It knows nothing of training loops, data files or the run store.
+//! Networks built from a spec: MLP (and softmax regression), CNN, LSTM/GRU, text classifiers,
+//! Transformers trained from scratch and pretrained BERT-family encoders with a trained head.
+//! A [`Network`] owns its parameters as candle `Var`s (a frozen pretrained encoder's as plain
+//! tensors), computes logits, and saves and loads them as safetensors. It knows nothing of
+//! training loops, data files or the run store.
 
 pub mod layers;
+pub mod pretrained;
+pub mod transformer;
 
 use std::collections::HashMap;
 
@@ -17,6 +21,7 @@ use self::layers::{CellKind, Conv, Dense, ParamBuilder, QuantWeight, Recurrent, 
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
+use transformer::{Encoder, EncoderShape};
 
 /// Folded into the experiment's seed for initial weights, so that they do not share a stream
 /// with the split or the shuffles.
@@ -48,6 +53,15 @@ enum Arch {
         out: Dense,
         act: Activation,
         dropout: f32,
+    },
+    /// A Transformer encoder (trained here or pretrained), pooled, then dense layers.
+    Transformer {
+        encoder: Box<Encoder>,
+        dense: Vec<Dense>,
+        out: Dense,
+        dropout: f32,
+        /// A frozen pretrained encoder runs without dropout, as the fixed feature extractor it is.
+        frozen: bool,
     },
 }
 
@@ -88,6 +102,8 @@ pub struct Network {
     pub input: InputShape,
     pub classes: usize,
     vars: Vec<(String, Var)>,
+    /// A frozen pretrained encoder's weights: read from its folder, never trained or saved.
+    frozen: Vec<(String, Tensor)>,
     arch: Arch,
     device: Device,
 }
@@ -113,6 +129,7 @@ impl Network {
     ) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ INIT_SALT);
         let mut pb = ParamBuilder { vars: Vec::new(), rng: &mut rng, init, device: device.clone() };
+        let mut frozen_params = Vec::new();
         let mismatch = |what: &str| {
             Error::unsuitable(format!(
                 "a {} model needs {what} input, but the data is {}",
@@ -202,9 +219,67 @@ impl Network {
                 let out = Dense::new(&mut pb, "out", *widths.last().expect("non-empty"), classes)?;
                 Arch::Text { embedding, encoder: enc, dense, out, act: Activation::Relu, dropout: *dropout }
             }
+            ModelSpec::Transformer { dim, heads, layers, ff, dropout, pooling, norm, head, patch } => {
+                let (vocab, positions, features) = match *input {
+                    InputShape::Text { max_len } => (
+                        Some(vocab.ok_or_else(|| {
+                            Error::unsuitable("a transformer on text needs the vocabulary size")
+                        })?),
+                        max_len,
+                        0,
+                    ),
+                    InputShape::Sequence { steps, features } => {
+                        if !steps.is_multiple_of(*patch) {
+                            return Err(Error::unsuitable(format!(
+                                "patches of {patch} steps do not divide a sequence of {steps}"
+                            )));
+                        }
+                        (None, steps / patch, features * patch)
+                    }
+                    _ => return Err(mismatch("text or sequence")),
+                };
+                let shape = EncoderShape {
+                    dim: *dim,
+                    heads: *heads,
+                    layers: *layers,
+                    ff: *ff,
+                    positions,
+                    norm: *norm,
+                    pooling: *pooling,
+                    dropout: *dropout,
+                    patch: *patch,
+                };
+                let encoder = Encoder::new(&mut pb, shape, vocab, features)?;
+                let (dense, out) = head_layers(&mut pb, *dim, head, classes)?;
+                Arch::Transformer { encoder: Box::new(encoder), dense, out, dropout: *dropout, frozen: false }
+            }
+            ModelSpec::Pretrained { path, pooling, head, freeze, dropout, .. } => {
+                let InputShape::Text { .. } = input else {
+                    return Err(mismatch("text"));
+                };
+                let folder = pretrained::Folder::open(&pretrained::resolve(path))?;
+                let (encoder, fixed) = folder.load_encoder(&mut pb, *pooling, !*freeze, *dropout)?;
+                frozen_params = fixed;
+                let (dense, out) = head_layers(&mut pb, encoder.dim(), head, classes)?;
+                Arch::Transformer {
+                    encoder: Box::new(encoder),
+                    dense,
+                    out,
+                    dropout: *dropout,
+                    frozen: *freeze,
+                }
+            }
         };
         let vars = std::mem::take(&mut pb.vars);
-        Ok(Network { spec: spec.clone(), input: input.clone(), classes, vars, arch, device: device.clone() })
+        Ok(Network {
+            spec: spec.clone(),
+            input: input.clone(),
+            classes,
+            vars,
+            frozen: frozen_params,
+            arch,
+            device: device.clone(),
+        })
     }
 
     /// The device the parameters live on.
@@ -224,14 +299,18 @@ impl Network {
             .iter()
             .filter_map(|d| d.quant.as_ref().map(|q| d.bias.elem_count() * q.inputs))
             .sum();
-        self.vars.iter().map(|(_, v)| v.elem_count()).sum::<usize>() + quantised
+        let frozen: usize = self.frozen.iter().map(|(_, t)| t.elem_count()).sum();
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum::<usize>() + quantised + frozen
     }
 
     /// Bytes the parameters take in memory: f32 values, and the quantised weights as stored.
     pub fn weight_bytes(&self) -> usize {
         let quantised: usize =
             self.dense_layers().iter().filter_map(|d| d.quant.as_ref().map(|q| q.bytes())).sum();
-        self.vars.iter().map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes()).sum::<usize>() + quantised
+        let frozen: usize = self.frozen.iter().map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes()).sum();
+        self.vars.iter().map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes()).sum::<usize>()
+            + quantised
+            + frozen
     }
 
     /// Bytes of the dense layers' weight matrices as stored (f32, or quantised).
@@ -248,9 +327,9 @@ impl Network {
     fn dense_layers(&self) -> Vec<&Dense> {
         match &self.arch {
             Arch::Mlp { layers, .. } => layers.iter().collect(),
-            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
-                dense.iter().chain([out]).collect()
-            }
+            Arch::Cnn { dense, out, .. }
+            | Arch::Text { dense, out, .. }
+            | Arch::Transformer { dense, out, .. } => dense.iter().chain([out]).collect(),
             Arch::Rnn { head, .. } => vec![head],
         }
     }
@@ -258,9 +337,9 @@ impl Network {
     fn dense_layers_mut(&mut self) -> Vec<&mut Dense> {
         match &mut self.arch {
             Arch::Mlp { layers, .. } => layers.iter_mut().collect(),
-            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
-                dense.iter_mut().chain(std::iter::once(out)).collect()
-            }
+            Arch::Cnn { dense, out, .. }
+            | Arch::Text { dense, out, .. }
+            | Arch::Transformer { dense, out, .. } => dense.iter_mut().chain(std::iter::once(out)).collect(),
             Arch::Rnn { head, .. } => vec![head],
         }
     }
@@ -349,8 +428,11 @@ impl Network {
                     None if layer.starts_with("rnn") || layer.starts_with("encoder") => {
                         Some("recurrent cell: runs in the fused f32 LSTM/GRU kernel".into())
                     }
-                    None if layer == "embedding" => {
+                    None if layer == "embedding" || layer.starts_with("embeddings") => {
                         Some("embedding: a table lookup, not a matrix product".into())
+                    }
+                    None if layer.starts_with("encoder.layer") => {
+                        Some("transformer encoder: quantising its layers is not supported yet".into())
                     }
                     None => Some("not a dense layer".into()),
                 };
@@ -386,6 +468,10 @@ impl Network {
             let leaf = name.rsplit('.').next().unwrap_or(name);
             let fresh = if leaf.starts_with("bias") {
                 pb.bias(name, dims.iter().product())?
+            } else if name.contains("LayerNorm") {
+                pb.ones(name, dims.iter().product())?
+            } else if name.starts_with("embeddings.") && !name.contains("projection") {
+                pb.normal(name, &dims, 0.02)?
             } else if leaf == "weight" && name.starts_with("embedding") {
                 pb.embedding(name, dims[0], dims[1])?
             } else {
@@ -408,7 +494,21 @@ impl Network {
 
     /// Whether the network takes token ids rather than numbers.
     pub fn takes_tokens(&self) -> bool {
-        matches!(self.arch, Arch::Text { .. })
+        match &self.arch {
+            Arch::Text { .. } => true,
+            Arch::Transformer { encoder, .. } => {
+                matches!(encoder.input, transformer::InputEmbedding::Tokens(_))
+            }
+            _ => false,
+        }
+    }
+
+    /// The Transformer encoder of a transformer or pretrained model.
+    pub fn encoder(&self) -> Option<&Encoder> {
+        match &self.arch {
+            Arch::Transformer { encoder, .. } => Some(encoder),
+            _ => None,
+        }
     }
 
     /// Logits `(B, classes)` for a batch. `rng` turns dropout on (training); `None` evaluates.
@@ -417,6 +517,15 @@ impl Network {
             Arch::Text { .. } => {
                 let emb = self.embed(x)?;
                 let mask = token_mask(x)?;
+                self.forward_embedded(&emb, &mask, rng)
+            }
+            Arch::Transformer { encoder, .. } => {
+                let emb = encoder.embed(x)?;
+                let mask = if self.takes_tokens() {
+                    token_mask(x)?
+                } else {
+                    Tensor::ones((emb.dim(0)?, emb.dim(1)?), DType::F32, x.device())?
+                };
                 self.forward_embedded(&emb, &mask, rng)
             }
             _ => self.forward_dense(x, rng),
@@ -474,6 +583,7 @@ impl Network {
                 let e = embedding.dim(1)?;
                 Ok(embedding.index_select(&x.flatten_all()?, 0)?.reshape((b, l, e))?)
             }
+            Arch::Transformer { encoder, .. } if self.takes_tokens() => encoder.embed(x),
             _ => Ok(x.clone()),
         }
     }
@@ -485,6 +595,15 @@ impl Network {
         mask: &Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
+        if let Arch::Transformer { encoder, dense, out, dropout: p, frozen } = &self.arch {
+            let enc_rng = if *frozen { None } else { rng.as_deref_mut() };
+            let mut h = encoder.encode(emb, mask, enc_rng)?;
+            for layer in dense {
+                h = layer.forward_activated(&h, Activation::Relu)?;
+                h = dropout(&h, *p, rng.as_deref_mut())?;
+            }
+            return out.forward(&h);
+        }
         let Arch::Text { encoder, dense, out, act, dropout: p, .. } = &self.arch else {
             return self.forward_dense(emb, rng);
         };
@@ -537,6 +656,7 @@ impl Network {
                 head.forward(&last)
             }
             Arch::Text { .. } => Err(Error::unsuitable("a text model takes token ids")),
+            Arch::Transformer { .. } => self.forward(x, rng),
         }
     }
 
@@ -582,7 +702,7 @@ impl Network {
         let h = self.penultimate(x)?;
         let out = match &self.arch {
             Arch::Mlp { layers, .. } => layers.last().expect("an MLP has an output layer"),
-            Arch::Cnn { out, .. } | Arch::Text { out, .. } => out,
+            Arch::Cnn { out, .. } | Arch::Text { out, .. } | Arch::Transformer { out, .. } => out,
             Arch::Rnn { head, .. } => head,
         };
         let logits = out.forward(&h)?;
@@ -622,6 +742,19 @@ impl Network {
                 let t = h.dim(1)?;
                 Ok(h.narrow(1, t - 1, 1)?.squeeze(1)?)
             }
+            Arch::Transformer { encoder, dense, .. } => {
+                let emb = encoder.embed(x)?;
+                let mask = if self.takes_tokens() {
+                    token_mask(x)?
+                } else {
+                    Tensor::ones((emb.dim(0)?, emb.dim(1)?), DType::F32, x.device())?
+                };
+                let mut h = encoder.encode(&emb, &mask, None)?;
+                for layer in dense {
+                    h = layer.forward_activated(&h, Activation::Relu)?;
+                }
+                Ok(h)
+            }
             Arch::Text { encoder, dense, act, .. } => {
                 let emb = self.embed(x)?;
                 let mask = token_mask(x)?;
@@ -633,6 +766,24 @@ impl Network {
             }
         }
     }
+}
+
+/// The dense layers of a classifier head on `width` inputs: `hidden` widths, then the output.
+fn head_layers(
+    pb: &mut ParamBuilder,
+    width: usize,
+    hidden: &[usize],
+    classes: usize,
+) -> Result<(Vec<Dense>, Dense)> {
+    let mut widths = vec![width];
+    widths.extend(hidden.iter().copied());
+    let dense = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Dense::new(pb, &format!("dense.{i}"), w[0], w[1]))
+        .collect::<Result<Vec<_>>>()?;
+    let out = Dense::new(pb, "out", *widths.last().expect("non-empty"), classes)?;
+    Ok((dense, out))
 }
 
 /// A text model's encoding of its token embeddings `(B, L, E)`: the masked mean, or the

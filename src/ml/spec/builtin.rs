@@ -23,6 +23,15 @@ pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
     BuiltinSpec { file: "waves-lstm.ron", text: include_str!("../../../models/waves-lstm.ron") },
     BuiltinSpec { file: "waves-gru.ron", text: include_str!("../../../models/waves-gru.ron") },
     BuiltinSpec { file: "topics-text.ron", text: include_str!("../../../models/topics-text.ron") },
+    BuiltinSpec {
+        file: "topics-transformer.ron",
+        text: include_str!("../../../models/topics-transformer.ron"),
+    },
+    BuiltinSpec {
+        file: "waves-transformer.ron",
+        text: include_str!("../../../models/waves-transformer.ron"),
+    },
+    BuiltinSpec { file: "topics-minilm.ron", text: include_str!("../../../models/topics-minilm.ron") },
 ];
 
 /// The default experiment, run by the console on an empty store.

@@ -391,6 +391,71 @@ pub enum ModelSpec {
         #[serde(default)]
         dropout: f32,
     },
+    /// A Transformer encoder trained from scratch: token embeddings (text) or an input
+    /// projection (sequences of numbers), learned positions, `layers` encoder layers of `heads`
+    /// attention heads and a GELU feed-forward block of width `ff`, pooled into one vector, then
+    /// the dense layers of `head` and the output layer.
+    Transformer {
+        dim: usize,
+        heads: usize,
+        layers: usize,
+        ff: usize,
+        #[serde(default)]
+        dropout: f32,
+        #[serde(default)]
+        pooling: Pooling,
+        #[serde(default)]
+        norm: NormPlacement,
+        #[serde(default)]
+        head: Vec<usize>,
+        /// For numeric sequences: this many consecutive steps make one token (a patch, as a
+        /// Vision Transformer's), which shortens the sequence attention runs over. 1 for text.
+        #[serde(default = "one")]
+        patch: usize,
+    },
+    /// A pretrained BERT-family encoder from a Hugging Face folder (`config.json`,
+    /// `model.safetensors`, `tokenizer.json`), its own tokeniser cutting texts to `max_len`
+    /// tokens, pooled, then the dense layers of `head` and an output layer trained on the data.
+    /// `path` may start with `cache:` for the model cache (`scripts/fetch_minilm.sh`).
+    Pretrained {
+        path: String,
+        #[serde(default)]
+        pooling: Pooling,
+        #[serde(default)]
+        head: Vec<usize>,
+        /// Keep the encoder's weights as loaded and train the head only.
+        #[serde(default = "yes")]
+        freeze: bool,
+        #[serde(default = "default_pretrained_len")]
+        max_len: usize,
+        #[serde(default)]
+        dropout: f32,
+    },
+}
+
+fn default_pretrained_len() -> usize {
+    128
+}
+
+/// How a Transformer turns its sequence of outputs into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Pooling {
+    /// The mean of the real tokens' outputs (sentence-transformers' choice).
+    #[default]
+    Mean,
+    /// The output at the first position: BERT's [CLS] token, or a learned vector put before the
+    /// sequence in a model trained here.
+    Cls,
+}
+
+/// Where a Transformer layer normalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NormPlacement {
+    /// After each residual sum, as in the original Transformer, BERT and PyTorch's default.
+    #[default]
+    Post,
+    /// Before each block, inside the residual (steadier for deep models trained from scratch).
+    Pre,
 }
 
 fn default_kernel() -> usize {
@@ -407,6 +472,8 @@ impl ModelSpec {
             ModelSpec::Rnn { cell: Cell::Lstm, .. } => "lstm",
             ModelSpec::Rnn { cell: Cell::Gru, .. } => "gru",
             ModelSpec::Text { .. } => "text",
+            ModelSpec::Transformer { .. } => "transformer",
+            ModelSpec::Pretrained { .. } => "pretrained",
         }
     }
 }

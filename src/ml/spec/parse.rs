@@ -75,6 +75,16 @@ impl ExperimentSpec {
         {
             source.resolve_paths(&base);
         }
+        // A pretrained encoder's folder, like a data file, is found beside the spec.
+        if let ModelSpec::Pretrained { path: model, .. } = &mut spec.model
+            && !model.starts_with(crate::ml::model::pretrained::CACHE_PREFIX)
+            && Path::new(model.as_str()).is_relative()
+        {
+            let beside = base.join(model.as_str());
+            if beside.exists() || !Path::new(model.as_str()).exists() {
+                *model = std::path::absolute(&beside).unwrap_or(beside).display().to_string();
+            }
+        }
         Ok(spec)
     }
 
@@ -187,16 +197,81 @@ impl ExperimentSpec {
                     return fail("dropout", format!("{dropout} must be in [0, 1)"));
                 }
             }
+            ModelSpec::Transformer { dim, heads, layers, ff, dropout, head, patch, .. } => {
+                if *dim == 0 || *heads == 0 || *layers == 0 || *ff == 0 {
+                    return fail("dim", "dim, heads, layers and ff must be at least 1".into());
+                }
+                let text = matches!(self.data.source, DataSource::Topics | DataSource::Tsv { .. });
+                if *patch == 0 || (text && *patch != 1) {
+                    return fail(
+                        "patch",
+                        format!("{patch} must be at least 1 (and 1 for text: a token is a word)"),
+                    );
+                }
+                if let DataSource::Waveforms { length, .. } = self.data.source
+                    && !length.is_multiple_of(*patch)
+                {
+                    return fail("patch", format!("{patch} must divide the sequence length {length}"));
+                }
+                if !dim.is_multiple_of(*heads) {
+                    return fail(
+                        "heads",
+                        format!(
+                            "dim {dim} must be a multiple of heads {heads}: each head takes dim / heads values"
+                        ),
+                    );
+                }
+                if head.contains(&0) {
+                    return fail("head", "layer widths must be at least 1".into());
+                }
+                if !dropout_ok(*dropout) {
+                    return fail("dropout", format!("{dropout} must be in [0, 1)"));
+                }
+            }
+            ModelSpec::Pretrained { path, head, max_len, dropout, .. } => {
+                if path.trim().is_empty() {
+                    return fail("path", "names the folder of a pretrained encoder (config.json, model.safetensors, tokenizer.json)".into());
+                }
+                if head.contains(&0) {
+                    return fail("head", "layer widths must be at least 1".into());
+                }
+                if *max_len == 0 {
+                    return fail("max_len", "must be at least 1 token".into());
+                }
+                if !dropout_ok(*dropout) {
+                    return fail("dropout", format!("{dropout} must be in [0, 1)"));
+                }
+            }
             ModelSpec::LogReg => {}
         }
         let tokenizes = self.preprocess.iter().any(|p| matches!(p, Preprocess::Tokenize(_)));
         let text_data = matches!(self.data.source, DataSource::Topics | DataSource::Tsv { .. });
-        let text_model = matches!(self.model, ModelSpec::Text { .. });
+        let pretrained = matches!(self.model, ModelSpec::Pretrained { .. });
+        let transformer_on_text = text_data && matches!(self.model, ModelSpec::Transformer { .. });
+        let text_model = matches!(self.model, ModelSpec::Text { .. }) || transformer_on_text;
+        if transformer_on_text && !tokenizes {
+            return fail("preprocess", "a Transformer on text needs a Tokenize step (its vocabulary)".into());
+        }
         if text_model && !(text_data && tokenizes) {
             return fail("model", "a Text model needs text data (Topics or Tsv) and a Tokenize step".into());
         }
-        if text_data && !text_model {
-            return fail("model", "text data needs a Text model (other models take numeric inputs)".into());
+        if pretrained && !text_data {
+            return fail("model", "a Pretrained encoder needs text data (Topics or Tsv)".into());
+        }
+        if pretrained && tokenizes {
+            return fail(
+                "preprocess",
+                "a Pretrained encoder tokenises with its own tokenizer.json; remove the Tokenize step \
+                 (its `max_len` sets the length)"
+                    .into(),
+            );
+        }
+        if text_data && !text_model && !pretrained {
+            return fail(
+                "model",
+                "text data needs a Text, Transformer or Pretrained model (other models take numeric inputs)"
+                    .into(),
+            );
         }
         if !text_data && tokenizes {
             return fail("preprocess", "Tokenize only applies to text data".into());

@@ -1,0 +1,330 @@
+//! The Transformer encoder (Vaswani et al., 2017) over candle ops with autograd: embeddings
+//! (tokens, or an input projection for sequences of numbers), learned positions, multi-head
+//! self-attention with a padding mask, layer norm, a GELU feed-forward block, residuals, dropout,
+//! and CLS or mean pooling. One layer type serves both models trained here (post-norm as
+//! PyTorch's `nn.TransformerEncoderLayer` by default, or pre-norm) and BERT-family checkpoints
+//! (post-norm, token-type embeddings, a LayerNorm over the embeddings), which load into it by
+//! tensor name ([`super::pretrained`]). Parameters are named as Hugging Face's BERT names them,
+//! so both kinds of model read and write the same names.
+//!
+//! Fused CPU kernels for attention are a later step; the dense products already go through
+//! [`Dense`], which uses the fused linear kernel where it applies.
+
+use candle_core::{D, DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::layers::{Dense, ParamBuilder, dropout, masked_mean};
+use crate::error::Result;
+use crate::ml::spec::{NormPlacement, Pooling};
+
+/// A learned affine layer normalisation over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// A new layer norm, weight 1 and bias 0, as PyTorch initialises it.
+    pub fn new(pb: &mut ParamBuilder, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: pb.ones(&format!("{prefix}.weight"), dim)?,
+            bias: pb.bias(&format!("{prefix}.bias"), dim)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's fused layer norm has no backward pass: it serves only where nothing needs a
+        // gradient (inference, a frozen encoder); the composed form is differentiable.
+        if !x.track_op() && !self.weight.track_op() {
+            return Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        let e = x.dim(D::Minus1)? as f64;
+        let centred = x.broadcast_sub(&(x.sum_keepdim(D::Minus1)? / e)?)?;
+        let var = (centred.sqr()?.sum_keepdim(D::Minus1)? / e)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension: candle's fused op where no gradient is needed (it has no
+/// backward pass), the composed one otherwise.
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() {
+        return Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?);
+    }
+    Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+}
+
+/// A dense layer applied at every position of `(B, L, in)`.
+fn per_position(layer: &Dense, x: &Tensor) -> Result<Tensor> {
+    let (b, l, e) = x.dims3()?;
+    let y = layer.forward(&x.reshape((b * l, e))?)?;
+    Ok(y.reshape((b, l, ()))?)
+}
+
+/// One encoder layer: self-attention and a feed-forward block, each with a residual and a
+/// layer norm (after the residual for post-norm, before the block for pre-norm).
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    pub attn_out: Dense,
+    pub attn_norm: LayerNorm,
+    pub ff_in: Dense,
+    pub ff_out: Dense,
+    pub ff_norm: LayerNorm,
+}
+
+impl EncoderLayer {
+    /// A new layer with BERT's parameter names under `prefix` (`encoder.layer.0`).
+    pub fn new(pb: &mut ParamBuilder, prefix: &str, dim: usize, ff: usize, eps: f64) -> Result<Self> {
+        let d = |pb: &mut ParamBuilder, name: &str, i: usize, o: usize| {
+            Dense::new(pb, &format!("{prefix}.{name}"), i, o)
+        };
+        Ok(EncoderLayer {
+            query: d(pb, "attention.self.query", dim, dim)?,
+            key: d(pb, "attention.self.key", dim, dim)?,
+            value: d(pb, "attention.self.value", dim, dim)?,
+            attn_out: d(pb, "attention.output.dense", dim, dim)?,
+            attn_norm: LayerNorm::new(pb, &format!("{prefix}.attention.output.LayerNorm"), dim, eps)?,
+            ff_in: d(pb, "intermediate.dense", dim, ff)?,
+            ff_out: d(pb, "output.dense", ff, dim)?,
+            ff_norm: LayerNorm::new(pb, &format!("{prefix}.output.LayerNorm"), dim, eps)?,
+        })
+    }
+
+    /// Multi-head self-attention over `x (B, L, E)`; `bias (B, 1, 1, L)` is 0 for real tokens and
+    /// a large negative number for padding, so no position attends to padding.
+    fn attention(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        heads: usize,
+        p: f32,
+        rng: &mut Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let (b, l, e) = x.dims3()?;
+        let hd = e / heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(per_position(&self.query, x)?)?;
+        let k = split(per_position(&self.key, x)?)?;
+        let v = split(per_position(&self.value, x)?)?;
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?;
+        let probs = softmax_last(&scores.broadcast_add(bias)?)?;
+        let probs = dropout(&probs, p, rng.as_deref_mut())?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, l, e))?;
+        per_position(&self.attn_out, &ctx)
+    }
+
+    fn feed_forward(&self, x: &Tensor, p: f32, rng: &mut Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let h = per_position(&self.ff_in, x)?.gelu_erf()?;
+        let h = dropout(&h, p, rng.as_deref_mut())?;
+        per_position(&self.ff_out, &h)
+    }
+
+    /// The layer's output for `x (B, L, E)`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        heads: usize,
+        norm: NormPlacement,
+        p: f32,
+        rng: &mut Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        match norm {
+            NormPlacement::Post => {
+                let a = self.attention(x, bias, heads, p, rng)?;
+                let x = self.attn_norm.forward(&(x + dropout(&a, p, rng.as_deref_mut())?)?)?;
+                let f = self.feed_forward(&x, p, rng)?;
+                self.ff_norm.forward(&(&x + dropout(&f, p, rng.as_deref_mut())?)?)
+            }
+            NormPlacement::Pre => {
+                let a = self.attention(&self.attn_norm.forward(x)?, bias, heads, p, rng)?;
+                let x = (x + dropout(&a, p, rng.as_deref_mut())?)?;
+                let f = self.feed_forward(&self.ff_norm.forward(&x)?, p, rng)?;
+                Ok((&x + dropout(&f, p, rng.as_deref_mut())?)?)
+            }
+        }
+    }
+}
+
+/// What turns a model's input into the first layer's input vectors.
+#[derive(Debug, Clone)]
+pub enum InputEmbedding {
+    /// A token id's row of the table `(vocab, E)`.
+    Tokens(Tensor),
+    /// A linear projection of each step's values (`features → E`), for numeric sequences.
+    Projection(Dense),
+}
+
+/// A Transformer encoder: embeddings, layers, and pooling into one vector per example.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub input: InputEmbedding,
+    /// A learned vector put before the sequence for CLS pooling in a model trained here, whose
+    /// inputs carry no [CLS] token of their own. `None` for BERT, whose tokeniser adds one.
+    pub cls: Option<Tensor>,
+    /// Learned position embeddings `(positions, E)`.
+    pub position: Tensor,
+    /// BERT's token-type embeddings `(types, E)`; every token is of type 0 here.
+    pub token_type: Option<Tensor>,
+    /// BERT's LayerNorm over the summed embeddings.
+    pub embed_norm: Option<LayerNorm>,
+    pub layers: Vec<EncoderLayer>,
+    pub heads: usize,
+    pub norm: NormPlacement,
+    pub pooling: Pooling,
+    pub dropout: f32,
+    /// Consecutive steps of a numeric sequence read as one token (1 for text).
+    pub patch: usize,
+}
+
+/// The settings of a new encoder trained from scratch.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderShape {
+    pub dim: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub ff: usize,
+    /// Longest input sequence (without the CLS vector).
+    pub positions: usize,
+    pub norm: NormPlacement,
+    pub pooling: Pooling,
+    pub dropout: f32,
+    pub patch: usize,
+}
+
+/// PyTorch's `nn.LayerNorm` default.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+impl Encoder {
+    /// A new encoder over token ids from a vocabulary of `vocab` (`Some`), or over sequences of
+    /// `features` numbers a token (`vocab` `None`; `features` counts a whole patch).
+    pub fn new(
+        pb: &mut ParamBuilder,
+        shape: EncoderShape,
+        vocab: Option<usize>,
+        features: usize,
+    ) -> Result<Self> {
+        let EncoderShape { dim, heads, layers, ff, positions, norm, pooling, dropout, patch } = shape;
+        let input = match vocab {
+            Some(v) => {
+                InputEmbedding::Tokens(pb.normal("embeddings.word_embeddings.weight", &[v, dim], 0.02)?)
+            }
+            None => InputEmbedding::Projection(Dense::new(pb, "embeddings.input_projection", features, dim)?),
+        };
+        let cls = match pooling {
+            Pooling::Cls => Some(pb.normal("embeddings.cls", &[1, 1, dim], 0.02)?),
+            Pooling::Mean => None,
+        };
+        let extra = usize::from(cls.is_some());
+        let position = pb.normal("embeddings.position_embeddings.weight", &[positions + extra, dim], 0.02)?;
+        let layers = (0..layers)
+            .map(|i| EncoderLayer::new(pb, &format!("encoder.layer.{i}"), dim, ff, LAYER_NORM_EPS))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoder {
+            input,
+            cls,
+            position,
+            token_type: None,
+            embed_norm: None,
+            layers,
+            heads,
+            norm,
+            pooling,
+            dropout,
+            patch: patch.max(1),
+        })
+    }
+
+    /// The model width E.
+    pub fn dim(&self) -> usize {
+        self.position.dim(1).unwrap_or(0)
+    }
+
+    /// Input vectors `(B, L, E)` before positions are added: token embeddings for ids `(B, L)`,
+    /// or the projection of a numeric sequence `(B, L, F)`. Attributions for text are taken with
+    /// respect to these.
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.input {
+            InputEmbedding::Tokens(table) => {
+                let (b, l) = x.dims2()?;
+                let e = table.dim(1)?;
+                Ok(table.index_select(&x.flatten_all()?, 0)?.reshape((b, l, e))?)
+            }
+            InputEmbedding::Projection(dense) => {
+                let (b, l, f) = x.dims3()?;
+                let patches = x.reshape((b, l / self.patch, f * self.patch))?;
+                per_position(dense, &patches)
+            }
+        }
+    }
+
+    /// Every position's final hidden state `(B, L', E)` and the mask `(B, L')` that goes with it
+    /// (`L' = L + 1` with a CLS vector in front), from input vectors `emb (B, L, E)` and the
+    /// padding mask `(B, L)`, 1 for real tokens. `rng` turns dropout on.
+    pub fn hidden_states(
+        &self,
+        emb: &Tensor,
+        mask: &Tensor,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, l, e) = emb.dims3()?;
+        let (h, mask) = match &self.cls {
+            Some(cls) => {
+                let ones = Tensor::ones((b, 1), DType::F32, emb.device())?;
+                (Tensor::cat(&[&cls.broadcast_as((b, 1, e))?, emb], 1)?, Tensor::cat(&[&ones, mask], 1)?)
+            }
+            None => (emb.clone(), mask.clone()),
+        };
+        let positions = h.dim(1)?;
+        if positions > self.position.dim(0)? {
+            return Err(crate::error::Error::unsuitable(format!(
+                "a sequence of {l} exceeds the model's {} positions",
+                self.position.dim(0)? - usize::from(self.cls.is_some())
+            )));
+        }
+        let mut h = h.broadcast_add(&self.position.narrow(0, 0, positions)?.unsqueeze(0)?)?;
+        if let Some(tt) = &self.token_type {
+            h = h.broadcast_add(&tt.narrow(0, 0, 1)?.unsqueeze(0)?)?;
+        }
+        if let Some(norm) = &self.embed_norm {
+            h = norm.forward(&h)?;
+        }
+        h = dropout(&h, self.dropout, rng.as_deref_mut())?;
+        // 0 where a token may be attended to, -1e9 at padding: softmax gives padding no weight
+        // (a row of padding only, which never occurs with a CLS vector, attends evenly).
+        let bias = ((&mask - 1.0)? * 1e9)?.reshape((b, 1, 1, positions))?;
+        for layer in &self.layers {
+            h = layer.forward(&h, &bias, self.heads, self.norm, self.dropout, &mut rng)?;
+        }
+        Ok((h, mask))
+    }
+
+    /// One vector `(B, E)` per example: the CLS position's state, or the mean of the real
+    /// tokens' states.
+    pub fn pool(&self, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        match self.pooling {
+            Pooling::Cls => Ok(states.narrow(1, 0, 1)?.squeeze(1)?),
+            Pooling::Mean => masked_mean(states, mask),
+        }
+    }
+
+    /// [`Self::hidden_states`] pooled.
+    pub fn encode(&self, emb: &Tensor, mask: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let (states, mask) = self.hidden_states(emb, mask, rng)?;
+        self.pool(&states, &mask)
+    }
+}
