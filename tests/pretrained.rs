@@ -165,9 +165,9 @@ fn spec(dir: &Path, freeze: bool) -> std::path::PathBuf {
     name: "tiny-bert",
     data: (source: Tsv(path: "texts.tsv")),
     model: Pretrained(path: "bert", pooling: Mean, head: [6], freeze: {freeze}, max_len: 12),
-    optimizer: AdamW(lr: 0.01),
+    optimizer: AdamW(lr: 0.03),
     batch: Mini(8),
-    epochs: 4,
+    epochs: 25,
 )"#
         ),
     )
@@ -186,7 +186,9 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let run = text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("a run id").to_string();
     let eval = json(vigil(&runs).args(["eval", &run, "--json"]));
-    assert!(eval["accuracy"].as_f64().unwrap() >= 0.0);
+    // Cats and dogs differ in their words, so even a random encoder separates them for the head.
+    let accuracy = eval["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.8, "the head learned nothing: test accuracy {accuracy}");
     // The checkpoint holds the head only: the frozen encoder is read from its folder.
     let best = std::fs::read(runs.join(&run).join("checkpoints/best.safetensors")).unwrap();
     let names: Vec<String> =
