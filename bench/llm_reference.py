@@ -12,7 +12,7 @@
     /work/venv-llm/bin/python bench/llm_reference.py equality MODEL.gguf
     /work/venv-llm/bin/python bench/llm_reference.py speed MODEL.gguf [REPEATS]
 
-Needs: pip install torch transformers gguf (equality), llama-cpp-python (speed); the vigil
+Needs: pip install torch transformers gguf accelerate (equality), llama-cpp-python (speed); the vigil
 binary built (target/release/vigil).
 """
 import json
@@ -49,7 +49,7 @@ def equality(model):
     torch.set_num_threads(THREADS)
     folder, name = os.path.split(os.path.abspath(model))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     lm.eval()
     equal_prompts, agree, positions, worst_lp = 0, 0, 0, 0.0
     for prompt in PROMPTS:

@@ -5,6 +5,7 @@
 //! bench/llm_reference.py) and deterministic, and the chat template must be applied.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use vigil::llm::{ChatMessage, FinishReason, LanguageModel, SamplingParams, Step};
@@ -17,10 +18,17 @@ fn model_path() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// The model, loaded once for all the tests here (loading takes seconds and a few GB; the tests
+/// run in parallel and would each load it).
+fn shared() -> Option<Arc<dyn LanguageModel>> {
+    static MODEL: OnceLock<Option<Arc<dyn LanguageModel>>> = OnceLock::new();
+    MODEL.get_or_init(|| model_path().map(|p| vigil::llm::load(&p).expect("the fetched model loads"))).clone()
+}
+
 macro_rules! model_or_skip {
     () => {
-        match model_path() {
-            Some(path) => vigil::llm::load(&path).expect("the fetched model loads"),
+        match shared() {
+            Some(model) => model,
             None => {
                 println!("skipped: Gemma 3 270M is not in the cache (run scripts/fetch_models.sh)");
                 return;
