@@ -56,8 +56,11 @@ def equality(model):
         v = vigil_generate(model, prompt)
         v_ids = [t["id"] for t in v["tokens"]]
         v_prompt = v["prompt_ids"]
-        ids = tok(prompt, return_tensors="pt").input_ids
-        same_prompt = ids[0].tolist() == v_prompt
+        # transformers' own GGUF tokenizer for Gemma 3 ignores the SentencePiece scores and
+        # splits words into short pieces ("capital" -> c/ap/it/al), so both models are given
+        # Vigil's prompt ids, and whether the tokenisations agree is reported on its own.
+        same_prompt = tok(prompt).input_ids == v_prompt
+        ids = torch.tensor([v_prompt])
         with torch.no_grad():
             ref = lm.generate(ids, do_sample=False, max_new_tokens=TOKENS, top_p=None, top_k=None, temperature=None)
         r_ids = ref[0, ids.shape[1]:].tolist()

@@ -1,5 +1,6 @@
 //! The GGUF engine: loads a quantised language model with candle-core's `gguf_file` and runs it
-//! with candle-transformers' architectures (Gemma 3, Llama, Qwen 3, picked by
+//! with candle-transformers' architectures (Gemma 3 from a fixed copy in [`gemma3`], Llama,
+//! Qwen 3; picked by
 //! `general.architecture`), with the file's own tokenizer and chat template. It implements
 //! [`LanguageModel`]; nothing here knows about HTTP or the console.
 //!
@@ -13,6 +14,7 @@
 //! Qwen 2's `ModelWeights` is not `Clone`, which is why it is not offered.
 
 mod chat;
+mod gemma3;
 mod sample;
 mod tokenizer;
 
@@ -24,7 +26,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen3};
+use candle_transformers::models::{quantized_llama, quantized_qwen3};
 use tokenizers::Tokenizer;
 
 pub use chat::ChatFormat;
@@ -43,7 +45,7 @@ pub const ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3"];
 /// The network of one architecture, with its cache inside (see the module's doc).
 #[derive(Clone)]
 enum Weights {
-    Gemma3(quantized_gemma3::ModelWeights),
+    Gemma3(gemma3::ModelWeights),
     Llama(quantized_llama::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
 }
@@ -65,7 +67,7 @@ impl Weights {
     /// The longest sequence candle's implementation holds (its rotary tables' length).
     fn max_positions(&self) -> usize {
         match self {
-            Weights::Gemma3(_) => quantized_gemma3::MAX_SEQ_LEN,
+            Weights::Gemma3(_) => gemma3::MAX_SEQ_LEN,
             Weights::Llama(_) => quantized_llama::MAX_SEQ_LEN,
             Weights::Qwen3(_) => usize::MAX,
         }
@@ -128,8 +130,7 @@ impl GgufModel {
             |e: candle_core::Error| Error::data(path, format!("cannot build the {architecture} model: {e}"));
         let weights = match architecture.as_str() {
             "gemma3" => Weights::Gemma3(
-                quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
-                    .map_err(build)?,
+                gemma3::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).map_err(build)?,
             ),
             "llama" => Weights::Llama(
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
