@@ -6,6 +6,7 @@ mod audit;
 mod embed;
 mod explain;
 mod explain_token;
+mod generate;
 mod keys;
 mod optimize;
 mod output;
@@ -170,6 +171,9 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Complete a prompt with a language model (a GGUF file), streaming the text as it is
+    /// decoded, then prompt and completion tokens, time to first token and tokens/s.
+    Generate(generate::Args),
     /// Sign a run's manifest (the SHA-256 of every file) with an Ed25519 key.
     Sign {
         run: String,
@@ -230,8 +234,12 @@ pub enum Command {
         /// Measure a pretrained encoder's inference throughput instead (a folder or
         /// `cache:all-minilm-l6-v2`; batch 32, sequence 128, mean pooling); compare with
         /// `bench/minilm_reference.py bench FOLDER` (PyTorch, same shape).
-        #[arg(long, value_name = "PATH", conflicts_with_all = ["ui", "peak", "prada", "events"])]
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["ui", "peak", "prada", "events", "llm"])]
         encoder: Option<String>,
+        /// Measure a language model (a GGUF file) instead: prompt-processing and decode
+        /// tokens/s (medians over --repeats), its size and tensor types.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["ui", "peak", "events", "prada"])]
+        llm: Option<PathBuf>,
     },
 }
 
@@ -371,12 +379,14 @@ pub fn run(cli: Cli) -> Result<()> {
             protect::seal(&store, seal_opts, &runs, all, generate_key)
         }
         Some(Command::Unseal { runs, all }) => protect::unseal(&store, seal_opts, &runs, all),
+        Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Sign { run, key }) => protect::sign_run(&store, &run, key),
         Some(Command::Verify { run, public_key }) => protect::verify_run(&store, &run, public_key),
         Some(Command::Privacy(cmd)) => privacy::run(cmd),
         Some(Command::Sys { json, follow, every, count }) => {
             sys::run(&store, json, follow, sample_period(every.unwrap_or(1.0))?, count)
         }
+        Some(Command::Bench { json, repeats, llm: Some(path), .. }) => generate::bench(&path, repeats, json),
         Some(Command::Bench { json, prada: true, .. }) => bench_prada(json),
         Some(Command::Bench { json, repeats, encoder: Some(path), .. }) => {
             bench_encoder(&path, repeats, json)

@@ -6,7 +6,10 @@
 
 pub mod attribution;
 pub mod backend;
+pub mod bench;
+pub mod gguf;
 pub mod scripted;
+pub mod tiny;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +31,7 @@ pub fn load(path: &Path) -> Result<Arc<dyn LanguageModel>> {
     if let Some(options) = path.to_str().and_then(|p| p.strip_prefix("scripted:")) {
         return Ok(Arc::new(scripted_from(options)?));
     }
-    // Filled in by the GGUF engine (src/llm/gguf.rs), built in parallel with the service.
-    Err(Error::data(path, "GGUF language models are not supported by this build yet"))
+    Ok(Arc::new(gguf::GgufModel::load(path)?))
 }
 
 /// Reads the `key=value` options of a `scripted:` path.

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""References for Vigil's GGUF engine, side by side in one sitting (issue 16's targets):
+
+  equality  greedy output of `vigil generate` against Hugging Face transformers loading the same
+            GGUF file: the first 32 greedy tokens of 5 prompts, and the top-1 agreement at every
+            position of Vigil's path (transformers teacher-forced on Vigil's tokens) with the
+            largest difference in the chosen token's log-probability.
+  speed     `vigil bench --llm` against llama.cpp (llama-cpp-python) on the same file and the same
+            number of threads: prompt processing (128 tokens) and decode (64 tokens), medians over
+            alternating runs, and the ratios.
+
+    /work/venv-llm/bin/python bench/llm_reference.py equality MODEL.gguf
+    /work/venv-llm/bin/python bench/llm_reference.py speed MODEL.gguf [REPEATS]
+
+Needs: pip install torch transformers gguf accelerate (equality), llama-cpp-python (speed); the vigil
+binary built (target/release/vigil).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+THREADS = 2
+VIGIL = os.environ.get("VIGIL", os.path.join(os.path.dirname(__file__), "..", "target", "release", "vigil"))
+PROMPTS = [
+    "The capital of France is",
+    "Here is a short poem about the sea:\n",
+    "def fibonacci(n):",
+    "The three primary colours are",
+    "Once upon a time, in a small village,",
+]
+TOKENS = 32
+
+
+def vigil_generate(model, prompt):
+    out = subprocess.run(
+        [VIGIL, "generate", model, "--prompt", prompt, "--max-tokens", str(TOKENS), "--json"],
+        check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)},
+    )
+    return json.loads(out.stdout)
+
+
+def equality(model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(THREADS)
+    folder, name = os.path.split(os.path.abspath(model))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    lm.eval()
+    equal_prompts, agree, positions, worst_lp = 0, 0, 0, 0.0
+    for prompt in PROMPTS:
+        v = vigil_generate(model, prompt)
+        v_ids = [t["id"] for t in v["tokens"]]
+        v_prompt = v["prompt_ids"]
+        # transformers' own GGUF tokenizer for Gemma 3 ignores the SentencePiece scores and
+        # splits words into short pieces ("capital" -> c/ap/it/al), so both models are given
+        # Vigil's prompt ids, and whether the tokenisations agree is reported on its own.
+        same_prompt = tok(prompt).input_ids == v_prompt
+        ids = torch.tensor([v_prompt])
+        with torch.no_grad():
+            ref = lm.generate(ids, do_sample=False, max_new_tokens=TOKENS, top_p=None, top_k=None, temperature=None)
+        r_ids = ref[0, ids.shape[1]:].tolist()
+        # Teacher-forced on Vigil's path: transformers' argmax and log-probabilities at every
+        # position Vigil generated.
+        path = torch.tensor([v_prompt + v_ids])
+        with torch.no_grad():
+            logits = lm(path).logits[0, len(v_prompt) - 1 : -1]
+        logp = torch.log_softmax(logits.float(), -1)
+        top1 = logits.argmax(-1).tolist()
+        agree += sum(int(a == b) for a, b in zip(top1, v_ids))
+        positions += len(v_ids)
+        for i, t in enumerate(v["tokens"]):
+            worst_lp = max(worst_lp, abs(logp[i, t["id"]].item() - t["logprob"]))
+        n = min(len(v_ids), len(r_ids))
+        first_diff = next((i for i in range(n) if v_ids[i] != r_ids[i]), None)
+        equal = v_ids == r_ids[: len(v_ids)] and (len(v_ids) == len(r_ids) or v["finish_reason"] == "stop")
+        equal_prompts += int(equal)
+        print(f"--- {prompt!r}")
+        print(f"  prompt tokens equal: {same_prompt} ({len(v_prompt)} tokens)")
+        print(f"  vigil:        {v['text']!r}")
+        print(f"  transformers: {tok.decode(r_ids, skip_special_tokens=True)!r}")
+        print(f"  greedy tokens equal: {equal}" + ("" if first_diff is None else f" (first difference at token {first_diff})"))
+    print(f"\n{equal_prompts}/{len(PROMPTS)} prompts: the first {TOKENS} greedy tokens are equal")
+    print(f"top-1 agreement on Vigil's path: {agree}/{positions} = {agree / max(positions, 1):.3f}")
+    print(f"largest |log-probability difference| of the chosen token: {worst_lp:.4f}")
+
+
+def llama_once(llm, prompt_ids, short_ids, decode):
+    import numpy as np
+
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(prompt_ids)
+    pp = len(prompt_ids) / (time.perf_counter() - start)
+    llm.reset()
+    llm.eval(short_ids)
+    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    start = time.perf_counter()
+    for _ in range(decode):
+        llm.eval([nxt])
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    return pp, decode / (time.perf_counter() - start)
+
+
+def speed(model, repeats):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=model, n_threads=THREADS, n_threads_batch=THREADS, n_ctx=512, n_batch=512, verbose=False)
+    text = ("The history of the lighthouse begins with fires lit on hills to guide ships at night. "
+            "Later, towers were built of stone, and lamps burned oil behind glass. ") * 16
+    prompt_ids = llm.tokenize(text.encode(), add_bos=True)[:128]
+    short_ids = prompt_ids[:8]
+    llama_once(llm, prompt_ids, short_ids, 8)  # warm-up
+    v_pp, v_dec, l_pp, l_dec = [], [], [], []
+    for i in range(repeats):
+        # Alternate the two, so a busy spell on the shared machine hits both alike.
+        out = subprocess.run([VIGIL, "bench", "--llm", model, "--repeats", "1", "--json"], check=True,
+                             capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)})
+        r = json.loads(out.stdout)
+        v_pp.append(r["prompt_tokens_per_second"])
+        v_dec.append(r["decode_tokens_per_second"])
+        pp, dec = llama_once(llm, prompt_ids, short_ids, 64)
+        l_pp.append(pp)
+        l_dec.append(dec)
+        print(f"run {i + 1}: vigil pp {v_pp[-1]:.1f} dec {v_dec[-1]:.1f} | llama.cpp pp {pp:.1f} dec {dec:.1f} tokens/s")
+    med = statistics.median
+    print(f"\n{THREADS} threads, medians of {repeats}:")
+    print(f"  prompt processing: vigil {med(v_pp):.1f}, llama.cpp {med(l_pp):.1f} tokens/s, ratio {med(v_pp) / med(l_pp):.2f}x")
+    print(f"  decode:            vigil {med(v_dec):.1f}, llama.cpp {med(l_dec):.1f} tokens/s, ratio {med(v_dec) / med(l_dec):.2f}x")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("equality", "speed"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "equality":
+        equality(sys.argv[2])
+    else:
+        speed(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
