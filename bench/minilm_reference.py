@@ -9,7 +9,7 @@
   # Inference throughput, batch 32 x sequence 128, 2 threads, beside `vigil bench --encoder`:
   python bench/minilm_reference.py bench ~/.cache/vigil/models/all-minilm-l6-v2 --repeats 10
 
-The folder is the one scripts/fetch_minilm.sh unpacks.
+The folder is the one scripts/fetch_models.sh minilm unpacks.
 """
 import argparse
 import json

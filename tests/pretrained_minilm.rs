@@ -1,4 +1,4 @@
-//! The real model: all-MiniLM-L6-v2 from the model cache (`scripts/fetch_minilm.sh` puts it
+//! The real model: all-MiniLM-L6-v2 from the model cache (`scripts/fetch_models.sh minilm` puts it
 //! there). Its token ids must be the Python `tokenizers` package's and its embeddings
 //! sentence-transformers' (cosine >= 0.9999 per sentence) for the sentences of
 //! tests/fixtures/minilm_reference.json, which bench/minilm_reference.py wrote. Without the
@@ -10,7 +10,10 @@ use vigil::ml::model::pretrained::{SentenceEncoder, cache_dir};
 fn minilm_matches_sentence_transformers() {
     let dir = cache_dir().join("all-minilm-l6-v2");
     if !dir.join("model.safetensors").is_file() {
-        eprintln!("skipped: all-MiniLM-L6-v2 is not in {} (run scripts/fetch_minilm.sh)", dir.display());
+        eprintln!(
+            "skipped: all-MiniLM-L6-v2 is not in {} (run scripts/fetch_models.sh minilm)",
+            dir.display()
+        );
         return;
     }
     let text = std::fs::read_to_string("tests/fixtures/minilm_reference.json").unwrap();

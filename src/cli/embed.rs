@@ -60,7 +60,7 @@ fn from_run(store: &RunStore, run: &str) -> Result<SentenceEncoder> {
         } else {
             Error::argument(format!(
                 "{run:?} is neither a pretrained encoder folder nor a run ({e}); fetch all-MiniLM-L6-v2 with \
-                 scripts/fetch_minilm.sh and use cache:all-minilm-l6-v2"
+                 scripts/fetch_models.sh minilm and use cache:all-minilm-l6-v2"
             ))
         }
     })?;

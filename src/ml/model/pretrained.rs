@@ -2,7 +2,7 @@
 //! `model.safetensors` and `tokenizer.json`. The weights load by tensor name into the same
 //! [`Encoder`] a Transformer trained here uses (post-norm, token-type embeddings and a LayerNorm
 //! over the embeddings switched on); texts are tokenised by the `tokenizers` crate, the same
-//! code as the Python package. Nothing here downloads: `scripts/fetch_minilm.sh` fills the cache.
+//! code as the Python package. Nothing here downloads: `scripts/fetch_models.sh minilm` fills the cache.
 //!
 //! Every way a folder can be unusable (a file missing, an architecture this encoder is not, a
 //! tensor missing or of another shape, a tokenizer that does not parse) is an [`Error::Data`]
@@ -30,7 +30,7 @@ pub const TOKENIZER: &str = "tokenizer.json";
 pub const CACHE_PREFIX: &str = "cache:";
 
 /// The model cache: `$VIGIL_MODEL_CACHE`, else `~/.cache/vigil/models` (where
-/// `scripts/fetch_minilm.sh` unpacks models).
+/// `scripts/fetch_models.sh minilm` unpacks models).
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VIGIL_MODEL_CACHE").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -94,7 +94,7 @@ impl Folder {
             return Err(Error::data(
                 dir,
                 "is not a folder; a pretrained encoder is a folder with config.json, model.safetensors \
-                 and tokenizer.json (scripts/fetch_minilm.sh fetches all-MiniLM-L6-v2 into the cache)",
+                 and tokenizer.json (scripts/fetch_models.sh minilm fetches all-MiniLM-L6-v2 into the cache)",
             ));
         }
         for file in [CONFIG, WEIGHTS, TOKENIZER] {

@@ -416,7 +416,7 @@ pub enum ModelSpec {
     /// A pretrained BERT-family encoder from a Hugging Face folder (`config.json`,
     /// `model.safetensors`, `tokenizer.json`), its own tokeniser cutting texts to `max_len`
     /// tokens, pooled, then the dense layers of `head` and an output layer trained on the data.
-    /// `path` may start with `cache:` for the model cache (`scripts/fetch_minilm.sh`).
+    /// `path` may start with `cache:` for the model cache (`scripts/fetch_models.sh minilm`).
     Pretrained {
         path: String,
         #[serde(default)]
