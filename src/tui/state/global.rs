@@ -116,7 +116,10 @@ pub fn handle(app: &mut App, action: Action) -> Vec<Effect> {
         Action::ShowSecurity => app.show(View::Security),
         Action::ShowSweeps => app.show(View::Sweeps),
         Action::ShowPlayground => app.show(View::Playground),
-        Action::LoadLanguageModel => app.say(Level::Info, ":llm PATH.gguf loads a language model"),
+        // The key opens the command line on `:llm `, for the path to be typed (Tab completes).
+        Action::LoadLanguageModel => {
+            app.mode = Mode::Command { input: "llm ".into(), completion: Default::default() }
+        }
         Action::ShowMessages => app.mode = Mode::Messages { scroll: 0 },
         Action::ShowExplain => return explain::show(app),
         Action::ExplainRequests => return explain::toggle_requests(app),
