@@ -227,6 +227,18 @@ impl StopScanner {
     pub fn flush(&mut self) -> String {
         std::mem::take(&mut self.held)
     }
+
+    /// The step a generation returns when it ends for `reason` (length, end of sequence): the
+    /// held-back text as a last token (carrying `id`), after which the generation reports
+    /// `Finished(reason)`; or the finish itself when nothing was held back.
+    pub fn finish(&mut self, reason: FinishReason, id: u32) -> Step {
+        let rest = self.flush();
+        if rest.is_empty() {
+            Step::Finished(reason)
+        } else {
+            Step::Token(GeneratedToken { id, text: rest, logprob: 0.0, top_logprobs: Vec::new() })
+        }
+    }
 }
 
 #[cfg(test)]

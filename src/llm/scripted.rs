@@ -144,13 +144,7 @@ struct ScriptedGeneration {
 impl ScriptedGeneration {
     fn finish(&mut self, reason: FinishReason) -> Step {
         self.finished = Some(reason);
-        let rest = self.stops.flush();
-        if rest.is_empty() {
-            Step::Finished(reason)
-        } else {
-            // Text held back for a stop string that never came is part of the completion.
-            Step::Token(GeneratedToken { id: EOS, text: rest, logprob: 0.0, top_logprobs: Vec::new() })
-        }
+        self.stops.finish(reason, EOS)
     }
 }
 

@@ -334,15 +334,7 @@ struct GgufGeneration {
 impl GgufGeneration {
     fn finish(&mut self, reason: FinishReason) -> Step {
         self.finished = Some(reason);
-        let rest = self.stops.flush();
-        if rest.is_empty() {
-            Step::Finished(reason)
-        } else {
-            // Text held back for a stop string that never came belongs to the completion; the
-            // next call reports the finish.
-            let id = self.eos.first().copied().unwrap_or(0);
-            Step::Token(GeneratedToken { id, text: rest, logprob: 0.0, top_logprobs: Vec::new() })
-        }
+        self.stops.finish(reason, self.eos.first().copied().unwrap_or(0))
     }
 }
 
