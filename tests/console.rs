@@ -954,18 +954,10 @@ fn security_view_shows_the_detectors_benign_and_attack_rates() {
 #[test]
 fn the_headless_console_trains_a_run_through_its_real_engines() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = vigil::tui::ConsoleOptions {
-        store: vigil::store::RunStore::new(dir.path()),
-        models_dir: "models".into(),
-        theme: None,
-        keymap: None,
-        concurrency: Some(1),
-        start_default: false,
-        sample_every: std::time::Duration::from_millis(200),
-        serve_log_raw_inputs: false,
-        watch: vec![],
-        llm: None,
-    };
+    let opts = common::console_options(
+        vigil::store::RunStore::new(dir.path()),
+        std::time::Duration::from_millis(200),
+    );
     let specs: Vec<_> =
         vigil::ml::spec::list(&opts.models_dir).into_iter().filter_map(|e| e.spec.ok()).collect();
     let app = App::new(common::theme(ColorDepth::TrueColor), vigil::tui::keymap::Keymap::defaults(), specs);

@@ -34,18 +34,7 @@ fn ctrl(c: char) -> Msg {
 }
 
 fn options(store: RunStore) -> vigil::tui::ConsoleOptions {
-    vigil::tui::ConsoleOptions {
-        store,
-        models_dir: "models".into(),
-        theme: None,
-        keymap: None,
-        concurrency: Some(1),
-        start_default: false,
-        sample_every: Duration::from_millis(250),
-        serve_log_raw_inputs: false,
-        watch: vec![],
-        llm: None,
-    }
+    common::console_options(store, Duration::from_millis(250))
 }
 
 fn new_app() -> App {

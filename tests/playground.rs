@@ -485,16 +485,8 @@ fn the_engine_loads_generates_stops_and_explains() {
 fn the_headless_console_loads_the_scripted_model_and_streams_a_completion() {
     let dir = tempfile::tempdir().unwrap();
     let opts = vigil::tui::ConsoleOptions {
-        store: vigil::store::RunStore::new(dir.path()),
-        models_dir: "models".into(),
-        theme: None,
-        keymap: None,
-        concurrency: Some(1),
-        start_default: false,
-        sample_every: Duration::from_millis(500),
-        serve_log_raw_inputs: false,
-        watch: vec![],
         llm: Some("scripted:delay_ms=1".into()),
+        ..common::console_options(vigil::store::RunStore::new(dir.path()), Duration::from_millis(500))
     };
     let app = App::new(common::theme(ColorDepth::TrueColor), vigil::tui::keymap::Keymap::defaults(), vec![]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

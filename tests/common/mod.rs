@@ -583,3 +583,23 @@ pub fn trained_logreg(store: &vigil::store::RunStore, epochs: usize) -> vigil::s
     train(&run, false, &mut Silent, &TrainControl::default()).unwrap();
     run
 }
+
+/// Options for a headless console on `store` with the built-in specs: one run at a time, no
+/// default experiment, nothing watched and no language model (the tests set what they need).
+pub fn console_options(
+    store: vigil::store::RunStore,
+    sample_every: std::time::Duration,
+) -> vigil::tui::ConsoleOptions {
+    vigil::tui::ConsoleOptions {
+        store,
+        models_dir: "models".into(),
+        theme: None,
+        keymap: None,
+        concurrency: Some(1),
+        start_default: false,
+        sample_every,
+        serve_log_raw_inputs: false,
+        watch: vec![],
+        llm: None,
+    }
+}
