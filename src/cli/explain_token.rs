@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::engine::llm::{GenerateRequest, prompt_ids};
+use crate::engine::llm::GenerateRequest;
 use crate::error::{Error, Result};
 use crate::llm::attribution::{NO_GRADIENTS, TokenAttribution, explain_token};
 use crate::llm::{SamplingParams, Step};
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         chat: args.chat,
         params: SamplingParams { max_tokens: args.token + 1, ..SamplingParams::default() },
     };
-    let prompt = prompt_ids(model.as_ref(), &request)?;
+    let prompt = model.user_prompt_ids(&request.prompt, request.chat)?;
     let mut generation = model.start(&prompt, &request.params)?;
     let mut generated = Vec::new();
     while generated.len() <= args.token {

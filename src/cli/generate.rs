@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::llm::{ChatMessage, FinishReason, SamplingParams, Step};
+use crate::llm::{FinishReason, SamplingParams, Step};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,12 +77,7 @@ pub fn run(args: Args) -> Result<()> {
         return Err(Error::argument("--max-tokens must be at least 1"));
     }
     let model = crate::llm::load(&args.model)?;
-    let text = if args.chat {
-        model.chat_prompt(&[ChatMessage { role: "user".into(), content: args.prompt.clone() }])?
-    } else {
-        args.prompt.clone()
-    };
-    let prompt = [model.prompt_prefix(), model.encode(&text)?].concat();
+    let prompt = model.user_prompt_ids(&args.prompt, args.chat)?;
     let params = SamplingParams {
         max_tokens: args.max_tokens,
         temperature: args.temperature,

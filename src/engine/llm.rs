@@ -17,7 +17,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::{Commands, Handle, Sink};
 use crate::error::Result;
 use crate::llm::attribution::{TokenAttribution, explain_token};
-use crate::llm::{ChatMessage, FinishReason, GeneratedToken, LanguageModel, ModelInfo, SamplingParams, Step};
+use crate::llm::{FinishReason, GeneratedToken, LanguageModel, ModelInfo, SamplingParams, Step};
 
 /// A prompt to complete.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +160,7 @@ impl<S: Sink<LlmEvent>> Engine<S> {
     fn generate(&mut self, request: &GenerateRequest) -> bool {
         let Some(model) = self.model() else { return true };
         let t0 = Instant::now();
-        let prompt = match prompt_ids(model.as_ref(), request) {
+        let prompt = match model.user_prompt_ids(&request.prompt, request.chat) {
             Ok(p) => p,
             Err(err) => return (self.sink)(LlmEvent::Failed(err.to_string())),
         };
@@ -256,15 +256,4 @@ fn between(commands: &mut Commands<LlmCommand>, pending: &mut VecDeque<LlmComman
         Err(TryRecvError::Empty) => Between::Go,
         Err(TryRecvError::Disconnected) => Between::Quit,
     }
-}
-
-/// The ids the model reads for a request: the chat template applied when asked, and the
-/// model's prefix (beginning of sequence) first.
-pub fn prompt_ids(model: &dyn LanguageModel, request: &GenerateRequest) -> Result<Vec<u32>> {
-    let text = if request.chat {
-        model.chat_prompt(&[ChatMessage { role: "user".into(), content: request.prompt.clone() }])?
-    } else {
-        request.prompt.clone()
-    };
-    Ok([model.prompt_prefix(), model.encode(&text)?].concat())
 }

@@ -124,6 +124,21 @@ pub trait LanguageModel: Send + Sync + 'static {
     fn start(&self, prompt: &[u32], params: &SamplingParams) -> Result<Box<dyn Generation>>;
     /// The tokens a completion prompt starts with (the beginning-of-sequence token, if any).
     fn prompt_prefix(&self) -> Vec<u32>;
+    /// The ids the model reads for a prompt's text: [`prompt_prefix`](Self::prompt_prefix)
+    /// first, then the text's tokens. Every prompt is built through this (the CLI, the
+    /// console's engine, the service), so the prefix rule is written once.
+    fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+        Ok([self.prompt_prefix(), self.encode(text)?].concat())
+    }
+    /// The ids for `text` sent as one user message with the chat template when `chat`, or as
+    /// plain text otherwise (`vigil generate`, `vigil explain-token`, the Playground).
+    fn user_prompt_ids(&self, text: &str, chat: bool) -> Result<Vec<u32>> {
+        if chat {
+            self.prompt_ids(&self.chat_prompt(&[ChatMessage { role: "user".into(), content: text.into() }])?)
+        } else {
+            self.prompt_ids(text)
+        }
+    }
 
     /// The natural-log probability the model gives token `next` right after `context` (the
     /// model's own distribution: greedy settings, no temperature). What occlusion attribution

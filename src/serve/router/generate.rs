@@ -136,11 +136,10 @@ async fn generate(st: Arc<AppState>, ctx: Ctx, req: Request, api: Api) -> Respon
         (None, Some(p)) => (p.clone(), p.clone()),
         (None, None) => unreachable!("a checked request has messages or a prompt"),
     };
-    let mut prompt = model.prompt_prefix();
-    match model.encode(&prompt_text) {
-        Ok(ids) => prompt.extend(ids),
+    let prompt = match model.prompt_ids(&prompt_text) {
+        Ok(ids) => ids,
         Err(e) => return fail(StatusCode::BAD_REQUEST, format!("the prompt cannot be tokenised: {e}"), note),
-    }
+    };
     let prompt_tokens = prompt.len() as u64;
     let max_tokens = asked.params.max_tokens as u64;
     note.generation = Some(GenerationNote {
