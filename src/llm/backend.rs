@@ -39,6 +39,23 @@ pub struct SamplingParams {
     pub top_logprobs: usize,
 }
 
+impl SamplingParams {
+    /// Refuses parameters no model can sample with (exit 2). Every model's `start` calls it, so
+    /// the stand-in refuses what the real engine refuses.
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(crate::error::Error::argument(format!(
+                "temperature {} must be a number >= 0",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(crate::error::Error::argument(format!("top_p {} must be in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {

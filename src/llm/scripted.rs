@@ -88,6 +88,7 @@ impl LanguageModel for ScriptedModel {
     }
 
     fn start(&self, prompt: &[u32], params: &SamplingParams) -> Result<Box<dyn Generation>> {
+        params.check()?;
         if prompt.len() >= self.context_length {
             return Err(Error::argument(format!(
                 "the prompt is {} tokens and the model's context holds {}",

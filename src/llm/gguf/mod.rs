@@ -257,7 +257,7 @@ impl LanguageModel for GgufModel {
     }
 
     fn start(&self, prompt: &[u32], params: &SamplingParams) -> Result<Box<dyn Generation>> {
-        check_params(params)?;
+        params.check()?;
         let context = self.info.context_length;
         if prompt.is_empty() {
             return Err(Error::argument("the prompt is empty: give at least one token"));
@@ -296,17 +296,6 @@ impl LanguageModel for GgufModel {
     fn prompt_prefix(&self) -> Vec<u32> {
         self.bos.into_iter().collect()
     }
-}
-
-/// Sampling parameters a generation cannot run with.
-fn check_params(params: &SamplingParams) -> Result<()> {
-    if !(params.temperature.is_finite() && params.temperature >= 0.0) {
-        return Err(Error::argument(format!("temperature {} must be a number >= 0", params.temperature)));
-    }
-    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(Error::argument(format!("top_p {} must be in (0, 1]", params.top_p)));
-    }
-    Ok(())
 }
 
 /// One sequence being decoded, with its own copy of the weights' handles and its own cache.
