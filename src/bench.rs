@@ -112,6 +112,7 @@ pub fn step_flops(spec: &ModelSpec, input: &InputShape, classes: usize, batch: u
         }
         ModelSpec::Rnn { .. }
         | ModelSpec::Text { .. }
+        | ModelSpec::TextCnn { .. }
         | ModelSpec::Transformer { .. }
         | ModelSpec::Pretrained { .. } => None,
     }

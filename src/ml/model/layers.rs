@@ -305,6 +305,81 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
     Ok(x.reshape((b, c, h2, 2, w2, 2))?.max(5)?.max(3)?)
 }
 
+/// A 1-D convolution over token embeddings, `width` tokens wide, with max-over-time pooling: the
+/// text CNN's feature detector (Kim, 2014). The weight is `(filters, E, width)`, as PyTorch's
+/// `nn.Conv1d` stores it, so that weights export as they are.
+#[derive(Debug, Clone)]
+pub struct TokenConv {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub width: usize,
+}
+
+impl TokenConv {
+    pub fn new(
+        pb: &mut ParamBuilder,
+        prefix: &str,
+        embed: usize,
+        filters: usize,
+        width: usize,
+    ) -> Result<Self> {
+        Ok(TokenConv {
+            weight: pb.weight(
+                &format!("{prefix}.weight"),
+                &[filters, embed, width],
+                embed * width,
+                filters * width,
+            )?,
+            bias: pb.bias(&format!("{prefix}.bias"), filters)?,
+            width,
+        })
+    }
+
+    /// `max over t of relu(conv(emb)[t])`, `(B, filters)`, from embeddings `(B, L, E)` whose
+    /// padded positions are already zero, and the padding mask `(B, L)`.
+    ///
+    /// A window counts when it lies wholly within the text, or is the first one (so that a
+    /// text shorter than the window, seen with zeros after it, still has one): padding never
+    /// wins the max, and padding added after a text changes nothing. The others get -1e9
+    /// before the max. ReLU after the max equals the max after ReLU (both are monotone), and
+    /// leaves one activation a filter instead of `L`.
+    pub fn forward_pooled(&self, emb: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, l, e) = emb.dims3()?;
+        let w = self.width;
+        // A text shorter than the window gets zeros after it, as one padded to `w` would.
+        let (emb, mask, l) = if l < w {
+            (emb.pad_with_zeros(1, 0, w - l)?, mask.pad_with_zeros(1, 0, w - l)?, w)
+        } else {
+            (emb.clone(), mask.clone(), l)
+        };
+        let windows = l + 1 - w;
+        // im2col: row (b, t) holds the embeddings of tokens t..t+w, token-major; the weight
+        // `(F, E, w)` read as `(F, w, E)` flattened matches that order.
+        let cols = if w == 1 {
+            emb
+        } else {
+            let parts = (0..w).map(|k| emb.narrow(1, k, windows)).collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 2)?
+        };
+        let filters = self.weight.dim(0)?;
+        let weight = self.weight.transpose(1, 2)?.contiguous()?.reshape((filters, w * e))?;
+        let cols = cols.reshape((b * windows, w * e))?;
+        let y = if kernels::applies(&[&cols, &weight, &self.bias]) {
+            kernels::linear(&cols, &weight, &self.bias, false)?
+        } else {
+            cols.matmul(&weight.t()?)?.broadcast_add(&self.bias)?
+        };
+        let y = y.reshape((b, windows, filters))?;
+        // 1 for a window that counts: its last token is real (padding only follows a text), or
+        // it is the first.
+        let first = Tensor::ones((b, 1), DType::F32, mask.device())?;
+        let counts =
+            if windows > 1 { Tensor::cat(&[&first, &mask.narrow(1, w, windows - 1)?], 1)? } else { first };
+        let hide = ((counts - 1.0)? * 1e9)?.unsqueeze(2)?;
+        Ok(y.broadcast_add(&hide)?.max(1)?.relu()?)
+    }
+}
+
 /// Which recurrent cell a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellKind {

@@ -17,7 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use candle_core::quantized::{GgmlDType, QTensor};
 use serde::{Deserialize, Serialize};
 
-use self::layers::{CellKind, Conv, Dense, ParamBuilder, QuantWeight, Recurrent, dropout, masked_mean};
+use self::layers::{
+    CellKind, Conv, Dense, ParamBuilder, QuantWeight, Recurrent, TokenConv, dropout, masked_mean,
+};
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
 use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
@@ -52,6 +54,13 @@ enum Arch {
         dense: Vec<Dense>,
         out: Dense,
         act: Activation,
+        dropout: f32,
+    },
+    /// Kim's text CNN: embeddings, one max-pooled convolution per width, concatenated.
+    TextCnn {
+        embedding: Tensor,
+        convs: Vec<TokenConv>,
+        out: Dense,
         dropout: f32,
     },
     /// A Transformer encoder (trained here or pretrained), pooled, then dense layers.
@@ -219,6 +228,20 @@ impl Network {
                 let out = Dense::new(&mut pb, "out", *widths.last().expect("non-empty"), classes)?;
                 Arch::Text { embedding, encoder: enc, dense, out, act: Activation::Relu, dropout: *dropout }
             }
+            ModelSpec::TextCnn { embed, widths, filters, dropout } => {
+                let InputShape::Text { .. } = input else {
+                    return Err(mismatch("text"));
+                };
+                let vocab = vocab.ok_or_else(|| Error::unsuitable("a text CNN needs the vocabulary size"))?;
+                let embedding = pb.embedding("embedding.weight", vocab, *embed)?;
+                let convs = widths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| TokenConv::new(&mut pb, &format!("convs.{i}"), *embed, *filters, w))
+                    .collect::<Result<Vec<_>>>()?;
+                let out = Dense::new(&mut pb, "out", filters * widths.len(), classes)?;
+                Arch::TextCnn { embedding, convs, out, dropout: *dropout }
+            }
             ModelSpec::Transformer { dim, heads, layers, ff, dropout, pooling, norm, head, patch } => {
                 let (vocab, positions, features) = match *input {
                     InputShape::Text { max_len } => (
@@ -331,6 +354,7 @@ impl Network {
             | Arch::Text { dense, out, .. }
             | Arch::Transformer { dense, out, .. } => dense.iter().chain([out]).collect(),
             Arch::Rnn { head, .. } => vec![head],
+            Arch::TextCnn { out, .. } => vec![out],
         }
     }
 
@@ -341,6 +365,7 @@ impl Network {
             | Arch::Text { dense, out, .. }
             | Arch::Transformer { dense, out, .. } => dense.iter_mut().chain(std::iter::once(out)).collect(),
             Arch::Rnn { head, .. } => vec![head],
+            Arch::TextCnn { out, .. } => vec![out],
         }
     }
 
@@ -495,7 +520,7 @@ impl Network {
     /// Whether the network takes token ids rather than numbers.
     pub fn takes_tokens(&self) -> bool {
         match &self.arch {
-            Arch::Text { .. } => true,
+            Arch::Text { .. } | Arch::TextCnn { .. } => true,
             Arch::Transformer { encoder, .. } => {
                 matches!(encoder.input, transformer::InputEmbedding::Tokens(_))
             }
@@ -514,7 +539,7 @@ impl Network {
     /// Logits `(B, classes)` for a batch. `rng` turns dropout on (training); `None` evaluates.
     pub fn forward(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         match &self.arch {
-            Arch::Text { .. } => {
+            Arch::Text { .. } | Arch::TextCnn { .. } => {
                 let emb = self.embed(x)?;
                 let mask = token_mask(x)?;
                 self.forward_embedded(&emb, &mask, rng)
@@ -578,7 +603,7 @@ impl Network {
     /// Attributions for text are taken with respect to this tensor.
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         match &self.arch {
-            Arch::Text { embedding, .. } => {
+            Arch::Text { embedding, .. } | Arch::TextCnn { embedding, .. } => {
                 let (b, l) = x.dims2()?;
                 let e = embedding.dim(1)?;
                 Ok(embedding.index_select(&x.flatten_all()?, 0)?.reshape((b, l, e))?)
@@ -603,6 +628,10 @@ impl Network {
                 h = dropout(&h, *p, rng.as_deref_mut())?;
             }
             return out.forward(&h);
+        }
+        if let Arch::TextCnn { convs, out, dropout: p, .. } = &self.arch {
+            let h = text_cnn_features(convs, emb, mask)?;
+            return out.forward(&dropout(&h, *p, rng)?);
         }
         let Arch::Text { encoder, dense, out, act, dropout: p, .. } = &self.arch else {
             return self.forward_dense(emb, rng);
@@ -655,7 +684,9 @@ impl Network {
                 let last = dropout(&last, *p, rng)?;
                 head.forward(&last)
             }
-            Arch::Text { .. } => Err(Error::unsuitable("a text model takes token ids")),
+            Arch::Text { .. } | Arch::TextCnn { .. } => {
+                Err(Error::unsuitable("a text model takes token ids"))
+            }
             Arch::Transformer { .. } => self.forward(x, rng),
         }
     }
@@ -702,7 +733,10 @@ impl Network {
         let h = self.penultimate(x)?;
         let out = match &self.arch {
             Arch::Mlp { layers, .. } => layers.last().expect("an MLP has an output layer"),
-            Arch::Cnn { out, .. } | Arch::Text { out, .. } | Arch::Transformer { out, .. } => out,
+            Arch::Cnn { out, .. }
+            | Arch::Text { out, .. }
+            | Arch::TextCnn { out, .. }
+            | Arch::Transformer { out, .. } => out,
             Arch::Rnn { head, .. } => head,
         };
         let logits = out.forward(&h)?;
@@ -755,6 +789,7 @@ impl Network {
                 }
                 Ok(h)
             }
+            Arch::TextCnn { convs, .. } => text_cnn_features(convs, &self.embed(x)?, &token_mask(x)?),
             Arch::Text { encoder, dense, act, .. } => {
                 let emb = self.embed(x)?;
                 let mask = token_mask(x)?;
@@ -802,6 +837,15 @@ fn encode_text(encoder: Option<&Recurrent>, emb: &Tensor, mask: &Tensor) -> Resu
             states.gather(&idx, 1)?.squeeze(1)?
         }
     })
+}
+
+/// A text CNN's features `(B, filters x widths)` from token embeddings `(B, L, E)`: padding
+/// zeroed (so a window running past the text sees zeros, and an explanation gives padding
+/// nothing), each width's max-pooled convolution, concatenated in the order of `widths`.
+fn text_cnn_features(convs: &[TokenConv], emb: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let emb = emb.broadcast_mul(&mask.unsqueeze(D::Minus1)?)?;
+    let pooled = convs.iter().map(|c| c.forward_pooled(&emb, mask)).collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&pooled, 1)?)
 }
 
 /// The layer a parameter belongs to: `layers.0.weight` -> `layers.0`, `rnn.weight_ih_l1` ->

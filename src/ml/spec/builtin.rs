@@ -23,6 +23,7 @@ pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
     BuiltinSpec { file: "waves-lstm.ron", text: include_str!("../../../models/waves-lstm.ron") },
     BuiltinSpec { file: "waves-gru.ron", text: include_str!("../../../models/waves-gru.ron") },
     BuiltinSpec { file: "topics-text.ron", text: include_str!("../../../models/topics-text.ron") },
+    BuiltinSpec { file: "topics-textcnn.ron", text: include_str!("../../../models/topics-textcnn.ron") },
     BuiltinSpec {
         file: "topics-transformer.ron",
         text: include_str!("../../../models/topics-transformer.ron"),

@@ -391,6 +391,16 @@ pub enum ModelSpec {
         #[serde(default)]
         dropout: f32,
     },
+    /// A convolutional text classifier (Kim, 2014): token embeddings, parallel 1-D convolutions
+    /// of each width in `widths` with `filters` filters each, ReLU, max-over-time pooling over
+    /// the windows that start on a real token, concatenation, dropout, then the output layer.
+    TextCnn {
+        embed: usize,
+        widths: Vec<usize>,
+        filters: usize,
+        #[serde(default)]
+        dropout: f32,
+    },
     /// A Transformer encoder trained from scratch: token embeddings (text) or an input
     /// projection (sequences of numbers), learned positions, `layers` encoder layers of `heads`
     /// attention heads and a GELU feed-forward block of width `ff`, pooled into one vector, then
@@ -472,6 +482,7 @@ impl ModelSpec {
             ModelSpec::Rnn { cell: Cell::Lstm, .. } => "lstm",
             ModelSpec::Rnn { cell: Cell::Gru, .. } => "gru",
             ModelSpec::Text { .. } => "text",
+            ModelSpec::TextCnn { .. } => "textcnn",
             ModelSpec::Transformer { .. } => "transformer",
             ModelSpec::Pretrained { .. } => "pretrained",
         }

@@ -197,6 +197,20 @@ impl ExperimentSpec {
                     return fail("dropout", format!("{dropout} must be in [0, 1)"));
                 }
             }
+            ModelSpec::TextCnn { embed, widths, filters, dropout } => {
+                if *embed == 0 || *filters == 0 {
+                    return fail("embed", "embed and filters must be at least 1".into());
+                }
+                if widths.is_empty() || widths.contains(&0) {
+                    return fail(
+                        "widths",
+                        "lists the convolution widths in tokens, each at least 1 (e.g. [3, 4, 5])".into(),
+                    );
+                }
+                if !dropout_ok(*dropout) {
+                    return fail("dropout", format!("{dropout} must be in [0, 1)"));
+                }
+            }
             ModelSpec::Transformer { dim, heads, layers, ff, dropout, head, patch, .. } => {
                 if *dim == 0 || *heads == 0 || *layers == 0 || *ff == 0 {
                     return fail("dim", "dim, heads, layers and ff must be at least 1".into());
@@ -248,12 +262,16 @@ impl ExperimentSpec {
         let text_data = matches!(self.data.source, DataSource::Topics | DataSource::Tsv { .. });
         let pretrained = matches!(self.model, ModelSpec::Pretrained { .. });
         let transformer_on_text = text_data && matches!(self.model, ModelSpec::Transformer { .. });
-        let text_model = matches!(self.model, ModelSpec::Text { .. }) || transformer_on_text;
+        let text_model =
+            matches!(self.model, ModelSpec::Text { .. } | ModelSpec::TextCnn { .. }) || transformer_on_text;
         if transformer_on_text && !tokenizes {
             return fail("preprocess", "a Transformer on text needs a Tokenize step (its vocabulary)".into());
         }
         if text_model && !(text_data && tokenizes) {
-            return fail("model", "a Text model needs text data (Topics or Tsv) and a Tokenize step".into());
+            return fail(
+                "model",
+                "a Text or TextCnn model needs text data (Topics or Tsv) and a Tokenize step".into(),
+            );
         }
         if pretrained && !text_data {
             return fail("model", "a Pretrained encoder needs text data (Topics or Tsv)".into());
@@ -269,7 +287,7 @@ impl ExperimentSpec {
         if text_data && !text_model && !pretrained {
             return fail(
                 "model",
-                "text data needs a Text, Transformer or Pretrained model (other models take numeric inputs)"
+                "text data needs a Text, TextCnn, Transformer or Pretrained model (other models take numeric inputs)"
                     .into(),
             );
         }
