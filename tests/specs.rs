@@ -71,7 +71,7 @@ fn wrong_type_names_the_field() {
 fn unknown_variant_lists_the_models() {
     let (line, _, msg) = refuse("unknown-variant.ron");
     assert_eq!(line, 4);
-    assert!(msg.contains("Transformer") && msg.contains("Mlp") && msg.contains("Cnn"), "{msg}");
+    assert!(msg.contains("Transformer") && msg.contains("Mlp") && msg.contains("TextCnn"), "{msg}");
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn negative_learning_rate_points_at_lr() {
 fn a_text_model_needs_text_data() {
     let (line, _, msg) = refuse("text-model-on-images.ron");
     assert_eq!(line, 4);
-    assert!(msg.contains("Text model needs text data"), "{msg}");
+    assert!(msg.contains("TextCnn model needs text data"), "{msg}");
 }
 
 #[test]
@@ -149,6 +149,19 @@ fn transformer_heads_must_divide_its_width() {
     let (line, _, msg) = refuse("transformer-heads.ron");
     assert_eq!(line, 5);
     assert!(msg.contains("dim 30 must be a multiple of heads 4"), "{msg}");
+}
+
+#[test]
+fn a_text_cnn_needs_widths_filters_and_text() {
+    for (file, line, what) in [
+        ("textcnn-widths.ron", 5, "widths"),
+        ("textcnn-filters.ron", 5, "filters must be at least 1"),
+        ("textcnn-on-numbers.ron", 4, "a Text or TextCnn model needs text data"),
+    ] {
+        let (l, _, msg) = refuse(file);
+        assert_eq!(l, line, "{file}: {msg}");
+        assert!(msg.contains(what), "{file}: {msg}");
+    }
 }
 
 #[test]
