@@ -1,19 +1,19 @@
 //! `vigil embed PATH_OR_RUN --text T... [--json]`: sentence embeddings from a pretrained encoder
-//! folder (or `cache:NAME`), or from the encoder of a run trained on one (fine-tuned or frozen):
-//! mean pooling over the real tokens, scaled to unit length, as sentence-transformers gives them.
+//! folder (or `cache:NAME`), or from the encoder of a run trained on one (fine-tuned or frozen)
+//! or of a Transformer trained on text here: mean pooling over the real tokens, scaled to unit
+//! length, as sentence-transformers gives them. The service's embed route gives the same.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::ml::data::preprocess::FittedStep;
-use crate::ml::model::pretrained::{self, SentenceEncoder, WordPieces};
+use crate::ml::model::pretrained::{self, SentenceEncoder};
 use crate::ml::train::load_trained;
 use crate::store::{CheckpointKind, RunStore};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A Hugging Face folder (config.json, model.safetensors, tokenizer.json), `cache:NAME` for
-    /// one in the model cache, or a run whose model is `Pretrained`.
+    /// one in the model cache, or a run whose model is `Pretrained` or a `Transformer` on text.
     pub model: String,
     /// The texts to embed, one embedding each.
     #[arg(long = "text", value_name = "TEXT", required = true, num_args = 1..)]
@@ -65,14 +65,6 @@ fn from_run(store: &RunStore, run: &str) -> Result<SentenceEncoder> {
         }
     })?;
     let trained = load_trained(&dir, CheckpointKind::Best)?;
-    let (Some(encoder), Some(FittedStep::WordPieces { tokenizer, max_len })) =
-        (trained.network.encoder(), trained.pipeline.steps.first())
-    else {
-        return Err(Error::argument(format!(
-            "run {} is a {} model; embeddings come from a pretrained encoder (a folder, or a run whose model is Pretrained)",
-            dir.id,
-            trained.spec.model.kind()
-        )));
-    };
-    Ok(SentenceEncoder { encoder: encoder.clone(), pieces: WordPieces::open(tokenizer.as_ref(), *max_len)? })
+    SentenceEncoder::from_network(&trained.network, &trained.pipeline)
+        .map_err(|why| Error::argument(format!("run {} cannot embed texts: {why}", dir.id)))
 }

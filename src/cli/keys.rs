@@ -25,7 +25,7 @@ pub enum Action {
         /// The caller's name, as it appears in the access log and metrics.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes: predict, explain, admin, generate.
+        /// Comma-separated scopes: predict, explain, admin, generate, embed.
         #[arg(long, value_delimiter = ',', required = true)]
         scope: Vec<Scope>,
         /// Expire after this long, e.g. 30d, 12h.

@@ -47,11 +47,13 @@ pub enum Scope {
     Admin,
     /// Ask a language model for completions (`/v1/chat/completions`, `/v1/completions`).
     Generate,
+    /// Ask a Transformer or pretrained encoder for sentence embeddings (`/v1/models/{name}/embed`).
+    Embed,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 4] = [Scope::Predict, Scope::Explain, Scope::Admin, Scope::Generate];
+    pub const ALL: [Scope; 5] = [Scope::Predict, Scope::Explain, Scope::Admin, Scope::Generate, Scope::Embed];
 
     /// The scope's name as typed on the command line.
     pub fn as_str(&self) -> &'static str {
@@ -60,6 +62,7 @@ impl Scope {
             Scope::Explain => "explain",
             Scope::Admin => "admin",
             Scope::Generate => "generate",
+            Scope::Embed => "embed",
         }
     }
 }
@@ -78,7 +81,8 @@ impl FromStr for Scope {
             "explain" => Ok(Scope::Explain),
             "admin" => Ok(Scope::Admin),
             "generate" => Ok(Scope::Generate),
-            other => Err(format!("unknown scope {other:?}: use predict, explain, admin or generate")),
+            "embed" => Ok(Scope::Embed),
+            other => Err(format!("unknown scope {other:?}: use predict, explain, admin, generate or embed")),
         }
     }
 }
@@ -448,7 +452,7 @@ impl KeyFile {
         }
         if new.scopes.is_empty() {
             return Err(Error::argument(
-                "a key needs at least one scope (predict, explain, admin, generate)",
+                "a key needs at least one scope (predict, explain, admin, generate, embed)",
             ));
         }
         if let Some(r) = new.rate
@@ -580,7 +584,7 @@ pub fn parse_scopes(text: &str) -> std::result::Result<Vec<Scope>, String> {
         .map(str::parse)
         .collect::<std::result::Result<_, _>>()?;
     if scopes.is_empty() {
-        return Err("a key needs at least one scope (predict, explain, admin, generate)".into());
+        return Err("a key needs at least one scope (predict, explain, admin, generate, embed)".into());
     }
     Ok(scopes)
 }

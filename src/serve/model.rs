@@ -17,6 +17,7 @@ use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::model::Network;
+use crate::ml::model::pretrained::SentenceEncoder;
 use crate::ml::train::load_trained;
 use crate::store::{CheckpointKind, RunDir, RunId};
 
@@ -74,6 +75,9 @@ pub struct ServedModel {
     /// The run's input detector (`vigil attack` or training fit it), which flags inputs unlike
     /// the training data, or why the run has none.
     detector: std::result::Result<crate::ml::attack::detector::Detector, String>,
+    /// The sentence encoder of a Transformer or Pretrained model (the embed route), or why the
+    /// model has none.
+    embedder: std::result::Result<SentenceEncoder, String>,
 }
 
 /// A request's inputs, checked and preprocessed, ready for the network.
@@ -190,6 +194,7 @@ impl ServedModel {
         let vocab_index =
             pipeline.vocab().map(|v| v.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect());
         let detector = crate::ml::attack::detector::load(run)?;
+        let embedder = SentenceEncoder::from_network(&trained.network, &pipeline);
         let spec = trained.spec;
         let info = ModelInfo {
             name: spec.name.clone(),
@@ -216,6 +221,7 @@ impl ServedModel {
             imputes,
             vocab_index,
             detector,
+            embedder,
         })
     }
 
@@ -343,6 +349,39 @@ impl ServedModel {
             ids.resize(start + max_len, PAD);
         }
         Ok((Batch::Tokens { n, ids }, RawBatch::Texts(texts)))
+    }
+
+    /// Why the model cannot give sentence embeddings, if it cannot.
+    pub fn cannot_embed(&self) -> Option<&str> {
+        self.embedder.as_ref().err().map(String::as_str)
+    }
+
+    /// Checks the texts of an embed request: how many, and how long each.
+    pub fn check_texts(&self, texts: &[String], max_inputs: usize) -> std::result::Result<(), InputError> {
+        check_count(texts.len(), max_inputs)?;
+        for (i, t) in texts.iter().enumerate() {
+            let chars = t.chars().count();
+            if chars > MAX_TEXT_CHARS {
+                return Err(InputError(format!(
+                    "inputs[{i}] has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Unit-length sentence embeddings (mean pooling), one per text, as `vigil embed` gives
+    /// them.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        match &self.embedder {
+            Ok(e) => e.embed(texts),
+            Err(why) => Err(Error::unsuitable(why.clone())),
+        }
+    }
+
+    /// The width of the embeddings, for a model that gives them.
+    pub fn embedding_dim(&self) -> Option<usize> {
+        self.embedder.as_ref().ok().map(|e| e.encoder.dim())
     }
 
     /// Class probabilities for a batch, `classes` per input, flat.

@@ -44,6 +44,12 @@ pub const PREDICT: &str = "/v1/models/{name}/predict";
 /// The template of the explain route.
 pub const EXPLAIN: &str = "/v1/models/{name}/explain";
 
+/// The sentence-embedding route of a Transformer or pretrained encoder. Its own scope: an
+/// embedding is the model's whole internal representation of a text, far more than a label or
+/// the probabilities a key's output policy shapes (enough to train a copy of the encoder or to
+/// recover much of the text), so a key that may predict does not get it without being granted.
+pub const EMBED: &str = "/v1/models/{name}/embed";
+
 /// The OpenAI-compatible chat route of a served language model.
 pub const CHAT: &str = "/v1/chat/completions";
 
@@ -71,6 +77,12 @@ pub const ROUTES: &[RouteSpec] = &[
         path: EXPLAIN,
         access: Access::Scope(Scope::Explain),
         what: "attribute a batch of inputs' predictions to their features (?method=ig&target=3)",
+    },
+    RouteSpec {
+        method: "POST",
+        path: EMBED,
+        access: Access::Scope(Scope::Embed),
+        what: "sentence embeddings (mean pooling, unit length) of a batch of texts from a Transformer or pretrained encoder",
     },
     RouteSpec {
         method: "POST",
@@ -143,6 +155,7 @@ mod tests {
         assert_eq!(classify("GET", "/v1/models/x/predict"), (Some(PREDICT), Access::AnyKey));
         assert_eq!(classify("GET", "/metrics"), (Some("/metrics"), Access::Scope(Scope::Admin)));
         assert_eq!(classify("POST", CHAT), (Some(CHAT), Access::Scope(Scope::Generate)));
+        assert_eq!(classify("POST", "/v1/models/x/embed"), (Some(EMBED), Access::Scope(Scope::Embed)));
         assert_eq!(classify("GET", COMPLETIONS), (Some(COMPLETIONS), Access::AnyKey));
         let open: Vec<_> = ROUTES.iter().filter(|r| r.access == Access::Open).collect();
         assert_eq!(open.len(), 1);

@@ -335,16 +335,85 @@ impl WordPieces {
 
 /// Sentence embeddings from an encoder: each text tokenised (no padding beyond the longest in
 /// its batch), the real tokens' final states averaged and the mean scaled to unit length, as
-/// sentence-transformers' Pooling(mean) + Normalize modules do.
+/// sentence-transformers' Pooling(mean) + Normalize modules do. The encoder is a pretrained
+/// folder's, or that of a run whose model is a Transformer on text or Pretrained
+/// ([`Self::from_network`]); whatever the run pools with for its classifier, embeddings are
+/// always the mean (over a learned CLS vector too, as a BERT's mean takes in its [CLS]).
+#[derive(Debug)]
 pub struct SentenceEncoder {
     pub encoder: Encoder,
-    pub pieces: WordPieces,
+    pub pieces: SentenceTokens,
+}
+
+/// How a [`SentenceEncoder`] turns a text into token ids: a pretrained folder's WordPiece
+/// tokenizer, or the word vocabulary a run's `Tokenize` step fitted.
+#[derive(Debug)]
+pub enum SentenceTokens {
+    WordPieces(WordPieces),
+    Words { index: HashMap<String, u32>, lowercase: bool, max_len: usize },
+}
+
+impl SentenceTokens {
+    /// The text's token ids, without padding, at most [`Self::max_len`] of them.
+    pub fn ids(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
+        match self {
+            SentenceTokens::WordPieces(p) => p.ids(text),
+            SentenceTokens::Words { index, lowercase, max_len } => {
+                Ok(crate::ml::data::preprocess::words(text, *lowercase)
+                    .take(*max_len)
+                    .map(|w| index.get(w.as_str()).copied().unwrap_or(crate::ml::data::preprocess::UNK))
+                    .collect())
+            }
+        }
+    }
+
+    /// The longest sequence of ids it gives.
+    pub fn max_len(&self) -> usize {
+        match self {
+            SentenceTokens::WordPieces(p) => p.max_len,
+            SentenceTokens::Words { max_len, .. } => *max_len,
+        }
+    }
 }
 
 /// Texts encoded at once: sentence-transformers' default batch.
 pub const EMBED_BATCH: usize = 32;
 
+impl From<WordPieces> for SentenceTokens {
+    fn from(p: WordPieces) -> Self {
+        SentenceTokens::WordPieces(p)
+    }
+}
+
 impl SentenceEncoder {
+    /// The encoder of a trained network, with the tokeniser of its run's preprocessing; `Err`
+    /// says why the network cannot embed texts (no Transformer encoder over tokens).
+    pub fn from_network(
+        network: &super::Network,
+        pipeline: &crate::ml::data::preprocess::Pipeline,
+    ) -> std::result::Result<Self, String> {
+        use crate::ml::data::preprocess::FittedStep;
+        let encoder = network.encoder().filter(|_| network.takes_tokens()).ok_or_else(|| {
+            format!(
+                "a {} model has no text encoder; embeddings come from a Transformer on text or a \
+                 Pretrained encoder",
+                network.spec.kind()
+            )
+        })?;
+        let pieces = match pipeline.steps.first() {
+            Some(FittedStep::WordPieces { tokenizer, max_len }) => {
+                WordPieces::open(tokenizer.as_ref(), *max_len).map_err(|e| e.to_string())?.into()
+            }
+            Some(FittedStep::Tokenize { vocab, lowercase, max_len }) => SentenceTokens::Words {
+                index: vocab.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect(),
+                lowercase: *lowercase,
+                max_len: *max_len,
+            },
+            _ => return Err("the run's preprocessing has no tokeniser".into()),
+        };
+        Ok(SentenceEncoder { encoder: encoder.clone(), pieces })
+    }
+
     /// The folder's encoder, frozen, with its tokenizer at the length sentence-transformers uses
     /// (`sentence_bert_config.json`'s `max_seq_length`, else the model's positions).
     pub fn open(dir: &Path) -> Result<Self> {
@@ -359,7 +428,7 @@ impl SentenceEncoder {
         let mut pb =
             ParamBuilder { vars: Vec::new(), rng: &mut rng, init: Default::default(), device: Device::Cpu };
         let (encoder, _) = folder.load_encoder(&mut pb, Pooling::Mean, false, 0.0)?;
-        Ok(SentenceEncoder { encoder, pieces: folder.tokenizer(max_len)? })
+        Ok(SentenceEncoder { encoder, pieces: folder.tokenizer(max_len)?.into() })
     }
 
     /// Unit-length embeddings, one per text.
@@ -368,7 +437,7 @@ impl SentenceEncoder {
         for chunk in texts.chunks(EMBED_BATCH) {
             let ids: Vec<Vec<u32>> =
                 chunk.iter().map(|t| self.pieces.ids(t).map_err(Error::argument)).collect::<Result<_>>()?;
-            let len = ids.iter().map(Vec::len).max().unwrap_or(1).clamp(1, self.pieces.max_len);
+            let len = ids.iter().map(Vec::len).max().unwrap_or(1).clamp(1, self.pieces.max_len());
             let flat: Vec<u32> = ids
                 .iter()
                 .flat_map(|row| {

@@ -29,6 +29,10 @@ pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
         text: include_str!("../../../models/topics-transformer.ron"),
     },
     BuiltinSpec {
+        file: "topics-transformer-dp.ron",
+        text: include_str!("../../../models/topics-transformer-dp.ron"),
+    },
+    BuiltinSpec {
         file: "waves-transformer.ron",
         text: include_str!("../../../models/waves-transformer.ron"),
     },

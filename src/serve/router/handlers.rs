@@ -1,5 +1,5 @@
-//! The prediction and explanation handlers: reading and checking a request body, running the
-//! model off the async workers when the work is large, and the JSON responses. Each reports
+//! The prediction, explanation and embedding handlers: reading and checking a request body,
+//! running the model off the async workers when the work is large, and the JSON responses. Each reports
 //! what it did to the gate ([`super::gate`]) through the response's extensions.
 
 use super::*;
@@ -58,7 +58,8 @@ struct PredictResponse<'a> {
 }
 
 /// Maps a body that is not JSON, or not the right JSON, to 400 or 422 with the place it broke.
-fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> (StatusCode, String) {
+/// `shape` is the body the route takes, for the message about an empty one.
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>, shape: &str) -> (StatusCode, String) {
     let path = e.path().to_string();
     let inner = e.into_inner();
     use serde_json::error::Category;
@@ -67,10 +68,9 @@ fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> (StatusCode, 
             let at = if path == "." { "the body".to_string() } else { path };
             (StatusCode::UNPROCESSABLE_ENTITY, format!("{at}: {inner}"))
         }
-        Category::Eof if inner.line() == 1 && inner.column() == 0 => (
-            StatusCode::BAD_REQUEST,
-            "the body is empty: send {\"inputs\": [[...], ...]} or {\"texts\": [...]}".into(),
-        ),
+        Category::Eof if inner.line() == 1 && inner.column() == 0 => {
+            (StatusCode::BAD_REQUEST, format!("the body is empty: send {shape}"))
+        }
         Category::Eof => {
             (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: it ends early ({inner})"))
         }
@@ -135,7 +135,8 @@ fn parse_body(bytes: &[u8]) -> Result<PredictBody, (StatusCode, String)> {
         return Ok(b);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let body: PredictBody = serde_path_to_error::deserialize(&mut de).map_err(body_error)?;
+    let body: PredictBody = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| body_error(e, "{\"inputs\": [[...], ...]} or {\"texts\": [...]}"))?;
     de.end().map_err(|e| (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
     Ok(body)
 }
@@ -292,6 +293,32 @@ fn accept_rest(
     note.inputs = n;
     note.raw = Some(raw);
     let now = unix_now();
+    spend_budget(&caller, n, now, id, &mut note)?;
+    if Instant::now() >= ctx.deadline {
+        if let Some(b) = &caller.budget {
+            b.refund(n as u64, now);
+        }
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than the service's limit of {} ms",
+                st.limits.timeout.as_millis()
+            ),
+            note,
+        ));
+    }
+    Ok(Accepted { model, caller, batch, n, now, note })
+}
+
+/// Takes `n` inputs from the key's query budget, or answers 429 with when it renews.
+#[allow(clippy::result_large_err)] // the refusal is the response to send, built once per refusal
+fn spend_budget(
+    caller: &Caller,
+    n: usize,
+    now: u64,
+    id: &str,
+    note: &mut RequestNote,
+) -> Result<(), Response> {
     if let Some(budget) = &caller.budget {
         match budget.try_spend(n as u64, now) {
             Ok(left) => note.budget_left = Some(left),
@@ -311,25 +338,12 @@ fn accept_rest(
                     r.retry_after_s
                 );
                 let mut resp = too_many(msg, r.retry_after_s, id);
-                resp.extensions_mut().insert(note);
+                resp.extensions_mut().insert(std::mem::take(note));
                 return Err(resp);
             }
         }
     }
-    if Instant::now() >= ctx.deadline {
-        if let Some(b) = &caller.budget {
-            b.refund(n as u64, now);
-        }
-        return Err(fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the request took longer than the service's limit of {} ms",
-                st.limits.timeout.as_millis()
-            ),
-            note,
-        ));
-    }
-    Ok(Accepted { model, caller, batch, n, now, note })
+    Ok(())
 }
 
 pub(super) async fn predict(
@@ -618,4 +632,119 @@ pub(super) async fn explain(
 /// The index of the largest value.
 fn argmax(p: &[f32]) -> usize {
     p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+/// The body of `POST /v1/models/{name}/embed`: the predict route's `texts`, also taken as
+/// `inputs`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbedBody {
+    #[serde(alias = "inputs")]
+    texts: Vec<String>,
+}
+
+/// What the embed route answers.
+#[derive(Serialize)]
+struct EmbedResponse<'a> {
+    model: &'a str,
+    version: &'a str,
+    dim: usize,
+    pooling: &'static str,
+    normalized: bool,
+    embeddings: Vec<Vec<f32>>,
+}
+
+/// Sentence embeddings from a Transformer or pretrained encoder, with predict's keys, limits,
+/// budget and access log (no output policy: the answer is not class probabilities).
+pub(super) async fn embed(
+    State(st): State<Arc<AppState>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let id = &*ctx.request_id;
+    let mut note = RequestNote::default();
+    let fail = |status: StatusCode, msg: String, note: RequestNote| {
+        let mut r = error(status, msg, id);
+        r.extensions_mut().insert(note);
+        r
+    };
+    let Some(model) = st.models.get(&name).cloned() else {
+        let names: Vec<&str> = st.models.keys().map(String::as_str).collect();
+        let msg = format!("no model named {name:?}; this service has {}", names.join(", "));
+        return fail(StatusCode::NOT_FOUND, msg, note);
+    };
+    note.model = Some(model.clone());
+    let Some(caller) = ctx.caller.clone() else {
+        return fail(StatusCode::UNAUTHORIZED, "no key".into(), note);
+    };
+    // Refused before the body is read or the budget spent.
+    if let Some(why) = model.cannot_embed() {
+        let msg = format!("model {name} cannot give embeddings: {why}");
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, msg, note);
+    }
+    let bytes = match read_json(&st, &ctx, req, &mut note).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| body_error(e, "{\"texts\": [\"...\", ...]}"))
+        .and_then(|b: EmbedBody| {
+            de.end().map_err(|e| (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
+            Ok(b)
+        });
+    let texts = match parsed {
+        Ok(b) => b.texts,
+        Err((status, msg)) => return fail(status, msg, note),
+    };
+    if let Err(e) = model.check_texts(&texts, st.limits.max_inputs) {
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, e.0, note);
+    }
+    let n = texts.len();
+    note.inputs = n;
+    note.raw = Some(crate::serve::model::RawBatch::Texts(texts.clone()));
+    let now = unix_now();
+    if let Err(resp) = spend_budget(&caller, n, now, id, &mut note) {
+        return resp;
+    }
+    let refund = || {
+        if let Some(b) = &caller.budget {
+            b.refund(n as u64, now);
+        }
+    };
+    let m = model.clone();
+    // An encoder's forward pass is the heaviest work the service does: never on the async workers.
+    let result = match tokio::task::spawn_blocking(move || m.embed(&texts)).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::error::Error::internal(format!("the embedding task failed: {e}"))),
+    };
+    let embeddings = match result {
+        Ok(e) => e,
+        Err(e) => {
+            refund();
+            return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("the model failed: {e}"), note);
+        }
+    };
+    if Instant::now() >= ctx.deadline {
+        refund();
+        let msg = format!(
+            "the request took longer than the service's limit of {} ms",
+            st.limits.timeout.as_millis()
+        );
+        return fail(StatusCode::SERVICE_UNAVAILABLE, msg, note);
+    }
+    let out = EmbedResponse {
+        model: &model.info.name,
+        version: &model.info.version,
+        dim: model.embedding_dim().unwrap_or(0),
+        pooling: "mean",
+        normalized: true,
+        embeddings,
+    };
+    let body = serde_json::to_vec(&out).expect("embeddings serialise");
+    let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from(body))
+        .into_response();
+    resp.extensions_mut().insert(note);
+    resp
 }

@@ -33,7 +33,7 @@ use super::llm::LlmService;
 use super::metrics::{Metrics, RequestLabels, RouteLabels};
 use super::model::Batch;
 use super::model::{PredictBody, ServedModel};
-use super::routes::{self, Access, CHAT, COMPLETIONS, EXPLAIN, PREDICT, ROUTES, RouteSpec};
+use super::routes::{self, Access, CHAT, COMPLETIONS, EMBED, EXPLAIN, PREDICT, ROUTES, RouteSpec};
 use crate::ml::attack::prada::{Prada, PradaConfig};
 use crate::store::seal::SealKey;
 
@@ -41,7 +41,7 @@ mod generate;
 mod handlers;
 
 use generate::{chat_completions, completions};
-use handlers::{explain, predict};
+use handlers::{embed, explain, predict};
 
 /// Work (inputs x parameters) up to which a prediction runs right on the async worker: a small
 /// forward pass takes microseconds, less than handing it to a blocking thread and back.
@@ -556,6 +556,7 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/v1/models") => get(list_models),
         ("POST", PREDICT) => post(predict),
         ("POST", EXPLAIN) => post(explain),
+        ("POST", EMBED) => post(embed),
         ("POST", CHAT) => post(chat_completions),
         ("POST", COMPLETIONS) => post(completions),
         _ => unreachable!("route {} {} is in ROUTES without a handler", spec.method, spec.path),

@@ -88,7 +88,7 @@ impl Default for KeyForm {
         KeyForm {
             fields: vec![
                 f("name", "", "letters, digits, - _ ."),
-                f("scopes", "predict", "predict, explain, admin, generate (comma-separated)"),
+                f("scopes", "predict", "predict, explain, admin, generate, embed (comma-separated)"),
                 f("rate", "100", "requests per second, or none"),
                 f("burst", "", "requests at once (default: twice the rate)"),
                 f("budget", "none", "e.g. 10000/day, or none"),
