@@ -202,7 +202,7 @@ fn per_example_clipping_is_exact_on_a_transformer() {
         }
     }
     assert_eq!(stats.clipped, clipped, "per-example norms {norms:?}");
-    assert!(clipped >= 2 && clipped < 4, "the clip must bite for some examples only: norms {norms:?}");
+    assert!((2..4).contains(&clipped), "the clip must bite for some examples only: norms {norms:?}");
     let mut largest = 0f64;
     for ((name, _), (g, w)) in net.vars().iter().zip(got.iter().zip(&want)) {
         for (k, (a, b)) in g.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(w).enumerate() {
