@@ -395,7 +395,7 @@ impl SentenceEncoder {
         use crate::ml::data::preprocess::FittedStep;
         let encoder = network.encoder().filter(|_| network.takes_tokens()).ok_or_else(|| {
             format!(
-                "a {} model has no text encoder; embeddings come from a Transformer on text or a \
+                "a {} model has no Transformer encoder; embeddings come from a Transformer on text or a \
                  Pretrained encoder",
                 network.spec.kind()
             )
