@@ -13,6 +13,8 @@ use candle_core::{Device, Tensor};
 use common::cli::{json, vigil};
 use predicates::prelude::*;
 use vigil::ml::model::pretrained::{Folder, SentenceEncoder};
+use vigil::serve::model::{PredictBody, ServedModel};
+use vigil::store::RunStore;
 
 const VOCAB: [&str; 16] = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "dog", "sat", "ran", "on", "mat", "a", "park", "##s",
@@ -208,6 +210,23 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
     let from_run = of(&run);
     assert_eq!(folder["dim"], HIDDEN);
     assert_eq!(folder["embeddings"], from_run["embeddings"]);
+    // The service predicts texts for it, tokenised into the encoder's word pieces: the cats and
+    // the dogs of the training set get their own class.
+    let served = ServedModel::load(&RunStore::new(&runs).resolve(&run).unwrap()).unwrap();
+    assert!(served.takes_text());
+    let body: PredictBody = serde_json::from_value(serde_json::json!({
+        "texts": ["the cat sat on the mat", "the dog ran in the park"]
+    }))
+    .unwrap();
+    let (batch, _) = served.prepare(body, 8).unwrap();
+    let probs = served.predict(batch).unwrap();
+    let classes = served.info.classes.clone();
+    let top = |row: &[f32]| classes[(row[1] > row[0]) as usize].clone();
+    assert_eq!((top(&probs[0..2]), top(&probs[2..4])), ("cats".to_string(), "dogs".to_string()), "{probs:?}");
+    // A number where a text belongs is refused with the field to send.
+    let numbers: PredictBody = serde_json::from_value(serde_json::json!({"inputs": [[1.0]]})).unwrap();
+    let err = served.prepare(numbers, 8).unwrap_err();
+    assert!(err.0.contains("takes texts"), "{}", err.0);
     // People get a line per text.
     vigil(&runs)
         .args(["embed", &run, "--text", "the cat"])

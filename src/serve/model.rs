@@ -17,7 +17,7 @@ use crate::ml::data::InputShape;
 use crate::ml::data::preprocess::{FittedStep, PAD, Pipeline, UNK, words};
 use crate::ml::explain::{Explainer, Explanation, Method};
 use crate::ml::model::Network;
-use crate::ml::model::pretrained::SentenceEncoder;
+use crate::ml::model::pretrained::{SentenceEncoder, WordPieces};
 use crate::ml::train::load_trained;
 use crate::store::{CheckpointKind, RunDir, RunId};
 
@@ -71,6 +71,9 @@ pub struct ServedModel {
     imputes: bool,
     /// Word → token id, for text models.
     vocab_index: Option<HashMap<String, u32>>,
+    /// A pretrained encoder's tokenizer, for runs that tokenise into word pieces (read once
+    /// here: serving a text must not parse `tokenizer.json`).
+    pieces: Option<WordPieces>,
     parameters: usize,
     /// The run's input detector (`vigil attack` or training fit it), which flags inputs unlike
     /// the training data, or why the run has none.
@@ -193,6 +196,12 @@ impl ServedModel {
         let imputes = pipeline.steps.iter().any(|s| matches!(s, FittedStep::Impute { .. }));
         let vocab_index =
             pipeline.vocab().map(|v| v.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect());
+        let pieces = match pipeline.steps.first() {
+            Some(FittedStep::WordPieces { tokenizer, max_len }) => {
+                Some(WordPieces::open(std::path::Path::new(tokenizer), *max_len)?)
+            }
+            _ => None,
+        };
         let detector = crate::ml::attack::detector::load(run)?;
         let embedder = SentenceEncoder::from_network(&trained.network, &pipeline);
         let spec = trained.spec;
@@ -220,6 +229,7 @@ impl ServedModel {
             trained_range,
             imputes,
             vocab_index,
+            pieces,
             detector,
             embedder,
         })
@@ -232,7 +242,7 @@ impl ServedModel {
 
     /// Whether the model takes texts.
     pub fn takes_text(&self) -> bool {
-        self.vocab_index.is_some()
+        self.vocab_index.is_some() || self.pieces.is_some()
     }
 
     /// Multiply-adds (roughly) to predict `n` inputs: decides whether the work is short enough
@@ -325,6 +335,14 @@ impl ServedModel {
     }
 
     fn prepare_texts(&self, texts: Vec<String>) -> std::result::Result<(Batch, RawBatch), InputError> {
+        check_lengths(&texts, "texts")?;
+        if let Some(pieces) = &self.pieces {
+            let mut ids = Vec::with_capacity(texts.len() * pieces.max_len);
+            for (i, t) in texts.iter().enumerate() {
+                ids.extend(pieces.encode(t).map_err(|m| InputError(format!("texts[{i}]: {m}")))?);
+            }
+            return Ok((Batch::Tokens { n: texts.len(), ids }, RawBatch::Texts(texts)));
+        }
         let Some(index) = &self.vocab_index else {
             return Err(InputError("this model takes numbers".into()));
         };
@@ -333,13 +351,7 @@ impl ServedModel {
         };
         let n = texts.len();
         let mut ids = Vec::with_capacity(n * max_len);
-        for (i, t) in texts.iter().enumerate() {
-            let chars = t.chars().count();
-            if chars > MAX_TEXT_CHARS {
-                return Err(InputError(format!(
-                    "texts[{i}] has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
-                )));
-            }
+        for t in &texts {
             // The same tokenisation as training (`Pipeline::encode`), with the index built once
             // at load instead of once per call.
             let start = ids.len();
@@ -359,15 +371,7 @@ impl ServedModel {
     /// Checks the texts of an embed request: how many, and how long each.
     pub fn check_texts(&self, texts: &[String], max_inputs: usize) -> std::result::Result<(), InputError> {
         check_count(texts.len(), max_inputs)?;
-        for (i, t) in texts.iter().enumerate() {
-            let chars = t.chars().count();
-            if chars > MAX_TEXT_CHARS {
-                return Err(InputError(format!(
-                    "inputs[{i}] has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
-                )));
-            }
-        }
-        Ok(())
+        check_lengths(texts, "inputs")
     }
 
     /// Unit-length sentence embeddings (mean pooling), one per text, as `vigil embed` gives
@@ -458,6 +462,19 @@ impl ServedModel {
             }
         })
     }
+}
+
+/// Every text within the service's length limit (checked before any is tokenised).
+fn check_lengths(texts: &[String], field: &str) -> std::result::Result<(), InputError> {
+    for (i, t) in texts.iter().enumerate() {
+        let chars = t.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(InputError(format!(
+                "{field}[{i}] has {chars} characters; at most {MAX_TEXT_CHARS} are accepted"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_count(n: usize, max: usize) -> std::result::Result<(), InputError> {
