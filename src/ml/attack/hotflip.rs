@@ -252,7 +252,8 @@ pub fn hotflip(
             }
         })
         .collect();
-    let mut won: Vec<&Search> = searches.iter().filter(|s| s.fooled_at.is_some()).collect();
+    // An example the model already put in the target class is counted, but is no sentence to show.
+    let mut won: Vec<&Search> = searches.iter().filter(|s| s.fooled_at.is_some_and(|f| f > 0)).collect();
     won.sort_by_key(|s| (s.fooled_at, s.index));
     won.truncate(KEPT);
     let mut adversarial = Vec::with_capacity(won.len());
