@@ -1,5 +1,6 @@
 //! `vigil attack` as an operator runs it: the table, `--json`, the adversarial examples saved
-//! with the run, and every kind of bad argument (exit code 2, with what is wrong).
+//! with the run, and every kind of bad argument (exit code 2, with what is wrong); on text
+//! models, embedding-space PGD reported as such and HotFlip's token substitutions.
 
 mod common;
 
@@ -88,7 +89,7 @@ fn attack_prints_a_curve_json_and_saves_the_examples() {
 fn attack_refuses_bad_arguments_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let run = train(dir.path(), "digits-logreg", "1");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--eps", "-0.1"], "--eps -0.1 is not a radius"),
         (&["--eps", "NaN"], "--eps NaN is not a radius"),
         (&["--eps", "a"], "invalid value 'a'"),
@@ -96,6 +97,10 @@ fn attack_refuses_bad_arguments_with_exit_code_2() {
         (&["--targeted", "cat"], "--targeted \"cat\" is not a class of this run; the classes are 0, 1"),
         (&["--step-size", "0"], "--step-size 0 must be a positive number"),
         (&["--steps", "0"], "0 steps: an attack takes between 1 and 10000 steps"),
+        // HotFlip swaps tokens: a model of numbers has none.
+        (&["--attack", "hotflip"], "--method hotflip swaps tokens of a text model, but"),
+        (&["--method", "pgd", "--flips", "2"], "--flips applies to hotflip"),
+        (&["--method", "hotflip", "--eps", "0.1"], "--eps applies to fgsm and pgd"),
     ];
     for (args, msg) in cases {
         let mut cmd = vigil(dir.path());
@@ -107,4 +112,55 @@ fn attack_refuses_bad_arguments_with_exit_code_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no run \"nope\""));
+}
+
+/// A Transformer trained here is attacked in its embedding space (it used to be refused with
+/// "only text models have words to snap to") and with HotFlip, each reported for what it is.
+#[test]
+fn text_models_get_embedding_pgd_and_hotflip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(dir.path(), "topics-transformer", "3");
+    vigil(dir.path())
+        .args(["attack", &run, "--eps", "0,1", "--steps", "5"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("embedding-space attack"))
+        .stdout(predicate::str::contains("inputs that are not text"))
+        .stdout(predicate::str::contains("a token embedding of this model has a mean L2 norm of"))
+        .stdout(predicate::str::contains("words"));
+    vigil(dir.path())
+        .args(["attack", &run, "--attack", "hotflip", "--flips", "2", "--candidates", "3"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("HotFlip (untargeted, greedy, 3 candidate flips"))
+        .stdout(predicate::str::contains("tokens changed"))
+        .stdout(predicate::str::contains("≤ 2"))
+        .stdout(predicate::str::contains("adversarial sentences (changed tokens in *stars*)"))
+        .stdout(predicate::str::contains("Security view"));
+    let v = json(vigil(dir.path()).args(["attack", &run, "--method", "hotflip", "--json", "--no-save"]));
+    assert_eq!(v["method"], "hotflip");
+    assert_eq!(v["max_flips"], 3);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.iter().map(|p| p["flips"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    let first = &v["adversarial"][0];
+    assert!(first["adversarial"].as_str().unwrap().contains('*'), "{first}");
+    // The first run saved its report; the --no-save one did not replace it.
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(&run).join("attacks/index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["flips"][0]["max_flips"], 2);
+    assert_eq!(index["curves"][0]["space"], "embedding");
+    for (args, msg) in [
+        (&["--flips", "0"][..], "--flips 0: HotFlip changes between 1 and 20 tokens"),
+        (&["--candidates", "0"][..], "--candidates 0"),
+        (&["--targeted", "nope"][..], "--targeted \"nope\" is not a class of this run"),
+    ] {
+        vigil(dir.path())
+            .args(["attack", &run, "--method", "hotflip"])
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(msg));
+    }
 }

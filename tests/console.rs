@@ -918,6 +918,57 @@ fn security_view_shows_curves_the_extraction_watch_and_flagged_requests() {
     }
 }
 
+/// A text model attacked with HotFlip gets the Token flips panel beside its embedding-space
+/// curve: the success rate per number of tokens changed and the adversarial sentences, the
+/// changed words in stars (so they read in NO_COLOR) and bold, at 80x24.
+#[test]
+fn security_view_shows_hotflip_success_by_tokens_changed_and_the_sentences() {
+    let curve: vigil::ml::attack::curve::Curve = serde_json::from_value(serde_json::json!({
+        "key": "pgd-linf-20", "method": "Pgd", "norm": "Linf", "steps": 20, "step_size": null,
+        "random_start": false, "target": null, "seed": 0, "space": "embedding", "units": "embedding",
+        "range": null, "split": "test", "checkpoint": "best", "examples": 180,
+        "created": "2026-11-28T12:00:00Z",
+        "points": [{"eps": 0.0, "accuracy": 0.95, "success_rate": 0.0, "mean_norm": 0.0},
+                   {"eps": 1.0, "accuracy": 0.2, "success_rate": 0.8, "mean_norm": 1.0}],
+    }))
+    .unwrap();
+    let flips: vigil::ml::attack::hotflip::FlipReport = serde_json::from_value(serde_json::json!({
+        "key": "hotflip", "max_flips": 3, "candidates": 8, "target": null, "split": "test",
+        "checkpoint": "best", "examples": 180, "attacked": 171, "clean_accuracy": 0.95,
+        "classes": ["cooking", "finance", "sports", "technology", "weather"],
+        "points": [{"flips": 1, "accuracy": 0.6, "success_rate": 0.37, "fooled": 63},
+                   {"flips": 2, "accuracy": 0.4, "success_rate": 0.58, "fooled": 99},
+                   {"flips": 3, "accuracy": 0.25, "success_rate": 0.74, "fooled": 126}],
+        "adversarial": [
+            {"index": 4, "label": 1, "clean_pred": 1, "adversarial_pred": 3, "text_pred": 3,
+             "flips": [{"position": 3, "from": "bank", "to": "match"}],
+             "clean": "the central bank warned", "adversarial": "the central *match* warned"},
+            {"index": 9, "label": 0, "clean_pred": 0, "adversarial_pred": 2, "text_pred": 2,
+             "flips": [{"position": 1, "from": "grilled", "to": "vote"}, {"position": 4, "from": "salt", "to": "ballot"}],
+             "clean": "they grilled bread with salt", "adversarial": "they *vote* bread with *ballot*"}
+        ],
+        "fool_as_text": 2, "created": "2026-11-28T12:00:00Z",
+    }))
+    .unwrap();
+    for (depth, suffix) in [(ColorDepth::TrueColor, ""), (ColorDepth::None, "_no_color")] {
+        let mut app = common::app_with(depth);
+        let info = common::info("topics-transformer-a1b2c3", vigil::store::RunStatus::Completed, 20, 20, 900);
+        app.update(Msg::Store(StoreUpdate::Run(Box::new({
+            let mut f = common::bare_feed(info);
+            f.attacks = Some(vec![curve.clone()]);
+            f.flips = Some(vec![flips.clone()]);
+            f
+        }))));
+        ch(&mut app, '9');
+        let t = text(&render(&mut app, 80, 24));
+        assert!(t.contains("Token flips"), "{t}");
+        assert!(t.contains("≤1 37%") && t.contains("≤3 74%"), "{t}");
+        assert!(t.contains("*match*"), "{t}");
+        assert!(t.contains("pgd-linf-20 embeddings"), "the curve says it is not about texts: {t}");
+        insta::assert_snapshot!(format!("security_hotflip_80x24{suffix}"), t);
+    }
+}
+
 /// The Security view shows the input detector's false-positive rate on benign traffic beside its
 /// detection rate on PGD inputs at ε = 0.1, from the run's saved curve.
 #[test]

@@ -235,6 +235,40 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
         .stdout(predicate::str::contains("8 values each").and(predicate::str::contains("the cat")));
 }
 
+/// HotFlip on a pretrained encoder swaps word pieces only: [CLS], [SEP], [PAD] and [UNK] are
+/// never changed nor put in, and the sentences come back as text without them.
+#[test]
+fn hotflip_on_a_pretrained_encoder_leaves_special_tokens_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_bert(&dir.path().join("bert"));
+    topics_like_tsv(&dir.path().join("texts.tsv"));
+    let runs = dir.path().join("runs");
+    let spec = spec(dir.path(), true);
+    let out = vigil(&runs).args(["train", spec.to_str().unwrap(), "--epochs", "10", "-q"]).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let run = text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("a run id").to_string();
+    let v = json(vigil(&runs).args(["attack", &run, "--method", "hotflip", "--flips", "4", "--json"]));
+    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    let examples = v["adversarial"].as_array().unwrap();
+    assert!(!examples.is_empty(), "four word pieces fool the head at least once: {v}");
+    for e in examples {
+        for f in e["flips"].as_array().unwrap() {
+            let (from, to) = (f["from"].as_str().unwrap(), f["to"].as_str().unwrap());
+            assert!(!special.contains(&from) && !special.contains(&to), "{f}");
+            // Position 0 holds [CLS].
+            assert!(f["position"].as_u64().unwrap() > 0, "{f}");
+        }
+        let s = e["adversarial"].as_str().unwrap();
+        assert!(special.iter().all(|t| !s.contains(t)), "{s}");
+    }
+    // Embedding-space PGD on the same model, snapped to word pieces.
+    vigil(&runs)
+        .args(["attack", &run, "--eps", "0,2", "--steps", "3"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("embedding-space attack"));
+}
+
 #[test]
 fn fine_tuning_changes_the_encoder_and_saves_it() {
     let dir = tempfile::tempdir().unwrap();

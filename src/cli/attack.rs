@@ -13,6 +13,7 @@ use super::{CheckpointArg, SplitArg, invalid};
 use crate::error::Result;
 use crate::ml::attack::curve::{Curve, CurveOptions, robustness_curve, save};
 use crate::ml::attack::detector::{self, Detector};
+use crate::ml::attack::hotflip::{self, FlipOptions, FlipReport};
 use crate::ml::attack::{Attack, AttackMethod, Norm, fmt_num, norm_name};
 use crate::ml::train::load_trained;
 use crate::store::{CheckpointKind, RunStore};
@@ -26,15 +27,23 @@ pub struct Args {
     /// trained (refused by default when the file changed since).
     #[arg(long)]
     pub split_from_file: bool,
-    /// The attack: fgsm (one step of ε) or pgd (projected gradient descent).
-    #[arg(long, value_enum, default_value = "pgd")]
+    /// The attack: fgsm (one step of ε), pgd (projected gradient descent; on a text model in
+    /// the token-embedding space), or hotflip (text models: swaps whole tokens).
+    #[arg(long, visible_alias = "attack", value_enum, default_value = "pgd")]
     pub method: MethodArg,
-    /// Radii to attack with, comma-separated, in the units of the model's preprocessed input.
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0,0.05,0.1,0.2,0.3")]
+    /// FGSM/PGD: radii to attack with, comma-separated, in the units of the model's preprocessed
+    /// input (default 0,0.05,0.1,0.2,0.3).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub eps: Vec<f32>,
-    /// The norm that bounds the perturbation.
-    #[arg(long, value_enum, default_value = "linf")]
-    pub norm: NormArg,
+    /// FGSM/PGD: the norm that bounds the perturbation (default linf).
+    #[arg(long, value_enum)]
+    pub norm: Option<NormArg>,
+    /// HotFlip: the most tokens changed per example (default 3).
+    #[arg(long)]
+    pub flips: Option<usize>,
+    /// HotFlip: the flips per example and step re-checked with a real forward pass (default 8).
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// PGD: gradient steps (default 20).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -74,6 +83,7 @@ pub struct Args {
 pub enum MethodArg {
     Fgsm,
     Pgd,
+    Hotflip,
 }
 
 /// The norm on the command line.
@@ -109,7 +119,15 @@ struct AttackJson<'a> {
 
 /// Runs `vigil attack`.
 pub fn run(store: &RunStore, args: Args) -> Result<()> {
-    let mut eps = args.eps.clone();
+    if args.method == MethodArg::Hotflip {
+        return run_hotflip(store, args);
+    }
+    for (flag, set) in [("--flips", args.flips.is_some()), ("--candidates", args.candidates.is_some())] {
+        if set {
+            return Err(invalid(format!("{flag} applies to hotflip, which swaps tokens of a text model")));
+        }
+    }
+    let mut eps = if args.eps.is_empty() { vec![0.0, 0.05, 0.1, 0.2, 0.3] } else { args.eps.clone() };
     if let Some(bad) = eps.iter().find(|e| !(e.is_finite() && **e >= 0.0)) {
         return Err(invalid(format!("--eps {bad} is not a radius: each ε must be a number >= 0")));
     }
@@ -117,11 +135,11 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     eps.dedup();
     let method = match args.method {
         MethodArg::Fgsm => AttackMethod::Fgsm,
-        MethodArg::Pgd => AttackMethod::Pgd,
+        MethodArg::Pgd | MethodArg::Hotflip => AttackMethod::Pgd,
     };
     let norm = match args.norm {
-        NormArg::Linf => Norm::Linf,
-        NormArg::L2 => Norm::L2,
+        Some(NormArg::L2) => Norm::L2,
+        Some(NormArg::Linf) | None => Norm::Linf,
     };
     if method == AttackMethod::Fgsm {
         for (flag, set) in [
@@ -230,7 +248,164 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         };
         println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
     } else {
-        print_curve(&dir.id, &curve, det.as_ref(), &classes, !args.no_save, store);
+        let scale =
+            match trained.pipeline.token_words(trained.network.token_table().map_or(0, |t| t.dims()[0]))? {
+                Some(w) => crate::ml::attack::embedding_scale(&trained.network, &w.special).ok(),
+                None => None,
+            };
+        print_curve(&dir.id, &curve, det.as_ref(), &classes, !args.no_save, store, scale);
+    }
+    Ok(())
+}
+
+/// What `--method hotflip --json` prints: the report as saved, the run and the time.
+#[derive(Debug, Serialize)]
+struct HotflipJson<'a> {
+    run: &'a str,
+    method: &'static str,
+    #[serde(flatten)]
+    report: &'a FlipReport,
+    saved: bool,
+    /// Seconds the attack took (loading and saving excluded).
+    seconds: f64,
+}
+
+/// `vigil attack RUN --method hotflip`: token flips on a text model.
+fn run_hotflip(store: &RunStore, args: Args) -> Result<()> {
+    for (flag, set) in [
+        ("--eps", !args.eps.is_empty()),
+        ("--norm", args.norm.is_some()),
+        ("--steps", args.steps.is_some()),
+        ("--step-size", args.step_size.is_some()),
+        ("--random-start", args.random_start),
+        ("--last-iterate", args.last_iterate),
+    ] {
+        if set {
+            return Err(invalid(format!(
+                "{flag} applies to fgsm and pgd; hotflip changes whole tokens (set how many with --flips)"
+            )));
+        }
+    }
+    let dir = store.resolve(&args.run)?;
+    let trained = load_trained(&dir, args.checkpoint.into())?;
+    if !trained.network.takes_tokens() {
+        let shape = trained.pipeline.raw_shape.as_ref().map(|s| format!(" (inputs of shape {:?})", s.dims()));
+        return Err(invalid(format!(
+            "--method hotflip swaps tokens of a text model, but {} takes numbers{}: attack it with \
+             --method fgsm or pgd",
+            dir.id,
+            shape.unwrap_or_default()
+        )));
+    }
+    let classes = trained.pipeline.classes.clone();
+    let target = args.targeted.as_deref().map(|t| parse_class(t, &classes)).transpose()?;
+    let checkpoint = CheckpointKind::from(args.checkpoint).as_str();
+    let data =
+        crate::ml::data::splits::for_run(&dir, &trained.spec, &trained.pipeline, args.split_from_file)?;
+    let (split, part) = match args.split {
+        SplitArg::Train => ("train", &data.train),
+        SplitArg::Validation => ("validation", &data.validation),
+        SplitArg::Test => ("test", &data.test),
+    };
+    let opts = FlipOptions {
+        max_flips: args.flips.unwrap_or(3),
+        candidates: args.candidates.unwrap_or(8),
+        target,
+        split: split.into(),
+        checkpoint: checkpoint.into(),
+    };
+    opts.check(classes.len())?;
+    if !args.json && std::io::stderr().is_terminal() {
+        eprintln!(
+            "attacking {} with HotFlip (up to {} tokens, {} candidates a step) on {} {split} examples ...",
+            dir.id,
+            opts.max_flips,
+            opts.candidates,
+            part.labels.len()
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let report = hotflip::hotflip(&trained.network, &trained.pipeline, part, &opts)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if !args.no_save {
+        hotflip::save(&dir, &report)?;
+    }
+    if args.json {
+        let out =
+            HotflipJson { run: &dir.id, method: "hotflip", report: &report, saved: !args.no_save, seconds };
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialises"));
+        return Ok(());
+    }
+    let class = |c: usize| classes.get(c).cloned().unwrap_or_else(|| c.to_string());
+    let goal = match target {
+        Some(t) => format!("targeted at {}", class(t)),
+        None => "untargeted".into(),
+    };
+    println!(
+        "{}: HotFlip ({goal}, greedy, {} candidate flips re-checked a step, at most {} tokens) on the {split} \
+         split ({} examples, {} attacked), {checkpoint} checkpoint",
+        dir.id, report.candidates, report.max_flips, report.examples, report.attacked
+    );
+    println!(
+        "each flip swaps one token for another word of the vocabulary, so every adversarial example is a \
+         real text; padding and special tokens are never changed nor put in"
+    );
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(["tokens changed", "accuracy", "success rate", "fooled"].map(Cell::new));
+    let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    t.add_row(vec!["0".into(), pct(report.clean_accuracy), "-".into(), "-".into()]);
+    for p in &report.points {
+        t.add_row(vec![
+            format!("≤ {}", p.flips),
+            pct(p.accuracy),
+            pct(p.success_rate),
+            format!("{} of {}", p.fooled, report.attacked),
+        ]);
+    }
+    for i in 0..t.column_count() {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    println!("{t}");
+    match target {
+        Some(_) => println!(
+            "success rate: the share of the examples not of the target class predicted as it with at most \
+             that many tokens changed"
+        ),
+        None => println!(
+            "success rate: the share of the examples the model got right that it gets wrong with at most \
+             that many tokens changed"
+        ),
+    }
+    if !report.adversarial.is_empty() {
+        println!(
+            "as text: {} of the {} adversarial sentences shown still fool the model when tokenised anew \
+             and sent, as a client would",
+            report.fool_as_text,
+            report.adversarial.len()
+        );
+        println!("adversarial sentences (changed tokens in *stars*), fewest flips first:");
+        for e in report.adversarial.iter().take(8) {
+            println!(
+                "  #{} {} → {} ({} token{}): {}",
+                e.index,
+                class(e.label),
+                class(e.adversarial_pred),
+                e.flips.len(),
+                if e.flips.len() == 1 { "" } else { "s" },
+                e.adversarial
+            );
+            println!("      was: {}", e.clean);
+        }
+    }
+    if !args.no_save {
+        println!(
+            "saved in {} (the console's Security view shows them: 9)",
+            store.root().join(&dir.id).join(crate::ml::attack::curve::INDEX).display()
+        );
     }
     Ok(())
 }
@@ -257,6 +432,7 @@ fn print_curve(
     classes: &[String],
     saved: bool,
     store: &RunStore,
+    scale: Option<(f32, f32)>,
 ) {
     let steps = match (c.method, c.step_size) {
         (AttackMethod::Fgsm, _) => String::new(),
@@ -282,11 +458,21 @@ fn print_curve(
     println!("ε is in {}", c.units);
     match &c.range {
         Some(r) => println!("adversarial examples are clipped to the valid input range {r}"),
-        None => println!(
-            "text: the attack perturbs the token embeddings (accuracy); `words` is the accuracy once \
-             each perturbed embedding is replaced by the nearest word, a text the model can be sent \
-             (the detector's columns are about those texts)"
-        ),
+        None => {
+            println!(
+                "embedding-space attack: the perturbation is added to the token embeddings, so \
+                 `accuracy` and `success rate` are measured on inputs that are not text (no sentence \
+                 embeds to them); `words` is the accuracy once each perturbed embedding is replaced by \
+                 its nearest word, a real text the model can be sent (the detector's columns are about \
+                 those texts). `--method hotflip` swaps whole tokens instead."
+            );
+            if let Some((l2, linf)) = scale {
+                println!(
+                    "for scale: a token embedding of this model has a mean L2 norm of {l2:.3} and a mean \
+                     largest |value| of {linf:.3}"
+                );
+            }
+        }
     }
     let norm = match c.norm {
         Norm::Linf => "mean ‖δ‖∞",

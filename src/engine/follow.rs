@@ -58,6 +58,8 @@ pub struct RunFeed {
     pub variants: Option<Vec<crate::ml::variants::Report>>,
     /// The robustness curves `vigil attack` saved, when they changed.
     pub attacks: Option<Vec<crate::ml::attack::curve::Curve>>,
+    /// The HotFlip reports `vigil attack --method hotflip` saved, when they changed.
+    pub flips: Option<Vec<crate::ml::attack::hotflip::FlipReport>>,
     /// The run's tags and note, when they changed.
     pub notes: Option<crate::store::notes::RunNotes>,
     /// Its Slurm job (`slurm.json`), when that changed (a removed file reads as `Some(None)`).
@@ -85,6 +87,7 @@ impl RunFeed {
             evaluation: None,
             variants: None,
             attacks: None,
+            flips: None,
             notes: None,
             job: None,
             interrupted: false,
@@ -234,8 +237,12 @@ impl StoreFollower {
         let evaluation = if eval_mtime != t.eval_mtime { run.evaluation().ok() } else { None };
         let variants = (variants_mtime != t.variants_mtime).then(|| crate::ml::variants::list(&run));
         t.variants_mtime = variants_mtime;
-        let attacks = (attacks_mtime != t.attacks_mtime)
-            .then(|| crate::ml::attack::curve::index(&run).map(|i| i.curves).unwrap_or_default());
+        let (attacks, flips) = if attacks_mtime != t.attacks_mtime {
+            let index = crate::ml::attack::curve::index(&run).unwrap_or_default();
+            (Some(index.curves), Some(index.flips))
+        } else {
+            (None, None)
+        };
         t.attacks_mtime = attacks_mtime;
         // A removed file reads as no notes, which is what it means.
         let notes = (notes_mtime != t.notes_mtime || !t.sent_params)
@@ -272,6 +279,7 @@ impl StoreFollower {
             evaluation,
             variants,
             attacks,
+            flips,
             notes,
             job,
             interrupted,

@@ -248,6 +248,12 @@ pub fn robustness_curve(
     }
     let range = InputRange::of(pipeline);
     let text = net.takes_tokens();
+    let special = match text {
+        true => {
+            pipeline.token_words(super::token_table(net)?.dim(0)?)?.map(|w| w.special).unwrap_or_default()
+        }
+        false => vec![],
+    };
     let device = net.device().clone();
     let chunks: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(BATCH).map(|c| c.to_vec()).collect();
     // Clean predictions once, for the success rates.
@@ -277,7 +283,7 @@ pub fn robustness_curve(
             adv_pred.extend(space.logits(net, &adv)?.argmax(D::Minus1)?.to_vec1::<u32>()?);
             let model_input = match &space.ids {
                 Some(ids) => {
-                    let snapped = snap_to_words(net, &adv, ids)?;
+                    let snapped = snap_to_words(net, &adv, ids, &special)?;
                     word_pred.extend(net.forward(&snapped, None)?.argmax(D::Minus1)?.to_vec1::<u32>()?);
                     adv_ids.extend(snapped.flatten_all()?.to_vec1::<u32>()?);
                     snapped
@@ -380,6 +386,9 @@ pub fn success_rate(clean: &[u32], adversarial: &[u32], labels: &[u32], target: 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttackIndex {
     pub curves: Vec<Curve>,
+    /// HotFlip reports on a text model ([`super::hotflip`]), by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flips: Vec<super::hotflip::FlipReport>,
 }
 
 /// The run's list of saved curves.

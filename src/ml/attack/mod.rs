@@ -24,6 +24,7 @@
 pub mod curve;
 pub mod detector;
 pub mod extraction;
+pub mod hotflip;
 pub mod prada;
 pub mod shapiro;
 
@@ -421,8 +422,7 @@ pub fn perturb(
     let mut done = vec![false; n];
     let mut kept = adv.clone();
     for _ in 0..attack.steps {
-        let var = Var::from_tensor(&adv)?;
-        let logits = space.logits(net, var.as_tensor())?;
+        let (logits, grad) = loss_gradient(net, space, &adv, &goal_t)?;
         if track {
             let preds = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             let now = successes(&preds, labels, attack.target);
@@ -438,14 +438,7 @@ pub fn perturb(
                 break;
             }
         }
-        // The summed cross-entropy: each example's gradient is its own loss's.
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let loss = logp.gather(&goal_t.unsqueeze(1)?, 1)?.neg()?.sum_all()?;
-        let grads = loss.backward()?;
-        let g = match grads.get(var.as_tensor()) {
-            Some(g) => masked(g.detach())?,
-            None => adv.zeros_like()?,
-        };
+        let g = masked(grad)?;
         let moved = (&adv + step_along(&g, attack.step_size, attack.norm)?.affine(direction, 0.0)?)?;
         // Clip, then project, as ART does: the projection moves toward the clean input, which is
         // in the range, so the result stays in it (the order matters for L2).
@@ -462,31 +455,76 @@ pub fn perturb(
     Ok(adv.detach())
 }
 
+/// The summed cross-entropy of the classes `goal` `(B)` at `points` of `space`, and its gradient
+/// with respect to the points: the one gradient path of every attack here (FGSM and PGD on
+/// inputs or token embeddings, HotFlip's first-order scores on token embeddings), dropout off.
+/// Each example's gradient is its own loss's. Returns `(logits, gradient)`, both detached.
+pub fn loss_gradient(
+    net: &Network,
+    space: &AttackSpace,
+    points: &Tensor,
+    goal: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let var = Var::from_tensor(points)?;
+    let logits = space.logits(net, var.as_tensor())?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let loss = logp.gather(&goal.unsqueeze(1)?, 1)?.neg()?.sum_all()?;
+    let grads = loss.backward()?;
+    let g = match grads.get(var.as_tensor()) {
+        Some(g) => g.detach(),
+        None => points.zeros_like()?,
+    };
+    Ok((logits.detach(), g))
+}
+
+/// The token-embedding table of a text model, or why there is none.
+pub fn token_table(net: &Network) -> Result<&Tensor> {
+    net.token_table().ok_or_else(|| {
+        Error::unsuitable(
+            "this model takes numbers, not tokens: only text models have words to swap or snap to",
+        )
+    })
+}
+
+/// The scale of a text model's token embeddings, to read an embedding-space ε by: the mean L2
+/// norm and the mean largest |value| of the vocabulary's rows (special tokens left out).
+pub fn embedding_scale(net: &Network, special: &[bool]) -> Result<(f32, f32)> {
+    let table = token_table(net)?;
+    let l2 = table.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
+    let linf = table.abs()?.max(1)?.to_vec1::<f32>()?;
+    let keep: Vec<usize> = (0..l2.len()).filter(|&i| !special.get(i).copied().unwrap_or(true)).collect();
+    let mean = |v: &[f32]| keep.iter().map(|&i| v[i]).sum::<f32>() / keep.len().max(1) as f32;
+    Ok((mean(&l2), mean(&linf)))
+}
+
 /// Text: each perturbed embedding replaced by the id of the nearest word of the vocabulary (by
-/// Euclidean distance; padding and the unknown word excluded), padding kept. Returns `(B, L)`
-/// ids.
-pub fn snap_to_words(net: &Network, embedded: &Tensor, ids: &Tensor) -> Result<Tensor> {
-    let table = net
-        .vars()
-        .iter()
-        .find(|(n, _)| n == "embedding.weight")
-        .map(|(_, v)| v.as_tensor().clone())
-        .ok_or_else(|| Error::unsuitable("only text models have words to snap to"))?;
+/// Euclidean distance; `special` ids, such as padding, the unknown word and BERT's markers,
+/// excluded), and every special token of `ids` kept where it is (a [CLS] stays a [CLS]).
+/// Returns `(B, L)` ids.
+pub fn snap_to_words(net: &Network, embedded: &Tensor, ids: &Tensor, special: &[bool]) -> Result<Tensor> {
+    let table = token_table(net)?;
     let (b, l, e) = embedded.dims3()?;
-    let words = table.narrow(0, 2, table.dim(0)? - 2)?;
+    let rows = table.dim(0)?;
     let flat = embedded.reshape((b * l, e))?;
-    // ‖a − w‖² = ‖a‖² − 2 a·w + ‖w‖²; ‖a‖² does not change the argmin.
-    let scores =
-        flat.matmul(&words.t()?)?.affine(-2.0, 0.0)?.broadcast_add(&words.sqr()?.sum(1)?.unsqueeze(0)?)?;
-    let nearest = scores
-        .argmin(D::Minus1)?
-        .to_dtype(DType::F32)?
-        .affine(1.0, 2.0)?
-        .to_dtype(DType::U32)?
-        .reshape((b, l))?;
-    // Padding stays padding.
-    let real = ids.ne(crate::ml::data::preprocess::PAD)?;
-    Ok(real.where_cond(&nearest, &ids.zeros_like()?)?)
+    // ‖a − w‖² = ‖a‖² − 2 a·w + ‖w‖²; ‖a‖² does not change the argmin. Special rows get +∞.
+    let barred: Vec<f32> = (0..rows)
+        .map(|i| if special.get(i).copied().unwrap_or(true) { f32::INFINITY } else { 0.0 })
+        .collect();
+    let barred = Tensor::from_vec(barred, (1, rows), table.device())?;
+    let scores = flat
+        .matmul(&table.t()?)?
+        .affine(-2.0, 0.0)?
+        .broadcast_add(&table.sqr()?.sum(1)?.unsqueeze(0)?)?
+        .broadcast_add(&barred)?;
+    let nearest = scores.argmin(D::Minus1)?.to_dtype(DType::U32)?.reshape((b, l))?;
+    let keep: Vec<u8> = ids
+        .flatten_all()?
+        .to_vec1::<u32>()?
+        .iter()
+        .map(|&i| u8::from(special.get(i as usize).copied().unwrap_or(true)))
+        .collect();
+    let keep = Tensor::from_vec(keep, (b, l), ids.device())?;
+    Ok(keep.where_cond(ids, &nearest)?)
 }
 
 /// Adversarial training's hook in the training loop: the first `share` of the (already

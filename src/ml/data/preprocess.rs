@@ -15,6 +15,50 @@ pub const PAD: u32 = 0;
 /// Token id of a word not in the vocabulary.
 pub const UNK: u32 = 1;
 
+/// A text model's vocabulary as attacks see it ([`Pipeline::token_words`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenWords {
+    /// Each id's token.
+    pub words: Vec<String>,
+    /// Ids no attack may remove or put in.
+    pub special: Vec<bool>,
+    /// WordPiece tokens (`##ing` continues the word before it) rather than whole words.
+    pub pieces: bool,
+}
+
+impl TokenWords {
+    /// The readable text of `ids`: padding and special tokens left out, word pieces joined,
+    /// and the tokens at positions `marked` in `*stars*`.
+    pub fn text(&self, ids: &[u32], marked: &[usize]) -> String {
+        let mut out = String::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let w = self.words.get(id as usize).map(String::as_str).unwrap_or("<unk>");
+            // Padding, and BERT's markers ([CLS], [SEP]), are not part of the text; an unknown
+            // word stays, as `<unk>` or `[UNK]`, since it stands for a word of the sentence.
+            let marker =
+                self.pieces && self.special.get(id as usize).copied().unwrap_or(true) && w != "[UNK]";
+            if (id == PAD || marker) && !marked.contains(&i) {
+                continue;
+            }
+            let (w, glued) = match w.strip_prefix("##") {
+                Some(rest) if self.pieces => (rest, true),
+                _ => (w, false),
+            };
+            if !out.is_empty() && !glued {
+                out.push(' ');
+            }
+            if marked.contains(&i) {
+                out.push('*');
+                out.push_str(w);
+                out.push('*');
+            } else {
+                out.push_str(w);
+            }
+        }
+        out
+    }
+}
+
 /// A fitted preprocessing step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FittedStep {
@@ -378,6 +422,42 @@ impl Pipeline {
             FittedStep::Tokenize { vocab, .. } => Some(vocab.as_slice()),
             _ => None,
         })
+    }
+
+    /// A text pipeline's tokens by id, and which of them are special (padding, the unknown
+    /// word, BERT's `[CLS]`, `[SEP]`, `[MASK]` and `[unused…]`): what an attack may put into a
+    /// sentence and what it must leave where it is. `rows` is the model's embedding table size;
+    /// ids beyond the tokenizer's vocabulary count as special. `None` for numeric pipelines.
+    pub fn token_words(&self, rows: usize) -> Result<Option<TokenWords>> {
+        let (mut words, mut special): (Vec<String>, Vec<bool>) = match self.steps.first() {
+            Some(FittedStep::Tokenize { vocab, .. }) => {
+                (vocab.clone(), (0..vocab.len()).map(|i| i as u32 == PAD || i as u32 == UNK).collect())
+            }
+            Some(FittedStep::WordPieces { tokenizer, max_len }) => {
+                let t =
+                    crate::ml::model::pretrained::WordPieces::open(tokenizer.as_ref(), *max_len)?.tokenizer;
+                let added = t.get_added_tokens_decoder();
+                (0..rows as u32)
+                    .map(|id| match t.id_to_token(id) {
+                        Some(w) => {
+                            // BERT's vocab.txt lists its specials (and [unused0..]) as plain words.
+                            let bracketed = w.len() > 2 && w.starts_with('[') && w.ends_with(']');
+                            let s = id == PAD || added.get(&id).is_some_and(|a| a.special) || bracketed;
+                            (w, s)
+                        }
+                        None => (format!("<{id}>"), true),
+                    })
+                    .unzip()
+            }
+            _ => return Ok(None),
+        };
+        words.resize_with(rows, || "<none>".into());
+        special.resize(rows, true);
+        Ok(Some(TokenWords {
+            words,
+            special,
+            pieces: matches!(self.steps.first(), Some(FittedStep::WordPieces { .. })),
+        }))
     }
 
     /// Applies the pipeline to every example of a data set.

@@ -528,6 +528,19 @@ impl Network {
         }
     }
 
+    /// A text model's token-embedding table `(vocab, E)`: row `i` is what [`Self::embed`] gives
+    /// token `i` (before any position is added). Attacks score and snap words against it.
+    pub fn token_table(&self) -> Option<&Tensor> {
+        match &self.arch {
+            Arch::Text { embedding, .. } => Some(embedding),
+            Arch::Transformer { encoder, .. } => match &encoder.input {
+                transformer::InputEmbedding::Tokens(table) => Some(table),
+                transformer::InputEmbedding::Projection(_) => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The Transformer encoder of a transformer or pretrained model.
     pub fn encoder(&self) -> Option<&Encoder> {
         match &self.arch {

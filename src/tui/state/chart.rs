@@ -379,7 +379,8 @@ pub fn system_series(app: &App, now: &SystemSample) -> (Vec<NamedSeries>, Vec<Na
 /// The runs the Security view's robustness chart overlays: the marked ones with saved attacks,
 /// or every one with saved attacks.
 pub fn attacked(app: &App) -> Vec<&RunState> {
-    let all: Vec<&RunState> = app.runs.values().filter(|r| !r.attacks.is_empty()).collect();
+    let all: Vec<&RunState> =
+        app.runs.values().filter(|r| !r.attacks.is_empty() || !r.flips.is_empty()).collect();
     let marked: Vec<&RunState> = all.iter().copied().filter(|r| app.marked.contains(&r.info.id)).collect();
     if marked.is_empty() { all } else { marked }
 }
@@ -393,7 +394,9 @@ pub fn robustness_series(app: &App) -> Vec<NamedSeries> {
         let defended = r.spec.as_ref().is_some_and(|s| s.adversarial.is_some());
         for c in &r.attacks {
             let points: Vec<(f64, f64)> = c.points.iter().map(|p| (p.eps as f64, p.accuracy)).collect();
-            let name = format!("{} {}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
+            // An embedding-space curve is not about texts: its name says so.
+            let space = if c.space == "embedding" { " embeddings" } else { "" };
+            let name = format!("{} {}{space}{}", r.info.id, c.key, if defended { " (defended)" } else { "" });
             out.push((name, points));
         }
     }

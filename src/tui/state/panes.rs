@@ -41,6 +41,10 @@ pub fn panels(app: &App, view: View) -> Vec<&'static str> {
         View::Compare => vec!["Curves", "Parameters"],
         View::Logs => vec!["Log", "Messages"],
         View::Explain => vec!["Explanation", "Prediction"],
+        // The token-flips panel shows only when a run has a HotFlip report.
+        View::Security if crate::tui::state::chart::attacked(app).iter().any(|r| !r.flips.is_empty()) => {
+            vec!["Robustness", "Token flips", "Extraction watch", "Flagged requests"]
+        }
         View::Security => vec!["Robustness", "Extraction watch", "Flagged requests"],
         View::Sweeps => vec!["Trials", "Sweeps", "Best so far", "Scatter"],
         // The Playground's Tab moves between its prompt and settings (its own keys).

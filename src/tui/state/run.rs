@@ -122,6 +122,8 @@ pub struct RunState {
     pub variants: Vec<crate::ml::variants::Report>,
     /// Robustness curves `vigil attack` saved for the run.
     pub attacks: Vec<crate::ml::attack::curve::Curve>,
+    /// HotFlip reports `vigil attack --method hotflip` saved for the run.
+    pub flips: Vec<crate::ml::attack::hotflip::FlipReport>,
     pub evaluation: Option<Evaluation>,
     /// Evaluations asked for from the console (`e`), newest last.
     pub evaluations: Vec<(CheckpointKind, Evaluation)>,
@@ -147,6 +149,7 @@ impl RunState {
             checkpoints: vec![],
             variants: vec![],
             attacks: vec![],
+            flips: vec![],
             evaluation: None,
             evaluations: vec![],
             external: None,
@@ -169,6 +172,7 @@ impl RunState {
             evaluation,
             variants,
             attacks,
+            flips,
             notes,
             job,
             interrupted,
@@ -201,6 +205,9 @@ impl RunState {
         }
         if let Some(a) = attacks {
             self.attacks = a;
+        }
+        if let Some(f) = flips {
+            self.flips = f;
         }
         if evaluation.is_some() {
             self.evaluation = evaluation;

@@ -3,7 +3,8 @@
 //! the service's extraction watch per key (PRADA's W over the key's requests, and whether it is
 //! in alarm); and the requests the detectors flagged, newest first. It reads what the store
 //! follower and the access-log follower put in the state; the adversarial examples are browsed
-//! in the Explain view (`a`).
+//! in the Explain view (`a`). A text model attacked with HotFlip adds a panel of its own: the
+//! success rate against the number of tokens changed, and the adversarial sentences.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +15,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{fit, pane};
+use crate::ml::attack::hotflip::FlipReport;
 use crate::serve::access_log::Flag;
-use crate::tui::app::{App, View};
+use crate::tui::app::{App, RunState, View};
 use crate::tui::state::chart::robustness_series;
 use crate::tui::state::panes;
 use crate::tui::widgets::chart::{GLYPHS, Series, YUnit};
@@ -29,11 +31,24 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     match super::zoomed(app, View::Security) {
         Some("Extraction watch") => return draw_watch(f, app, area),
         Some("Flagged requests") => return draw_alerts(f, app, area),
+        Some("Token flips") => return draw_flips(f, app, area),
         Some(_) => return draw_curves(f, app, area),
         None => {}
     }
     let [top, bottom] = Layout::vertical([Constraint::Percentage(55), Constraint::Min(6)]).areas(area);
-    draw_curves(f, app, top);
+    let attacked = crate::tui::state::chart::attacked(app);
+    let flips = attacked.iter().any(|r| !r.flips.is_empty());
+    let curves = attacked.iter().any(|r| !r.attacks.is_empty());
+    match (curves, flips) {
+        (true, true) => {
+            let [left, right] =
+                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(top);
+            draw_curves(f, app, left);
+            draw_flips(f, app, right);
+        }
+        (false, true) => draw_flips(f, app, top),
+        _ => draw_curves(f, app, top),
+    }
     let [keys, alerts] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     draw_watch(f, app, keys);
@@ -90,6 +105,68 @@ fn draw_curves(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(
         Paragraph::new(Line::from(spans)).wrap(ratatui::widgets::Wrap { trim: true }),
         legend_area,
+    );
+}
+
+/// HotFlip on the attacked runs: first each report's success rate at each number of tokens
+/// changed (so every run's figures show before any sentence), then the adversarial sentences of
+/// each, the changed tokens in `*stars*`, bold too, so they read without colour. ↑↓ scroll the
+/// panel when focused (Tab), `z` gives it the whole body.
+fn draw_flips(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let reports: Vec<(&RunState, &FlipReport)> = crate::tui::state::chart::attacked(app)
+        .into_iter()
+        .flat_map(|r| r.flips.iter().map(move |rep| (r, rep)))
+        .collect();
+    let mut lines: Vec<Line> = Vec::new();
+    for (r, rep) in &reports {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{} {}", r.info.id, rep.label()), t.accent().add_modifier(Modifier::BOLD)),
+            Span::styled(format!(" · {} attacked", rep.attacked), t.muted()),
+        ]));
+        let mut rates = vec![Span::styled("fooled ", t.muted())];
+        for p in &rep.points {
+            rates.push(Span::styled(format!("≤{} ", p.flips), t.muted()));
+            rates.push(Span::raw(format!("{:.0}%  ", 100.0 * p.success_rate)));
+        }
+        lines.push(Line::from(rates));
+    }
+    for (r, rep) in &reports {
+        // Reports saved before they carried the class names fall back on the run's evaluation.
+        let classes: &[String] = if rep.classes.is_empty() {
+            r.evaluation.as_ref().map(|e| e.classes.as_slice()).unwrap_or(&[])
+        } else {
+            &rep.classes
+        };
+        let class = |c: usize| classes.get(c).cloned().unwrap_or_else(|| c.to_string());
+        if reports.len() > 1 {
+            lines.push(Line::from(Span::styled(format!("{} {}:", r.info.id, rep.key), t.muted())));
+        }
+        for e in &rep.adversarial {
+            let mut spans = vec![Span::styled(
+                format!("#{} {}→{} ", e.index, class(e.label), class(e.adversarial_pred)),
+                t.muted(),
+            )];
+            // Odd pieces between the stars are the changed tokens; the stars stay.
+            for (i, piece) in e.adversarial.split('*').enumerate() {
+                if i % 2 == 1 {
+                    spans.push(Span::styled(format!("*{piece}*"), t.error().add_modifier(Modifier::BOLD)));
+                } else {
+                    spans.push(Span::raw(piece.to_string()));
+                }
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    let skip = panes::scroll(app, View::Security, "Token flips");
+    f.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }).scroll((skip, 0)).block(pane(
+            app,
+            View::Security,
+            "Token flips",
+            fit("Token flips · HotFlip, success by tokens changed", area.width),
+        )),
+        area,
     );
 }
 
