@@ -11,6 +11,10 @@ Two uses:
   # The fixture the test suite compares against (no Python needed to run the tests):
   python bench/captum_reference.py fixtures tests/fixtures/captum_reference.json
 
+  # A Transformer or pretrained (BERT-family) run: Captum's LayerIntegratedGradients on the word
+  # embeddings against `vigil explain --method ig` per token; prints the largest difference:
+  python bench/captum_reference.py transformer runs/RUN --sample 0 [--vigil target/release/vigil]
+
 The PyTorch models mirror src/ml/model: parameter names are the same (layers.N, convs.N, dense.N,
 out, rnn.weight_ih_lN, head, embedding, encoder), convolutions use same padding, then the
 activation, then 2x2 max pooling with odd edges cut; the CNN flattens channels first; recurrent
@@ -21,8 +25,10 @@ import argparse
 import json
 import math
 import re
+import os
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import captum
-from captum.attr import InputXGradient, IntegratedGradients, Occlusion, Saliency
+from captum.attr import InputXGradient, IntegratedGradients, LayerIntegratedGradients, Occlusion, Saliency
 
 ACTIVATIONS = {"Relu": F.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid, "Gelu": F.gelu}
 RULES = {
@@ -120,8 +126,9 @@ class Text(nn.Module):
         return self.out(h)
 
 
-def read_safetensors(path):
-    """The tensors of a safetensors file (f32 only), without the safetensors package."""
+def read_safetensors(path, skip_other=False):
+    """The tensors of a safetensors file (f32 or f16), without the safetensors package; with
+    `skip_other`, tensors of other types (a BERT's integer `position_ids`) are left out."""
     data = Path(path).read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
@@ -129,10 +136,13 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "F32", f"{name}: {info['dtype']}"
+        kinds = {"F32": "<f4", "F16": "<f2"}
+        if skip_other and info["dtype"] not in kinds:
+            continue
+        assert info["dtype"] in kinds, f"{name}: {info['dtype']}"
         a, b = info["data_offsets"]
-        arr = np.frombuffer(data[8 + n + a : 8 + n + b], dtype="<f4").reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
+        arr = np.frombuffer(data[8 + n + a : 8 + n + b], dtype=kinds[info["dtype"]]).reshape(info["shape"])
+        out[name] = torch.from_numpy(arr.astype(np.float32))
     return out
 
 
@@ -427,6 +437,151 @@ def fixtures(args):
     print(f"wrote {len(cases)} cases to {args.out}", file=sys.stderr)
 
 
+# --- Transformers: the encoder of src/ml/model/transformer.rs, BERT names --------------------
+
+
+class ZeroableEmbedding(nn.Module):
+    """A word-embedding table whose negative ids embed as zeros: vigil's integrated gradients
+    start from a zero embedding, and LayerIntegratedGradients starts from the layer's output for
+    the baseline ids. The baseline ids are -1 at real tokens and -2 at padding, so that the
+    baseline keeps the input's padding mask (as vigil's does) and Captum's delta is comparable."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.weight = nn.Parameter(table, requires_grad=False)
+
+    def forward(self, ids):
+        rows = self.weight[ids.clamp(min=0)]
+        return rows * (ids >= 0).unsqueeze(-1).to(rows.dtype)
+
+
+class Encoder(nn.Module):
+    """vigil's `Network` for a Transformer or Pretrained spec, from its parameters by name."""
+
+    def __init__(self, state, heads, eps, norm_first, pooling):
+        super().__init__()
+        self.s = state
+        self.heads, self.eps, self.norm_first, self.pooling = heads, eps, norm_first, pooling
+        self.word_embeddings = ZeroableEmbedding(state["embeddings.word_embeddings.weight"])
+        self.layers = count_layers(state)
+        self.dense = count(state, "dense")
+
+    def ln(self, x, prefix):
+        return F.layer_norm(x, x.shape[-1:], self.s[prefix + ".weight"], self.s[prefix + ".bias"], self.eps)
+
+    def lin(self, x, prefix):
+        return F.linear(x, self.s[prefix + ".weight"], self.s[prefix + ".bias"])
+
+    def attention(self, x, bias, p):
+        b, l, e = x.shape
+        hd = e // self.heads
+        split = lambda t: t.reshape(b, l, self.heads, hd).transpose(1, 2)
+        q = split(self.lin(x, p + ".attention.self.query"))
+        k = split(self.lin(x, p + ".attention.self.key"))
+        v = split(self.lin(x, p + ".attention.self.value"))
+        probs = torch.softmax(q @ k.transpose(2, 3) / math.sqrt(hd) + bias, dim=-1)
+        ctx = (probs @ v).transpose(1, 2).reshape(b, l, e)
+        return self.lin(ctx, p + ".attention.output.dense")
+
+    def ff(self, x, p):
+        return self.lin(F.gelu(self.lin(x, p + ".intermediate.dense")), p + ".output.dense")
+
+    def forward(self, ids):
+        emb = self.word_embeddings(ids)
+        mask = ((ids != 0) & (ids != -2)).to(emb.dtype)
+        b, l, e = emb.shape
+        h = emb
+        if "embeddings.cls" in self.s:
+            h = torch.cat([self.s["embeddings.cls"].expand(b, 1, e), h], 1)
+            mask = torch.cat([torch.ones(b, 1), mask], 1)
+        n = h.shape[1]
+        h = h + self.s["embeddings.position_embeddings.weight"][:n].unsqueeze(0)
+        if "embeddings.token_type_embeddings.weight" in self.s:
+            h = h + self.s["embeddings.token_type_embeddings.weight"][0]
+        if "embeddings.LayerNorm.weight" in self.s:
+            h = self.ln(h, "embeddings.LayerNorm")
+        bias = ((mask - 1.0) * 1e9).reshape(b, 1, 1, n)
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}"
+            an, fn = p + ".attention.output.LayerNorm", p + ".output.LayerNorm"
+            if self.norm_first:
+                h = h + self.attention(self.ln(h, an), bias, p)
+                h = h + self.ff(self.ln(h, fn), p)
+            else:
+                h = self.ln(h + self.attention(h, bias, p), an)
+                h = self.ln(h + self.ff(h, p), fn)
+        if self.pooling == "Cls":
+            h = h[:, 0]
+        else:
+            h = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        for i in range(self.dense):
+            h = F.relu(self.lin(h, f"dense.{i}"))
+        return self.lin(h, "out")
+
+
+def count_layers(state):
+    return len({k.split(".")[2] for k in state if k.startswith("encoder.layer.")})
+
+
+def encoder_from_run(run):
+    """The run's network in PyTorch: its checkpoint, plus a pretrained folder's weights where
+    the encoder is frozen (a frozen encoder's weights are not in the checkpoint)."""
+    spec = (run / "spec.ron").read_text()
+    state = read_safetensors(run / "checkpoints" / "best.safetensors")
+    field = lambda name, default: (re.search(name + r":\s*([\w.\"/:-]+)", spec) or [None, default])[1]
+    pooling = field("pooling", "Mean")
+    if "Pretrained(" in spec:
+        path = field("path", "").strip('"')
+        folder = Path(os.path.expanduser("~/.cache/vigil/models")) / path[len("cache:"):] if path.startswith("cache:") else Path(path)
+        if os.environ.get("VIGIL_MODEL_CACHE") and path.startswith("cache:"):
+            folder = Path(os.environ["VIGIL_MODEL_CACHE"]) / path[len("cache:"):]
+        config = json.loads((folder / "config.json").read_text())
+        for name, t in read_safetensors(folder / "model.safetensors", skip_other=True).items():
+            name = name[len("bert."):] if name.startswith("bert.") else name
+            if name.startswith(("embeddings.", "encoder.")):
+                state.setdefault(name, t)
+        heads, eps, norm_first = config["num_attention_heads"], config.get("layer_norm_eps", 1e-12), False
+    elif "Transformer(" in spec:
+        heads, eps, norm_first = int(field("heads", 1)), 1e-5, field("norm", "Post") == "Pre"
+        if "embeddings.input_projection.weight" in state:
+            raise SystemExit("a Transformer on numeric sequences: compare it with `bench` (IntegratedGradients on the input)")
+    else:
+        raise SystemExit(f"{run} is not a Transformer or Pretrained run")
+    return Encoder(state, heads, eps, norm_first, pooling).eval()
+
+
+def transformer(args):
+    run = Path(args.run_dir)
+    cmd = [args.vigil, "explain", run.name, "--runs-dir", str(run.parent), "--sample", str(args.sample),
+           "--method", "ig", "--steps", str(args.steps), "--json"]
+    ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    torch.set_num_threads(args.threads)
+    model = encoder_from_run(run)
+    ids = torch.tensor([ours["input"]["tokens"]["ids"]])
+    mask = (ids != 0).float()
+    with torch.no_grad():
+        logits = model(ids)
+    lig = LayerIntegratedGradients(model, model.word_embeddings)
+    attr, delta = lig.attribute(
+        ids,
+        baselines=torch.where(ids == 0, -2, -1),
+        target=ours["target"],
+        n_steps=args.steps,
+        method=RULES[ours["settings"]["rule"]],
+        return_convergence_delta=True,
+    )
+    theirs = (attr.detach().sum(-1) * mask).flatten().double().numpy()
+    mine = np.array(ours["attributions"], dtype=np.float64)
+    diff = float(np.abs(theirs - mine).max())
+    prob_diff = float(np.abs(torch.softmax(logits[0], -1).double().numpy() - np.array(ours["probabilities"])).max())
+    print(f"run {ours['run']}, test sample {args.sample}, target {ours['target_name']}, {args.steps} steps "
+          f"({ours['settings']['rule']}), captum {captum.__version__} / torch {torch.__version__}")
+    print(f"tokens {int(mask.sum())}; largest |attribution| {np.abs(mine).max():.4e}")
+    print(f"vigil completeness gap {ours['completeness_delta']:.3e}; captum delta {float(delta.abs().max()):.3e}")
+    print(f"class probabilities, PyTorch vs vigil: largest difference {prob_diff:.2e}")
+    print(f"max abs difference, per-token attributions (vigil IG vs Captum LayerIntegratedGradients): {diff:.3e}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -437,8 +592,14 @@ def main():
     b.add_argument("--threads", type=int, default=2)
     f = sub.add_parser("fixtures", help="write the reference attributions of small fixed networks")
     f.add_argument("out")
+    t = sub.add_parser("transformer", help="LayerIntegratedGradients on a Transformer run's embeddings vs vigil")
+    t.add_argument("run_dir", help="the run's folder (runs/ID)")
+    t.add_argument("--sample", type=int, default=0, help="test example")
+    t.add_argument("--steps", type=int, default=50)
+    t.add_argument("--vigil", default="target/release/vigil", help="the vigil binary")
+    t.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    bench(args) if args.command == "bench" else fixtures(args)
+    {"bench": bench, "fixtures": fixtures, "transformer": transformer}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -345,3 +345,59 @@ fn bad_requests_are_refused_with_what_is_wrong() {
     let err = Method::named("gradcam", &InputShape::Tabular { features: 3 }).unwrap_err();
     assert!(err.to_string().contains("saliency, grad-input, ig, smoothgrad, occlusion"), "{err}");
 }
+
+/// Two layers, three tokens, two heads, worked by hand:
+///
+/// layer 1, heads averaged: A1 = [[.6 .2 .2] [.5 .5 0] [0 .4 .6]]
+///   Â1 = (A1 + I)/2 = [[.8 .1 .1] [.25 .75 0] [0 .2 .8]]
+/// layer 2, one pattern in both heads: A2 = [[0 1 0] [0 0 1] [1 0 0]]
+///   Â2 = [[.5 .5 0] [0 .5 .5] [.5 0 .5]]
+/// R = Â2 Â1 = [[.525 .425 .05] [.125 .475 .4] [.4 .15 .45]]
+#[test]
+fn attention_rollout_matches_a_hand_computation() {
+    let d = &candle_core::Device::Cpu;
+    // The heads of layer 1 differ; their mean is A1.
+    let h1a = [0.7f32, 0.1, 0.2, 0.5, 0.5, 0.0, 0.0, 0.8, 0.2];
+    let h1b = [0.5f32, 0.3, 0.2, 0.5, 0.5, 0.0, 0.0, 0.0, 1.0];
+    let l1 =
+        candle_core::Tensor::from_iter(h1a.into_iter().chain(h1b), d).unwrap().reshape((1, 2, 3, 3)).unwrap();
+    let p = [0f32, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let l2 =
+        candle_core::Tensor::from_iter(p.into_iter().chain(p), d).unwrap().reshape((1, 2, 3, 3)).unwrap();
+    let r = vigil::ml::explain::rollout::rollout(&[l1.clone(), l2.clone()])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let want = [[0.525, 0.425, 0.05], [0.125, 0.475, 0.4], [0.4, 0.15, 0.45]];
+    for (row, w) in r.iter().zip(want) {
+        for (a, b) in row.iter().zip(w) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    // CLS pooling reads row 0; mean pooling over tokens 0 and 1 (token 2 padding) averages
+    // rows 0 and 1 and zeroes token 2: [.325 .45 0].
+    let mask = candle_core::Tensor::new(&[[1f32, 1.0, 0.0]], d).unwrap();
+    let maps = |pooling| vigil::ml::model::AttentionMaps {
+        layers: vec![l1.clone(), l2.clone()],
+        mask: mask.clone(),
+        pooling,
+        prepended: 0,
+        patch: 1,
+    };
+    let cls = vigil::ml::explain::rollout::pooled_rollout(&maps(vigil::ml::spec::Pooling::Cls)).unwrap();
+    for (a, b) in cls[0].iter().zip([0.525, 0.425, 0.0]) {
+        assert!((a - b).abs() < 1e-6, "{cls:?}");
+    }
+    let mean = vigil::ml::explain::rollout::pooled_rollout(&maps(vigil::ml::spec::Pooling::Mean)).unwrap();
+    for (a, b) in mean[0].iter().zip([0.325, 0.45, 0.0]) {
+        assert!((a - b).abs() < 1e-6, "{mean:?}");
+    }
+    // A prepended CLS vector is not a token: its column is left out.
+    let cls_vector = vigil::ml::model::AttentionMaps { prepended: 1, ..maps(vigil::ml::spec::Pooling::Cls) };
+    let v = vigil::ml::explain::rollout::pooled_rollout(&cls_vector).unwrap();
+    assert_eq!(v[0].len(), 2);
+    assert!((v[0][0] - 0.425).abs() < 1e-6 && v[0][1] == 0.0, "{v:?}");
+}

@@ -169,6 +169,15 @@ fn bad_arguments_exit_2_and_say_what_is_wrong() {
     );
     refused(&[&run, "--sample", "1", "--method", "smoothgrad", "--noise", "-1"], "noise level -1");
     refused(&[&run, "--sanity", "--inputs", "1"], "--inputs 1 is too few");
+    refused(
+        &[&run, "--sample", "1", "--method", "rollout"],
+        "attention rollout needs an attention model (transformer or pretrained); this run's model is",
+    );
+    refused(&[&run, "--sample", "1", "--method", "rollout", "--target", "3"], "the same for every class");
+    refused(
+        &[&run, "--sample", "1", "--method", "rollout", "--steps", "3"],
+        "--steps applies to ig, not to rollout",
+    );
     refused(&["nosuchrun", "--sample", "1"], "no run \"nosuchrun\"");
     // clap's own refusals (a missing --sample, --sanity with --png) also exit with 2.
     refused(&[&run], "--sample");

@@ -134,6 +134,61 @@ fn every_model_kind_quantises_what_it_can_and_names_the_rest() {
     }
 }
 
+/// A Transformer's linear layers (Q, K, V, attention output, intermediate, output) and its head
+/// are quantised; layer norms and embeddings stay f32 with their reasons. The variant read back
+/// predicts as reported and is explained like the original: its integrated gradients (through
+/// the widened weights, since candle's quantised product passes no gradient) stay close to the
+/// f32 model's.
+#[test]
+fn a_transformers_linear_layers_quantise_and_the_variant_explains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    let run = trained(&store, "topics-transformer", Some(2));
+    let r = optimize(&run, &quantize(Precision::Q8_0), 1).unwrap();
+    let stored =
+        |layer: &str| r.layers.iter().find(|l| l.layer == layer).unwrap_or_else(|| panic!("{layer}"));
+    for l in 0..2 {
+        for name in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ] {
+            assert_eq!(stored(&format!("encoder.layer.{l}.{name}")).stored, "q8_0", "{:?}", r.layers);
+        }
+        let norm = stored(&format!("encoder.layer.{l}.attention.output.LayerNorm"));
+        assert!(norm.why.as_deref().unwrap().starts_with("layer norm"), "{norm:?}");
+    }
+    assert_eq!(stored("out").stored, "q8_0");
+    let emb = stored("embeddings.word_embeddings");
+    assert!(emb.why.as_deref().unwrap().contains("table lookup"), "{emb:?}");
+    assert!(r.layers.iter().all(|l| l.stored == "q8_0" || l.why.is_some()), "{:?}", r.layers);
+    assert!(r.weight_ratio() >= 3.5, "q8_0 linear weights only {:.2}x smaller", r.weight_ratio());
+    assert!(r.agreement >= 0.95, "agreement {}", r.agreement);
+
+    let v = load_variant(&run, "q8_0").unwrap();
+    let data =
+        vigil::ml::data::preprocess::PreparedData::build(&v.trained.spec, Some(&v.trained.pipeline)).unwrap();
+    let (_, preds, _) = vigil::ml::train::predict(&v.trained.network, &data.test).unwrap();
+    let acc = preds.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count() as f64 / preds.len() as f64;
+    assert!((acc - r.measured.test_accuracy).abs() < 1e-12);
+
+    use vigil::ml::explain::{Explainer, Method};
+    let original = vigil::ml::train::load_trained(&run, vigil::store::CheckpointKind::Best).unwrap();
+    let x = data.test.features.batch(&[0], &Device::Cpu).unwrap();
+    let ig = Method::named("ig", &original.network.input).unwrap();
+    let want = Explainer::new(&original.network).explain(&x, &ig, Some(&[0])).unwrap().remove(0);
+    let got = Explainer::new(&v.trained.network).explain(&x, &ig, Some(&[0])).unwrap().remove(0);
+    let scale = want.attributions.iter().fold(0f32, |m, a| m.max(a.abs()));
+    assert!(scale > 0.0);
+    for (a, b) in got.attributions.iter().zip(&want.attributions) {
+        assert!((a - b).abs() <= 0.1 * scale, "{:?} vs {:?}", got.attributions, want.attributions);
+    }
+    assert!(got.completeness.unwrap().gap < 1e-2, "{:?}", got.completeness);
+}
+
 #[test]
 fn bad_requests_are_refused_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();

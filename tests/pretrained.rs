@@ -233,6 +233,37 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
         .assert()
         .success()
         .stdout(predicate::str::contains("8 values each").and(predicate::str::contains("the cat")));
+
+    // Attention rollout per token: shares of the mean-pooled tokens, summing to 1, none on padding.
+    let r = json(vigil(&runs).args(["explain", &run, "--sample", "0", "--method", "rollout", "--json"]));
+    assert_eq!(r["method"], "rollout");
+    let ids = r["input"]["tokens"]["ids"].as_array().unwrap();
+    let scores: Vec<f64> =
+        r["attributions"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), ids.len());
+    assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{scores:?}");
+    for (id, s) in ids.iter().zip(&scores) {
+        assert!(if id == 0 { *s == 0.0 } else { *s > 0.0 }, "{ids:?} {scores:?}");
+    }
+
+    // The frozen encoder's linear layers quantise (stored in the variant, the rest read from the
+    // folder); its layer norms and embeddings stay f32 with their reasons.
+    let q = json(vigil(&runs).args(["optimize", &run, "--quantize", "q8_0", "--rounds", "1", "--json"]));
+    let layer = |name: &str| {
+        q["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["layer"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {}", q["layers"]))
+    };
+    assert_eq!(layer("encoder.layer.1.intermediate.dense")["stored"], "q8_0");
+    assert_eq!(layer("encoder.layer.0.attention.self.query")["stored"], "q8_0");
+    assert_eq!(layer("out")["stored"], "q8_0");
+    assert!(layer("encoder.layer.0.output.LayerNorm")["why"].as_str().unwrap().starts_with("layer norm"));
+    assert!(layer("embeddings.word_embeddings")["why"].as_str().unwrap().contains("table lookup"));
+    assert!(q["agreement"].as_f64().unwrap() >= 0.9, "{}", q["agreement"]);
 }
 
 /// HotFlip on a pretrained encoder swaps word pieces only: [CLS], [SEP], [PAD] and [UNK] are

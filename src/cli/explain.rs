@@ -18,8 +18,8 @@ use crate::ml::data::preprocess::Prepared;
 use crate::ml::explain::bench::{Timing, time_explanation};
 use crate::ml::explain::sanity::{SanityReport, sanity};
 use crate::ml::explain::{
-    Baseline, Completeness, ExplainedInput, Explainer, Explanation, METHOD_NAMES, Method, Output, Rule,
-    picture,
+    Baseline, Completeness, ExplainedInput, Explainer, Explanation, METHOD_NAMES, Method, MethodKind, Output,
+    Rule, picture,
 };
 use crate::ml::train::{Trained, load_trained};
 use crate::store::RunStore;
@@ -127,8 +127,10 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     if args.sanity {
         let methods = match &args.method {
             Some(name) => vec![method_from_args(name, &args, &trained.network.input)?],
+            // Attention rollout only where there is attention to roll out.
             None => METHOD_NAMES
                 .iter()
+                .filter(|n| **n != MethodKind::Rollout.as_str() || trained.network.encoder().is_some())
                 .map(|n| method_from_args(n, &args, &trained.network.input))
                 .collect::<Result<Vec<_>>>()?,
         };
@@ -136,6 +138,12 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
     }
     let name = args.method.as_deref().unwrap_or("ig");
     let method = method_from_args(name, &args, &trained.network.input)?;
+    if method == Method::Rollout && (args.target.is_some() || args.output != OutputArg::Logit) {
+        return Err(invalid(
+            "--target and --output apply to the gradient and occlusion methods: attention rollout \
+             follows the attention to the pooled representation, the same for every class",
+        ));
+    }
     let n = args.sample.unwrap_or(0);
     if n >= part.labels.len() {
         return Err(invalid(format!(
@@ -236,7 +244,7 @@ fn method_from_args(name: &str, args: &Args, input: &InputShape) -> Result<Metho
                 *b = v.clone();
             }
         }
-        Method::Saliency | Method::GradInput => {}
+        Method::Saliency | Method::GradInput | Method::Rollout => {}
     }
     Ok(method)
 }
@@ -338,7 +346,11 @@ fn print_summary(e: &Explanation, caption: &str, classes: &[String]) {
         Output::Logit => "logit",
         Output::Probability => "probability",
     };
-    println!("{} for class {} ({output})", e.method.describe(), class_name(classes, e.target));
+    if e.method == Method::Rollout {
+        println!("{}: each token's share of the pooled representation, for every class", e.method.describe());
+    } else {
+        println!("{} for class {} ({output})", e.method.describe(), class_name(classes, e.target));
+    }
     if let Some(c) = &e.completeness {
         println!(
             "completeness: sum of attributions {:.5}, F(x) - F(baseline) {:.5}, gap {:.2e} (relative {:.2e})",

@@ -163,6 +163,8 @@ pub struct ExplainSet {
     pub classes: Vec<String>,
     pub layout: InputShape,
     pub examples: Vec<Example>,
+    /// The model has attention layers, so attention rollout applies.
+    pub attention: bool,
 }
 
 /// One explanation, ready to draw.
@@ -234,6 +236,7 @@ fn open(store: &RunStore, run: &str) -> crate::error::Result<(Loaded, ExplainSet
         classes: trained.pipeline.classes.clone(),
         layout: trained.pipeline.input.clone(),
         examples,
+        attention: trained.network.encoder().is_some(),
     };
     Ok((Loaded { run: dir.id.clone(), dir, trained, test: data.test, sets: vec![] }, set))
 }

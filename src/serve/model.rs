@@ -425,14 +425,15 @@ impl ServedModel {
         self.detector.as_ref().map_err(String::as_str)
     }
 
-    /// Why this model cannot explain its predictions, if it cannot: quantised weights have no
-    /// gradients to attribute with.
+    /// Why this model cannot explain its predictions, if it cannot: on the CPU a quantised layer
+    /// that needs a gradient widens its weight for the call (see `QuantWeight::forward`), but on
+    /// another device candle's quantised product runs, which has no gradient to attribute with.
     pub fn cannot_explain(&self) -> Option<String> {
         let variant = self.info.variant.as_deref()?;
-        (!self.network.quantized().is_empty()).then(|| {
+        (!self.network.quantized().is_empty() && !self.network.device().is_cpu()).then(|| {
             format!(
-                "{} is served as its {variant} variant, whose quantised weights have no gradients to \
-                 attribute with; explain with the f32 model (serve {} without @{variant})",
+                "{} is served as its {variant} variant on a GPU, where quantised weights have no \
+                 gradients to attribute with; explain with the f32 model (serve {} without @{variant})",
                 self.info.name, self.info.run
             )
         })

@@ -375,6 +375,7 @@ pub fn explain_events() -> Vec<Msg> {
             Example { label: 8, predicted: 1 },
             Example { label: 3, predicted: 3 },
         ],
+        attention: false,
     };
     // A "3": bright strokes; attributions positive on the strokes, negative left of them.
     let input: Vec<f32> = (0..64).map(|i| if (i % 8 == 5) || (i / 8) % 3 == 0 { 0.9 } else { 0.0 }).collect();

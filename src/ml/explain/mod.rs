@@ -18,6 +18,7 @@ mod gradients;
 mod occlusion;
 pub mod picture;
 pub mod quadrature;
+pub mod rollout;
 pub mod sanity;
 
 use candle_core::{D, DType, Tensor};
@@ -66,6 +67,11 @@ pub enum Method {
     /// every channel for images, `window` steps over every feature for sequences, `window`
     /// features for tabular inputs and `window` tokens for text.
     Occlusion { window: usize, stride: usize, baseline: Baseline },
+    /// Attention rollout (Abnar & Zuidema, 2020), attention models only: the share of the pooled
+    /// representation that flows from each token through every layer's attention (heads
+    /// averaged, identity added for the residual, rows renormalised, layers multiplied). Not a
+    /// gradient and the same for every class ([`rollout`]).
+    Rollout,
 }
 
 /// Which attribution method, without its settings: what a user names on the command line, in
@@ -77,16 +83,18 @@ pub enum MethodKind {
     Ig,
     SmoothGrad,
     Occlusion,
+    Rollout,
 }
 
 impl MethodKind {
     /// Every method, in the order the command line and the console list them.
-    pub const ALL: [MethodKind; 5] = [
+    pub const ALL: [MethodKind; 6] = [
         MethodKind::Saliency,
         MethodKind::GradInput,
         MethodKind::Ig,
         MethodKind::SmoothGrad,
         MethodKind::Occlusion,
+        MethodKind::Rollout,
     ];
 
     /// The short name ([`METHOD_NAMES`]).
@@ -97,6 +105,7 @@ impl MethodKind {
             MethodKind::Ig => "ig",
             MethodKind::SmoothGrad => "smoothgrad",
             MethodKind::Occlusion => "occlusion",
+            MethodKind::Rollout => "rollout",
         }
     }
 
@@ -108,6 +117,7 @@ impl MethodKind {
             "ig" | "integrated-gradients" => MethodKind::Ig,
             "smoothgrad" => MethodKind::SmoothGrad,
             "occlusion" => MethodKind::Occlusion,
+            "rollout" | "attention-rollout" => MethodKind::Rollout,
             _ => return None,
         })
     }
@@ -120,12 +130,13 @@ impl std::fmt::Display for MethodKind {
 }
 
 /// The methods by name, as the command line and the console list them.
-pub const METHOD_NAMES: [&str; 5] = [
+pub const METHOD_NAMES: [&str; 6] = [
     MethodKind::ALL[0].as_str(),
     MethodKind::ALL[1].as_str(),
     MethodKind::ALL[2].as_str(),
     MethodKind::ALL[3].as_str(),
     MethodKind::ALL[4].as_str(),
+    MethodKind::ALL[5].as_str(),
 ];
 
 impl Method {
@@ -153,6 +164,7 @@ impl Method {
             MethodKind::Ig => Method::Ig { steps: 50, rule: Rule::GaussLegendre, baseline: Baseline::Zero },
             MethodKind::SmoothGrad => Method::SmoothGrad { noise_level: 0.15, samples: 50, seed: 0 },
             MethodKind::Occlusion => Method::Occlusion { window, stride, baseline: Baseline::Zero },
+            MethodKind::Rollout => Method::Rollout,
         }
     }
 
@@ -164,6 +176,7 @@ impl Method {
             Method::Ig { .. } => MethodKind::Ig,
             Method::SmoothGrad { .. } => MethodKind::SmoothGrad,
             Method::Occlusion { .. } => MethodKind::Occlusion,
+            Method::Rollout => MethodKind::Rollout,
         }
     }
 
@@ -190,6 +203,7 @@ impl Method {
             Method::Occlusion { window, stride, baseline } => {
                 format!("occlusion (window {window}, stride {stride}, {} fill)", baseline.describe())
             }
+            Method::Rollout => "attention rollout (heads averaged, residual added, all layers)".into(),
         }
     }
 
@@ -242,7 +256,7 @@ impl Method {
                 }
                 baseline.check(width)
             }
-            Method::Saliency | Method::GradInput => Ok(()),
+            Method::Saliency | Method::GradInput | Method::Rollout => Ok(()),
         }
     }
 }
@@ -519,6 +533,10 @@ impl<'a> Explainer<'a> {
             }
             Method::Occlusion { window, stride, baseline } => {
                 return Ok((self.occlusion(space, &targets, *window, *stride, baseline)?, None));
+            }
+            Method::Rollout => {
+                let inputs = space.ids.as_ref().unwrap_or(&space.values);
+                return Ok((rollout::scores(self.net, inputs)?, None));
             }
         };
         Ok((space.per_feature(&per_value)?, completeness))

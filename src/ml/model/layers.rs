@@ -197,9 +197,13 @@ impl QuantWeight {
         // product for a batch, which it works through a row at a time. One input at a time, the
         // quantised product wins: it reads a quarter of the bytes and widens nothing.
         if kernels::applies(&[&x, bias]) {
+            // candle's quantised product passes no gradient back to its input, which an
+            // explanation of a variant needs: then the widened weight, whose layer has one.
             let wide = match &self.matmul {
                 QMatMul::TensorF16(t) => Some(t.to_dtype(DType::F32)?),
-                QMatMul::QTensor(q) if x.dim(0)? >= BATCHED_ROWS => Some(q.dequantize(x.device())?),
+                QMatMul::QTensor(q) if x.dim(0)? >= BATCHED_ROWS || x.track_op() => {
+                    Some(q.dequantize(x.device())?)
+                }
                 _ => None,
             };
             if let Some(w) = wide {

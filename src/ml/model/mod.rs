@@ -22,7 +22,7 @@ use self::layers::{
 };
 use crate::error::{Error, Result};
 use crate::ml::data::InputShape;
-use crate::ml::spec::{Activation, Cell, Init, ModelSpec, TextEncoder};
+use crate::ml::spec::{Activation, Cell, Init, ModelSpec, Pooling, TextEncoder};
 use transformer::{Encoder, EncoderShape};
 
 /// Folded into the experiment's seed for initial weights, so that they do not share a stream
@@ -97,6 +97,22 @@ pub struct LayerStorage {
     /// Why the layer stayed f32 while others were quantised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
+}
+
+/// An attention model's attention for a batch, as attention rollout reads it.
+#[derive(Debug, Clone)]
+pub struct AttentionMaps {
+    /// Each layer's attention probabilities `(B, heads, L', L')`, first layer first; row i is
+    /// where position i attends.
+    pub layers: Vec<Tensor>,
+    /// `(B, L')`, 1 for real positions.
+    pub mask: Tensor,
+    /// How the classifier reads the last layer: the first position's state, or the mean.
+    pub pooling: Pooling,
+    /// Positions in front of the input's tokens (1 for a learned CLS vector, else 0).
+    pub prepended: usize,
+    /// Input steps per position (1 for text).
+    pub patch: usize,
 }
 
 /// ggml's name for a storage type, lower case (`q8_0`).
@@ -347,12 +363,19 @@ impl Network {
             .sum()
     }
 
+    /// The layers a quantised matrix product can run: every dense layer, a Transformer's linear
+    /// layers (Q, K, V, attention output, intermediate, output) first, then its head. A
+    /// Transformer's input projection stays out: it is its embedding of numeric steps, kept f32
+    /// as token embeddings are.
     fn dense_layers(&self) -> Vec<&Dense> {
         match &self.arch {
             Arch::Mlp { layers, .. } => layers.iter().collect(),
-            Arch::Cnn { dense, out, .. }
-            | Arch::Text { dense, out, .. }
-            | Arch::Transformer { dense, out, .. } => dense.iter().chain([out]).collect(),
+            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
+                dense.iter().chain([out]).collect()
+            }
+            Arch::Transformer { encoder, dense, out, .. } => {
+                encoder.layers.iter().flat_map(|l| l.linear()).chain(dense.iter()).chain([out]).collect()
+            }
             Arch::Rnn { head, .. } => vec![head],
             Arch::TextCnn { out, .. } => vec![out],
         }
@@ -361,9 +384,16 @@ impl Network {
     fn dense_layers_mut(&mut self) -> Vec<&mut Dense> {
         match &mut self.arch {
             Arch::Mlp { layers, .. } => layers.iter_mut().collect(),
-            Arch::Cnn { dense, out, .. }
-            | Arch::Text { dense, out, .. }
-            | Arch::Transformer { dense, out, .. } => dense.iter_mut().chain(std::iter::once(out)).collect(),
+            Arch::Cnn { dense, out, .. } | Arch::Text { dense, out, .. } => {
+                dense.iter_mut().chain(std::iter::once(out)).collect()
+            }
+            Arch::Transformer { encoder, dense, out, .. } => encoder
+                .layers
+                .iter_mut()
+                .flat_map(|l| l.linear_mut())
+                .chain(dense.iter_mut())
+                .chain(std::iter::once(out))
+                .collect(),
             Arch::Rnn { head, .. } => vec![head],
             Arch::TextCnn { out, .. } => vec![out],
         }
@@ -375,10 +405,13 @@ impl Network {
             .iter()
             .map(|d| match &d.quant {
                 Some(q) => q.name.clone(),
+                // A frozen encoder's weights are constants, not variables.
                 None => self
                     .vars
                     .iter()
-                    .find(|(_, v)| v.as_tensor().id() == d.weight.id())
+                    .map(|(n, v)| (n, v.as_tensor()))
+                    .chain(self.frozen.iter().map(|(n, t)| (n, t)))
+                    .find(|(_, t)| t.id() == d.weight.id())
                     .map(|(n, _)| n.clone())
                     .unwrap_or_default(),
             })
@@ -386,8 +419,9 @@ impl Network {
     }
 
     /// Stores every dense layer's weight as `dtype` (the layers a quantised matrix product can
-    /// run); the rest stay f32. The network then predicts only: quantised weights have no
-    /// gradient.
+    /// run, [`Self::dense_layers`]); the rest stay f32. The network then predicts only: quantised
+    /// weights have no gradient. A frozen encoder's quantised weights leave its constants too,
+    /// so that a variant file stores them (the f32 ones are read from the encoder's folder).
     pub fn quantize(&mut self, dtype: GgmlDType) -> Result<()> {
         let names = self.dense_names();
         let device = self.device.clone();
@@ -399,6 +433,7 @@ impl Network {
             dense.weight = Tensor::zeros((dense.weight.dim(0)?, 0), DType::F32, &device)?;
         }
         self.vars.retain(|(n, _)| !names.contains(n));
+        self.frozen.retain(|(n, _)| !names.contains(n));
         Ok(())
     }
 
@@ -425,6 +460,7 @@ impl Network {
         dense.quant = Some(QuantWeight::from_stored(name, stored, inputs)?);
         dense.weight = Tensor::zeros((outputs, 0), DType::F32, &device)?;
         self.vars.retain(|(n, _)| n != name);
+        self.frozen.retain(|(n, _)| n != name);
         Ok(())
     }
 
@@ -434,36 +470,50 @@ impl Network {
     }
 
     /// What each layer is stored as: `q8_0`, `f16` or `f32`, with the reason a layer stayed f32
-    /// while others were quantised.
+    /// while others were quantised. A frozen encoder's layers are listed too (before the head,
+    /// as they run).
     pub fn storage(&self) -> Vec<LayerStorage> {
         let quantised: HashMap<String, GgmlDType> =
             self.quantized().iter().map(|q| (layer_of(&q.name), q.dtype)).collect();
         let any = !quantised.is_empty();
-        self.layer_names()
+        let mut layers: Vec<String> = Vec::new();
+        let names = self.frozen.iter().map(|(n, _)| n).chain(self.vars.iter().map(|(n, _)| n));
+        for layer in names.map(|n| layer_of(n)) {
+            if !layers.contains(&layer) {
+                layers.push(layer);
+            }
+        }
+        layers
             .into_iter()
             .map(|layer| {
                 let dtype = quantised.get(&layer);
                 let why = match dtype {
                     Some(_) => None,
                     None if !any => None,
-                    None if layer.starts_with("convs") => Some(
-                        "convolution: runs in the fused f32 im2col kernel, which has no quantised form"
-                            .into(),
-                    ),
-                    None if layer.starts_with("rnn") || layer.starts_with("encoder") => {
-                        Some("recurrent cell: runs in the fused f32 LSTM/GRU kernel".into())
-                    }
-                    None if layer == "embedding" || layer.starts_with("embeddings") => {
-                        Some("embedding: a table lookup, not a matrix product".into())
-                    }
-                    None if layer.starts_with("encoder.layer") => {
-                        Some("transformer encoder: quantising its layers is not supported yet".into())
-                    }
-                    None => Some("not a dense layer".into()),
+                    None => Some(Self::why_f32(&layer).into()),
                 };
                 LayerStorage { stored: dtype.map_or("f32".into(), |d| dtype_name(*d)), layer, why }
             })
             .collect()
+    }
+
+    /// Why a layer (a name from [`Self::layer_names`]) has no quantised form.
+    fn why_f32(layer: &str) -> &'static str {
+        if layer.starts_with("convs") {
+            "convolution: runs in the fused f32 im2col kernel, which has no quantised form"
+        } else if layer.ends_with("LayerNorm") {
+            "layer norm: a scale and shift per value, no matrix product to quantise"
+        } else if layer == "embeddings.input_projection" {
+            "input projection: the encoder's embedding of numeric steps, kept f32 as token embeddings are"
+        } else if layer == "embeddings.cls" {
+            "CLS vector: one learned vector, not a matrix product"
+        } else if layer == "embedding" || layer.starts_with("embeddings") {
+            "embedding: a table lookup, not a matrix product"
+        } else if layer.starts_with("rnn") || layer == "encoder.l0" {
+            "recurrent cell: runs in the fused f32 LSTM/GRU kernel"
+        } else {
+            "not a dense layer"
+        }
     }
 
     /// The network's layers from input to output, named after their parameters: `layers.0`,
@@ -547,6 +597,26 @@ impl Network {
             Arch::Transformer { encoder, .. } => Some(encoder),
             _ => None,
         }
+    }
+
+    /// The attention probabilities of every layer for a batch (see [`AttentionMaps`]); `None`
+    /// for a model without attention.
+    pub fn attention_maps(&self, x: &Tensor) -> Result<Option<AttentionMaps>> {
+        let Arch::Transformer { encoder, .. } = &self.arch else { return Ok(None) };
+        let emb = encoder.embed(x)?;
+        let mask = if self.takes_tokens() {
+            token_mask(x)?
+        } else {
+            Tensor::ones((emb.dim(0)?, emb.dim(1)?), DType::F32, x.device())?
+        };
+        let (layers, mask) = encoder.attention_maps(&emb.detach(), &mask)?;
+        Ok(Some(AttentionMaps {
+            layers,
+            mask,
+            pooling: encoder.pooling,
+            prepended: usize::from(encoder.cls.is_some()),
+            patch: encoder.patch,
+        }))
     }
 
     /// Logits `(B, classes)` for a batch. `rng` turns dropout on (training); `None` evaluates.

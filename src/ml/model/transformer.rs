@@ -102,6 +102,24 @@ impl EncoderLayer {
         })
     }
 
+    /// The layer's linear layers (Q, K, V, attention output, intermediate, output), the ones
+    /// `vigil optimize --quantize` stores quantised.
+    pub fn linear(&self) -> [&Dense; 6] {
+        [&self.query, &self.key, &self.value, &self.attn_out, &self.ff_in, &self.ff_out]
+    }
+
+    /// [`Self::linear`], to change.
+    pub fn linear_mut(&mut self) -> [&mut Dense; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attn_out,
+            &mut self.ff_in,
+            &mut self.ff_out,
+        ]
+    }
+
     /// Multi-head self-attention over `x (B, L, E)`; `bias (B, 1, 1, L)` is 0 for real tokens and
     /// a large negative number for padding, so no position attends to padding.
     fn attention(
@@ -125,6 +143,21 @@ impl EncoderLayer {
         let probs = dropout(&probs, p, rng.as_deref_mut())?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, l, e))?;
         per_position(&self.attn_out, &ctx)
+    }
+
+    /// The attention probabilities `(B, heads, L, L)` of [`Self::attention`] for its input `x`,
+    /// without dropout: softmax(Q Kᵀ / √d + bias) per head. Attention rollout reads them; the
+    /// forward pass does not keep them.
+    pub fn attention_probs(&self, x: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
+        let (b, l, e) = x.dims3()?;
+        let hd = e / heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(per_position(&self.query, x)?)?;
+        let k = split(per_position(&self.key, x)?)?;
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?;
+        softmax_last(&scores.broadcast_add(bias)?)
     }
 
     fn feed_forward(&self, x: &Tensor, p: f32, rng: &mut Option<&mut ChaCha8Rng>) -> Result<Tensor> {
@@ -281,6 +314,38 @@ impl Encoder {
         mask: &Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<(Tensor, Tensor)> {
+        let (mut h, mask, bias) = self.first_layer_input(emb, mask, rng.as_deref_mut())?;
+        for layer in &self.layers {
+            h = layer.forward(&h, &bias, self.heads, self.norm, self.dropout, &mut rng)?;
+        }
+        Ok((h, mask))
+    }
+
+    /// Each layer's attention probabilities `(B, heads, L', L')` in evaluation mode, and the
+    /// mask `(B, L')` of [`Self::hidden_states`]: what attention rollout multiplies through.
+    pub fn attention_maps(&self, emb: &Tensor, mask: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
+        let (mut h, mask, bias) = self.first_layer_input(emb, mask, None)?;
+        let mut maps = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let input = match self.norm {
+                NormPlacement::Post => h.clone(),
+                NormPlacement::Pre => layer.attn_norm.forward(&h)?,
+            };
+            maps.push(layer.attention_probs(&input, &bias, self.heads)?);
+            h = layer.forward(&h, &bias, self.heads, self.norm, 0.0, &mut None)?;
+        }
+        Ok((maps, mask))
+    }
+
+    /// The first layer's input `(B, L', E)` (a CLS vector in front where the model has one,
+    /// positions and token types added, normalised, dropout), its mask `(B, L')`, and the
+    /// attention bias `(B, 1, 1, L')` that keeps padding from being attended to.
+    fn first_layer_input(
+        &self,
+        emb: &Tensor,
+        mask: &Tensor,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, l, e) = emb.dims3()?;
         let (h, mask) = match &self.cls {
             Some(cls) => {
@@ -303,14 +368,11 @@ impl Encoder {
         if let Some(norm) = &self.embed_norm {
             h = norm.forward(&h)?;
         }
-        h = dropout(&h, self.dropout, rng.as_deref_mut())?;
+        h = dropout(&h, self.dropout, rng)?;
         // 0 where a token may be attended to, -1e9 at padding: softmax gives padding no weight
         // (a row of padding only, which never occurs with a CLS vector, attends evenly).
         let bias = ((&mask - 1.0)? * 1e9)?.reshape((b, 1, 1, positions))?;
-        for layer in &self.layers {
-            h = layer.forward(&h, &bias, self.heads, self.norm, self.dropout, &mut rng)?;
-        }
-        Ok((h, mask))
+        Ok((h, mask, bias))
     }
 
     /// One vector `(B, E)` per example: the CLS position's state, or the mean of the real

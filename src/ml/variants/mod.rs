@@ -411,6 +411,12 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         Precision::F32 => "pruned weights are stored as dense matrices with zeros (unstructured sparsity \
                            saves bytes on disk, not multiplications)"
             .to_string(),
+        _ if net.encoder().is_some() => "a Transformer sends each of the input's tokens through its \
+              layers as a row, so one input is already a batch of 16 rows or more, for which the \
+              quantised weight is widened to f32 for each call (candle's quantised product is slower \
+              still at that size on this CPU): the widening costs more than the f32 product saves; \
+              the variant saves memory and disk, not time"
+            .to_string(),
         _ => "for one input, candle's quantised product quantises the input to 8-bit blocks on every \
               call and adds the bias in a second pass, where the original's fused f32 layer does one \
               pass; reading fewer weight bytes does not pay that back at this size (batches of 16 or \

@@ -231,8 +231,15 @@ impl ExplainState {
         })]
     }
 
+    /// The next method; attention rollout is passed over where the open run has no attention
+    /// (logged requests may come from any served model, so there it stays in the cycle).
     fn next_method(&mut self, service: &ServiceState) -> Vec<Effect> {
-        self.method = (self.method + 1) % crate::ml::explain::METHOD_NAMES.len();
+        let names = crate::ml::explain::METHOD_NAMES;
+        self.method = (self.method + 1) % names.len();
+        let no_attention = !self.requests.on && self.set.as_ref().is_some_and(|s| !s.attention);
+        if no_attention && names[self.method] == crate::ml::explain::MethodKind::Rollout.as_str() {
+            self.method = (self.method + 1) % names.len();
+        }
         self.request_explanation(service)
     }
 

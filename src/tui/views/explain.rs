@@ -277,7 +277,14 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     if let Some(note) = note {
         lines.push(Line::from(Span::styled(note, t.warn())));
     }
-    lines.push(Line::from(vec![Span::styled("target ", t.muted()), Span::raw(classes[e.target].clone())]));
+    // Attention rollout follows the attention, whatever the class: shares, not evidence for one.
+    let rollout = e.method == crate::ml::explain::Method::Rollout;
+    if rollout {
+        lines.push(Line::from(Span::styled("share of the pooled vector, any class", t.muted())));
+    } else {
+        lines
+            .push(Line::from(vec![Span::styled("target ", t.muted()), Span::raw(classes[e.target].clone())]));
+    }
     if let Some(c) = &e.completeness {
         lines.push(Line::from(vec![
             Span::styled("completeness gap ", t.muted()),
@@ -293,7 +300,9 @@ fn draw_side(f: &mut Frame, app: &App, r: &ExplainResult, classes: &[String], ar
     // The scale: blue (against) through white to red (for), or the glyphs without colour.
     let max = max_abs(&e.attributions);
     lines.extend(scale_legend(app, max, area.width));
-    lines.push(Line::from(Span::styled("against ← → for the target", t.muted())));
+    if !rollout {
+        lines.push(Line::from(Span::styled("against ← → for the target", t.muted())));
+    }
     // Focused, ↑↓ scroll it.
     let p = Paragraph::new(lines)
         .scroll((crate::tui::state::panes::scroll(app, View::Explain, "Prediction"), 0))
