@@ -4,7 +4,9 @@
   equality  greedy output of `vigil generate` against Hugging Face transformers loading the same
             GGUF file: the first 32 greedy tokens of 5 prompts, and the top-1 agreement at every
             position of Vigil's path (transformers teacher-forced on Vigil's tokens) with the
-            largest difference in the chosen token's log-probability.
+            largest difference in the chosen token's log-probability. Where the two part, the
+            margins at the first differing token (is it a near-tie?), and llama.cpp's greedy
+            tokens (llama-cpp-python, when installed) as a second reference.
   speed     `vigil bench --llm` against llama.cpp (llama-cpp-python) on the same file and the same
             number of threads: prompt processing (128 tokens) and decode (64 tokens), medians over
             alternating runs, and the ratios.
@@ -36,7 +38,7 @@ TOKENS = 32
 
 def vigil_generate(model, prompt):
     out = subprocess.run(
-        [VIGIL, "generate", model, "--prompt", prompt, "--max-tokens", str(TOKENS), "--json"],
+        [VIGIL, "generate", model, "--prompt", prompt, "--max-tokens", str(TOKENS), "--json", "--top-logprobs", "2"],
         check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)},
     )
     return json.loads(out.stdout)
@@ -51,7 +53,14 @@ def equality(model):
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     lm.eval()
+    try:
+        from llama_cpp import Llama
+
+        llama = Llama(model_path=model, n_threads=THREADS, n_ctx=512, verbose=False)
+    except ImportError:
+        llama = None
     equal_prompts, agree, positions, worst_lp = 0, 0, 0, 0.0
+    llama_equal = 0
     for prompt in PROMPTS:
         v = vigil_generate(model, prompt)
         v_ids = [t["id"] for t in v["tokens"]]
@@ -84,9 +93,43 @@ def equality(model):
         print(f"  vigil:        {v['text']!r}")
         print(f"  transformers: {tok.decode(r_ids, skip_special_tokens=True)!r}")
         print(f"  greedy tokens equal: {equal}" + ("" if first_diff is None else f" (first difference at token {first_diff})"))
+        if first_diff is not None:
+            # Both paths share the prompt and the tokens before first_diff, so the teacher-forced
+            # row at first_diff is transformers' distribution there; Vigil's own is in its
+            # top-2 log-probabilities. A margin near 0 is a near-tie that rounding decides.
+            i, v_tok, r_tok = first_diff, v_ids[first_diff], r_ids[first_diff]
+            ref_margin = (logp[i, r_tok] - logp[i, v_tok]).item()
+            alts = v["tokens"][i].get("top_logprobs", [])
+            r_text = tok.decode([r_tok])
+            second = next((a["logprob"] for a in alts[1:] if a["token"] == r_text), None)
+            v_margin = None if second is None else v["tokens"][i]["logprob"] - second
+            print(
+                f"  at token {i}: vigil chose {tok.decode([v_tok])!r}, transformers {r_text!r}; "
+                f"transformers' margin {ref_margin:.4f} nats, vigil's "
+                + ("(not in its top 2)" if v_margin is None else f"{v_margin:.4f} nats")
+            )
+        if llama is not None:
+            llama.reset()
+            l_ids = []
+            for t in llama.generate(v_prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+                if t == llama.token_eos() or len(l_ids) == TOKENS:
+                    break
+                l_ids.append(t)
+            n = min(len(v_ids), len(l_ids))
+            l_diff = next((i for i in range(n) if v_ids[i] != l_ids[i]), None)
+            llama_equal += int(l_diff is None)
+            r_same = l_ids[: len(r_ids)] == r_ids[: len(l_ids)]
+            print(
+                f"  llama.cpp:    {llama.detokenize(l_ids).decode(errors='replace')!r}\n"
+                f"  llama.cpp equals vigil: {l_diff is None}"
+                + ("" if l_diff is None else f" (first difference at token {l_diff})")
+                + f"; equals transformers: {r_same}"
+            )
     print(f"\n{equal_prompts}/{len(PROMPTS)} prompts: the first {TOKENS} greedy tokens are equal")
     print(f"top-1 agreement on Vigil's path: {agree}/{positions} = {agree / max(positions, 1):.3f}")
     print(f"largest |log-probability difference| of the chosen token: {worst_lp:.4f}")
+    if llama is not None:
+        print(f"{llama_equal}/{len(PROMPTS)} prompts: llama.cpp's first {TOKENS} greedy tokens equal Vigil's")
 
 
 def llama_once(llm, prompt_ids, short_ids, decode):

@@ -532,6 +532,39 @@ async fn templated_prompts_at_volume_flag_the_key_and_block_it_when_told_to() {
     let flagged: Vec<_> = lines.iter().filter(|l| l.flags.contains(&Flag::Extraction)).collect();
     assert_eq!(flagged.len(), 1);
     assert_eq!(flagged[0].key.as_deref(), Some("thief"));
+    // The line says why, for the console's Security view.
+    let why = flagged[0].generation.as_ref().and_then(|g| g.extraction.clone()).unwrap_or_default();
+    assert!(why.contains("20 prompts within 600 s") && why.contains("from one template"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_chooses_the_chat_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let k = key(store, "alice");
+    let file = store.join("turns.ron");
+    std::fs::write(
+        &file,
+        r#"(user: (prefix: "U:", suffix: ";"), assistant: (prefix: "A:"), end_of_turn: ";")"#,
+    )
+    .unwrap();
+    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]);
+    for (template, prompt) in [
+        (
+            "chatml",
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        ("none", "Be brief.\n\nHi"),
+        (file.to_str().unwrap(), "U:Be brief.\n\nHi;A:"),
+    ] {
+        let chosen = vigil::llm::gguf::ChatTemplate::parse(template).unwrap();
+        let s = start(store, "", |l| l.chat_template = Some(chosen)).await;
+        let r = chat(&client(), &s, &k, json!({"messages": messages, "max_tokens": 2})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        // The scripted model reads one token a byte, after <bos>.
+        assert_eq!(r.body["usage"]["prompt_tokens"], prompt.len() + 1, "{template}: {}", r.text);
+        s.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,6 +597,11 @@ fn the_command_line_refuses_bad_llm_options_with_exit_2() {
         ),
         (vec!["serve", "--llm", "scripted:", "--llm-max-tokens", "0"], "must be at least 1"),
         (vec!["serve", "--llm-name", "x"], "--llm"),
+        (
+            vec!["serve", "--llm", "scripted:", "--chat-template", "mistral"],
+            "--chat-template \"mistral\": expected one of gemma, llama3, chatml, none",
+        ),
+        (vec!["serve", "--llm", "scripted:", "--chat-template", "/no/such/turns.ron"], "/no/such/turns.ron"),
         (vec!["keys", "create", "--name", "k", "--scope", "generate", "--logprobs", "50"], "at most 20"),
         (
             vec!["keys", "create", "--name", "k", "--scope", "generate", "--tokens-per-minute", "lots"],

@@ -11,7 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::{Color, Modifier};
 use vigil::engine::llm::{GenerateRequest, GenerationFigures, LlmCommand, LlmEvent};
 use vigil::llm::attribution::{PromptToken, TokenAttribution};
-use vigil::llm::{FinishReason, GeneratedToken, ModelInfo, SamplingParams, TokenLogprob};
+use vigil::llm::{FinishReason, GeneratedToken, ModelInfo, SamplingParams, TensorType, TokenLogprob};
 use vigil::tui::app::{App, Effect, Level, Mode, Msg, View};
 use vigil::tui::state::playground::{Explanation, Field, ModelStatus};
 use vigil::tui::theme::ColorDepth;
@@ -44,7 +44,9 @@ fn info() -> ModelInfo {
         file_bytes: 253_115_936,
         context_length: 32_768,
         vocab_size: 262_144,
-        quantisations: vec![("Q4K".into(), 200 << 20)],
+        quantisations: vec![TensorType { ggml_type: "Q4K".into(), tensors: 145, bytes: 200 << 20 }],
+        file_type: Some("Q4_K_M".into()),
+        chat_template: Some("gemma".into()),
     }
 }
 
@@ -154,8 +156,20 @@ fn i_and_the_command_open_the_playground_and_llm_loads_a_model() {
     assert_eq!(app.view, View::Playground);
     key(&mut app, KeyCode::Char('1'));
     let effects = command(&mut app, "llm scripted:delay_ms=5");
-    assert_eq!(effects, vec![Effect::Llm(LlmCommand::Load("scripted:delay_ms=5".into()))]);
+    assert_eq!(
+        effects,
+        vec![Effect::Llm(LlmCommand::Load { path: "scripted:delay_ms=5".into(), chat_template: None })]
+    );
     assert_eq!(app.view, View::Playground);
+    // A last word naming a chat template is the --chat-template.
+    let effects = command(&mut app, "llm scripted:delay_ms=5 chatml");
+    assert_eq!(
+        effects,
+        vec![Effect::Llm(LlmCommand::Load {
+            path: "scripted:delay_ms=5".into(),
+            chat_template: Some("chatml".into())
+        })]
+    );
     assert!(command(&mut app, "llm").is_empty());
     assert!(app.status.as_ref().unwrap().text.contains(":llm PATH.gguf"), "{:?}", app.status);
     // The engine's answers.
@@ -430,12 +444,18 @@ fn the_engine_loads_generates_stops_and_explains() {
     // Nothing loaded yet.
     h.send(generate("hi", 4));
     assert!(matches!(&until(&rx, |_| true)[0], LlmEvent::Failed(m) if m.contains("no model")));
-    h.send(LlmCommand::Load("does-not-exist.gguf".into()));
+    h.send(LlmCommand::Load { path: "does-not-exist.gguf".into(), chat_template: None });
     let events = until(&rx, |e| matches!(e, LlmEvent::LoadFailed(_)));
     assert!(
         matches!(&events[..], [LlmEvent::Loading(_), LlmEvent::LoadFailed(m)] if m.contains("does-not-exist.gguf"))
     );
-    h.send(LlmCommand::Load("scripted:delay_ms=2".into()));
+    h.send(LlmCommand::Load { path: "scripted:".into(), chat_template: Some("mistral".into()) });
+    let events = until(&rx, |e| matches!(e, LlmEvent::LoadFailed(_)));
+    assert!(
+        matches!(events.last(), Some(LlmEvent::LoadFailed(m)) if m.contains("--chat-template \"mistral\": expected one of")),
+        "{events:?}"
+    );
+    h.send(LlmCommand::Load { path: "scripted:delay_ms=2".into(), chat_template: None });
     let events = until(&rx, |e| matches!(e, LlmEvent::Loaded(_)));
     assert!(matches!(events.last(), Some(LlmEvent::Loaded(i)) if i.name == "scripted"));
 

@@ -22,6 +22,10 @@ pub struct Args {
     /// Send the prompt as a user's chat message, with the model's chat template.
     #[arg(long)]
     pub chat: bool,
+    /// The chat template for --chat: gemma, llama3, chatml, none (the text alone), or a .ron
+    /// file of role prefixes and suffixes (default: the one the model's file names).
+    #[arg(long, value_name = "NAME|FILE.ron")]
+    pub chat_template: Option<String>,
     /// Stop after this many tokens.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
@@ -76,7 +80,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_tokens == 0 {
         return Err(Error::argument("--max-tokens must be at least 1"));
     }
-    let model = crate::llm::load(&args.model)?;
+    let template = args.chat_template.as_deref().map(crate::llm::gguf::ChatTemplate::parse).transpose()?;
+    let model = crate::llm::load_with(&args.model, template)?;
     let prompt = model.user_prompt_ids(&args.prompt, args.chat)?;
     let params = SamplingParams {
         max_tokens: args.max_tokens,
@@ -171,8 +176,10 @@ pub fn bench(path: &Path, repeats: usize, json: bool) -> Result<()> {
         m.parameters as f64 / 1e6,
         mib(m.file_bytes)
     );
-    let types: Vec<String> = m.quantisations.iter().map(|(t, b)| format!("{t} {:.1} MiB", mib(*b))).collect();
-    println!("tensor types  {}", types.join(", "));
+    println!("quantisation  {}", m.file_type.as_deref().unwrap_or("not stated in the file"));
+    for q in &m.quantisations {
+        println!("  {:<10} {:>4} tensors  {:>7.1} MiB", q.ggml_type, q.tensors, mib(q.bytes));
+    }
     println!("context       {} tokens, vocabulary {}", m.context_length, m.vocab_size);
     println!("threads       {}   load {:.2} s", report.threads, report.load_seconds);
     println!(

@@ -106,22 +106,12 @@ pub fn run(store: &RunStore, action: Action) -> Result<()> {
             logprobs,
             json,
         } => {
-            let tokens_per_minute = match tokens_per_minute.trim() {
-                "none" => None,
-                n => Some(n.replace('_', "").parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    invalid(format!(
-                        "--tokens-per-minute {n:?} must be a whole number of tokens above 0, or none"
-                    ))
-                })?),
-            };
+            let tokens_per_minute = crate::serve::keys::parse_tokens_per_minute(&tokens_per_minute)
+                .map_err(|e| invalid(format!("--tokens-per-minute {e}")))?;
             let token_budget =
                 parse_budget(&token_budget).map_err(|e| invalid(format!("--token-budget: {e}")))?;
-            if logprobs.is_some_and(|k| k > crate::serve::llm::openai::MAX_TOP_LOGPROBS) {
-                return Err(invalid(format!(
-                    "--logprobs allows at most {} alternatives per token",
-                    crate::serve::llm::openai::MAX_TOP_LOGPROBS
-                )));
-            }
+            let logprobs = crate::serve::keys::check_logprobs(logprobs)
+                .map_err(|e| invalid(format!("--logprobs {e}")))?;
             let generate = GeneratePolicy { tokens_per_minute, token_budget, logprobs };
             let rate = parse_rate(&rate, burst).map_err(|e| invalid(format!("--rate/--burst: {e}")))?;
             let budget = parse_budget(&budget).map_err(invalid)?;

@@ -71,6 +71,10 @@ pub struct Cli {
     /// Load this language model (a GGUF file) into the console's Playground (key i).
     #[arg(long, value_name = "PATH.gguf")]
     pub llm: Option<PathBuf>,
+    /// The chat template for --llm: gemma, llama3, chatml, none (the messages' text alone), or
+    /// a .ron file of role prefixes and suffixes (default: the one the model's file names).
+    #[arg(long, value_name = "NAME|FILE.ron", requires = "llm")]
+    pub chat_template: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -352,6 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     crate::external::config::path().as_deref(),
                 )?,
                 llm: cli.llm,
+                chat_template: cli.chat_template,
             })
         }
         Some(Command::Train(args)) => train::train(&store, &cli.models_dir, args),

@@ -33,6 +33,11 @@ pub struct Args {
     /// Longest prompt, in tokens (400 beyond).
     #[arg(long, default_value_t = 2048, requires = "llm")]
     pub llm_max_prompt_tokens: usize,
+    /// The chat template of /v1/chat/completions: gemma, llama3, chatml, none (the messages'
+    /// text alone), or a .ron file of role prefixes and suffixes (default: the one the model's
+    /// file names).
+    #[arg(long, value_name = "NAME|FILE.ron", requires = "llm")]
+    pub chat_template: Option<String>,
     /// Most tokens a completion may ask for with max_tokens (400 beyond; also the default).
     #[arg(long, default_value_t = 512, requires = "llm")]
     pub llm_max_tokens: usize,
@@ -176,6 +181,8 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         }
         let mut llm = LlmConfig::new(path);
         llm.name = args.llm_name;
+        llm.chat_template =
+            args.chat_template.as_deref().map(crate::llm::gguf::ChatTemplate::parse).transpose()?;
         llm.max_prompt_tokens = args.llm_max_prompt_tokens;
         llm.max_tokens = args.llm_max_tokens;
         llm.workers = args.llm_workers;
@@ -237,9 +244,25 @@ fn print_banner(server: &Server, runs_dir: &Path) {
     }
     if let Some(l) = server.llm() {
         println!(
-            "  {}  language model ({}, context {} tokens)  POST /v1/chat/completions, POST /v1/completions",
-            l.name, l.architecture, l.context_length
+            "  {}  language model ({}, {}, {:.1} MiB, context {} tokens, chat template {})  POST \
+             /v1/chat/completions, POST /v1/completions",
+            l.name,
+            l.architecture,
+            l.file_type.as_deref().unwrap_or("quantisation not stated"),
+            l.file_bytes as f64 / (1024.0 * 1024.0),
+            l.context_length,
+            l.chat_template.as_deref().unwrap_or("none known: the chat route refuses")
         );
+        let types: Vec<String> = l
+            .quantisations
+            .iter()
+            .map(|q| {
+                format!("{} {} tensors {:.1} MiB", q.ggml_type, q.tensors, q.bytes as f64 / (1024.0 * 1024.0))
+            })
+            .collect();
+        if !types.is_empty() {
+            println!("    tensor types: {}", types.join(", "));
+        }
     }
     println!(
         "keys: {}   access log: {}",

@@ -31,8 +31,12 @@ pub struct GenerateRequest {
 /// What the console asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmCommand {
-    /// Load a model (a GGUF file; `scripted:` is the test stand-in), replacing the loaded one.
-    Load(PathBuf),
+    /// Load a model (a GGUF file; `scripted:` is the test stand-in), replacing the loaded one,
+    /// with the chat template the operator chose (a `--chat-template` value) or the file's own.
+    Load {
+        path: PathBuf,
+        chat_template: Option<String>,
+    },
     Generate(Box<GenerateRequest>),
     /// Explain token `position` of `generated`, the completion of `prompt` (ids as the model
     /// read them).
@@ -119,7 +123,7 @@ fn run(commands: Commands<LlmCommand>, sink: impl Sink<LlmEvent>) {
             },
         };
         let listening = match command {
-            LlmCommand::Load(path) => e.load(path),
+            LlmCommand::Load { path, chat_template } => e.load(path, chat_template.as_deref()),
             LlmCommand::Generate(request) => e.generate(&request),
             LlmCommand::Explain { prompt, generated, position } => e.explain(&prompt, &generated, position),
             // Nothing is under way.
@@ -132,14 +136,18 @@ fn run(commands: Commands<LlmCommand>, sink: impl Sink<LlmEvent>) {
 }
 
 impl<S: Sink<LlmEvent>> Engine<S> {
-    fn load(&mut self, path: PathBuf) -> bool {
+    fn load(&mut self, path: PathBuf, chat_template: Option<&str>) -> bool {
         // The old model goes first: two models need not fit in memory at once, and a failed
         // load leaves none (as the Playground then says).
         self.model = None;
         if !(self.sink)(LlmEvent::Loading(path.clone())) {
             return false;
         }
-        match crate::llm::load(&path) {
+        let loaded = chat_template
+            .map(crate::llm::gguf::ChatTemplate::parse)
+            .transpose()
+            .and_then(|template| crate::llm::load_with(&path, template));
+        match loaded {
             Ok(model) => {
                 let info = model.info();
                 self.model = Some(model);

@@ -167,6 +167,7 @@ mod tests {
                 context_length: 64,
                 vocab_size: 128,
                 quantisations: vec![],
+                ..ModelInfo::default()
             }
         }
         fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -108,8 +108,17 @@ pub enum Step {
     Finished(FinishReason),
 }
 
+/// One tensor type a model file holds: how many tensors are stored in it and their bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorType {
+    /// ggml's name of the type (`Q4K`, `Q6K`, `Q8_0`, `F32`, ...).
+    pub ggml_type: String,
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
 /// What a loaded model is, for `/v1/models`, the console and the benchmark.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// The name clients use in the `model` field (the file's stem unless configured).
     pub name: String,
@@ -120,8 +129,16 @@ pub struct ModelInfo {
     /// Longest prompt plus completion, in tokens.
     pub context_length: usize,
     pub vocab_size: usize,
-    /// Tensor types in the file and the bytes each holds (`Q4K`, `Q6K`, `F32`, ...).
-    pub quantisations: Vec<(String, u64)>,
+    /// Tensor types in the file, the most bytes first.
+    pub quantisations: Vec<TensorType>,
+    /// The quantisation the file says it was made with (`general.file_type`: `Q4_K_M`,
+    /// `Q8_0`, ...), when it says.
+    #[serde(default)]
+    pub file_type: Option<String>,
+    /// The chat template prompts are formatted with (`gemma`, `llama3`, `chatml`, `none`,
+    /// `file`), when the model has one.
+    #[serde(default)]
+    pub chat_template: Option<String>,
 }
 
 /// A loaded language model that can start generations. Shared between requests.

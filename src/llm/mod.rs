@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use backend::{
     ChatMessage, FinishReason, GeneratedToken, Generation, LanguageModel, ModelInfo, SamplingParams, Scanned,
-    Step, StopScanner, TokenLogprob,
+    Step, StopScanner, TensorType, TokenLogprob,
 };
 
 use crate::error::{Error, Result};
@@ -28,10 +28,18 @@ use crate::error::{Error, Result};
 /// loads the [`scripted`] stand-in instead. It is for tests and for trying the service and the
 /// console without a model file; it is not listed in `--help`, since it is no model.
 pub fn load(path: &Path) -> Result<Arc<dyn LanguageModel>> {
+    load_with(path, None)
+}
+
+/// [`load`], with `chat_template` (the operator's `--chat-template`, read by
+/// [`gguf::ChatTemplate::parse`]) in place of the chat template the model's file names.
+pub fn load_with(path: &Path, chat_template: Option<gguf::ChatTemplate>) -> Result<Arc<dyn LanguageModel>> {
     if let Some(options) = path.to_str().and_then(|p| p.strip_prefix("scripted:")) {
-        return Ok(Arc::new(scripted_from(options)?));
+        let mut model = scripted_from(options)?;
+        model.chat_template = chat_template;
+        return Ok(Arc::new(model));
     }
-    Ok(Arc::new(gguf::GgufModel::load(path)?))
+    Ok(Arc::new(gguf::GgufModel::load_with(path, chat_template)?))
 }
 
 /// Reads the `key=value` options of a `scripted:` path.

@@ -11,6 +11,7 @@ use super::backend::{
     ChatMessage, FinishReason, GeneratedToken, Generation, LanguageModel, ModelInfo, SamplingParams, Step,
     StopScanner, TokenLogprob,
 };
+use super::gguf::ChatTemplate;
 use crate::error::{Error, Result};
 
 /// The end-of-sequence token.
@@ -35,6 +36,9 @@ pub struct ScriptedModel {
     pub prompt_delay_per_token: Duration,
     /// End the sequence with `<eos>` after this many tokens (None: only `max_tokens` ends it).
     pub eos_after: Option<usize>,
+    /// The chat template chosen by the operator; without one, chats are written
+    /// `<role>text` a line each.
+    pub chat_template: Option<ChatTemplate>,
 }
 
 impl Default for ScriptedModel {
@@ -45,6 +49,7 @@ impl Default for ScriptedModel {
             step_delay: Duration::ZERO,
             prompt_delay_per_token: Duration::ZERO,
             eos_after: None,
+            chat_template: None,
         }
     }
 }
@@ -59,6 +64,10 @@ impl LanguageModel for ScriptedModel {
             context_length: self.context_length,
             vocab_size: 256 + BYTE_BASE as usize,
             quantisations: Vec::new(),
+            chat_template: Some(
+                self.chat_template.as_ref().map_or("scripted".into(), ChatTemplate::describe),
+            ),
+            ..ModelInfo::default()
         }
     }
 
@@ -73,6 +82,9 @@ impl LanguageModel for ScriptedModel {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        if let Some(template) = &self.chat_template {
+            return template.format(messages);
+        }
         let mut prompt = String::new();
         for message in messages {
             if !matches!(message.role.as_str(), "system" | "user" | "assistant") {

@@ -160,6 +160,8 @@ pub struct GenerationNote {
     pub redacted: bool,
     /// Alternatives per token the caller asked log-probabilities for (`None`: no logprobs).
     pub logprobs: Option<usize>,
+    /// Why the distillation watch put the key in alarm, when it is.
+    pub extraction: Option<String>,
 }
 
 /// The generative part of a log line (absent from classifier lines, which stay byte for byte
@@ -186,6 +188,10 @@ pub struct GenerationRecord {
     pub screened: Vec<String>,
     pub redacted: bool,
     pub logprobs: Option<usize>,
+    /// Why the distillation watch put the key in alarm (`120 prompts within 600 s, 98%
+    /// distinct, 100% from one template`), on the key's lines once it is; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction: Option<String>,
 }
 
 impl GenerationNote {
@@ -211,6 +217,7 @@ impl GenerationNote {
             screened: self.screened.clone(),
             redacted: self.redacted,
             logprobs: self.logprobs,
+            extraction: self.extraction.clone(),
         }
     }
 }

@@ -568,6 +568,41 @@ pub fn parse_rate(text: &str, burst: Option<u32>) -> std::result::Result<Option<
     Ok(Some(RateLimit { per_second, burst }))
 }
 
+/// Parses a key's tokens per minute on the language-model routes: a whole number above 0, or
+/// `none` (`vigil keys create --tokens-per-minute` and the console's key form).
+pub fn parse_tokens_per_minute(text: &str) -> std::result::Result<Option<u64>, String> {
+    match text.trim() {
+        "none" | "" => Ok(None),
+        n => n
+            .replace('_', "")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| format!("{n:?} must be a whole number of tokens above 0, or none")),
+    }
+}
+
+/// Checks a key's log-probability allowance: at most the API's most alternatives per token.
+pub fn check_logprobs(k: Option<usize>) -> std::result::Result<Option<usize>, String> {
+    let most = crate::serve::llm::openai::MAX_TOP_LOGPROBS;
+    match k {
+        Some(k) if k > most => Err(format!("allows at most {most} alternatives per token, not {k}")),
+        k => Ok(k),
+    }
+}
+
+/// Parses a key's log-probability allowance as the key form takes it: `none` or K.
+pub fn parse_logprobs(text: &str) -> std::result::Result<Option<usize>, String> {
+    match text.trim() {
+        "none" | "" => Ok(None),
+        k => check_logprobs(Some(
+            k.parse::<usize>()
+                .map_err(|_| format!("{k:?} is not a whole number of alternatives per token, or none"))?,
+        )),
+    }
+}
+
 /// Parses a budget (`10000/day`) or `none`.
 pub fn parse_budget(text: &str) -> std::result::Result<Option<Budget>, String> {
     match text.trim() {

@@ -65,6 +65,8 @@ pub struct ConsoleOptions {
     pub watch: Vec<PathBuf>,
     /// A language model to load into the Playground at start (`--llm`).
     pub llm: Option<PathBuf>,
+    /// The chat template for `llm` (`--chat-template`), instead of the file's own.
+    pub chat_template: Option<String>,
 }
 
 /// The shortest time between two frames (30 frames a second at most).
@@ -159,7 +161,10 @@ impl Engines {
             llm: {
                 let llm = crate::engine::llm::spawn(into_msgs(msgs, Msg::Llm))?;
                 if let Some(path) = &opts.llm {
-                    llm.send(crate::engine::llm::LlmCommand::Load(path.clone()));
+                    llm.send(crate::engine::llm::LlmCommand::Load {
+                        path: path.clone(),
+                        chat_template: opts.chat_template.clone(),
+                    });
                 }
                 llm
             },

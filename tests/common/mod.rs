@@ -602,5 +602,6 @@ pub fn console_options(
         serve_log_raw_inputs: false,
         watch: vec![],
         llm: None,
+        chat_template: None,
     }
 }

@@ -1,9 +1,16 @@
 //! Chat templates. A GGUF file may carry its template as Jinja (`tokenizer.chat_template`);
 //! rather than run a Jinja engine, the families in use are recognised (by the template's text,
 //! or by the turn tokens in the vocabulary when the file has no template, as Gemma 3 270M's
-//! does not) and formatted here. Anything else is refused with an error that says so.
+//! does not) and formatted here. The operator can choose instead ([`ChatTemplate`], the
+//! `--chat-template` option, as llama.cpp's server takes `--chat-template NAME`): a family by
+//! name, `none` (the messages' text alone, as Ollama sends a model without a template), or a
+//! RON file of role prefixes and suffixes ([`TemplateFile`]) for a family Vigil does not know.
 
-use crate::error::{Error, Result};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, Error, Result};
 use crate::llm::backend::ChatMessage;
 
 /// A chat format, and the turn-ending token that ends the assistant's answer.
@@ -44,20 +51,19 @@ impl ChatFormat {
         }
     }
 
+    /// The family's name, as `--chat-template` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatFormat::Gemma => "gemma",
+            ChatFormat::Llama3 => "llama3",
+            ChatFormat::ChatMl => "chatml",
+        }
+    }
+
     /// The prompt for `messages`, ending where the assistant's answer begins (no BOS: the
     /// caller puts the model's prompt prefix first).
     pub fn format(self, messages: &[ChatMessage]) -> Result<String> {
-        for (i, m) in messages.iter().enumerate() {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-                return Err(Error::argument(format!(
-                    "messages[{i}]: role {:?} is not one of system, user, assistant",
-                    m.role
-                )));
-            }
-        }
-        if messages.is_empty() {
-            return Err(Error::argument("messages: a chat needs at least one message"));
-        }
+        check_messages(messages)?;
         let mut out = String::new();
         match self {
             ChatFormat::Gemma => {
@@ -105,6 +111,179 @@ impl ChatFormat {
             }
         }
         Ok(out)
+    }
+}
+
+/// Refuses a chat no template can format: no messages, or a role other than the three.
+fn check_messages(messages: &[ChatMessage]) -> Result<()> {
+    for (i, m) in messages.iter().enumerate() {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            return Err(Error::argument(format!(
+                "messages[{i}]: role {:?} is not one of system, user, assistant",
+                m.role
+            )));
+        }
+    }
+    if messages.is_empty() {
+        return Err(Error::argument("messages: a chat needs at least one message"));
+    }
+    Ok(())
+}
+
+/// The names `--chat-template` takes besides a file.
+pub const TEMPLATE_NAMES: &str = "gemma, llama3, chatml, none";
+
+/// The chat template a model runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatTemplate {
+    /// One of the families Vigil formats itself.
+    Family(ChatFormat),
+    /// No template: the messages' texts, a blank line between them, and the model continues
+    /// (what Ollama does for a model without a template; for base models such as Gemma 3 270M).
+    None,
+    /// The operator's own turns, from a RON file.
+    File(TemplateFile),
+}
+
+/// One role's turn in a [`TemplateFile`]: the text before the message and after it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub suffix: String,
+}
+
+/// A chat template written as role prefixes and suffixes, the shape every family's Jinja
+/// template reduces to. For example, Phi-3's:
+///
+/// ```ron
+/// (
+///     system: (prefix: "<|system|>\n", suffix: "<|end|>\n"),
+///     user: (prefix: "<|user|>\n", suffix: "<|end|>\n"),
+///     assistant: (prefix: "<|assistant|>\n", suffix: "<|end|>\n"),
+///     end_of_turn: "<|end|>",
+/// )
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateFile {
+    pub user: Turn,
+    /// Its prefix also ends the prompt: the model answers after it.
+    pub assistant: Turn,
+    /// Without it, the system message is put at the head of the first user message followed
+    /// by a blank line (as Gemma's template does).
+    #[serde(default)]
+    pub system: Option<Turn>,
+    /// The text that ends the assistant's answer: generation stops there (a token of the
+    /// vocabulary, or any text). Without it, only the model's end of sequence stops it.
+    #[serde(default)]
+    pub end_of_turn: Option<String>,
+}
+
+impl ChatTemplate {
+    /// Reads a `--chat-template` value: a family's name, `none`, or the path of a RON file.
+    pub fn parse(value: &str) -> Result<ChatTemplate> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "gemma" => return Ok(ChatTemplate::Family(ChatFormat::Gemma)),
+            "llama3" | "llama-3" => return Ok(ChatTemplate::Family(ChatFormat::Llama3)),
+            "chatml" => return Ok(ChatTemplate::Family(ChatFormat::ChatMl)),
+            "none" => return Ok(ChatTemplate::None),
+            _ => {}
+        }
+        let path = Path::new(value);
+        if !value.ends_with(".ron") && !path.is_file() {
+            return Err(Error::argument(format!(
+                "--chat-template {value:?}: expected one of {TEMPLATE_NAMES}, or a .ron file of role \
+                 prefixes and suffixes"
+            )));
+        }
+        if !path.is_file() {
+            return Err(Error::not_found(format!("--chat-template {value}: no such file")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // `end_of_turn: "<|end|>"`, as the theme and spec files write optional fields.
+        let file: TemplateFile = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(&text)
+            .map_err(|e| ConfigError::from_ron(&e, &text, path))?;
+        if file.assistant.prefix.is_empty() && file.user.prefix.is_empty() {
+            return Err(ConfigError::at_field(
+                &text,
+                path,
+                "assistant",
+                "the user's and the assistant's prefixes are both empty: the model could not tell the \
+                 turns apart",
+            )
+            .into());
+        }
+        if file.end_of_turn.as_deref() == Some("") {
+            return Err(
+                ConfigError::at_field(&text, path, "end_of_turn", "is empty: leave it out instead").into()
+            );
+        }
+        Ok(ChatTemplate::File(file))
+    }
+
+    /// What to call it in banners and `/v1/models`.
+    pub fn describe(&self) -> String {
+        match self {
+            ChatTemplate::Family(f) => f.name().to_string(),
+            ChatTemplate::None => "none".to_string(),
+            ChatTemplate::File(_) => "file".to_string(),
+        }
+    }
+
+    /// The text that ends the assistant's turn, if the template has one.
+    pub fn end_of_turn(&self) -> Option<&str> {
+        match self {
+            ChatTemplate::Family(f) => Some(f.end_of_turn()),
+            ChatTemplate::None => None,
+            ChatTemplate::File(t) => t.end_of_turn.as_deref(),
+        }
+    }
+
+    /// The prompt for `messages`, ending where the assistant's answer begins.
+    pub fn format(&self, messages: &[ChatMessage]) -> Result<String> {
+        match self {
+            ChatTemplate::Family(f) => f.format(messages),
+            ChatTemplate::None => {
+                check_messages(messages)?;
+                let texts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+                Ok(texts.join("\n\n"))
+            }
+            ChatTemplate::File(t) => {
+                check_messages(messages)?;
+                let mut out = String::new();
+                let mut system = String::new();
+                for m in messages {
+                    let turn = match m.role.as_str() {
+                        "system" => match &t.system {
+                            Some(turn) => turn,
+                            None => {
+                                system.push_str(&m.content);
+                                system.push_str("\n\n");
+                                continue;
+                            }
+                        },
+                        "user" => &t.user,
+                        _ => &t.assistant,
+                    };
+                    out.push_str(&turn.prefix);
+                    if m.role == "user" {
+                        out.push_str(&std::mem::take(&mut system));
+                    }
+                    out.push_str(&m.content);
+                    out.push_str(&turn.suffix);
+                }
+                if !system.is_empty() {
+                    out.push_str(&format!("{}{system}{}", t.user.prefix, t.user.suffix));
+                }
+                out.push_str(&t.assistant.prefix);
+                Ok(out)
+            }
+        }
     }
 }
 

@@ -30,13 +30,13 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen3};
 use tokenizers::Tokenizer;
 
-pub use chat::ChatFormat;
+pub use chat::{ChatFormat, ChatTemplate, TEMPLATE_NAMES, TemplateFile, Turn};
 pub use sample::{Pick, Sampler};
 pub use tokenizer::Detokenizer;
 
 use super::backend::{
     ChatMessage, FinishReason, GeneratedToken, Generation, LanguageModel, ModelInfo, SamplingParams, Step,
-    StopScanner, TokenLogprob,
+    StopScanner, TensorType, TokenLogprob,
 };
 use crate::error::{Error, InputError, Result};
 
@@ -84,17 +84,35 @@ pub struct GgufModel {
     /// Ids that end a generation: the file's end-of-sequence and the chat format's end of turn.
     eos: Vec<u32>,
     bos: Option<u32>,
-    chat: Option<ChatFormat>,
+    chat: Option<ChatTemplate>,
+    /// The chat template's end of turn when it is text rather than one token of the
+    /// vocabulary: a stop string of every generation.
+    end_of_turn_text: Option<String>,
 }
 
 impl GgufModel {
-    /// Loads the model in `path`. Every problem with the file is `Error::Data` naming it.
+    /// Loads the model in `path` with the chat template its metadata names. Every problem with
+    /// the file is `Error::Data` naming it.
     pub fn load(path: &Path) -> Result<GgufModel> {
+        Self::load_with(path, None)
+    }
+
+    /// Loads the model in `path`, with `template` as its chat template when given (the
+    /// operator's `--chat-template`) instead of the one its metadata names.
+    pub fn load_with(path: &Path, override_template: Option<ChatTemplate>) -> Result<GgufModel> {
         let mut file =
             File::open(path).map_err(|e| Error::data(path, format!("cannot open the model: {e}")))?;
         let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut magic = [0u8; 4];
         if file.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+            if magic[..2] == [0x1f, 0x8b] {
+                return Err(Error::data(
+                    path,
+                    "a gzip file, not GGUF: `vigil optimize --prune` packs a pruned classifier variant this \
+                     way; it is a network of the run's layers, not a language model (serve it with `vigil \
+                     serve RUN@VARIANT`)",
+                ));
+            }
             return Err(Error::data(
                 path,
                 format!(
@@ -108,16 +126,33 @@ impl GgufModel {
             .map_err(|e| Error::data(path, format!("the GGUF header is damaged or truncated: {e}")))?;
         check_tensors_fit(path, &content, file_bytes)?;
 
+        if let Some(variant) = tokenizer::string(&content, crate::ml::variants::VARIANT_KEY) {
+            return Err(Error::data(
+                path,
+                format!(
+                    "a classifier variant that `vigil optimize` wrote ({variant}): its tensors are a run's \
+                     layers, with no vocabulary, attention or architecture, so it is not a language model; \
+                     serve it with `vigil serve RUN@VARIANT`"
+                ),
+            ));
+        }
         let architecture = tokenizer::string(&content, "general.architecture")
             .ok_or_else(|| Error::data(path, "general.architecture is missing from the metadata"))?;
         let tokens = tokenizer::vocabulary(path, &content)?;
         let tokenizer = tokenizer::load(path, &content, &tokens)?;
         let template = tokenizer::string(&content, "tokenizer.chat_template");
-        let chat = ChatFormat::detect(template.as_deref(), |t| tokens.iter().any(|v| v == t));
+        let chat = override_template.or_else(|| {
+            ChatFormat::detect(template.as_deref(), |t| tokens.iter().any(|v| v == t))
+                .map(ChatTemplate::Family)
+        });
         let id_of = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
         let mut eos: Vec<u32> = id_of("tokenizer.ggml.eos_token_id").into_iter().collect();
-        if let Some(id) = chat.and_then(|c| tokens.iter().position(|t| t == c.end_of_turn())) {
-            eos.push(id as u32);
+        let mut end_of_turn_text = None;
+        if let Some(end) = chat.as_ref().and_then(|c| c.end_of_turn()) {
+            match tokens.iter().position(|t| t == end) {
+                Some(id) => eos.push(id as u32),
+                None => end_of_turn_text = Some(end.to_string()),
+            }
         }
         let add_bos = content
             .metadata
@@ -151,7 +186,11 @@ impl GgufModel {
                 ));
             }
         };
-        let info = ModelInfo { context_length: info.context_length.min(weights.max_positions()), ..info };
+        let info = ModelInfo {
+            context_length: info.context_length.min(weights.max_positions()),
+            chat_template: chat.as_ref().map(ChatTemplate::describe),
+            ..info
+        };
         Ok(GgufModel {
             path: path.to_path_buf(),
             info,
@@ -160,6 +199,7 @@ impl GgufModel {
             eos,
             bos,
             chat,
+            end_of_turn_text,
         })
     }
 
@@ -199,16 +239,21 @@ fn describe(
     file_bytes: u64,
     vocab_size: usize,
 ) -> ModelInfo {
-    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     let mut parameters = 0u64;
     for info in content.tensor_infos.values() {
         let elems = info.shape.elem_count();
         parameters += elems as u64;
         let bytes = (elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
-        *by_type.entry(format!("{:?}", info.ggml_dtype)).or_default() += bytes;
+        let entry = by_type.entry(format!("{:?}", info.ggml_dtype)).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
     }
-    let mut quantisations: Vec<(String, u64)> = by_type.into_iter().collect();
-    quantisations.sort_by_key(|q| std::cmp::Reverse(q.1));
+    let mut quantisations: Vec<TensorType> = by_type
+        .into_iter()
+        .map(|(ggml_type, (tensors, bytes))| TensorType { ggml_type, tensors, bytes })
+        .collect();
+    quantisations.sort_by_key(|q| std::cmp::Reverse(q.bytes));
     let context_length = content
         .metadata
         .get(&format!("{architecture}.context_length"))
@@ -222,7 +267,39 @@ fn describe(
         context_length,
         vocab_size,
         quantisations,
+        file_type: content
+            .metadata
+            .get("general.file_type")
+            .and_then(|v| v.to_u32().ok())
+            .map(file_type_name),
+        chat_template: None,
     }
+}
+
+/// llama.cpp's name for a `general.file_type` (its `llama_ftype`: the quantisation the file
+/// was made with, most tensors in that type, some kept wider).
+fn file_type_name(code: u32) -> String {
+    let name = match code {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return format!("type {code}"),
+    };
+    name.to_string()
 }
 
 impl LanguageModel for GgufModel {
@@ -245,11 +322,12 @@ impl LanguageModel for GgufModel {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
-        match self.chat {
-            Some(format) => format.format(messages),
+        match &self.chat {
+            Some(template) => template.format(messages),
             None => Err(InputError::Unsuitable(format!(
                 "{}: the model's chat template is not one Vigil knows (Gemma, Llama 3, ChatML); \
-                 send a plain completion prompt instead",
+                 choose one with --chat-template ({TEMPLATE_NAMES} or a .ron file of role prefixes and \
+                 suffixes), or send a plain completion prompt instead",
                 self.path.display()
             ))
             .into()),
@@ -286,7 +364,9 @@ impl LanguageModel for GgufModel {
             context,
             max_tokens: params.max_tokens,
             sampler: Sampler::new(params),
-            stops: StopScanner::new(&params.stop),
+            stops: StopScanner::new(
+                &[params.stop.clone(), self.end_of_turn_text.iter().cloned().collect()].concat(),
+            ),
             detok: Detokenizer::default(),
             done: 0,
             finished: None,

@@ -50,7 +50,7 @@ fn the_tiny_model_loads_and_describes_itself() {
     assert_eq!(info.name, "tiny");
     assert_eq!(info.context_length, 256);
     assert!(info.vocab_size > 300, "{}", info.vocab_size);
-    let types: Vec<&str> = info.quantisations.iter().map(|q| q.0.as_str()).collect();
+    let types: Vec<&str> = info.quantisations.iter().map(|q| q.ggml_type.as_str()).collect();
     assert!(types.contains(&"Q8_0") && types.contains(&"F32"), "{types:?}");
     assert_eq!(model.prompt_prefix(), vec![2], "<bos>");
     assert_eq!(model.eos_ids(), &[1, 5], "<eos> and <end_of_turn>");

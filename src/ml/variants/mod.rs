@@ -297,6 +297,9 @@ pub fn variant_dir(run: &RunDir, name: &str) -> std::path::PathBuf {
 }
 
 const MODEL_FILE: &str = "model.gguf";
+/// The metadata key naming a variant in its GGUF file; the language-model loader reads it to
+/// say that such a file is a classifier, not a language model.
+pub const VARIANT_KEY: &str = "vigil.variant";
 const PACKED_FILE: &str = "model.gguf.gz";
 
 /// Writes a network (its quantised and f32 parameters) as GGUF bytes.
@@ -312,7 +315,7 @@ fn to_gguf(net: &Network, report_name: &str, base_sha: &str) -> Result<Vec<u8>> 
     let tensors: Vec<(&str, &QTensor)> = stored.iter().map(|(n, t)| (n.as_str(), t.as_ref())).collect();
     let name = gguf_file::Value::String(report_name.to_string());
     let base = gguf_file::Value::String(base_sha.to_string());
-    let meta = [("vigil.variant", &name), ("vigil.base_sha256", &base)];
+    let meta = [(VARIANT_KEY, &name), ("vigil.base_sha256", &base)];
     let mut out = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut out, &meta, &tensors)?;
     Ok(out.into_inner())

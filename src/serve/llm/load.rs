@@ -160,7 +160,8 @@ pub async fn run(load: ChatLoad) -> Result<ChatLoadReport> {
     let model = models["data"][0]["id"].as_str().map(String::from).ok_or_else(|| {
         Error::not_found(format!("{} serves no language model (`vigil serve --llm MODEL.gguf`)", load.url))
     })?;
-    let before = load.log_dir.as_deref().and_then(chat_lines);
+    // A service that has not logged yet has no file: its count starts at 0.
+    let before = load.log_dir.as_deref().map(|d| chat_lines(d).unwrap_or(0));
     let started = Instant::now();
     let deadline = started + load.duration;
     let url: Arc<str> = Arc::from(load.url.as_str());

@@ -48,6 +48,8 @@ pub struct LlmConfig {
     /// Longest a request that is not streamed may take (503 beyond; the generation stops).
     pub timeout: Duration,
     pub watch: WatchConfig,
+    /// The chat template in place of the model file's own (`--chat-template`).
+    pub chat_template: Option<crate::llm::gguf::ChatTemplate>,
 }
 
 impl LlmConfig {
@@ -63,6 +65,7 @@ impl LlmConfig {
             screen: ScreenMode::Flag,
             timeout: Duration::from_secs(120),
             watch: WatchConfig::default(),
+            chat_template: None,
         }
     }
 }
@@ -85,7 +88,7 @@ pub struct LlmService {
 impl LlmService {
     /// Loads the model and starts the scheduler.
     pub fn start(config: LlmConfig, metrics: &Metrics) -> Result<Self> {
-        let model = crate::llm::load(&config.path)?;
+        let model = crate::llm::load_with(&config.path, config.chat_template.clone())?;
         let mut info = model.info();
         if let Some(name) = &config.name {
             info.name = name.clone();

@@ -159,7 +159,16 @@ impl Worker {
                     self.done();
                     return;
                 }
-                active.push(Active { generation, events: job.events });
+                // Its first token comes from the prompt's own logits (no forward pass), so it is
+                // sent now: a request's time to first token is its own prompt processing, not
+                // also that of every request admitted in the same breath (16 clients arriving
+                // together all waited for the 16th prompt before).
+                let mut a = Active { generation, events: job.events };
+                if self.step(&mut a) {
+                    active.push(a);
+                } else {
+                    self.done();
+                }
             }
             Err(e) => {
                 let input = e.exit_code() == crate::error::EXIT_BAD_INPUT;

@@ -180,6 +180,9 @@ async fn generate(st: Arc<AppState>, ctx: Ctx, req: Request, api: Api) -> Respon
         if w.watch.observe(&own_text, asked.logprobs.is_some(), Instant::now()) {
             note.flags.push(Flag::Extraction);
             let reason = w.watch.alarm.clone().unwrap_or_default();
+            if let Some(g) = note.generation.as_mut() {
+                g.extraction = Some(reason.clone());
+            }
             match caller.record.guard.on_extraction {
                 OnExtraction::Flag => {}
                 OnExtraction::Block => {

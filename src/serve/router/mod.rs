@@ -226,7 +226,9 @@ fn models_json_with(classifiers: Bytes, llm: Option<&LlmService>) -> Bytes {
     v["data"] = serde_json::json!([{
         "id": llm.info.name, "object": "model", "created": 0, "owned_by": "vigil",
         "architecture": llm.info.architecture, "context_length": llm.info.context_length,
-        "parameters": llm.info.parameters,
+        "parameters": llm.info.parameters, "file_bytes": llm.info.file_bytes,
+        "quantisation": llm.info.file_type, "tensor_types": llm.info.quantisations,
+        "chat_template": llm.info.chat_template,
     }]);
     Bytes::from(serde_json::to_vec(&v).expect("the model list serialises"))
 }

@@ -39,6 +39,8 @@ pub struct NewKeySpec {
     pub rate: Option<crate::serve::keys::RateLimit>,
     pub budget: Option<crate::serve::keys::Budget>,
     pub output: crate::serve::policy::OutputPolicy,
+    /// Language models: tokens per minute, token budget, logprobs allowed.
+    pub generate: crate::serve::keys::GeneratePolicy,
 }
 
 impl NewKeySpec {
@@ -51,7 +53,7 @@ impl NewKeySpec {
             budget: self.budget,
             output: self.output,
             guard: Guard::default(),
-            generate: Default::default(),
+            generate: self.generate,
         }
     }
 }
@@ -94,6 +96,9 @@ impl Default for KeyForm {
                 f("budget", "none", "e.g. 10000/day, or none"),
                 f("expires", "", "e.g. 30d, 12h (empty: never)"),
                 f("output", "full", "full, label, top-k:K, round:D"),
+                f("tokens/min", "none", "language models: tokens a minute, or none"),
+                f("tok budget", "none", "language models: e.g. 200000/day, or none"),
+                f("logprobs", "none", "language models: none, or K alternatives a token"),
             ],
             focus: 0,
             error: None,
@@ -122,7 +127,14 @@ impl KeyForm {
             e => Some(parse_duration(e).map_err(|e| format!("expires: {e}"))?),
         };
         let output = self.value("output").parse().map_err(|e| format!("output: {e}"))?;
-        Ok(NewKeySpec { name, scopes, expires_in, rate, budget, output })
+        let generate = crate::serve::keys::GeneratePolicy {
+            tokens_per_minute: crate::serve::keys::parse_tokens_per_minute(self.value("tokens/min"))
+                .map_err(|e| format!("tokens/min: {e}"))?,
+            token_budget: parse_budget(self.value("tok budget")).map_err(|e| format!("tok budget: {e}"))?,
+            logprobs: crate::serve::keys::parse_logprobs(self.value("logprobs"))
+                .map_err(|e| format!("logprobs: {e}"))?,
+        };
+        Ok(NewKeySpec { name, scopes, expires_in, rate, budget, output, generate })
     }
 }
 

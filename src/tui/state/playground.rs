@@ -202,7 +202,10 @@ impl PlaygroundState {
                 return Some((Level::Info, text));
             }
             LlmEvent::Loaded(info) => {
-                let text = format!("loaded {} ({})", info.name, info.architecture);
+                let text = match &info.chat_template {
+                    Some(t) => format!("loaded {} ({}, chat template {t})", info.name, info.architecture),
+                    None => format!("loaded {} ({}, no chat template)", info.name, info.architecture),
+                };
                 self.model = ModelStatus::Ready(info);
                 return Some((Level::Info, text));
             }
@@ -408,12 +411,26 @@ pub fn capture(app: &mut App, k: &KeyEvent) -> Option<Vec<Effect>> {
     Some(vec![])
 }
 
-/// `:llm PATH`: loads a model and shows the Playground.
+/// `:llm PATH [TEMPLATE]`: loads a model and shows the Playground. A last word that names a
+/// chat template (gemma, llama3, chatml, none, or a .ron file) is the `--chat-template`.
 pub fn load(app: &mut App, arg: &str) -> Vec<Effect> {
+    let arg = arg.trim();
     if arg.is_empty() {
-        app.say(Level::Error, "llm takes the model's path: :llm PATH.gguf");
+        app.say(
+            Level::Error,
+            "llm takes the model's path: :llm PATH.gguf [gemma|llama3|chatml|none|FILE.ron]",
+        );
         return vec![];
     }
+    let (path, chat_template) = match arg.rsplit_once(char::is_whitespace) {
+        Some((path, last))
+            if last.ends_with(".ron")
+                || ["gemma", "llama3", "chatml", "none"].contains(&last.to_ascii_lowercase().as_str()) =>
+        {
+            (path.trim_end(), Some(last.to_string()))
+        }
+        _ => (arg, None),
+    };
     app.show(View::Playground);
-    vec![Effect::Llm(LlmCommand::Load(arg.into()))]
+    vec![Effect::Llm(LlmCommand::Load { path: path.into(), chat_template })]
 }

@@ -47,7 +47,7 @@ pub fn draw_panel(f: &mut Frame, app: &App, area: Rect) {
             let style = if form.focus == i { t.selected() } else { t.base() };
             let cursor = if form.focus == i { "█" } else { "" };
             lines.push(Line::from(vec![
-                Span::styled(format!("{:>8}: ", fld.label), t.muted()),
+                Span::styled(format!("{:>10}: ", fld.label), t.muted()),
                 Span::styled(format!("{}{cursor}", fld.value), style),
                 Span::styled(format!("  {}", fld.hint), t.muted()),
             ]));

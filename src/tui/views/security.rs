@@ -1,7 +1,8 @@
 //! Security: the attack lab and the service's detectors in one place. Robustness curves of the
 //! runs (test accuracy under each saved attack against ε), defended and undefended overlaid;
 //! the service's extraction watch per key (PRADA's W over the key's requests, and whether it is
-//! in alarm); and the requests the detectors flagged, newest first. It reads what the store
+//! in alarm; for a language model's keys, `llm` in place of W and, under the table, why the
+//! distillation watch put a key in alarm); and the requests the detectors flagged, newest first. It reads what the store
 //! follower and the access-log follower put in the state; the adversarial examples are browsed
 //! in the Explain view (`a`). A text model attacked with HotFlip adds a panel of its own: the
 //! success rate against the number of tokens changed, and the adversarial sentences.
@@ -176,15 +177,29 @@ struct KeyWatch {
     w: Vec<f64>,
     alarm: bool,
     ood: usize,
+    /// The key called a language model (its watch is the distillation watch, which has no W).
+    generative: bool,
 }
 
 fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let mut keys: BTreeMap<&str, KeyWatch> = BTreeMap::new();
+    // Why each language-model key is in alarm: the latest reason its lines give.
+    let mut why: BTreeMap<&str, &str> = BTreeMap::new();
     for r in &app.service.tail {
         let Some(k) = r.key.as_deref() else { continue };
-        let e = keys.entry(k).or_insert(KeyWatch { requests: 0, w: vec![], alarm: false, ood: 0 });
+        let e = keys.entry(k).or_insert(KeyWatch {
+            requests: 0,
+            w: vec![],
+            alarm: false,
+            ood: 0,
+            generative: false,
+        });
         e.requests += 1;
+        e.generative |= r.generation.is_some();
+        if let Some(reason) = r.generation.as_ref().and_then(|g| g.extraction.as_deref()) {
+            why.insert(k, reason);
+        }
         e.w.extend(r.extraction_w);
         e.alarm |= r.flags.contains(&Flag::Extraction);
         e.ood += usize::from(r.flags.contains(&Flag::Ood));
@@ -199,7 +214,18 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
     // key, reqs, W, alarm, ood and the gaps between them; the trend takes the rest.
     let fixed = key_w + 5 + 6 + 5 + 4 + 5 + 2;
     let spark_w = area.width.saturating_sub(fixed).clamp(4, 24) as usize;
-    let room = area.height.saturating_sub(3) as usize;
+    // The reasons go under the table, wrapped, in at most half the panel.
+    let block_inner = area.width.saturating_sub(2).max(1) as usize;
+    let why_lines: Vec<Line> = why
+        .iter()
+        .map(|(k, reason)| {
+            Line::from(vec![Span::styled(format!("{k}: "), t.error()), Span::raw(reason.to_string())])
+        })
+        .collect();
+    let why_rows: usize =
+        why.iter().map(|(k, r)| (k.chars().count() + 2 + r.chars().count()).div_ceil(block_inner)).sum();
+    let why_h = (why_rows as u16).min(area.height.saturating_sub(2) / 2);
+    let room = area.height.saturating_sub(3 + why_h) as usize;
     // Focused, ↑↓ scroll the keys (those in alarm stay first).
     let skip =
         (panes::scroll(app, View::Security, "Extraction watch") as usize).min(keys.len().saturating_sub(1));
@@ -212,7 +238,8 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
             .iter()
             .map(|v| ramp[(((v - 0.8) / 0.2).clamp(0.0, 0.999) * 8.0) as usize])
             .collect();
-        let current = w.w.last().map_or(Span::styled("-", t.muted()), |v| Span::raw(format!("{v:.3}")));
+        let none = if w.generative { "llm" } else { "-" };
+        let current = w.w.last().map_or(Span::styled(none, t.muted()), |v| Span::raw(format!("{v:.3}")));
         let alarm = if w.alarm { Span::styled("alarm", t.error()) } else { Span::raw("") };
         Row::new(vec![
             Cell::from(short_key(k, key_w as usize)),
@@ -235,6 +262,14 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
         title.push_str(&format!(" · {hidden} more below"));
     }
     title.push_str(" · PRADA W, alarm < 0.9");
+    let block = pane(app, View::Security, "Extraction watch", fit(&title, area.width));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [table_area, why_area] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(why_h)]).areas(inner);
+    if why_h > 0 {
+        f.render_widget(Paragraph::new(why_lines).wrap(ratatui::widgets::Wrap { trim: true }), why_area);
+    }
     let table = Table::new(
         rows,
         [
@@ -246,9 +281,8 @@ fn draw_watch(f: &mut Frame, app: &App, area: Rect) {
             Constraint::Length(4),
         ],
     )
-    .header(header)
-    .block(pane(app, View::Security, "Extraction watch", fit(&title, area.width)));
-    f.render_widget(table, area);
+    .header(header);
+    f.render_widget(table, table_area);
 }
 
 /// The input detector's two figures, for the first attacked run that has them: the share of
