@@ -648,7 +648,7 @@ fn gelu_matches_candle_and_finite_differences() {
         if fd_ok {
             check(
                 &name,
-                &[dims.clone()],
+                std::slice::from_ref(&dims),
                 &dims,
                 &|ts| gelu(&ts[0]).unwrap(),
                 &|ts| ts[0].gelu_erf().unwrap(),
@@ -659,8 +659,8 @@ fn gelu_matches_candle_and_finite_differences() {
         let mut rng = ChaCha8Rng::seed_from_u64(41 + seed as u64);
         let v = var(&random(&mut rng, &dims, 4.0), &dims);
         let w = Tensor::from_vec(random(&mut rng, &dims, 1.0), &dims[..], &Device::Cpu).unwrap();
-        let got = autograd(&[v.clone()], &|ts| weighted_sum(&gelu(&ts[0]).unwrap(), &w));
-        let want = autograd(&[v.clone()], &|ts| weighted_sum(&ts[0].gelu_erf().unwrap(), &w));
+        let got = autograd(std::slice::from_ref(&v), &|ts| weighted_sum(&gelu(&ts[0]).unwrap(), &w));
+        let want = autograd(std::slice::from_ref(&v), &|ts| weighted_sum(&ts[0].gelu_erf().unwrap(), &w));
         assert_close(
             &format!("{name} forward"),
             &flat(&gelu(v.as_tensor()).unwrap()),
