@@ -371,3 +371,47 @@ pub fn prada_scaling(width: usize, marks: &[u64], unbounded_up_to: u64) -> Vec<P
     }
     out
 }
+
+/// Seconds per training step of a token model: `batch` rows of `seq` ids drawn by `id(rng,
+/// position)`, dropout on (a training step's forward pass), cross-entropy over `classes`, the
+/// fused backward pass and `optimizer`'s update; `warmup` untimed steps, then the median of
+/// `repeats` timed steps.
+#[allow(clippy::too_many_arguments)]
+pub fn token_train_step(
+    spec: &ModelSpec,
+    seq: usize,
+    vocab: Option<usize>,
+    classes: usize,
+    batch: usize,
+    optimizer: &OptimizerSpec,
+    id: impl Fn(&mut ChaCha8Rng, usize) -> u32,
+    warmup: usize,
+    repeats: usize,
+) -> Result<f64> {
+    let device = Device::Cpu;
+    let input = InputShape::Text { max_len: seq };
+    let net = Network::build(spec, &input, classes, vocab, Init::default(), 7, &device)?;
+    let mut opt = Optimizer::new(optimizer, net.vars());
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // A few distinct batches so that caches do not flatter the figures.
+    let batches: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|b| {
+            let x: Vec<u32> = (0..batch * seq).map(|i| id(&mut rng, i % seq)).collect();
+            let y: Vec<u32> = (0..batch).map(|i| ((i * 7 + b) % classes) as u32).collect();
+            Ok((Tensor::from_vec(x, (batch, seq), &device)?, Tensor::from_vec(y, batch, &device)?))
+        })
+        .collect::<Result<_>>()?;
+    let mut times = Vec::with_capacity(repeats);
+    for k in 0..warmup + repeats {
+        let (x, y) = &batches[k % batches.len()];
+        let t0 = Instant::now();
+        let logits = net.forward(x, Some(&mut rng))?;
+        let loss = crate::ml::kernels::cross_entropy(&logits, y)?;
+        opt.step(&crate::ml::kernels::backward(&loss)?)?;
+        if k >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}

@@ -196,6 +196,9 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
     let names: Vec<String> =
         candle_core::safetensors::load_buffer(&best, &Device::Cpu).unwrap().into_keys().collect();
     assert!(names.iter().all(|n| n.starts_with("dense.") || n.starts_with("out.")), "{names:?}");
+    // The frozen encoder ran once over each split, not once an epoch.
+    let events = std::fs::read_to_string(runs.join(&run).join("events.jsonl")).unwrap();
+    assert!(events.contains("encoded the") && events.contains("once"), "{events}");
     // The run's embeddings are the folder's: a frozen encoder did not change.
     let texts = ["the cat sat", "a dog ran"];
     let of = |model: &str| {
@@ -310,6 +313,9 @@ fn fine_tuning_changes_the_encoder_and_saves_it() {
     let out = vigil(&runs).args(["train", spec.to_str().unwrap(), "-q"]).assert().success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let run = text.lines().find_map(|l| l.strip_prefix("run id: ")).expect("a run id").to_string();
+    // An encoder that trains is no fixed feature extractor: it runs every step.
+    let events = std::fs::read_to_string(runs.join(&run).join("events.jsonl")).unwrap();
+    assert!(!events.contains("encoded the"), "{events}");
     let last = std::fs::read(runs.join(&run).join("checkpoints/last.safetensors")).unwrap();
     let saved = candle_core::safetensors::load_buffer(&last, &Device::Cpu).unwrap();
     let name = "encoder.layer.0.attention.self.query.weight";
@@ -319,6 +325,37 @@ fn fine_tuning_changes_the_encoder_and_saves_it() {
         before.iter().zip(&after).any(|(a, b)| (a - b).abs() > 1e-4),
         "fine-tuning left the encoder as loaded"
     );
+}
+
+#[test]
+fn the_head_on_frozen_features_gives_the_whole_networks_logits() {
+    // What the training loop's cached features rely on: the head applied to the frozen
+    // encoder's pooled output is the network's forward pass, padding included.
+    use vigil::ml::data::InputShape;
+    use vigil::ml::model::Network;
+    use vigil::ml::spec::{Init, ModelSpec, Pooling};
+    let dir = tempfile::tempdir().unwrap();
+    tiny_bert(&dir.path().join("bert"));
+    let model = |freeze: bool| ModelSpec::Pretrained {
+        path: dir.path().join("bert").display().to_string(),
+        pooling: Pooling::Mean,
+        head: vec![4],
+        freeze,
+        max_len: 6,
+        dropout: 0.1,
+    };
+    let input = InputShape::Text { max_len: 6 };
+    let net = Network::build(&model(true), &input, 3, None, Init::default(), 1, &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[2u32, 4, 5, 7, 3, 0], [2, 11, 6, 8, 12, 3]], &Device::Cpu).unwrap();
+    let features = net.frozen_features(&ids).unwrap().expect("a frozen encoder has features");
+    let via_head: Vec<Vec<f32>> = net.forward_head(&features, None).unwrap().to_vec2().unwrap();
+    let whole: Vec<Vec<f32>> = net.forward(&ids, None).unwrap().to_vec2().unwrap();
+    for (a, b) in via_head.iter().flatten().zip(whole.iter().flatten()) {
+        assert!((a - b).abs() < 1e-6, "{via_head:?} vs {whole:?}");
+    }
+    // A fine-tuned encoder has none: it changes every step.
+    let tuned = Network::build(&model(false), &input, 3, None, Init::default(), 1, &Device::Cpu).unwrap();
+    assert!(tuned.frozen_features(&ids).unwrap().is_none());
 }
 
 /// `vigil embed DIR --text x` on a broken folder: exit 2, and the message names `file` and says

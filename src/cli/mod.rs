@@ -235,9 +235,10 @@ pub enum Command {
         /// up to 10^5) instead.
         #[arg(long, conflicts_with_all = ["ui", "peak"])]
         prada: bool,
-        /// Measure a pretrained encoder's inference throughput instead (a folder or
-        /// `cache:all-minilm-l6-v2`; batch 32, sequence 128, mean pooling); compare with
-        /// `bench/minilm_reference.py bench FOLDER` (PyTorch, same shape).
+        /// Measure a pretrained encoder instead (a folder or `cache:all-minilm-l6-v2`): its
+        /// inference and fine-tuning steps (batch 32, sequence 128, AdamW), and training steps
+        /// of the from-scratch topics-transformer (at least 20 repeats); compare with
+        /// `bench/minilm_reference.py bench FOLDER` (PyTorch, same shapes).
         #[arg(long, value_name = "PATH", conflicts_with_all = ["ui", "peak", "prada", "events", "llm"])]
         encoder: Option<String>,
         /// Measure a language model (a GGUF file) instead: prompt-processing and decode
@@ -555,21 +556,25 @@ fn bench(json: bool, repeats: usize, peak: bool) -> Result<()> {
     Ok(())
 }
 
-/// `vigil bench --encoder PATH`: sentences a second through a pretrained encoder, batch 32 of
-/// 128 tokens (ids drawn from a fixed seed between [CLS] and [SEP]), median of the repeats.
+/// `vigil bench --encoder PATH`: a pretrained encoder's inference (sentences a second, batch 32
+/// of 128 tokens, ids drawn from a fixed seed between [CLS] and [SEP]), its fine-tuning (the same
+/// batches, the whole encoder unfrozen with a linear head, dropout 0.1 as BERT trains, AdamW), and
+/// training steps of the shipped from-scratch transformer (topics-transformer's model and
+/// optimiser, batch 32 of its 24 tokens): medians of the repeats. `bench/minilm_reference.py
+/// bench FOLDER` times PyTorch on the same three.
 fn bench_encoder(path: &str, repeats: usize, json: bool) -> Result<()> {
+    use crate::ml::spec::{ModelSpec, Pooling};
     use rand::{Rng, SeedableRng};
     let (batch, seq) = (32usize, 128usize);
+    let bert_id = |rng: &mut rand_chacha::ChaCha8Rng, p: usize| match p {
+        0 => 101,
+        p if p == seq - 1 => 102,
+        _ => rng.random_range(1000..30000),
+    };
     let encoder =
         crate::ml::model::pretrained::SentenceEncoder::open(&crate::ml::model::pretrained::resolve(path))?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..batch * seq)
-        .map(|i| match i % seq {
-            0 => 101,
-            p if p == seq - 1 => 102,
-            _ => rng.random_range(1000..30000),
-        })
-        .collect();
+    let ids: Vec<u32> = (0..batch * seq).map(|i| bert_id(&mut rng, i % seq)).collect();
     let x = candle_core::Tensor::from_vec(ids, (batch, seq), &candle_core::Device::Cpu)?;
     encoder.embed_ids(&x)?; // warm-up
     let mut times = Vec::with_capacity(repeats);
@@ -579,17 +584,65 @@ fn bench_encoder(path: &str, repeats: usize, json: bool) -> Result<()> {
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let infer = times[times.len() / 2];
+
+    let finetune = ModelSpec::Pretrained {
+        path: path.to_string(),
+        pooling: Pooling::Mean,
+        head: vec![],
+        freeze: false,
+        max_len: seq,
+        dropout: 0.1,
+    };
+    let adamw = crate::ml::spec::Optimizer::AdamW {
+        lr: 2e-5,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let finetune =
+        crate::bench::token_train_step(&finetune, seq, None, 5, batch, &adamw, bert_id, 1, repeats)?;
+
+    let (scratch_spec, _) = crate::ml::spec::resolve("topics-transformer", std::path::Path::new("models"))?;
+    let data = crate::ml::data::preprocess::PreparedData::build(&scratch_spec, None)?;
+    let scratch_seq = data.pipeline.input.dims()[0];
+    let vocab = data.pipeline.vocabulary().unwrap_or(2);
+    let scratch = crate::bench::token_train_step(
+        &scratch_spec.model,
+        scratch_seq,
+        Some(vocab),
+        data.pipeline.classes.len(),
+        batch,
+        &scratch_spec.optimizer,
+        |rng, _| rng.random_range(2..vocab as u32),
+        5,
+        repeats.max(20),
+    )?;
+
     let threads = crate::ml::kernels::par::threads();
+    let figures =
+        [("inference", infer, seq), ("fine-tune", finetune, seq), ("scratch", scratch, scratch_seq)];
     if json {
-        let out = serde_json::json!({"engine": "vigil", "threads": threads, "batch": batch, "seq": seq,
-            "median_s": median, "sequences_per_s": batch as f64 / median, "repeats": repeats});
-        println!("{out}");
+        let rows: Vec<_> = figures
+            .iter()
+            .map(|(what, s, len)| {
+                serde_json::json!({"what": what, "engine": "vigil", "threads": threads, "batch": batch,
+                    "seq": len, "median_s": s, "sequences_per_s": batch as f64 / s})
+            })
+            .collect();
+        println!("{}", serde_json::json!({"repeats": repeats, "scratch_vocabulary": vocab, "results": rows}));
     } else {
+        println!("{path}, {threads} threads, batch {batch}, medians of {repeats} repeats:");
+        for (what, s, len) in figures {
+            println!(
+                "  {what:<10} {len:>4} tokens  {:>8.1} ms/step  {:>8.1} sequences/s",
+                s * 1000.0,
+                batch as f64 / s
+            );
+        }
         println!(
-            "{path}: batch {batch} x {seq} tokens, {threads} threads: median {:.3} s, {:.1} sequences/s ({repeats} repeats)",
-            median,
-            batch as f64 / median
+            "  (scratch: topics-transformer, vocabulary {vocab}; pass --vocab {vocab} to the reference)"
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Fused CPU kernels for the hot paths of training, as candle custom ops with their own forward
 //! and backward passes: a dense layer with its bias and ReLU, 2-D convolution as im2col plus one
 //! matrix product (with ReLU and 2x2 max pooling fused in), max pooling that records its argmax,
-//! whole LSTM/GRU layers, softmax cross-entropy, in-place optimiser updates, and a training
+//! whole LSTM/GRU layers, multi-head attention, layer norm, GELU, softmax cross-entropy, in-place optimiser updates, and a training
 //! backward pass that hands parameter gradients straight to the optimiser.
 //!
 //! candle's generic path builds each of these from many small ops, every one of which allocates
@@ -18,11 +18,14 @@
 //! that holds, and callers fall back to candle's generic ops (which also serve as the reference
 //! in tests) everywhere else.
 
+pub mod attention;
 pub mod backward;
 pub mod conv;
+pub mod gelu;
 pub(crate) mod gemm;
 pub mod linear;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod par;
 pub mod pool;
@@ -35,10 +38,13 @@ use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor};
 
+pub use attention::attention;
 pub use backward::backward;
 pub use conv::{conv2d, conv2d_relu_pool};
+pub use gelu::gelu;
 pub use linear::linear;
 pub use loss::cross_entropy;
+pub use norm::layer_norm;
 pub use pool::max_pool2;
 pub use recurrent::{Cell, recurrent};
 

@@ -547,3 +547,126 @@ fn gemm_front_splits_large_products_exactly() {
         assert_eq!(got, flat(&ta.matmul(&tb).unwrap()), "{m}x{k} by {k}x{n}");
     }
 }
+
+/// Attention from candle's generic ops, as the encoder computed it before the fused kernel.
+fn generic_attention(ts: &[Tensor], heads: usize, bias: &[f32], mask: Option<&[f32]>) -> Tensor {
+    let (b, l, e) = ts[0].dims3().unwrap();
+    let hd = e / heads;
+    let split =
+        |t: &Tensor| t.reshape((b, l, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+    let (q, k, v) = (split(&ts[0]), split(&ts[1]), split(&ts[2]));
+    let kt = k.transpose(2, 3).unwrap().contiguous().unwrap();
+    let scores = (q.matmul(&kt).unwrap() / (hd as f64).sqrt()).unwrap();
+    let bias = Tensor::from_vec(bias.to_vec(), (b, 1, 1, l), &Device::Cpu).unwrap();
+    let mut p = candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+    if let Some(m) = mask {
+        p = p.mul(&Tensor::from_vec(m.to_vec(), (b, heads, l, l), &Device::Cpu).unwrap()).unwrap();
+    }
+    p.matmul(&v).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, l, e)).unwrap()
+}
+
+#[test]
+fn attention_matches_candle_and_finite_differences() {
+    // (batch, length, width, heads, padded tail of the last example, dropout)
+    let cases =
+        [(1, 1, 4, 1, 0, false), (2, 5, 6, 2, 2, true), (3, 7, 12, 4, 3, false), (2, 4, 9, 3, 0, true)];
+    for (seed, &(b, l, e, heads, pad, drop)) in cases.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(100 + seed as u64);
+        let mut bias = vec![0.0f32; b * l];
+        for j in l - pad..l {
+            bias[(b - 1) * l + j] = -1e9;
+        }
+        let mask: Option<Vec<f32>> = drop.then(|| {
+            (0..b * heads * l * l)
+                .map(|_| if rng.random::<f32>() < 0.25 { 0.0 } else { 1.0 / 0.75 })
+                .collect()
+        });
+        let shape = vec![b, l, e];
+        check(
+            &format!("attention {b}x{l}x{e}, {heads} heads, {pad} padded, dropout {drop}"),
+            &[shape.clone(), shape.clone(), shape.clone()],
+            &shape,
+            &|ts| attention(&ts[0], &ts[1], &ts[2], heads, bias.clone(), mask.clone()).unwrap(),
+            &|ts| generic_attention(ts, heads, &bias, mask.as_deref()),
+            seed as u64,
+        );
+    }
+}
+
+#[test]
+fn attention_without_gradients_keeps_nothing_and_matches() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (b, l, e, heads) = (2, 6, 8, 2);
+    let ts: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::from_vec(random(&mut rng, &[b, l, e], 1.0), (b, l, e), &Device::Cpu).unwrap())
+        .collect();
+    let bias = vec![0.0f32; b * l];
+    let got = attention(&ts[0], &ts[1], &ts[2], heads, bias.clone(), None).unwrap();
+    assert!(!got.track_op());
+    assert_close(
+        "attention inference",
+        &flat(&got),
+        &flat(&generic_attention(&ts, heads, &bias, None)),
+        1e-5,
+    );
+    // A bias of the wrong length is refused, not read out of bounds.
+    assert!(attention(&ts[0], &ts[1], &ts[2], heads, vec![0.0; 3], None).is_err());
+    assert!(attention(&ts[0], &ts[1], &ts[2], 3, bias, None).is_err());
+}
+
+fn generic_layer_norm(ts: &[Tensor], eps: f64) -> Tensor {
+    let x = &ts[0];
+    let e = x.dim(D::Minus1).unwrap() as f64;
+    let centred = x.broadcast_sub(&(x.sum_keepdim(D::Minus1).unwrap() / e).unwrap()).unwrap();
+    let var = (centred.sqr().unwrap().sum_keepdim(D::Minus1).unwrap() / e).unwrap();
+    let normed = centred.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
+    normed.broadcast_mul(&ts[1]).unwrap().broadcast_add(&ts[2]).unwrap()
+}
+
+#[test]
+fn layer_norm_matches_candle_and_finite_differences() {
+    // 3-D inputs, a width of 1 (every output is the bias), and more rows than one task takes.
+    for (seed, dims) in [vec![2, 3, 5], vec![4, 1], vec![130, 7]].into_iter().enumerate() {
+        let e = *dims.last().unwrap();
+        check(
+            &format!("layer_norm {dims:?}"),
+            &[dims.clone(), vec![e], vec![e]],
+            &dims,
+            &|ts| layer_norm(&ts[0], &ts[1], &ts[2], 1e-5).unwrap(),
+            &|ts| generic_layer_norm(ts, 1e-5),
+            20 + seed as u64,
+        );
+    }
+}
+
+#[test]
+fn gelu_matches_candle_and_finite_differences() {
+    // More values than one parallel chunk, so that the split is exercised too.
+    for (seed, dims) in [vec![3, 5], vec![20_000]].into_iter().enumerate() {
+        let fd_ok = dims.iter().product::<usize>() < 100;
+        let name = format!("gelu {dims:?}");
+        if fd_ok {
+            check(
+                &name,
+                std::slice::from_ref(&dims),
+                &dims,
+                &|ts| gelu(&ts[0]).unwrap(),
+                &|ts| ts[0].gelu_erf().unwrap(),
+                40,
+            );
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(41 + seed as u64);
+        let v = var(&random(&mut rng, &dims, 4.0), &dims);
+        let w = Tensor::from_vec(random(&mut rng, &dims, 1.0), &dims[..], &Device::Cpu).unwrap();
+        let got = autograd(std::slice::from_ref(&v), &|ts| weighted_sum(&gelu(&ts[0]).unwrap(), &w));
+        let want = autograd(std::slice::from_ref(&v), &|ts| weighted_sum(&ts[0].gelu_erf().unwrap(), &w));
+        assert_close(
+            &format!("{name} forward"),
+            &flat(&gelu(v.as_tensor()).unwrap()),
+            &flat(&v.as_tensor().gelu_erf().unwrap()),
+            1e-6,
+        );
+        assert_close(&format!("{name} gradient"), &got[0], &want[0], 1e-5);
+    }
+}

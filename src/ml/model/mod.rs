@@ -703,14 +703,10 @@ impl Network {
         mask: &Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
-        if let Arch::Transformer { encoder, dense, out, dropout: p, frozen } = &self.arch {
+        if let Arch::Transformer { encoder, frozen, .. } = &self.arch {
             let enc_rng = if *frozen { None } else { rng.as_deref_mut() };
-            let mut h = encoder.encode(emb, mask, enc_rng)?;
-            for layer in dense {
-                h = layer.forward_activated(&h, Activation::Relu)?;
-                h = dropout(&h, *p, rng.as_deref_mut())?;
-            }
-            return out.forward(&h);
+            let h = encoder.encode(emb, mask, enc_rng)?;
+            return self.forward_head(&h, rng);
         }
         if let Arch::TextCnn { convs, out, dropout: p, .. } = &self.arch {
             let h = text_cnn_features(convs, emb, mask)?;
@@ -722,6 +718,32 @@ impl Network {
         let mut h = encode_text(encoder.as_ref(), emb, mask)?;
         for layer in dense {
             h = layer.forward_activated(&h, *act)?;
+            h = dropout(&h, *p, rng.as_deref_mut())?;
+        }
+        out.forward(&h)
+    }
+
+    /// The pooled features `(B, E)` of a frozen pretrained encoder for token ids `x`: what its
+    /// head is trained on. A frozen encoder has no dropout and no gradient, so the features of an
+    /// example never change during a run, and the training loop computes them once per split
+    /// rather than once per epoch ([`Self::forward_head`] then takes them). `None` for every other
+    /// model, including a pretrained encoder that is fine-tuned.
+    pub fn frozen_features(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Arch::Transformer { encoder, frozen: true, .. } = &self.arch else { return Ok(None) };
+        let emb = encoder.embed(x)?;
+        let mask = token_mask(x)?;
+        Ok(Some(encoder.encode(&emb, &mask, None)?))
+    }
+
+    /// A transformer model's logits from its pooled encoder features `(B, E)`: the head alone.
+    /// `rng` turns the head's dropout on.
+    pub fn forward_head(&self, features: &Tensor, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let Arch::Transformer { dense, out, dropout: p, .. } = &self.arch else {
+            return Err(Error::unsuitable("only a transformer model has a head over pooled features"));
+        };
+        let mut h = features.clone();
+        for layer in dense {
+            h = layer.forward_activated(&h, Activation::Relu)?;
             h = dropout(&h, *p, rng.as_deref_mut())?;
         }
         out.forward(&h)

@@ -7,14 +7,20 @@
 //! tensor name ([`super::pretrained`]). Parameters are named as Hugging Face's BERT names them,
 //! so both kinds of model read and write the same names.
 //!
-//! Fused CPU kernels for attention are a later step; the dense products already go through
-//! [`Dense`], which uses the fused linear kernel where it applies.
+//! On the CPU, attention (scores, padding mask, softmax, dropout, weighted sum) and layer norm
+//! run as fused kernels with their own backward passes ([`kernels::attention`],
+//! [`kernels::layer_norm`], [`kernels::gelu`]); every linear layer stays a [`Dense`], which uses the fused linear
+//! kernel (or a quantised weight). candle's composed ops serve elsewhere and as the tests'
+//! reference.
 
 use candle_core::{D, DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 
+use rand::Rng;
+
 use super::layers::{Dense, ParamBuilder, dropout, masked_mean};
 use crate::error::Result;
+use crate::ml::kernels;
 use crate::ml::spec::{NormPlacement, Pooling};
 
 /// A learned affine layer normalisation over the last dimension.
@@ -37,7 +43,8 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // candle's fused layer norm has no backward pass: it serves only where nothing needs a
-        // gradient (inference, a frozen encoder); the composed form is differentiable.
+        // gradient (inference, a frozen encoder); training takes the fused kernel, and the
+        // composed form (differentiable anywhere) serves other devices.
         if !x.track_op() && !self.weight.track_op() {
             return Ok(candle_nn::ops::layer_norm(
                 &x.contiguous()?,
@@ -45,6 +52,9 @@ impl LayerNorm {
                 &self.bias,
                 self.eps as f32,
             )?);
+        }
+        if kernels::applies(&[x, &self.weight, &self.bias]) {
+            return Ok(kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?);
         }
         let e = x.dim(D::Minus1)? as f64;
         let centred = x.broadcast_sub(&(x.sum_keepdim(D::Minus1)? / e)?)?;
@@ -132,12 +142,30 @@ impl EncoderLayer {
     ) -> Result<Tensor> {
         let (b, l, e) = x.dims3()?;
         let hd = e / heads;
+        let (q, k, v) =
+            (per_position(&self.query, x)?, per_position(&self.key, x)?, per_position(&self.value, x)?);
+        if kernels::applies(&[&q, &k, &v, bias]) {
+            // The fused kernel; its dropout mask is drawn exactly as `dropout` draws one over
+            // the `(B, H, L, L)` probabilities, so a seed gives the same run either way.
+            let mask = match rng.as_deref_mut() {
+                Some(rng) if p > 0.0 => {
+                    let keep = 1.0 / (1.0 - p);
+                    Some(
+                        (0..b * heads * l * l)
+                            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                            .collect(),
+                    )
+                }
+                _ => None,
+            };
+            let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+            let ctx = kernels::attention(&q, &k, &v, heads, bias, mask)?;
+            return per_position(&self.attn_out, &ctx);
+        }
         let split = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, l, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(per_position(&self.query, x)?)?;
-        let k = split(per_position(&self.key, x)?)?;
-        let v = split(per_position(&self.value, x)?)?;
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?;
         let probs = softmax_last(&scores.broadcast_add(bias)?)?;
         let probs = dropout(&probs, p, rng.as_deref_mut())?;
@@ -161,7 +189,8 @@ impl EncoderLayer {
     }
 
     fn feed_forward(&self, x: &Tensor, p: f32, rng: &mut Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let h = per_position(&self.ff_in, x)?.gelu_erf()?;
+        let h = per_position(&self.ff_in, x)?;
+        let h = if kernels::applies(&[&h]) { kernels::gelu(&h)? } else { h.gelu_erf()? };
         let h = dropout(&h, p, rng.as_deref_mut())?;
         per_position(&self.ff_out, &h)
     }

@@ -113,19 +113,26 @@ pub fn build_network(spec: &ExperimentSpec, pipeline: &Pipeline, device: &Device
 
 /// Mean cross-entropy and predictions of a network over a split.
 pub fn predict(net: &Network, data: &Prepared) -> Result<(f64, Vec<u32>, Vec<Vec<f32>>)> {
-    let n = data.labels.len();
+    predict_by(&data.labels, net.device(), |chunk| {
+        net.forward(&data.features.batch(chunk, net.device())?, None)
+    })
+}
+
+/// Mean cross-entropy and predictions over examples of `labels`, in batches whose logits
+/// `logits(indices)` gives.
+fn predict_by(
+    labels: &[u32],
+    device: &Device,
+    logits: impl Fn(&[usize]) -> Result<Tensor>,
+) -> Result<(f64, Vec<u32>, Vec<Vec<f32>>)> {
+    let n = labels.len();
     let mut loss_sum = 0.0;
     let mut preds = Vec::with_capacity(n);
     let mut probs = Vec::with_capacity(n);
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(EVAL_BATCH) {
-        let x = data.features.batch(chunk, net.device())?;
-        let y = Tensor::from_vec(
-            chunk.iter().map(|&i| data.labels[i]).collect::<Vec<_>>(),
-            chunk.len(),
-            net.device(),
-        )?;
-        let logits = net.forward(&x, None)?;
+        let y = Tensor::from_vec(chunk.iter().map(|&i| labels[i]).collect::<Vec<_>>(), chunk.len(), device)?;
+        let logits = logits(chunk)?;
         let loss = crate::ml::kernels::cross_entropy(&logits, &y)?.to_scalar::<f32>()? as f64;
         loss_sum += loss * chunk.len() as f64;
         preds.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
@@ -138,6 +145,55 @@ pub fn predict(net: &Network, data: &Prepared) -> Result<(f64, Vec<u32>, Vec<Vec
 pub fn evaluate(net: &Network, data: &Prepared, classes: &[String], split: &str) -> Result<Evaluation> {
     let (loss, preds, _) = predict(net, data)?;
     Ok(Evaluation::compute(split, &data.labels, &preds, classes, loss))
+}
+
+/// The pooled features of a frozen pretrained encoder for every example of the training and
+/// validation splits, computed once for the run ([`Network::frozen_features`]): the encoder is
+/// most of the work of a step and its output never changes, so each epoch trains the head on
+/// these instead of running the encoder again.
+struct FrozenFeatures {
+    train: Tensor,
+    validation: Tensor,
+}
+
+impl FrozenFeatures {
+    /// The features of both splits, or `None` when the model has no frozen encoder, or when a
+    /// step's input is not the stored example (augmentation, adversarial examples, DP-SGD's
+    /// per-example gradients, which go through the whole network).
+    fn compute(spec: &ExperimentSpec, net: &Network, data: &PreparedData) -> Result<Option<Self>> {
+        if spec.augment.is_some() || spec.adversarial.is_some() || spec.privacy.is_some() {
+            return Ok(None);
+        }
+        let Some(train) = encode_split(net, &data.train)? else { return Ok(None) };
+        let Some(validation) = encode_split(net, &data.validation)? else { return Ok(None) };
+        Ok(Some(FrozenFeatures { train, validation }))
+    }
+}
+
+/// A split's frozen-encoder features `(n, E)`, in evaluation-sized batches.
+fn encode_split(net: &Network, data: &Prepared) -> Result<Option<Tensor>> {
+    let idx: Vec<usize> = (0..data.labels.len()).collect();
+    let mut parts = Vec::new();
+    for chunk in idx.chunks(EVAL_BATCH) {
+        match net.frozen_features(&data.features.batch(chunk, net.device())?)? {
+            Some(f) => parts.push(f),
+            None => return Ok(None),
+        }
+    }
+    if parts.is_empty() {
+        // An empty split: a (0, E) tensor, so that its evaluation reads the same as without
+        // the cache.
+        let e = net.encoder().map_or(0, |e| e.dim());
+        return Ok(Some(Tensor::zeros((0, e), DType::F32, net.device())?));
+    }
+    Ok(Some(Tensor::cat(&parts, 0)?))
+}
+
+/// Rows `chunk` of a feature matrix.
+fn rows(features: &Tensor, chunk: &[usize]) -> Result<Tensor> {
+    let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+    let idx = Tensor::from_vec(idx, chunk.len(), features.device())?;
+    Ok(features.index_select(&idx, 0)?)
 }
 
 /// A trained run loaded back: its spec, preprocessing and network with a checkpoint's weights.
@@ -377,6 +433,21 @@ impl<'a> Trainer<'a> {
         let base_lr = spec.optimizer.lr();
         let mut session_time = 0.0f64;
         let mut throughput: Option<f64> = None;
+        let t_features = Instant::now();
+        let frozen = FrozenFeatures::compute(&spec, &self.net, &self.data)?;
+        if frozen.is_some() {
+            let dt = t_features.elapsed().as_secs_f64();
+            session_time += dt;
+            run.log(
+                EventKind::Data,
+                format!(
+                    "frozen encoder: encoded the {} training and {} validation examples once ({dt:.1} s); \
+                     each epoch trains the head on these features",
+                    n_train,
+                    self.data.validation.labels.len()
+                ),
+            )?;
+        }
 
         let mut control_file = ControlFile::new(run);
         // The first loss of this session: the scale that a diverging loss is measured against.
@@ -433,8 +504,8 @@ impl<'a> Trainer<'a> {
                     Err(TrainError::Diverged { epoch: epoch + 1, step: state.step + 1, loss: loss_value, lr }
                         .into())
                 };
-                let (loss_value, preds) = match &self.dp {
-                    Some(dp) => {
+                let (loss_value, preds) = match (&self.dp, &frozen) {
+                    (Some(dp), _) => {
                         let x = if chunk.is_empty() {
                             None
                         } else {
@@ -449,7 +520,19 @@ impl<'a> Trainer<'a> {
                         self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
                         (loss_value, stats.predictions)
                     }
-                    None => {
+                    (None, Some(f)) => {
+                        let features = rows(&f.train, chunk)?;
+                        let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
+                        let logits = self.net.forward_head(&features, Some(&mut rng))?;
+                        let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
+                        let loss_value = loss.to_scalar::<f32>()? as f64;
+                        check(loss_value, &self.state)?;
+                        first_loss.get_or_insert(loss_value);
+                        let grads = crate::ml::kernels::backward(&loss)?;
+                        self.opt.step(&grads)?;
+                        (loss_value, logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+                    }
+                    (None, None) => {
                         let x = self.train_batch(chunk, &mut rng, &device)?;
                         let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
                         // Adversarial training: part of the batch becomes attacks on the current
@@ -489,7 +572,16 @@ impl<'a> Trainer<'a> {
             }
 
             let t_eval = Instant::now();
-            let val = evaluate(&self.net, &self.data.validation, &classes, "validation")?;
+            let val = match &frozen {
+                Some(f) => {
+                    let labels = &self.data.validation.labels;
+                    let (loss, preds, _) = predict_by(labels, &device, |chunk| {
+                        self.net.forward_head(&rows(&f.validation, chunk)?, None)
+                    })?;
+                    Evaluation::compute("validation", labels, &preds, &classes, loss)
+                }
+                None => evaluate(&self.net, &self.data.validation, &classes, "validation")?,
+            };
             session_time += t_eval.elapsed().as_secs_f64();
             let mut summary = EpochSummary {
                 metrics: EpochMetrics {

@@ -1,0 +1,148 @@
+//! Layer normalisation over the last dimension, `y = (x − mean) / √(var + eps) · w + b`, as one
+//! op with its backward pass. candle's own fused `layer_norm` has no backward pass, and the
+//! differentiable composition (mean, centre, square, mean, add, sqrt, divide, scale, shift) is
+//! nine ops, each a fresh tensor the size of the activations, with as many again in the backward
+//! pass. Here the forward pass is one pass per row that keeps each row's normalised values and
+//! reciprocal deviation; the backward pass is one pass per row for the input's gradient,
+//! `dx = r · (g − mean(g) − x̂ · mean(g ⊙ x̂))` with `g = dy ⊙ w`, and column sums for the
+//! weight's and bias's gradients, taken in row order so that results do not depend on threads.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::backward::deliver;
+use super::par;
+use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
+
+/// `x (…, E)`, `w (E)`, `b (E)` → `(…, E)`.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let keep = wants_grad(&x) || wants_grad(w) || wants_grad(b);
+    x.apply_op3(w, b, LayerNorm { eps: eps as f32, keep, saved: OnceLock::new() })
+}
+
+struct LayerNorm {
+    eps: f32,
+    keep: bool,
+    /// The normalised input `x̂` and each row's `1/√(var + eps)`.
+    saved: OnceLock<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Rows handed to one parallel task: enough work to outweigh handing it out.
+const ROWS_PER_TASK: usize = 64;
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "vigil-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl)?;
+        let (w, b) = (contiguous(ws, wl)?, contiguous(bs, bl)?);
+        let e = *xl.dims().last().unwrap_or(&0);
+        if e == 0 || w.len() != e || b.len() != e {
+            candle_core::bail!(
+                "layer_norm: input {:?}, weight {:?}, bias {:?}",
+                xl.dims(),
+                wl.dims(),
+                bl.dims()
+            );
+        }
+        let rows = x.len() / e;
+        let mut y = zeros::<f32>(x.len());
+        let mut xhat = zeros::<f32>(if self.keep { x.len() } else { 0 });
+        let mut rstd = zeros::<f32>(if self.keep { rows } else { 0 });
+        let block = ROWS_PER_TASK * e;
+        let parts: Vec<_> = y
+            .chunks_mut(block)
+            .zip(xhat.chunks_mut(block).map(Some).chain(std::iter::repeat_with(|| None)))
+            .zip(rstd.chunks_mut(ROWS_PER_TASK).map(Some).chain(std::iter::repeat_with(|| None)))
+            .map(|((y, h), r)| (y, h, r))
+            .collect();
+        par::for_each(parts, |t, (y, mut h, mut r)| {
+            let x = &x[t * block..];
+            for (i, yrow) in y.chunks_exact_mut(e).enumerate() {
+                let xrow = &x[i * e..(i + 1) * e];
+                let mean = xrow.iter().sum::<f32>() / e as f32;
+                let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / e as f32;
+                let inv = 1.0 / (var + self.eps).sqrt();
+                for (j, out) in yrow.iter_mut().enumerate() {
+                    let n = (xrow[j] - mean) * inv;
+                    *out = n * w[j] + b[j];
+                    if let Some(h) = h.as_deref_mut() {
+                        h[i * e + j] = n;
+                    }
+                }
+                if let Some(r) = r.as_deref_mut() {
+                    r[i] = inv;
+                }
+            }
+        });
+        if self.keep {
+            // Set once: candle runs an op's forward pass once.
+            let _ = self.saved.set((xhat, rstd));
+        }
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (xhat, rstd) = self.saved.get().ok_or_else(|| missing_state("layer_norm"))?;
+        let grad = grad.contiguous()?;
+        let e = w.elem_count();
+        let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        let (dx, dw, db) = with_storage(&grad, |gs, gl| {
+            let g = contiguous(gs, gl)?;
+            let dx = if wants_grad(x) {
+                let mut dx = zeros::<f32>(g.len());
+                let block = ROWS_PER_TASK * e;
+                par::chunks_mut(&mut dx, block, |t, dx| {
+                    for (i, drow) in dx.chunks_exact_mut(e).enumerate() {
+                        let row = t * ROWS_PER_TASK + i;
+                        let (gr, hr) = (&g[row * e..(row + 1) * e], &xhat[row * e..(row + 1) * e]);
+                        let (mut mg, mut mgh) = (0.0f32, 0.0f32);
+                        for j in 0..e {
+                            let gw = gr[j] * wv[j];
+                            mg += gw;
+                            mgh += gw * hr[j];
+                        }
+                        let (mg, mgh) = (mg / e as f32, mgh / e as f32);
+                        for j in 0..e {
+                            drow[j] = rstd[row] * (gr[j] * wv[j] - mg - hr[j] * mgh);
+                        }
+                    }
+                });
+                Some(tensor(dx, x.shape()))
+            } else {
+                None
+            };
+            let mut dw = zeros::<f32>(e);
+            let mut db = zeros::<f32>(e);
+            for (gr, hr) in g.chunks_exact(e).zip(xhat.chunks_exact(e)) {
+                for j in 0..e {
+                    dw[j] += gr[j] * hr[j];
+                    db[j] += gr[j];
+                }
+            }
+            Ok((dx, dw, db))
+        })?;
+        let dw = if wants_grad(w) { deliver(w, dw) } else { None };
+        let db = if wants_grad(b) { deliver(b, db) } else { None };
+        Ok((dx, dw, db))
+    }
+}
