@@ -613,7 +613,7 @@ fn the_command_line_refuses_bad_llm_options_with_exit_2() {
         ),
         (
             vec!["keys", "create", "--name", "k", "--scope", "generation"],
-            "predict, explain, admin or generate",
+            "predict, explain, admin, generate or embed",
         ),
     ];
     for (args, says) in cases {
