@@ -142,18 +142,15 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         Some(NormArg::Linf) | None => Norm::Linf,
     };
     if method == AttackMethod::Fgsm {
-        for (flag, set) in [
-            ("--steps", args.steps.is_some()),
-            ("--step-size", args.step_size.is_some()),
-            ("--random-start", args.random_start),
-            ("--last-iterate", args.last_iterate),
-        ] {
-            if set {
-                return Err(invalid(format!(
-                    "{flag} applies to pgd; fgsm takes one step of ε from the clean input"
-                )));
-            }
-        }
+        refuse_flags(
+            &[
+                ("--steps", args.steps.is_some()),
+                ("--step-size", args.step_size.is_some()),
+                ("--random-start", args.random_start),
+                ("--last-iterate", args.last_iterate),
+            ],
+            "applies to pgd; fgsm takes one step of ε from the clean input",
+        )?;
     }
     if let Some(s) = args.step_size
         && !(s.is_finite() && s > 0.0)
@@ -270,22 +267,27 @@ struct HotflipJson<'a> {
     seconds: f64,
 }
 
+/// Refuses the first flag that was given but does not apply, saying `why` after its name.
+fn refuse_flags(flags: &[(&str, bool)], why: &str) -> Result<()> {
+    match flags.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(invalid(format!("{flag} {why}"))),
+        None => Ok(()),
+    }
+}
+
 /// `vigil attack RUN --method hotflip`: token flips on a text model.
 fn run_hotflip(store: &RunStore, args: Args) -> Result<()> {
-    for (flag, set) in [
-        ("--eps", !args.eps.is_empty()),
-        ("--norm", args.norm.is_some()),
-        ("--steps", args.steps.is_some()),
-        ("--step-size", args.step_size.is_some()),
-        ("--random-start", args.random_start),
-        ("--last-iterate", args.last_iterate),
-    ] {
-        if set {
-            return Err(invalid(format!(
-                "{flag} applies to fgsm and pgd; hotflip changes whole tokens (set how many with --flips)"
-            )));
-        }
-    }
+    refuse_flags(
+        &[
+            ("--eps", !args.eps.is_empty()),
+            ("--norm", args.norm.is_some()),
+            ("--steps", args.steps.is_some()),
+            ("--step-size", args.step_size.is_some()),
+            ("--random-start", args.random_start),
+            ("--last-iterate", args.last_iterate),
+        ],
+        "applies to fgsm and pgd; hotflip changes whole tokens (set how many with --flips)",
+    )?;
     let dir = store.resolve(&args.run)?;
     let trained = load_trained(&dir, args.checkpoint.into())?;
     if !trained.network.takes_tokens() {

@@ -520,35 +520,29 @@ impl<'a> Trainer<'a> {
                         self.opt.step_by(|p| by_var.get(&p.id()).cloned())?;
                         (loss_value, stats.predictions)
                     }
-                    (None, Some(f)) => {
-                        let features = rows(&f.train, chunk)?;
+                    (None, _) => {
                         let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
-                        let logits = self.net.forward_head(&features, Some(&mut rng))?;
-                        let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
-                        let loss_value = loss.to_scalar::<f32>()? as f64;
-                        check(loss_value, &self.state)?;
-                        first_loss.get_or_insert(loss_value);
-                        let grads = crate::ml::kernels::backward(&loss)?;
-                        self.opt.step(&grads)?;
-                        (loss_value, logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
-                    }
-                    (None, None) => {
-                        let x = self.train_batch(chunk, &mut rng, &device)?;
-                        let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
-                        // Adversarial training: part of the batch becomes attacks on the current
-                        // weights.
-                        let x = match &spec.adversarial {
-                            Some(adv) => crate::ml::attack::adversarial_batch(
-                                &self.net,
-                                &x,
-                                &y,
-                                adv,
-                                &self.data.pipeline,
-                                &mut rng,
-                            )?,
-                            None => x,
+                        let logits = match &frozen {
+                            // A frozen encoder's features were computed once: only the head runs.
+                            Some(f) => self.net.forward_head(&rows(&f.train, chunk)?, Some(&mut rng))?,
+                            None => {
+                                let x = self.train_batch(chunk, &mut rng, &device)?;
+                                // Adversarial training: part of the batch becomes attacks on the
+                                // current weights.
+                                let x = match &spec.adversarial {
+                                    Some(adv) => crate::ml::attack::adversarial_batch(
+                                        &self.net,
+                                        &x,
+                                        &y,
+                                        adv,
+                                        &self.data.pipeline,
+                                        &mut rng,
+                                    )?,
+                                    None => x,
+                                };
+                                self.net.forward(&x, Some(&mut rng))?
+                            }
                         };
-                        let logits = self.net.forward(&x, Some(&mut rng))?;
                         let loss = crate::ml::kernels::cross_entropy(&logits, &y)?;
                         let loss_value = loss.to_scalar::<f32>()? as f64;
                         check(loss_value, &self.state)?;
