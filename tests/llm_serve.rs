@@ -10,14 +10,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::http::{Reply, add_key, post_json};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use vigil::llm::scripted::SCRIPT;
 use vigil::serve::access_log::{ACCESS_LOG, AccessRecord, Flag};
 use vigil::serve::audit::verify_dir;
-use vigil::serve::keys::{
-    Budget, GeneratePolicy, Guard, KeyFile, NewKey, OnExtraction, Period, Scope, key_file_path,
-};
+use vigil::serve::keys::{Budget, GeneratePolicy, Guard, OnExtraction, Period, Scope};
 use vigil::serve::llm::LlmConfig;
 use vigil::serve::llm::screen::ScreenMode;
 use vigil::serve::{ServeConfig, Server};
@@ -34,24 +32,6 @@ async fn start(store: &Path, options: &str, tweak: impl FnOnce(&mut LlmConfig)) 
     Server::start(c).await.unwrap()
 }
 
-fn add_key(store: &Path, name: &str, scopes: &[Scope], generate: GeneratePolicy, guard: Guard) -> String {
-    let path = key_file_path(store);
-    let mut file = KeyFile::load(&path).unwrap();
-    let new = NewKey {
-        name: name.into(),
-        scopes: scopes.to_vec(),
-        expires_in: None,
-        rate: None,
-        budget: None,
-        output: "full".parse().unwrap(),
-        guard,
-        generate,
-    };
-    let (_, key) = file.create(new, OffsetDateTime::now_utc()).unwrap();
-    file.save(&path).unwrap();
-    key
-}
-
 fn key(store: &Path, name: &str) -> String {
     add_key(store, name, &[Scope::Generate], GeneratePolicy::default(), Guard::default())
 }
@@ -61,27 +41,8 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-    text: String,
-}
-
 async fn post(c: &reqwest::Client, s: &Server, route: &str, key: &str, body: &str) -> Reply {
-    let resp = c
-        .post(format!("{}{route}", s.url()))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
+    post_json(c, &format!("{}{route}", s.url()), key, body.as_bytes()).await
 }
 
 async fn complete(c: &reqwest::Client, s: &Server, key: &str, body: Value) -> Reply {

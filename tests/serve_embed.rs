@@ -4,17 +4,18 @@
 //! unknown fields, an empty batch, too many and too long inputs each get their 4xx and message;
 //! every request leaves one line in the hash-chained access log.
 
+mod common;
+
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use vigil::ml::spec;
 use vigil::ml::train::{Silent, TrainControl, train};
 use vigil::serve::access_log::{ACCESS_LOG, AccessRecord};
 use vigil::serve::audit::verify_dir;
-use vigil::serve::keys::{KeyFile, NewKey, Scope, key_file_path};
+use vigil::serve::keys::Scope;
 use vigil::serve::{ServeConfig, Server};
 use vigil::store::RunStore;
 
@@ -40,39 +41,12 @@ fn run_id(spec: &str) -> String {
 }
 
 fn add_key(name: &str, scopes: &[Scope]) -> String {
-    let path = key_file_path(store());
-    let mut file = KeyFile::load(&path).unwrap();
-    let (_, key) = file
-        .create(
-            NewKey {
-                name: name.into(),
-                scopes: scopes.to_vec(),
-                expires_in: None,
-                rate: None,
-                budget: None,
-                output: "full".parse().unwrap(),
-                guard: Default::default(),
-                generate: Default::default(),
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-    file.save(&path).unwrap();
-    key
+    common::http::add_key(store(), name, scopes, Default::default(), Default::default())
 }
 
 async fn post(c: &reqwest::Client, url: &str, key: &str, body: &[u8]) -> (u16, Value, String) {
-    let resp = c
-        .post(url)
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    let r = common::http::post_json(c, url, key, body).await;
+    (r.status, r.body, r.text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
