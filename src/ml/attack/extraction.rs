@@ -161,7 +161,7 @@ impl Substitute {
             let t = Tensor::from_vec(t, (idx.len(), self.classes), &Device::Cpu)?;
             let logp = candle_nn::ops::log_softmax(&self.net.forward(&xb, None)?, D::Minus1)?;
             let loss = (logp * t)?.sum_all()?.neg()?.affine(1.0 / idx.len() as f64, 0.0)?;
-            self.opt.step(&loss.backward()?)?;
+            self.opt.step(&crate::ml::kernels::backward(&loss)?)?;
         }
         Ok(())
     }
@@ -185,7 +185,7 @@ impl Substitute {
             &Device::Cpu,
         )?;
         let picked = logits.gather(&idx, 1)?.sum_all()?;
-        let grads = picked.backward()?;
+        let grads = crate::ml::kernels::backward(&picked)?;
         let g = match grads.get(var.as_tensor()) {
             Some(g) => g.sign()?,
             None => var.as_tensor().zeros_like()?,

@@ -75,7 +75,7 @@ impl Explainer<'_> {
             let m = mask.map(|m| m.narrow(0, start, len)).transpose()?;
             let out =
                 self.select(&self.forward(var.as_tensor(), m.as_ref())?, &targets.narrow(0, start, len)?)?;
-            let store = out.sum_all()?.backward()?;
+            let store = crate::ml::kernels::backward(&out.sum_all()?)?;
             let grad = match store.get(var.as_tensor()) {
                 Some(g) => g.detach(),
                 // The output does not depend on the input at all (a model of constants).

@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{row_major, strided};
-use super::par;
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
+use super::{par, vmath};
 use vigil_gemm::{Parallelism, product};
 
 /// `q`, `k`, `v` `(B, L, E)` → `(B, L, E)`: attention over `heads` heads of `E / heads` values.
@@ -54,7 +54,7 @@ struct Attention {
 
 /// The sizes of one call, checked against the inputs.
 #[derive(Clone, Copy)]
-struct Dims {
+pub(super) struct Dims {
     b: usize,
     l: usize,
     e: usize,
@@ -67,16 +67,29 @@ impl Dims {
         let &[b, l, e] = shape else {
             candle_core::bail!("attention: inputs must be (B, L, E), got {shape:?}")
         };
-        if op.heads == 0 || !e.is_multiple_of(op.heads) {
-            candle_core::bail!("attention: width {e} is not a multiple of {} heads", op.heads);
+        Self::new(b, l, e, op.heads, &op.bias, op.dropout.as_deref())
+    }
+
+    /// The sizes of `(B, L, E)` inputs over `heads` heads, checked against the padding bias and
+    /// the dropout mask.
+    pub(super) fn new(
+        b: usize,
+        l: usize,
+        e: usize,
+        heads: usize,
+        bias: &[f32],
+        dropout: Option<&[f32]>,
+    ) -> candle_core::Result<Self> {
+        if heads == 0 || !e.is_multiple_of(heads) {
+            candle_core::bail!("attention: width {e} is not a multiple of {heads} heads");
         }
-        if op.bias.len() != b * l {
-            candle_core::bail!("attention: a padding bias of {} values for {b}x{l} positions", op.bias.len());
+        if bias.len() != b * l {
+            candle_core::bail!("attention: a padding bias of {} values for {b}x{l} positions", bias.len());
         }
-        if op.dropout.as_ref().is_some_and(|m| m.len() != b * op.heads * l * l) {
+        if dropout.is_some_and(|m| m.len() != b * heads * l * l) {
             candle_core::bail!("attention: a dropout mask of the wrong size");
         }
-        Ok(Dims { b, l, e, heads: op.heads, hd: e / op.heads })
+        Ok(Dims { b, l, e, heads, hd: e / heads })
     }
 
     /// Example `b`'s head `h` of a `(B, L, E)` buffer as an `(L, hd)` matrix read in place.
@@ -121,47 +134,12 @@ impl CustomOp3 for Attention {
             );
         }
         let (q, k, v) = (contiguous(qs, ql)?, contiguous(ks, kl)?, contiguous(vs, vl)?);
-        let Dims { b, l, e, heads, hd } = d;
-        let scale = 1.0 / (hd as f32).sqrt();
-        if b * l * e == 0 {
-            return Ok((CpuStorage::F32(Vec::new()), Shape::from((b, l, e))));
-        }
-        let mut out = zeros::<f32>(b * l * e);
-        let mut probs = zeros::<f32>(if self.keep { b * heads * l * l } else { 0 });
-        let per_probs = if self.keep { heads * l * l } else { 0 };
-        let parts: Vec<(usize, &mut [f32], &mut [f32])> = out
-            .chunks_mut(l * e)
-            .zip(probs.chunks_mut(per_probs.max(1)).chain(std::iter::repeat_with(<&mut [f32]>::default)))
-            .enumerate()
-            .map(|(i, (o, p))| (i, o, p))
-            .collect();
-        let done = par::map(parts, |_, (ex, out, kept)| -> candle_core::Result<()> {
-            let mut scores = zeros::<f32>(l * l);
-            let mut block = zeros::<f32>(l * hd);
-            let bias = &self.bias[ex * l..(ex + 1) * l];
-            for h in 0..heads {
-                mul(&mut scores, d.head(q, ex, h)?, d.head(k, ex, h)?.t())?;
-                for row in scores.chunks_exact_mut(l) {
-                    softmax_row(row, bias, scale);
-                }
-                if self.keep {
-                    kept[h * l * l..(h + 1) * l * l].copy_from_slice(&scores);
-                }
-                if let Some(mask) = &self.dropout {
-                    let m = &mask[(ex * heads + h) * l * l..][..l * l];
-                    scores.iter_mut().zip(m).for_each(|(s, m)| *s *= m);
-                }
-                mul(&mut block, row_major(&scores, l, l)?, d.head(v, ex, h)?)?;
-                scatter(&block, out, h, d);
-            }
-            Ok(())
-        });
-        done.into_iter().collect::<candle_core::Result<()>>()?;
+        let (out, probs) = forward(q, k, v, d, &self.bias, self.dropout.as_deref(), self.keep)?;
         if self.keep {
             // Set once: candle runs an op's forward pass once.
             let _ = self.probs.set(probs);
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, l, e))))
+        Ok((CpuStorage::F32(out), Shape::from((d.b, d.l, d.e))))
     }
 
     fn bwd(
@@ -174,66 +152,19 @@ impl CustomOp3 for Attention {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let probs = self.probs.get().ok_or_else(|| missing_state("attention"))?;
         let d = Dims::of(self, q.dims())?;
-        let Dims { b, l, e, heads, hd } = d;
-        let scale = 1.0 / (hd as f32).sqrt();
         let grad = grad.contiguous()?;
-        if b * l * e == 0 {
+        if d.b * d.l * d.e == 0 {
             let pick = |t: &Tensor| wants_grad(t).then(|| tensor(Vec::new(), t.shape()));
             return Ok((pick(q), pick(k), pick(v)));
         }
-        let mut dq = zeros::<f32>(b * l * e);
-        let mut dk = zeros::<f32>(b * l * e);
-        let mut dv = zeros::<f32>(b * l * e);
-        with_storage(&grad, |gs, gl| {
+        let (dq, dk, dv) = with_storage(&grad, |gs, gl| {
             let g = contiguous(gs, gl)?;
             with_storage(q, |qs, ql| {
                 let qv = contiguous(qs, ql)?;
                 with_storage(k, |ks, kl| {
                     let kv = contiguous(ks, kl)?;
                     with_storage(v, |vs, vl| {
-                        let vv = contiguous(vs, vl)?;
-                        let parts: Vec<_> = dq
-                            .chunks_mut(l * e)
-                            .zip(dk.chunks_mut(l * e))
-                            .zip(dv.chunks_mut(l * e))
-                            .map(|((a, b), c)| (a, b, c))
-                            .collect();
-                        let done = par::map(parts, |ex, (dq, dk, dv)| -> candle_core::Result<()> {
-                            let mut pd = zeros::<f32>(l * l);
-                            let mut dp = zeros::<f32>(l * l);
-                            let mut block = zeros::<f32>(l * hd);
-                            for h in 0..heads {
-                                let at = (ex * heads + h) * l * l;
-                                let p = &probs[at..at + l * l];
-                                let mask = self.dropout.as_ref().map(|m| &m[at..at + l * l]);
-                                pd.copy_from_slice(p);
-                                if let Some(m) = mask {
-                                    pd.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
-                                }
-                                let go = d.head(g, ex, h)?;
-                                // dV = Pdᵀ dO.
-                                mul(&mut block, row_major(&pd, l, l)?.t(), go)?;
-                                scatter(&block, dv, h, d);
-                                // dPd = dO Vᵀ, then back through dropout and the softmax.
-                                mul(&mut dp, go, d.head(vv, ex, h)?.t())?;
-                                if let Some(m) = mask {
-                                    dp.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
-                                }
-                                for (drow, prow) in dp.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
-                                    let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-                                    for (x, p) in drow.iter_mut().zip(prow) {
-                                        *x = p * (*x - dot) * scale;
-                                    }
-                                }
-                                // dQ = dS K, dK = dSᵀ Q (the scale is in dS).
-                                mul(&mut block, row_major(&dp, l, l)?, d.head(kv, ex, h)?)?;
-                                scatter(&block, dq, h, d);
-                                mul(&mut block, row_major(&dp, l, l)?.t(), d.head(qv, ex, h)?)?;
-                                scatter(&block, dk, h, d);
-                            }
-                            Ok(())
-                        });
-                        done.into_iter().collect::<candle_core::Result<()>>()
+                        backward(qv, kv, contiguous(vs, vl)?, g, probs, self.dropout.as_deref(), d)
                     })
                 })
             })
@@ -244,20 +175,111 @@ impl CustomOp3 for Attention {
     }
 }
 
-/// One row of scores → probabilities in place: `softmax(row · scale + bias)`. A row whose keys
-/// are all padding has every score lowered by the same bias and so attends evenly, as the
-/// composed ops did.
-fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for (s, b) in row.iter_mut().zip(bias) {
-        *s = *s * scale + b;
-        max = max.max(*s);
+/// The forward pass on `(B, L, E)` values: the output, and when `keep`, the softmax output
+/// `(B, H, L, L)` before dropout (empty otherwise).
+pub(super) fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: Dims,
+    bias: &[f32],
+    dropout: Option<&[f32]>,
+    keep: bool,
+) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+    let Dims { b, l, e, heads, hd } = d;
+    let scale = 1.0 / (hd as f32).sqrt();
+    if b * l * e == 0 {
+        return Ok((Vec::new(), Vec::new()));
     }
-    let mut sum = 0.0f32;
-    for s in row.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|s| *s *= inv);
+    let mut out = zeros::<f32>(b * l * e);
+    let mut probs = zeros::<f32>(if keep { b * heads * l * l } else { 0 });
+    let per_probs = if keep { heads * l * l } else { 0 };
+    let parts: Vec<(usize, &mut [f32], &mut [f32])> = out
+        .chunks_mut(l * e)
+        .zip(probs.chunks_mut(per_probs.max(1)).chain(std::iter::repeat_with(<&mut [f32]>::default)))
+        .enumerate()
+        .map(|(i, (o, p))| (i, o, p))
+        .collect();
+    let done = par::map(parts, |_, (ex, out, kept)| -> candle_core::Result<()> {
+        let mut scores = zeros::<f32>(l * l);
+        let mut block = zeros::<f32>(l * hd);
+        let bias = &bias[ex * l..(ex + 1) * l];
+        for h in 0..heads {
+            mul(&mut scores, d.head(q, ex, h)?, d.head(k, ex, h)?.t())?;
+            vmath::softmax_rows(&mut scores, l, bias, scale);
+            if keep {
+                kept[h * l * l..(h + 1) * l * l].copy_from_slice(&scores);
+            }
+            if let Some(mask) = dropout {
+                let m = &mask[(ex * heads + h) * l * l..][..l * l];
+                scores.iter_mut().zip(m).for_each(|(s, m)| *s *= m);
+            }
+            mul(&mut block, row_major(&scores, l, l)?, d.head(v, ex, h)?)?;
+            scatter(&block, out, h, d);
+        }
+        Ok(())
+    });
+    done.into_iter().collect::<candle_core::Result<()>>()?;
+    Ok((out, probs))
+}
+
+/// The backward pass for the output's gradient `g`, from the probabilities `probs` that
+/// [`forward`] kept: `(dq, dk, dv)`.
+pub(super) fn backward(
+    qv: &[f32],
+    kv: &[f32],
+    vv: &[f32],
+    g: &[f32],
+    probs: &[f32],
+    dropout: Option<&[f32]>,
+    d: Dims,
+) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let Dims { b, l, e, heads, hd } = d;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dq = zeros::<f32>(b * l * e);
+    let mut dk = zeros::<f32>(b * l * e);
+    let mut dv = zeros::<f32>(b * l * e);
+    let parts: Vec<_> = dq
+        .chunks_mut(l * e)
+        .zip(dk.chunks_mut(l * e))
+        .zip(dv.chunks_mut(l * e))
+        .map(|((a, b), c)| (a, b, c))
+        .collect();
+    let done = par::map(parts, |ex, (dq, dk, dv)| -> candle_core::Result<()> {
+        let mut pd = zeros::<f32>(l * l);
+        let mut dp = zeros::<f32>(l * l);
+        let mut block = zeros::<f32>(l * hd);
+        for h in 0..heads {
+            let at = (ex * heads + h) * l * l;
+            let p = &probs[at..at + l * l];
+            let mask = dropout.map(|m| &m[at..at + l * l]);
+            pd.copy_from_slice(p);
+            if let Some(m) = mask {
+                pd.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
+            }
+            let go = d.head(g, ex, h)?;
+            // dV = Pdᵀ dO.
+            mul(&mut block, row_major(&pd, l, l)?.t(), go)?;
+            scatter(&block, dv, h, d);
+            // dPd = dO Vᵀ, then back through dropout and the softmax.
+            mul(&mut dp, go, d.head(vv, ex, h)?.t())?;
+            if let Some(m) = mask {
+                dp.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
+            }
+            for (drow, prow) in dp.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
+                let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
+                for (x, p) in drow.iter_mut().zip(prow) {
+                    *x = p * (*x - dot) * scale;
+                }
+            }
+            // dQ = dS K, dK = dSᵀ Q (the scale is in dS).
+            mul(&mut block, row_major(&dp, l, l)?, d.head(kv, ex, h)?)?;
+            scatter(&block, dq, h, d);
+            mul(&mut block, row_major(&dp, l, l)?.t(), d.head(qv, ex, h)?)?;
+            scatter(&block, dk, h, d);
+        }
+        Ok(())
+    });
+    done.into_iter().collect::<candle_core::Result<()>>()?;
+    Ok((dq, dk, dv))
 }

@@ -1,12 +1,13 @@
-//! The training backward pass: candle's own, except that the fused kernels hand the gradients of
-//! parameters straight to the returned [`GradStore`].
+//! Vigil's backward pass, for training and for input gradients alike: candle's own, except that
+//! the fused kernels hand the gradients of parameters straight to the returned [`GradStore`].
 //!
 //! candle adds every gradient it receives into a fresh zero-filled tensor of the parameter's
 //! size; for a large weight that is a parallel element-wise op, whose worker thread, woken once
 //! per step on a loaded two-core machine, could stall the step for milliseconds. While
 //! [`backward`] runs, the kernels give parameter (`Var`) gradients to a per-thread list instead
-//! and return nothing to candle for them; [`backward`] then puts them in the store. A plain
-//! `loss.backward()`, as the explanations use, is untouched: nothing is deferred outside this
+//! and return nothing to candle for them; [`backward`] then puts them in the store. The fused
+//! encoder layer ([`super::encoder`]) can hand its parameters' gradients over no other way, so
+//! it refuses a plain `loss.backward()` that would need them; nothing is deferred outside this
 //! function.
 
 use std::cell::RefCell;

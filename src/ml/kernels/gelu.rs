@@ -2,13 +2,13 @@
 //! `dy/dx = Φ(x) + x · φ(x)`. candle's `gelu_erf` is the same formula (and the same `erf`), but
 //! runs on one thread, and its backward pass is seven ops over the activations; in a transformer's
 //! feed-forward block this is the widest tensor of the layer, so both are spread over the
-//! kernels' threads here in fixed-size chunks.
+//! kernels' threads here in fixed-size chunks, each chunk through the vectorised `erf` and
+//! `exp` of [`super::vmath`].
 
-use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::par;
 use super::{contiguous, tensor, with_storage, zeros};
+use super::{par, vmath};
 
 /// Values handed to one parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -28,17 +28,11 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous(xs, xl)?;
         let mut y = zeros::<f32>(x.len());
-        par::chunks_mut(&mut y, CHUNK, |t, y| {
-            for (out, v) in y.iter_mut().zip(&x[t * CHUNK..]) {
-                *out = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        par::chunks_mut(&mut y, CHUNK, |t, y| vmath::gelu(&x[t * CHUNK..][..y.len()], y));
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        /// 1/√(2π), the standard normal density at 0.
-        const DENSITY: f32 = 0.398_942_3;
         let grad = grad.contiguous()?;
         let dx = with_storage(x, |xs, xl| {
             let x = contiguous(xs, xl)?;
@@ -46,12 +40,8 @@ impl CustomOp1 for Gelu {
                 let g = contiguous(gs, gl)?;
                 let mut dx = zeros::<f32>(x.len());
                 par::chunks_mut(&mut dx, CHUNK, |t, dx| {
-                    let (x, g) = (&x[t * CHUNK..], &g[t * CHUNK..]);
-                    for (i, d) in dx.iter_mut().enumerate() {
-                        let v = x[i];
-                        let cdf = 0.5 * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
-                        *d = g[i] * (cdf + v * DENSITY * (-0.5 * v * v).exp());
-                    }
+                    let n = dx.len();
+                    vmath::gelu_grad(&x[t * CHUNK..][..n], &g[t * CHUNK..][..n], dx)
                 });
                 Ok(dx)
             })

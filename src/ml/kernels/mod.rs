@@ -21,6 +21,7 @@
 pub mod attention;
 pub mod backward;
 pub mod conv;
+pub mod encoder;
 pub mod gelu;
 pub(crate) mod gemm;
 pub mod linear;
@@ -30,6 +31,7 @@ pub mod optim;
 pub mod par;
 pub mod pool;
 pub mod recurrent;
+pub mod vmath;
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,7 @@ use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor};
 pub use attention::attention;
 pub use backward::backward;
 pub use conv::{conv2d, conv2d_relu_pool};
+pub use encoder::encoder_layer;
 pub use gelu::gelu;
 pub use linear::linear;
 pub use loss::cross_entropy;

@@ -57,36 +57,7 @@ impl CustomOp3 for LayerNorm {
                 bl.dims()
             );
         }
-        let rows = x.len() / e;
-        let mut y = zeros::<f32>(x.len());
-        let mut xhat = zeros::<f32>(if self.keep { x.len() } else { 0 });
-        let mut rstd = zeros::<f32>(if self.keep { rows } else { 0 });
-        let block = ROWS_PER_TASK * e;
-        let parts: Vec<_> = y
-            .chunks_mut(block)
-            .zip(xhat.chunks_mut(block).map(Some).chain(std::iter::repeat_with(|| None)))
-            .zip(rstd.chunks_mut(ROWS_PER_TASK).map(Some).chain(std::iter::repeat_with(|| None)))
-            .map(|((y, h), r)| (y, h, r))
-            .collect();
-        par::for_each(parts, |t, (y, mut h, mut r)| {
-            let x = &x[t * block..];
-            for (i, yrow) in y.chunks_exact_mut(e).enumerate() {
-                let xrow = &x[i * e..(i + 1) * e];
-                let mean = xrow.iter().sum::<f32>() / e as f32;
-                let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / e as f32;
-                let inv = 1.0 / (var + self.eps).sqrt();
-                for (j, out) in yrow.iter_mut().enumerate() {
-                    let n = (xrow[j] - mean) * inv;
-                    *out = n * w[j] + b[j];
-                    if let Some(h) = h.as_deref_mut() {
-                        h[i * e + j] = n;
-                    }
-                }
-                if let Some(r) = r.as_deref_mut() {
-                    r[i] = inv;
-                }
-            }
-        });
+        let (y, xhat, rstd) = forward_rows(x, w, b, self.eps, self.keep);
         if self.keep {
             // Set once: candle runs an op's forward pass once.
             let _ = self.saved.set((xhat, rstd));
@@ -104,45 +75,97 @@ impl CustomOp3 for LayerNorm {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (xhat, rstd) = self.saved.get().ok_or_else(|| missing_state("layer_norm"))?;
         let grad = grad.contiguous()?;
-        let e = w.elem_count();
         let wv = w.flatten_all()?.to_vec1::<f32>()?;
         let (dx, dw, db) = with_storage(&grad, |gs, gl| {
-            let g = contiguous(gs, gl)?;
-            let dx = if wants_grad(x) {
-                let mut dx = zeros::<f32>(g.len());
-                let block = ROWS_PER_TASK * e;
-                par::chunks_mut(&mut dx, block, |t, dx| {
-                    for (i, drow) in dx.chunks_exact_mut(e).enumerate() {
-                        let row = t * ROWS_PER_TASK + i;
-                        let (gr, hr) = (&g[row * e..(row + 1) * e], &xhat[row * e..(row + 1) * e]);
-                        let (mut mg, mut mgh) = (0.0f32, 0.0f32);
-                        for j in 0..e {
-                            let gw = gr[j] * wv[j];
-                            mg += gw;
-                            mgh += gw * hr[j];
-                        }
-                        let (mg, mgh) = (mg / e as f32, mgh / e as f32);
-                        for j in 0..e {
-                            drow[j] = rstd[row] * (gr[j] * wv[j] - mg - hr[j] * mgh);
-                        }
-                    }
-                });
-                Some(tensor(dx, x.shape()))
-            } else {
-                None
-            };
-            let mut dw = zeros::<f32>(e);
-            let mut db = zeros::<f32>(e);
-            for (gr, hr) in g.chunks_exact(e).zip(xhat.chunks_exact(e)) {
-                for j in 0..e {
-                    dw[j] += gr[j] * hr[j];
-                    db[j] += gr[j];
-                }
-            }
-            Ok((dx, dw, db))
+            let (dx, dw, db) = backward_rows(contiguous(gs, gl)?, xhat, rstd, &wv, wants_grad(x));
+            Ok((dx.map(|dx| tensor(dx, x.shape())), dw, db))
         })?;
         let dw = if wants_grad(w) { deliver(w, dw) } else { None };
         let db = if wants_grad(b) { deliver(b, db) } else { None };
         Ok((dx, dw, db))
     }
+}
+
+/// The forward pass over rows of `w.len()` values: `y`, and when `keep`, the normalised rows
+/// `x̂` and each row's `1/√(var + eps)` (empty otherwise).
+pub(super) fn forward_rows(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    keep: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let e = w.len();
+    let rows = x.len() / e;
+    let mut y = zeros::<f32>(x.len());
+    let mut xhat = zeros::<f32>(if keep { x.len() } else { 0 });
+    let mut rstd = zeros::<f32>(if keep { rows } else { 0 });
+    let block = ROWS_PER_TASK * e;
+    let parts: Vec<_> = y
+        .chunks_mut(block)
+        .zip(xhat.chunks_mut(block).map(Some).chain(std::iter::repeat_with(|| None)))
+        .zip(rstd.chunks_mut(ROWS_PER_TASK).map(Some).chain(std::iter::repeat_with(|| None)))
+        .map(|((y, h), r)| (y, h, r))
+        .collect();
+    par::for_each(parts, |t, (y, mut h, mut r)| {
+        let x = &x[t * block..];
+        for (i, yrow) in y.chunks_exact_mut(e).enumerate() {
+            let xrow = &x[i * e..(i + 1) * e];
+            let mean = xrow.iter().sum::<f32>() / e as f32;
+            let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / e as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (j, out) in yrow.iter_mut().enumerate() {
+                let n = (xrow[j] - mean) * inv;
+                *out = n * w[j] + b[j];
+                if let Some(h) = h.as_deref_mut() {
+                    h[i * e + j] = n;
+                }
+            }
+            if let Some(r) = r.as_deref_mut() {
+                r[i] = inv;
+            }
+        }
+    });
+    (y, xhat, rstd)
+}
+
+/// The backward pass for the incoming gradient `g`: `dx` (when `want_dx`), `dw` and `db`.
+pub(super) fn backward_rows(
+    g: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    wv: &[f32],
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let e = wv.len();
+    let dx = want_dx.then(|| {
+        let mut dx = zeros::<f32>(g.len());
+        let block = ROWS_PER_TASK * e;
+        par::chunks_mut(&mut dx, block, |t, dx| {
+            for (i, drow) in dx.chunks_exact_mut(e).enumerate() {
+                let row = t * ROWS_PER_TASK + i;
+                let (gr, hr) = (&g[row * e..(row + 1) * e], &xhat[row * e..(row + 1) * e]);
+                let (mut mg, mut mgh) = (0.0f32, 0.0f32);
+                for j in 0..e {
+                    let gw = gr[j] * wv[j];
+                    mg += gw;
+                    mgh += gw * hr[j];
+                }
+                let (mg, mgh) = (mg / e as f32, mgh / e as f32);
+                for j in 0..e {
+                    drow[j] = rstd[row] * (gr[j] * wv[j] - mg - hr[j] * mgh);
+                }
+            }
+        });
+        dx
+    });
+    let mut dw = zeros::<f32>(e);
+    let mut db = zeros::<f32>(e);
+    for (gr, hr) in g.chunks_exact(e).zip(xhat.chunks_exact(e)) {
+        for j in 0..e {
+            dw[j] += gr[j] * hr[j];
+            db[j] += gr[j];
+        }
+    }
+    (dx, dw, db)
 }

@@ -105,11 +105,26 @@ pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tenso
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> =
-        (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    let mask = Tensor::from_vec(dropout_mask(rng, x.elem_count(), p), x.shape(), x.device())?;
     Ok(x.mul(&mask)?)
+}
+
+/// `n` dropout multipliers for rate `p`: 0 with probability `p`, else `1/(1-p)`, one draw each in
+/// order. Every dropout in Vigil draws its mask here, so the fused kernels and the composed ops
+/// consume a seed alike.
+pub fn dropout_mask(rng: &mut ChaCha8Rng, n: usize, p: f32) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    // The words are drawn a block at a time (ChaCha's vectorised refill; one `random::<f32>()`
+    // per value was a tenth of a MiniLM fine-tuning step) and read as `random::<f32>()` reads
+    // one: its top 24 bits over 2^24. The stream and the mask are the same as drawing one by one.
+    let mut words = [0u32; 1024];
+    let mut mask = Vec::with_capacity(n);
+    while mask.len() < n {
+        let block = &mut words[..(n - mask.len()).min(1024)];
+        rng.fill(block);
+        mask.extend(block.iter().map(|&w| if (w >> 8) as f32 / 16_777_216.0 < p { 0.0 } else { keep }));
+    }
+    mask
 }
 
 /// A fully connected layer `y = x Wᵀ + b`.
@@ -487,6 +502,19 @@ pub fn masked_mean(emb: &Tensor, mask: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropout_mask_is_the_one_drawn_value_by_value() {
+        let mut a = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
+        let mut b = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
+        let mask = dropout_mask(&mut a, 2500, 0.3);
+        let want: Vec<f32> =
+            (0..2500).map(|_| if b.random::<f32>() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
+        assert_eq!(mask, want);
+        assert_eq!(a.random::<u32>(), b.random::<u32>(), "the generators end in the same state");
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count();
+        assert!((600..900).contains(&dropped), "{dropped} of 2500 dropped at p = 0.3");
+    }
     use candle_core::Var;
 
     /// Central finite difference of `f` with respect to each input value.

@@ -16,9 +16,7 @@
 use candle_core::{D, DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use rand::Rng;
-
-use super::layers::{Dense, ParamBuilder, dropout, masked_mean};
+use super::layers::{Dense, ParamBuilder, dropout, dropout_mask, masked_mean};
 use crate::error::Result;
 use crate::ml::kernels;
 use crate::ml::spec::{NormPlacement, Pooling};
@@ -148,14 +146,7 @@ impl EncoderLayer {
             // The fused kernel; its dropout mask is drawn exactly as `dropout` draws one over
             // the `(B, H, L, L)` probabilities, so a seed gives the same run either way.
             let mask = match rng.as_deref_mut() {
-                Some(rng) if p > 0.0 => {
-                    let keep = 1.0 / (1.0 - p);
-                    Some(
-                        (0..b * heads * l * l)
-                            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                            .collect(),
-                    )
-                }
+                Some(rng) if p > 0.0 => Some(dropout_mask(rng, b * heads * l * l, p)),
                 _ => None,
             };
             let bias = bias.flatten_all()?.to_vec1::<f32>()?;
@@ -195,8 +186,62 @@ impl EncoderLayer {
         per_position(&self.ff_out, &h)
     }
 
+    /// The layer's parameters for the fused layer kernel, when it applies to input `x`: f32 on
+    /// the CPU, no quantised weight, and (since the kernel's node exists only when `x` tracks
+    /// gradients) `x` in the graph whenever a parameter is.
+    fn fused_params(&self, x: &Tensor) -> Option<kernels::encoder::LayerParams> {
+        let dense = self.linear();
+        if dense.iter().any(|d| d.quant.is_some()) {
+            return None;
+        }
+        let [q, k, v, o, f1, f2] = dense;
+        let (n1, n2) = (&self.attn_norm, &self.ff_norm);
+        let tensors = [
+            &q.weight, &q.bias, &k.weight, &k.bias, &v.weight, &v.bias, &o.weight, &o.bias, &n1.weight,
+            &n1.bias, &f1.weight, &f1.bias, &f2.weight, &f2.bias, &n2.weight, &n2.bias,
+        ];
+        let mut all = vec![x];
+        all.extend(tensors);
+        if !kernels::applies(&all) || (!x.track_op() && tensors.iter().any(|t| t.track_op())) {
+            return None;
+        }
+        Some(kernels::encoder::LayerParams { tensors: tensors.map(Tensor::clone), eps: [n1.eps, n2.eps] })
+    }
+
     /// The layer's output for `x (B, L, E)`.
     pub fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        heads: usize,
+        norm: NormPlacement,
+        p: f32,
+        rng: &mut Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        if let Some(params) = self.fused_params(x) {
+            let (b, l, e) = x.dims3()?;
+            let ff = self.ff_in.bias.elem_count();
+            let masks = match rng.as_deref_mut() {
+                // Drawn in the composed layer's order: attention, its output, the GELU, the
+                // feed-forward output.
+                Some(rng) if p > 0.0 => Some(kernels::encoder::LayerMasks {
+                    attn: dropout_mask(rng, b * heads * l * l, p),
+                    attn_out: dropout_mask(rng, b * l * e, p),
+                    ff: dropout_mask(rng, b * l * ff, p),
+                    ff_out: dropout_mask(rng, b * l * e, p),
+                }),
+                _ => None,
+            };
+            let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+            let pre = norm == NormPlacement::Pre;
+            return Ok(kernels::encoder_layer(x, params, heads, bias, pre, masks)?);
+        }
+        self.forward_composed(x, bias, heads, norm, p, rng)
+    }
+
+    /// [`Self::forward`] composed of the separate layers and kernels: on a GPU, for quantised
+    /// weights, and as the fused kernel's reference in tests.
+    fn forward_composed(
         &self,
         x: &Tensor,
         bias: &Tensor,
@@ -417,5 +462,72 @@ impl Encoder {
     pub fn encode(&self, emb: &Tensor, mask: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let (states, mask) = self.hidden_states(emb, mask, rng)?;
         self.pool(&states, &mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::ml::spec::Init;
+
+    /// The fused layer kernel gives the composed layer's output and the same gradients for the
+    /// input and every parameter, with and without dropout, for both norm placements (a layer
+    /// with padding in the second example).
+    #[test]
+    fn the_fused_layer_matches_the_composed_one() {
+        let (b, l, e, heads, ff) = (2, 5, 8, 2, 12);
+        for norm in [NormPlacement::Post, NormPlacement::Pre] {
+            for p in [0.0f32, 0.3] {
+                let mut init = ChaCha8Rng::seed_from_u64(7);
+                let mut pb = ParamBuilder {
+                    vars: Vec::new(),
+                    rng: &mut init,
+                    init: Init::XavierUniform,
+                    device: Device::Cpu,
+                };
+                let layer = EncoderLayer::new(&mut pb, "l", e, ff, 1e-5).unwrap();
+                let vars: Vec<Var> = pb.vars.into_iter().map(|(_, v)| v).collect();
+                let xs: Vec<f32> = (0..b * l * e).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+                let x = Var::from_vec(xs, (b, l, e), &Device::Cpu).unwrap();
+                let mask = [1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0];
+                let bias = Tensor::new(&mask, &Device::Cpu)
+                    .unwrap()
+                    .affine(1e9, -1e9)
+                    .unwrap()
+                    .reshape((b, 1, 1, l))
+                    .unwrap();
+                let weights: Vec<f32> = (0..b * l * e).map(|i| (i % 5) as f32 - 2.0).collect();
+                let weights = Tensor::from_vec(weights, (b, l, e), &Device::Cpu).unwrap();
+                let run = |fused: bool| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(3);
+                    let mut rng = Some(&mut rng);
+                    let y = if fused {
+                        assert!(layer.fused_params(x.as_tensor()).is_some());
+                        layer.forward(x.as_tensor(), &bias, heads, norm, p, &mut rng).unwrap()
+                    } else {
+                        layer.forward_composed(x.as_tensor(), &bias, heads, norm, p, &mut rng).unwrap()
+                    };
+                    let loss = (&y * &weights).unwrap().sum_all().unwrap();
+                    let grads = crate::ml::kernels::backward(&loss).unwrap();
+                    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let mut out = vec![values(&y), values(grads.get(x.as_tensor()).unwrap())];
+                    out.extend(vars.iter().map(|v| values(grads.get(v.as_tensor()).expect("a gradient"))));
+                    out
+                };
+                let (fused, composed) = (run(true), run(false));
+                // candle's own backward pass could not take the parameters' gradients: refused.
+                let y = layer.forward(x.as_tensor(), &bias, heads, norm, p, &mut None).unwrap();
+                let err = y.sum_all().unwrap().backward().unwrap_err().to_string();
+                assert!(err.contains("kernels::backward"), "{err}");
+                for (i, (f, c)) in fused.iter().zip(&composed).enumerate() {
+                    let worst = f.iter().zip(c).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(worst < 2e-4, "{norm:?} p={p}: output {i} differs by {worst}");
+                }
+            }
+        }
     }
 }

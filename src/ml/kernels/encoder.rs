@@ -1,0 +1,377 @@
+//! A whole Transformer encoder layer as one op, forward and backward: Q, K and V projections,
+//! attention, the output projection, dropout, the residual and layer norm, then the GELU
+//! feed-forward block with its dropout, residual and layer norm (post-norm, BERT's order, or
+//! pre-norm).
+//!
+//! Why one op: composed from the other kernels, a layer is some twenty candle nodes (reshapes,
+//! dropout products, residual sums), and candle's backward pass adds each gradient it receives
+//! into a fresh zero-filled tensor of the activation's size. For MiniLM at batch 32 x 128 that
+//! bookkeeping, not arithmetic, was most of a fine-tuning step: half the step's samples were the
+//! kernel clearing pages for those zero-filled tensors, and a further tenth candle's element-wise
+//! passes over them. Here the layer's intermediate values live in the op, its backward pass runs
+//! the same formulas as the separate kernels ([`super::attention`], [`super::norm`], the
+//! vectorised GELU of [`super::vmath`], dense layers as in [`super::linear`]) on plain slices, and
+//! candle sees one node per layer.
+//!
+//! The parameters are not inputs of the op (a candle op takes at most three); their gradients
+//! go to the running [`super::backward`] like every kernel's parameter gradients, so every
+//! backward pass in Vigil goes through that function: a plain `loss.backward()` through this
+//! layer, which could not return them, is refused with an error rather than leaving the
+//! parameters without gradients. Dropout masks are drawn by the caller, in the order the composed layer draws
+//! them, so a seed gives the same run either way.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+
+use super::attention::{self, Dims};
+use super::backward::deliver;
+use super::gemm::{matmul, row_major};
+use super::{
+    column_sums, contiguous, missing_state, norm, par, tensor, vmath, wants_grad, with_storage, zeros,
+};
+
+/// Where each parameter sits in [`LayerParams::tensors`].
+pub mod at {
+    pub const Q_W: usize = 0;
+    pub const Q_B: usize = 1;
+    pub const K_W: usize = 2;
+    pub const K_B: usize = 3;
+    pub const V_W: usize = 4;
+    pub const V_B: usize = 5;
+    pub const O_W: usize = 6;
+    pub const O_B: usize = 7;
+    pub const N1_W: usize = 8;
+    pub const N1_B: usize = 9;
+    pub const F1_W: usize = 10;
+    pub const F1_B: usize = 11;
+    pub const F2_W: usize = 12;
+    pub const F2_B: usize = 13;
+    pub const N2_W: usize = 14;
+    pub const N2_B: usize = 15;
+}
+
+/// One layer's parameters: the dense layers' weights `(out, in)` and biases, the two layer
+/// norms' scales and shifts, in the order of [`at`], and the norms' epsilons.
+pub struct LayerParams {
+    pub tensors: [Tensor; 16],
+    pub eps: [f64; 2],
+}
+
+/// Dropout multipliers (0 or `1/(1-p)`): on the attention probabilities `(B, H, L, L)`, on the
+/// attention block's output `(B, L, E)`, after the GELU `(B, L, F)`, and on the feed-forward
+/// block's output `(B, L, E)`.
+pub struct LayerMasks {
+    pub attn: Vec<f32>,
+    pub attn_out: Vec<f32>,
+    pub ff: Vec<f32>,
+    pub ff_out: Vec<f32>,
+}
+
+/// The layer's output for `x (B, L, E)`; `bias (B·L)` is the attention's padding bias.
+pub fn encoder_layer(
+    x: &Tensor,
+    params: LayerParams,
+    heads: usize,
+    bias: Vec<f32>,
+    pre_norm: bool,
+    masks: Option<LayerMasks>,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let keep = wants_grad(&x) || params.tensors.iter().any(wants_grad);
+    x.apply_op1(EncoderLayer { params, heads, bias, pre_norm, masks, keep, saved: OnceLock::new() })
+}
+
+struct EncoderLayer {
+    params: LayerParams,
+    heads: usize,
+    bias: Vec<f32>,
+    pre_norm: bool,
+    masks: Option<LayerMasks>,
+    keep: bool,
+    saved: OnceLock<Saved>,
+}
+
+/// What the backward pass needs from the forward pass.
+struct Saved {
+    /// The attention block's input (`x`, or its layer norm for pre-norm).
+    attn_in: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    probs: Vec<f32>,
+    ctx: Vec<f32>,
+    /// The feed-forward block's input.
+    ff_in: Vec<f32>,
+    /// The intermediate layer's output before the GELU, and after it (and dropout).
+    pre_gelu: Vec<f32>,
+    act: Vec<f32>,
+    /// The layer norms' normalised rows and reciprocal deviations, first and second.
+    norms: [(Vec<f32>, Vec<f32>); 2],
+}
+
+/// Runs `f` on the values of all sixteen parameters (read locks held meanwhile).
+fn with_params<R>(
+    params: &[Tensor; 16],
+    f: impl FnOnce(&[&[f32]]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let guards: Vec<_> = params.iter().map(|t| t.storage_and_layout()).collect();
+    let mut values = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => values.push(contiguous(cpu, layout)?),
+            _ => candle_core::bail!("fused kernels run on the CPU only"),
+        }
+    }
+    f(&values)
+}
+
+/// Elements handed to one parallel task in the element-wise passes.
+const CHUNK: usize = 32 * 1024;
+
+/// `x Wᵀ` for `n` rows: `w (out, in)` read transposed in place.
+fn dense(x: &[f32], n: usize, w: &[f32], out: usize) -> candle_core::Result<Vec<f32>> {
+    let inputs = w.len() / out.max(1);
+    matmul(row_major(x, n, inputs)?, row_major(w, out, inputs)?.t())
+}
+
+/// `f(i, row)` for every `width`-long row of `y` (row `i`), in parallel blocks of rows.
+fn rows(y: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let per_task = (CHUNK / width.max(1)).max(1);
+    par::chunks_mut(y, per_task * width.max(1), |t, block| {
+        for (i, row) in block.chunks_exact_mut(width.max(1)).enumerate() {
+            f(t * per_task + i, row);
+        }
+    });
+}
+
+/// Adds a row vector to every row, in place.
+fn add_bias(y: &mut [f32], bias: &[f32]) {
+    rows(y, bias.len(), |_, row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+}
+
+/// `a ⊙= m`, element-wise, when there is a mask.
+fn apply_mask(a: &mut [f32], mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        par::chunks_mut(a, CHUNK, |t, a| a.iter_mut().zip(&m[t * CHUNK..]).for_each(|(v, m)| *v *= m));
+    }
+}
+
+/// `a += b`, element-wise.
+fn accumulate(a: &mut [f32], b: &[f32]) {
+    par::chunks_mut(a, CHUNK, |t, a| a.iter_mut().zip(&b[t * CHUNK..]).for_each(|(v, b)| *v += b));
+}
+
+/// `y = residual + mask ⊙ (y + bias)` row by row: a block's output with its bias, dropout and
+/// residual in one pass.
+fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: Option<&[f32]>, residual: &[f32]) {
+    let e = bias.len();
+    rows(y, e, |i, row| {
+        let res = &residual[i * e..(i + 1) * e];
+        match mask {
+            Some(m) => {
+                let m = &m[i * e..(i + 1) * e];
+                for j in 0..e {
+                    row[j] = res[j] + (row[j] + bias[j]) * m[j];
+                }
+            }
+            None => {
+                for j in 0..e {
+                    row[j] = res[j] + (row[j] + bias[j]);
+                }
+            }
+        }
+    });
+}
+
+/// Gradients of a dense layer `y = x Wᵀ + b` for `dy (n, out)`: `dW = dyᵀ x` and `db` (each only
+/// when wanted) go to the backward pass; returns `dx = dy W`.
+fn dense_back(
+    dy: &[f32],
+    x: &[f32],
+    n: usize,
+    params: &[Tensor; 16],
+    values: &[&[f32]],
+    (w_at, b_at): (usize, usize),
+) -> candle_core::Result<Vec<f32>> {
+    let (w, out) = (values[w_at], values[b_at].len());
+    let inputs = w.len() / out.max(1);
+    let dy_m = row_major(dy, n, out)?;
+    if wants_grad(&params[b_at]) {
+        give(&params[b_at], column_sums(dy, out))?;
+    }
+    if wants_grad(&params[w_at]) {
+        give(&params[w_at], matmul(dy_m.t(), row_major(x, n, inputs)?)?)?;
+    }
+    matmul(dy_m, row_major(w, out, inputs)?)
+}
+
+/// Hands a parameter's gradient to the running [`super::backward`]; outside one there is no way
+/// to return it to candle, which is a caller's bug, reported.
+fn give(param: &Tensor, values: Vec<f32>) -> candle_core::Result<()> {
+    match deliver(param, values) {
+        None => Ok(()),
+        Some(_) => Err(candle_core::Error::Msg(
+            "encoder layer: parameter gradients need Vigil's backward pass (kernels::backward), \
+             not candle's loss.backward()"
+                .into(),
+        )),
+    }
+}
+
+impl CustomOp1 for EncoderLayer {
+    fn name(&self) -> &'static str {
+        "vigil-encoder-layer"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl)?;
+        let (b, l, e) = xl.shape().dims3()?;
+        let n = b * l;
+        let masks = self.masks.as_ref();
+        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.as_slice()))?;
+        let p = &self.params;
+        let (y, saved) = with_params(&p.tensors, |w| {
+            let ff = w[at::F1_B].len();
+            if w[at::Q_W].len() != e * e || w[at::F1_W].len() != ff * e || w[at::F2_W].len() != e * ff {
+                candle_core::bail!("encoder layer: parameters do not fit a width of {e}");
+            }
+            if masks
+                .is_some_and(|m| m.attn_out.len() != n * e || m.ff.len() != n * ff || m.ff_out.len() != n * e)
+            {
+                candle_core::bail!("encoder layer: dropout masks of the wrong size");
+            }
+            let eps = [p.eps[0] as f32, p.eps[1] as f32];
+            // Pre-norm normalises the attention block's input; post-norm its residual sum.
+            let (attn_in, norm1) = if self.pre_norm {
+                let (h, xhat, rstd) = norm::forward_rows(x, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
+                (h, Some((xhat, rstd)))
+            } else {
+                (x.to_vec(), None)
+            };
+            let project = |wi: usize, bi: usize| -> candle_core::Result<Vec<f32>> {
+                let mut y = dense(&attn_in, n, w[wi], e)?;
+                add_bias(&mut y, w[bi]);
+                Ok(y)
+            };
+            let (q, k, v) =
+                (project(at::Q_W, at::Q_B)?, project(at::K_W, at::K_B)?, project(at::V_W, at::V_B)?);
+            let (ctx, probs) =
+                attention::forward(&q, &k, &v, d, &self.bias, masks.map(|m| m.attn.as_slice()), self.keep)?;
+            // r1 = x + dropout(ctx Woᵀ + bo).
+            let mut r1 = dense(&ctx, n, w[at::O_W], e)?;
+            bias_dropout_residual(&mut r1, w[at::O_B], masks.map(|m| m.attn_out.as_slice()), x);
+            let (ff_in, norm1) = if self.pre_norm {
+                let (h, xhat, rstd) = norm::forward_rows(&r1, w[at::N2_W], w[at::N2_B], eps[1], self.keep);
+                (h, [norm1.expect("pre-norm normalised the input"), (xhat, rstd)])
+            } else {
+                let (h, xhat, rstd) = norm::forward_rows(&r1, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
+                (h, [(xhat, rstd), (Vec::new(), Vec::new())])
+            };
+            let mut pre_gelu = dense(&ff_in, n, w[at::F1_W], ff)?;
+            add_bias(&mut pre_gelu, w[at::F1_B]);
+            let mut act = zeros::<f32>(pre_gelu.len());
+            par::chunks_mut(&mut act, CHUNK, |t, a| {
+                let start = t * CHUNK;
+                vmath::gelu(&pre_gelu[start..start + a.len()], a);
+                if let Some(m) = masks {
+                    a.iter_mut().zip(&m.ff[start..]).for_each(|(a, m)| *a *= m);
+                }
+            });
+            // The block's output, dropout, and the residual: onto r1 (pre-norm) or onto the
+            // normalised r1 (post-norm), then the second norm for post-norm.
+            let mut out = dense(&act, n, w[at::F2_W], e)?;
+            let residual = if self.pre_norm { &r1 } else { &ff_in };
+            bias_dropout_residual(&mut out, w[at::F2_B], masks.map(|m| m.ff_out.as_slice()), residual);
+            let (y, norms) = if self.pre_norm {
+                (out, norm1)
+            } else {
+                let (y, xhat, rstd) = norm::forward_rows(&out, w[at::N2_W], w[at::N2_B], eps[1], self.keep);
+                let [first, _] = norm1;
+                (y, [first, (xhat, rstd)])
+            };
+            let saved =
+                self.keep.then_some(Saved { attn_in, q, k, v, probs, ctx, ff_in, pre_gelu, act, norms });
+            Ok((y, saved))
+        })?;
+        if let Some(saved) = saved {
+            // Set once: candle runs an op's forward pass once.
+            let _ = self.saved.set(saved);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, l, e))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let s = self.saved.get().ok_or_else(|| missing_state("encoder layer"))?;
+        let (b, l, e) = x.dims3()?;
+        let n = b * l;
+        let masks = self.masks.as_ref();
+        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.as_slice()))?;
+        let grad = grad.contiguous()?;
+        let p = &self.params.tensors;
+        let dx = with_storage(&grad, |gs, gl| {
+            let dy = contiguous(gs, gl)?;
+            with_params(p, |w| {
+                let norm_back = |g: &[f32], which: usize, (w_at, b_at): (usize, usize)| {
+                    let (xhat, rstd) = &s.norms[which];
+                    let (dx, dw, db) = norm::backward_rows(g, xhat, rstd, w[w_at], true);
+                    if wants_grad(&p[w_at]) {
+                        give(&p[w_at], dw)?;
+                    }
+                    if wants_grad(&p[b_at]) {
+                        give(&p[b_at], db)?;
+                    }
+                    Ok::<_, candle_core::Error>(dx.expect("asked for"))
+                };
+                // Back through the second norm (post-norm) to the feed-forward residual sum.
+                let d_sum = if self.pre_norm { dy.to_vec() } else { norm_back(dy, 1, (at::N2_W, at::N2_B))? };
+                let mut d_out = d_sum.clone();
+                apply_mask(&mut d_out, masks.map(|m| m.ff_out.as_slice()));
+                let d_act = dense_back(&d_out, &s.act, n, p, w, (at::F2_W, at::F2_B))?;
+                let mut d_pre = zeros::<f32>(d_act.len());
+                par::chunks_mut(&mut d_pre, CHUNK, |t, dp| {
+                    let range = t * CHUNK..t * CHUNK + dp.len();
+                    vmath::gelu_grad(&s.pre_gelu[range.clone()], &d_act[range], dp);
+                });
+                drop(d_act);
+                apply_mask(&mut d_pre, masks.map(|m| m.ff.as_slice()));
+                let d_ff_in = dense_back(&d_pre, &s.ff_in, n, p, w, (at::F1_W, at::F1_B))?;
+                // The attention block's residual sum r1: for post-norm, through the first norm
+                // from the feed-forward input and its residual; for pre-norm, the layer's
+                // residual plus the second norm's gradient.
+                let d_r1 = if self.pre_norm {
+                    let mut d = d_sum;
+                    accumulate(&mut d, &norm_back(&d_ff_in, 1, (at::N2_W, at::N2_B))?);
+                    d
+                } else {
+                    let mut d = d_sum;
+                    accumulate(&mut d, &d_ff_in);
+                    norm_back(&d, 0, (at::N1_W, at::N1_B))?
+                };
+                let mut d_attn = d_r1.clone();
+                apply_mask(&mut d_attn, masks.map(|m| m.attn_out.as_slice()));
+                let d_ctx = dense_back(&d_attn, &s.ctx, n, p, w, (at::O_W, at::O_B))?;
+                let (dq, dk, dv) = attention::backward(
+                    &s.q,
+                    &s.k,
+                    &s.v,
+                    &d_ctx,
+                    &s.probs,
+                    masks.map(|m| m.attn.as_slice()),
+                    d,
+                )?;
+                let mut d_in = dense_back(&dq, &s.attn_in, n, p, w, (at::Q_W, at::Q_B))?;
+                accumulate(&mut d_in, &dense_back(&dk, &s.attn_in, n, p, w, (at::K_W, at::K_B))?);
+                accumulate(&mut d_in, &dense_back(&dv, &s.attn_in, n, p, w, (at::V_W, at::V_B))?);
+                let mut dx = d_r1;
+                if self.pre_norm {
+                    accumulate(&mut dx, &norm_back(&d_in, 0, (at::N1_W, at::N1_B))?);
+                } else {
+                    accumulate(&mut dx, &d_in);
+                }
+                Ok(dx)
+            })
+        })?;
+        Ok(wants_grad(x).then(|| tensor(dx, x.shape())))
+    }
+}
