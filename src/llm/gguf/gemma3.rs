@@ -489,3 +489,62 @@ impl ModelWeights {
         Ok(output)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, 1.0).expect("a valid standard deviation");
+        let values: Vec<f32> = (0..rows * cols).map(|_| normal.sample(&mut rng)).collect();
+        Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn q5_0_rewritten_as_q8_0_holds_the_same_values() {
+        let q5 = QTensor::quantize(&random(64, 640, 1), GgmlDType::Q5_0).unwrap();
+        let q8 = q5_0_as_q8_0(&q5).unwrap();
+        assert_eq!(q8.dtype(), GgmlDType::Q8_0);
+        let values = |q: &QTensor| {
+            q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(values(&q5), values(&q8));
+    }
+
+    /// The decode path (fewer than 16 rows) computes ggml's product: the activations rounded
+    /// to the weight's companion type (Q8_0 for Q8_0 and Q5_0, Q8_K for the K-quants), then
+    /// multiplied with the weight's values. This is what llama.cpp computes too, and why Vigil's
+    /// greedy tokens can part from transformers' (f32 activations) where two tokens are close:
+    /// the README's greedy-equality figures rest on it, so a kernel that computed anything else
+    /// must fail here. The shapes are Gemma 3 270M's (640 wide, 1,024 and 2,048 for K-quants).
+    #[test]
+    fn the_decode_product_is_ggmls_quantised_activations_times_the_weights() {
+        for (dtype, n, k, companion) in [
+            (GgmlDType::Q8_0, 256, 640, GgmlDType::Q8_0),
+            (GgmlDType::Q5_0, 256, 640, GgmlDType::Q8_0),
+            (GgmlDType::Q4K, 640, 1024, GgmlDType::Q8K),
+            (GgmlDType::Q6K, 640, 2048, GgmlDType::Q8K),
+        ] {
+            let weight = QTensor::quantize(&random(n, k, 2), dtype).unwrap();
+            let values = weight.dequantize(&Device::Cpu).unwrap();
+            let product = QMatMul::from_qtensor(weight).unwrap();
+            let x = random(3, k, 3);
+            let got = product.forward(&x.unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap();
+            let rounded = QTensor::quantize(&x, companion).unwrap().dequantize(&Device::Cpu).unwrap();
+            let ggml = rounded.matmul(&values.t().unwrap()).unwrap();
+            let exact = x.matmul(&values.t().unwrap()).unwrap();
+            let largest = |t: &Tensor| {
+                t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+            };
+            let scale = largest(&exact);
+            let off_ggml = largest(&(&got - &ggml).unwrap()) / scale;
+            let off_f32 = largest(&(&got - &exact).unwrap()) / scale;
+            assert!(off_ggml < 1e-5, "{dtype:?}: {off_ggml} from ggml's product");
+            // The rounding of the activations is visible: the comparison above means something.
+            assert!(off_f32 > 1e-4, "{dtype:?}: only {off_f32} from the f32 product");
+        }
+    }
+}
