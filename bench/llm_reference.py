@@ -6,7 +6,10 @@
             position of Vigil's path (transformers teacher-forced on Vigil's tokens) with the
             largest difference in the chosen token's log-probability. Where the two part, the
             margins at the first differing token (is it a near-tie?), and llama.cpp's greedy
-            tokens (llama-cpp-python, when installed) as a second reference.
+            tokens (llama-cpp-python, when installed) as a second reference: whether its prompt
+            ids equal Vigil's, and its own top-1 agreement and largest log-probability
+            difference with transformers on Vigil's path (llama.cpp rounds activations to 8 bits
+            as Vigil's decode path does, so its distance is the yardstick for Vigil's).
   speed     `vigil bench --llm` against llama.cpp (llama-cpp-python) on the same file and the same
             number of threads: prompt processing (128 tokens) and decode (64 tokens), medians over
             alternating runs, and the ratios.
@@ -56,11 +59,11 @@ def equality(model):
     try:
         from llama_cpp import Llama
 
-        llama = Llama(model_path=model, n_threads=THREADS, n_ctx=512, verbose=False)
+        llama = Llama(model_path=model, n_threads=THREADS, n_ctx=512, verbose=False, logits_all=True)
     except ImportError:
         llama = None
     equal_prompts, agree, positions, worst_lp = 0, 0, 0, 0.0
-    llama_equal = 0
+    llama_equal, llama_agree, llama_worst_lp = 0, 0, 0.0
     for prompt in PROMPTS:
         v = vigil_generate(model, prompt)
         v_ids = [t["id"] for t in v["tokens"]]
@@ -109,6 +112,21 @@ def equality(model):
                 + ("(not in its top 2)" if v_margin is None else f"{v_margin:.4f} nats")
             )
         if llama is not None:
+            l_prompt = llama.tokenize(prompt.encode(), add_bos=True)
+            print(f"  prompt tokens equal llama.cpp's: {l_prompt == v_prompt}")
+            # llama.cpp teacher-forced on Vigil's path too: it quantises activations as Vigil's
+            # decode path does, so its distance from transformers there is the yardstick for
+            # Vigil's own (what activation quantisation alone moves).
+            llama.reset()
+            llama.eval(v_prompt + v_ids)
+            l_logits = torch.tensor(llama.scores[len(v_prompt) - 1 : len(v_prompt) - 1 + len(v_ids)])
+            l_logp = torch.log_softmax(l_logits.float(), -1)
+            llama_agree += sum(int(a == b) for a, b in zip(l_logits.argmax(-1).tolist(), top1))
+            for i, t in enumerate(v_ids):
+                llama_worst_lp = max(llama_worst_lp, abs(l_logp[i, t].item() - logp[i, t].item()))
+            if first_diff is not None:
+                i, v_tok, r_tok = first_diff, v_ids[first_diff], r_ids[first_diff]
+                print(f"  llama.cpp's margin there (teacher-forced): {(l_logp[i, r_tok] - l_logp[i, v_tok]).item():.4f} nats")
             llama.reset()
             l_ids = []
             for t in llama.generate(v_prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
@@ -130,6 +148,8 @@ def equality(model):
     print(f"largest |log-probability difference| of the chosen token: {worst_lp:.4f}")
     if llama is not None:
         print(f"{llama_equal}/{len(PROMPTS)} prompts: llama.cpp's first {TOKENS} greedy tokens equal Vigil's")
+        print(f"llama.cpp on Vigil's path: top-1 agreement with transformers {llama_agree}/{positions}, "
+              f"largest |log-probability difference| of Vigil's token {llama_worst_lp:.4f}")
 
 
 def llama_once(llm, prompt_ids, short_ids, decode):
