@@ -9,7 +9,8 @@
             tokens (llama-cpp-python, when installed) as a second reference: whether its prompt
             ids equal Vigil's, and its own top-1 agreement and largest log-probability
             difference with transformers on Vigil's path (llama.cpp rounds activations to 8 bits
-            as Vigil's decode path does, so its distance is the yardstick for Vigil's).
+            as Vigil's decode path does, so its distance is the yardstick for Vigil's). Last, a
+            691-token prompt, past Gemma 3's 512-token sliding window, teacher-forced likewise.
   speed     `vigil bench --llm` against llama.cpp (llama-cpp-python) on the same file and the same
             number of threads: prompt processing (128 tokens) and decode (64 tokens), medians over
             alternating runs, and the ratios.
@@ -150,6 +151,36 @@ def equality(model):
         print(f"{llama_equal}/{len(PROMPTS)} prompts: llama.cpp's first {TOKENS} greedy tokens equal Vigil's")
         print(f"llama.cpp on Vigil's path: top-1 agreement with transformers {llama_agree}/{positions}, "
               f"largest |log-probability difference| of Vigil's token {llama_worst_lp:.4f}")
+    long_context(model, lm)
+
+
+LONG_TEXT = (
+    "The history of the lighthouse begins with fires lit on hills to guide ships at night. Later, towers "
+    "were built of stone, and lamps burned oil behind glass. In the nineteenth century the Fresnel lens let "
+    "a small flame be seen for twenty miles, and keepers lived beside the light with their families, "
+    "trimming wicks and winding the clockwork that turned the lens. "
+)
+
+
+def long_context(model, lm):
+    """Past Gemma 3's sliding window (512 positions): a 691-token prompt, Vigil's 24 greedy
+    tokens, and transformers teacher-forced on them (top-1 agreement, log-probability gaps)."""
+    import torch
+
+    prompt = "".join(f"Chapter {i + 1}. " + LONG_TEXT for i in range(9)) + "Chapter 10. The"
+    out = subprocess.run(
+        [VIGIL, "generate", model, "--prompt", prompt, "--max-tokens", "24", "--json"],
+        check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)},
+    )
+    v = json.loads(out.stdout)
+    p, ids = v["prompt_ids"], [t["id"] for t in v["tokens"]]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(torch.tensor([p + ids])).logits[0, len(p) - 1 : -1].float(), -1)
+    agree = sum(int(a == b) for a, b in zip(logp.argmax(-1).tolist(), ids))
+    gaps = [abs(logp[i, t["id"]].item() - t["logprob"]) for i, t in enumerate(v["tokens"])]
+    print(f"\nlong context ({len(p)} prompt tokens, past the 512-token sliding window): top-1 agreement "
+          f"{agree}/{len(ids)}, |log-probability difference| mean {sum(gaps) / len(gaps):.4f}, "
+          f"largest {max(gaps):.4f}\n  vigil: {v['text']!r}")
 
 
 def llama_once(llm, prompt_ids, short_ids, decode):
