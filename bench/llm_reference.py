@@ -6,7 +6,11 @@
             position of Vigil's path (transformers teacher-forced on Vigil's tokens) with the
             largest difference in the chosen token's log-probability. Where the two part, the
             margins at the first differing token (is it a near-tie?), and llama.cpp's greedy
-            tokens (llama-cpp-python, when installed) as a second reference.
+            tokens (llama-cpp-python, when installed) as a second reference: whether its prompt
+            ids equal Vigil's, and its own top-1 agreement and largest log-probability
+            difference with transformers on Vigil's path (llama.cpp rounds activations to 8 bits
+            as Vigil's decode path does, so its distance is the yardstick for Vigil's). Last, a
+            691-token prompt, past Gemma 3's 512-token sliding window, teacher-forced likewise.
   speed     `vigil bench --llm` against llama.cpp (llama-cpp-python) on the same file and the same
             number of threads: prompt processing (128 tokens) and decode (64 tokens), medians over
             alternating runs, and the ratios.
@@ -56,11 +60,11 @@ def equality(model):
     try:
         from llama_cpp import Llama
 
-        llama = Llama(model_path=model, n_threads=THREADS, n_ctx=512, verbose=False)
+        llama = Llama(model_path=model, n_threads=THREADS, n_ctx=512, verbose=False, logits_all=True)
     except ImportError:
         llama = None
     equal_prompts, agree, positions, worst_lp = 0, 0, 0, 0.0
-    llama_equal = 0
+    llama_equal, llama_agree, llama_worst_lp = 0, 0, 0.0
     for prompt in PROMPTS:
         v = vigil_generate(model, prompt)
         v_ids = [t["id"] for t in v["tokens"]]
@@ -109,6 +113,21 @@ def equality(model):
                 + ("(not in its top 2)" if v_margin is None else f"{v_margin:.4f} nats")
             )
         if llama is not None:
+            l_prompt = llama.tokenize(prompt.encode(), add_bos=True)
+            print(f"  prompt tokens equal llama.cpp's: {l_prompt == v_prompt}")
+            # llama.cpp teacher-forced on Vigil's path too: it quantises activations as Vigil's
+            # decode path does, so its distance from transformers there is the yardstick for
+            # Vigil's own (what activation quantisation alone moves).
+            llama.reset()
+            llama.eval(v_prompt + v_ids)
+            l_logits = torch.tensor(llama.scores[len(v_prompt) - 1 : len(v_prompt) - 1 + len(v_ids)])
+            l_logp = torch.log_softmax(l_logits.float(), -1)
+            llama_agree += sum(int(a == b) for a, b in zip(l_logits.argmax(-1).tolist(), top1))
+            for i, t in enumerate(v_ids):
+                llama_worst_lp = max(llama_worst_lp, abs(l_logp[i, t].item() - logp[i, t].item()))
+            if first_diff is not None:
+                i, v_tok, r_tok = first_diff, v_ids[first_diff], r_ids[first_diff]
+                print(f"  llama.cpp's margin there (teacher-forced): {(l_logp[i, r_tok] - l_logp[i, v_tok]).item():.4f} nats")
             llama.reset()
             l_ids = []
             for t in llama.generate(v_prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
@@ -130,6 +149,38 @@ def equality(model):
     print(f"largest |log-probability difference| of the chosen token: {worst_lp:.4f}")
     if llama is not None:
         print(f"{llama_equal}/{len(PROMPTS)} prompts: llama.cpp's first {TOKENS} greedy tokens equal Vigil's")
+        print(f"llama.cpp on Vigil's path: top-1 agreement with transformers {llama_agree}/{positions}, "
+              f"largest |log-probability difference| of Vigil's token {llama_worst_lp:.4f}")
+    long_context(model, lm)
+
+
+LONG_TEXT = (
+    "The history of the lighthouse begins with fires lit on hills to guide ships at night. Later, towers "
+    "were built of stone, and lamps burned oil behind glass. In the nineteenth century the Fresnel lens let "
+    "a small flame be seen for twenty miles, and keepers lived beside the light with their families, "
+    "trimming wicks and winding the clockwork that turned the lens. "
+)
+
+
+def long_context(model, lm):
+    """Past Gemma 3's sliding window (512 positions): a 691-token prompt, Vigil's 24 greedy
+    tokens, and transformers teacher-forced on them (top-1 agreement, log-probability gaps)."""
+    import torch
+
+    prompt = "".join(f"Chapter {i + 1}. " + LONG_TEXT for i in range(9)) + "Chapter 10. The"
+    out = subprocess.run(
+        [VIGIL, "generate", model, "--prompt", prompt, "--max-tokens", "24", "--json"],
+        check=True, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": str(THREADS)},
+    )
+    v = json.loads(out.stdout)
+    p, ids = v["prompt_ids"], [t["id"] for t in v["tokens"]]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(torch.tensor([p + ids])).logits[0, len(p) - 1 : -1].float(), -1)
+    agree = sum(int(a == b) for a, b in zip(logp.argmax(-1).tolist(), ids))
+    gaps = [abs(logp[i, t["id"]].item() - t["logprob"]) for i, t in enumerate(v["tokens"])]
+    print(f"\nlong context ({len(p)} prompt tokens, past the 512-token sliding window): top-1 agreement "
+          f"{agree}/{len(ids)}, |log-probability difference| mean {sum(gaps) / len(gaps):.4f}, "
+          f"largest {max(gaps):.4f}\n  vigil: {v['text']!r}")
 
 
 def llama_once(llm, prompt_ids, short_ids, decode):

@@ -39,6 +39,27 @@ fn explains_a_token_as_json_and_as_a_table() {
         .stdout(predicate::str::contains("\"<\""));
 }
 
+/// `--chat-template` formats the `--chat` prompt that is explained, as `generate`'s does: the
+/// explained prompt is the template's text, and `none` is the text alone.
+#[test]
+fn explains_the_prompt_in_the_chat_template_the_operator_chooses() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = |extra: &[&str]| -> String {
+        let v = common::cli::json(
+            vigil(dir.path())
+                .args(["explain-token", "scripted:", "--prompt", "hi", "--token", "0", "--json"])
+                .args(extra),
+        );
+        v["prompt"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect()
+    };
+    assert_eq!(prompt(&["--chat"]), "<user>hi\n<assistant>", "the model's own format");
+    assert_eq!(
+        prompt(&["--chat", "--chat-template", "chatml"]),
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert_eq!(prompt(&["--chat", "--chat-template", "none"]), "hi");
+}
+
 #[test]
 fn bad_input_exits_2_saying_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,6 +75,20 @@ fn bad_input_exits_2_saying_what_is_wrong() {
         (vec!["explain-token", "scripted:context=4", "--prompt", "hello", "--token", "0"], "context holds 4"),
         (vec!["explain-token", "scripted:speed=3", "--prompt", "hi", "--token", "0"], "speed"),
         (vec!["explain-token", "scripted:", "--prompt", "hi", "--token", "-1"], "-1"),
+        (
+            vec![
+                "explain-token",
+                "scripted:",
+                "--prompt",
+                "hi",
+                "--token",
+                "0",
+                "--chat",
+                "--chat-template",
+                "alpaca",
+            ],
+            "expected one of gemma",
+        ),
         (vec!["--llm", missing], "--llm"),
     ] {
         vigil(dir.path()).args(&args).assert().code(2).stderr(predicate::str::contains(says));

@@ -1,5 +1,6 @@
 //! `vigil explain-token MODEL --prompt TEXT --token N`: generates the completion greedily up to
-//! token N and explains that token by occlusion over the prompt's tokens
+//! token N (`--chat` formats the prompt as a user's turn, in `--chat-template`'s format when
+//! given) and explains that token by occlusion over the prompt's tokens
 //! ([`crate::llm::attribution`]): a table for people, one JSON object with `--json`. The
 //! console's Playground shows the same explanation (pick a token, `e`).
 
@@ -27,6 +28,8 @@ pub struct Args {
     /// Send the prompt as a user message in the model's chat template.
     #[arg(long)]
     pub chat: bool,
+    #[command(flatten)]
+    pub chat_template: super::generate::ChatTemplateArg,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -44,7 +47,7 @@ struct Report<'a> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = crate::llm::load(&args.model)?;
+    let model = args.chat_template.load(&args.model)?;
     let request = GenerateRequest {
         prompt: args.prompt.clone(),
         chat: args.chat,

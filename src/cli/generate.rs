@@ -5,12 +5,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::llm::{FinishReason, SamplingParams, Step};
+use crate::llm::{FinishReason, LanguageModel, SamplingParams, Step};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,10 +23,8 @@ pub struct Args {
     /// Send the prompt as a user's chat message, with the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    /// The chat template for --chat: gemma, llama3, chatml, none (the text alone), or a .ron
-    /// file of role prefixes and suffixes (default: the one the model's file names).
-    #[arg(long, value_name = "NAME|FILE.ron")]
-    pub chat_template: Option<String>,
+    #[command(flatten)]
+    pub chat_template: ChatTemplateArg,
     /// Stop after this many tokens.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
@@ -47,6 +46,26 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--chat-template`, as the commands that load a model to run one prompt take it (`generate`,
+/// `explain-token`); the option's text and its reading are here once.
+#[derive(Debug, clap::Args)]
+pub struct ChatTemplateArg {
+    /// The chat template for --chat: gemma, llama3, chatml, none (the text alone), or a .ron
+    /// file of role prefixes and suffixes (default: the one the model's file names).
+    #[arg(long, value_name = "NAME|FILE.ron")]
+    pub chat_template: Option<String>,
+}
+
+impl ChatTemplateArg {
+    /// Loads the model in `path` with the chosen chat template in place of its file's. A name
+    /// or file that is not a template is the user's error (exit 2), before the model loads.
+    pub fn load(&self, path: &Path) -> Result<Arc<dyn LanguageModel>> {
+        let template =
+            self.chat_template.as_deref().map(crate::llm::gguf::ChatTemplate::parse).transpose()?;
+        crate::llm::load_with(path, template)
+    }
 }
 
 /// One token of `--json`'s output.
@@ -80,8 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_tokens == 0 {
         return Err(Error::argument("--max-tokens must be at least 1"));
     }
-    let template = args.chat_template.as_deref().map(crate::llm::gguf::ChatTemplate::parse).transpose()?;
-    let model = crate::llm::load_with(&args.model, template)?;
+    let model = args.chat_template.load(&args.model)?;
     let prompt = model.user_prompt_ids(&args.prompt, args.chat)?;
     let params = SamplingParams {
         max_tokens: args.max_tokens,

@@ -32,6 +32,9 @@ pub struct TinyModel {
     pub chat_template: Option<String>,
     /// Leave the turn tokens out of the vocabulary (a model with no known chat format).
     pub no_turn_tokens: bool,
+    /// `attention.sliding_window`: how many positions a token of a sliding layer sees (both
+    /// layers are sliding ones: Gemma 3 makes every sixth layer global).
+    pub sliding_window: u32,
 }
 
 impl Default for TinyModel {
@@ -42,6 +45,7 @@ impl Default for TinyModel {
             drop_tensor: None,
             chat_template: None,
             no_turn_tokens: false,
+            sliding_window: 64,
         }
     }
 }
@@ -145,7 +149,7 @@ impl TinyModel {
             (format!("{arch}.attention.key_length"), u32v(HEAD_DIM as u32)),
             (format!("{arch}.attention.value_length"), u32v(HEAD_DIM as u32)),
             (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-6)),
-            (format!("{arch}.attention.sliding_window"), u32v(64)),
+            (format!("{arch}.attention.sliding_window"), u32v(self.sliding_window)),
             (format!("{arch}.rope.freq_base"), Value::F32(1_000_000.0)),
             ("tokenizer.ggml.model".into(), Value::String("llama".into())),
             ("tokenizer.ggml.pre".into(), Value::String("default".into())),

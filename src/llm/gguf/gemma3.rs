@@ -1,18 +1,19 @@
-//! Gemma 3, quantised: candle-transformers 0.11.1's `quantized_gemma3` with two fixes, kept here
+//! Gemma 3, quantised: candle-transformers 0.11.1's `quantized_gemma3` with three fixes, kept here
 //! until they are upstream (then this file goes and `mod.rs` uses candle's again):
 //! - the feed-forward gate is GELU (tanh approximation), as Gemma's `hidden_activation =
 //!   gelu_pytorch_tanh` and llama.cpp's `LLM_FFN_GELU` say; candle's uses SiLU, which writes
 //!   fluent but different text (greedy output left transformers' and llama.cpp's after 1-5
 //!   tokens on Gemma 3 270M, see bench/llm_reference.py);
 //! - the rotary tables are built once per frequency for the model's context length, not once per
-//!   layer for 131,072 positions (3.6 GB and seconds of loading for a 270M model).
+//!   layer for 131,072 positions (3.6 GB and seconds of loading for a 270M model);
+//! - a sliding layer of window W shows a token W positions, in a prompt's mask and while
+//!   decoding (candle's showed W + 1 in a prompt and the whole context while decoding).
 //!
 //! Otherwise the code is candle's (MIT/Apache-2.0), tracing spans removed.
 #![allow(clippy::too_many_arguments)]
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::D;
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
@@ -198,6 +199,13 @@ struct LayerWeights {
 }
 
 impl LayerWeights {
+    /// Which keys each query sees, over absolute positions: query `index_pos + i` sees key `j`
+    /// when `j <= index_pos + i` and, on a sliding layer of window W, when `index_pos + i - j`
+    /// is under W (W keys, the query's own included), as transformers' `sliding_window_overlay`
+    /// (`kv_idx > q_idx - sliding_window`) and llama.cpp's `is_masked_swa` (`p1 - p0 >= n_swa`
+    /// masked) define it. candle's copy let W + 1 keys through, and its rows for a chunk after
+    /// cached positions hid the cache (and mixed dtypes); Vigil runs a prompt from position 0,
+    /// so only the window's off-by-one showed, past W tokens.
     fn mask(
         &self,
         b_sz: usize,
@@ -206,23 +214,13 @@ impl LayerWeights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let mask: Vec<_> = if let Some(sliding_window_size) = self.sliding_window_size {
-            (0..seq_len)
-                .flat_map(|i| {
-                    (0..seq_len).map(move |j| if i < j || j + sliding_window_size < i { 0u32 } else { 1u32 })
-                })
-                .collect()
-        } else {
-            (0..seq_len).flat_map(|i| (0..seq_len).map(move |j| if i < j { 0u32 } else { 1u32 })).collect()
-        };
-        let mask = Tensor::from_slice(&mask, (seq_len, seq_len), device)?;
-        let mask = if index_pos > 0 {
-            let mask0 = Tensor::zeros((seq_len, index_pos), DType::F32, device)?;
-            Tensor::cat(&[&mask0, &mask], D::Minus1)?
-        } else {
-            mask
-        };
-        mask.expand((b_sz, 1, seq_len, seq_len + index_pos))?.to_dtype(dtype)
+        let keys = index_pos + seq_len;
+        let window = self.sliding_window_size.unwrap_or(usize::MAX);
+        let mask: Vec<u32> = (index_pos..keys)
+            .flat_map(|i| (0..keys).map(move |j| u32::from(j <= i && i - j < window)))
+            .collect();
+        let mask = Tensor::from_slice(&mask, (seq_len, keys), device)?;
+        mask.expand((b_sz, 1, seq_len, keys))?.to_dtype(dtype)
     }
 
     fn forward_attn(&mut self, x: &Tensor, mask: Option<&Tensor>, index_pos: usize) -> Result<Tensor> {
@@ -254,6 +252,17 @@ impl LayerWeights {
             }
         };
         self.kv_cache = Some((k.clone(), v.clone())); // update cache
+
+        // One token on a sliding layer sees only the last W keys (see `mask`); the prompt's rows
+        // are masked instead. candle's copy let a decoded token see the whole context, so
+        // output past W (512 for Gemma 3 270M) positions parted from the references'.
+        let (k, v) = match self.sliding_window_size {
+            Some(window) if seq_len == 1 && k.dim(2)? > window => {
+                let start = k.dim(2)? - window;
+                (k.narrow(2, start, window)?, v.narrow(2, start, window)?)
+            }
+            _ => (k, v),
+        };
 
         // Repeat KV for GQA
         let k = candle_transformers::utils::repeat_kv(k, self.n_head / self.n_kv_head)?;
@@ -478,5 +487,64 @@ impl ModelWeights {
         let output = self.output.forward(&x)?;
 
         Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, 1.0).expect("a valid standard deviation");
+        let values: Vec<f32> = (0..rows * cols).map(|_| normal.sample(&mut rng)).collect();
+        Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn q5_0_rewritten_as_q8_0_holds_the_same_values() {
+        let q5 = QTensor::quantize(&random(64, 640, 1), GgmlDType::Q5_0).unwrap();
+        let q8 = q5_0_as_q8_0(&q5).unwrap();
+        assert_eq!(q8.dtype(), GgmlDType::Q8_0);
+        let values = |q: &QTensor| {
+            q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(values(&q5), values(&q8));
+    }
+
+    /// The decode path (fewer than 16 rows) computes ggml's product: the activations rounded
+    /// to the weight's companion type (Q8_0 for Q8_0 and Q5_0, Q8_K for the K-quants), then
+    /// multiplied with the weight's values. This is what llama.cpp computes too, and why Vigil's
+    /// greedy tokens can part from transformers' (f32 activations) where two tokens are close:
+    /// the README's greedy-equality figures rest on it, so a kernel that computed anything else
+    /// must fail here. The shapes are Gemma 3 270M's (640 wide, 1,024 and 2,048 for K-quants).
+    #[test]
+    fn the_decode_product_is_ggmls_quantised_activations_times_the_weights() {
+        for (dtype, n, k, companion) in [
+            (GgmlDType::Q8_0, 256, 640, GgmlDType::Q8_0),
+            (GgmlDType::Q5_0, 256, 640, GgmlDType::Q8_0),
+            (GgmlDType::Q4K, 640, 1024, GgmlDType::Q8K),
+            (GgmlDType::Q6K, 640, 2048, GgmlDType::Q8K),
+        ] {
+            let weight = QTensor::quantize(&random(n, k, 2), dtype).unwrap();
+            let values = weight.dequantize(&Device::Cpu).unwrap();
+            let product = QMatMul::from_qtensor(weight).unwrap();
+            let x = random(3, k, 3);
+            let got = product.forward(&x.unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap();
+            let rounded = QTensor::quantize(&x, companion).unwrap().dequantize(&Device::Cpu).unwrap();
+            let ggml = rounded.matmul(&values.t().unwrap()).unwrap();
+            let exact = x.matmul(&values.t().unwrap()).unwrap();
+            let largest = |t: &Tensor| {
+                t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+            };
+            let scale = largest(&exact);
+            let off_ggml = largest(&(&got - &ggml).unwrap()) / scale;
+            let off_f32 = largest(&(&got - &exact).unwrap()) / scale;
+            assert!(off_ggml < 1e-5, "{dtype:?}: {off_ggml} from ggml's product");
+            // The rounding of the activations is visible: the comparison above means something.
+            assert!(off_f32 > 1e-4, "{dtype:?}: only {off_f32} from the f32 product");
+        }
     }
 }

@@ -245,3 +245,54 @@ fn a_missing_tensor_is_refused_by_name() {
     let text = load_error(&path);
     assert!(text.contains("blk.1.ffn_up.weight"), "{text}");
 }
+
+/// The last position's logits of `ids` on a fresh copy of the weights: as one prompt, or one
+/// token at a time through the decode path (the KV cache).
+fn last_logits(model: &GgufModel, ids: &[u32], one_at_a_time: bool) -> Vec<f32> {
+    let mut weights = model.weights.clone();
+    if !one_at_a_time {
+        return weights.forward(ids, 0).unwrap();
+    }
+    let mut logits = Vec::new();
+    for (pos, &id) in ids.iter().enumerate() {
+        logits = weights.forward(&[id], pos).unwrap();
+    }
+    logits
+}
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A sliding layer of window W lets a token see W positions, its own included (transformers'
+/// `kv_idx > q_idx - sliding_window`, llama.cpp's `p1 - p0 >= n_swa` masked), in a prompt and
+/// while decoding alike. With W = 4 and the tiny model's two sliding layers, the last of 12
+/// tokens (position 11) sees positions 8..=11 in layer 1, which saw 5..=11 in layer 0: token 4
+/// must not move its logits, token 5 must. (candle's copy let W + 1 through, so token 4
+/// mattered, and a decoded token saw the whole context.)
+#[test]
+fn a_sliding_window_shows_a_token_exactly_w_positions_in_a_prompt_and_while_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "window.gguf", &TinyModel { sliding_window: 4, ..Default::default() });
+    let model = GgufModel::load(&path).unwrap();
+    // 12 positions (under the 16 rows from which a prompt takes the f32 path, so the prompt
+    // and the decode steps use the same quantised products and may be compared closely).
+    let words = model.encode("the cat sat on the mat hello world model vigil token").unwrap();
+    let ids: Vec<u32> = [model.prompt_prefix(), words].concat().into_iter().cycle().take(12).collect();
+    let changed = |at: usize| {
+        let mut other = ids.clone();
+        other[at] = if ids[at] == ids[1] { ids[2] } else { ids[1] };
+        other
+    };
+    for one_at_a_time in [false, true] {
+        let base = last_logits(&model, &ids, one_at_a_time);
+        let outside = largest_difference(&base, &last_logits(&model, &changed(4), one_at_a_time));
+        let inside = largest_difference(&base, &last_logits(&model, &changed(5), one_at_a_time));
+        assert!(outside < 1e-6, "one at a time {one_at_a_time}: token 4 moved the logits by {outside}");
+        assert!(inside > 1e-3, "one at a time {one_at_a_time}: token 5 moved the logits only by {inside}");
+    }
+    let prompt = last_logits(&model, &ids, false);
+    let decoded = last_logits(&model, &ids, true);
+    let gap = largest_difference(&prompt, &decoded);
+    assert!(gap < 1e-3, "a prompt and the same tokens decoded one at a time differ by {gap}");
+}
