@@ -3,11 +3,11 @@
 //! front for the `gemm` crate candle uses, so that this crate can `forbid(unsafe_code)`. See that
 //! crate for why the kernels do not call candle's own CPU product.
 
-use vigil_gemm::{Parallelism, product};
+use vigil_gemm::{Parallelism, product_new};
 
 pub(crate) use vigil_gemm::Matrix;
 
-use super::{par, zeros};
+use super::par;
 
 /// Multiply-adds below which a product runs on the calling thread alone (gemm's own default).
 const PARALLEL_WORK: usize = 48 * 48 * 256;
@@ -36,26 +36,15 @@ pub(crate) fn matmul(a: Matrix, b: Matrix) -> candle_core::Result<Vec<f32>> {
     let Some(size) = m.checked_mul(n) else {
         candle_core::bail!("matmul: a {m}x{n} result is too large");
     };
-    let mut dst = zeros(size);
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(dst);
-    }
-    let threads = par::threads().min(m);
-    if threads <= 1 || size.saturating_mul(k) < PARALLEL_WORK {
-        product(&mut dst, a, b, Parallelism::None).map_err(refused)?;
+    let threads = par::threads().min(m.max(1));
+    let (block_rows, parallelism) = if threads <= 1 || size.saturating_mul(k) < PARALLEL_WORK {
+        (m, Parallelism::None)
     } else if m >= n || m >= MIN_SPLIT_ROWS {
-        let rows = m.div_ceil(threads);
-        let parts: Vec<(usize, &mut [f32])> =
-            dst.chunks_mut(rows * n).enumerate().map(|(i, d)| (i * rows, d)).collect();
-        let done = par::map(parts, |_, (first, d)| -> candle_core::Result<()> {
-            let block = a.row_block(first, d.len() / n).map_err(refused)?;
-            product(d, block, b, Parallelism::None).map_err(refused)
-        });
-        done.into_iter().collect::<candle_core::Result<()>>()?;
+        (m.div_ceil(threads), Parallelism::None)
     } else {
-        product(&mut dst, a, b, Parallelism::Rayon(0)).map_err(refused)?;
-    }
-    Ok(dst)
+        (m, Parallelism::Rayon(0))
+    };
+    product_new(a, b, block_rows, parallelism).map_err(refused)
 }
 
 /// A row-major `rows x cols` matrix at the start of `data` ([`Matrix::row_major`], with a candle
