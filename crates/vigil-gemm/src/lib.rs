@@ -1,6 +1,7 @@
 //! The one place in Vigil that contains `unsafe`: a bounds-checked safe front for the `gemm`
-//! crate's raw-pointer matrix product, which is the product candle itself uses. It lives in its
-//! own crate so that the main crate can `forbid(unsafe_code)`.
+//! crate's raw-pointer matrix product, which is the product candle itself uses, and the SIMD
+//! kernels of the Q8_0 matrix-vector product ([`q8`]). It lives in its own crate so that the main
+//! crate can `forbid(unsafe_code)`.
 //!
 //! Why not candle's safe CPU product, which the kernels used at first: in candle 0.11.1 every
 //! call asks `candle_core::utils::get_num_threads()`, which, unless `RAYON_NUM_THREADS` is set,
@@ -19,6 +20,8 @@ use std::fmt;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+pub mod q8;
 
 pub use gemm::Parallelism;
 

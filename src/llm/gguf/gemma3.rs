@@ -20,7 +20,8 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::{Embedding, Module};
 use candle_transformers::quantized_nn::RmsNorm;
 
-use crate::ml::kernels::gemm;
+use crate::ml::kernels::gemm::{self, refused_q8};
+use crate::ml::kernels::q8;
 
 pub const MAX_SEQ_LEN: usize = 131072; // Gemma 3 supports 128K context window
 pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
@@ -33,39 +34,77 @@ pub const DEFAULT_ROPE_FREQUENCY_SCALE_FACTOR: f32 = 1.;
 /// at a time (and quantises the activations to 8 bits first).
 const BATCHED_ROWS: usize = 16;
 
-/// A quantised linear layer with two paths: one token at a time (decode) through candle's
-/// quantised product, which reads the fewest bytes; a batch (a prompt) through the packed f32
-/// GEMM of `crates/vigil-gemm` on the weight widened to f32 once, on the first batch, and then
-/// kept. For Gemma 3 270M that copy is 401 MB (18 layers of 5.6 M weights; the 262k-row output
+/// A quantised linear layer with two paths: a few tokens at a time (decode) through a quantised
+/// product, which reads the fewest bytes; a batch (a prompt) through the packed f32 GEMM of
+/// `crates/vigil-gemm` on the weight widened to f32 once, on the first batch, and then kept.
+/// For Gemma 3 270M that copy is 401 MB (18 layers of 5.6 M weights; the 262k-row output
 /// projection only ever sees the last position and is never widened), made only once a prompt
 /// of 16 or more tokens has been run; it is shared by every generation (clones share the `Arc`).
 /// Measured with `vigil bench --llm` (2 threads, loaded machine): prompt processing 25.3 -> 91.9
 /// tokens/s over the quantised product of the same (Q8_0) weights.
+///
+/// The quantised product of Q8_0 weights (and Q5_0 ones, rewritten as Q8_0 at load) is Vigil's
+/// own ([`crate::ml::kernels::q8`]): candle 0.11's was 64% of a decode step, in per-block scale
+/// conversions and one dot product at a time. Other types (Q4_K, Q6_K) keep candle's.
 #[derive(Debug, Clone)]
 struct QMatMul {
-    inner: candle_core::quantized::QMatMul,
-    qtensor: Arc<QTensor>,
+    weight: Weight,
     wide: Arc<OnceLock<Vec<f32>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// Q8_0 blocks laid out for Vigil's kernel (the only copy: candle's is dropped at load).
+    Q8(Arc<q8::Q8Matrix>),
+    /// Any other type, or a weight off the CPU: candle's product.
+    Candle { inner: candle_core::quantized::QMatMul, qtensor: Arc<QTensor> },
 }
 
 impl QMatMul {
     fn from_qtensor(qtensor: QTensor) -> Result<Self> {
-        let qtensor =
-            Arc::new(if qtensor.dtype() == GgmlDType::Q5_0 { q5_0_as_q8_0(&qtensor)? } else { qtensor });
-        let inner = candle_core::quantized::QMatMul::from_arc(Arc::clone(&qtensor))?;
-        Ok(Self { inner, qtensor, wide: Arc::new(OnceLock::new()) })
+        let qtensor = if qtensor.dtype() == GgmlDType::Q5_0 { q5_0_as_q8_0(&qtensor)? } else { qtensor };
+        let weight = match qtensor.shape().dims2() {
+            Ok((n, k)) if qtensor.dtype() == GgmlDType::Q8_0 && qtensor.device().is_cpu() => {
+                let matrix = q8::Q8Matrix::from_q8_0(n, k, &qtensor.data()?).map_err(refused_q8)?;
+                Weight::Q8(Arc::new(matrix))
+            }
+            _ => {
+                let qtensor = Arc::new(qtensor);
+                let inner = candle_core::quantized::QMatMul::from_arc(Arc::clone(&qtensor))?;
+                Weight::Candle { inner, qtensor }
+            }
+        };
+        Ok(Self { weight, wide: Arc::new(OnceLock::new()) })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (n, k) = self.qtensor.shape().dims2()?;
+        let (n, k) = match &self.weight {
+            Weight::Q8(w) => (w.rows(), w.cols()),
+            Weight::Candle { qtensor, .. } => qtensor.shape().dims2()?,
+        };
         let rows = xs.elem_count() / k.max(1);
-        if rows < BATCHED_ROWS || xs.dtype() != DType::F32 || !xs.device().is_cpu() {
-            return self.inner.forward(xs);
+        let on_cpu = xs.dtype() == DType::F32 && xs.device().is_cpu();
+        let mut dims = xs.dims().to_vec();
+        *dims.last_mut().expect("a batch has at least one dimension") = n;
+        if rows < BATCHED_ROWS || !on_cpu {
+            return match &self.weight {
+                Weight::Q8(w) if on_cpu => {
+                    let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                    Tensor::from_vec(q8::matmul(w, &x, rows, q8::Threads::Candle)?, dims, &Device::Cpu)
+                }
+                Weight::Q8(_) => candle_core::bail!("Q8_0 weights are multiplied on the CPU, in f32"),
+                Weight::Candle { inner, .. } => inner.forward(xs),
+            };
         }
         let wide = match self.wide.get() {
             Some(w) => w,
             None => {
-                let w = self.qtensor.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+                let w = match &self.weight {
+                    Weight::Q8(w) => w.dequantize(),
+                    Weight::Candle { qtensor, .. } => {
+                        qtensor.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?
+                    }
+                };
                 // A generation racing this one may have set it first; either copy is the same.
                 let _ = self.wide.set(w);
                 self.wide.get().expect("set just above")
@@ -73,8 +112,6 @@ impl QMatMul {
         };
         let x = xs.flatten_all()?.to_vec1::<f32>()?;
         let out = gemm::matmul(gemm::row_major(&x, rows, k)?, gemm::row_major(wide, n, k)?.t())?;
-        let mut dims = xs.dims().to_vec();
-        *dims.last_mut().expect("a batch has at least one dimension") = n;
         Tensor::from_vec(out, dims, &Device::Cpu)
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! **One KV cache per generation.** candle's quantised models keep their attention cache
 //! inside `ModelWeights`, so two sequences cannot share one. Every weight in a `ModelWeights`
-//! is an `Arc`ed `QTensor` or a reference-counted `Tensor`, so `clone()` copies only handles:
+//! is an `Arc`ed `QTensor` (for Gemma 3's Q8_0 weights, an `Arc`ed `Q8Matrix` of
+//! [`crate::ml::kernels::q8`]) or a reference-counted `Tensor`, so `clone()` copies only handles:
 //! each [`Generation`] starts from a clone of the loaded, never-run weights and grows its own
 //! cache. Measured on Gemma 3 270M Q4_K_M with `vigil bench --llm`: 1,232 MiB resident after
 //! loading and the benchmark's runs, 1,065 MiB with 8 generations started at once (the clones

@@ -21,6 +21,11 @@ pub(crate) fn refused(e: vigil_gemm::Error) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
+/// A refused Q8_0 matrix or product (see [`super::q8`]) as a candle error.
+pub(crate) fn refused_q8(e: vigil_gemm::q8::Q8Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
 /// `a · b` as a new row-major `(a.rows, b.cols)` buffer. A large product is split over the
 /// kernels' threads ([`super::par`]) into blocks of rows, each one single-threaded gemm call;
 /// a wide product of few rows (a convolution's forward pass) uses gemm's own threading instead.

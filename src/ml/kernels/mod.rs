@@ -30,6 +30,7 @@ pub mod norm;
 pub mod optim;
 pub mod par;
 pub mod pool;
+pub mod q8;
 pub mod recurrent;
 pub mod vmath;
 

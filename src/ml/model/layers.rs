@@ -151,11 +151,19 @@ pub struct QuantWeight {
     /// The stored weight's input width (`inputs` rounded up to whole blocks).
     pub padded: usize,
     pub dtype: GgmlDType,
+    /// Q8_0 and Q4_0 weights laid out for Vigil's quantised product ([`kernels::q8`]), which a
+    /// few rows (one sentence's tokens) run on; `matmul` stays for what that does not cover (a
+    /// gradient, a large batch) and for saving. A second copy of the weight, a few MB for MiniLM.
+    fast: Option<std::sync::Arc<kernels::q8::Q8Matrix>>,
 }
 
 /// Rows from which a quantised layer widens its weight to f32 for the call (see
 /// `QuantWeight::forward`).
 const BATCHED_ROWS: usize = 16;
+
+/// Rows up to which a Q8_0 or Q4_0 layer runs Vigil's quantised product rather than widening its
+/// weight (see `QuantWeight::forward`).
+const FAST_ROWS: usize = 64;
 
 impl QuantWeight {
     /// A weight `(outputs, inputs)` stored as `dtype`.
@@ -171,17 +179,31 @@ impl QuantWeight {
     pub fn from_stored(name: &str, stored: QTensor, inputs: usize) -> Result<Self> {
         let dtype = stored.dtype();
         let (_, padded) = stored.shape().dims2()?;
-        let matmul = match dtype {
-            // candle would widen f16 to f32 in memory; keep it f16 and multiply in f16.
-            GgmlDType::F16 => QMatMul::TensorF16(stored.dequantize_f16(&stored.device())?),
-            _ => QMatMul::from_qtensor(stored)?,
-        };
         if padded < inputs || padded - inputs >= dtype.block_size().max(1) {
             return Err(crate::error::Error::unsuitable(format!(
                 "{name}: a stored width of {padded} does not fit a layer of {inputs} inputs"
             )));
         }
-        Ok(QuantWeight { name: name.to_string(), matmul, inputs, padded, dtype })
+        let (outputs, _) = stored.shape().dims2()?;
+        let fast = match dtype {
+            GgmlDType::Q8_0 if stored.device().is_cpu() => {
+                Some(kernels::q8::Q8Matrix::from_q8_0(outputs, padded, &stored.data()?))
+            }
+            GgmlDType::Q4_0 if stored.device().is_cpu() => {
+                Some(kernels::q8::Q8Matrix::from_q4_0(outputs, padded, &stored.data()?))
+            }
+            _ => None,
+        };
+        let fast = match fast.transpose() {
+            Ok(fast) => fast.map(std::sync::Arc::new),
+            Err(e) => return Err(crate::error::Error::unsuitable(format!("{name}: {e}"))),
+        };
+        let matmul = match dtype {
+            // candle would widen f16 to f32 in memory; keep it f16 and multiply in f16.
+            GgmlDType::F16 => QMatMul::TensorF16(stored.dequantize_f16(&stored.device())?),
+            _ => QMatMul::from_qtensor(stored)?,
+        };
+        Ok(QuantWeight { name: name.to_string(), matmul, inputs, padded, dtype, fast })
     }
 
     /// The weight as a file stores it.
@@ -212,6 +234,20 @@ impl QuantWeight {
         // product for a batch, which it works through a row at a time. One input at a time, the
         // quantised product wins: it reads a quarter of the bytes and widens nothing.
         if kernels::applies(&[&x, bias]) {
+            // Vigil's quantised product reads a quarter of the f32 bytes and, unlike candle's,
+            // keeps up with the f32 layer for a sentence's rows (`vigil optimize` shows both). It
+            // passes no gradient back, so an explanation takes the widened weight below.
+            let rows = x.dim(0)?;
+            if let Some(fast) = self.fast.as_ref().filter(|_| rows <= FAST_ROWS && !x.track_op()) {
+                let out = kernels::q8::matmul(
+                    fast,
+                    &x.flatten_all()?.to_vec1::<f32>()?,
+                    rows,
+                    kernels::q8::Threads::Kernels,
+                )?;
+                let out = Tensor::from_vec(out, (rows, fast.rows()), x.device())?;
+                return Ok(out.broadcast_add(bias)?);
+            }
             // candle's quantised product passes no gradient back to its input, which an
             // explanation of a variant needs: then the widened weight, whose layer has one.
             let wide = match &self.matmul {
