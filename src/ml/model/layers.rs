@@ -113,17 +113,29 @@ pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tenso
 /// order. Every dropout in Vigil draws its mask here, so the fused kernels and the composed ops
 /// consume a seed alike.
 pub fn dropout_mask(rng: &mut ChaCha8Rng, n: usize, p: f32) -> Vec<f32> {
+    /// Values one parallel task draws: ChaCha can start anywhere in its stream, so each task
+    /// reads its own stretch of words and the mask is the one drawn in order.
+    const TASK: usize = 64 * 1024;
     let keep = 1.0 / (1.0 - p);
-    // The words are drawn a block at a time (ChaCha's vectorised refill; one `random::<f32>()`
-    // per value was a tenth of a MiniLM fine-tuning step) and read as `random::<f32>()` reads
-    // one: its top 24 bits over 2^24. The stream and the mask are the same as drawing one by one.
-    let mut words = [0u32; 1024];
-    let mut mask = Vec::with_capacity(n);
-    while mask.len() < n {
-        let block = &mut words[..(n - mask.len()).min(1024)];
-        rng.fill(block);
-        mask.extend(block.iter().map(|&w| if (w >> 8) as f32 / 16_777_216.0 < p { 0.0 } else { keep }));
-    }
+    let start = rng.get_word_pos();
+    let base = rng.clone();
+    let mut mask = crate::ml::kernels::zeros::<f32>(n);
+    crate::ml::kernels::par::chunks_mut(&mut mask, TASK, |t, chunk| {
+        let mut rng = base.clone();
+        rng.set_word_pos(start + (t * TASK) as u128);
+        // The words are drawn a block at a time (ChaCha's vectorised refill; one
+        // `random::<f32>()` per value was a tenth of a MiniLM fine-tuning step) and read as
+        // `random::<f32>()` reads one: its top 24 bits over 2^24.
+        let mut words = [0u32; 1024];
+        for out in chunk.chunks_mut(1024) {
+            let block = &mut words[..out.len()];
+            rng.fill(block);
+            for (m, &w) in out.iter_mut().zip(block.iter()) {
+                *m = if (w >> 8) as f32 / 16_777_216.0 < p { 0.0 } else { keep };
+            }
+        }
+    });
+    rng.set_word_pos(start + n as u128);
     mask
 }
 
@@ -541,15 +553,17 @@ mod tests {
 
     #[test]
     fn a_dropout_mask_is_the_one_drawn_value_by_value() {
+        // Long enough for several parallel stretches of the stream, and not a whole number of them.
+        let n = 150_001;
         let mut a = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
         let mut b = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
-        let mask = dropout_mask(&mut a, 2500, 0.3);
-        let want: Vec<f32> =
-            (0..2500).map(|_| if b.random::<f32>() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
+        let _ = (a.random::<u32>(), b.random::<u32>());
+        let mask = dropout_mask(&mut a, n, 0.3);
+        let want: Vec<f32> = (0..n).map(|_| if b.random::<f32>() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
         assert_eq!(mask, want);
         assert_eq!(a.random::<u32>(), b.random::<u32>(), "the generators end in the same state");
-        let dropped = mask.iter().filter(|&&m| m == 0.0).count();
-        assert!((600..900).contains(&dropped), "{dropped} of 2500 dropped at p = 0.3");
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count() as f64 / n as f64;
+        assert!((0.29..0.31).contains(&dropped), "{dropped} dropped at p = 0.3");
     }
     use candle_core::Var;
 
