@@ -20,6 +20,7 @@
 //! parameters without gradients. Dropout masks are drawn by the caller, in the order the composed layer draws
 //! them, so a seed gives the same run either way.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
@@ -135,52 +136,39 @@ fn dense(x: &[f32], n: usize, w: &[f32], out: usize) -> candle_core::Result<Vec<
     matmul(row_major(x, n, inputs)?, row_major(w, out, inputs)?.t())
 }
 
-/// `f(i, row)` for every `width`-long row of `y` (row `i`), in parallel blocks of rows.
+/// `f(first, block)` for every block of whole `width`-long rows of `y` (`first`: the block's
+/// first row), the blocks in parallel.
 fn rows(y: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     let per_task = (CHUNK / width.max(1)).max(1);
-    par::chunks_mut(y, per_task * width.max(1), |t, block| {
-        for (i, row) in block.chunks_exact_mut(width.max(1)).enumerate() {
-            f(t * per_task + i, row);
-        }
-    });
+    par::chunks_mut(y, per_task * width.max(1), |t, block| f(t * per_task, block));
 }
 
 /// Adds a row vector to every row, in place.
 fn add_bias(y: &mut [f32], bias: &[f32]) {
-    rows(y, bias.len(), |_, row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+    let e = bias.len();
+    rows(y, e, |_, block| vmath::add_rows(block, bias));
 }
 
 /// `a ⊙= m`, element-wise, when there is a mask.
 fn apply_mask(a: &mut [f32], mask: Option<&[f32]>) {
     if let Some(m) = mask {
-        par::chunks_mut(a, CHUNK, |t, a| a.iter_mut().zip(&m[t * CHUNK..]).for_each(|(v, m)| *v *= m));
+        par::chunks_mut(a, CHUNK, |t, a| vmath::combine(a, &m[t * CHUNK..][..a.len()], true));
     }
 }
 
 /// `a += b`, element-wise.
 fn accumulate(a: &mut [f32], b: &[f32]) {
-    par::chunks_mut(a, CHUNK, |t, a| a.iter_mut().zip(&b[t * CHUNK..]).for_each(|(v, b)| *v += b));
+    par::chunks_mut(a, CHUNK, |t, a| vmath::combine(a, &b[t * CHUNK..][..a.len()], false));
 }
 
 /// `y = residual + mask ⊙ (y + bias)` row by row: a block's output with its bias, dropout and
 /// residual in one pass.
 fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: Option<&[f32]>, residual: &[f32]) {
     let e = bias.len();
-    rows(y, e, |i, row| {
-        let res = &residual[i * e..(i + 1) * e];
-        match mask {
-            Some(m) => {
-                let m = &m[i * e..(i + 1) * e];
-                for j in 0..e {
-                    row[j] = res[j] + (row[j] + bias[j]) * m[j];
-                }
-            }
-            None => {
-                for j in 0..e {
-                    row[j] = res[j] + (row[j] + bias[j]);
-                }
-            }
-        }
+    rows(y, e, |first, block| {
+        let range = first * e..first * e + block.len();
+        let m = mask.map_or(&[][..], |m| &m[range.clone()]);
+        vmath::bias_dropout_residual(block, bias, m, &residual[range]);
     });
 }
 
@@ -245,9 +233,9 @@ impl CustomOp1 for EncoderLayer {
             // Pre-norm normalises the attention block's input; post-norm its residual sum.
             let (attn_in, norm1) = if self.pre_norm {
                 let (h, xhat, rstd) = norm::forward_rows(x, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
-                (h, Some((xhat, rstd)))
+                (Cow::Owned(h), Some((xhat, rstd)))
             } else {
-                (x.to_vec(), None)
+                (Cow::Borrowed(x), None)
             };
             let project = |wi: usize, bi: usize| -> candle_core::Result<Vec<f32>> {
                 let mut y = dense(&attn_in, n, w[wi], e)?;
@@ -275,7 +263,7 @@ impl CustomOp1 for EncoderLayer {
                 let start = t * CHUNK;
                 vmath::gelu(&pre_gelu[start..start + a.len()], a);
                 if let Some(m) = masks {
-                    a.iter_mut().zip(&m.ff[start..]).for_each(|(a, m)| *a *= m);
+                    vmath::combine(a, &m.ff[start..start + a.len()], true);
                 }
             });
             // The block's output, dropout, and the residual: onto r1 (pre-norm) or onto the
@@ -290,8 +278,18 @@ impl CustomOp1 for EncoderLayer {
                 let [first, _] = norm1;
                 (y, [first, (xhat, rstd)])
             };
-            let saved =
-                self.keep.then_some(Saved { attn_in, q, k, v, probs, ctx, ff_in, pre_gelu, act, norms });
+            let saved = self.keep.then(|| Saved {
+                attn_in: attn_in.into_owned(),
+                q,
+                k,
+                v,
+                probs,
+                ctx,
+                ff_in,
+                pre_gelu,
+                act,
+                norms,
+            });
             Ok((y, saved))
         })?;
         if let Some(saved) = saved {

@@ -148,6 +148,65 @@ pub fn softmax_rows(rows: &mut [f32], width: usize, bias: &[f32], scale: f32) {
     Arch::new().dispatch(Op(rows, width, bias, scale));
 }
 
+/// `y = residual + mask ⊙ (y + bias)` for rows of `bias.len()` values (no mask: `mask` is
+/// empty): a block's output with its bias, dropout and residual, in one pass.
+pub fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: &[f32], residual: &[f32]) {
+    struct Op<'a>(&'a mut [f32], &'a [f32], &'a [f32], &'a [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(y, bias, mask, residual) = self;
+            let e = bias.len();
+            for (i, (row, res)) in y.chunks_exact_mut(e).zip(residual.chunks_exact(e)).enumerate() {
+                if mask.is_empty() {
+                    for ((v, r), b) in row.iter_mut().zip(res).zip(bias) {
+                        *v = r + (*v + b);
+                    }
+                } else {
+                    let m = &mask[i * e..(i + 1) * e];
+                    for (((v, r), b), m) in row.iter_mut().zip(res).zip(bias).zip(m) {
+                        *v = r + (*v + b) * m;
+                    }
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op(y, bias, mask, residual));
+}
+
+/// `y += bias` for rows of `bias.len()` values.
+pub fn add_rows(y: &mut [f32], bias: &[f32]) {
+    struct Op<'a>(&'a mut [f32], &'a [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            for row in self.0.chunks_exact_mut(self.1.len()) {
+                row.iter_mut().zip(self.1).for_each(|(v, b)| *v += b);
+            }
+        }
+    }
+    Arch::new().dispatch(Op(y, bias));
+}
+
+/// `a = a ⊙ b` (`product`) or `a = a + b`, element-wise.
+pub fn combine(a: &mut [f32], b: &[f32], product: bool) {
+    struct Op<'a>(&'a mut [f32], &'a [f32], bool);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            if self.2 {
+                self.0.iter_mut().zip(self.1).for_each(|(v, m)| *v *= m);
+            } else {
+                self.0.iter_mut().zip(self.1).for_each(|(v, m)| *v += m);
+            }
+        }
+    }
+    Arch::new().dispatch(Op(a, b, product));
+}
+
 /// Values one fold keeps apart (a 512-bit register of f32).
 const LANES: usize = 16;
 
