@@ -153,38 +153,10 @@ pub fn product(dst: &mut [f32], a: Matrix, b: Matrix, parallelism: Parallelism) 
         dst.fill(0.0);
         return Ok(());
     }
-    // Checked by `Matrix::new` to fit in isize; `n` is at most `dst.len()`, which fits too.
-    let s = |v: usize| v as isize;
-    // SAFETY: gemm reads `a` at `i·a.row_stride + j·a.col_stride` for i < m, j < k and `b`
-    // likewise for i < k, j < n: `Matrix::new` checked that all of those lie inside the borrowed
-    // slices. It writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` values of the
-    // exclusive borrow `dst` (checked above, without wrapping; so it aliases neither input),
-    // each position once, from as many threads as `parallelism` allows, all joined before it
-    // returns. f32 is a type gemm supports, and with `read_dst` false the initial contents of
-    // `dst` are not used.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            s(n),
-            false,
-            a.data.as_ptr(),
-            s(a.col_stride),
-            s(a.row_stride),
-            b.data.as_ptr(),
-            s(b.col_stride),
-            s(b.row_stride),
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // SAFETY: gemm writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` values of
+    // the exclusive borrow `dst` (checked above, without wrapping; so it aliases neither input),
+    // each position once; see `gemm_into` for the rest.
+    unsafe { gemm_into(dst.as_mut_ptr(), a, b, parallelism) };
     Ok(())
 }
 
@@ -235,18 +207,32 @@ pub fn product_new(
 fn fill(dst: &mut [MaybeUninit<f32>], a: Matrix, b: Matrix, parallelism: Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(dst.len() == m * n && k == b.rows && k > 0, "fill: sizes checked by the caller");
+    // SAFETY: `dst` is an exclusive borrow of exactly `m·n` values (asserted above), which gemm
+    // writes at `i·n + j`, each once; with `read_dst` false and `k > 0` it stores every one of
+    // them without reading the old contents, so uninitialised memory is never read.
+    // `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { gemm_into(dst.as_mut_ptr().cast::<f32>(), a, b, parallelism) };
+}
+
+/// `dst = a · b` through gemm, `dst` row-major with `b.cols` columns, its old contents unread.
+///
+/// # Safety
+/// `dst` must be valid for writes of `a.rows · b.cols` f32 values that nothing else reads or
+/// writes meanwhile, and `a.cols == b.rows > 0`. gemm reads `a` at `i·a.row_stride +
+/// j·a.col_stride` for i < m, j < k and `b` likewise for i < k, j < n: `Matrix::new` checked that
+/// all of those lie inside the borrowed slices, and that the strides fit in `isize` (as `n`
+/// does, bounded by the destination's length). It writes from as many threads as `parallelism`
+/// allows, all joined before it returns; f32 is a type gemm supports.
+unsafe fn gemm_into(dst: *mut f32, a: Matrix, b: Matrix, parallelism: Parallelism) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let s = |v: usize| v as isize;
-    // SAFETY: as in `product`: gemm reads only inside the two checked matrices and writes
-    // `dst` at `i·n + j` for i < m, j < n, all inside the exclusive borrow of `m·n` values
-    // (asserted above). With `read_dst` false and `k > 0` it stores every one of them without
-    // reading the old contents, so uninitialised memory is never read. `MaybeUninit<f32>` has
-    // the layout of `f32`.
+    // SAFETY: the caller's contract above.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<f32>(),
+            dst,
             1,
             s(n),
             false,
