@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::backward::deliver;
-use super::par;
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
+use super::{par, vmath};
 
 /// `x (…, E)`, `w (E)`, `b (E)` → `(…, E)`.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
@@ -107,24 +107,9 @@ pub(super) fn forward_rows(
         .zip(rstd.chunks_mut(ROWS_PER_TASK).map(Some).chain(std::iter::repeat_with(|| None)))
         .map(|((y, h), r)| (y, h, r))
         .collect();
-    par::for_each(parts, |t, (y, mut h, mut r)| {
-        let x = &x[t * block..];
-        for (i, yrow) in y.chunks_exact_mut(e).enumerate() {
-            let xrow = &x[i * e..(i + 1) * e];
-            let mean = xrow.iter().sum::<f32>() / e as f32;
-            let var = xrow.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / e as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for (j, out) in yrow.iter_mut().enumerate() {
-                let n = (xrow[j] - mean) * inv;
-                *out = n * w[j] + b[j];
-                if let Some(h) = h.as_deref_mut() {
-                    h[i * e + j] = n;
-                }
-            }
-            if let Some(r) = r.as_deref_mut() {
-                r[i] = inv;
-            }
-        }
+    par::for_each(parts, |t, (y, h, r)| {
+        let x = &x[t * block..][..y.len()];
+        vmath::layer_norm_rows(x, (w, b, eps), y, h.unwrap_or_default(), r.unwrap_or_default());
     });
     (y, xhat, rstd)
 }
@@ -142,20 +127,9 @@ pub(super) fn backward_rows(
         let mut dx = zeros::<f32>(g.len());
         let block = ROWS_PER_TASK * e;
         par::chunks_mut(&mut dx, block, |t, dx| {
-            for (i, drow) in dx.chunks_exact_mut(e).enumerate() {
-                let row = t * ROWS_PER_TASK + i;
-                let (gr, hr) = (&g[row * e..(row + 1) * e], &xhat[row * e..(row + 1) * e]);
-                let (mut mg, mut mgh) = (0.0f32, 0.0f32);
-                for j in 0..e {
-                    let gw = gr[j] * wv[j];
-                    mg += gw;
-                    mgh += gw * hr[j];
-                }
-                let (mg, mgh) = (mg / e as f32, mgh / e as f32);
-                for j in 0..e {
-                    drow[j] = rstd[row] * (gr[j] * wv[j] - mg - hr[j] * mgh);
-                }
-            }
+            let rows = t * ROWS_PER_TASK..t * ROWS_PER_TASK + dx.len() / e;
+            let span = rows.start * e..rows.end * e;
+            vmath::layer_norm_grad_rows(&g[span.clone()], &xhat[span], &rstd[rows], wv, dx);
         });
         dx
     });

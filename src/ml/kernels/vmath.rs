@@ -207,6 +207,96 @@ pub fn combine(a: &mut [f32], b: &[f32], product: bool) {
     Arch::new().dispatch(Op(a, b, product));
 }
 
+/// Layer norm of each `w.len()`-long row of `x` into `y`, `y = x̂ · w + b` with
+/// `x̂ = (x − mean) / √(var + eps)`; where `xhat` and `rstd` are not empty, each row's `x̂` and
+/// `1/√(var + eps)` are kept there. The row sums are [`lanes_sum`]s.
+pub fn layer_norm_rows(
+    x: &[f32],
+    (w, b, eps): (&[f32], &[f32], f32),
+    y: &mut [f32],
+    xhat: &mut [f32],
+    rstd: &mut [f32],
+) {
+    struct Op<'a>(&'a [f32], &'a [f32], &'a [f32], f32, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(x, w, b, eps, y, xhat, rstd) = self;
+            let e = w.len();
+            let keep = !rstd.is_empty();
+            for (i, (xrow, yrow)) in x.chunks_exact(e).zip(y.chunks_exact_mut(e)).enumerate() {
+                let mean = lanes_sum(xrow, xrow, |v, _| v) / e as f32;
+                let var = lanes_sum(xrow, xrow, |v, _| (v - mean) * (v - mean)) / e as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for (((out, v), w), b) in yrow.iter_mut().zip(xrow).zip(w).zip(b) {
+                    *out = (v - mean) * inv * w + b;
+                }
+                if keep {
+                    for (h, v) in xhat[i * e..(i + 1) * e].iter_mut().zip(xrow) {
+                        *h = (v - mean) * inv;
+                    }
+                    rstd[i] = inv;
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op(x, w, b, eps, y, xhat, rstd));
+}
+
+/// Layer norm's input gradient for rows of `w.len()` values:
+/// `dx = r · (g ⊙ w − mean(g ⊙ w) − x̂ · mean(g ⊙ w ⊙ x̂))`, `r` each row's `1/√(var + eps)`.
+pub fn layer_norm_grad_rows(g: &[f32], xhat: &[f32], rstd: &[f32], w: &[f32], dx: &mut [f32]) {
+    struct Op<'a>(&'a [f32], &'a [f32], &'a [f32], &'a [f32], &'a mut [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(g, xhat, rstd, w, dx) = self;
+            let e = w.len();
+            let rows = g.chunks_exact(e).zip(xhat.chunks_exact(e)).zip(dx.chunks_exact_mut(e));
+            for (((gr, hr), drow), &r) in rows.zip(rstd) {
+                let mg = lanes_sum(gr, w, |g, w| g * w) / e as f32;
+                let mut acc = [0.0f32; LANES];
+                for ((g, w), h) in
+                    gr.chunks_exact(LANES).zip(w.chunks_exact(LANES)).zip(hr.chunks_exact(LANES))
+                {
+                    for l in 0..LANES {
+                        acc[l] += g[l] * w[l] * h[l];
+                    }
+                }
+                let tail = e - e % LANES;
+                for j in tail..e {
+                    acc[j - tail] += gr[j] * w[j] * hr[j];
+                }
+                let mgh = acc.into_iter().fold(0.0, |s, v| s + v) / e as f32;
+                for (((d, g), w), h) in drow.iter_mut().zip(gr).zip(w).zip(hr) {
+                    *d = r * (g * w - mg - h * mgh);
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op(g, xhat, rstd, w, dx));
+}
+
+/// `Σ f(a_i, b_i)` in 16 interleaved partial sums, then those in order: a vectorisable sum whose
+/// result does not depend on the instruction set.
+#[inline(always)]
+fn lanes_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    for (l, (&x, &y)) in ta.iter().zip(tb).enumerate() {
+        acc[l] += f(x, y);
+    }
+    acc.into_iter().fold(0.0, |s, v| s + v)
+}
+
 /// Values one fold keeps apart (a 512-bit register of f32).
 const LANES: usize = 16;
 
