@@ -89,11 +89,7 @@ fn period_name(p: Period) -> &'static str {
 
 async fn generate(st: Arc<AppState>, ctx: Ctx, req: Request, api: Api) -> Response {
     let id = ctx.request_id.clone();
-    let fail = |status: StatusCode, msg: String, note: RequestNote| {
-        let mut r = error(status, msg, &id);
-        r.extensions_mut().insert(note);
-        r
-    };
+    let fail = |status: StatusCode, msg: String, note: RequestNote| error_noted(status, msg, &id, note);
     let mut note = RequestNote::default();
     let Some(llm) = st.llm.clone() else {
         let msg = "this service serves no language model: start it with `vigil serve --llm MODEL.gguf`";
@@ -376,9 +372,7 @@ async fn whole(mut run: Run, head: Head, mut note: RequestNote, id: &str) -> Res
             }
             Next::Failed(message) => {
                 run.fill(&mut note, Some("error"));
-                let mut r = error(StatusCode::INTERNAL_SERVER_ERROR, message, id);
-                r.extensions_mut().insert(note);
-                return r;
+                return error_noted(StatusCode::INTERNAL_SERVER_ERROR, message, id, note);
             }
         }
     };

@@ -166,11 +166,7 @@ impl Accepted {
 async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Accepted, Response> {
     let id = &*ctx.request_id;
     let mut note = RequestNote::default();
-    let fail = |status: StatusCode, msg: String, note: RequestNote| {
-        let mut r = error(status, msg, id);
-        r.extensions_mut().insert(note);
-        r
-    };
+    let fail = |status: StatusCode, msg: String, note: RequestNote| error_noted(status, msg, id, note);
     let Some(model) = st.models.get(name).cloned() else {
         let names: Vec<&str> = st.models.keys().map(String::as_str).collect();
         return Err(fail(
@@ -203,9 +199,7 @@ pub(super) async fn read_json(
 ) -> Result<Bytes, Response> {
     let id = &*ctx.request_id;
     let fail = |status: StatusCode, msg: String, note: &mut RequestNote| {
-        let mut r = error(status, msg, id);
-        r.extensions_mut().insert(std::mem::take(note));
-        r
+        error_noted(status, msg, id, std::mem::take(note))
     };
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ok = ct.to_str().is_ok_and(|v| {
@@ -280,11 +274,7 @@ fn accept_rest(
     mut note: RequestNote,
 ) -> Result<Accepted, Response> {
     let id = &*ctx.request_id;
-    let fail = |status: StatusCode, msg: String, note: RequestNote| {
-        let mut r = error(status, msg, id);
-        r.extensions_mut().insert(note);
-        r
-    };
+    let fail = |status: StatusCode, msg: String, note: RequestNote| error_noted(status, msg, id, note);
     let (batch, raw) = match model.prepare(body, st.limits.max_inputs) {
         Ok(v) => v,
         Err(e) => return Err(fail(StatusCode::UNPROCESSABLE_ENTITY, e.0, note)),
@@ -357,11 +347,7 @@ pub(super) async fn predict(
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let fail = |status: StatusCode, msg: String, note: RequestNote| {
-        let mut r = error(status, msg, id);
-        r.extensions_mut().insert(note);
-        r
-    };
+    let fail = |status: StatusCode, msg: String, note: RequestNote| error_noted(status, msg, id, note);
     let refund = |_: &RequestNote| {
         if let Some(b) = &caller.budget {
             b.refund(n as u64, now);
@@ -664,11 +650,7 @@ pub(super) async fn embed(
 ) -> Response {
     let id = &*ctx.request_id;
     let mut note = RequestNote::default();
-    let fail = |status: StatusCode, msg: String, note: RequestNote| {
-        let mut r = error(status, msg, id);
-        r.extensions_mut().insert(note);
-        r
-    };
+    let fail = |status: StatusCode, msg: String, note: RequestNote| error_noted(status, msg, id, note);
     let Some(model) = st.models.get(&name).cloned() else {
         let names: Vec<&str> = st.models.keys().map(String::as_str).collect();
         let msg = format!("no model named {name:?}; this service has {}", names.join(", "));

@@ -325,6 +325,13 @@ fn error(status: StatusCode, message: String, request_id: &str) -> Response {
     r
 }
 
+/// [`error`] carrying what the request had done so far, for its access-log line.
+fn error_noted(status: StatusCode, message: String, request_id: &str, note: RequestNote) -> Response {
+    let mut r = error(status, message, request_id);
+    r.extensions_mut().insert(note);
+    r
+}
+
 fn denied(d: &Denied, request_id: &str) -> Response {
     let status = StatusCode::from_u16(d.status()).expect("401 and 403 are valid");
     let mut r = error(status, d.message(), request_id);
