@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-pub use vigil_gemm::q8::{Kernel, Q8Activations, Q8Matrix};
+pub use vigil_gemm::q8::{Kernel, PANEL, Q8Activations, Q8Matrix};
 
 use super::{gemm::refused_q8, par};
 
@@ -54,8 +54,8 @@ pub fn matmul_with(
     let Some(size) = n.checked_mul(rows) else {
         candle_core::bail!("q8 matmul: a {rows}x{n} result is too large");
     };
-    // The kernels write output-row-major (each weight row's outputs together), so a block of
-    // weight rows is one contiguous slice; one row of activations needs no transpose after.
+    // Each block of weight rows is computed into its own contiguous slice (row-major over the
+    // block's columns), then copied into place; one row of activations needs no copy.
     let mut out_t = vec![0f32; size];
     if size == 0 {
         return Ok(out_t);
@@ -67,39 +67,40 @@ pub fn matmul_with(
     let run = |first: usize, block: &mut [f32]| vigil_gemm::q8::matmul_rows(kernel, w, &x, first, block);
     if pool <= 1 || w.bytes() < PARALLEL_BYTES {
         run(0, &mut out_t).map_err(refused_q8)?;
-    } else {
-        // Whole tiles of four weight rows per block.
-        let block_rows = n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(4) * 4;
-        let failed = Mutex::new(None);
-        let fail = |e| *failed.lock().expect("no thread panics holding it") = Some(e);
-        match threads {
-            Threads::Kernels => par::chunks_mut(&mut out_t, block_rows * rows, |i, block| {
-                run(i * block_rows, block).unwrap_or_else(fail)
-            }),
-            Threads::Candle => {
-                // candle's pool hands out ranges of block numbers to a shared closure; each
-                // block's slice sits behind its own (never contended) lock.
-                let blocks: Vec<Mutex<&mut [f32]>> =
-                    out_t.chunks_mut(block_rows * rows).map(Mutex::new).collect();
-                candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
-                    for i in range {
-                        let mut block = blocks[i].lock().expect("no thread panics holding it");
-                        run(i * block_rows, &mut block).unwrap_or_else(fail)
-                    }
-                });
-            }
+        return Ok(out_t);
+    }
+    // Whole panels of weight rows per block.
+    let block_rows = n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(PANEL) * PANEL;
+    let failed = Mutex::new(None);
+    let fail = |e| *failed.lock().expect("no thread panics holding it") = Some(e);
+    match threads {
+        Threads::Kernels => par::chunks_mut(&mut out_t, block_rows * rows, |i, block| {
+            run(i * block_rows, block).unwrap_or_else(fail)
+        }),
+        Threads::Candle => {
+            // candle's pool hands out ranges of block numbers to a shared closure; each
+            // block's slice sits behind its own (never contended) lock.
+            let blocks: Vec<Mutex<&mut [f32]>> =
+                out_t.chunks_mut(block_rows * rows).map(Mutex::new).collect();
+            candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
+                for i in range {
+                    let mut block = blocks[i].lock().expect("no thread panics holding it");
+                    run(i * block_rows, &mut block).unwrap_or_else(fail)
+                }
+            });
         }
-        if let Some(e) = failed.into_inner().expect("no thread panics holding it") {
-            return Err(refused_q8(e));
-        }
+    }
+    if let Some(e) = failed.into_inner().expect("no thread panics holding it") {
+        return Err(refused_q8(e));
     }
     if rows == 1 {
         return Ok(out_t);
     }
     let mut out = vec![0f32; size];
-    for (j, outs) in out_t.chunks_exact(rows).enumerate() {
-        for (i, &v) in outs.iter().enumerate() {
-            out[i * n + j] = v;
+    for (b, block) in out_t.chunks(block_rows * rows).enumerate() {
+        let (first, count) = (b * block_rows, block.len() / rows);
+        for (i, values) in block.chunks_exact(count).enumerate() {
+            out[i * n + first..i * n + first + count].copy_from_slice(values);
         }
     }
     Ok(out)
