@@ -21,7 +21,7 @@ use candle_nn::{Embedding, Module};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use crate::ml::kernels::gemm::{self, refused_q8};
-use crate::ml::kernels::q8;
+use crate::ml::kernels::{q8, vmath};
 
 pub const MAX_SEQ_LEN: usize = 131072; // Gemma 3 supports 128K context window
 pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
@@ -29,89 +29,79 @@ pub const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
 pub const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
 pub const DEFAULT_ROPE_FREQUENCY_SCALE_FACTOR: f32 = 1.;
 
-/// Rows (tokens) from which a product runs as an f32 GEMM on the widened weight rather than
-/// candle's quantised product, which works through a batch one dot product of quantised blocks
-/// at a time (and quantises the activations to 8 bits first).
+/// Rows (tokens) from which a product of candle's quantised weights (Q4_K, Q6_K) runs as an f32
+/// GEMM on the widened weight rather than candle's quantised product, which works through a
+/// batch one dot product of quantised blocks at a time (and quantises the activations to 8 bits
+/// first).
 const BATCHED_ROWS: usize = 16;
 
-/// A quantised linear layer with two paths: a few tokens at a time (decode) through a quantised
-/// product, which reads the fewest bytes; a batch (a prompt) through the packed f32 GEMM of
-/// `crates/vigil-gemm` on the weight widened to f32 once, on the first batch, and then kept.
-/// For Gemma 3 270M that copy is 401 MB (18 layers of 5.6 M weights; the 262k-row output
-/// projection only ever sees the last position and is never widened), made only once a prompt
-/// of 16 or more tokens has been run; it is shared by every generation (clones share the `Arc`).
-/// Measured with `vigil bench --llm` (2 threads, loaded machine): prompt processing 25.3 -> 91.9
-/// tokens/s over the quantised product of the same (Q8_0) weights.
+/// A quantised linear layer. Q8_0 weights (and Q5_0 ones, rewritten as Q8_0 at load) go through
+/// Vigil's own product ([`crate::ml::kernels::q8`]) for any number of tokens: it reads the
+/// fewest bytes for a decoded token, and for a prompt its 8-bit multiply-adds do four times the
+/// work of an f32 multiply-add per instruction, as llama.cpp's do. candle 0.11's was 64% of a
+/// decode step, in per-block scale conversions and one dot product at a time. Measured with
+/// `bench/llm_reference.py speed` (2 threads, quiet machine): decode 43.9 -> 58.6 tokens/s
+/// (1.34x llama.cpp's) with the panel layout of `vigil-gemm`'s Q8_0 kernel, prompt processing
+/// 0.89x llama.cpp's.
 ///
-/// The quantised product of Q8_0 weights (and Q5_0 ones, rewritten as Q8_0 at load) is Vigil's
-/// own ([`crate::ml::kernels::q8`]): candle 0.11's was 64% of a decode step, in per-block scale
-/// conversions and one dot product at a time. Other types (Q4_K, Q6_K) keep candle's.
+/// Other types (Q4_K, Q6_K) keep candle's product for a few tokens, and for a batch (a prompt)
+/// run through the packed f32 GEMM of `crates/vigil-gemm` on the weight widened to f32 once, on
+/// the first batch, and then kept: 142 MB for Gemma 3 270M (its attention outputs and
+/// feed-forward down projections), shared by every generation (clones share the `Arc`).
 #[derive(Debug, Clone)]
-struct QMatMul {
-    weight: Weight,
-    wide: Arc<OnceLock<Vec<f32>>>,
-}
-
-#[derive(Debug, Clone)]
-enum Weight {
+enum QMatMul {
     /// Q8_0 blocks laid out for Vigil's kernel (the only copy: candle's is dropped at load).
     Q8(Arc<q8::Q8Matrix>),
-    /// Any other type, or a weight off the CPU: candle's product.
-    Candle { inner: candle_core::quantized::QMatMul, qtensor: Arc<QTensor> },
+    /// Any other type, or a weight off the CPU: candle's product, and the weight widened to f32
+    /// for batches once one has run.
+    Candle { inner: candle_core::quantized::QMatMul, qtensor: Arc<QTensor>, wide: Arc<OnceLock<Vec<f32>>> },
 }
 
 impl QMatMul {
     fn from_qtensor(qtensor: QTensor) -> Result<Self> {
         let qtensor = if qtensor.dtype() == GgmlDType::Q5_0 { q5_0_as_q8_0(&qtensor)? } else { qtensor };
-        let weight = match qtensor.shape().dims2() {
+        Ok(match qtensor.shape().dims2() {
             Ok((n, k)) if qtensor.dtype() == GgmlDType::Q8_0 && qtensor.device().is_cpu() => {
                 let matrix = q8::Q8Matrix::from_q8_0(n, k, &qtensor.data()?).map_err(refused_q8)?;
-                Weight::Q8(Arc::new(matrix))
+                QMatMul::Q8(Arc::new(matrix))
             }
             _ => {
                 let qtensor = Arc::new(qtensor);
                 let inner = candle_core::quantized::QMatMul::from_arc(Arc::clone(&qtensor))?;
-                Weight::Candle { inner, qtensor }
+                QMatMul::Candle { inner, qtensor, wide: Arc::new(OnceLock::new()) }
             }
-        };
-        Ok(Self { weight, wide: Arc::new(OnceLock::new()) })
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (n, k) = match &self.weight {
-            Weight::Q8(w) => (w.rows(), w.cols()),
-            Weight::Candle { qtensor, .. } => qtensor.shape().dims2()?,
+        let on_cpu = xs.dtype() == DType::F32 && xs.device().is_cpu();
+        let (n, k) = match self {
+            QMatMul::Q8(w) => (w.rows(), w.cols()),
+            QMatMul::Candle { qtensor, .. } => qtensor.shape().dims2()?,
         };
         let rows = xs.elem_count() / k.max(1);
-        let on_cpu = xs.dtype() == DType::F32 && xs.device().is_cpu();
         let mut dims = xs.dims().to_vec();
         *dims.last_mut().expect("a batch has at least one dimension") = n;
-        if rows < BATCHED_ROWS || !on_cpu {
-            return match &self.weight {
-                Weight::Q8(w) if on_cpu => {
-                    let x = xs.flatten_all()?.to_vec1::<f32>()?;
-                    Tensor::from_vec(q8::matmul(w, &x, rows, q8::Threads::Candle)?, dims, &Device::Cpu)
-                }
-                Weight::Q8(_) => candle_core::bail!("Q8_0 weights are multiplied on the CPU, in f32"),
-                Weight::Candle { inner, .. } => inner.forward(xs),
-            };
-        }
-        let wide = match self.wide.get() {
-            Some(w) => w,
-            None => {
-                let w = match &self.weight {
-                    Weight::Q8(w) => w.dequantize(),
-                    Weight::Candle { qtensor, .. } => {
-                        qtensor.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?
+        let x = match self {
+            QMatMul::Candle { inner, .. } if rows < BATCHED_ROWS || !on_cpu => return inner.forward(xs),
+            QMatMul::Q8(_) if !on_cpu => candle_core::bail!("Q8_0 weights are multiplied on the CPU, in f32"),
+            _ => xs.flatten_all()?.to_vec1::<f32>()?,
+        };
+        let out = match self {
+            QMatMul::Q8(w) => q8::matmul(w, &x, rows, q8::Threads::Candle)?,
+            QMatMul::Candle { qtensor, wide, .. } => {
+                let wide = match wide.get() {
+                    Some(w) => w,
+                    None => {
+                        let w = qtensor.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+                        // A generation racing this one may have set it first; either copy is the same.
+                        let _ = wide.set(w);
+                        wide.get().expect("set just above")
                     }
                 };
-                // A generation racing this one may have set it first; either copy is the same.
-                let _ = self.wide.set(w);
-                self.wide.get().expect("set just above")
+                gemm::matmul(gemm::row_major(&x, rows, k)?, gemm::row_major(wide, n, k)?.t())?
             }
         };
-        let x = xs.flatten_all()?.to_vec1::<f32>()?;
-        let out = gemm::matmul(gemm::row_major(&x, rows, k)?, gemm::row_major(wide, n, k)?.t())?;
         Tensor::from_vec(out, dims, &Device::Cpu)
     }
 }
@@ -162,7 +152,15 @@ impl Module for Mlp {
         let gate = self.feed_forward_gate.forward(xs)?;
         let up = self.feed_forward_up.forward(xs)?;
         // Gemma's activation is GELU, tanh approximation (candle's file has SiLU here).
-        let gated = (gate.gelu()? * up)?;
+        let gated = if gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dims() == gate.dims() {
+            let (gate_values, up_values) =
+                (gate.flatten_all()?.to_vec1::<f32>()?, up.flatten_all()?.to_vec1::<f32>()?);
+            let mut gated = vec![0f32; gate_values.len()];
+            vmath::gelu_tanh_gated(&gate_values, &up_values, &mut gated);
+            Tensor::from_vec(gated, gate.dims(), gate.device())?
+        } else {
+            (gate.gelu()? * up)?
+        };
         self.feed_forward_down.forward(&gated)
     }
 }

@@ -109,6 +109,27 @@ pub fn gelu(x: &[f32], y: &mut [f32]) {
     Arch::new().dispatch(Op(x, y));
 }
 
+/// `y = gelu_tanh(gate) · up` for every value: the gated feed-forward activation of Gemma
+/// (GELU in its tanh approximation, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, written as
+/// the same function `x / (1 + exp(-2u))` so that it needs only [`exp`]). candle's `gelu` called
+/// libm's `tanhf` per value: a tenth of a Gemma 3 prompt's time (perf).
+pub fn gelu_tanh_gated(gate: &[f32], up: &[f32], y: &mut [f32]) {
+    /// √(2/π), doubled: the `2u` of `exp(-2u)`.
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    struct Op<'a>(&'a [f32], &'a [f32], &'a mut [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            for ((y, &x), &u) in self.2.iter_mut().zip(self.0).zip(self.1) {
+                let inner = TWO_SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+                *y = x / (1.0 + exp(-inner)) * u;
+            }
+        }
+    }
+    Arch::new().dispatch(Op(gate, up, y));
+}
+
 /// `dx = g · gelu'(x) = g · (Φ(x) + x · φ(x))` for every value.
 pub fn gelu_grad(x: &[f32], g: &[f32], dx: &mut [f32]) {
     struct Op<'a>(&'a [f32], &'a [f32], &'a mut [f32]);
@@ -334,6 +355,26 @@ mod tests {
         assert!((erf(10.0) - 1.0).abs() <= f32::EPSILON);
         assert!((erf(-10.0) + 1.0).abs() <= f32::EPSILON);
         assert_eq!(erf(0.0), 0.0);
+    }
+
+    /// Against the tanh form in f64, over the range where the feed-forward gate's values lie
+    /// and far past it (where the result is `x · up` or 0), and NaN through.
+    #[test]
+    fn gated_gelu_tanh_matches_the_tanh_form() {
+        let gate: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 / 1000.0 + 0.000_3).collect();
+        let up: Vec<f32> = gate.iter().map(|g| 1.5 - g * 0.01).collect();
+        let mut y = vec![0.0; gate.len()];
+        gelu_tanh_gated(&gate, &up, &mut y);
+        for ((&x, &u), &got) in gate.iter().zip(&up).zip(&y) {
+            let x64 = x as f64;
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3));
+            let want = 0.5 * x64 * (1.0 + inner.tanh()) * u as f64;
+            assert!((got as f64 - want).abs() <= 4e-7 * (1.0 + want.abs()), "{x}: {got} vs {want}");
+        }
+        let mut y = [0.0; 2];
+        gelu_tanh_gated(&[f32::NAN, -200.0], &[1.0, 1.0], &mut y);
+        assert!(y[0].is_nan());
+        assert_eq!(y[1], 0.0);
     }
 
     #[test]
