@@ -32,6 +32,8 @@
 //! Splitting the output rows over threads is the caller's (in whole panels, for speed); this
 //! module computes a range of rows on the calling thread.
 
+use std::ops::Range;
+
 use half::f16;
 
 /// Values per Q8_0 block (one f16 scale each).
@@ -266,24 +268,16 @@ impl Q8Activations {
             return Err(Q8Error::Activations { rows, cols, len: x.len() });
         }
         let blocks = rows * cols / BLOCK;
-        let mut words = Vec::with_capacity(rows * cols / 4);
-        let mut scales = Vec::with_capacity(blocks);
-        let mut bias = Vec::with_capacity(blocks);
-        for xs in x.chunks_exact(BLOCK) {
-            // candle's BlockQ8_0::from_float, to the bit: the reciprocal of the unrounded
-            // scale, round half away from zero, the scale stored as f16.
-            let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for four in xs.chunks_exact(4) {
-                let q: [i8; 4] = std::array::from_fn(|t| round_half_away(four[t] * id) as i8);
-                sum += q.iter().map(|&v| v as i32).sum::<i32>();
-                words.push(i32::from_le_bytes(q.map(|v| v as u8)));
-            }
-            scales.push(f16::from_f32(d).to_f32());
-            bias.push(-128 * sum);
+        let mut words = vec![0i32; rows * cols / 4];
+        let mut scales = vec![0f32; blocks];
+        let mut bias = vec![0i32; blocks];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the CPU has AVX-512 F and BW, checked just above.
+            unsafe { quantize_avx512(x, &mut words, &mut scales, &mut bias) };
+            return Ok(Q8Activations { rows, cols, words, scales, bias });
         }
+        quantize_blocks(x, &mut words, &mut scales, &mut bias);
         Ok(Q8Activations { rows, cols, words, scales, bias })
     }
 
@@ -306,12 +300,50 @@ impl Q8Activations {
     }
 }
 
-/// `r` rounded to the nearest integer, halves away from zero, as `f32::round` does, for `|r|`
-/// up to 2³¹; without `round`'s call into libm (baseline x86-64 has no rounding instruction),
-/// which was a tenth of quantising a prompt's activations. The fraction `r - trunc(r)` is exact.
+/// [`quantize_blocks`] compiled for AVX-512, where the loops over a block's 32 values become
+/// two vectors (baseline x86-64 has no rounding or conversion of 16 lanes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_avx512(x: &[f32], words: &mut [i32], scales: &mut [f32], bias: &mut [i32]) {
+    quantize_blocks(x, words, scales, bias)
+}
+
+/// Quantises whole blocks of `x`: candle's `BlockQ8_0::from_float`, to the bit (the reciprocal
+/// of the unrounded scale, round half away from zero, the scale stored as f16), written so that
+/// each block's loops vectorise: the largest magnitude taken on the floats' bits (which order as
+/// the magnitudes do), and the rounding by [`round_clamped`] (finite input already lies within
+/// ±127).
 #[inline(always)]
-fn round_half_away(r: f32) -> i32 {
-    let t = r as i32;
+fn quantize_blocks(x: &[f32], words: &mut [i32], scales: &mut [f32], bias: &mut [i32]) {
+    for (((xs, words), scale), bias) in x
+        .chunks_exact(BLOCK)
+        .zip(words.chunks_exact_mut(BLOCK / 4))
+        .zip(scales.iter_mut())
+        .zip(bias.iter_mut())
+    {
+        let amax = f32::from_bits(xs.iter().fold(0u32, |m, &v| m.max(v.to_bits() & 0x7fff_ffff)));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut q = [0i32; BLOCK];
+        for (q, &v) in q.iter_mut().zip(xs) {
+            *q = round_clamped(v * id);
+        }
+        *bias = -128 * q.iter().sum::<i32>();
+        for (w, c) in words.iter_mut().zip(q.chunks_exact(4)) {
+            *w = (c[0] & 0xff) | ((c[1] & 0xff) << 8) | ((c[2] & 0xff) << 16) | (c[3] << 24);
+        }
+        *scale = f16::from_f32(d).to_f32();
+    }
+}
+
+/// `r` clamped to ±127 (NaN to -127) and rounded to the nearest integer, halves away from
+/// zero, as `f32::round` does; without `round`'s call into libm (baseline x86-64 has no rounding
+/// instruction), and in a form that vectorises. The fraction `r - trunc(r)` is exact.
+#[inline(always)]
+fn round_clamped(r: f32) -> i32 {
+    let r = r.max(-127.0).min(127.0);
+    // SAFETY: `r` is a number in [-127, 127], which i32 holds.
+    let t = unsafe { r.to_int_unchecked::<i32>() };
     let f = r - t as f32;
     t + i32::from(f >= 0.5) - i32::from(f <= -0.5)
 }
@@ -336,34 +368,56 @@ pub fn matmul_rows(
         return Err(Q8Error::Output { first, rows: count, matrix_rows: w.rows, len: out.len() });
     }
     let kernel = if kernel.available() { kernel } else { Kernel::Portable };
-    // Each panel's outputs, activation-row-major: `panel_out[i · PANEL + lane]`.
-    let mut panel_out = vec![0f32; m * PANEL];
-    for panel in first / PANEL..(first + count).div_ceil(PANEL) {
-        match kernel {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked by `available` above); the
-            // kernel reads only sub-slices taken with bounds checks.
-            Kernel::Avx512Vnni => unsafe { x86::vnni(w, x, panel, &mut panel_out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); as above for the rest.
-            Kernel::Avx2 => unsafe { x86::avx2(w, x, panel, &mut panel_out) },
-            _ => portable(w, x, panel, &mut panel_out),
+    // Cache blocking for many activation rows (a prompt, a batch of sentences): a pass takes the
+    // panels whose bytes fit half of a 48 KiB L1 and runs them over the activation rows a few
+    // at a time, so that each row, once loaded, serves every panel of the pass. Without it each
+    // panel streamed every row from L2 again: MiniLM's 1536x384 weight by 4096 rows ran at the
+    // f32 GEMM's speed.
+    let panel_bytes = w.cols / BLOCK * PANEL_BLOCK;
+    let per_pass = (PASS_WEIGHT_BYTES / panel_bytes).max(1);
+    let rows_per_pass = (PASS_ACTIVATION_BYTES / w.cols).max(4);
+    // Each panel's outputs, activation-row-major: `panel_out[(p · m + i) · PANEL + lane]`.
+    let mut panel_out = vec![0f32; per_pass * m * PANEL];
+    let panels = first / PANEL..(first + count).div_ceil(PANEL);
+    for pass in panels.clone().step_by(per_pass) {
+        let pass = pass..(pass + per_pass).min(panels.end);
+        for rows in (0..m).step_by(rows_per_pass).map(|i| i..(i + rows_per_pass).min(m)) {
+            for (panel, outs) in pass.clone().zip(panel_out.chunks_exact_mut(m * PANEL)) {
+                match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked by `available`
+                    // above); the kernel reads only sub-slices taken with bounds checks.
+                    Kernel::Avx512Vnni => unsafe { x86::vnni(w, x, panel, rows.clone(), outs) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has AVX2, FMA and F16C (checked above); as above.
+                    Kernel::Avx2 => unsafe { x86::avx2(w, x, panel, rows.clone(), outs) },
+                    _ => portable(w, x, panel, rows.clone(), outs),
+                }
+            }
         }
-        let (start, end) = ((panel * PANEL).max(first), ((panel + 1) * PANEL).min(first + count));
-        for (i, outs) in out.chunks_exact_mut(count).enumerate() {
-            let lanes = &panel_out[i * PANEL..(i + 1) * PANEL];
-            outs[start - first..end - first]
-                .copy_from_slice(&lanes[start % PANEL..start % PANEL + (end - start)]);
+        for (panel, outs) in pass.zip(panel_out.chunks_exact(m * PANEL)) {
+            let (start, end) = ((panel * PANEL).max(first), ((panel + 1) * PANEL).min(first + count));
+            for (o, lanes) in out.chunks_exact_mut(count).zip(outs.chunks_exact(PANEL)) {
+                o[start - first..end - first]
+                    .copy_from_slice(&lanes[start % PANEL..start % PANEL + (end - start)]);
+            }
         }
     }
     Ok(())
 }
 
-/// The reference kernel: one panel by every activation row. Exact integer sums per block, then
-/// one fused multiply-add per block, in block order, as the SIMD kernels do per lane.
-fn portable(w: &Q8Matrix, x: &Q8Activations, panel: usize, out: &mut [f32]) {
+/// Weight bytes per pass of [`matmul_rows`]: half of a 48 KiB L1 data cache.
+const PASS_WEIGHT_BYTES: usize = 24 * 1024;
+/// Activation bytes per pass (at least four rows).
+const PASS_ACTIVATION_BYTES: usize = 8 * 1024;
+
+/// The reference kernel: one panel by activation rows `rows`, into `out[i · PANEL + lane]`.
+/// Exact integer sums per block, then one fused multiply-add per block, in block order, as the
+/// SIMD kernels do per lane.
+fn portable(w: &Q8Matrix, x: &Q8Activations, panel: usize, rows: Range<usize>, out: &mut [f32]) {
     let (quants, scales) = w.panel(panel);
-    for (i, outs) in out.chunks_exact_mut(PANEL).enumerate() {
+    for i in rows {
+        let outs = &mut out[i * PANEL..(i + 1) * PANEL];
         let (words, xd, _) = x.row(i);
         for (lane, o) in outs.iter_mut().enumerate() {
             let mut acc = 0f32;
@@ -389,6 +443,7 @@ mod x86 {
 
     use super::{BLOCK, PANEL, PANEL_BLOCK, Q8Activations, Q8Matrix};
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// Activation rows per tile at most: each weight vector loaded serves all of them.
     const C: usize = 4;
@@ -398,26 +453,34 @@ mod x86 {
     const PREFETCH: usize = 4 * PANEL_BLOCK;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn vnni(w: &Q8Matrix, x: &Q8Activations, panel: usize, out: &mut [f32]) {
-        let m = x.rows;
-        let mut i = 0;
-        while i < m {
-            let cols = (m - i).min(C);
+    pub(super) fn vnni(w: &Q8Matrix, x: &Q8Activations, panel: usize, rows: Range<usize>, out: &mut [f32]) {
+        let mut i = rows.start;
+        while i < rows.end {
+            let cols = (rows.end - i).min(C);
+            let first = i == rows.start;
             // One monomorphised tile per width, so each keeps its accumulators in registers.
             match cols {
-                4 => tile512::<4>(w, x, panel, i, out),
-                3 => tile512::<3>(w, x, panel, i, out),
-                2 => tile512::<2>(w, x, panel, i, out),
-                _ => tile512::<1>(w, x, panel, i, out),
+                4 => tile512::<4>(w, x, panel, i, first, out),
+                3 => tile512::<3>(w, x, panel, i, first, out),
+                2 => tile512::<2>(w, x, panel, i, first, out),
+                _ => tile512::<1>(w, x, panel, i, first, out),
             }
             i += cols;
         }
     }
 
-    /// Panel `panel` by `CC` activation rows from `col`, into `out[(col + c) · 16 + lane]`.
+    /// Panel `panel` by `CC` activation rows from `col`, into `out[(col + c) · 16 + lane]`;
+    /// `first` for the first tile of a call, which prefetches the panel.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    fn tile512<const CC: usize>(w: &Q8Matrix, x: &Q8Activations, panel: usize, col: usize, out: &mut [f32]) {
+    fn tile512<const CC: usize>(
+        w: &Q8Matrix,
+        x: &Q8Activations,
+        panel: usize,
+        col: usize,
+        first: bool,
+        out: &mut [f32],
+    ) {
         let (quants, scales) = w.panel(panel);
         let rows: [(&[i32], &[f32], &[i32]); CC] = std::array::from_fn(|c| x.row(col + c));
         let mut acc = [_mm512_setzero_ps(); CC];
@@ -436,7 +499,7 @@ mod x86 {
                 even[c] = _mm512_set1_epi32(rows[c].2[b]);
             }
             for g in (0..BLOCK / 4).step_by(2) {
-                if col == 0 {
+                if first {
                     // The first tile streams the panel from memory; the others find it cached.
                     let ahead = q.as_ptr().wrapping_add(PREFETCH + g * 64).cast::<i8>();
                     _mm_prefetch::<_MM_HINT_T0>(ahead);
@@ -467,11 +530,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn avx2(w: &Q8Matrix, x: &Q8Activations, panel: usize, out: &mut [f32]) {
+    pub(super) fn avx2(w: &Q8Matrix, x: &Q8Activations, panel: usize, rows: Range<usize>, out: &mut [f32]) {
         let (quants, scales) = w.panel(panel);
         let flip = _mm256_set1_epi8(-128);
         let ones = _mm256_set1_epi16(1);
-        for (i, outs) in out.chunks_exact_mut(PANEL).enumerate() {
+        for i in rows {
+            let outs = &mut out[i * PANEL..(i + 1) * PANEL];
             let (words, xd, _) = x.row(i);
             // Lanes 0..8 and 8..16 of the panel.
             let mut acc = [_mm256_setzero_ps(); 2];
@@ -599,11 +663,12 @@ mod tests {
     fn rounding_matches_f32_round() {
         for i in -300_000..=300_000 {
             let r = i as f32 / 1000.0;
-            assert_eq!(round_half_away(r), r.round() as i32, "{r}");
+            assert_eq!(round_clamped(r), r.round().clamp(-127.0, 127.0) as i32, "{r}");
         }
-        for r in [0.5, -0.5, 1.5, -2.5, 0.499_999_97, -0.499_999_97, 126.5, -127.49999, 127.0] {
-            assert_eq!(round_half_away(r), r.round() as i32, "{r}");
+        for r in [0.5, -0.5, 1.5, -2.5, 0.499_999_97, -0.499_999_97, 126.5, -126.5, 127.000_01, 1e30] {
+            assert_eq!(round_clamped(r), r.round().clamp(-127.0, 127.0) as i32, "{r}");
         }
+        assert_eq!(round_clamped(f32::NAN), -127);
     }
 
     #[test]
