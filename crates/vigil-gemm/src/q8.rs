@@ -341,6 +341,8 @@ fn quantize_blocks(x: &[f32], words: &mut [i32], scales: &mut [f32], bias: &mut 
 /// instruction), and in a form that vectorises. The fraction `r - trunc(r)` is exact.
 #[inline(always)]
 fn round_clamped(r: f32) -> i32 {
+    // Not `clamp`, which passes NaN through to the conversion below.
+    #[allow(clippy::manual_clamp)]
     let r = r.max(-127.0).min(127.0);
     // SAFETY: `r` is a number in [-127, 127], which i32 holds.
     let t = unsafe { r.to_int_unchecked::<i32>() };
