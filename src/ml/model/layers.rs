@@ -173,10 +173,6 @@ pub struct QuantWeight {
 /// `QuantWeight::forward`).
 const BATCHED_ROWS: usize = 16;
 
-/// Rows up to which a Q8_0 or Q4_0 layer runs Vigil's quantised product rather than widening its
-/// weight (see `QuantWeight::forward`).
-const FAST_ROWS: usize = 64;
-
 impl QuantWeight {
     /// A weight `(outputs, inputs)` stored as `dtype`.
     pub fn quantize(name: &str, weight: &Tensor, dtype: GgmlDType) -> Result<Self> {
@@ -250,7 +246,7 @@ impl QuantWeight {
             // keeps up with the f32 layer for a sentence's rows (`vigil optimize` shows both). It
             // passes no gradient back, so an explanation takes the widened weight below.
             let rows = x.dim(0)?;
-            if let Some(fast) = self.fast.as_ref().filter(|_| rows <= FAST_ROWS && !x.track_op()) {
+            if let Some(fast) = self.fast.as_ref().filter(|_| !x.track_op()) {
                 let out = kernels::q8::matmul(
                     fast,
                     &x.flatten_all()?.to_vec1::<f32>()?,
