@@ -545,10 +545,10 @@ mod x86 {
                 acc[c] = _mm512_fmadd_ps(dot, _mm512_mul_ps(wd, _mm512_set1_ps(rows[c].1[b])), acc[c]);
             }
         }
-        for c in 0..CC {
+        for (c, acc) in acc.iter().enumerate() {
             let o = out.row(col + c);
             // SAFETY: `o` is 16 floats.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc[c]) };
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *acc) };
         }
     }
 
