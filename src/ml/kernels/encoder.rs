@@ -232,7 +232,8 @@ impl CustomOp1 for EncoderLayer {
             let eps = [p.eps[0] as f32, p.eps[1] as f32];
             // Pre-norm normalises the attention block's input; post-norm its residual sum.
             let (attn_in, norm1) = if self.pre_norm {
-                let (h, xhat, rstd) = norm::forward_rows(x, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
+                let (h, xhat, rstd) =
+                    norm::forward_rows(x.to_vec(), w[at::N1_W], w[at::N1_B], eps[0], self.keep);
                 (Cow::Owned(h), Some((xhat, rstd)))
             } else {
                 (Cow::Borrowed(x), None)
@@ -249,32 +250,43 @@ impl CustomOp1 for EncoderLayer {
             // r1 = x + dropout(ctx Woᵀ + bo).
             let mut r1 = dense(&ctx, n, w[at::O_W], e)?;
             bias_dropout_residual(&mut r1, w[at::O_B], masks.map(|m| m.attn_out.as_slice()), x);
-            let (ff_in, norm1) = if self.pre_norm {
-                let (h, xhat, rstd) = norm::forward_rows(&r1, w[at::N2_W], w[at::N2_B], eps[1], self.keep);
-                (h, [norm1.expect("pre-norm normalised the input"), (xhat, rstd)])
+            // The feed-forward block's residual: r1 (pre-norm), or the normalised r1 (post-norm,
+            // which normalises r1 in place).
+            let (ff_in, norm1, r1) = if self.pre_norm {
+                let (h, xhat, rstd) =
+                    norm::forward_rows(r1.clone(), w[at::N2_W], w[at::N2_B], eps[1], self.keep);
+                (h, [norm1.expect("pre-norm normalised the input"), (xhat, rstd)], Some(r1))
             } else {
-                let (h, xhat, rstd) = norm::forward_rows(&r1, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
-                (h, [(xhat, rstd), (Vec::new(), Vec::new())])
+                let (h, xhat, rstd) = norm::forward_rows(r1, w[at::N1_W], w[at::N1_B], eps[0], self.keep);
+                (h, [(xhat, rstd), (Vec::new(), Vec::new())], None)
             };
             let mut pre_gelu = dense(&ff_in, n, w[at::F1_W], ff)?;
             add_bias(&mut pre_gelu, w[at::F1_B]);
-            let mut act = zeros::<f32>(pre_gelu.len());
-            par::chunks_mut(&mut act, CHUNK, |t, a| {
-                let start = t * CHUNK;
-                vmath::gelu(&pre_gelu[start..start + a.len()], a);
-                if let Some(m) = masks {
-                    vmath::combine(a, &m.ff[start..start + a.len()], true);
-                }
-            });
-            // The block's output, dropout, and the residual: onto r1 (pre-norm) or onto the
-            // normalised r1 (post-norm), then the second norm for post-norm.
+            // The backward pass needs the GELU's input as well as its output; otherwise (and
+            // without dropout, which only training has) the activation overwrites its input.
+            let (pre_gelu, act) = if self.keep || masks.is_some() {
+                let mut act = zeros::<f32>(pre_gelu.len());
+                par::chunks_mut(&mut act, CHUNK, |t, a| {
+                    let start = t * CHUNK;
+                    vmath::gelu(&pre_gelu[start..start + a.len()], a);
+                    if let Some(m) = masks {
+                        vmath::combine(a, &m.ff[start..start + a.len()], true);
+                    }
+                });
+                (pre_gelu, act)
+            } else {
+                let mut act = pre_gelu;
+                par::chunks_mut(&mut act, CHUNK, |_, a| vmath::gelu_in_place(a));
+                (Vec::new(), act)
+            };
+            // The block's output, dropout, and the residual, then the second norm for post-norm.
             let mut out = dense(&act, n, w[at::F2_W], e)?;
-            let residual = if self.pre_norm { &r1 } else { &ff_in };
+            let residual = r1.as_deref().unwrap_or(&ff_in);
             bias_dropout_residual(&mut out, w[at::F2_B], masks.map(|m| m.ff_out.as_slice()), residual);
             let (y, norms) = if self.pre_norm {
                 (out, norm1)
             } else {
-                let (y, xhat, rstd) = norm::forward_rows(&out, w[at::N2_W], w[at::N2_B], eps[1], self.keep);
+                let (y, xhat, rstd) = norm::forward_rows(out, w[at::N2_W], w[at::N2_B], eps[1], self.keep);
                 let [first, _] = norm1;
                 (y, [first, (xhat, rstd)])
             };

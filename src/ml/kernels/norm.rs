@@ -57,7 +57,7 @@ impl CustomOp3 for LayerNorm {
                 bl.dims()
             );
         }
-        let (y, xhat, rstd) = forward_rows(x, w, b, self.eps, self.keep);
+        let (y, xhat, rstd) = forward_rows(x.to_vec(), w, b, self.eps, self.keep);
         if self.keep {
             // Set once: candle runs an op's forward pass once.
             let _ = self.saved.set((xhat, rstd));
@@ -86,19 +86,18 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
-/// The forward pass over rows of `w.len()` values: `y`, and when `keep`, the normalised rows
-/// `x̂` and each row's `1/√(var + eps)` (empty otherwise).
+/// The forward pass over rows of `w.len()` values, normalising `y` in place: `y`, and when
+/// `keep`, the normalised rows `x̂` and each row's `1/√(var + eps)` (empty otherwise).
 pub(super) fn forward_rows(
-    x: &[f32],
+    mut y: Vec<f32>,
     w: &[f32],
     b: &[f32],
     eps: f32,
     keep: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let e = w.len();
-    let rows = x.len() / e;
-    let mut y = zeros::<f32>(x.len());
-    let mut xhat = zeros::<f32>(if keep { x.len() } else { 0 });
+    let rows = y.len() / e;
+    let mut xhat = zeros::<f32>(if keep { y.len() } else { 0 });
     let mut rstd = zeros::<f32>(if keep { rows } else { 0 });
     let block = ROWS_PER_TASK * e;
     let parts: Vec<_> = y
@@ -107,9 +106,8 @@ pub(super) fn forward_rows(
         .zip(rstd.chunks_mut(ROWS_PER_TASK).map(Some).chain(std::iter::repeat_with(|| None)))
         .map(|((y, h), r)| (y, h, r))
         .collect();
-    par::for_each(parts, |t, (y, h, r)| {
-        let x = &x[t * block..][..y.len()];
-        vmath::layer_norm_rows(x, (w, b, eps), y, h.unwrap_or_default(), r.unwrap_or_default());
+    par::for_each(parts, |_, (y, h, r)| {
+        vmath::layer_norm_rows(y, (w, b, eps), h.unwrap_or_default(), r.unwrap_or_default());
     });
     (y, xhat, rstd)
 }

@@ -94,7 +94,13 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π), the standard normal density at 0.
 const DENSITY: f32 = 0.398_942_3;
 
-/// `y = gelu(x) = x · Φ(x)` (the exact, erf form) for every value.
+/// `gelu(v) = v · Φ(v)`, the exact (erf) form.
+#[inline(always)]
+fn gelu_value(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2))
+}
+
+/// `y = gelu(x)` (the exact, erf form) for every value.
 pub fn gelu(x: &[f32], y: &mut [f32]) {
     struct Op<'a>(&'a [f32], &'a mut [f32]);
     impl WithSimd for Op<'_> {
@@ -102,11 +108,27 @@ pub fn gelu(x: &[f32], y: &mut [f32]) {
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) {
             for (y, &v) in self.1.iter_mut().zip(self.0) {
-                *y = 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2));
+                *y = gelu_value(v);
             }
         }
     }
     Arch::new().dispatch(Op(x, y));
+}
+
+/// `x = gelu(x)` in place (the erf form, as [`gelu`]), for inference, where the input is not
+/// kept for a backward pass.
+pub fn gelu_in_place(x: &mut [f32]) {
+    struct Op<'a>(&'a mut [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            for v in self.0.iter_mut() {
+                *v = gelu_value(*v);
+            }
+        }
+    }
+    Arch::new().dispatch(Op(x));
 }
 
 /// `y = gelu_tanh(gate) · up` for every value: the gated feed-forward activation of Gemma
@@ -228,41 +250,41 @@ pub fn combine(a: &mut [f32], b: &[f32], product: bool) {
     Arch::new().dispatch(Op(a, b, product));
 }
 
-/// Layer norm of each `w.len()`-long row of `x` into `y`, `y = x̂ · w + b` with
-/// `x̂ = (x − mean) / √(var + eps)`; where `xhat` and `rstd` are not empty, each row's `x̂` and
-/// `1/√(var + eps)` are kept there. The row sums are [`lanes_sum`]s.
+/// Layer norm of each `w.len()`-long row of `y`, in place: `y = x̂ · w + b` with
+/// `x̂ = (y − mean) / √(var + eps)`; where `xhat` and `rstd` are not empty, each row's `x̂` and
+/// `1/√(var + eps)` are kept there. The row sums are [`lanes_sum`]s. In place, so that a caller
+/// done with its input (a post-norm layer's residual sum) allocates and fills no second buffer.
 pub fn layer_norm_rows(
-    x: &[f32],
-    (w, b, eps): (&[f32], &[f32], f32),
     y: &mut [f32],
+    (w, b, eps): (&[f32], &[f32], f32),
     xhat: &mut [f32],
     rstd: &mut [f32],
 ) {
-    struct Op<'a>(&'a [f32], &'a [f32], &'a [f32], f32, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+    struct Op<'a>(&'a mut [f32], &'a [f32], &'a [f32], f32, &'a mut [f32], &'a mut [f32]);
     impl WithSimd for Op<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) {
-            let Op(x, w, b, eps, y, xhat, rstd) = self;
+            let Op(y, w, b, eps, xhat, rstd) = self;
             let e = w.len();
             let keep = !rstd.is_empty();
-            for (i, (xrow, yrow)) in x.chunks_exact(e).zip(y.chunks_exact_mut(e)).enumerate() {
-                let mean = lanes_sum(xrow, xrow, |v, _| v) / e as f32;
-                let var = lanes_sum(xrow, xrow, |v, _| (v - mean) * (v - mean)) / e as f32;
+            for (i, row) in y.chunks_exact_mut(e).enumerate() {
+                let mean = lanes_sum(row, row, |v, _| v) / e as f32;
+                let var = lanes_sum(row, row, |v, _| (v - mean) * (v - mean)) / e as f32;
                 let inv = 1.0 / (var + eps).sqrt();
-                for (((out, v), w), b) in yrow.iter_mut().zip(xrow).zip(w).zip(b) {
-                    *out = (v - mean) * inv * w + b;
-                }
                 if keep {
-                    for (h, v) in xhat[i * e..(i + 1) * e].iter_mut().zip(xrow) {
+                    for (h, v) in xhat[i * e..(i + 1) * e].iter_mut().zip(row.iter()) {
                         *h = (v - mean) * inv;
                     }
                     rstd[i] = inv;
                 }
+                for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+                    *v = (*v - mean) * inv * w + b;
+                }
             }
         }
     }
-    Arch::new().dispatch(Op(x, w, b, eps, y, xhat, rstd));
+    Arch::new().dispatch(Op(y, w, b, eps, xhat, rstd));
 }
 
 /// Layer norm's input gradient for rows of `w.len()` values:

@@ -476,7 +476,7 @@ mod tests {
 
     /// The fused layer kernel gives the composed layer's output and the same gradients for the
     /// input and every parameter, with and without dropout, for both norm placements (a layer
-    /// with padding in the second example).
+    /// with padding in the second example); frozen, the same output.
     #[test]
     fn the_fused_layer_matches_the_composed_one() {
         let (b, l, e, heads, ff) = (2, 5, 8, 2, 12);
@@ -526,6 +526,31 @@ mod tests {
                 for (i, (f, c)) in fused.iter().zip(&composed).enumerate() {
                     let worst = f.iter().zip(c).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     assert!(worst < 2e-4, "{norm:?} p={p}: output {i} differs by {worst}");
+                }
+                if p == 0.0 {
+                    // Frozen, as an embedding or a served prediction runs it: the inference path,
+                    // which keeps nothing and normalises and activates in place.
+                    let mut frozen = layer.clone();
+                    let [q, k, v, o, f1, f2] = [
+                        &mut frozen.query,
+                        &mut frozen.key,
+                        &mut frozen.value,
+                        &mut frozen.attn_out,
+                        &mut frozen.ff_in,
+                        &mut frozen.ff_out,
+                    ];
+                    for d in [q, k, v, o, f1, f2] {
+                        (d.weight, d.bias) = (d.weight.detach(), d.bias.detach());
+                    }
+                    for n in [&mut frozen.attn_norm, &mut frozen.ff_norm] {
+                        (n.weight, n.bias) = (n.weight.detach(), n.bias.detach());
+                    }
+                    let x = x.as_tensor().detach();
+                    assert!(frozen.fused_params(&x).is_some());
+                    let y = frozen.forward(&x, &bias, heads, norm, p, &mut None).unwrap();
+                    let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let worst = y.iter().zip(&composed[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(worst < 2e-4, "{norm:?} frozen: output differs by {worst}");
                 }
             }
         }
