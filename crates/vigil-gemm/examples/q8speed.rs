@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use vigil_gemm::q8::{Kernel, Q8_0_BYTES, Q8Activations, Q8Matrix, matmul_rows};
+use vigil_gemm::q8::{Kernel, Q8_0_BYTES, Q8Activations, Q8Matrix, matmul_f32_rows, matmul_rows};
 
 fn main() {
     for (n, k, m) in [(262_144, 640, 1), (2048, 640, 1), (1536, 384, 20), (384, 1536, 20)] {
@@ -20,6 +20,7 @@ fn main() {
         assert_eq!(blocks.len(), n * k / 32 * Q8_0_BYTES);
         let w = Q8Matrix::from_q8_0(n, k, &blocks).expect("whole blocks");
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+        let xf = x.clone();
         let x = Q8Activations::quantize(&x, m, k).expect("whole blocks");
         for kernel in
             [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Portable].into_iter().filter(|k| k.available())
@@ -33,6 +34,18 @@ fn main() {
             let seconds = start.elapsed().as_secs_f64() / repeats as f64;
             println!(
                 "{n}x{k} by {m} rows, {:<11} {:>8.3} ms  {:>5.1} GB/s of weights  {:>5.1} G multiply-adds/s",
+                kernel.name(),
+                seconds * 1e3,
+                w.bytes() as f64 / seconds / 1e9,
+                (n * k * m) as f64 / seconds / 1e9
+            );
+            let start = Instant::now();
+            for _ in 0..repeats {
+                matmul_f32_rows(kernel, &w, &xf, m, 0, &mut out).expect("sizes match");
+            }
+            let seconds = start.elapsed().as_secs_f64() / repeats as f64;
+            println!(
+                "{n}x{k} by {m} rows, {:<11} {:>8.3} ms  {:>5.1} GB/s of weights  {:>5.1} G multiply-adds/s, f32 activations",
                 kernel.name(),
                 seconds * 1e3,
                 w.bytes() as f64 / seconds / 1e9,

@@ -13,9 +13,8 @@
 //! loading and the benchmark's runs, 1,065 MiB with 8 generations started at once (the clones
 //! cost nothing measurable; the allocator had given back the runs' buffers); the cache itself
 //! costs 2 x layers x kv_heads x head_dim x 4 bytes a token (147 KB a token for that model).
-//! Gemma 3 also keeps its Q4_K and Q6_K layer weights widened to f32 once a prompt of 16 or
-//! more tokens has run (142 MB for the 270M model, shared by all generations; see
-//! `gemma3::QMatMul`).
+//! Gemma 3 also keeps its Q4_K and Q6_K layer weights widened to f32 once it has run (142 MB
+//! for the 270M model, shared by all generations; see `gemma3::QMatMul`).
 //! Qwen 2's `ModelWeights` is not `Clone`, which is why it is not offered.
 
 mod chat;

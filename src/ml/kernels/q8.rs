@@ -35,10 +35,26 @@ pub enum Threads {
     Candle,
 }
 
+/// How a product takes its activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activations {
+    /// Quantised to Q8_0 blocks, the products summed in integers, as ggml does: the fastest.
+    Quantised,
+    /// As they are, in f32 ([`vigil_gemm::q8::matmul_f32_rows`]): the dequantised weight times
+    /// the exact activations, as a reference implementation computes it.
+    Exact,
+}
+
 /// `x · wᵀ` for `x` of `rows × w.cols()` (row-major), as a row-major `rows × w.rows()` buffer,
 /// on the best kernel.
-pub fn matmul(w: &Q8Matrix, x: &[f32], rows: usize, threads: Threads) -> candle_core::Result<Vec<f32>> {
-    matmul_with(kernel(), w, x, rows, threads)
+pub fn matmul(
+    w: &Q8Matrix,
+    x: &[f32],
+    rows: usize,
+    threads: Threads,
+    activations: Activations,
+) -> candle_core::Result<Vec<f32>> {
+    matmul_with(kernel(), w, x, rows, threads, activations)
 }
 
 /// Activation rows per thread from which a product splits the rows rather than the weight over
@@ -56,6 +72,7 @@ pub fn matmul_with(
     x: &[f32],
     rows: usize,
     threads: Threads,
+    activations: Activations,
 ) -> candle_core::Result<Vec<f32>> {
     let (n, k) = (w.rows(), w.cols());
     let Some(size) = n.checked_mul(rows) else {
@@ -68,36 +85,64 @@ pub fn matmul_with(
     if size == 0 {
         return Ok(out);
     }
+    // Weight rows `first..` by the activation rows `x` (`m` of them), quantised first or not
+    // (`quantised`: already quantised, shared by the blocks of one product).
+    let product = |x: &[f32],
+                   m: usize,
+                   quantised: Option<&Q8Activations>,
+                   first: usize,
+                   block: &mut [f32]| match (activations, quantised) {
+        (Activations::Exact, _) => vigil_gemm::q8::matmul_f32_rows(kernel, w, x, m, first, block),
+        (Activations::Quantised, Some(q)) => vigil_gemm::q8::matmul_rows(kernel, w, q, first, block),
+        (Activations::Quantised, None) => {
+            vigil_gemm::q8::matmul_rows(kernel, w, &Q8Activations::quantize(x, m, k)?, first, block)
+        }
+    };
     let pool = match threads {
         Threads::Kernels => par::threads(),
         Threads::Candle => candle_core::utils::barrier_pool().n_workers() + 1,
     };
     if pool <= 1 || w.bytes() < PARALLEL_BYTES {
-        let x = Q8Activations::quantize(x, rows, k).map_err(refused_q8)?;
-        vigil_gemm::q8::matmul_rows(kernel, w, &x, 0, &mut out).map_err(refused_q8)?;
+        product(x, rows, None, 0, &mut out).map_err(refused_q8)?;
         return Ok(out);
     }
     if rows >= ROWS_PER_THREAD * pool {
         let block_rows = rows.div_ceil(pool * BLOCKS_PER_THREAD);
         in_blocks(threads, &mut out, block_rows * n, |i, block| {
-            let first = i * block_rows;
-            let count = block.len() / n;
-            let x = Q8Activations::quantize(&x[first * k..(first + count) * k], count, k)?;
-            vigil_gemm::q8::matmul_rows(kernel, w, &x, 0, block)
-        })?;
+            let (first, count) = (i * block_rows, block.len() / n);
+            product(&x[first * k..(first + count) * k], count, None, 0, block)
+        })
+        .map_err(refused_q8)?;
         return Ok(out);
     }
     // Whole panels of weight rows per block, each computed into its own contiguous slice
     // (row-major over the block's columns), then copied into place; one row of activations
-    // needs no copy.
-    let x = Q8Activations::quantize(x, rows, k).map_err(refused_q8)?;
+    // needs no copy. The activations are quantised once for all the blocks.
+    let quantised = match activations {
+        Activations::Quantised => Some(Q8Activations::quantize(x, rows, k).map_err(refused_q8)?),
+        Activations::Exact => None,
+    };
     let block_rows = n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(PANEL) * PANEL;
-    let run = |i: usize, block: &mut [f32]| vigil_gemm::q8::matmul_rows(kernel, w, &x, i * block_rows, block);
+    let run = |i: usize, block: &mut [f32]| product(x, rows, quantised.as_ref(), i * block_rows, block);
+    by_weight_blocks(threads, out, rows, block_rows, run).map_err(refused_q8)
+}
+
+/// `out` (`rows × n`, `n = out.len() / rows`) computed by `run(i, block)` in blocks of
+/// `block_rows` weight rows, each block row-major over its own columns, then copied into place
+/// (one row of activations needs no copy).
+fn by_weight_blocks<E: Send>(
+    threads: Threads,
+    mut out: Vec<f32>,
+    rows: usize,
+    block_rows: usize,
+    run: impl Fn(usize, &mut [f32]) -> Result<(), E> + Sync + Send,
+) -> Result<Vec<f32>, E> {
     if rows == 1 {
         in_blocks(threads, &mut out, block_rows, run)?;
         return Ok(out);
     }
-    let mut blocks = vec![0f32; size];
+    let n = out.len() / rows;
+    let mut blocks = vec![0f32; out.len()];
     in_blocks(threads, &mut blocks, block_rows * rows, run)?;
     for (b, block) in blocks.chunks(block_rows * rows).enumerate() {
         let (first, count) = (b * block_rows, block.len() / rows);
@@ -108,14 +153,52 @@ pub fn matmul_with(
     Ok(out)
 }
 
+/// `x · wᵀ` for a weight widened to f32 (`n × k`, row-major) and a few rows of activations `x`
+/// (`rows × k`): a decoded token through a K-quant weight of a language model, with its exact
+/// activations. The threads of `threads`' pool each take a block of weight rows, the product's
+/// largest operand (the gemm crate splits the activation rows, so one row ran on one thread).
+pub fn matmul_wide(
+    w: &[f32],
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    threads: Threads,
+) -> candle_core::Result<Vec<f32>> {
+    let k = w.len().checked_div(n).unwrap_or(0);
+    if n * k != w.len() || x.len() != rows * k {
+        candle_core::bail!(
+            "wide matmul: {} weights are not {n} rows, or {} activations not {rows} rows of them",
+            w.len(),
+            x.len()
+        );
+    }
+    let out = vec![0f32; n * rows];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let pool = match threads {
+        Threads::Kernels => par::threads(),
+        Threads::Candle => candle_core::utils::barrier_pool().n_workers() + 1,
+    };
+    let block_rows = n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(PANEL) * PANEL;
+    let x = vigil_gemm::Matrix::row_major(x, rows, k).map_err(super::gemm::refused)?;
+    let weight = vigil_gemm::Matrix::row_major(w, n, k).map_err(super::gemm::refused)?;
+    by_weight_blocks(threads, out, rows, block_rows, |i, block| {
+        let count = block.len() / rows;
+        let w = weight.row_block(i * block_rows, count)?;
+        vigil_gemm::product(block, x, w.t(), vigil_gemm::Parallelism::None)
+    })
+    .map_err(super::gemm::refused)
+}
+
 /// Runs `run(i, block)` for each `block_len`-long block `i` of `out` on `threads`' pool; the
 /// first error, if any.
-fn in_blocks(
+fn in_blocks<E: Send>(
     threads: Threads,
     out: &mut [f32],
     block_len: usize,
-    run: impl Fn(usize, &mut [f32]) -> Result<(), vigil_gemm::q8::Q8Error> + Sync + Send,
-) -> candle_core::Result<()> {
+    run: impl Fn(usize, &mut [f32]) -> Result<(), E> + Sync + Send,
+) -> Result<(), E> {
     let failed = Mutex::new(None);
     let fail = |e| *failed.lock().expect("no thread panics holding it") = Some(e);
     match threads {
@@ -133,7 +216,7 @@ fn in_blocks(
         }
     }
     match failed.into_inner().expect("no thread panics holding it") {
-        Some(e) => Err(refused_q8(e)),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
@@ -179,14 +262,24 @@ mod tests {
                             continue;
                         }
                         let threads = if rows % 2 == 0 { Threads::Kernels } else { Threads::Candle };
-                        let got = matmul_with(kernel, &matrix, &x, rows, threads).unwrap();
-                        for (at, (a, b)) in got.iter().zip(&expected).enumerate() {
+                        let got =
+                            matmul_with(kernel, &matrix, &x, rows, threads, Activations::Quantised).unwrap();
+                        let exact =
+                            matmul_with(kernel, &matrix, &x, rows, threads, Activations::Exact).unwrap();
+                        for (at, ((a, b), e)) in got.iter().zip(&expected).zip(&exact).enumerate() {
                             let (i, j) = (at / n, at % n);
                             // f32 rounding of a sum of k terms: relative to their magnitudes.
                             let size: f32 = (0..k).map(|c| (wide[j * k + c] * x[i * k + c]).abs()).sum();
                             assert!(
                                 (a - b).abs() <= 1e-5 * size + 1e-6,
                                 "{dtype:?} {n}x{k}, {rows} rows, {}: ({i}, {j}) {a} vs candle {b}",
+                                kernel.name()
+                            );
+                            // The exact activations: the dequantised weight times x.
+                            let f32_product: f32 = (0..k).map(|c| wide[j * k + c] * x[i * k + c]).sum();
+                            assert!(
+                                (e - f32_product).abs() <= 1e-5 * size + 1e-6,
+                                "{dtype:?} {n}x{k}, {rows} rows, {}: ({i}, {j}) exact {e} vs {f32_product}",
                                 kernel.name()
                             );
                         }

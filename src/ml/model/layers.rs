@@ -252,6 +252,7 @@ impl QuantWeight {
                     &x.flatten_all()?.to_vec1::<f32>()?,
                     rows,
                     kernels::q8::Threads::Kernels,
+                    kernels::q8::Activations::Quantised,
                 )?;
                 let out = Tensor::from_vec(out, (rows, fast.rows()), x.device())?;
                 return Ok(out.broadcast_add(bias)?);
