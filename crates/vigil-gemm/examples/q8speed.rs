@@ -27,30 +27,24 @@ fn main() {
         {
             let mut out = vec![0f32; n * m];
             let repeats = (200_000_000 / (n * k * m)).max(3);
-            let start = Instant::now();
-            for _ in 0..repeats {
-                matmul_rows(kernel, &w, &x, 0, &mut out).expect("sizes match");
-            }
-            let seconds = start.elapsed().as_secs_f64() / repeats as f64;
-            println!(
-                "{n}x{k} by {m} rows, {:<11} {:>8.3} ms  {:>5.1} GB/s of weights  {:>5.1} G multiply-adds/s",
-                kernel.name(),
-                seconds * 1e3,
-                w.bytes() as f64 / seconds / 1e9,
-                (n * k * m) as f64 / seconds / 1e9
-            );
-            let start = Instant::now();
-            for _ in 0..repeats {
-                matmul_f32_rows(kernel, &w, &xf, m, 0, &mut out).expect("sizes match");
-            }
-            let seconds = start.elapsed().as_secs_f64() / repeats as f64;
-            println!(
-                "{n}x{k} by {m} rows, {:<11} {:>8.3} ms  {:>5.1} GB/s of weights  {:>5.1} G multiply-adds/s, f32 activations",
-                kernel.name(),
-                seconds * 1e3,
-                w.bytes() as f64 / seconds / 1e9,
-                (n * k * m) as f64 / seconds / 1e9
-            );
+            let mut time = |label: &str, product: &mut dyn FnMut(&mut [f32])| {
+                let start = Instant::now();
+                for _ in 0..repeats {
+                    product(&mut out);
+                }
+                let seconds = start.elapsed().as_secs_f64() / repeats as f64;
+                println!(
+                    "{n}x{k} by {m} rows, {:<11} {:>8.3} ms  {:>5.1} GB/s of weights  {:>5.1} G multiply-adds/s{label}",
+                    kernel.name(),
+                    seconds * 1e3,
+                    w.bytes() as f64 / seconds / 1e9,
+                    (n * k * m) as f64 / seconds / 1e9
+                );
+            };
+            time("", &mut |out| matmul_rows(kernel, &w, &x, 0, out).expect("sizes match"));
+            time(", f32 activations", &mut |out| {
+                matmul_f32_rows(kernel, &w, &xf, m, 0, out).expect("sizes match")
+            });
         }
     }
 }

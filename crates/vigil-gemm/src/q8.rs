@@ -539,6 +539,27 @@ mod x86 {
 
     /// Activation rows per tile at most: each weight vector loaded serves all of them.
     const C: usize = 4;
+
+    /// Runs `$tile::<CC>(w, x, panel, i, first, out)` over the activation rows `$rows` in tiles
+    /// of up to [`C`] rows, `first` for the first tile (which prefetches the panel). One
+    /// monomorphised tile per width, so each keeps its accumulators in registers.
+    macro_rules! in_tiles {
+        ($tile:ident, $w:expr, $x:expr, $panel:expr, $rows:expr, $out:expr) => {{
+            let rows = $rows;
+            let mut i = rows.start;
+            while i < rows.end {
+                let cols = (rows.end - i).min(C);
+                let first = i == rows.start;
+                match cols {
+                    4 => $tile::<4>($w, $x, $panel, i, first, $out),
+                    3 => $tile::<3>($w, $x, $panel, i, first, $out),
+                    2 => $tile::<2>($w, $x, $panel, i, first, $out),
+                    _ => $tile::<1>($w, $x, $panel, i, first, $out),
+                }
+                i += cols;
+            }
+        }};
+    }
     /// How far ahead of the block being multiplied its panel's bytes are prefetched: a decode
     /// step's output projection went from 8.4 to 10.3 GB/s of weights on one core (q8speed),
     /// against the 12 GB/s a plain read of memory gets.
@@ -546,19 +567,7 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn vnni(w: &Q8Matrix, x: &Q8Activations, panel: usize, rows: Range<usize>, out: &mut Dest) {
-        let mut i = rows.start;
-        while i < rows.end {
-            let cols = (rows.end - i).min(C);
-            let first = i == rows.start;
-            // One monomorphised tile per width, so each keeps its accumulators in registers.
-            match cols {
-                4 => tile512::<4>(w, x, panel, i, first, out),
-                3 => tile512::<3>(w, x, panel, i, first, out),
-                2 => tile512::<2>(w, x, panel, i, first, out),
-                _ => tile512::<1>(w, x, panel, i, first, out),
-            }
-            i += cols;
-        }
+        in_tiles!(tile512, w, x, panel, rows, out);
     }
 
     /// Panel `panel` by `CC` activation rows from `col`, into `out[(col + c) · 16 + lane]`;
@@ -668,18 +677,7 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) fn f32_avx512(w: &Q8Matrix, x: &[f32], panel: usize, rows: Range<usize>, out: &mut Dest) {
-        let mut i = rows.start;
-        while i < rows.end {
-            let cols = (rows.end - i).min(C);
-            let first = i == rows.start;
-            match cols {
-                4 => tile_f32::<4>(w, x, panel, i, first, out),
-                3 => tile_f32::<3>(w, x, panel, i, first, out),
-                2 => tile_f32::<2>(w, x, panel, i, first, out),
-                _ => tile_f32::<1>(w, x, panel, i, first, out),
-            }
-            i += cols;
-        }
+        in_tiles!(tile_f32, w, x, panel, rows, out);
     }
 
     /// Panel `panel` by `CC` f32 activation rows from `col` (see [`super::matmul_f32_rows`] for
