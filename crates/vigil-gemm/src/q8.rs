@@ -668,7 +668,8 @@ mod x86 {
         }
     }
 
-    /// Weight byte `T` (0..4) of each lane of `v` (signed bytes), as 16 floats.
+    /// Byte `t` of each lane of `v` (signed bytes), sign-extended, as 16 floats: `SHIFT` is
+    /// `24 - 8t`, which leaves that byte at the top of the lane for the arithmetic shift.
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
     fn byte512<const SHIFT: u32>(v: __m512i) -> __m512 {
@@ -734,7 +735,7 @@ mod x86 {
         }
     }
 
-    /// Weight byte `T` of each lane of `v` (signed bytes), as 8 floats.
+    /// [`byte512`] for eight lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn byte256<const SHIFT: i32>(v: __m256i) -> __m256 {
