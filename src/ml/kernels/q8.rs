@@ -1,8 +1,10 @@
-//! The product of a Q8_0 weight matrix with a few rows of f32 activations (a decoded token, a
-//! sentence), split over the kernels' threads. The arithmetic, and the `unsafe` SIMD behind it,
-//! is the internal `vigil-gemm` crate's (`crates/vigil-gemm/src/q8.rs`, which says why candle's
-//! own quantised product is not used); this module picks the kernel once per process and hands
-//! each thread a block of output rows.
+//! The product of a Q8_0 weight matrix with rows of f32 activations (a decoded token, a
+//! sentence, a prompt, a batch), quantised first or taken exactly, split over the threads; and
+//! [`matmul_wide`], the same threading for a quantised weight widened to f32. The arithmetic, and
+//! the `unsafe` SIMD behind it, is the internal `vigil-gemm` crate's
+//! (`crates/vigil-gemm/src/q8.rs`, which says why candle's own quantised product is not used);
+//! this module picks the kernel once per process and hands each thread a block of weight rows,
+//! or of activation rows for a large batch.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -98,10 +100,7 @@ pub fn matmul_with(
             vigil_gemm::q8::matmul_rows(kernel, w, &Q8Activations::quantize(x, m, k)?, first, block)
         }
     };
-    let pool = match threads {
-        Threads::Kernels => par::threads(),
-        Threads::Candle => candle_core::utils::barrier_pool().n_workers() + 1,
-    };
+    let pool = pool_size(threads);
     if pool <= 1 || w.bytes() < PARALLEL_BYTES {
         product(x, rows, None, 0, &mut out).map_err(refused_q8)?;
         return Ok(out);
@@ -176,11 +175,13 @@ pub fn matmul_wide(
     if out.is_empty() {
         return Ok(out);
     }
-    let pool = match threads {
-        Threads::Kernels => par::threads(),
-        Threads::Candle => candle_core::utils::barrier_pool().n_workers() + 1,
+    let pool = pool_size(threads);
+    // One block on the calling thread where handing blocks out would cost more than it saves.
+    let block_rows = if pool <= 1 || w.len() * 4 < PARALLEL_BYTES {
+        n
+    } else {
+        n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(PANEL) * PANEL
     };
-    let block_rows = n.div_ceil(pool * BLOCKS_PER_THREAD).div_ceil(PANEL) * PANEL;
     let x = vigil_gemm::Matrix::row_major(x, rows, k).map_err(super::gemm::refused)?;
     let weight = vigil_gemm::Matrix::row_major(w, n, k).map_err(super::gemm::refused)?;
     by_weight_blocks(threads, out, rows, block_rows, |i, block| {
@@ -191,6 +192,14 @@ pub fn matmul_wide(
     .map_err(super::gemm::refused)
 }
 
+/// How many threads `threads`' pool runs a product on (the calling thread included).
+fn pool_size(threads: Threads) -> usize {
+    match threads {
+        Threads::Kernels => par::threads(),
+        Threads::Candle => candle_core::utils::barrier_pool().n_workers() + 1,
+    }
+}
+
 /// Runs `run(i, block)` for each `block_len`-long block `i` of `out` on `threads`' pool; the
 /// first error, if any.
 fn in_blocks<E: Send>(
@@ -199,6 +208,10 @@ fn in_blocks<E: Send>(
     block_len: usize,
     run: impl Fn(usize, &mut [f32]) -> Result<(), E> + Sync + Send,
 ) -> Result<(), E> {
+    if out.len() <= block_len {
+        // A single block runs on the calling thread, waking no pool.
+        return run(0, out);
+    }
     let failed = Mutex::new(None);
     let fail = |e| *failed.lock().expect("no thread panics holding it") = Some(e);
     match threads {
