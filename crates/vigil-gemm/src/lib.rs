@@ -39,6 +39,8 @@ pub enum Error {
     InnerSizes { m: usize, k: usize, k2: usize, n: usize },
     /// The destination does not hold `m·n` values.
     Destination { m: usize, n: usize, len: usize },
+    /// A destination whose rows, `stride` apart, overlap or run past its `len` values.
+    Strided { m: usize, n: usize, stride: usize, len: usize },
 }
 
 impl fmt::Display for Error {
@@ -58,6 +60,9 @@ impl fmt::Display for Error {
                 write!(f, "matmul: inner sizes differ ({m}x{k} by {k2}x{n})")
             }
             Error::Destination { m, n, len } => write!(f, "product: {m}x{n} result into {len} values"),
+            Error::Strided { m, n, stride, len } => {
+                write!(f, "product: {m}x{n} result with rows {stride} apart into {len} values")
+            }
         }
     }
 }
@@ -137,26 +142,43 @@ impl<'a> Matrix<'a> {
 
 /// `dst = a · b`; `dst` is row-major `(a.rows, b.cols)` and must hold exactly that many values.
 pub fn product(dst: &mut [f32], a: Matrix, b: Matrix, parallelism: Parallelism) -> Result<(), Error> {
+    match a.rows.checked_mul(b.cols) {
+        None => Err(Error::TooLarge { rows: a.rows, cols: b.cols }),
+        Some(size) if size != dst.len() => Err(Error::Destination { m: a.rows, n: b.cols, len: dst.len() }),
+        Some(_) => product_strided(dst, b.cols, a, b, parallelism),
+    }
+}
+
+/// `a · b` written into rows `row_stride` apart from the start of `dst` (a column block of a
+/// wider matrix, such as one attention head's columns); the values between rows are left as
+/// they are. The rows must not overlap (`row_stride >= b.cols`) and must end inside `dst`.
+pub fn product_strided(
+    dst: &mut [f32],
+    row_stride: usize,
+    a: Matrix,
+    b: Matrix,
+    parallelism: Parallelism,
+) -> Result<(), Error> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         return Err(Error::InnerSizes { m, k, k2: b.rows, n });
     }
-    match m.checked_mul(n) {
-        None => return Err(Error::TooLarge { rows: m, cols: n }),
-        Some(size) if size != dst.len() => return Err(Error::Destination { m, n, len: dst.len() }),
-        Some(_) => {}
-    }
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let end = (m - 1).checked_mul(row_stride).and_then(|v| v.checked_add(n));
+    if row_stride < n || end.is_none_or(|end| end > dst.len()) || isize::try_from(row_stride).is_err() {
+        return Err(Error::Strided { m, n, stride: row_stride, len: dst.len() });
+    }
     if k == 0 {
-        dst.fill(0.0);
+        dst.chunks_mut(row_stride).take(m).for_each(|row| row[..n].fill(0.0));
         return Ok(());
     }
-    // SAFETY: gemm writes `dst` at `i·n + j` for i < m, j < n, all inside the `m·n` values of
-    // the exclusive borrow `dst` (checked above, without wrapping; so it aliases neither input),
-    // each position once; see `gemm_into` for the rest.
-    unsafe { gemm_into(dst.as_mut_ptr(), a, b, parallelism) };
+    // SAFETY: gemm writes `dst` at `i·row_stride + j` for i < m, j < n: the last of those is
+    // `(m-1)·row_stride + n - 1`, inside the exclusive borrow `dst` (checked above, without
+    // wrapping; so it aliases neither input), and with `row_stride >= n` each position once;
+    // see `gemm_into` for the rest.
+    unsafe { gemm_into(dst.as_mut_ptr(), row_stride, a, b, parallelism) };
     Ok(())
 }
 
@@ -211,19 +233,21 @@ fn fill(dst: &mut [MaybeUninit<f32>], a: Matrix, b: Matrix, parallelism: Paralle
     // writes at `i·n + j`, each once; with `read_dst` false and `k > 0` it stores every one of
     // them without reading the old contents, so uninitialised memory is never read.
     // `MaybeUninit<f32>` has the layout of `f32`.
-    unsafe { gemm_into(dst.as_mut_ptr().cast::<f32>(), a, b, parallelism) };
+    unsafe { gemm_into(dst.as_mut_ptr().cast::<f32>(), n, a, b, parallelism) };
 }
 
-/// `dst = a · b` through gemm, `dst` row-major with `b.cols` columns, its old contents unread.
+/// `dst = a · b` through gemm, `dst` row-major with rows `row_stride` apart, its old contents
+/// unread.
 ///
 /// # Safety
-/// `dst` must be valid for writes of `a.rows · b.cols` f32 values that nothing else reads or
-/// writes meanwhile, and `a.cols == b.rows > 0`. gemm reads `a` at `i·a.row_stride +
+/// `dst` must be valid for writes at `i·row_stride + j` for i < `a.rows`, j < `b.cols` (f32
+/// values that nothing else reads or writes meanwhile), `row_stride >= b.cols` and fits in
+/// `isize`, and `a.cols == b.rows > 0`. gemm reads `a` at `i·a.row_stride +
 /// j·a.col_stride` for i < m, j < k and `b` likewise for i < k, j < n: `Matrix::new` checked that
 /// all of those lie inside the borrowed slices, and that the strides fit in `isize` (as `n`
 /// does, bounded by the destination's length). It writes from as many threads as `parallelism`
 /// allows, all joined before it returns; f32 is a type gemm supports.
-unsafe fn gemm_into(dst: *mut f32, a: Matrix, b: Matrix, parallelism: Parallelism) {
+unsafe fn gemm_into(dst: *mut f32, row_stride: usize, a: Matrix, b: Matrix, parallelism: Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let s = |v: usize| v as isize;
     // SAFETY: the caller's contract above.
@@ -234,7 +258,7 @@ unsafe fn gemm_into(dst: *mut f32, a: Matrix, b: Matrix, parallelism: Parallelis
             k,
             dst,
             1,
-            s(n),
+            s(row_stride),
             false,
             a.data.as_ptr(),
             s(a.col_stride),
@@ -255,6 +279,31 @@ unsafe fn gemm_into(dst: *mut f32, a: Matrix, b: Matrix, parallelism: Parallelis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strided_product_fills_its_column_block_and_nothing_else() {
+        let a: Vec<f32> = (0..6).map(|v| v as f32 - 2.5).collect();
+        let b: Vec<f32> = (0..8).map(|v| (v * 3 % 7) as f32).collect();
+        let (am, bm) = (Matrix::row_major(&a, 3, 2).unwrap(), Matrix::row_major(&b, 2, 4).unwrap());
+        let mut want = vec![0.0; 12];
+        product(&mut want, am, bm, Parallelism::None).unwrap();
+        // Rows 6 apart, the block at columns 1..5 of a 3x6 matrix of sevens.
+        let mut wide = vec![7.0f32; 18];
+        product_strided(&mut wide[1..], 6, am, bm, Parallelism::None).unwrap();
+        for (i, row) in wide.chunks(6).enumerate() {
+            assert_eq!(&row[1..5], &want[i * 4..(i + 1) * 4], "row {i}");
+            assert_eq!((row[0], row[5]), (7.0, 7.0), "row {i}: the other columns are left alone");
+        }
+        // Overlapping rows, and rows that run past the end, are refused.
+        assert!(matches!(
+            product_strided(&mut wide, 3, am, bm, Parallelism::None),
+            Err(Error::Strided { .. })
+        ));
+        assert!(matches!(
+            product_strided(&mut wide[3..], 6, am, bm, Parallelism::None),
+            Err(Error::Strided { .. })
+        ));
+    }
 
     #[test]
     fn sizes_whose_product_wraps_are_refused() {
