@@ -289,10 +289,15 @@ fn new_run_form_validates_then_starts() {
     ch(&mut app, 'n');
     let Mode::Form(f) = &app.mode else { panic!("no form") };
     assert_eq!(f.spec().name, "digits-mlp");
+    let next = app.specs.iter().position(|s| s.name == "digits-mlp").unwrap() + 1;
+    // The form opens on its first field; → picks another spec from there too.
+    key(&mut app, KeyCode::Right);
+    let Mode::Form(f) = &app.mode else { panic!() };
+    assert_eq!(f.spec().name, app.specs[next % app.specs.len()].name, "→ from the first field");
+    key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Up);
     key(&mut app, KeyCode::Right);
     let Mode::Form(f) = &app.mode else { panic!() };
-    let next = app.specs.iter().position(|s| s.name == "digits-mlp").unwrap() + 1;
     assert_eq!(f.spec().name, app.specs[next % app.specs.len()].name, "→ picks the next spec");
     key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Down);

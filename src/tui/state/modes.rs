@@ -114,8 +114,10 @@ pub fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
                 KeyCode::Char('s') if ctrl => return submit_form(app, form),
                 KeyCode::Enter | KeyCode::Down | KeyCode::Tab => form.next(),
                 KeyCode::Up | KeyCode::BackTab => form.prev(),
-                KeyCode::Left if form.focus == 0 => form.cycle_spec(false),
-                KeyCode::Right if form.focus == 0 => form.cycle_spec(true),
+                // From any row, as the form's hint says: the form opens on its first field, and
+                // its fields take typing only, so the arrows have no other use there.
+                KeyCode::Left => form.cycle_spec(false),
+                KeyCode::Right => form.cycle_spec(true),
                 KeyCode::Char(' ') if form.focus == 0 => form.cycle_spec(true),
                 KeyCode::Backspace => form.backspace(),
                 KeyCode::Char(c) => form.type_char(c),
