@@ -21,21 +21,22 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::gemm::{row_major, strided};
+use super::vmath::{self, Keep};
+use super::{Dropout, par};
 use super::{contiguous, missing_state, tensor, wants_grad, with_storage, zeros};
-use super::{par, vmath};
-use vigil_gemm::{Parallelism, product};
+use vigil_gemm::{Parallelism, product, product_strided};
 
 /// `q`, `k`, `v` `(B, L, E)` → `(B, L, E)`: attention over `heads` heads of `E / heads` values.
 /// `bias (B·L)` is added to every score of a key position (0 for a real token, a large negative
-/// number for padding); `dropout`, `B·H·L·L` multipliers in `(b, h, query, key)` order (0 or
-/// `1/(1-p)`), scales the probabilities after the softmax, as dropout on them does.
+/// number for padding); `dropout`, a mask of `B·H·L·L` values in `(b, h, query, key)` order, is
+/// applied to the probabilities after the softmax.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     heads: usize,
     bias: Vec<f32>,
-    dropout: Option<Vec<f32>>,
+    dropout: Option<Dropout>,
 ) -> candle_core::Result<Tensor> {
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let keep = wants_grad(&q) || wants_grad(&k) || wants_grad(&v);
@@ -45,7 +46,7 @@ pub fn attention(
 struct Attention {
     heads: usize,
     bias: Vec<f32>,
-    dropout: Option<Vec<f32>>,
+    dropout: Option<Dropout>,
     /// Whether to keep the probabilities for a backward pass.
     keep: bool,
     /// The softmax output `(B, H, L, L)`, before dropout.
@@ -60,6 +61,10 @@ pub(super) struct Dims {
     e: usize,
     heads: usize,
     hd: usize,
+    /// The row stride of the Q, K and V inputs and of their gradient: `E` for separate `(B, L, E)`
+    /// buffers, `3E` where they are one `(B, L, 3E)` buffer (the encoder layer's fused
+    /// projection, see [`Dims::fused`]).
+    stride: usize,
 }
 
 impl Dims {
@@ -67,7 +72,7 @@ impl Dims {
         let &[b, l, e] = shape else {
             candle_core::bail!("attention: inputs must be (B, L, E), got {shape:?}")
         };
-        Self::new(b, l, e, op.heads, &op.bias, op.dropout.as_deref())
+        Self::new(b, l, e, op.heads, &op.bias, op.dropout.as_ref().map(Dropout::view))
     }
 
     /// The sizes of `(B, L, E)` inputs over `heads` heads, checked against the padding bias and
@@ -78,7 +83,7 @@ impl Dims {
         e: usize,
         heads: usize,
         bias: &[f32],
-        dropout: Option<&[f32]>,
+        dropout: Option<Keep>,
     ) -> candle_core::Result<Self> {
         if heads == 0 || !e.is_multiple_of(heads) {
             candle_core::bail!("attention: width {e} is not a multiple of {heads} heads");
@@ -86,15 +91,33 @@ impl Dims {
         if bias.len() != b * l {
             candle_core::bail!("attention: a padding bias of {} values for {b}x{l} positions", bias.len());
         }
-        if dropout.is_some_and(|m| m.len() != b * heads * l * l) {
+        if dropout.is_some_and(|m| m.bytes.len() != b * heads * l * l) {
             candle_core::bail!("attention: a dropout mask of the wrong size");
         }
-        Ok(Dims { b, l, e, heads, hd: e / heads })
+        Ok(Dims { b, l, e, heads, hd: e / heads, stride: e })
     }
 
-    /// Example `b`'s head `h` of a `(B, L, E)` buffer as an `(L, hd)` matrix read in place.
+    /// The same sizes with Q, K and V as the column blocks of one `(B, L, 3E)` buffer: the
+    /// inputs are that buffer from columns 0, `E` and `2E`, and [`backward`] writes their
+    /// gradients the same way.
+    pub(super) fn fused(self) -> Self {
+        Dims { stride: 3 * self.e, ..self }
+    }
+
+    /// Example `b`'s head `h` of a Q, K or V input as an `(L, hd)` matrix read in place.
     fn head<'a>(&self, data: &'a [f32], b: usize, h: usize) -> candle_core::Result<vigil_gemm::Matrix<'a>> {
-        strided(&data[b * self.l * self.e + h * self.hd..], self.l, self.hd, self.e, 1)
+        self.head_in(data, b, h, self.stride)
+    }
+
+    /// Example `b`'s head `h` of a buffer whose rows are `stride` apart.
+    fn head_in<'a>(
+        &self,
+        data: &'a [f32],
+        b: usize,
+        h: usize,
+        stride: usize,
+    ) -> candle_core::Result<vigil_gemm::Matrix<'a>> {
+        strided(&data[b * self.l * stride + h * self.hd..], self.l, self.hd, stride, 1)
     }
 }
 
@@ -103,11 +126,17 @@ fn mul(dst: &mut [f32], a: vigil_gemm::Matrix, b: vigil_gemm::Matrix) -> candle_
     product(dst, a, b, Parallelism::None).map_err(super::gemm::refused)
 }
 
-/// Writes an `(L, hd)` row-major block into head `h`'s columns of an `(L, E)` example block.
-fn scatter(block: &[f32], out: &mut [f32], h: usize, d: Dims) {
-    for (src, dst) in block.chunks_exact(d.hd).zip(out.chunks_exact_mut(d.e)) {
-        dst[h * d.hd..(h + 1) * d.hd].copy_from_slice(src);
-    }
+/// `a · b` written straight into columns `first..` of an example's rows, `stride` apart (a
+/// head's block of the output or of the gradients), single-threaded. Through a separate block
+/// and a copy row by row, that copy was a tenth of the attention kernel's time.
+fn mul_into(
+    dst: &mut [f32],
+    first: usize,
+    stride: usize,
+    a: vigil_gemm::Matrix,
+    b: vigil_gemm::Matrix,
+) -> candle_core::Result<()> {
+    product_strided(&mut dst[first..], stride, a, b, Parallelism::None).map_err(super::gemm::refused)
 }
 
 impl CustomOp3 for Attention {
@@ -134,7 +163,8 @@ impl CustomOp3 for Attention {
             );
         }
         let (q, k, v) = (contiguous(qs, ql)?, contiguous(ks, kl)?, contiguous(vs, vl)?);
-        let (out, probs) = forward(q, k, v, d, &self.bias, self.dropout.as_deref(), self.keep)?;
+        let (out, probs) =
+            forward(q, k, v, d, &self.bias, self.dropout.as_ref().map(Dropout::view), self.keep)?;
         if self.keep {
             // Set once: candle runs an op's forward pass once.
             let _ = self.probs.set(probs);
@@ -157,21 +187,34 @@ impl CustomOp3 for Attention {
             let pick = |t: &Tensor| wants_grad(t).then(|| tensor(Vec::new(), t.shape()));
             return Ok((pick(q), pick(k), pick(v)));
         }
-        let (dq, dk, dv) = with_storage(&grad, |gs, gl| {
+        let dqkv = with_storage(&grad, |gs, gl| {
             let g = contiguous(gs, gl)?;
             with_storage(q, |qs, ql| {
                 let qv = contiguous(qs, ql)?;
                 with_storage(k, |ks, kl| {
                     let kv = contiguous(ks, kl)?;
                     with_storage(v, |vs, vl| {
-                        backward(qv, kv, contiguous(vs, vl)?, g, probs, self.dropout.as_deref(), d)
+                        backward(
+                            qv,
+                            kv,
+                            contiguous(vs, vl)?,
+                            g,
+                            probs,
+                            self.dropout.as_ref().map(Dropout::view),
+                            d,
+                        )
                     })
                 })
             })
         })?;
+        // Q, K and V are separate inputs here: their gradients are split out of the rows.
+        let e = d.e;
+        let column = |i: usize| -> Vec<f32> {
+            dqkv.chunks_exact(3 * e).flat_map(|row| &row[i * e..][..e]).copied().collect()
+        };
         let shape = q.shape();
-        let pick = |t: &Tensor, g: Vec<f32>| wants_grad(t).then(|| tensor(g, shape));
-        Ok((pick(q, dq), pick(k, dk), pick(v, dv)))
+        let pick = |t: &Tensor, i: usize| wants_grad(t).then(|| tensor(column(i), shape));
+        Ok((pick(q, 0), pick(k, 1), pick(v, 2)))
     }
 }
 
@@ -183,10 +226,10 @@ pub(super) fn forward(
     v: &[f32],
     d: Dims,
     bias: &[f32],
-    dropout: Option<&[f32]>,
+    dropout: Option<Keep>,
     keep: bool,
 ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-    let Dims { b, l, e, heads, hd } = d;
+    let Dims { b, l, e, heads, hd, .. } = d;
     let scale = 1.0 / (hd as f32).sqrt();
     if b * l * e == 0 {
         return Ok((Vec::new(), Vec::new()));
@@ -202,20 +245,31 @@ pub(super) fn forward(
         .collect();
     let done = par::map(parts, |_, (ex, out, kept)| -> candle_core::Result<()> {
         let mut scores = zeros::<f32>(l * l);
-        let mut block = zeros::<f32>(l * hd);
         let bias = &bias[ex * l..(ex + 1) * l];
         for h in 0..heads {
-            mul(&mut scores, d.head(q, ex, h)?, d.head(k, ex, h)?.t())?;
-            vmath::softmax_rows(&mut scores, l, bias, scale);
-            if keep {
-                kept[h * l * l..(h + 1) * l * l].copy_from_slice(&scores);
-            }
-            if let Some(mask) = dropout {
-                let m = &mask[(ex * heads + h) * l * l..][..l * l];
-                scores.iter_mut().zip(m).for_each(|(s, m)| *s *= m);
-            }
-            mul(&mut block, row_major(&scores, l, l)?, d.head(v, ex, h)?)?;
-            scatter(&block, out, h, d);
+            // The softmax is taken where it is kept (when it is), and dropout writes its
+            // product into `scores`: one pass each, no copy.
+            let mask = dropout.map(|m| m.part((ex * heads + h) * l * l, l * l));
+            let probs: &[f32] = if keep {
+                let kept = &mut kept[h * l * l..(h + 1) * l * l];
+                mul(kept, d.head(q, ex, h)?, d.head(k, ex, h)?.t())?;
+                vmath::softmax_rows(kept, l, bias, scale);
+                match mask {
+                    Some(m) => {
+                        vmath::dropped_into(&mut scores, kept, m);
+                        &scores
+                    }
+                    None => kept,
+                }
+            } else {
+                mul(&mut scores, d.head(q, ex, h)?, d.head(k, ex, h)?.t())?;
+                vmath::softmax_rows(&mut scores, l, bias, scale);
+                if let Some(m) = mask {
+                    vmath::drop_in_place(&mut scores, m);
+                }
+                &scores
+            };
+            mul_into(out, h * hd, e, row_major(probs, l, l)?, d.head(v, ex, h)?)?;
         }
         Ok(())
     });
@@ -224,62 +278,47 @@ pub(super) fn forward(
 }
 
 /// The backward pass for the output's gradient `g`, from the probabilities `probs` that
-/// [`forward`] kept: `(dq, dk, dv)`.
+/// [`forward`] kept: the gradients of Q, K and V as the column blocks of one `(B·L, 3E)`
+/// buffer (rows `[dq | dk | dv]`), the layout of the encoder layer's fused projection.
 pub(super) fn backward(
     qv: &[f32],
     kv: &[f32],
     vv: &[f32],
     g: &[f32],
     probs: &[f32],
-    dropout: Option<&[f32]>,
+    dropout: Option<Keep>,
     d: Dims,
-) -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-    let Dims { b, l, e, heads, hd } = d;
+) -> candle_core::Result<Vec<f32>> {
+    let Dims { b, l, e, heads, hd, .. } = d;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut dq = zeros::<f32>(b * l * e);
-    let mut dk = zeros::<f32>(b * l * e);
-    let mut dv = zeros::<f32>(b * l * e);
-    let parts: Vec<_> = dq
-        .chunks_mut(l * e)
-        .zip(dk.chunks_mut(l * e))
-        .zip(dv.chunks_mut(l * e))
-        .map(|((a, b), c)| (a, b, c))
-        .collect();
-    let done = par::map(parts, |ex, (dq, dk, dv)| -> candle_core::Result<()> {
+    let mut dqkv = zeros::<f32>(b * l * 3 * e);
+    let parts: Vec<&mut [f32]> = dqkv.chunks_mut(l * 3 * e).collect();
+    let done = par::map(parts, |ex, grads| -> candle_core::Result<()> {
         let mut pd = zeros::<f32>(l * l);
         let mut dp = zeros::<f32>(l * l);
-        let mut block = zeros::<f32>(l * hd);
         for h in 0..heads {
             let at = (ex * heads + h) * l * l;
             let p = &probs[at..at + l * l];
-            let mask = dropout.map(|m| &m[at..at + l * l]);
-            pd.copy_from_slice(p);
-            if let Some(m) = mask {
-                pd.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
-            }
-            let go = d.head(g, ex, h)?;
+            let mask = dropout.map(|m| m.part(at, l * l));
+            let pd: &[f32] = match mask {
+                Some(m) => {
+                    vmath::dropped_into(&mut pd, p, m);
+                    &pd
+                }
+                None => p,
+            };
+            let go = d.head_in(g, ex, h, e)?;
             // dV = Pdᵀ dO.
-            mul(&mut block, row_major(&pd, l, l)?.t(), go)?;
-            scatter(&block, dv, h, d);
+            mul_into(grads, 2 * e + h * hd, 3 * e, row_major(pd, l, l)?.t(), go)?;
             // dPd = dO Vᵀ, then back through dropout and the softmax.
             mul(&mut dp, go, d.head(vv, ex, h)?.t())?;
-            if let Some(m) = mask {
-                dp.iter_mut().zip(m).for_each(|(x, m)| *x *= m);
-            }
-            for (drow, prow) in dp.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
-                let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-                for (x, p) in drow.iter_mut().zip(prow) {
-                    *x = p * (*x - dot) * scale;
-                }
-            }
+            vmath::softmax_grad_rows(&mut dp, p, mask, l, scale);
             // dQ = dS K, dK = dSᵀ Q (the scale is in dS).
-            mul(&mut block, row_major(&dp, l, l)?, d.head(kv, ex, h)?)?;
-            scatter(&block, dq, h, d);
-            mul(&mut block, row_major(&dp, l, l)?.t(), d.head(qv, ex, h)?)?;
-            scatter(&block, dk, h, d);
+            mul_into(grads, h * hd, 3 * e, row_major(&dp, l, l)?, d.head(kv, ex, h)?)?;
+            mul_into(grads, e + h * hd, 3 * e, row_major(&dp, l, l)?.t(), d.head(qv, ex, h)?)?;
         }
         Ok(())
     });
     done.into_iter().collect::<candle_core::Result<()>>()?;
-    Ok((dq, dk, dv))
+    Ok(dqkv)
 }

@@ -29,7 +29,8 @@ use super::attention::{self, Dims};
 use super::backward::deliver;
 use super::gemm::{matmul, row_major};
 use super::{
-    column_sums, contiguous, missing_state, norm, par, tensor, vmath, wants_grad, with_storage, zeros,
+    Dropout, column_sums, contiguous, missing_state, norm, par, tensor, vmath, wants_grad, with_storage,
+    zeros,
 };
 
 /// Where each parameter sits in [`LayerParams::tensors`].
@@ -50,6 +51,9 @@ pub mod at {
     pub const F2_B: usize = 13;
     pub const N2_W: usize = 14;
     pub const N2_B: usize = 15;
+    /// The Q, K and V weights, and biases, in the order the fused projection stacks them.
+    pub const QKV_W: [usize; 3] = [Q_W, K_W, V_W];
+    pub const QKV_B: [usize; 3] = [Q_B, K_B, V_B];
 }
 
 /// One layer's parameters: the dense layers' weights `(out, in)` and biases, the two layer
@@ -59,14 +63,13 @@ pub struct LayerParams {
     pub eps: [f64; 2],
 }
 
-/// Dropout multipliers (0 or `1/(1-p)`): on the attention probabilities `(B, H, L, L)`, on the
-/// attention block's output `(B, L, E)`, after the GELU `(B, L, F)`, and on the feed-forward
-/// block's output `(B, L, E)`.
+/// Dropout masks: on the attention probabilities `(B, H, L, L)`, on the attention block's output
+/// `(B, L, E)`, after the GELU `(B, L, F)`, and on the feed-forward block's output `(B, L, E)`.
 pub struct LayerMasks {
-    pub attn: Vec<f32>,
-    pub attn_out: Vec<f32>,
-    pub ff: Vec<f32>,
-    pub ff_out: Vec<f32>,
+    pub attn: Dropout,
+    pub attn_out: Dropout,
+    pub ff: Dropout,
+    pub ff_out: Dropout,
 }
 
 /// The layer's output for `x (B, L, E)`; `bias (B·L)` is the attention's padding bias.
@@ -97,9 +100,10 @@ struct EncoderLayer {
 struct Saved {
     /// The attention block's input (`x`, or its layer norm for pre-norm).
     attn_in: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// Q, K and V, the column blocks of one `(n, 3E)` buffer, and the stacked weight `(3E, E)`
+    /// that made them (the input's gradient multiplies by it).
+    qkv: Vec<f32>,
+    qkv_w: Vec<f32>,
     probs: Vec<f32>,
     ctx: Vec<f32>,
     /// The feed-forward block's input.
@@ -150,24 +154,24 @@ fn add_bias(y: &mut [f32], bias: &[f32]) {
 }
 
 /// `a ⊙= m`, element-wise, when there is a mask.
-fn apply_mask(a: &mut [f32], mask: Option<&[f32]>) {
+fn apply_mask(a: &mut [f32], mask: Option<&Dropout>) {
     if let Some(m) = mask {
-        par::chunks_mut(a, CHUNK, |t, a| vmath::combine(a, &m[t * CHUNK..][..a.len()], true));
+        par::chunks_mut(a, CHUNK, |t, a| vmath::drop_in_place(a, m.view().part(t * CHUNK, a.len())));
     }
 }
 
 /// `a += b`, element-wise.
 fn accumulate(a: &mut [f32], b: &[f32]) {
-    par::chunks_mut(a, CHUNK, |t, a| vmath::combine(a, &b[t * CHUNK..][..a.len()], false));
+    par::chunks_mut(a, CHUNK, |t, a| vmath::add_rows_into(a, &b[t * CHUNK..][..a.len()]));
 }
 
 /// `y = residual + mask ⊙ (y + bias)` row by row: a block's output with its bias, dropout and
 /// residual in one pass.
-fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: Option<&[f32]>, residual: &[f32]) {
+fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: Option<&Dropout>, residual: &[f32]) {
     let e = bias.len();
     rows(y, e, |first, block| {
         let range = first * e..first * e + block.len();
-        let m = mask.map_or(&[][..], |m| &m[range.clone()]);
+        let m = mask.map(|m| m.view().part(range.start, block.len()));
         vmath::bias_dropout_residual(block, bias, m, &residual[range]);
     });
 }
@@ -194,6 +198,46 @@ fn dense_back(
     matmul(dy_m, row_major(w, out, inputs)?)
 }
 
+/// The values of three parameters one after another: the Q, K and V weights `(E, E)` stacked
+/// into the fused projection's `(3E, E)` (or their biases into `3E`). A copy of 1.7 MB for
+/// MiniLM, against one product where three each packed the input again.
+fn stacked(values: &[&[f32]], which: [usize; 3]) -> Vec<f32> {
+    which.iter().flat_map(|&i| values[i].iter().copied()).collect()
+}
+
+/// Gradients of the fused Q, K, V projection for `dqkv (n, 3E)`, with `qkv_w` the stacked
+/// weight `(3E, E)`: the stacked weight's and bias's gradients, split into the three parameters'
+/// (each only when wanted), go to the backward pass; returns the input's gradient
+/// `dqkv · W_qkv` (one product of inner size 3E for three products and two sums).
+fn qkv_back(
+    dqkv: &[f32],
+    x: &[f32],
+    n: usize,
+    params: &[Tensor; 16],
+    qkv_w: &[f32],
+) -> candle_core::Result<Vec<f32>> {
+    let e = x.len() / n.max(1);
+    let dy = row_major(dqkv, n, 3 * e)?;
+    let (weights, biases) = (at::QKV_W, at::QKV_B);
+    if biases.iter().any(|&b| wants_grad(&params[b])) {
+        let db = column_sums(dqkv, 3 * e);
+        for (i, &b) in biases.iter().enumerate() {
+            if wants_grad(&params[b]) {
+                give(&params[b], db[i * e..(i + 1) * e].to_vec())?;
+            }
+        }
+    }
+    if weights.iter().any(|&w| wants_grad(&params[w])) {
+        let dw = matmul(dy.t(), row_major(x, n, e)?)?;
+        for (i, &w) in weights.iter().enumerate() {
+            if wants_grad(&params[w]) {
+                give(&params[w], dw[i * e * e..(i + 1) * e * e].to_vec())?;
+            }
+        }
+    }
+    matmul(dy, row_major(qkv_w, 3 * e, e)?)
+}
+
 /// Hands a parameter's gradient to the running [`super::backward`]; outside one there is no way
 /// to return it to candle, which is a caller's bug, reported.
 fn give(param: &Tensor, values: Vec<f32>) -> candle_core::Result<()> {
@@ -217,7 +261,7 @@ impl CustomOp1 for EncoderLayer {
         let (b, l, e) = xl.shape().dims3()?;
         let n = b * l;
         let masks = self.masks.as_ref();
-        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.as_slice()))?;
+        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.view()))?;
         let p = &self.params;
         let (y, saved) = with_params(&p.tensors, |w| {
             let ff = w[at::F1_B].len();
@@ -238,18 +282,16 @@ impl CustomOp1 for EncoderLayer {
             } else {
                 (Cow::Borrowed(x), None)
             };
-            let project = |wi: usize, bi: usize| -> candle_core::Result<Vec<f32>> {
-                let mut y = dense(&attn_in, n, w[wi], e)?;
-                add_bias(&mut y, w[bi]);
-                Ok(y)
-            };
-            let (q, k, v) =
-                (project(at::Q_W, at::Q_B)?, project(at::K_W, at::K_B)?, project(at::V_W, at::V_B)?);
-            let (ctx, probs) =
-                attention::forward(&q, &k, &v, d, &self.bias, masks.map(|m| m.attn.as_slice()), self.keep)?;
+            // Q, K and V in one product with the three weights stacked: `(n, 3E)`.
+            let (qkv_w, qkv_b) = (stacked(w, at::QKV_W), stacked(w, at::QKV_B));
+            let mut qkv = dense(&attn_in, n, &qkv_w, 3 * e)?;
+            add_bias(&mut qkv, &qkv_b);
+            let (q, k, v) = (&qkv[..], &qkv[e..], &qkv[2 * e..]);
+            let attn_mask = masks.map(|m| m.attn.view());
+            let (ctx, probs) = attention::forward(q, k, v, d.fused(), &self.bias, attn_mask, self.keep)?;
             // r1 = x + dropout(ctx Woᵀ + bo).
             let mut r1 = dense(&ctx, n, w[at::O_W], e)?;
-            bias_dropout_residual(&mut r1, w[at::O_B], masks.map(|m| m.attn_out.as_slice()), x);
+            bias_dropout_residual(&mut r1, w[at::O_B], masks.map(|m| &m.attn_out), x);
             // The feed-forward block's residual: r1 (pre-norm), or the normalised r1 (post-norm,
             // which normalises r1 in place).
             let (ff_in, norm1, r1) = if self.pre_norm {
@@ -270,7 +312,7 @@ impl CustomOp1 for EncoderLayer {
                     let start = t * CHUNK;
                     vmath::gelu(&pre_gelu[start..start + a.len()], a);
                     if let Some(m) = masks {
-                        vmath::combine(a, &m.ff[start..start + a.len()], true);
+                        vmath::drop_in_place(a, m.ff.view().part(start, a.len()));
                     }
                 });
                 (pre_gelu, act)
@@ -282,7 +324,7 @@ impl CustomOp1 for EncoderLayer {
             // The block's output, dropout, and the residual, then the second norm for post-norm.
             let mut out = dense(&act, n, w[at::F2_W], e)?;
             let residual = r1.as_deref().unwrap_or(&ff_in);
-            bias_dropout_residual(&mut out, w[at::F2_B], masks.map(|m| m.ff_out.as_slice()), residual);
+            bias_dropout_residual(&mut out, w[at::F2_B], masks.map(|m| &m.ff_out), residual);
             let (y, norms) = if self.pre_norm {
                 (out, norm1)
             } else {
@@ -292,9 +334,8 @@ impl CustomOp1 for EncoderLayer {
             };
             let saved = self.keep.then(|| Saved {
                 attn_in: attn_in.into_owned(),
-                q,
-                k,
-                v,
+                qkv,
+                qkv_w,
                 probs,
                 ctx,
                 ff_in,
@@ -316,7 +357,7 @@ impl CustomOp1 for EncoderLayer {
         let (b, l, e) = x.dims3()?;
         let n = b * l;
         let masks = self.masks.as_ref();
-        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.as_slice()))?;
+        let d = Dims::new(b, l, e, self.heads, &self.bias, masks.map(|m| m.attn.view()))?;
         let grad = grad.contiguous()?;
         let p = &self.params.tensors;
         let dx = with_storage(&grad, |gs, gl| {
@@ -336,15 +377,18 @@ impl CustomOp1 for EncoderLayer {
                 // Back through the second norm (post-norm) to the feed-forward residual sum.
                 let d_sum = if self.pre_norm { dy.to_vec() } else { norm_back(dy, 1, (at::N2_W, at::N2_B))? };
                 let mut d_out = d_sum.clone();
-                apply_mask(&mut d_out, masks.map(|m| m.ff_out.as_slice()));
-                let d_act = dense_back(&d_out, &s.act, n, p, w, (at::F2_W, at::F2_B))?;
-                let mut d_pre = zeros::<f32>(d_act.len());
+                apply_mask(&mut d_out, masks.map(|m| &m.ff_out));
+                // Back through the GELU and its dropout, in place.
+                let mut d_pre = dense_back(&d_out, &s.act, n, p, w, (at::F2_W, at::F2_B))?;
+                let ff_mask = masks.map(|m| m.ff.view());
                 par::chunks_mut(&mut d_pre, CHUNK, |t, dp| {
-                    let range = t * CHUNK..t * CHUNK + dp.len();
-                    vmath::gelu_grad(&s.pre_gelu[range.clone()], &d_act[range], dp);
+                    let start = t * CHUNK;
+                    vmath::gelu_grad(
+                        &s.pre_gelu[start..start + dp.len()],
+                        dp,
+                        ff_mask.map(|m| m.part(start, dp.len())),
+                    );
                 });
-                drop(d_act);
-                apply_mask(&mut d_pre, masks.map(|m| m.ff.as_slice()));
                 let d_ff_in = dense_back(&d_pre, &s.ff_in, n, p, w, (at::F1_W, at::F1_B))?;
                 // The attention block's residual sum r1: for post-norm, through the first norm
                 // from the feed-forward input and its residual; for pre-norm, the layer's
@@ -359,20 +403,12 @@ impl CustomOp1 for EncoderLayer {
                     norm_back(&d, 0, (at::N1_W, at::N1_B))?
                 };
                 let mut d_attn = d_r1.clone();
-                apply_mask(&mut d_attn, masks.map(|m| m.attn_out.as_slice()));
+                apply_mask(&mut d_attn, masks.map(|m| &m.attn_out));
                 let d_ctx = dense_back(&d_attn, &s.ctx, n, p, w, (at::O_W, at::O_B))?;
-                let (dq, dk, dv) = attention::backward(
-                    &s.q,
-                    &s.k,
-                    &s.v,
-                    &d_ctx,
-                    &s.probs,
-                    masks.map(|m| m.attn.as_slice()),
-                    d,
-                )?;
-                let mut d_in = dense_back(&dq, &s.attn_in, n, p, w, (at::Q_W, at::Q_B))?;
-                accumulate(&mut d_in, &dense_back(&dk, &s.attn_in, n, p, w, (at::K_W, at::K_B))?);
-                accumulate(&mut d_in, &dense_back(&dv, &s.attn_in, n, p, w, (at::V_W, at::V_B))?);
+                let (q, k, v) = (&s.qkv[..], &s.qkv[e..], &s.qkv[2 * e..]);
+                let attn_mask = masks.map(|m| m.attn.view());
+                let dqkv = attention::backward(q, k, v, &d_ctx, &s.probs, attn_mask, d.fused())?;
+                let d_in = qkv_back(&dqkv, &s.attn_in, n, p, &s.qkv_w)?;
                 let mut dx = d_r1;
                 if self.pre_norm {
                     accumulate(&mut dx, &norm_back(&d_in, 0, (at::N1_W, at::N1_B))?);

@@ -38,10 +38,9 @@ impl CustomOp1 for Gelu {
             let x = contiguous(xs, xl)?;
             with_storage(&grad, |gs, gl| {
                 let g = contiguous(gs, gl)?;
-                let mut dx = zeros::<f32>(x.len());
+                let mut dx = g.to_vec();
                 par::chunks_mut(&mut dx, CHUNK, |t, dx| {
-                    let n = dx.len();
-                    vmath::gelu_grad(&x[t * CHUNK..][..n], &g[t * CHUNK..][..n], dx)
+                    vmath::gelu_grad(&x[t * CHUNK..][..dx.len()], dx, None)
                 });
                 Ok(dx)
             })

@@ -121,23 +121,25 @@ pub(super) fn backward_rows(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let e = wv.len();
-    let dx = want_dx.then(|| {
-        let mut dx = zeros::<f32>(g.len());
-        let block = ROWS_PER_TASK * e;
-        par::chunks_mut(&mut dx, block, |t, dx| {
-            let rows = t * ROWS_PER_TASK..t * ROWS_PER_TASK + dx.len() / e;
-            let span = rows.start * e..rows.end * e;
-            vmath::layer_norm_grad_rows(&g[span.clone()], &xhat[span], &rstd[rows], wv, dx);
-        });
-        dx
-    });
-    let mut dw = zeros::<f32>(e);
-    let mut db = zeros::<f32>(e);
-    for (gr, hr) in g.chunks_exact(e).zip(xhat.chunks_exact(e)) {
-        for j in 0..e {
-            dw[j] += gr[j] * hr[j];
-            db[j] += gr[j];
-        }
-    }
+    // dx is split over the threads; dw and db, one pass in row order, run beside it rather
+    // than after it on one thread.
+    let input_grad = || {
+        want_dx.then(|| {
+            let mut dx = zeros::<f32>(g.len());
+            let block = ROWS_PER_TASK * e;
+            par::chunks_mut(&mut dx, block, |t, dx| {
+                let rows = t * ROWS_PER_TASK..t * ROWS_PER_TASK + dx.len() / e;
+                let span = rows.start * e..rows.end * e;
+                vmath::layer_norm_grad_rows(&g[span.clone()], &xhat[span], &rstd[rows], wv, dx);
+            });
+            dx
+        })
+    };
+    let param_grads = || {
+        let (mut dw, mut db) = (zeros::<f32>(e), zeros::<f32>(e));
+        vmath::layer_norm_param_grads(g, xhat, &mut dw, &mut db);
+        (dw, db)
+    };
+    let (dx, (dw, db)) = rayon::join(input_grad, param_grads);
     (dx, dw, db)
 }

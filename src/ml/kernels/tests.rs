@@ -576,18 +576,18 @@ fn attention_matches_candle_and_finite_differences() {
         for j in l - pad..l {
             bias[(b - 1) * l + j] = -1e9;
         }
-        let mask: Option<Vec<f32>> = drop.then(|| {
-            (0..b * heads * l * l)
-                .map(|_| if rng.random::<f32>() < 0.25 { 0.0 } else { 1.0 / 0.75 })
-                .collect()
+        let mask: Option<Dropout> = drop.then(|| Dropout {
+            keep: (0..b * heads * l * l).map(|_| u8::from(rng.random::<f32>() >= 0.25)).collect(),
+            scale: 1.0 / 0.75,
         });
+        let multipliers = mask.as_ref().map(Dropout::multipliers);
         let shape = vec![b, l, e];
         check(
             &format!("attention {b}x{l}x{e}, {heads} heads, {pad} padded, dropout {drop}"),
             &[shape.clone(), shape.clone(), shape.clone()],
             &shape,
             &|ts| attention(&ts[0], &ts[1], &ts[2], heads, bias.clone(), mask.clone()).unwrap(),
-            &|ts| generic_attention(ts, heads, &bias, mask.as_deref()),
+            &|ts| generic_attention(ts, heads, &bias, multipliers.as_deref()),
             seed as u64,
         );
     }
@@ -669,4 +669,25 @@ fn gelu_matches_candle_and_finite_differences() {
         );
         assert_close(&format!("{name} gradient"), &got[0], &want[0], 1e-5);
     }
+}
+
+#[test]
+fn embedding_matches_index_select_and_sums_repeated_ids() {
+    // Repeated ids (3 three times) must sum their rows' gradients; unused rows get zeros.
+    let ids = vec![3u32, 0, 3, 5, 3, 1];
+    check(
+        "embedding",
+        &[vec![7, 4]],
+        &[6, 4],
+        &|ts| embedding(&ts[0], ids.clone()).unwrap(),
+        &|ts| ts[0].index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap(),
+        41,
+    );
+}
+
+#[test]
+fn an_embedding_id_outside_the_table_is_an_error_naming_it() {
+    let table = Tensor::zeros((5, 3), DType::F32, &Device::Cpu).unwrap();
+    let err = embedding(&table, vec![1, 5]).unwrap_err().to_string();
+    assert!(err.contains("id 5 is outside a table of 5 rows"), "{err}");
 }

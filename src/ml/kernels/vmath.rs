@@ -152,20 +152,26 @@ pub fn gelu_tanh_gated(gate: &[f32], up: &[f32], y: &mut [f32]) {
     Arch::new().dispatch(Op(gate, up, y));
 }
 
-/// `dx = g · gelu'(x) = g · (Φ(x) + x · φ(x))` for every value.
-pub fn gelu_grad(x: &[f32], g: &[f32], dx: &mut [f32]) {
-    struct Op<'a>(&'a [f32], &'a [f32], &'a mut [f32]);
+/// `g = g · gelu'(x) = g · (Φ(x) + x · φ(x))` for every value, in place, then through the
+/// dropout that followed the GELU, if any (`g ⊙= mask`): the gradient arrives in a buffer the
+/// caller is done with, so no second one is filled.
+pub fn gelu_grad(x: &[f32], g: &mut [f32], mask: Option<Keep>) {
+    struct Op<'a>(&'a [f32], &'a mut [f32], Option<Keep<'a>>);
     impl WithSimd for Op<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) {
-            for ((d, &v), &g) in self.2.iter_mut().zip(self.0).zip(self.1) {
+            let Op(x, g, mask) = self;
+            for (d, &v) in g.iter_mut().zip(x) {
                 let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
-                *d = g * (cdf + v * DENSITY * exp(-0.5 * v * v));
+                *d *= cdf + v * DENSITY * exp(-0.5 * v * v);
+            }
+            if let Some(m) = mask {
+                g.iter_mut().zip(m.bytes).for_each(|(d, &k)| *d *= multiplier(k, m.scale));
             }
         }
     }
-    Arch::new().dispatch(Op(x, g, dx));
+    Arch::new().dispatch(Op(x, g, mask));
 }
 
 /// Every `width`-long row of `rows` → `softmax(row · scale + bias)` in place, with `bias` added
@@ -191,10 +197,88 @@ pub fn softmax_rows(rows: &mut [f32], width: usize, bias: &[f32], scale: f32) {
     Arch::new().dispatch(Op(rows, width, bias, scale));
 }
 
-/// `y = residual + mask ⊙ (y + bias)` for rows of `bias.len()` values (no mask: `mask` is
-/// empty): a block's output with its bias, dropout and residual, in one pass.
-pub fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: &[f32], residual: &[f32]) {
-    struct Op<'a>(&'a mut [f32], &'a [f32], &'a [f32], &'a [f32]);
+/// Dropout multipliers read a byte a value: where `bytes[i]` is 1 the value is kept and scaled by
+/// `scale` (`1/(1-p)`), where it is 0 the value is dropped. [`super::Dropout`] owns them.
+#[derive(Clone, Copy)]
+pub struct Keep<'a> {
+    pub bytes: &'a [u8],
+    pub scale: f32,
+}
+
+impl<'a> Keep<'a> {
+    /// The multipliers of values `start..start + len`.
+    pub fn part(self, start: usize, len: usize) -> Keep<'a> {
+        Keep { bytes: &self.bytes[start..start + len], scale: self.scale }
+    }
+}
+
+/// The multiplier a keep-byte stands for: `scale` or 0, exactly the f32 a mask of multipliers
+/// would hold, so a value scaled by it has the same bits either way.
+#[inline(always)]
+fn multiplier(byte: u8, scale: f32) -> f32 {
+    f32::from(byte) * scale
+}
+
+/// The softmax's backward pass through dropout, for each `width`-long row of `dp` (the gradient
+/// of the dropped-out probabilities) with the softmax output `p` and its dropout multipliers
+/// `mask` (empty: no dropout), in place: `g = dp ⊙ mask`, then
+/// `dp = p ⊙ (g − Σ g ⊙ p) · scale`; `scale` is the scores' own (`1/√d`), folded in here.
+pub fn softmax_grad_rows(dp: &mut [f32], p: &[f32], mask: Option<Keep>, width: usize, scale: f32) {
+    struct Op<'a>(&'a mut [f32], &'a [f32], Option<Keep<'a>>, usize, f32);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(dp, p, mask, width, scale) = self;
+            for (i, (drow, prow)) in dp.chunks_exact_mut(width).zip(p.chunks_exact(width)).enumerate() {
+                if let Some(m) = mask {
+                    let bytes = &m.bytes[i * width..(i + 1) * width];
+                    drow.iter_mut().zip(bytes).for_each(|(d, &k)| *d *= multiplier(k, m.scale));
+                }
+                let dot = lanes_sum(drow, prow, |d, p| d * p);
+                for (d, p) in drow.iter_mut().zip(prow) {
+                    *d = p * (*d - dot) * scale;
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op(dp, p, mask, width, scale));
+}
+
+/// `out = a ⊙ mask`: values with dropout applied, written to a second buffer.
+pub fn dropped_into(out: &mut [f32], a: &[f32], mask: Keep) {
+    struct Op<'a>(&'a mut [f32], &'a [f32], Keep<'a>);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(out, a, m) = self;
+            for ((o, a), &k) in out.iter_mut().zip(a).zip(m.bytes) {
+                *o = a * multiplier(k, m.scale);
+            }
+        }
+    }
+    Arch::new().dispatch(Op(out, a, mask));
+}
+
+/// `a = a ⊙ mask`: dropout in place.
+pub fn drop_in_place(a: &mut [f32], mask: Keep) {
+    struct Op<'a>(&'a mut [f32], Keep<'a>);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(a, m) = self;
+            a.iter_mut().zip(m.bytes).for_each(|(v, &k)| *v *= multiplier(k, m.scale));
+        }
+    }
+    Arch::new().dispatch(Op(a, mask));
+}
+
+/// `y = residual + mask ⊙ (y + bias)` for rows of `bias.len()` values: a block's output with its
+/// bias, dropout and residual, in one pass.
+pub fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: Option<Keep>, residual: &[f32]) {
+    struct Op<'a>(&'a mut [f32], &'a [f32], Option<Keep<'a>>, &'a [f32]);
     impl WithSimd for Op<'_> {
         type Output = ();
         #[inline(always)]
@@ -202,14 +286,17 @@ pub fn bias_dropout_residual(y: &mut [f32], bias: &[f32], mask: &[f32], residual
             let Op(y, bias, mask, residual) = self;
             let e = bias.len();
             for (i, (row, res)) in y.chunks_exact_mut(e).zip(residual.chunks_exact(e)).enumerate() {
-                if mask.is_empty() {
-                    for ((v, r), b) in row.iter_mut().zip(res).zip(bias) {
-                        *v = r + (*v + b);
+                match mask {
+                    None => {
+                        for ((v, r), b) in row.iter_mut().zip(res).zip(bias) {
+                            *v = r + (*v + b);
+                        }
                     }
-                } else {
-                    let m = &mask[i * e..(i + 1) * e];
-                    for (((v, r), b), m) in row.iter_mut().zip(res).zip(bias).zip(m) {
-                        *v = r + (*v + b) * m;
+                    Some(m) => {
+                        let bytes = &m.bytes[i * e..(i + 1) * e];
+                        for (((v, r), b), &k) in row.iter_mut().zip(res).zip(bias).zip(bytes) {
+                            *v = r + (*v + b) * multiplier(k, m.scale);
+                        }
                     }
                 }
             }
@@ -233,21 +320,20 @@ pub fn add_rows(y: &mut [f32], bias: &[f32]) {
     Arch::new().dispatch(Op(y, bias));
 }
 
-/// `a = a ⊙ b` (`product`) or `a = a + b`, element-wise.
-pub fn combine(a: &mut [f32], b: &[f32], product: bool) {
-    struct Op<'a>(&'a mut [f32], &'a [f32], bool);
+/// `sums += row` for every `sums.len()`-long row of `values`, in row order (one row: `a += b`).
+pub fn add_rows_into(sums: &mut [f32], values: &[f32]) {
+    struct Op<'a>(&'a mut [f32], &'a [f32]);
     impl WithSimd for Op<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) {
-            if self.2 {
-                self.0.iter_mut().zip(self.1).for_each(|(v, m)| *v *= m);
-            } else {
-                self.0.iter_mut().zip(self.1).for_each(|(v, m)| *v += m);
+            let Op(sums, values) = self;
+            for row in values.chunks_exact(sums.len().max(1)) {
+                sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
             }
         }
     }
-    Arch::new().dispatch(Op(a, b, product));
+    Arch::new().dispatch(Op(sums, values));
 }
 
 /// Layer norm of each `w.len()`-long row of `y`, in place: `y = x̂ · w + b` with
@@ -320,6 +406,44 @@ pub fn layer_norm_grad_rows(g: &[f32], xhat: &[f32], rstd: &[f32], w: &[f32], dx
         }
     }
     Arch::new().dispatch(Op(g, xhat, rstd, w, dx));
+}
+
+/// Layer norm's parameter gradients, summed over rows of `dw.len()` values in row order:
+/// `dw += g ⊙ x̂`, `db += g`.
+pub fn layer_norm_param_grads(g: &[f32], xhat: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    struct Op<'a>(&'a [f32], &'a [f32], &'a mut [f32], &'a mut [f32]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(g, xhat, dw, db) = self;
+            let e = dw.len().max(1);
+            for (gr, hr) in g.chunks_exact(e).zip(xhat.chunks_exact(e)) {
+                for (((w, b), g), h) in dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(hr) {
+                    *w += g * h;
+                    *b += g;
+                }
+            }
+        }
+    }
+    Arch::new().dispatch(Op(g, xhat, dw, db));
+}
+
+/// Keep-bytes for dropout, one 32-bit word a value: 1 where the word's top 24 bits are at least
+/// `threshold`, 0 where they are under it (dropped).
+pub fn keep_bytes(words: &[u32], threshold: u32, out: &mut [u8]) {
+    struct Op<'a>(&'a [u32], u32, &'a mut [u8]);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Op(words, threshold, out) = self;
+            for (k, &w) in out.iter_mut().zip(words) {
+                *k = u8::from((w >> 8) >= threshold);
+            }
+        }
+    }
+    Arch::new().dispatch(Op(words, threshold, out));
 }
 
 /// `Σ f(a_i, b_i)` in 16 interleaved partial sums, then those in order: a vectorisable sum whose
@@ -418,9 +542,9 @@ mod tests {
     fn gelu_and_its_gradient_match_the_scalar_formula() {
         let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) / 77.0).collect();
         let g: Vec<f32> = (0..1000).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
-        let (mut y, mut dx) = (vec![0.0; 1000], vec![0.0; 1000]);
+        let (mut y, mut dx) = (vec![0.0; 1000], g.clone());
         gelu(&x, &mut y);
-        gelu_grad(&x, &g, &mut dx);
+        gelu_grad(&x, &mut dx, None);
         for i in 0..1000 {
             let v = x[i] as f64;
             let cdf = 0.5 * (1.0 + libm::erf(v / 2f64.sqrt()));

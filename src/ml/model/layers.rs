@@ -105,7 +105,7 @@ pub fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tenso
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let mask = Tensor::from_vec(dropout_mask(rng, x.elem_count(), p), x.shape(), x.device())?;
+    let mask = Tensor::from_vec(dropout_mask(rng, x.elem_count(), p).multipliers(), x.shape(), x.device())?;
     Ok(x.mul(&mask)?)
 }
 
@@ -116,38 +116,37 @@ fn dropout_threshold(p: f32) -> u32 {
     (p as f64 * 16_777_216.0).ceil().clamp(0.0, 16_777_217.0) as u32
 }
 
-/// `n` dropout multipliers for rate `p`: 0 with probability `p`, else `1/(1-p)`, one draw each in
-/// order. Every dropout in Vigil draws its mask here, so the fused kernels and the composed ops
-/// consume a seed alike.
-pub fn dropout_mask(rng: &mut ChaCha8Rng, n: usize, p: f32) -> Vec<f32> {
+/// A dropout mask of `n` values for rate `p`: each dropped with probability `p`, else kept and
+/// scaled by `1/(1-p)`, one draw each in order. Every dropout in Vigil draws its mask here, so
+/// the fused kernels and the composed ops consume a seed alike.
+pub fn dropout_mask(rng: &mut ChaCha8Rng, n: usize, p: f32) -> kernels::Dropout {
     /// Values one parallel task draws: ChaCha can start anywhere in its stream, so each task
     /// reads its own stretch of words and the mask is the one drawn in order.
     const TASK: usize = 64 * 1024;
-    let keep = 1.0 / (1.0 - p);
     let threshold = dropout_threshold(p);
     let start = rng.get_word_pos();
     let base = rng.clone();
-    let mut mask = crate::ml::kernels::zeros::<f32>(n);
-    crate::ml::kernels::par::chunks_mut(&mut mask, TASK, |t, chunk| {
+    let mut keep = kernels::zeros::<u8>(n);
+    kernels::par::chunks_mut(&mut keep, TASK, |t, chunk| {
         let mut rng = base.clone();
         rng.set_word_pos(start + (t * TASK) as u128);
         // The words are drawn a block at a time (ChaCha's vectorised refill; one
         // `random::<f32>()` per value was a tenth of a MiniLM fine-tuning step) and read as
         // `random::<f32>()` reads one: its top 24 bits over 2^24, dropped when under `p`. The
-        // test is made on the integers, `(w >> 8) < ceil(p · 2^24)`, the same for every word
-        // (the division by 2^24 is exact), and without a branch, so that it vectorises: the
-        // float compare's branch, mispredicted at random, was 5% of a MiniLM fine-tuning step.
+        // test is made on the integers (`vmath::keep_bytes`), `(w >> 8) < ceil(p · 2^24)`, the
+        // same for every word (the division by 2^24 is exact), and without a branch, so that it
+        // vectorises: the float compare's branch, mispredicted at random, was 5% of a MiniLM
+        // fine-tuning step. Two 16-bit draws a word would halve ChaCha's share (3% of that
+        // step), but change every mask, and with them every run trained with dropout.
         let mut words = [0u32; 1024];
         for out in chunk.chunks_mut(1024) {
             let block = &mut words[..out.len()];
             rng.fill(block);
-            for (m, &w) in out.iter_mut().zip(block.iter()) {
-                *m = keep * f32::from(u8::from((w >> 8) >= threshold));
-            }
+            kernels::vmath::keep_bytes(block, threshold, out);
         }
     });
     rng.set_word_pos(start + n as u128);
-    mask
+    kernels::Dropout { keep, scale: 1.0 / (1.0 - p) }
 }
 
 /// A fully connected layer `y = x Wᵀ + b`.
@@ -579,7 +578,7 @@ mod tests {
             let mut a = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
             let mut b = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11);
             let _ = (a.random::<u32>(), b.random::<u32>());
-            let mask = dropout_mask(&mut a, n, p);
+            let mask = dropout_mask(&mut a, n, p).multipliers();
             let want: Vec<f32> =
                 (0..n).map(|_| if b.random::<f32>() < p { 0.0 } else { 1.0 / (1.0 - p) }).collect();
             assert_eq!(mask, want, "p = {p}");
@@ -588,6 +587,7 @@ mod tests {
             assert!((dropped - p as f64).abs() < 0.01, "{dropped} dropped at p = {p}");
         }
     }
+
     use candle_core::Var;
 
     /// Central finite difference of `f` with respect to each input value.

@@ -369,7 +369,13 @@ impl Encoder {
             InputEmbedding::Tokens(table) => {
                 let (b, l) = x.dims2()?;
                 let e = table.dim(1)?;
-                Ok(table.index_select(&x.flatten_all()?, 0)?.reshape((b, l, e))?)
+                let ids = x.flatten_all()?;
+                let rows = if kernels::applies(&[table]) {
+                    kernels::embedding(table, ids.to_dtype(DType::U32)?.to_vec1::<u32>()?)?
+                } else {
+                    table.index_select(&ids, 0)?
+                };
+                Ok(rows.reshape((b, l, e))?)
             }
             InputEmbedding::Projection(dense) => {
                 let (b, l, f) = x.dims3()?;
