@@ -121,10 +121,21 @@ fn a_killed_run_is_recorded_when_resumed_and_stopping_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let bin = assert_cmd::cargo::cargo_bin("vigil");
+    // digits-mlp without early stopping, so that the resumed run is still training when the
+    // stop request lands (with it, the run can stop early in a third of a second, and exit 0).
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/digits-mlp.ron")).unwrap();
+    let line = "    early_stopping: (monitor: ValLoss, patience: 10),\n";
+    assert!(spec.contains(line), "digits-mlp.ron's early stopping line moved: update this test");
+    std::fs::write(models.join("digits-mlp.ron"), spec.replace(line, "")).unwrap();
     // Long enough that it is still training when killed: the kill lands after a checkpoint.
     let mut child = std::process::Command::new(&bin)
         .arg("--runs-dir")
         .arg(&runs)
+        .arg("--models-dir")
+        .arg(&models)
         .args(["train", "digits-mlp", "--epochs", "400", "-q"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -142,6 +153,8 @@ fn a_killed_run_is_recorded_when_resumed_and_stopping_exits_130() {
     let resumed = std::process::Command::new(&bin)
         .arg("--runs-dir")
         .arg(&runs)
+        .arg("--models-dir")
+        .arg(&models)
         .args(["train", "--resume", &id, "-q"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
