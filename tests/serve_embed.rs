@@ -61,6 +61,22 @@ async fn the_embed_route_gives_vigil_embeds_embeddings_and_refuses_bad_requests(
     vigil::serve::server::install_crypto();
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let url = |m: &str| format!("{}/v1/models/{m}/embed", server.url());
+    // `/v1/models` says which models embed, and how wide their embeddings are.
+    let listed: Value = c
+        .get(format!("{}/v1/models", server.url()))
+        .bearer_auth(&embed_key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let dim_of = |name: &str| {
+        let m = listed["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
+        m.get("embedding_dim").map(|d| d.as_u64().unwrap())
+    };
+    assert_eq!((dim_of("topics-transformer"), dim_of("topics-text")), (Some(32), None), "{listed}");
     let texts = ["the striker scored twice in the final", "bake the bread for an hour", ""];
     let (status, body, text) =
         post(&c, &url("topics-transformer"), &embed_key, json!({"texts": texts}).to_string().as_bytes())
@@ -149,8 +165,9 @@ async fn the_embed_route_gives_vigil_embeds_embeddings_and_refuses_bad_requests(
 
     let log = std::fs::read_to_string(dir.join(ACCESS_LOG)).unwrap();
     let lines: Vec<AccessRecord> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2 + n_cases, "one line per request");
-    let ok = &lines[0];
+    assert_eq!(lines.len(), 3 + n_cases, "one line per request");
+    assert_eq!(lines[0].route.as_deref(), Some("/v1/models"));
+    let ok = &lines[1];
     assert_eq!((ok.status, ok.inputs, ok.model.as_deref()), (200, 3, Some("topics-transformer")));
     assert_eq!(ok.input_sha256.len(), 3, "each input is hashed in the log");
     assert_eq!(ok.route.as_deref(), Some("/v1/models/{name}/embed"));

@@ -50,6 +50,11 @@ pub struct ModelInfo {
     pub classes: Vec<String>,
     /// The accepted range of each raw value, for numeric models.
     pub input_range: Option<(f32, f32)>,
+    /// The width of the sentence embeddings `POST /v1/models/{name}/embed` gives, for a model
+    /// that gives them (a Transformer or Pretrained encoder); absent otherwise, so a client can
+    /// tell which models embed before it asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_dim: Option<usize>,
 }
 
 /// A model loaded for serving.
@@ -216,6 +221,7 @@ impl ServedModel {
             input: pipeline.input.describe(),
             classes: pipeline.classes.clone(),
             input_range: range.map(|(lo, hi)| (lo as f32, hi as f32)),
+            embedding_dim: embedder.as_ref().ok().map(|e| e.encoder.dim()),
         };
         Ok(ServedModel {
             info,
@@ -385,7 +391,7 @@ impl ServedModel {
 
     /// The width of the embeddings, for a model that gives them.
     pub fn embedding_dim(&self) -> Option<usize> {
-        self.embedder.as_ref().ok().map(|e| e.encoder.dim())
+        self.info.embedding_dim
     }
 
     /// Class probabilities for a batch, `classes` per input, flat.
