@@ -847,6 +847,7 @@ fn run_detail_shows_variants_side_by_side() {
         sparsity: None,
         layers: vec![LayerStorage { layer: "layers.0".into(), stored: name.into(), why: None }],
         slower: None,
+        frozen_encoder: None,
     };
     let mut app = common::app();
     let mut info = common::info("digits-mlp-d4e5f6", vigil::store::RunStatus::Completed, 40, 40, 1480);

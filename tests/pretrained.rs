@@ -267,6 +267,9 @@ fn a_head_trains_on_a_frozen_encoder_and_embed_reads_the_run() {
     assert!(layer("encoder.layer.0.output.LayerNorm")["why"].as_str().unwrap().starts_with("layer norm"));
     assert!(layer("embeddings.word_embeddings")["why"].as_str().unwrap().contains("table lookup"));
     assert!(q["agreement"].as_f64().unwrap() >= 0.9, "{}", q["agreement"]);
+    // The report says the original's file leaves the frozen encoder out, and where it is read.
+    let folder = q["frozen_encoder"].as_str().expect("frozen_encoder in the report");
+    assert!(folder.ends_with("bert"), "{folder}");
 }
 
 /// HotFlip on a pretrained encoder swaps word pieces only: [CLS], [SEP], [PAD] and [UNK] are

@@ -10,6 +10,7 @@ use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use super::invalid;
 use crate::error::{Error, Result};
+use crate::ml::model::LayerStorage;
 use crate::ml::variants::{Precision, Prune, Report, VariantSpec, optimize, variant_dir};
 use crate::store::RunStore;
 
@@ -78,16 +79,91 @@ pub fn run(store: &RunStore, args: Args) -> Result<()> {
         variant_dir(&dir, &report.variant).display()
     );
     println!("{}", table(&report));
-    let layers: Vec<String> = report.layers.iter().map(|l| format!("{} {}", l.layer, l.stored)).collect();
-    println!("layers: {}", layers.join(", "));
-    for l in report.layers.iter().filter(|l| l.why.is_some()) {
-        println!("  {} stays f32: {}", l.layer, l.why.as_deref().unwrap_or_default());
+    if let Some(folder) = &report.frozen_encoder {
+        println!(
+            "file on disk: the original's checkpoint holds the head it trained; its frozen encoder \
+             is read from {folder}, as the variant's f32 layers still are"
+        );
+    }
+    let mut groups = layer_groups(&report.layers);
+    // What each layer became first, then what stayed and why.
+    groups.sort_by_key(|g| g.1.is_some());
+    for (stored, why, names) in groups {
+        match why {
+            Some(why) => {
+                println!("  stay {stored} ({}): {}: {why}", names.len(), collapse(&names).join(", "))
+            }
+            None => println!("{stored} ({}): {}", names.len(), collapse(&names).join(", ")),
+        }
     }
     if let Some(why) = &report.slower {
         println!("slower for one input: {why}");
     }
     println!("serve it: vigil serve {}@{}", report.run, report.variant);
     Ok(())
+}
+
+/// The layers grouped by how they are stored and why, in the order each group first appears:
+/// a Transformer has some sixty layers, which listed one a line would fill the screen twice.
+fn layer_groups(layers: &[LayerStorage]) -> Vec<(&str, Option<&str>, Vec<&str>)> {
+    let mut groups: Vec<(&str, Option<&str>, Vec<&str>)> = Vec::new();
+    for l in layers {
+        let key = (l.stored.as_str(), l.why.as_deref());
+        match groups.iter_mut().find(|g| (g.0, g.1) == key) {
+            Some(g) => g.2.push(&l.layer),
+            None => groups.push((key.0, key.1, vec![&l.layer])),
+        }
+    }
+    groups
+}
+
+/// Names that differ only in one numeric part, `encoder.layer.0.output.dense` to
+/// `encoder.layer.5.output.dense`, written once as `encoder.layer.{0-5}.output.dense` (or
+/// `{0,2,5}` where the numbers skip); other names as they are, in their first one's place.
+fn collapse(names: &[&str]) -> Vec<String> {
+    // (text before the number, text after it) -> the numbers, in the order first seen.
+    let mut patterns: Vec<((String, String), Vec<u64>)> = Vec::new();
+    let mut out: Vec<Result<String, usize>> = Vec::new();
+    for name in names {
+        let parts: Vec<&str> = name.split('.').collect();
+        let numeric: Vec<usize> = (0..parts.len())
+            .filter(|&i| !parts[i].is_empty() && parts[i].bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        let [i] = numeric[..] else {
+            out.push(Ok(name.to_string()));
+            continue;
+        };
+        let Ok(n) = parts[i].parse::<u64>() else {
+            out.push(Ok(name.to_string()));
+            continue;
+        };
+        let key = (
+            parts[..i].iter().map(|p| format!("{p}.")).collect(),
+            parts[i + 1..].iter().map(|p| format!(".{p}")).collect(),
+        );
+        match patterns.iter().position(|(k, _)| *k == key) {
+            Some(p) => patterns[p].1.push(n),
+            None => {
+                out.push(Err(patterns.len()));
+                patterns.push((key, vec![n]));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| match o {
+            Ok(name) => name,
+            Err(p) => {
+                let ((before, after), nums) = &patterns[p];
+                let run = nums.windows(2).all(|w| w[1] == w[0] + 1);
+                let middle = match nums[..] {
+                    [n] => n.to_string(),
+                    _ if run => format!("{{{}-{}}}", nums[0], nums[nums.len() - 1]),
+                    _ => format!("{{{}}}", nums.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
+                };
+                format!("{before}{middle}{after}")
+            }
+        })
+        .collect()
 }
 
 fn table(r: &Report) -> Table {
@@ -153,4 +229,61 @@ fn table(r: &Report) -> Table {
         times(1.0 / o.throughput, 1.0 / v.throughput, "faster", "slower"),
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_layers_are_written_once_with_their_numbers() {
+        let names = [
+            "embeddings.word",
+            "encoder.layer.0.q",
+            "encoder.layer.0.ffn",
+            "encoder.layer.1.q",
+            "encoder.layer.1.ffn",
+            "encoder.layer.2.q",
+            "encoder.layer.2.ffn",
+            "block.0.conv",
+            "block.3.conv",
+            "dense.7",
+            "out",
+        ];
+        assert_eq!(
+            collapse(&names),
+            [
+                "embeddings.word",
+                "encoder.layer.{0-2}.q",
+                "encoder.layer.{0-2}.ffn",
+                "block.{0,3}.conv",
+                "dense.7",
+                "out"
+            ]
+        );
+    }
+
+    #[test]
+    fn layers_group_by_storage_and_reason_in_order() {
+        let l = |layer: &str, stored: &str, why: Option<&str>| LayerStorage {
+            layer: layer.into(),
+            stored: stored.into(),
+            why: why.map(String::from),
+        };
+        let layers = [
+            l("emb", "f32", Some("lookup")),
+            l("l0", "q8_0", None),
+            l("norm", "f32", Some("norm")),
+            l("out", "q8_0", None),
+        ];
+        let groups = layer_groups(&layers);
+        assert_eq!(
+            groups,
+            vec![
+                ("f32", Some("lookup"), vec!["emb"]),
+                ("q8_0", None, vec!["l0", "out"]),
+                ("f32", Some("norm"), vec!["norm"])
+            ]
+        );
+    }
 }

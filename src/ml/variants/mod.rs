@@ -157,6 +157,11 @@ pub struct Report {
     pub layers: Vec<LayerStorage>,
     /// Why the variant predicts one input more slowly than the original, when it does.
     pub slower: Option<String>,
+    /// The pretrained folder a frozen encoder is read from, when the original's checkpoint
+    /// holds only what it trained (the head): its "file on disk" leaves the encoder out, and
+    /// the variant still reads its f32 layers (embeddings, layer norms) from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_encoder: Option<String>,
 }
 
 impl Report {
@@ -415,17 +420,19 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
                            saves bytes on disk, not multiplications)"
             .to_string(),
         _ if net.encoder().is_some() => "a Transformer sends each of the input's tokens through its \
-              layers as a row; up to 64 rows run Vigil's quantised product, which reads a quarter \
-              of the f32 bytes but quantises every row to 8-bit blocks first, and the attention, \
-              GELU and layer norms cost the same in both: here that did not pay back (more rows \
-              widen the weight to f32 for each call); the variant saves memory and disk"
+              layers as a row; Vigil's quantised product reads a quarter of the f32 bytes but \
+              quantises every row to 8-bit blocks first, and the attention, GELU and layer norms \
+              cost the same in both: here that did not pay back; the variant saves memory and disk"
             .to_string(),
         _ => "for one input, the quantised product quantises the input to 8-bit blocks on every \
               call and adds the bias in a second pass, where the original's fused f32 layer does one \
-              pass; reading fewer weight bytes does not pay that back at this size (batches of more \
-              than 64 rows widen the weight to f32 for the call instead)"
+              pass; reading fewer weight bytes does not pay that back at this size"
             .to_string(),
     });
+    let frozen_encoder = match &original.spec.model {
+        crate::ml::spec::ModelSpec::Pretrained { path, freeze: true, .. } => Some(path.clone()),
+        _ => None,
+    };
     let report = Report {
         run: run.id.to_string(),
         variant: name.clone(),
@@ -437,6 +444,7 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         sparsity: sparsity_after,
         layers: net.storage(),
         slower,
+        frozen_encoder,
     };
     save(run, &name, file, &bytes, &report)?;
     Ok(report)
