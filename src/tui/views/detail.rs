@@ -415,7 +415,12 @@ fn draw_variants(f: &mut Frame, app: &App, r: &RunState, area: Rect) {
         Row::new(vec![
             Cell::from(v.variant.clone()),
             Cell::from(ByteSize(m.disk_bytes).display().iec_short().to_string()),
-            Cell::from(format!("{:.1}x", v.original.disk_bytes as f64 / m.disk_bytes.max(1) as f64)),
+            // A frozen encoder's original file holds only its head (the encoder is read from its
+            // folder), so the files do not compare: the dense weights do.
+            Cell::from(match v.frozen_encoder {
+                Some(_) => format!("{:.1}x wt", v.weight_ratio()),
+                None => format!("{:.1}x", v.original.disk_bytes as f64 / m.disk_bytes.max(1) as f64),
+            }),
             Cell::from(format!("{:.2}%", 100.0 * m.test_accuracy)),
             Cell::from(Span::styled(format!("{delta:+.2}"), if delta < -1.0 { t.warn() } else { t.base() })),
             Cell::from(format!("{:.1}%", 100.0 * v.agreement)),
