@@ -400,7 +400,7 @@ impl ServedModel {
     }
 
     fn probabilities(&self, x: &Tensor) -> Result<Vec<f32>> {
-        self.softmax(&self.network.forward(x, None)?)
+        self.softmax(&self.network.infer(x)?)
     }
 
     fn softmax(&self, logits: &Tensor) -> Result<Vec<f32>> {

@@ -239,7 +239,7 @@ pub struct Detector {
 fn layer_features(net: &Network, layer: &str, x: &Tensor) -> Result<Tensor> {
     Ok(match layer {
         "input" => x.to_dtype(DType::F32)?.flatten_from(1)?,
-        _ => net.penultimate(x)?.to_dtype(DType::F32)?,
+        _ => crate::ml::kernels::inference(|| net.penultimate(x))?.to_dtype(DType::F32)?,
     })
 }
 
@@ -608,7 +608,7 @@ impl Detector {
             DetectorKind::Energy => {
                 let logits = match logits {
                     Some(l) => l.clone(),
-                    None => net.forward(x, None)?,
+                    None => net.infer(x)?,
                 };
                 let e = logits.to_dtype(DType::F32)?.log_sum_exp(D::Minus1)?.neg()?;
                 Ok(e.to_vec1::<f32>()?.into_iter().map(f64::from).collect())

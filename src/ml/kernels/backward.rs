@@ -28,6 +28,10 @@ thread_local! {
 /// Gradients of `loss` with respect to every variable it depends on, as `loss.backward()`
 /// computes them.
 pub fn backward(loss: &Tensor) -> candle_core::Result<GradStore> {
+    if super::in_inference() {
+        // Inside it the kernels keep nothing and skip every parameter's gradient.
+        candle_core::bail!("a backward pass inside kernels::inference, which differentiates nothing");
+    }
     /// Ends the deferral however the backward pass ends.
     struct Reset;
     impl Drop for Reset {

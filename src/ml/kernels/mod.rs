@@ -108,9 +108,39 @@ fn matrix<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<gemm::Matrix
 }
 
 /// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels
-/// keep what their backward pass needs exactly when one of their inputs is.
+/// keep what their backward pass needs exactly when one of their inputs is, outside
+/// [`inference`].
 fn wants_grad(t: &Tensor) -> bool {
-    t.track_op()
+    t.track_op() && !in_inference()
+}
+
+thread_local! {
+    static INFERENCE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as inference (torch's `no_grad`): nothing it computes will be differentiated. A
+/// trained model's weights are candle variables, which candle tracks always, so without this a
+/// served prediction looked like a training step to the kernels: the fused encoder layer kept
+/// every activation for a backward pass that never came, and a quantised layer widened its
+/// weight to f32 on every call for a gradient nobody asked for. Inside, kernels keep nothing and
+/// quantised layers take their quantised product; a backward pass through what `f` computed
+/// recomputes what it needs from the op's inputs or is an error (a kernel's missing state), never
+/// a wrong gradient, and a backward pass inside `f` is refused. Candle runs a kernel's
+/// forward pass on the calling thread, which is the one this marks.
+pub fn inference<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INFERENCE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(INFERENCE.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether the calling thread is inside [`inference`].
+pub fn in_inference() -> bool {
+    INFERENCE.with(|c| c.get())
 }
 
 /// A backward pass reached an op whose forward pass kept nothing: candle only records an op in

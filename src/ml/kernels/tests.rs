@@ -691,3 +691,30 @@ fn an_embedding_id_outside_the_table_is_an_error_naming_it() {
     let err = embedding(&table, vec![1, 5]).unwrap_err().to_string();
     assert!(err.contains("id 5 is outside a table of 5 rows"), "{err}");
 }
+
+#[test]
+fn inference_gives_the_same_values_keeps_nothing_and_refuses_a_backward_pass() {
+    // Variables, as a trained model's weights are: candle tracks them always.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut values = |n: usize| (0..n).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
+    // Layer norm, whose backward pass reads the normalised rows its forward pass keeps.
+    let x = Var::from_vec(values(6 * 8), (6, 8), &Device::Cpu).unwrap();
+    let w = Var::from_vec(values(8), 8, &Device::Cpu).unwrap();
+    let b = Var::from_vec(values(8), 8, &Device::Cpu).unwrap();
+    let run = || layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+    let trained = run();
+    let inferred = inference(run);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&trained), flat(&inferred));
+    assert!(!in_inference(), "left as it was");
+    // Outside, the gradient flows; through what inference computed, it is an error, never a
+    // missing or wrong gradient.
+    assert!(backward(&trained.sum_all().unwrap()).unwrap().get(w.as_tensor()).is_some());
+    let err = backward(&inferred.sum_all().unwrap()).unwrap_err().to_string();
+    assert!(err.contains("saved state"), "{err}");
+    let err = inference(|| backward(&trained.sum_all().unwrap())).unwrap_err().to_string();
+    assert!(err.contains("inside kernels::inference"), "{err}");
+    // Restored however the closure ends.
+    let _ = std::panic::catch_unwind(|| inference(|| panic!("inside")));
+    assert!(!in_inference());
+}

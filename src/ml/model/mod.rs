@@ -619,6 +619,14 @@ impl Network {
         }))
     }
 
+    /// Logits `(B, classes)` for a prediction: [`Self::forward`] in evaluation mode inside
+    /// [`crate::ml::kernels::inference`], so nothing is kept for a backward pass. What only
+    /// predicts (evaluation, the service, `vigil optimize`'s timings, the detectors) calls this;
+    /// what differentiates the logits (training, explanations, attacks) calls `forward`.
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ml::kernels::inference(|| self.forward(x, None))
+    }
+
     /// Logits `(B, classes)` for a batch. `rng` turns dropout on (training); `None` evaluates.
     pub fn forward(&self, x: &Tensor, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         match &self.arch {
@@ -835,7 +843,7 @@ impl Network {
     /// The penultimate features and the logits of an inference pass, from one pass: the
     /// service's input detector reads the first, the answer is the second.
     pub fn penultimate_and_logits(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let h = self.penultimate(x)?;
+        let h = crate::ml::kernels::inference(|| self.penultimate(x))?;
         let out = match &self.arch {
             Arch::Mlp { layers, .. } => layers.last().expect("an MLP has an output layer"),
             Arch::Cnn { out, .. }

@@ -455,7 +455,9 @@ impl SentenceEncoder {
     /// Unit-length embeddings of a batch of padded token ids `(B, L)`.
     pub fn embed_ids(&self, ids: &Tensor) -> Result<Vec<Vec<f32>>> {
         let mask = super::token_mask(ids)?;
-        let (states, mask) = self.encoder.hidden_states(&self.encoder.embed(ids)?, &mask, None)?;
+        let (states, mask) = crate::ml::kernels::inference(|| {
+            self.encoder.hidden_states(&self.encoder.embed(ids)?, &mask, None)
+        })?;
         let pooled = super::layers::masked_mean(&states, &mask)?;
         let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         Ok(pooled.broadcast_div(&norm)?.to_vec2::<f32>()?)

@@ -202,7 +202,10 @@ impl EncoderLayer {
         ];
         let mut all = vec![x];
         all.extend(tensors);
-        if !kernels::applies(&all) || (!x.track_op() && tensors.iter().any(|t| t.track_op())) {
+        // A parameter in the graph needs `x` in it too (the kernel's node exists only when `x`
+        // tracks gradients), unless nothing is differentiated at all.
+        let orphaned = !x.track_op() && !kernels::in_inference() && tensors.iter().any(|t| t.track_op());
+        if !kernels::applies(&all) || orphaned {
             return None;
         }
         Some(kernels::encoder::LayerParams { tensors: tensors.map(Tensor::clone), eps: [n1.eps, n2.eps] })
@@ -557,6 +560,17 @@ mod tests {
                     let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                     let worst = y.iter().zip(&composed[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                     assert!(worst < 2e-4, "{norm:?} frozen: output differs by {worst}");
+                    // A trained layer's variables, predicting: the same inference path (outside
+                    // `inference`, variables beside a detached input are refused the fused layer).
+                    assert!(layer.fused_params(&x).is_none());
+                    let y = crate::ml::kernels::inference(|| {
+                        assert!(layer.fused_params(&x).is_some());
+                        layer.forward(&x, &bias, heads, norm, p, &mut None)
+                    })
+                    .unwrap();
+                    let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let worst = y.iter().zip(&composed[0]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                    assert!(worst < 2e-4, "{norm:?} inference: output differs by {worst}");
                 }
             }
         }

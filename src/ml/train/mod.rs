@@ -113,9 +113,7 @@ pub fn build_network(spec: &ExperimentSpec, pipeline: &Pipeline, device: &Device
 
 /// Mean cross-entropy and predictions of a network over a split.
 pub fn predict(net: &Network, data: &Prepared) -> Result<(f64, Vec<u32>, Vec<Vec<f32>>)> {
-    predict_by(&data.labels, net.device(), |chunk| {
-        net.forward(&data.features.batch(chunk, net.device())?, None)
-    })
+    predict_by(&data.labels, net.device(), |chunk| net.infer(&data.features.batch(chunk, net.device())?))
 }
 
 /// Mean cross-entropy and predictions over examples of `labels`, in batches whose logits

@@ -273,15 +273,15 @@ pub fn speed(net: &Network, data: &Prepared, rounds: usize) -> Result<(f64, f64)
     let idx: Vec<usize> = (0..256).map(|i| i % n).collect();
     let batch = data.features.batch(&idx, net.device())?;
     for _ in 0..3 {
-        net.forward(&one, None)?;
-        net.forward(&batch, None)?;
+        net.infer(&one)?;
+        net.infer(&batch)?;
     }
     let time = |x: &Tensor, reps: usize| -> Result<Vec<f64>> {
         (0..reps)
             .map(|_| {
                 let t0 = Instant::now();
                 // Reading the result back is part of a prediction.
-                net.forward(x, None)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                net.infer(x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 Ok(t0.elapsed().as_secs_f64())
             })
             .collect()
@@ -419,6 +419,17 @@ pub fn optimize(run: &RunDir, spec: &VariantSpec, rounds: usize) -> Result<Repor
         Precision::F32 => "pruned weights are stored as dense matrices with zeros (unstructured sparsity \
                            saves bytes on disk, not multiplications)"
             .to_string(),
+        _ if net.encoder().is_some()
+            && net.quantized().iter().any(|q| q.padded < crate::ml::model::layers::QUANTISED_BATCH_WIDTH) =>
+        {
+            format!(
+                "a Transformer sends each of the input's tokens through its layers as a row, and a \
+                 layer narrower than {} inputs widens its weight to f32 for such a batch (quantising \
+                 each row to 8-bit blocks does not pay back on so few values a row): for a model \
+                 this small the variant saves memory and disk, not time",
+                crate::ml::model::layers::QUANTISED_BATCH_WIDTH
+            )
+        }
         _ if net.encoder().is_some() => "a Transformer sends each of the input's tokens through its \
               layers as a row; Vigil's quantised product reads a quarter of the f32 bytes but \
               quantises every row to 8-bit blocks first, and the attention, GELU and layer norms \
