@@ -573,12 +573,22 @@ async fn text_models_take_texts_tokenised_as_in_training() {
         assert!((got.as_f64().unwrap() - want[best] as f64).abs() < 1e-6);
     }
     // Numbers to a text model, texts to a numeric one: 422 saying what to send.
-    let reply = call(&c, "POST", url, Some(&key), Some(br#"{"inputs": [[1, 2]]}"#.to_vec())).await;
+    let reply = call(&c, "POST", url.clone(), Some(&key), Some(br#"{"inputs": [[1, 2]]}"#.to_vec())).await;
     assert_eq!(reply.status, 422);
     assert!(reply.body["error"].as_str().unwrap().contains("takes texts"), "{}", reply.text);
     let reply = predict(&c, &server, &key, json!({"texts": ["a"]})).await;
     assert_eq!(reply.status, 422);
     assert!(reply.body["error"].as_str().unwrap().contains("takes numbers"), "{}", reply.text);
+    // The right kind of values in the other field fail to parse: the message says where, and
+    // which field the model takes.
+    let reply = call(&c, "POST", url, Some(&key), Some(br#"{"inputs": ["a goal"]}"#.to_vec())).await;
+    assert_eq!(reply.status, 422);
+    let msg = reply.body["error"].as_str().unwrap();
+    assert!(msg.starts_with("inputs[0]: invalid type: string") && msg.contains("takes texts"), "{msg}");
+    let reply = predict(&c, &server, &key, json!({"texts": [[1, 2]]})).await;
+    assert_eq!(reply.status, 422);
+    let msg = reply.body["error"].as_str().unwrap();
+    assert!(msg.starts_with("texts[0]: invalid type") && msg.contains("takes numbers"), "{msg}");
     server.shutdown().await.unwrap();
 }
 

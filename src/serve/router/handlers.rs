@@ -141,6 +141,23 @@ fn parse_body(bytes: &[u8]) -> Result<PredictBody, (StatusCode, String)> {
     Ok(body)
 }
 
+/// A body that failed to parse because it sent texts in `inputs`, or numbers in `texts`, also
+/// says which field the model takes (serde alone says only `expected a sequence`).
+fn field_hint(model: &ServedModel, msg: String) -> String {
+    let wrong_field = if model.takes_text() {
+        msg.starts_with("inputs[") && msg.contains("invalid type: string")
+    } else {
+        msg.starts_with("texts[") && msg.contains("expected a string")
+    };
+    match (wrong_field, model.takes_text()) {
+        (false, _) => msg,
+        (true, true) => format!("{msg}; model {} takes texts: send {{\"texts\": [\"...\"]}}", model.name()),
+        (true, false) => {
+            format!("{msg}; model {} takes numbers: send {{\"inputs\": [[...], ...]}}", model.name())
+        }
+    }
+}
+
 /// A request that passed every check before the model runs: model found, key known, body read
 /// and parsed, inputs prepared, budget spent, time left.
 struct Accepted {
@@ -184,7 +201,7 @@ async fn accept(st: &AppState, ctx: &Ctx, name: &str, req: Request) -> Result<Ac
     let bytes = read_json(st, ctx, req, &mut note).await?;
     let body: PredictBody = match parse_body(&bytes) {
         Ok(b) => b,
-        Err((status, msg)) => return Err(fail(status, msg, note)),
+        Err((status, msg)) => return Err(fail(status, field_hint(&model, msg), note)),
     };
     accept_rest(st, ctx, model, caller, body, note)
 }
