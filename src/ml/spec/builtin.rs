@@ -37,6 +37,7 @@ pub const BUILTIN_SPECS: &[BuiltinSpec] = &[
         text: include_str!("../../../models/waves-transformer.ron"),
     },
     BuiltinSpec { file: "topics-minilm.ron", text: include_str!("../../../models/topics-minilm.ron") },
+    BuiltinSpec { file: "topics-minilm-ft.ron", text: include_str!("../../../models/topics-minilm-ft.ron") },
 ];
 
 /// The default experiment, run by the console on an empty store.
