@@ -121,47 +121,37 @@ fn layer_groups(layers: &[LayerStorage]) -> Vec<(&str, Option<&str>, Vec<&str>)>
 /// `encoder.layer.5.output.dense`, written once as `encoder.layer.{0-5}.output.dense` (or
 /// `{0,2,5}` where the numbers skip); other names as they are, in their first one's place.
 fn collapse(names: &[&str]) -> Vec<String> {
-    // (text before the number, text after it) -> the numbers, in the order first seen.
-    let mut patterns: Vec<((String, String), Vec<u64>)> = Vec::new();
-    let mut out: Vec<Result<String, usize>> = Vec::new();
+    // Text before the number, text after it, and the numbers, in the order first seen; a name
+    // without exactly one numeric part is an entry of its own, with no numbers.
+    let mut entries: Vec<(String, String, Vec<u64>)> = Vec::new();
     for name in names {
         let parts: Vec<&str> = name.split('.').collect();
-        let numeric: Vec<usize> = (0..parts.len())
+        let numbers: Vec<(usize, u64)> = (0..parts.len())
             .filter(|&i| !parts[i].is_empty() && parts[i].bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|i| parts[i].parse().ok().map(|n| (i, n)))
             .collect();
-        let [i] = numeric[..] else {
-            out.push(Ok(name.to_string()));
+        let [(i, n)] = numbers[..] else {
+            entries.push((name.to_string(), String::new(), Vec::new()));
             continue;
         };
-        let Ok(n) = parts[i].parse::<u64>() else {
-            out.push(Ok(name.to_string()));
-            continue;
-        };
-        let key = (
-            parts[..i].iter().map(|p| format!("{p}.")).collect(),
-            parts[i + 1..].iter().map(|p| format!(".{p}")).collect(),
-        );
-        match patterns.iter().position(|(k, _)| *k == key) {
-            Some(p) => patterns[p].1.push(n),
-            None => {
-                out.push(Err(patterns.len()));
-                patterns.push((key, vec![n]));
-            }
+        let before: String = parts[..i].iter().map(|p| format!("{p}.")).collect();
+        let after: String = parts[i + 1..].iter().map(|p| format!(".{p}")).collect();
+        match entries.iter_mut().find(|e| !e.2.is_empty() && (e.0 == before && e.1 == after)) {
+            Some(e) => e.2.push(n),
+            None => entries.push((before, after, vec![n])),
         }
     }
-    out.into_iter()
-        .map(|o| match o {
-            Ok(name) => name,
-            Err(p) => {
-                let ((before, after), nums) = &patterns[p];
-                let run = nums.windows(2).all(|w| w[1] == w[0] + 1);
-                let middle = match nums[..] {
-                    [n] => n.to_string(),
-                    _ if run => format!("{{{}-{}}}", nums[0], nums[nums.len() - 1]),
-                    _ => format!("{{{}}}", nums.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
-                };
-                format!("{before}{middle}{after}")
-            }
+    entries
+        .into_iter()
+        .map(|(before, after, nums)| {
+            let run = nums.windows(2).all(|w| w[1] == w[0] + 1);
+            let middle = match nums[..] {
+                [] => String::new(),
+                [n] => n.to_string(),
+                _ if run => format!("{{{}-{}}}", nums[0], nums[nums.len() - 1]),
+                _ => format!("{{{}}}", nums.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
+            };
+            format!("{before}{middle}{after}")
         })
         .collect()
 }

@@ -110,7 +110,7 @@ fn matrix<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<gemm::Matrix
 /// Whether a tensor is part of an autograd graph, so that its gradient is wanted. The kernels
 /// keep what their backward pass needs exactly when one of their inputs is, outside
 /// [`inference`].
-fn wants_grad(t: &Tensor) -> bool {
+pub(crate) fn wants_grad(t: &Tensor) -> bool {
     t.track_op() && !in_inference()
 }
 

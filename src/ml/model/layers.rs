@@ -263,7 +263,7 @@ impl QuantWeight {
             // keeps up with the f32 layer for a sentence's rows (`vigil optimize` shows both). It
             // passes no gradient back, so an explanation takes the widened weight below.
             let rows = x.dim(0)?;
-            let differentiated = x.track_op() && !kernels::in_inference();
+            let differentiated = kernels::wants_grad(&x);
             let few = x.dim(0)? < BATCHED_ROWS || self.padded >= QUANTISED_BATCH_WIDTH;
             if let Some(fast) = self.fast.as_ref().filter(|_| !differentiated && few) {
                 let out = kernels::q8::matmul(

@@ -204,7 +204,7 @@ impl EncoderLayer {
         all.extend(tensors);
         // A parameter in the graph needs `x` in it too (the kernel's node exists only when `x`
         // tracks gradients), unless nothing is differentiated at all.
-        let orphaned = !x.track_op() && !kernels::in_inference() && tensors.iter().any(|t| t.track_op());
+        let orphaned = !kernels::wants_grad(x) && tensors.iter().any(|t| kernels::wants_grad(t));
         if !kernels::applies(&all) || orphaned {
             return None;
         }
